@@ -1,0 +1,643 @@
+//! The lane compiler: pure functions from lane groups, their lanes and the pods that
+//! exist to (a) the Istio VirtualServices and DestinationRules that carry the lanes, in
+//! ASM's flavor (what the article shows) or open-source Istio's, and (b) the
+//! [`RouteTable`] the Lanes data plane runs. No I/O.
+
+pub mod routes;
+
+use std::collections::BTreeMap;
+
+use lanes_model::istio::{
+    Destination, DestinationRule, DestinationRuleSpec, Fallback, GeneratedMeta, HeaderOperations,
+    Headers, HttpMatchRequest, HttpRoute, HttpRouteDestination, IstioObject, StringMatch, Subset,
+    VirtualService, VirtualServiceSpec,
+};
+use lanes_model::lane::{
+    DEFAULT_ROUTE_HEADER, GROUP_LABEL, IngressStrategy, LaneGroupSpec, LaneSpec,
+};
+use lanes_model::mesh::{PodView, ServiceView, lane_contains, parse_mesh_host};
+use lanes_model::{Object, Typed};
+use serde::Serialize;
+
+pub use routes::*;
+
+/// Which Istio dialect to generate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flavor {
+    /// Alibaba Cloud Service Mesh: `fallback` targets and the `$asm-label` subset.
+    #[default]
+    Asm,
+    /// Open-source Istio: header-matched routes per lane and a default route to the
+    /// fallback lane.
+    Istio,
+}
+
+impl std::str::FromStr for Flavor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "asm" => Ok(Flavor::Asm),
+            "istio" => Ok(Flavor::Istio),
+            other => Err(format!("unknown flavor {other:?}; use asm or istio")),
+        }
+    }
+}
+
+/// The `apiVersion` of generated Istio objects.
+pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
+/// The subset name ASM resolves to the calling request's lane.
+pub const ASM_LABEL_SUBSET: &str = "$asm-label";
+
+/// A generated Istio object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Generated {
+    /// A VirtualService.
+    VirtualService(VirtualService),
+    /// A DestinationRule.
+    DestinationRule(DestinationRule),
+}
+
+impl Generated {
+    /// The object's metadata.
+    pub fn meta(&self) -> &GeneratedMeta {
+        match self {
+            Generated::VirtualService(o) => &o.metadata,
+            Generated::DestinationRule(o) => &o.metadata,
+        }
+    }
+
+    /// `VirtualService` or `DestinationRule`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Generated::VirtualService(o) => &o.kind,
+            Generated::DestinationRule(o) => &o.kind,
+        }
+    }
+
+    /// The object as JSON.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// What the compiler produces for a set of objects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// Generated objects: per group, the ingress VirtualServices in lane order, then the
+    /// per-service VirtualServices in the group's service order, then the
+    /// DestinationRules in the same order.
+    pub objects: Vec<Generated>,
+    /// The route table.
+    pub routes: RouteTable,
+    /// Things that compiled but are likely wrong.
+    pub warnings: Vec<String>,
+}
+
+/// A lane group and its lanes, ready to compile.
+#[derive(Debug, Clone)]
+pub struct GroupInput<'a> {
+    /// Group name.
+    pub name: &'a str,
+    /// Group spec.
+    pub spec: &'a LaneGroupSpec,
+    /// Lanes of the group, in creation order: (name, spec).
+    pub lanes: Vec<(&'a str, &'a LaneSpec)>,
+}
+
+/// Compiles every lane group among `objects`, with `pods` as the pods that exist.
+/// Lanes join their group by the `swimlane-group` label; lanes and groups are taken
+/// in the order given (creation order).
+pub fn compile(objects: &[&Object], pods: &[PodView], flavor: Flavor) -> Output {
+    let services: Vec<ServiceView> = objects
+        .iter()
+        .filter_map(|o| ServiceView::from_object(o))
+        .collect();
+    let mut out = Output {
+        routes: RouteTable {
+            services: services.iter().map(mesh_service).collect(),
+            groups: Vec::new(),
+        },
+        ..Default::default()
+    };
+    for object in objects {
+        let Typed::LaneGroup(group) = &object.typed else {
+            continue;
+        };
+        let lanes = objects
+            .iter()
+            .filter_map(|o| match &o.typed {
+                Typed::Lane(l)
+                    if o.labels().get(GROUP_LABEL).map(String::as_str)
+                        == Some(object.name.as_str()) =>
+                {
+                    Some((o.name.as_str(), &l.spec))
+                }
+                _ => None,
+            })
+            .collect();
+        let input = GroupInput {
+            name: &object.name,
+            spec: &group.spec,
+            lanes,
+        };
+        compile_group(&input, &services, pods, flavor, &mut out);
+    }
+    out
+}
+
+fn mesh_service(s: &ServiceView) -> MeshService {
+    MeshService {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| PortMap {
+                port: p.port,
+                target_port: p.target_port,
+            })
+            .collect(),
+        selector: s.selector.clone(),
+    }
+}
+
+fn fqdn(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.svc.cluster.local")
+}
+
+/// The group's settings that every generated object depends on.
+struct GroupCtx<'a> {
+    name: &'a str,
+    gateway_ns: String,
+    gateway: String,
+    route_header: String,
+    permissive: bool,
+    fallback: Option<String>,
+    service_fallback: &'a BTreeMap<String, String>,
+    flavor: Flavor,
+}
+
+impl GroupCtx<'_> {
+    fn meta(&self, name: String) -> GeneratedMeta {
+        let provider = match self.flavor {
+            Flavor::Asm => "asm",
+            Flavor::Istio => "lanes",
+        };
+        GeneratedMeta {
+            labels: BTreeMap::from([
+                ("asm-system".to_string(), "true".to_string()),
+                ("provider".to_string(), provider.to_string()),
+                (GROUP_LABEL.to_string(), self.name.to_string()),
+            ]),
+            name,
+            namespace: self.gateway_ns.clone(),
+        }
+    }
+
+    fn fallback_for(&self, name: &str, namespace: &str) -> Option<String> {
+        self.service_fallback
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+            .or_else(|| self.fallback.clone())
+    }
+
+    fn set_lane_header(&self, lane: &str) -> Headers {
+        Headers {
+            request: Some(HeaderOperations {
+                set: BTreeMap::from([(self.route_header.clone(), lane.to_string())]),
+                ..Default::default()
+            }),
+            response: None,
+        }
+    }
+
+    /// A route destination into `lane` of a service, with ASM's fallback when the
+    /// group is permissive. In the Istio flavor a lane that lacks the service is routed
+    /// straight to the fallback subset, since Istio has no fallback.
+    fn lane_destination(
+        &self,
+        host: &str,
+        svc: Option<&ServiceRoutes>,
+        lane: &str,
+        fallback: Option<&str>,
+    ) -> HttpRouteDestination {
+        let has_lane = svc.is_some_and(|s| s.subset(lane).is_some());
+        let (subset, fallback) = match self.flavor {
+            Flavor::Asm => (
+                lane.to_string(),
+                fallback.filter(|_| self.permissive).map(|f| Fallback {
+                    target: Destination {
+                        host: host.to_string(),
+                        subset: Some(f.to_string()),
+                        port: None,
+                    },
+                }),
+            ),
+            Flavor::Istio => {
+                let subset = if has_lane || !self.permissive {
+                    lane.to_string()
+                } else {
+                    fallback.unwrap_or(lane).to_string()
+                };
+                (subset, None)
+            }
+        };
+        HttpRouteDestination {
+            destination: Destination {
+                host: host.to_string(),
+                subset: Some(subset),
+                port: None,
+            },
+            weight: None,
+            fallback,
+            headers: None,
+        }
+    }
+}
+
+/// Compiles one lane group into `out`.
+pub fn compile_group(
+    input: &GroupInput<'_>,
+    services: &[ServiceView],
+    pods: &[PodView],
+    flavor: Flavor,
+    out: &mut Output,
+) {
+    let spec = input.spec;
+    let pmc = spec
+        .permissive_mode_configuration
+        .clone()
+        .unwrap_or_default();
+    let empty = BTreeMap::new();
+    let ctx = GroupCtx {
+        name: input.name,
+        gateway_ns: spec
+            .ingress
+            .gateway
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "istio-system".to_string()),
+        gateway: spec.ingress.gateway.name.clone(),
+        route_header: pmc
+            .route_header
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROUTE_HEADER.to_string()),
+        permissive: spec.is_permissive.unwrap_or(false),
+        fallback: (!pmc.fallback_target.is_empty()).then(|| pmc.fallback_target.clone()),
+        service_fallback: spec
+            .permissive_mode_configuration
+            .as_ref()
+            .map_or(&empty, |p| &p.service_level_fallback_target),
+        flavor,
+    };
+
+    // Which lane holds which service: the subsets, fallback lane first.
+    let mut service_routes = Vec::new();
+    for sref in &spec.services {
+        let ns = sref.namespace();
+        let view = services
+            .iter()
+            .find(|s| s.name == sref.name && s.namespace == ns)
+            .cloned()
+            .unwrap_or_else(|| ServiceView {
+                name: sref.name.clone(),
+                namespace: ns.to_string(),
+                selector: BTreeMap::new(),
+                ports: Vec::new(),
+            });
+        let fallback = ctx.fallback_for(&sref.name, ns);
+        let mut subsets: Vec<SubsetRoute> = input
+            .lanes
+            .iter()
+            .filter(|(lane, lspec)| {
+                fallback.as_deref() == Some(*lane) || lane_contains(spec, lspec, &view, pods)
+            })
+            .map(|(lane, lspec)| SubsetRoute {
+                name: (*lane).to_string(),
+                labels: lspec.label_selector.clone(),
+            })
+            .collect();
+        if let Some(f) = &fallback
+            && let Some(pos) = subsets.iter().position(|s| &s.name == f)
+        {
+            let base = subsets.remove(pos);
+            subsets.insert(0, base);
+        } else if let Some(f) = &fallback {
+            out.warnings.push(format!(
+                "lane group {:?}: fallback lane {f:?} of service {ns}/{} is not a lane of the group",
+                input.name, sref.name
+            ));
+        }
+        service_routes.push(ServiceRoutes {
+            name: sref.name.clone(),
+            namespace: ns.to_string(),
+            fallback: fallback.filter(|_| ctx.permissive),
+            subsets,
+        });
+    }
+    let find_service = |host: &str| -> Option<(String, String, Option<&ServiceRoutes>)> {
+        let (name, ns) = parse_mesh_host(host, "default")?;
+        let routes = service_routes
+            .iter()
+            .find(|s| s.name == name && s.namespace == ns);
+        Some((name.to_string(), ns.to_string(), routes))
+    };
+
+    // Ingress.
+    let mut ingress_objects = Vec::new();
+    let strategy = spec.ingress.ingress_routing.ingress_routing_strategy;
+    let ingress = match strategy {
+        IngressStrategy::RuleBased => {
+            let mut rules = Vec::new();
+            for (lane, lspec) in &input.lanes {
+                let mut hosts: Vec<String> = Vec::new();
+                let mut http = Vec::new();
+                for rule in lspec.ingress_rules.iter().filter(|r| r.online) {
+                    let Some((name, ns, svc)) = find_service(&rule.route.destination.host) else {
+                        out.warnings.push(format!(
+                            "lane {lane:?}: ingress rule {:?} routes to {:?}, which is no mesh service",
+                            rule.name, rule.route.destination.host
+                        ));
+                        continue;
+                    };
+                    for h in &rule.hosts {
+                        if !hosts.contains(h) {
+                            hosts.push(h.clone());
+                        }
+                    }
+                    let host = &rule.route.destination.host;
+                    let fallback = ctx.fallback_for(&name, &ns);
+                    let mut dest = ctx.lane_destination(host, svc, lane, fallback.as_deref());
+                    dest.destination.port = rule.route.destination.port.clone();
+                    dest.headers = Some(ctx.set_lane_header(lane));
+                    http.push(HttpRoute {
+                        matches: vec![rule.matches.clone()],
+                        name: Some(rule.name.clone()),
+                        route: vec![dest],
+                        ..Default::default()
+                    });
+                    rules.push(IngressRouteRule {
+                        lane: (*lane).to_string(),
+                        name: rule.name.clone(),
+                        hosts: rule.hosts.clone(),
+                        matches: rule.matches.clone(),
+                        destination: ServiceName {
+                            name,
+                            namespace: ns,
+                            port: rule
+                                .route
+                                .destination
+                                .port
+                                .as_ref()
+                                .and_then(|p| u16::try_from(p.number).ok()),
+                        },
+                    });
+                }
+                if !http.is_empty() {
+                    ingress_objects.push(Generated::VirtualService(IstioObject {
+                        api_version: ISTIO_API_VERSION.to_string(),
+                        kind: "VirtualService".to_string(),
+                        metadata: ctx.meta(format!("swimlane-ingress-vs-{}-{lane}", input.name)),
+                        spec: VirtualServiceSpec {
+                            gateways: vec![format!("{}/{}", ctx.gateway_ns, ctx.gateway)],
+                            hosts,
+                            http,
+                        },
+                    }));
+                }
+            }
+            IngressRoutes::RuleBased { rules }
+        }
+        IngressStrategy::Weighted => {
+            let rule = spec
+                .ingress
+                .ingress_routing
+                .weighted_routing_rule
+                .clone()
+                .unwrap_or_default();
+            let mut http = Vec::new();
+            let mut targets = Vec::new();
+            let mut weighted = Vec::new();
+            for (lane, lspec) in &input.lanes {
+                let Some(w) = &lspec.ingress_weight else {
+                    continue;
+                };
+                let Some((name, ns, svc)) = find_service(&w.destination.host) else {
+                    out.warnings.push(format!(
+                        "lane {lane:?}: ingressWeight.destination.host {:?} is no mesh service; the lane takes no weighted traffic",
+                        w.destination.host
+                    ));
+                    continue;
+                };
+                let host = &w.destination.host;
+                let fallback = ctx.fallback_for(&name, &ns);
+                let mut dest = ctx.lane_destination(host, svc, lane, fallback.as_deref());
+                dest.headers = Some(ctx.set_lane_header(lane));
+                // A request that already names this lane keeps it.
+                let matches = if rule.request_matches.is_empty() {
+                    vec![HttpMatchRequest::default()]
+                } else {
+                    rule.request_matches.clone()
+                };
+                http.push(HttpRoute {
+                    matches: matches
+                        .into_iter()
+                        .map(|mut m| {
+                            m.headers
+                                .insert(ctx.route_header.clone(), StringMatch::exact(*lane));
+                            m
+                        })
+                        .collect(),
+                    name: Some((*lane).to_string()),
+                    route: vec![dest.clone()],
+                    ..Default::default()
+                });
+                let weight = u32::try_from(w.weight).unwrap_or(0);
+                if weight > 0 {
+                    let mut d = dest;
+                    d.weight = Some(w.weight);
+                    weighted.push(d);
+                }
+                targets.push(WeightedTarget {
+                    lane: (*lane).to_string(),
+                    weight,
+                    destination: ServiceName {
+                        name,
+                        namespace: ns,
+                        port: None,
+                    },
+                });
+            }
+            if !weighted.is_empty() {
+                http.push(HttpRoute {
+                    matches: rule.request_matches.clone(),
+                    name: Some("weighted".to_string()),
+                    route: weighted,
+                    ..Default::default()
+                });
+            }
+            if !http.is_empty() {
+                ingress_objects.push(Generated::VirtualService(IstioObject {
+                    api_version: ISTIO_API_VERSION.to_string(),
+                    kind: "VirtualService".to_string(),
+                    metadata: ctx.meta(format!("swimlane-ingress-vs-{}", input.name)),
+                    spec: VirtualServiceSpec {
+                        gateways: vec![format!("{}/{}", ctx.gateway_ns, ctx.gateway)],
+                        hosts: rule.hosts.clone(),
+                        http,
+                    },
+                }));
+            }
+            IngressRoutes::Weighted {
+                hosts: rule.hosts.clone(),
+                matches: rule.request_matches.clone(),
+                targets,
+            }
+        }
+    };
+
+    // Per-service VirtualServices and DestinationRules.
+    let mut service_vs = Vec::new();
+    let mut service_dr = Vec::new();
+    for svc in &service_routes {
+        let host = fqdn(&svc.name, &svc.namespace);
+        let fallback = ctx.fallback_for(&svc.name, &svc.namespace);
+        let http = match flavor {
+            Flavor::Asm => vec![HttpRoute {
+                name: Some("default".to_string()),
+                route: vec![HttpRouteDestination {
+                    destination: Destination {
+                        host: host.clone(),
+                        subset: Some(ASM_LABEL_SUBSET.to_string()),
+                        port: None,
+                    },
+                    fallback: fallback
+                        .as_ref()
+                        .filter(|_| ctx.permissive)
+                        .map(|f| Fallback {
+                            target: Destination {
+                                host: host.clone(),
+                                subset: Some(f.clone()),
+                                port: None,
+                            },
+                        }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            Flavor::Istio => istio_service_routes(&ctx, input, svc, &host, fallback.as_deref()),
+        };
+        service_vs.push(Generated::VirtualService(IstioObject {
+            api_version: ISTIO_API_VERSION.to_string(),
+            kind: "VirtualService".to_string(),
+            metadata: ctx.meta(format!(
+                "trafficlabel-vs-{}-{}-{}",
+                input.name, svc.namespace, svc.name
+            )),
+            spec: VirtualServiceSpec {
+                gateways: Vec::new(),
+                hosts: vec![host.clone()],
+                http,
+            },
+        }));
+        service_dr.push(Generated::DestinationRule(IstioObject {
+            api_version: ISTIO_API_VERSION.to_string(),
+            kind: "DestinationRule".to_string(),
+            metadata: ctx.meta(format!(
+                "trafficlabel-dr-{}-{}-{}",
+                input.name, svc.namespace, svc.name
+            )),
+            spec: DestinationRuleSpec {
+                host,
+                subsets: svc
+                    .subsets
+                    .iter()
+                    .map(|s| Subset {
+                        labels: s.labels.clone(),
+                        name: s.name.clone(),
+                    })
+                    .collect(),
+            },
+        }));
+    }
+    out.objects.extend(ingress_objects);
+    out.objects.extend(service_vs);
+    out.objects.extend(service_dr);
+    out.routes.groups.push(GroupRoutes {
+        name: input.name.to_string(),
+        route_header: ctx.route_header.clone(),
+        trace_header: pmc.trace_header.clone(),
+        permissive: ctx.permissive,
+        fallback: ctx.fallback.clone().filter(|_| ctx.permissive),
+        lanes: input
+            .lanes
+            .iter()
+            .map(|(name, l)| LaneRoutes {
+                name: (*name).to_string(),
+                selector: l.label_selector.clone(),
+            })
+            .collect(),
+        services: service_routes,
+        ingress,
+    });
+}
+
+/// Open-source Istio routes of one service: per lane holding the service, a route for
+/// requests whose route header names the lane (and, in strict mode, for calls from the
+/// lane's pods); then a default route to the fallback lane.
+fn istio_service_routes(
+    ctx: &GroupCtx<'_>,
+    input: &GroupInput<'_>,
+    svc: &ServiceRoutes,
+    host: &str,
+    fallback: Option<&str>,
+) -> Vec<HttpRoute> {
+    let default_lane = fallback
+        .map(str::to_string)
+        .or_else(|| svc.subsets.first().map(|s| s.name.clone()));
+    let mut http = Vec::new();
+    for (lane, lspec) in &input.lanes {
+        if Some(*lane) == default_lane.as_deref() || svc.subset(lane).is_none() {
+            continue;
+        }
+        let mut matches = vec![HttpMatchRequest {
+            headers: BTreeMap::from([(ctx.route_header.clone(), StringMatch::exact(*lane))]),
+            ..Default::default()
+        }];
+        if !ctx.permissive {
+            matches.push(HttpMatchRequest {
+                source_labels: lspec.label_selector.clone(),
+                ..Default::default()
+            });
+        }
+        http.push(HttpRoute {
+            matches,
+            name: Some((*lane).to_string()),
+            route: vec![HttpRouteDestination {
+                destination: Destination {
+                    host: host.to_string(),
+                    subset: Some((*lane).to_string()),
+                    port: None,
+                },
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    if let Some(lane) = default_lane {
+        http.push(HttpRoute {
+            name: Some("default".to_string()),
+            route: vec![HttpRouteDestination {
+                destination: Destination {
+                    host: host.to_string(),
+                    subset: Some(lane),
+                    port: None,
+                },
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    http
+}

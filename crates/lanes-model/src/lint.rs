@@ -1,0 +1,408 @@
+//! Cross-reference checks over a set of objects: what decodes on its own but does not
+//! fit together (`lanes lint`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::decode::{Diagnostic, Loaded, Severity, find_duplicates};
+use crate::lane::{GROUP_LABEL, IngressStrategy};
+use crate::mesh::{PodView, ServiceView, assumed_pods, lane_contains, parse_mesh_host};
+use crate::object::Typed;
+
+struct Ctx<'a> {
+    loaded: &'a [Loaded],
+    services: Vec<ServiceView>,
+    pods: Vec<PodView>,
+    namespaces: BTreeSet<String>,
+    out: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn report(&mut self, severity: Severity, l: &Loaded, path: &str, message: String) {
+        self.out.push(Diagnostic::at(
+            severity,
+            &l.source,
+            Some(l.object.display_name()),
+            Some(path.to_string()),
+            message,
+        ));
+    }
+
+    fn service(&self, name: &str, namespace: &str) -> Option<&ServiceView> {
+        self.services
+            .iter()
+            .find(|s| s.name == name && s.namespace == namespace)
+    }
+}
+
+/// Every cross-reference problem among `loaded`, errors and warnings, in input order.
+pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
+    let objects = loaded.iter().map(|l| &l.object);
+    let mut ctx = Ctx {
+        loaded,
+        services: loaded
+            .iter()
+            .filter_map(|l| ServiceView::from_object(&l.object))
+            .collect(),
+        pods: assumed_pods(objects),
+        namespaces: loaded
+            .iter()
+            .filter_map(|l| l.object.namespace.clone())
+            .collect(),
+        out: find_duplicates(loaded),
+    };
+    for l in loaded {
+        match &l.object.typed {
+            Typed::Rollout(_) => lint_rollout(&mut ctx, l),
+            Typed::Deployment(_) => lint_deployment_urls(&mut ctx, l),
+            Typed::LaneGroup(_) => lint_group(&mut ctx, l),
+            Typed::Lane(_) => lint_lane(&mut ctx, l),
+            _ => {}
+        }
+    }
+    ctx.out
+}
+
+fn lint_rollout(ctx: &mut Ctx<'_>, l: &Loaded) {
+    let Typed::Rollout(r) = &l.object.typed else {
+        return;
+    };
+    let ns = l.object.namespace_or_empty();
+    let wref = &r.spec.workload_ref;
+    if wref.kind != "Deployment" {
+        ctx.report(
+            Severity::Warning,
+            l,
+            "spec.workloadRef.kind",
+            format!(
+                "Lanes releases Deployments only; a {} is not run",
+                wref.kind
+            ),
+        );
+    } else {
+        let exists = ctx.loaded.iter().any(|o| {
+            matches!(o.object.typed, Typed::Deployment(_))
+                && o.object.name == wref.name
+                && o.object.namespace_or_empty() == ns
+        });
+        if !exists {
+            let elsewhere: Vec<String> = ctx
+                .loaded
+                .iter()
+                .filter(|o| {
+                    matches!(o.object.typed, Typed::Deployment(_)) && o.object.name == wref.name
+                })
+                .map(|o| o.object.namespace_or_empty().to_string())
+                .collect();
+            let hint = if elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (there is one in namespace {}; a Rollout acts on its own namespace)",
+                    elsewhere.join(", ")
+                )
+            };
+            ctx.report(
+                Severity::Error,
+                l,
+                "spec.workloadRef.name",
+                format!(
+                    "Deployment {:?} not found in namespace {ns:?}{hint}",
+                    wref.name
+                ),
+            );
+        }
+    }
+    if r.spec.strategy.blue_green.is_some() {
+        ctx.report(
+            Severity::Warning,
+            l,
+            "spec.strategy.blueGreen",
+            "Lanes runs canary strategies only: this Rollout is accepted but not run".into(),
+        );
+    }
+}
+
+/// The host of an `http://` or `https://` URL, with its port.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!host.is_empty()).then_some(host)
+}
+
+fn lint_deployment_urls(ctx: &mut Ctx<'_>, l: &Loaded) {
+    let Typed::Deployment(d) = &l.object.typed else {
+        return;
+    };
+    let ns = l.object.namespace_or_empty().to_string();
+    let containers = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    for (ci, c) in containers.iter().enumerate() {
+        for (ei, env) in c.env.iter().flatten().enumerate() {
+            if !env.name.to_ascii_lowercase().ends_with("url") {
+                continue;
+            }
+            let Some(value) = env.value.as_deref() else {
+                continue;
+            };
+            let Some(host) = url_host(value) else {
+                continue;
+            };
+            let Some((svc, svc_ns)) = parse_mesh_host(host, &ns) else {
+                continue;
+            };
+            if ctx.service(svc, svc_ns).is_some() {
+                continue;
+            }
+            // A two-label name may be an outside host (`example.org`): judge it only when
+            // it names a known namespace or a known service.
+            let two_labels = host
+                .split(':')
+                .next()
+                .is_some_and(|h| h.matches('.').count() == 1);
+            let known =
+                ctx.namespaces.contains(svc_ns) || ctx.services.iter().any(|s| s.name == svc);
+            if two_labels && !known {
+                continue;
+            }
+            let candidates: Vec<String> = ctx
+                .services
+                .iter()
+                .filter(|s| s.name == svc)
+                .map(|s| format!("{}.{}", s.name, s.namespace))
+                .collect();
+            let hint = if candidates.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean {}?", candidates.join(" or "))
+            };
+            ctx.report(
+                Severity::Error,
+                l,
+                &format!("spec.template.spec.containers[{ci}].env[{ei}].value"),
+                format!(
+                    "{} {value:?} names host {host:?}, which is no Service (no Service {svc:?} in namespace {svc_ns:?}){hint}",
+                    env.name
+                ),
+            );
+        }
+    }
+}
+
+fn lint_group(ctx: &mut Ctx<'_>, l: &Loaded) {
+    let Typed::LaneGroup(g) = &l.object.typed else {
+        return;
+    };
+    let group = &g.spec;
+    let lanes: Vec<&Loaded> = lanes_of(ctx.loaded, &l.object.name);
+    let lane_names: BTreeSet<&str> = lanes.iter().map(|x| x.object.name.as_str()).collect();
+    for (i, s) in group.services.iter().enumerate() {
+        let path = format!("spec.services[{i}]");
+        match ctx.service(&s.name, s.namespace()).cloned() {
+            None => ctx.report(
+                Severity::Error,
+                l,
+                &path,
+                format!("Service {}/{} not found", s.namespace(), s.name),
+            ),
+            Some(svc) => {
+                let selected = ctx.loaded.iter().any(|o| {
+                    crate::mesh::deployment_template_labels(&o.object)
+                        .is_some_and(|labels| svc.selects(o.object.namespace_or_empty(), &labels))
+                }) || ctx
+                    .pods
+                    .iter()
+                    .any(|p| svc.selects(&p.namespace, &p.labels));
+                if !selected {
+                    ctx.report(
+                        Severity::Error,
+                        l,
+                        &path,
+                        format!(
+                            "no Deployment selects Service {}/{} (selector {})",
+                            svc.namespace,
+                            svc.name,
+                            fmt_labels(&svc.selector)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let permissive = group.is_permissive.unwrap_or(false);
+    if let Some(p) = &group.permissive_mode_configuration {
+        if !p.fallback_target.is_empty() && !lane_names.contains(p.fallback_target.as_str()) {
+            ctx.report(
+                Severity::Error,
+                l,
+                "spec.permissiveModeConfiguration.fallbackTarget",
+                format!("lane {:?} is not a lane of this group", p.fallback_target),
+            );
+        }
+        for (key, target) in &p.service_level_fallback_target {
+            if !lane_names.contains(target.as_str()) {
+                ctx.report(
+                    Severity::Error,
+                    l,
+                    &format!("spec.permissiveModeConfiguration.serviceLevelFallbackTarget.{key}"),
+                    format!("lane {target:?} is not a lane of this group"),
+                );
+            }
+        }
+    }
+    let gw = &group.ingress.gateway;
+    let gw_ns = gw.namespace.as_deref().unwrap_or("istio-system");
+    let gateways: Vec<&Loaded> = ctx
+        .loaded
+        .iter()
+        .filter(|o| matches!(o.object.typed, Typed::Gateway(_)))
+        .collect();
+    if !gateways.is_empty()
+        && !gateways
+            .iter()
+            .any(|o| o.object.name == gw.name && o.object.namespace_or_empty() == gw_ns)
+    {
+        ctx.report(
+            Severity::Warning,
+            l,
+            "spec.ingress.gateway",
+            format!("Gateway {gw_ns}/{} not found", gw.name),
+        );
+    }
+    if !permissive {
+        for lane in &lanes {
+            let Typed::Lane(spec) = &lane.object.typed else {
+                continue;
+            };
+            for s in &group.services {
+                let Some(svc) = ctx.service(&s.name, s.namespace()) else {
+                    continue;
+                };
+                if !lane_contains(group, &spec.spec, svc, &ctx.pods) {
+                    let message = format!(
+                        "strict mode: lane {:?} lacks service {}/{}; requests in this lane cannot reach it",
+                        lane.object.name, svc.namespace, svc.name
+                    );
+                    ctx.report(Severity::Warning, lane, "spec.services", message);
+                }
+            }
+        }
+    }
+}
+
+fn lanes_of<'a>(loaded: &'a [Loaded], group: &str) -> Vec<&'a Loaded> {
+    loaded
+        .iter()
+        .filter(|o| {
+            matches!(o.object.typed, Typed::Lane(_))
+                && o.object.labels().get(GROUP_LABEL).map(String::as_str) == Some(group)
+        })
+        .collect()
+}
+
+fn lint_lane(ctx: &mut Ctx<'_>, l: &Loaded) {
+    let Typed::Lane(lane) = &l.object.typed else {
+        return;
+    };
+    let labels = l.object.labels();
+    let Some(group_name) = labels.get(GROUP_LABEL) else {
+        return;
+    };
+    let group = ctx.loaded.iter().find_map(|o| match &o.object.typed {
+        Typed::LaneGroup(g) if &o.object.name == group_name => Some(g.spec.clone()),
+        _ => None,
+    });
+    let Some(group) = group else {
+        ctx.report(
+            Severity::Error,
+            l,
+            &format!("metadata.labels.{GROUP_LABEL}"),
+            format!("lane group {group_name:?} not found"),
+        );
+        return;
+    };
+    for (i, rule) in lane.spec.ingress_rules.iter().enumerate() {
+        let host = &rule.route.destination.host;
+        let in_group = parse_mesh_host(host, "default").is_some_and(|(svc, ns)| {
+            group
+                .services
+                .iter()
+                .any(|s| s.name == svc && s.namespace() == ns)
+        });
+        if !in_group {
+            ctx.report(
+                Severity::Error,
+                l,
+                &format!("spec.ingressRules[{i}].route.destination.host"),
+                format!("{host:?} is not a service of lane group {group_name:?}"),
+            );
+        }
+    }
+    // Two online lanes with the same ingress conditions: the earlier always wins.
+    if group.ingress.ingress_routing.ingress_routing_strategy == IngressStrategy::RuleBased {
+        let earlier = lanes_of(ctx.loaded, group_name)
+            .into_iter()
+            .take_while(|o| !std::ptr::eq(*o, l))
+            .collect::<Vec<_>>();
+        for (i, rule) in lane
+            .spec
+            .ingress_rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.online)
+        {
+            for other in &earlier {
+                let Typed::Lane(other_lane) = &other.object.typed else {
+                    continue;
+                };
+                let clash = other_lane.spec.ingress_rules.iter().find(|r| {
+                    r.online && r.matches == rule.matches && same_hosts(&r.hosts, &rule.hosts)
+                });
+                if let Some(clash) = clash {
+                    let message = format!(
+                        "same hosts and match as rule {:?} of online lane {:?}, which comes first and always wins",
+                        clash.name, other.object.name
+                    );
+                    ctx.report(
+                        Severity::Error,
+                        l,
+                        &format!("spec.ingressRules[{i}].match"),
+                        message,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn same_hosts(a: &[String], b: &[String]) -> bool {
+    let a: BTreeSet<&String> = a.iter().collect();
+    let b: BTreeSet<&String> = b.iter().collect();
+    a == b
+}
+
+fn fmt_labels(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(url_host("http://mockb:8000/"), Some("mockb:8000"));
+        assert_eq!(url_host("https://u:p@a.b/x"), Some("a.b"));
+        assert_eq!(url_host("ftp://x"), None);
+    }
+}

@@ -1,0 +1,356 @@
+//! A decoded object: its raw form (every field kept) and a typed view of what Lanes reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::istio::{DestinationRuleSpec, GatewaySpec, VirtualServiceSpec};
+use crate::kind::Kind;
+use crate::lane::{ASMSwimLane, ASMSwimLaneGroup};
+use crate::rollout::{Rollout, convert_v1alpha1};
+use crate::validate;
+
+/// A problem with one field of an object: where (a path such as
+/// `spec.strategy.canary.steps[0].replicas`) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field; empty for the object as a whole.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// An Istio object as read from input: metadata and a typed spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IstioInput<S> {
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: S,
+}
+
+/// The typed view of an object.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Typed {
+    /// A Service.
+    Service(Box<Service>),
+    /// A Pod.
+    Pod(Box<Pod>),
+    /// A Deployment.
+    Deployment(Box<Deployment>),
+    /// An Istio Gateway.
+    Gateway(Box<IstioInput<GatewaySpec>>),
+    /// An Istio VirtualService.
+    VirtualService(Box<IstioInput<VirtualServiceSpec>>),
+    /// An Istio DestinationRule.
+    DestinationRule(Box<IstioInput<DestinationRuleSpec>>),
+    /// A lane group.
+    LaneGroup(Box<ASMSwimLaneGroup>),
+    /// A lane.
+    Lane(Box<ASMSwimLane>),
+    /// A Rollout (v1beta1; v1alpha1 input is converted).
+    Rollout(Box<Rollout>),
+}
+
+/// Identifies an object: kind, namespace (none for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace, `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// A decoded, validated object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// Kind.
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+    /// Namespace (`default` when the input had none); `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    /// The whole object as JSON, unknown fields kept, namespace defaulted, v1alpha1
+    /// Rollouts converted to v1beta1.
+    pub raw: Value,
+    /// The typed view.
+    pub typed: Typed,
+}
+
+/// Kind and name of a document, as far as they could be read, for error messages.
+pub fn describe_value(value: &Value) -> Option<String> {
+    let kind = value.get("kind")?.as_str()?;
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<no name>");
+    Some(format!("{kind}/{name}"))
+}
+
+fn typed<T: DeserializeOwned>(raw: &Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(raw).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        FieldError::new(path, tidy_serde_message(&e.into_inner().to_string()))
+    })
+}
+
+/// Rewrites serde's Rust-flavoured type names into words a manifest author knows.
+fn tidy_serde_message(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, words) in [
+        ("expected i32", "expected an integer"),
+        ("expected i64", "expected an integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u16", "expected a port number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a mapping"),
+    ] {
+        out = out.replace(rust, words);
+    }
+    out
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(FieldError::new(field, "is required")),
+        Some(Value::String(s)) if s.is_empty() => Err(FieldError::new(field, "must not be empty")),
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(FieldError::new(
+            field,
+            format!("expected a string, got {}", value_type(other)),
+        )),
+    }
+}
+
+/// A short name of a JSON value's type, for messages.
+pub fn value_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+impl Object {
+    /// Decodes and validates one object from its JSON form. Every problem found is
+    /// returned; the first type error stops decoding.
+    pub fn from_value(mut raw: Value) -> Result<Object, Vec<FieldError>> {
+        let Value::Object(obj) = &raw else {
+            return Err(vec![FieldError::new(
+                "",
+                format!("expected a mapping (an object), got {}", value_type(&raw)),
+            )]);
+        };
+        let api_version = required_str(obj, "apiVersion").map_err(|e| vec![e])?;
+        let kind_name = required_str(obj, "kind").map_err(|e| vec![e])?;
+        let kind = Kind::from_kind_name(kind_name).ok_or_else(|| {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            vec![FieldError::new(
+                "kind",
+                format!(
+                    "unknown kind {kind_name:?} ({api_version}); Lanes accepts {}",
+                    known.join(", ")
+                ),
+            )]
+        })?;
+        kind.check_api_version(api_version)
+            .map_err(|m| vec![FieldError::new("apiVersion", m)])?;
+        let is_v1alpha1_rollout = kind == Kind::Rollout && api_version.ends_with("/v1alpha1");
+
+        let meta = match obj.get("metadata") {
+            Some(Value::Object(m)) => m,
+            None | Some(Value::Null) => {
+                return Err(vec![FieldError::new("metadata", "is required")]);
+            }
+            Some(other) => {
+                return Err(vec![FieldError::new(
+                    "metadata",
+                    format!("expected a mapping, got {}", value_type(other)),
+                )]);
+            }
+        };
+        let name = required_str(meta, "name")
+            .map_err(|e| vec![FieldError::new(format!("metadata.{}", e.path), e.message)])?
+            .to_string();
+        let namespace = if kind.namespaced() {
+            match meta.get("namespace") {
+                None | Some(Value::Null) => Some("default".to_string()),
+                Some(Value::String(ns)) if ns.is_empty() => Some("default".to_string()),
+                Some(Value::String(ns)) => Some(ns.clone()),
+                Some(other) => {
+                    return Err(vec![FieldError::new(
+                        "metadata.namespace",
+                        format!("expected a string, got {}", value_type(other)),
+                    )]);
+                }
+            }
+        } else {
+            None
+        };
+
+        // Normalise the raw form: namespace defaulted (or dropped for cluster-scoped
+        // kinds, as an API server does), v1alpha1 Rollouts converted.
+        if let Some(meta) = raw.get_mut("metadata").and_then(Value::as_object_mut) {
+            match &namespace {
+                Some(ns) => {
+                    meta.insert("namespace".into(), Value::String(ns.clone()));
+                }
+                None => {
+                    meta.remove("namespace");
+                }
+            }
+        }
+        if is_v1alpha1_rollout {
+            convert_v1alpha1(&mut raw);
+        }
+
+        let typed = match kind {
+            Kind::Service => Typed::Service(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Pod => Typed::Pod(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Deployment => Typed::Deployment(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Gateway => Typed::Gateway(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::VirtualService => {
+                Typed::VirtualService(Box::new(typed(&raw).map_err(|e| vec![e])?))
+            }
+            Kind::DestinationRule => {
+                Typed::DestinationRule(Box::new(typed(&raw).map_err(|e| vec![e])?))
+            }
+            Kind::LaneGroup => Typed::LaneGroup(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Lane => Typed::Lane(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Rollout => Typed::Rollout(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+        };
+        let object = Object {
+            kind,
+            name,
+            namespace,
+            raw,
+            typed,
+        };
+        let errors = validate::validate(&object);
+        if errors.is_empty() {
+            Ok(object)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey {
+            kind: self.kind,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// `Kind/name`, as messages print it.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+
+    /// The namespace, or `""` for cluster-scoped objects.
+    pub fn namespace_or_empty(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+
+    /// The object's labels.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.raw
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_namespace_and_keeps_unknown_fields() {
+        let obj = Object::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "a"},
+            "spec": {"ports": [{"port": 80}], "selector": {"app": "a"}, "someFutureField": 1}
+        }))
+        .unwrap();
+        assert_eq!(obj.namespace.as_deref(), Some("default"));
+        assert_eq!(obj.raw["metadata"]["namespace"], "default");
+        assert_eq!(obj.raw["spec"]["someFutureField"], 1);
+    }
+
+    #[test]
+    fn type_errors_name_the_path() {
+        let errs = Object::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {"replicas": "abc", "selector": {"matchLabels": {"a": "b"}},
+                     "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": []}}}
+        }))
+        .unwrap_err();
+        assert_eq!(errs[0].path, "spec.replicas", "{errs:?}");
+    }
+
+    #[test]
+    fn cluster_scoped_kinds_drop_namespace() {
+        let obj = Object::from_value(json!({
+            "apiVersion": "istio.alibabacloud.com/v1", "kind": "ASMSwimLane",
+            "metadata": {"name": "base", "namespace": "x", "labels": {"swimlane-group": "g"}},
+            "spec": {"labelSelector": {"t": "base"}}
+        }))
+        .unwrap();
+        assert_eq!(obj.namespace, None);
+        assert!(obj.raw["metadata"].get("namespace").is_none());
+    }
+}

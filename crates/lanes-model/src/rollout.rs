@@ -1,0 +1,439 @@
+//! Kruise Rollout (`rollouts.kruise.io/v1beta1`): a progressive release of a workload.
+//! `v1alpha1` objects are read and converted by [`convert_v1alpha1`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A release plan for one workload.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    derive = "PartialEq",
+    group = "rollouts.kruise.io",
+    version = "v1beta1",
+    kind = "Rollout",
+    plural = "rollouts",
+    shortname = "ro",
+    namespaced,
+    status = "RolloutStatus",
+    printcolumn = r#"{"name":"STATUS","type":"string","description":"The rollout status phase","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"CANARY_STEP","type":"integer","description":"The rollout canary status step","jsonPath":".status.currentStepIndex"}"#,
+    printcolumn = r#"{"name":"CANARY_STATE","type":"string","description":"The rollout canary status step state","jsonPath":".status.currentStepState"}"#,
+    printcolumn = r#"{"name":"MESSAGE","type":"string","description":"The rollout canary status message","jsonPath":".status.message"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The workload being released (a Deployment in the Rollout's namespace).
+    #[serde(default)]
+    pub workload_ref: WorkloadRef,
+    /// The release strategy.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// A disabled Rollout leaves its workload alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+/// A reference to the released workload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRef {
+    /// API version of the workload (`apps/v1`).
+    #[serde(default)]
+    pub api_version: String,
+    /// Kind of the workload (`Deployment`).
+    #[serde(default)]
+    pub kind: String,
+    /// Name of the workload.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// The strategy: canary (what Lanes runs) or blue-green (accepted, not run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStrategy {
+    /// Canary release in steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStrategy>,
+    /// Blue-green release (Lanes accepts it but runs canary strategies only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<CanaryStrategy>,
+    /// A paused Rollout does not advance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+/// Steps and options of a canary (or blue-green) release.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStrategy {
+    /// The steps, in order.
+    #[serde(default)]
+    pub steps: Vec<CanaryStep>,
+    /// Traffic routing providers (kept for Kruise compatibility).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic_routings: Vec<TrafficRoutingRef>,
+    /// Name of a TrafficRouting object (kept for Kruise compatibility).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing_ref: Option<String>,
+    /// Run the canary as an extra Deployment `<workload>-<hash>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_extra_workload_for_canary: Option<bool>,
+    /// Labels and annotations added to the canary pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_pod_template_metadata: Option<PatchPodTemplateMetadata>,
+    /// Unavailable canary pods tolerated before a step counts as ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<IntOrString>,
+    /// Kruise: do not create the canary Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_generate_canary_service: Option<bool>,
+}
+
+/// One step of a release.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Canary replicas: an integer or a percentage of the workload's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<IntOrString>,
+    /// Share of traffic to the canary, as a percentage string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<String>,
+    /// Requests that go to the canary whatever the weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpRouteMatch>,
+    /// Pause after the step: a duration in seconds, or until approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<RolloutPause>,
+    /// Header changes for canary requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderModifier>,
+}
+
+/// A step's pause.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RolloutPause {
+    /// Seconds to wait; none means wait for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<i64>,
+}
+
+/// A Gateway-API style request match of a step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteMatch {
+    /// Header conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<NamedMatch>,
+    /// Path condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Query parameter conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<NamedMatch>,
+}
+
+/// A named value condition (`Exact` or `RegularExpression`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NamedMatch {
+    /// Header or parameter name.
+    pub name: String,
+    /// Match type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Value.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A path condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PathMatch {
+    /// Match type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Header changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeaderModifier {
+    /// Headers to set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValue>,
+    /// Headers to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValue>,
+    /// Headers to remove.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header name and value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeaderValue {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// A Kruise traffic routing reference (kept, not acted upon: Lanes routes by lane).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRoutingRef {
+    /// The stable Service.
+    #[serde(default)]
+    pub service: String,
+    /// Seconds to wait after changing traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<i64>,
+    /// Ingress provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressProvider>,
+    /// Gateway API provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayProvider>,
+    /// Custom providers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_network_refs: Vec<CustomNetworkRef>,
+}
+
+/// Ingress traffic provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressProvider {
+    /// Ingress class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_type: Option<String>,
+    /// Ingress name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Gateway API traffic provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayProvider {
+    /// HTTPRoute name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route_name: Option<String>,
+}
+
+/// Custom traffic provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomNetworkRef {
+    /// API version.
+    #[serde(default)]
+    pub api_version: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Labels and annotations patched onto canary pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PatchPodTemplateMetadata {
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Status of a Rollout, as Kruise writes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Initial, Healthy, Progressing, Terminating or Disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Progress of the current canary release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_status: Option<CanaryStatus>,
+    /// Current step, 1-based (mirrors the canary status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+    /// Current step state (mirrors the canary status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_state: Option<String>,
+    /// Human-readable state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<RolloutCondition>,
+}
+
+/// Progress of a canary release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Rollout id observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_rollout_id: Option<String>,
+    /// Workload generation observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_workload_generation: Option<i64>,
+    /// Hash of the rollout strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_hash: Option<String>,
+    /// Revision of the stable pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Revision of the canary pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Pod-template hash of the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template_hash: Option<String>,
+    /// Canary replicas wanted.
+    #[serde(default)]
+    pub canary_replicas: i32,
+    /// Canary replicas ready.
+    #[serde(default)]
+    pub canary_ready_replicas: i32,
+    /// Next step to go to (set by approval in newer Kruise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step_index: Option<i32>,
+    /// Current step, 1-based.
+    #[serde(default)]
+    pub current_step_index: i32,
+    /// StepUpgrade, StepTrafficRouting, StepMetricsAnalysis, StepPaused, StepReady, Completed.
+    #[serde(default)]
+    pub current_step_state: String,
+    /// Finalising sub-step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalising_step: Option<String>,
+    /// Human-readable state of the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the step state last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
+}
+
+/// A condition of a Rollout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutCondition {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// Machine-readable reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Last update (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
+    /// Last transition (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// The Kruise annotation that chooses canary (extra Deployment) or partition style in v1alpha1.
+pub const ROLLING_STYLE_ANNOTATION: &str = "rollouts.kruise.io/rolling-style";
+
+/// Rewrites a `rollouts.kruise.io/v1alpha1` Rollout as v1beta1, in place:
+/// `spec.objectRef.workloadRef` → `spec.workloadRef`, step `weight: N` → `traffic: "N%"`,
+/// the rolling-style annotation → `enableExtraWorkloadForCanary`.
+pub fn convert_v1alpha1(raw: &mut Value) {
+    let rolling_style = raw
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            ROLLING_STYLE_ANNOTATION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(obj) = raw.as_object_mut() {
+        obj.insert(
+            "apiVersion".into(),
+            Value::String("rollouts.kruise.io/v1beta1".into()),
+        );
+    }
+    let Some(spec) = raw.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(Value::Object(mut object_ref)) = spec.remove("objectRef")
+        && let Some(workload) = object_ref.remove("workloadRef")
+    {
+        spec.insert("workloadRef".into(), workload);
+    }
+    let Some(canary) = spec
+        .get_mut("strategy")
+        .and_then(|s| s.get_mut("canary"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if !canary.contains_key("enableExtraWorkloadForCanary") {
+        let extra = rolling_style.as_deref() != Some("partition");
+        canary.insert("enableExtraWorkloadForCanary".into(), Value::Bool(extra));
+    }
+    if let Some(steps) = canary.get_mut("steps").and_then(Value::as_array_mut) {
+        for step in steps.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(weight) = step.remove("weight") {
+                let traffic = match weight {
+                    Value::Number(n) => format!("{n}%"),
+                    Value::String(s) if s.ends_with('%') => s,
+                    Value::String(s) => format!("{s}%"),
+                    other => other.to_string(),
+                };
+                step.entry("traffic").or_insert(Value::String(traffic));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn converts_v1alpha1() {
+        let mut raw = json!({
+            "apiVersion": "rollouts.kruise.io/v1alpha1",
+            "kind": "Rollout",
+            "metadata": {"name": "r", "annotations": {"rollouts.kruise.io/rolling-style": "partition"}},
+            "spec": {
+                "objectRef": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"}},
+                "strategy": {"canary": {"steps": [{"weight": 20, "pause": {}}, {"replicas": "50%"}]}}
+            }
+        });
+        convert_v1alpha1(&mut raw);
+        assert_eq!(raw["apiVersion"], "rollouts.kruise.io/v1beta1");
+        assert_eq!(raw["spec"]["workloadRef"]["name"], "w");
+        assert!(raw["spec"].get("objectRef").is_none());
+        assert_eq!(
+            raw["spec"]["strategy"]["canary"]["steps"][0]["traffic"],
+            "20%"
+        );
+        assert_eq!(
+            raw["spec"]["strategy"]["canary"]["enableExtraWorkloadForCanary"],
+            false
+        );
+    }
+}
