@@ -256,7 +256,9 @@ impl GroupCtx<'_> {
     }
 }
 
-/// Compiles one lane group into `out`.
+/// Compiles one lane group into `out`. Destination hosts are written fully qualified:
+/// the generated objects live in the gateway's namespace, where a short name would
+/// mean another service.
 pub fn compile_group(
     input: &GroupInput<'_>,
     services: &[ServiceView],
@@ -366,9 +368,9 @@ pub fn compile_group(
                             hosts.push(h.clone());
                         }
                     }
-                    let host = &rule.route.destination.host;
+                    let host = fqdn(&name, &ns);
                     let fallback = ctx.fallback_for(&name, &ns);
-                    let mut dest = ctx.lane_destination(host, svc, lane, fallback.as_deref());
+                    let mut dest = ctx.lane_destination(&host, svc, lane, fallback.as_deref());
                     dest.destination.port = rule.route.destination.port.clone();
                     dest.headers = Some(ctx.set_lane_header(lane));
                     http.push(HttpRoute {
@@ -430,9 +432,9 @@ pub fn compile_group(
                     ));
                     continue;
                 };
-                let host = &w.destination.host;
+                let host = fqdn(&name, &ns);
                 let fallback = ctx.fallback_for(&name, &ns);
-                let mut dest = ctx.lane_destination(host, svc, lane, fallback.as_deref());
+                let mut dest = ctx.lane_destination(&host, svc, lane, fallback.as_deref());
                 dest.headers = Some(ctx.set_lane_header(lane));
                 // A request that already names this lane keeps it.
                 let matches = if rule.request_matches.is_empty() {
