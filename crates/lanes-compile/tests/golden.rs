@@ -1,6 +1,8 @@
 //! Golden tests of the compiler: the article's objects, and a snapshot per case and
 //! flavor (`UPDATE_GOLDEN=1 cargo test -p lanes-compile --test golden` rewrites them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

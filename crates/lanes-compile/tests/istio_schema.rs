@@ -2,6 +2,8 @@
 //! object validates, no field would be pruned, and every route names a subset that a
 //! generated DestinationRule defines.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -213,7 +213,11 @@ fn yaml_error_message(err: &serde_saphyr::Error, first_line: usize) -> String {
         .next()
         .unwrap_or("invalid YAML")
         .trim()
-        .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+        .replace(
+            "budget breached: ",
+            "document too large or too deeply aliased: ",
+        );
     if let Some(loc) = err.location()
         && loc.line() > 0
     {
@@ -316,8 +320,12 @@ pub fn decode_bytes(file: &str, bytes: &[u8]) -> (Vec<Loaded>, Vec<Diagnostic>) 
             vec![Diagnostic::file_error(
                 file,
                 format!(
-                    "not a YAML text file: invalid UTF-8 at byte {}",
-                    e.valid_up_to()
+                    "not a YAML text file: invalid UTF-8 at byte {} (line {})",
+                    e.valid_up_to(),
+                    1 + bytes[..e.valid_up_to()]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
                 ),
             )],
         ),

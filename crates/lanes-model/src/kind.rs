@@ -191,7 +191,7 @@ impl Kind {
             })
             .collect();
         Err(format!(
-            "apiVersion {api_version:?} is not served for kind {}; use {}",
+            "{api_version:?} is not served for kind {}; use {}",
             info.name,
             accepted.join(" or ")
         ))

@@ -86,19 +86,16 @@ fn walk(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String>, prune
                 errs.push(format!("{path}: longer than {max}"));
             }
         }
-        Some("integer") => {
-            if !(value.is_i64() || value.is_u64() || (int_or_string && value.is_string())) {
-                errs.push(format!("{path}: expected an integer"));
-            }
-        }
-        Some("number") => {
-            if !value.is_number() {
-                errs.push(format!("{path}: expected a number"));
-            }
-        }
-        Some("boolean") => {
-            if !value.is_boolean() {
-                errs.push(format!("{path}: expected a boolean"));
+        Some(t @ ("integer" | "number" | "boolean")) => {
+            let ok = match t {
+                "integer" => {
+                    value.is_i64() || value.is_u64() || (int_or_string && value.is_string())
+                }
+                "number" => value.is_number(),
+                _ => value.is_boolean(),
+            };
+            if !ok {
+                errs.push(format!("{path}: expected {t}"));
             }
         }
         Some(other) => errs.push(format!("{path}: schema type {other} not understood")),

@@ -1,0 +1,248 @@
+//! `lanes lint` checks, on the article's manifests and on Kruise's end-to-end manifests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use lanes_model::lint::lint;
+use lanes_model::{Diagnostic, Typed, decode_str, load_paths};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn seed_text(file: &str) -> String {
+    std::fs::read_to_string(repo().join("examples/seed").join(file)).unwrap()
+}
+
+fn lint_texts(files: &[(&str, String)]) -> Vec<Diagnostic> {
+    let mut loaded = Vec::new();
+    for (name, text) in files {
+        let (objs, diags) = decode_str(name, text);
+        assert!(diags.is_empty(), "{diags:?}");
+        loaded.extend(objs);
+    }
+    lint(&loaded)
+}
+
+fn seed_files() -> Vec<(&'static str, String)> {
+    [
+        "00-gateway.yaml",
+        "10-apps.yaml",
+        "20-lanes.yaml",
+        "30-rollouts.yaml",
+    ]
+    .into_iter()
+    .map(|f| (f, seed_text(f)))
+    .collect()
+}
+
+#[test]
+fn the_corrected_seed_lints_clean() {
+    let diags = lint(&load_paths(&[repo().join("examples/seed")]).unwrap());
+    assert!(diags.is_empty(), "{diags:#?}");
+}
+
+#[test]
+fn the_articles_two_slips_are_reported_with_object_and_field() {
+    let mut files = seed_files();
+    // The article verbatim: mockb calls mockc.demo, and rollouts-mockc sits in `demo`.
+    files[1].1 = files[1]
+        .1
+        .replace("http://mockc:8000/", "http://mockc.demo:8000/");
+    files[3].1 = files[3].1.replace(
+        "  name: rollouts-mockc\n",
+        "  name: rollouts-mockc\n  namespace: demo\n",
+    );
+    let lines: Vec<String> = lint_texts(&files).iter().map(|d| d.to_string()).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].starts_with(
+            "10-apps.yaml:5 Deployment/mockb-v1: spec.template.spec.containers[0].env[2].value: upstream_url \"http://mockc.demo:8000/\" names host \"mockc.demo:8000\", which is no Service"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("did you mean mockc.default?"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with(
+            "30-rollouts.yaml:3 Rollout/rollouts-mockc: spec.workloadRef.name: Deployment \"mockc-v1\" not found in namespace \"demo\""
+        ),
+        "{}",
+        lines[1]
+    );
+}
+
+fn case(extra: &str) -> Vec<Diagnostic> {
+    let mut files = seed_files();
+    files.push(("extra.yaml", extra.to_string()));
+    lint_texts(&files)
+}
+
+fn only(diags: &[Diagnostic]) -> String {
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    diags[0].to_string()
+}
+
+#[test]
+fn a_lane_whose_group_does_not_exist() {
+    let d = case(
+        "apiVersion: istio.alibabacloud.com/v1\nkind: ASMSwimLane\nmetadata:\n  name: dev\n  labels: {swimlane-group: nosuch}\nspec:\n  labelSelector: {t: dev}\n",
+    );
+    assert!(only(&d).contains(
+        "ASMSwimLane/dev: metadata.labels.swimlane-group: lane group \"nosuch\" not found"
+    ));
+}
+
+#[test]
+fn a_group_service_with_no_deployment() {
+    let mut files = seed_files();
+    files[2].1 = files[2]
+        .1
+        .replacen("      name: mockb\n", "      name: mockd\n", 1);
+    files[1].1.push_str(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: mockd\nspec:\n  ports: [{port: 8000}]\n  selector: {app: mockd}\n",
+    );
+    let d = lint_texts(&files);
+    assert!(
+        only(&d).contains("ASMSwimLaneGroup/rollout: spec.services[0]: no Deployment selects Service default/mockd (selector app=mockd)"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn two_online_lanes_with_the_same_ingress_match() {
+    let d = case(
+        "apiVersion: istio.alibabacloud.com/v1\nkind: ASMSwimLane\nmetadata:\n  name: dev\n  labels: {swimlane-group: rollout}\nspec:\n  labelSelector: {t: dev}\n  ingressRules:\n    - name: dev\n      online: true\n      hosts: ['*']\n      match:\n        headers:\n          x-asm-prefer-tag: {exact: canary}\n        uri: {exact: /mock}\n      route: {destination: {host: mocka.default.svc.cluster.local}}\n",
+    );
+    assert!(only(&d).contains(
+        "extra.yaml:1 ASMSwimLane/dev: spec.ingressRules[0].match: same hosts and match as rule \"canary\" of online lane \"canary\""
+    ));
+}
+
+#[test]
+fn an_offline_duplicate_is_fine() {
+    let d = case(
+        "apiVersion: istio.alibabacloud.com/v1\nkind: ASMSwimLane\nmetadata:\n  name: dev\n  labels: {swimlane-group: rollout}\nspec:\n  labelSelector: {t: dev}\n  ingressRules:\n    - name: dev\n      online: false\n      hosts: ['*']\n      match:\n        headers:\n          x-asm-prefer-tag: {exact: canary}\n        uri: {exact: /mock}\n      route: {destination: {host: mocka.default.svc.cluster.local}}\n",
+    );
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn strict_mode_lane_lacking_a_service_is_a_warning() {
+    let mut files = seed_files();
+    files[2].1 = files[2]
+        .1
+        .replace("isPermissive: true", "isPermissive: false");
+    let d = lint_texts(&files);
+    assert_eq!(d.len(), 3, "{d:#?}");
+    assert!(d.iter().all(|d| !d.is_error()));
+    assert!(d[0].to_string().contains(
+        "ASMSwimLane/canary: warning: spec.services: strict mode: lane \"canary\" lacks service default/mockb"
+    ));
+}
+
+#[test]
+fn a_fallback_target_that_is_no_lane() {
+    let mut files = seed_files();
+    files[2].1 = files[2]
+        .1
+        .replace("fallbackTarget: base", "fallbackTarget: stable");
+    let d = lint_texts(&files);
+    assert!(only(&d).contains(
+        "ASMSwimLaneGroup/rollout: spec.permissiveModeConfiguration.fallbackTarget: lane \"stable\" is not a lane of this group"
+    ));
+}
+
+/// Kruise's end-to-end manifests: each Rollout decodes (v1alpha1 converted) and lints
+/// clean with its Deployment; the blue-green one with a warning.
+#[test]
+fn kruise_end_to_end_manifests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kruise");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let pairs = [
+        ("e2e-rollout_canary_base.yaml", "e2e-deployment.yaml", false),
+        (
+            "e2e-rollout_disabled.yaml",
+            "e2e-deployment_disabled.yaml",
+            false,
+        ),
+        (
+            "e2e-rollout_v1beta1_canary_base.yaml",
+            "e2e-deployment.yaml",
+            false,
+        ),
+        (
+            "e2e-rollout_v1beta1_partition_base.yaml",
+            "e2e-deployment.yaml",
+            false,
+        ),
+        (
+            "e2e-rollout_v1beta1_bluegreen_base.yaml",
+            "e2e-deployment.yaml",
+            true,
+        ),
+    ];
+    for (rollout, deployment, blue_green) in pairs {
+        let files = [
+            (rollout, read(rollout)),
+            (deployment, read(deployment)),
+            ("e2e-service.yaml", read("e2e-service.yaml")),
+            ("e2e-destinationrule.yaml", read("e2e-destinationrule.yaml")),
+        ];
+        let mut loaded = Vec::new();
+        for (name, text) in &files {
+            let (objs, diags) = decode_str(name, text);
+            assert!(diags.is_empty(), "{name}: {diags:?}");
+            loaded.extend(objs);
+        }
+        let r = loaded
+            .iter()
+            .find_map(|l| match &l.object.typed {
+                Typed::Rollout(r) => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(r.spec.workload_ref.kind, "Deployment", "{rollout}");
+        assert!(!r.spec.workload_ref.name.is_empty(), "{rollout}");
+        let diags = lint(&loaded);
+        if blue_green {
+            assert_eq!(diags.len(), 1, "{rollout}: {diags:?}");
+            assert!(!diags[0].is_error());
+            assert!(
+                diags[0]
+                    .to_string()
+                    .contains("Lanes runs canary strategies only")
+            );
+        } else {
+            assert!(diags.is_empty(), "{rollout}: {diags:?}");
+        }
+    }
+}
+
+#[test]
+fn v1alpha1_is_read_as_v1beta1() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kruise");
+    let text = std::fs::read_to_string(dir.join("e2e-rollout_canary_base.yaml")).unwrap();
+    let (objs, diags) = decode_str("r.yaml", &text);
+    assert!(diags.is_empty());
+    let o = &objs[0].object;
+    assert_eq!(o.raw["apiVersion"], "rollouts.kruise.io/v1beta1");
+    assert_eq!(o.raw["spec"]["workloadRef"]["name"], "echoserver");
+    let Typed::Rollout(r) = &o.typed else {
+        panic!()
+    };
+    let steps = &r.spec.strategy.canary.as_ref().unwrap().steps;
+    let traffic: Vec<_> = steps.iter().map(|s| s.traffic.clone().unwrap()).collect();
+    assert_eq!(traffic, ["20%", "40%", "60%", "80%", "100%"]);
+    assert_eq!(steps[1].pause.as_ref().unwrap().duration, Some(10));
+    // Unknown fields of known kinds are kept.
+    assert_eq!(
+        o.raw["spec"]["strategy"]["canary"]["trafficRoutings"][0]["ingress"]["classType"],
+        "nginx"
+    );
+}
