@@ -1,6 +1,7 @@
 //! The `lanes` command line.
 
 mod offline;
+mod proxy_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,16 @@ enum Command {
         #[arg(long)]
         routes: bool,
     },
+    /// Run the proxy standalone from a YAML file: its role, listeners, route table and
+    /// endpoints (see the README for the format). Stops on SIGINT or SIGTERM.
+    Proxy {
+        /// The proxy file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Check the manifests for cross-reference problems (missing workloads, services,
     /// lane groups; unreachable hosts; clashing ingress rules). Exit 1 on any error.
     Lint {
@@ -61,6 +72,7 @@ fn main() -> ExitCode {
             routes,
         } => offline::render(&files, flavor, output, routes),
         Command::Lint { files } => offline::lint(&files),
+        Command::Proxy { config, threads } => proxy_cmd::run(&config, threads),
     };
     match result {
         Ok(code) => code,

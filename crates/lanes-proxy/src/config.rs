@@ -1,0 +1,222 @@
+//! Proxy configuration: settings with defaults, endpoints, a sidecar's pod identity, and
+//! the YAML file `lanes proxy --config FILE` reads.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lanes_compile::RouteTable;
+use serde::{Deserialize, Serialize};
+
+/// Tunables of the proxy. Durations are in milliseconds in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Settings {
+    /// Time to establish an upstream connection.
+    pub connect_timeout_ms: u64,
+    /// Time from sending a request upstream to its response head.
+    pub request_timeout_ms: u64,
+    /// Time a client has to send a request head (slow clients are cut off).
+    pub header_read_timeout_ms: u64,
+    /// Most entries of a sidecar's correlation table.
+    pub correlation_capacity: usize,
+    /// Seconds a correlation entry stays valid.
+    pub correlation_ttl_seconds: u64,
+    /// Request bodies up to this size are buffered so a failed attempt can be retried on
+    /// the fallback subset; larger bodies stream and are not retried.
+    pub max_replay_body_bytes: usize,
+    /// Refuse calls to hosts that are no mesh service (Istio's `REGISTRY_ONLY`).
+    pub registry_only: bool,
+    /// Idle upstream connections kept per endpoint.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 15_000,
+            header_read_timeout_ms: 10_000,
+            correlation_capacity: 100_000,
+            correlation_ttl_seconds: 60,
+            max_replay_body_bytes: 64 * 1024,
+            registry_only: false,
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+impl Settings {
+    /// Connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    /// Request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// Header read timeout.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+    /// Correlation TTL.
+    pub fn correlation_ttl(&self) -> Duration {
+        Duration::from_secs(self.correlation_ttl_seconds)
+    }
+}
+
+/// One endpoint of a service: an address that serves it, with its pod's labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// Service name.
+    pub service: String,
+    /// Service namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Where to connect (in embedded mode, the pod's sidecar inbound).
+    pub address: SocketAddr,
+    /// The pod's labels (subsets select on them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Whether the endpoint takes traffic.
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// The pod's name, for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Who a sidecar works for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodIdentity {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Pod labels (its lane is the lane whose selector they match).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The application's address inbound traffic goes to (the pod IP and its first
+    /// container port); a request naming another container port in
+    /// `x-lanes-target-port` goes to that port on the same IP.
+    pub app_address: SocketAddr,
+    /// Container ports inbound traffic may target.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+/// The role of a standalone proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Ingress: picks the lane.
+    Gateway,
+    /// Per pod: keeps the lane across hops.
+    Sidecar,
+}
+
+/// Listener addresses of a standalone proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listeners {
+    /// Gateway listener (gateway role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<SocketAddr>,
+    /// Inbound listener (sidecar role): mesh traffic to the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<SocketAddr>,
+    /// Outbound listener (sidecar role): the application's calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<SocketAddr>,
+    /// Admin listener: `/metrics`, `/healthz`, `/config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SocketAddr>,
+}
+
+/// The file `lanes proxy --config FILE` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyFile {
+    /// Gateway or sidecar.
+    pub role: Role,
+    /// Where to listen.
+    pub listeners: Listeners,
+    /// The sidecar's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodIdentity>,
+    /// The route table (as `lanes render --routes` prints it).
+    #[serde(default)]
+    pub routes: RouteTable,
+    /// Service endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    /// Tunables.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// A problem with a proxy file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error("{0}")]
+    Parse(String),
+    /// The file parsed but does not hold together.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// Field path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ProxyFile {
+    /// Parses and checks a proxy file.
+    pub fn parse(text: &str) -> Result<ProxyFile, ConfigError> {
+        let file: ProxyFile =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let invalid = |path: &str, message: &str| ConfigError::Invalid {
+            path: path.to_string(),
+            message: message.to_string(),
+        };
+        match file.role {
+            Role::Gateway => {
+                if file.listeners.gateway.is_none() {
+                    return Err(invalid(
+                        "listeners.gateway",
+                        "the gateway role needs a gateway listener",
+                    ));
+                }
+            }
+            Role::Sidecar => {
+                if file.pod.is_none() {
+                    return Err(invalid(
+                        "pod",
+                        "the sidecar role needs its pod (name, labels, appAddress)",
+                    ));
+                }
+                if file.listeners.inbound.is_none() && file.listeners.outbound.is_none() {
+                    return Err(invalid(
+                        "listeners",
+                        "the sidecar role needs an inbound or an outbound listener",
+                    ));
+                }
+            }
+        }
+        crate::routing::Routing::build(&file.routes, &file.endpoints)
+            .map_err(|e| invalid("routes", &e.to_string()))?;
+        Ok(file)
+    }
+}

@@ -1,0 +1,20 @@
+//! The Lanes data plane: one HTTP proxy with two roles. The *gateway* picks a request's
+//! lane at the ingress; a *sidecar* per pod keeps the lane across hops (route header,
+//! baggage, trace correlation, the pod's own lane, the fallback target) and falls back
+//! to the baseline lane when a lane lacks a service or its endpoint fails. Routing is
+//! compiled from the lane compiler's route table and swapped in without locks.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod correlation;
+pub mod matching;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+
+pub use config::{Endpoint, PodIdentity, ProxyFile, Role, Settings};
+pub use metrics::Metrics;
+pub use proxy::{FALLBACK_HEADER, Mesh, Sidecar};
+pub use routing::Routing;

@@ -1,0 +1,694 @@
+//! The request path: the gateway, a sidecar's inbound and outbound sides, and the
+//! upstream call with fallback. Every request reads the newest routing state through
+//! an atomic pointer swap, never a lock.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use lanes_compile::RouteTable;
+
+use crate::body::{Prepared, ProxyBody, boxed, full, prepare};
+use crate::config::{Endpoint, PodIdentity, Settings};
+use crate::correlation::CorrelationTable;
+use crate::matching::RequestView;
+use crate::metrics::{FallbackLabels, LatencyLabels, Metrics, PodLabels, RequestLabels};
+use crate::routing::{Choice, FallbackReason, Routing, RoutingError, Service, Subset};
+
+/// Response header naming the lanes of a fallback: `<from>-><to>`.
+pub const FALLBACK_HEADER: &str = "x-lanes-fallback";
+/// Request header a sidecar's outbound side sets so the inbound side knows which
+/// container port the call is for.
+pub const TARGET_PORT_HEADER: &str = "x-lanes-target-port";
+/// Response header saying why a failed attempt was not retried.
+pub const NO_RETRY_HEADER: &str = "x-lanes-no-retry";
+
+/// What every gateway and sidecar of a process shares: the routing state, upstream
+/// connection pools, settings and metrics.
+pub struct Mesh {
+    routing: ArcSwap<Routing>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    http1: Client<HttpConnector, ProxyBody>,
+    http2: Client<HttpConnector, ProxyBody>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// Which side of the proxy handled a request (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The ingress gateway.
+    Gateway,
+    /// A sidecar's inbound side.
+    Inbound,
+    /// A sidecar's outbound side.
+    Outbound,
+}
+
+impl Side {
+    fn as_str(self) -> &'static str {
+        match self {
+            Side::Gateway => "gateway",
+            Side::Inbound => "inbound",
+            Side::Outbound => "outbound",
+        }
+    }
+}
+
+fn connector(settings: &Settings) -> HttpConnector {
+    let mut c = HttpConnector::new();
+    c.set_connect_timeout(Some(settings.connect_timeout()));
+    c.set_nodelay(true);
+    c.enforce_http(true);
+    c
+}
+
+/// A plain-text error response.
+pub fn error_response(status: StatusCode, message: impl Into<String>) -> Response<ProxyBody> {
+    let mut text = message.into();
+    text.push('\n');
+    let mut resp = Response::new(full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let named: Vec<HeaderName> = conn
+            .split(',')
+            .filter_map(|h| HeaderName::from_bytes(h.trim().as_bytes()).ok())
+            .collect();
+        for h in named {
+            headers.remove(h);
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// The authority a request names: the URI's (absolute form, HTTP/2) or the Host header.
+fn authority(req: &Request<Incoming>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
+/// One outcome of sending a request upstream.
+enum Attempt {
+    Response(Response<Incoming>),
+    Connect(String),
+    Reset(String),
+    Timeout,
+}
+
+/// A routed request, ready to send.
+struct Routed<'a> {
+    side: Side,
+    service: &'a Service,
+    lane: Option<Arc<str>>,
+    route_header: Option<&'a HeaderName>,
+    target_port: Option<u16>,
+    choice: Choice<'a>,
+}
+
+impl Mesh {
+    /// A mesh with empty routing.
+    pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Arc<Mesh> {
+        let mut h1 = Client::builder(TokioExecutor::new());
+        h1.pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host);
+        let mut h2 = Client::builder(TokioExecutor::new());
+        h2.http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(90));
+        Arc::new(Mesh {
+            routing: ArcSwap::from_pointee(Routing::default()),
+            http1: h1.build(connector(&settings)),
+            http2: h2.build(connector(&settings)),
+            settings,
+            metrics,
+        })
+    }
+
+    /// Swaps in routing built from a new route table and endpoints. Requests in flight
+    /// finish on the state they started with.
+    pub fn update(&self, table: &RouteTable, endpoints: &[Endpoint]) -> Result<(), RoutingError> {
+        let routing = Routing::build(table, endpoints)?;
+        self.routing.store(Arc::new(routing));
+        Ok(())
+    }
+
+    /// The current routing state.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Handles a request at the ingress gateway.
+    pub async fn gateway(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let routing = self.routing();
+        let host = authority(&req).unwrap_or_default();
+        let view = RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            authority: &host,
+            headers: req.headers(),
+            source_labels: None,
+        };
+        let Some((group, lane, service, port)) = routing.ingress(&view) else {
+            let path = req.uri().path().to_string();
+            self.count(Side::Gateway, None, None, "", 404, "none");
+            return error_response(
+                StatusCode::NOT_FOUND,
+                format!("no lane ingress rule matches host {host:?} path {path:?}"),
+            );
+        };
+        let choice = match routing.choose(service, Some(&lane)) {
+            Ok(c) => c,
+            Err(e) => {
+                self.count(Side::Gateway, Some(service), Some(&lane), "", 503, "none");
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
+            }
+        };
+        let routed = Routed {
+            side: Side::Gateway,
+            service,
+            lane: Some(lane),
+            route_header: Some(&group.route_header),
+            target_port: service.target_port(port),
+            choice,
+        };
+        self.forward(req, routed, started).await
+    }
+
+    /// Handles an application's outbound call through its sidecar.
+    pub async fn outbound(&self, sidecar: &Sidecar, req: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let routing = self.routing();
+        let Some(host) = authority(&req) else {
+            return error_response(StatusCode::BAD_REQUEST, "request names no host");
+        };
+        let pod = &sidecar.pod;
+        let Some(service) = routing.service_for_host(&host, &pod.namespace) else {
+            if self.settings.registry_only {
+                self.count(Side::Outbound, None, None, "", 502, "none");
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("registry-only: host {host:?} is no mesh service"),
+                );
+            }
+            return self.passthrough(req, &host).await;
+        };
+        let group = routing.group_of(service);
+        let lane = group.and_then(|g| {
+            routing
+                .resolve_lane(
+                    g,
+                    req.headers(),
+                    |trace| sidecar.correlation.lookup(trace),
+                    Some(&pod.labels),
+                )
+                .map(|(lane, _)| lane)
+        });
+        let choice = match routing.choose(service, lane.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.count(
+                    Side::Outbound,
+                    Some(service),
+                    lane.as_ref(),
+                    "",
+                    503,
+                    "none",
+                );
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
+            }
+        };
+        let port = lanes_model::mesh::strip_port(&host).len();
+        let port = host.get(port + 1..).and_then(|p| p.parse().ok());
+        let routed = Routed {
+            side: Side::Outbound,
+            service,
+            lane,
+            route_header: group.map(|g| &g.route_header),
+            target_port: service.target_port(port),
+            choice,
+        };
+        self.forward(req, routed, started).await
+    }
+
+    /// Handles mesh traffic arriving at a pod: records the lane of its trace for the
+    /// pod's own outbound calls, then hands it to the application.
+    pub async fn inbound(
+        &self,
+        sidecar: &Sidecar,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let routing = self.routing();
+        for group in routing.groups.iter().filter(|g| g.permissive) {
+            let lane = req
+                .headers()
+                .get(&group.route_header)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| group.lane(v.trim()));
+            let trace = group
+                .trace_header
+                .as_ref()
+                .and_then(|h| req.headers().get(h))
+                .and_then(|v| v.to_str().ok());
+            if let (Some(lane), Some(trace)) = (lane, trace) {
+                sidecar.correlation.record(trace, lane.clone());
+            }
+        }
+        let pod = &sidecar.pod;
+        let mut target = pod.app_address;
+        if let Some(port) = req
+            .headers_mut()
+            .remove(TARGET_PORT_HEADER)
+            .and_then(|v| v.to_str().ok().and_then(|p| p.parse::<u16>().ok()))
+            && pod.ports.contains(&port)
+        {
+            target.set_port(port);
+        }
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let uri = match upstream_uri(target, &parts.uri) {
+            Ok(u) => u,
+            Err(resp) => return resp,
+        };
+        parts.uri = uri;
+        let version = parts.version;
+        let req = Request::from_parts(parts, boxed(body));
+        let (resp, code) = match self.send(req, version).await {
+            Attempt::Response(resp) => {
+                let code = resp.status().as_u16();
+                (finish_response(resp, None), code)
+            }
+            Attempt::Connect(e) => (
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "pod {}: application at {target} is not reachable: {e}",
+                        pod.name
+                    ),
+                ),
+                503,
+            ),
+            Attempt::Reset(e) => (
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "pod {}: application at {target} reset the request: {e}",
+                        pod.name
+                    ),
+                ),
+                502,
+            ),
+            Attempt::Timeout => (
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "pod {}: application at {target} did not answer within {} ms",
+                        pod.name, self.settings.request_timeout_ms
+                    ),
+                ),
+                504,
+            ),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                role: Side::Inbound.as_str(),
+                service: String::new(),
+                namespace: pod.namespace.clone(),
+                lane: String::new(),
+                subset: String::new(),
+                code,
+                fallback: "none",
+            })
+            .inc();
+        resp
+    }
+
+    /// Sends a call for a host outside the mesh straight to that host.
+    async fn passthrough(&self, req: Request<Incoming>, host: &str) -> Response<ProxyBody> {
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = match format!("http://{host}{pq}").parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return error_response(StatusCode::BAD_REQUEST, format!("invalid host {host:?}"));
+            }
+        };
+        parts.uri = uri;
+        let version = parts.version;
+        let resp = match self
+            .send(Request::from_parts(parts, boxed(body)), version)
+            .await
+        {
+            Attempt::Response(r) => finish_response(r, None),
+            Attempt::Connect(e) | Attempt::Reset(e) => error_response(
+                StatusCode::BAD_GATEWAY,
+                format!("host {host:?} outside the mesh: {e}"),
+            ),
+            Attempt::Timeout => error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "host {host:?} did not answer within {} ms",
+                    self.settings.request_timeout_ms
+                ),
+            ),
+        };
+        self.count(
+            Side::Outbound,
+            None,
+            None,
+            "",
+            resp.status().as_u16(),
+            "none",
+        );
+        resp
+    }
+
+    /// Sends a request with the request timeout, classifying failures.
+    async fn send(&self, mut req: Request<ProxyBody>, version: Version) -> Attempt {
+        let client = if version == Version::HTTP_2 {
+            &self.http2
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            &self.http1
+        };
+        match tokio::time::timeout(self.settings.request_timeout(), client.request(req)).await {
+            Err(_) => Attempt::Timeout,
+            Ok(Ok(resp)) => Attempt::Response(resp),
+            Ok(Err(e)) if e.is_connect() => Attempt::Connect(error_chain(&e)),
+            Ok(Err(e)) => Attempt::Reset(error_chain(&e)),
+        }
+    }
+
+    /// Sends a routed request, retrying once on the fallback subset when the first
+    /// attempt fails and the body can be replayed.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        routed: Routed<'_>,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if let (Some(h), Some(lane)) = (routed.route_header, &routed.lane)
+            && let Ok(v) = HeaderValue::from_str(lane)
+        {
+            parts.headers.insert(h.clone(), v);
+        }
+        if let Some(port) = routed.target_port {
+            parts
+                .headers
+                .insert(TARGET_PORT_HEADER, HeaderValue::from(port));
+        }
+        if parts.headers.get(header::HOST).is_none()
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        let version = parts.version;
+        let retry = routed.choice.retry;
+        let mut body = if retry.is_some() {
+            match prepare(body, self.settings.max_replay_body_bytes).await {
+                Ok(p) => p,
+                Err(e) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the request body: {e}"),
+                    );
+                }
+            }
+        } else {
+            Prepared::Streaming(boxed(body))
+        };
+
+        let mut subset = routed.choice.primary;
+        let mut fell_back = routed.choice.fell_back.clone();
+        let mut tried_retry = false;
+        loop {
+            let Some(addr) = subset.pick() else {
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, "no endpoint");
+            };
+            let uri = match upstream_uri(addr, &parts.uri) {
+                Ok(u) => u,
+                Err(resp) => return resp,
+            };
+            let mut req = Request::new(body.take());
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri;
+            *req.version_mut() = version;
+            *req.headers_mut() = parts.headers.clone();
+            let attempt = self.send(req, version).await;
+            let can_retry = !tried_retry && retry.is_some() && body.replayable();
+            let failure = match &attempt {
+                Attempt::Response(r)
+                    if matches!(r.status().as_u16(), 502..=504)
+                        && retry.is_some()
+                        && !tried_retry =>
+                {
+                    Some(FallbackReason::UpstreamStatus)
+                }
+                Attempt::Connect(_) if retry.is_some() && !tried_retry => {
+                    Some(FallbackReason::ConnectError)
+                }
+                Attempt::Reset(_) if retry.is_some() && !tried_retry => Some(FallbackReason::Reset),
+                _ => None,
+            };
+            if let (Some(reason), true, Some(next)) = (failure, can_retry, retry) {
+                fell_back = Some((subset.lane.clone(), reason));
+                subset = next;
+                tried_retry = true;
+                continue;
+            }
+            let no_retry = failure.is_some() && !body.replayable();
+            let fallback = fell_back
+                .as_ref()
+                .map(|(from, reason)| (from.clone(), subset.lane.clone(), *reason));
+            let resp = match attempt {
+                Attempt::Response(r) => {
+                    finish_response(r, fallback.as_ref().map(|(f, t, _)| (&**f, &**t)))
+                }
+                Attempt::Connect(e) => error_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "upstream connect error: service {}.{} subset {:?} at {addr}: {e}",
+                        routed.service.name, routed.service.namespace, &*subset.lane
+                    ),
+                ),
+                Attempt::Reset(e) => error_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "upstream reset before response headers: service {}.{} subset {:?} at {addr}: {e}",
+                        routed.service.name, routed.service.namespace, &*subset.lane
+                    ),
+                ),
+                Attempt::Timeout => error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "upstream request timeout: service {}.{} subset {:?} at {addr} did not answer within {} ms",
+                        routed.service.name,
+                        routed.service.namespace,
+                        &*subset.lane,
+                        self.settings.request_timeout_ms
+                    ),
+                ),
+            };
+            let mut resp = resp;
+            if no_retry {
+                resp.headers_mut().insert(
+                    NO_RETRY_HEADER,
+                    HeaderValue::from_str(&format!(
+                        "request body larger than {} bytes is not replayed on the fallback lane",
+                        self.settings.max_replay_body_bytes
+                    ))
+                    .unwrap_or(HeaderValue::from_static("request body too large to replay")),
+                );
+            }
+            self.record(&routed, subset, &resp, fallback.as_ref(), started);
+            return resp;
+        }
+    }
+
+    fn record(
+        &self,
+        routed: &Routed<'_>,
+        subset: &Subset,
+        resp: &Response<ProxyBody>,
+        fallback: Option<&(Arc<str>, Arc<str>, FallbackReason)>,
+        started: Instant,
+    ) {
+        let reason = fallback.map_or("none", |f| f.2.as_str());
+        self.count(
+            routed.side,
+            Some(routed.service),
+            routed.lane.as_ref(),
+            &subset.lane,
+            resp.status().as_u16(),
+            reason,
+        );
+        self.metrics
+            .latency
+            .get_or_create(&LatencyLabels {
+                service: routed.service.name.to_string(),
+                namespace: routed.service.namespace.to_string(),
+                subset: subset.lane.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        if let Some((from, to, reason)) = fallback {
+            self.metrics
+                .fallbacks
+                .get_or_create(&FallbackLabels {
+                    service: routed.service.name.to_string(),
+                    reason: reason.as_str(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    fn count(
+        &self,
+        side: Side,
+        service: Option<&Service>,
+        lane: Option<&Arc<str>>,
+        subset: &str,
+        code: u16,
+        fallback: &'static str,
+    ) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                role: side.as_str(),
+                service: service.map(|s| s.name.to_string()).unwrap_or_default(),
+                namespace: service.map(|s| s.namespace.to_string()).unwrap_or_default(),
+                lane: lane.map(|l| l.to_string()).unwrap_or_default(),
+                subset: subset.to_string(),
+                code,
+                fallback,
+            })
+            .inc();
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let msg = inner.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Result<Uri, Response<ProxyBody>> {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{addr}{pq}")
+        .parse()
+        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "invalid request target"))
+}
+
+fn finish_response(
+    resp: Response<Incoming>,
+    fallback: Option<(&str, &str)>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some((from, to)) = fallback
+        && let Ok(v) = HeaderValue::from_str(&format!("{from}->{to}"))
+    {
+        parts.headers.insert(FALLBACK_HEADER, v);
+    }
+    Response::from_parts(parts, boxed::<Incoming>(body))
+}
+
+/// A sidecar: the pod it serves and its correlation table.
+#[derive(Debug)]
+pub struct Sidecar {
+    /// The pod.
+    pub pod: PodIdentity,
+    /// Trace → lane, recorded inbound, read outbound.
+    pub correlation: CorrelationTable,
+}
+
+impl Sidecar {
+    /// A sidecar for `pod`, reporting its correlation table into `metrics`.
+    pub fn new(pod: PodIdentity, settings: &Settings, metrics: &Metrics) -> Sidecar {
+        let labels = PodLabels {
+            pod: pod.name.clone(),
+            namespace: pod.namespace.clone(),
+        };
+        let correlation = CorrelationTable::with_metrics(
+            settings.correlation_capacity,
+            settings.correlation_ttl(),
+            metrics.correlation_entries.get_or_create_owned(&labels),
+            metrics.correlation_evictions.get_or_create_owned(&labels),
+        );
+        Sidecar { pod, correlation }
+    }
+
+    /// The pod's labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.pod.labels
+    }
+}

@@ -1,0 +1,834 @@
+//! The routing state the proxy runs, compiled from the route table and the endpoints:
+//! lookups by host, lane resolution, subset choice with fallback, and ingress lane
+//! choice. Pure: no I/O; one `Routing` is built per config change and swapped in whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{HeaderMap, HeaderName};
+use lanes_compile::{IngressRoutes, PortMap, RouteTable};
+use lanes_model::mesh::{parse_mesh_host, selector_matches};
+
+use crate::config::Endpoint;
+use crate::matching::{MatchError, RequestMatcher, RequestView, host_matches};
+
+/// A problem building the routing state.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    /// A header name of a group is not valid.
+    #[error("lane group {group:?}: invalid header name {name:?}")]
+    Header {
+        /// Group.
+        group: String,
+        /// Header.
+        name: String,
+    },
+    /// An ingress condition does not compile.
+    #[error("lane group {group:?}, lane {lane:?}: {source}")]
+    Match {
+        /// Group.
+        group: String,
+        /// Lane.
+        lane: String,
+        /// Why.
+        source: MatchError,
+    },
+}
+
+/// The endpoints of one lane's subset of a service.
+#[derive(Debug)]
+pub struct Subset {
+    /// Lane (and subset) name.
+    pub lane: Arc<str>,
+    /// Ready endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    rr: AtomicUsize,
+}
+
+impl Subset {
+    /// The next endpoint, round robin; `None` when the subset has none ready.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.rr.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        Some(self.endpoints[i])
+    }
+}
+
+/// A mesh service.
+#[derive(Debug)]
+pub struct Service {
+    /// Name.
+    pub name: Arc<str>,
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Ports.
+    pub ports: Vec<PortMap>,
+    /// Every ready endpoint, whatever its lane.
+    pub all: Subset,
+    /// The lane group holding the service, as an index into [`Routing::groups`].
+    pub group: Option<usize>,
+    /// Fallback lane of the service (permissive groups only).
+    pub fallback: Option<Arc<str>>,
+    /// Subsets of the lanes holding the service, fallback first.
+    pub subsets: Vec<Subset>,
+}
+
+impl Service {
+    /// The subset of `lane`, if the lane holds the service.
+    pub fn subset(&self, lane: &str) -> Option<&Subset> {
+        self.subsets.iter().find(|s| &*s.lane == lane)
+    }
+
+    /// The container port behind service port `port` (the first port when unknown).
+    pub fn target_port(&self, port: Option<u16>) -> Option<u16> {
+        match port {
+            Some(p) => self
+                .ports
+                .iter()
+                .find(|m| m.port == p)
+                .map(|m| m.target_port)
+                .or(Some(p)),
+            None => self.ports.first().map(|m| m.target_port),
+        }
+    }
+}
+
+/// A lane of a group.
+#[derive(Debug)]
+pub struct Lane {
+    /// Name.
+    pub name: Arc<str>,
+    /// Pod labels of the lane.
+    pub selector: BTreeMap<String, String>,
+}
+
+/// An online ingress rule.
+#[derive(Debug)]
+pub struct IngressRule {
+    /// Lane the rule sends traffic into.
+    pub lane: Arc<str>,
+    /// Rule name.
+    pub name: String,
+    /// Host patterns.
+    pub hosts: Vec<String>,
+    /// Conditions.
+    pub matcher: RequestMatcher,
+    /// Destination service key.
+    pub service: String,
+    /// Destination port.
+    pub port: Option<u16>,
+}
+
+/// Ingress lane choice of a group.
+#[derive(Debug)]
+pub enum Ingress {
+    /// First matching online rule wins.
+    RuleBased(Vec<IngressRule>),
+    /// The group rule, split by weight.
+    Weighted {
+        /// Host patterns.
+        hosts: Vec<String>,
+        /// Conditions (any).
+        matchers: Vec<RequestMatcher>,
+        /// (lane, weight, destination service key).
+        targets: Vec<(Arc<str>, u32, String)>,
+        /// Sum of the weights.
+        total: u32,
+    },
+}
+
+/// A lane group.
+#[derive(Debug)]
+pub struct Group {
+    /// Name.
+    pub name: String,
+    /// Header carrying the lane.
+    pub route_header: HeaderName,
+    /// Header carrying the trace id.
+    pub trace_header: Option<HeaderName>,
+    /// Permissive mode.
+    pub permissive: bool,
+    /// Group fallback lane.
+    pub fallback: Option<Arc<str>>,
+    /// Lanes in creation order.
+    pub lanes: Vec<Lane>,
+    /// Ingress.
+    pub ingress: Ingress,
+    weighted_rr: AtomicUsize,
+}
+
+impl Group {
+    /// The lane named `name`, if the group has it.
+    pub fn lane(&self, name: &str) -> Option<&Arc<str>> {
+        self.lanes.iter().map(|l| &l.name).find(|l| &***l == name)
+    }
+
+    /// The lane whose selector a pod's labels match.
+    pub fn lane_of_pod(&self, labels: &BTreeMap<String, String>) -> Option<&Arc<str>> {
+        self.lanes
+            .iter()
+            .find(|l| !l.selector.is_empty() && selector_matches(&l.selector, labels))
+            .map(|l| &l.name)
+    }
+}
+
+/// How the lane of a request was found (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneSource {
+    /// The route header.
+    RouteHeader,
+    /// A W3C baggage member named like the route header.
+    Baggage,
+    /// The correlation table (permissive mode).
+    Correlation,
+    /// The calling pod's own lane.
+    PodLane,
+    /// The fallback target.
+    Fallback,
+    /// An ingress rule.
+    Ingress,
+}
+
+/// Why a request was served by the fallback subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The lane does not hold the service.
+    LaneLacksService,
+    /// The lane's subset has no ready endpoint.
+    NoEndpoints,
+    /// Connecting to the lane's endpoint failed.
+    ConnectError,
+    /// The connection was reset before the response head.
+    Reset,
+    /// The lane's endpoint answered 502, 503 or 504.
+    UpstreamStatus,
+}
+
+impl FallbackReason {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::LaneLacksService => "lane_lacks_service",
+            FallbackReason::NoEndpoints => "no_endpoints",
+            FallbackReason::ConnectError => "connect_error",
+            FallbackReason::Reset => "reset",
+            FallbackReason::UpstreamStatus => "upstream_status",
+        }
+    }
+}
+
+/// Where a request goes, before it is sent.
+#[derive(Debug)]
+pub struct Choice<'a> {
+    /// The subset to try first.
+    pub primary: &'a Subset,
+    /// The subset to retry on when the first attempt fails (permissive mode, and only
+    /// when it differs from the primary).
+    pub retry: Option<&'a Subset>,
+    /// Set when routing already fell back: (requested lane, reason).
+    pub fell_back: Option<(Arc<str>, FallbackReason)>,
+}
+
+/// Why no subset could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoRoute {
+    /// What to tell the client.
+    pub message: String,
+}
+
+/// The routing state.
+#[derive(Debug, Default)]
+pub struct Routing {
+    services: HashMap<String, Service>,
+    /// Lane groups, in creation order.
+    pub groups: Vec<Group>,
+}
+
+fn key(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}")
+}
+
+fn subset(lane: Arc<str>, endpoints: Vec<SocketAddr>) -> Subset {
+    Subset {
+        lane,
+        endpoints,
+        rr: AtomicUsize::new(0),
+    }
+}
+
+fn header(group: &str, name: &str) -> Result<HeaderName, RoutingError> {
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| RoutingError::Header {
+        group: group.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// FNV-1a, for sticky weighted choice.
+fn hash(s: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl Routing {
+    /// Builds the routing state from a route table and the endpoints that exist.
+    pub fn build(table: &RouteTable, endpoints: &[Endpoint]) -> Result<Routing, RoutingError> {
+        let mut by_service: HashMap<String, Vec<&Endpoint>> = HashMap::new();
+        for e in endpoints.iter().filter(|e| e.ready) {
+            by_service
+                .entry(key(&e.service, &e.namespace))
+                .or_default()
+                .push(e);
+        }
+        let mut services = HashMap::new();
+        for s in &table.services {
+            let k = key(&s.name, &s.namespace);
+            let eps: Vec<SocketAddr> = by_service
+                .get(&k)
+                .map(|v| v.iter().map(|e| e.address).collect())
+                .unwrap_or_default();
+            services.insert(
+                k,
+                Service {
+                    name: s.name.as_str().into(),
+                    namespace: s.namespace.as_str().into(),
+                    ports: s.ports.clone(),
+                    all: subset("".into(), eps),
+                    group: None,
+                    fallback: None,
+                    subsets: Vec::new(),
+                },
+            );
+        }
+        let mut groups = Vec::new();
+        for (gi, g) in table.groups.iter().enumerate() {
+            let lanes: Vec<Lane> = g
+                .lanes
+                .iter()
+                .map(|l| Lane {
+                    name: l.name.as_str().into(),
+                    selector: l.selector.clone(),
+                })
+                .collect();
+            let lane_arc = |name: &str| -> Arc<str> {
+                lanes
+                    .iter()
+                    .find(|l| &*l.name == name)
+                    .map(|l| l.name.clone())
+                    .unwrap_or_else(|| name.into())
+            };
+            for gs in &g.services {
+                let k = key(&gs.name, &gs.namespace);
+                let eps = by_service.get(&k).cloned().unwrap_or_default();
+                let service = services.entry(k).or_insert_with(|| Service {
+                    name: gs.name.as_str().into(),
+                    namespace: gs.namespace.as_str().into(),
+                    ports: Vec::new(),
+                    all: subset("".into(), eps.iter().map(|e| e.address).collect()),
+                    group: None,
+                    fallback: None,
+                    subsets: Vec::new(),
+                });
+                if service.group.is_some() {
+                    continue; // The first group that holds a service routes it.
+                }
+                service.group = Some(gi);
+                service.fallback = gs.fallback.as_deref().map(lane_arc);
+                service.subsets = gs
+                    .subsets
+                    .iter()
+                    .map(|s| {
+                        let members = eps
+                            .iter()
+                            .filter(|e| selector_matches(&s.labels, &e.labels))
+                            .map(|e| e.address)
+                            .collect();
+                        subset(lane_arc(&s.name), members)
+                    })
+                    .collect();
+            }
+            let compile = |lane: &str, m| {
+                RequestMatcher::compile(m).map_err(|source| RoutingError::Match {
+                    group: g.name.clone(),
+                    lane: lane.to_string(),
+                    source,
+                })
+            };
+            let ingress = match &g.ingress {
+                IngressRoutes::RuleBased { rules } => Ingress::RuleBased(
+                    rules
+                        .iter()
+                        .map(|r| {
+                            Ok(IngressRule {
+                                lane: lane_arc(&r.lane),
+                                name: r.name.clone(),
+                                hosts: r.hosts.clone(),
+                                matcher: compile(&r.lane, &r.matches)?,
+                                service: key(&r.destination.name, &r.destination.namespace),
+                                port: r.destination.port,
+                            })
+                        })
+                        .collect::<Result<_, RoutingError>>()?,
+                ),
+                IngressRoutes::Weighted {
+                    hosts,
+                    matches,
+                    targets,
+                } => {
+                    let targets: Vec<(Arc<str>, u32, String)> = targets
+                        .iter()
+                        .filter(|t| t.weight > 0)
+                        .map(|t| {
+                            (
+                                lane_arc(&t.lane),
+                                t.weight,
+                                key(&t.destination.name, &t.destination.namespace),
+                            )
+                        })
+                        .collect();
+                    Ingress::Weighted {
+                        hosts: hosts.clone(),
+                        matchers: matches
+                            .iter()
+                            .map(|m| compile("", m))
+                            .collect::<Result<_, _>>()?,
+                        total: targets.iter().map(|t| t.1).sum(),
+                        targets,
+                    }
+                }
+            };
+            groups.push(Group {
+                name: g.name.clone(),
+                route_header: header(&g.name, &g.route_header)?,
+                trace_header: g
+                    .trace_header
+                    .as_deref()
+                    .map(|h| header(&g.name, h))
+                    .transpose()?,
+                permissive: g.permissive,
+                fallback: g.fallback.as_deref().map(lane_arc),
+                lanes,
+                ingress,
+                weighted_rr: AtomicUsize::new(0),
+            });
+        }
+        Ok(Routing { services, groups })
+    }
+
+    /// The mesh service a host names, relative to `namespace` (`svc`, `svc.ns`,
+    /// `svc.ns.svc`, `svc.ns.svc.cluster.local`, with or without port).
+    pub fn service_for_host(&self, host: &str, namespace: &str) -> Option<&Service> {
+        let (name, ns) = parse_mesh_host(host, namespace)?;
+        self.services.get(&key(name, ns))
+    }
+
+    /// A service by key (`name.namespace`).
+    pub fn service(&self, key: &str) -> Option<&Service> {
+        self.services.get(key)
+    }
+
+    /// Every service.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// The group of a service.
+    pub fn group_of(&self, service: &Service) -> Option<&Group> {
+        service.group.and_then(|g| self.groups.get(g))
+    }
+
+    /// Picks the subset for `lane` of `service`, falling back at routing time when the
+    /// lane lacks the service or its subset has no ready endpoint (permissive mode).
+    pub fn choose<'a>(
+        &self,
+        service: &'a Service,
+        lane: Option<&Arc<str>>,
+    ) -> Result<Choice<'a>, NoRoute> {
+        let group = self.group_of(service);
+        let (Some(group), Some(lane)) = (group, lane) else {
+            if service.all.endpoints.is_empty() {
+                return Err(NoRoute {
+                    message: format!(
+                        "no ready endpoint for service {}.{}",
+                        service.name, service.namespace
+                    ),
+                });
+            }
+            return Ok(Choice {
+                primary: &service.all,
+                retry: None,
+                fell_back: None,
+            });
+        };
+        let fallback = service
+            .fallback
+            .as_ref()
+            .filter(|_| group.permissive)
+            .and_then(|f| service.subset(f));
+        match service.subset(lane) {
+            Some(s) if !s.endpoints.is_empty() => {
+                let retry = fallback.filter(|f| !std::ptr::eq(*f, s) && !f.endpoints.is_empty());
+                Ok(Choice {
+                    primary: s,
+                    retry,
+                    fell_back: None,
+                })
+            }
+            found => {
+                let reason = if found.is_some() {
+                    FallbackReason::NoEndpoints
+                } else {
+                    FallbackReason::LaneLacksService
+                };
+                match fallback.filter(|f| !f.endpoints.is_empty()) {
+                    Some(f) => Ok(Choice {
+                        primary: f,
+                        retry: None,
+                        fell_back: (&*f.lane != &**lane).then(|| (lane.clone(), reason)),
+                    }),
+                    None => {
+                        let tried = match (&service.fallback, group.permissive) {
+                            (Some(f), true) => format!("; fallback lane {f:?} has none either"),
+                            (_, false) => "; strict mode has no fallback".to_string(),
+                            (None, true) => "; the service has no fallback lane".to_string(),
+                        };
+                        Err(NoRoute {
+                            message: format!(
+                                "no ready endpoint for service {}.{} in lane {lane:?}{tried}",
+                                service.name, service.namespace
+                            ),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lane of an outbound call from a pod, by design §4: the route header, the
+    /// baggage member named like it, the correlation table (permissive), the pod's own
+    /// lane, the fallback target. Values that name no lane of the group are ignored.
+    pub fn resolve_lane(
+        &self,
+        group: &Group,
+        headers: &HeaderMap,
+        correlate: impl FnOnce(&str) -> Option<Arc<str>>,
+        pod_labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<(Arc<str>, LaneSource)> {
+        if let Some(lane) = headers
+            .get(&group.route_header)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| group.lane(v.trim()))
+        {
+            return Some((lane.clone(), LaneSource::RouteHeader));
+        }
+        if let Some(lane) =
+            baggage_member(headers, group.route_header.as_str()).and_then(|v| group.lane(&v))
+        {
+            return Some((lane.clone(), LaneSource::Baggage));
+        }
+        if group.permissive
+            && let Some(trace) = group
+                .trace_header
+                .as_ref()
+                .and_then(|h| headers.get(h))
+                .and_then(|v| v.to_str().ok())
+            && let Some(lane) = correlate(trace)
+            && let Some(lane) = group.lane(&lane)
+        {
+            return Some((lane.clone(), LaneSource::Correlation));
+        }
+        if let Some(lane) = pod_labels.and_then(|l| group.lane_of_pod(l)) {
+            return Some((lane.clone(), LaneSource::PodLane));
+        }
+        group
+            .fallback
+            .as_ref()
+            .map(|f| (f.clone(), LaneSource::Fallback))
+    }
+
+    /// Ingress lane choice: the first group whose rule matches the request picks the
+    /// lane and the destination service.
+    pub fn ingress(
+        &self,
+        req: &RequestView<'_>,
+    ) -> Option<(&Group, Arc<str>, &Service, Option<u16>)> {
+        for group in &self.groups {
+            match &group.ingress {
+                Ingress::RuleBased(rules) => {
+                    for rule in rules {
+                        if rule.hosts.iter().any(|h| host_matches(h, req.authority))
+                            && rule.matcher.matches(req)
+                            && let Some(svc) = self.services.get(&rule.service)
+                        {
+                            return Some((group, rule.lane.clone(), svc, rule.port));
+                        }
+                    }
+                }
+                Ingress::Weighted {
+                    hosts,
+                    matchers,
+                    targets,
+                    total,
+                } => {
+                    let host_ok = hosts.iter().any(|h| host_matches(h, req.authority));
+                    let match_ok = matchers.is_empty() || matchers.iter().any(|m| m.matches(req));
+                    if !(host_ok && match_ok) || *total == 0 {
+                        continue;
+                    }
+                    // A request that already names a lane of the split keeps it.
+                    let named = req
+                        .headers
+                        .get(&group.route_header)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| targets.iter().find(|t| &*t.0 == v.trim()));
+                    let target = named.or_else(|| {
+                        let ticket =
+                            match group.trace_header.as_ref().and_then(|h| req.headers.get(h)) {
+                                Some(trace) => (hash(trace.as_bytes()) % u64::from(*total)) as u32,
+                                None => {
+                                    (group.weighted_rr.fetch_add(1, Ordering::Relaxed)
+                                        % *total as usize)
+                                        as u32
+                                }
+                            };
+                        let mut acc = 0;
+                        targets.iter().find(|t| {
+                            acc += t.1;
+                            ticket < acc
+                        })
+                    });
+                    if let Some((lane, _, service)) = target
+                        && let Some(svc) = self.services.get(service)
+                    {
+                        return Some((group, lane.clone(), svc, None));
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The value of the W3C `baggage` member named `key`, if present.
+pub fn baggage_member(headers: &HeaderMap, key: &str) -> Option<String> {
+    for value in headers.get_all("baggage") {
+        let Ok(value) = value.to_str() else { continue };
+        for member in value.split(',') {
+            let kv = member.split(';').next().unwrap_or("");
+            if let Some((k, v)) = kv.split_once('=')
+                && k.trim().eq_ignore_ascii_case(key)
+            {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanes_compile::{
+        GroupRoutes, IngressRouteRule, LaneRoutes, MeshService, ServiceName, ServiceRoutes,
+        SubsetRoute,
+    };
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn table(permissive: bool) -> RouteTable {
+        let svc = |name: &str, canary: bool| {
+            let mut subsets = vec![SubsetRoute {
+                name: "base".into(),
+                labels: labels(&[("tag", "base")]),
+            }];
+            if canary {
+                subsets.push(SubsetRoute {
+                    name: "canary".into(),
+                    labels: labels(&[("tag", "canary")]),
+                });
+            }
+            ServiceRoutes {
+                name: name.into(),
+                namespace: "default".into(),
+                fallback: permissive.then(|| "base".into()),
+                subsets,
+            }
+        };
+        RouteTable {
+            services: ["a", "b"]
+                .iter()
+                .map(|n| MeshService {
+                    name: (*n).into(),
+                    namespace: "default".into(),
+                    ports: vec![PortMap {
+                        port: 8000,
+                        target_port: 8000,
+                    }],
+                    selector: labels(&[("app", n)]),
+                })
+                .collect(),
+            groups: vec![GroupRoutes {
+                name: "g".into(),
+                route_header: "x-lane".into(),
+                trace_header: Some("x-trace".into()),
+                permissive,
+                fallback: permissive.then(|| "base".into()),
+                lanes: vec![
+                    LaneRoutes {
+                        name: "base".into(),
+                        selector: labels(&[("tag", "base")]),
+                    },
+                    LaneRoutes {
+                        name: "canary".into(),
+                        selector: labels(&[("tag", "canary")]),
+                    },
+                ],
+                services: vec![svc("a", true), svc("b", false)],
+                ingress: IngressRoutes::RuleBased {
+                    rules: vec![IngressRouteRule {
+                        lane: "canary".into(),
+                        name: "canary".into(),
+                        hosts: vec!["*".into()],
+                        matches: serde_json::from_value(
+                            serde_json::json!({"headers": {"x-lane": {"exact": "canary"}}}),
+                        )
+                        .unwrap(),
+                        destination: ServiceName {
+                            name: "a".into(),
+                            namespace: "default".into(),
+                            port: None,
+                        },
+                    }],
+                },
+            }],
+        }
+    }
+
+    fn ep(svc: &str, port: u16, tag: &str) -> Endpoint {
+        Endpoint {
+            service: svc.into(),
+            namespace: "default".into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            labels: labels(&[("app", svc), ("tag", tag)]),
+            ready: true,
+            pod: None,
+        }
+    }
+
+    #[test]
+    fn lane_resolution_order() {
+        let r = Routing::build(&table(true), &[]).unwrap();
+        let g = &r.groups[0];
+        let none = |_: &str| None;
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            r.resolve_lane(g, &h, none, None).map(|l| l.1),
+            Some(LaneSource::Fallback)
+        );
+        let canary_pod = labels(&[("tag", "canary")]);
+        assert_eq!(
+            r.resolve_lane(g, &h, none, Some(&canary_pod)).map(|l| l.1),
+            Some(LaneSource::PodLane)
+        );
+        h.insert("x-trace", "t1".parse().unwrap());
+        let (lane, src) = r
+            .resolve_lane(g, &h, |t| (t == "t1").then(|| "canary".into()), None)
+            .unwrap();
+        assert_eq!((&*lane, src), ("canary", LaneSource::Correlation));
+        h.insert("baggage", "k=v, x-lane=base;p=1".parse().unwrap());
+        let (lane, src) = r
+            .resolve_lane(g, &h, |_| Some("canary".into()), None)
+            .unwrap();
+        assert_eq!((&*lane, src), ("base", LaneSource::Baggage));
+        h.insert("x-lane", "canary".parse().unwrap());
+        let (lane, src) = r.resolve_lane(g, &h, none, None).unwrap();
+        assert_eq!((&*lane, src), ("canary", LaneSource::RouteHeader));
+        // A value that names no lane is ignored.
+        h.insert("x-lane", "bogus".parse().unwrap());
+        assert_eq!(
+            r.resolve_lane(g, &h, none, None).map(|l| l.1),
+            Some(LaneSource::Baggage)
+        );
+    }
+
+    #[test]
+    fn choice_falls_back_when_the_lane_lacks_the_service_or_endpoints() {
+        let eps = [ep("a", 1, "base"), ep("a", 2, "canary"), ep("b", 3, "base")];
+        let r = Routing::build(&table(true), &eps).unwrap();
+        let canary: Arc<str> = "canary".into();
+        let a = r.service_for_host("a:8000", "default").unwrap();
+        let c = r.choose(a, Some(&canary)).unwrap();
+        assert_eq!(c.primary.endpoints, [SocketAddr::from(([127, 0, 0, 1], 2))]);
+        assert_eq!(c.retry.map(|s| &*s.lane), Some("base"));
+        assert!(c.fell_back.is_none());
+        let b = r
+            .service_for_host("b.default.svc.cluster.local", "x")
+            .unwrap();
+        let c = r.choose(b, Some(&canary)).unwrap();
+        assert_eq!(&*c.primary.lane, "base");
+        assert_eq!(
+            c.fell_back.map(|f| f.1),
+            Some(FallbackReason::LaneLacksService)
+        );
+
+        let r = Routing::build(&table(true), &[ep("a", 1, "base")]).unwrap();
+        let a = r.service_for_host("a", "default").unwrap();
+        let c = r.choose(a, Some(&canary)).unwrap();
+        assert_eq!(c.fell_back.map(|f| f.1), Some(FallbackReason::NoEndpoints));
+        let r = Routing::build(&table(true), &[]).unwrap();
+        let a = r.service_for_host("a", "default").unwrap();
+        let err = r.choose(a, Some(&canary)).unwrap_err();
+        assert!(
+            err.message.contains("service a.default in lane \"canary\""),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("fallback lane \"base\""),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn strict_mode_never_falls_back() {
+        let r = Routing::build(&table(false), &[ep("b", 3, "base")]).unwrap();
+        let canary: Arc<str> = "canary".into();
+        let b = r.service_for_host("b", "default").unwrap();
+        let err = r.choose(b, Some(&canary)).unwrap_err();
+        assert!(err.message.contains("strict mode"), "{}", err.message);
+    }
+
+    #[test]
+    fn ingress_rules_pick_lane_and_service() {
+        let r = Routing::build(&table(true), &[]).unwrap();
+        let mut h = HeaderMap::new();
+        let uri: http::Uri = "/mock".parse().unwrap();
+        let view = |h: &HeaderMap| {
+            let v = RequestView {
+                method: &http::Method::GET,
+                uri: &uri,
+                authority: "x",
+                headers: h,
+                source_labels: None,
+            };
+            r.ingress(&v)
+                .map(|(g, lane, s, _)| (g.name.clone(), lane.to_string(), s.name.to_string()))
+        };
+        assert_eq!(view(&h), None);
+        h.insert("x-lane", "canary".parse().unwrap());
+        assert_eq!(view(&h), Some(("g".into(), "canary".into(), "a".into())));
+    }
+}

@@ -1,0 +1,278 @@
+//! Lane propagation and fallback over real sockets: a gateway, a sidecar per pod, and
+//! application servers that forward only the trace header.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_requests_stay_canary_at_every_hop() {
+    let c = Cluster::start(
+        &manifests(),
+        chain_pods(&["mocka", "mockb", "mockc"]),
+        settings(),
+    )
+    .await;
+    for i in 0..20 {
+        let (status, _, body) = c.get("canary", &format!("c-{i}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(versions(&body), ["v2", "v2", "v2"], "{body}");
+        let (status, _, body) = c.get("base", &format!("b-{i}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(versions(&body), ["v1", "v1", "v1"], "{body}");
+    }
+    // Addresses in the answer are the pods' own.
+    let (_, _, body) = c.get("base", "addr").await;
+    assert!(body.contains(&format!("ip: {})", c.pod("mocka-v1-base").app_addr.ip())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lane_survives_a_fallback_hop() {
+    // No canary of the middle service: mockb's baseline serves canary requests, and
+    // mockb's own call still reaches mockc's canary (correlation by trace id).
+    let c = Cluster::start(&manifests(), chain_pods(&["mocka", "mockc"]), settings()).await;
+    for i in 0..20 {
+        let (status, _, body) = c.get("canary", &format!("t-{i}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(versions(&body), ["v2", "v1", "v2"], "{body}");
+        let (_, _, body) = c.get("base", &format!("u-{i}")).await;
+        assert_eq!(versions(&body), ["v1", "v1", "v1"], "{body}");
+    }
+    // Base requests never touched a canary subset.
+    let metrics = c.metrics().await;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("lanes_requests_total{"))
+    {
+        if line.contains("lane=\"base\"") {
+            assert!(line.contains("subset=\"base\""), "{line}");
+        }
+    }
+    assert!(
+        metrics.contains("reason=\"lane_lacks_service\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_canary_lane_falls_back_everywhere() {
+    let c = Cluster::start(&manifests(), chain_pods(&[]), settings()).await;
+    let (status, headers, body) = c.get("canary", "10000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(versions(&body), ["v1", "v1", "v1"]);
+    assert_eq!(headers.get("x-lanes-fallback").unwrap(), "canary->base");
+    let (_, headers, _) = c.get("base", "9999").await;
+    assert!(headers.get("x-lanes-fallback").is_none());
+}
+
+async fn failing_canary(app: App) -> Cluster {
+    let mut pods = chain_pods(&[]);
+    pods.push(pod("mocka", "v2", "canary", app));
+    Cluster::start(&manifests(), pods, settings()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_kind_falls_back_to_the_baseline() {
+    for (app, reason) in [
+        (App::Refuse, "upstream_status"),
+        (App::Reset, "upstream_status"),
+        (App::Status(502), "upstream_status"),
+        (App::Status(503), "upstream_status"),
+        (App::Status(504), "upstream_status"),
+    ] {
+        let c = failing_canary(app.clone()).await;
+        let (status, headers, body) = c.get("canary", "f-1").await;
+        assert_eq!(status, StatusCode::OK, "{app:?}: {body}");
+        assert_eq!(versions(&body), ["v1", "v1", "v1"], "{app:?}: {body}");
+        assert_eq!(
+            headers.get("x-lanes-fallback").unwrap(),
+            "canary->base",
+            "{app:?}"
+        );
+        let metrics = c.metrics().await;
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{app:?}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_errors_and_resets_at_the_endpoint_fall_back_with_their_reason() {
+    // Point the canary endpoint straight at the misbehaving address, with no sidecar in
+    // front, so the gateway itself sees the connect error or the reset.
+    for (app, reason) in [(App::Refuse, "connect_error"), (App::Reset, "reset")] {
+        let c = failing_canary(app.clone()).await;
+        let canary = c.pod("mocka-v2-canary");
+        let mut endpoints: Vec<lanes_proxy::Endpoint> = c
+            .pods
+            .iter()
+            .map(|p| lanes_proxy::Endpoint {
+                service: p.spec.service.clone(),
+                namespace: "default".into(),
+                address: p.inbound,
+                labels: p.labels(),
+                ready: true,
+                pod: None,
+            })
+            .collect();
+        for e in &mut endpoints {
+            if e.labels.get("ASM_TRAFFIC_TAG").map(String::as_str) == Some("canary") {
+                e.address = canary.app_addr;
+            }
+        }
+        let (loaded, _) = lanes_model::decode_str("m.yaml", &c.manifests);
+        let objects: Vec<_> = loaded.iter().map(|l| &l.object).collect();
+        let views: Vec<_> = c
+            .pods
+            .iter()
+            .map(|p| lanes_model::mesh::PodView {
+                name: p.spec.name.clone(),
+                namespace: "default".into(),
+                labels: p.labels(),
+                ready: true,
+                ip: None,
+            })
+            .collect();
+        let out = lanes_compile::compile(&objects, &views, lanes_compile::Flavor::Asm);
+        c.mesh.update(&out.routes, &endpoints).unwrap();
+        let (status, headers, body) = c.get("canary", "f-2").await;
+        assert_eq!(status, StatusCode::OK, "{app:?}: {body}");
+        assert_eq!(headers.get("x-lanes-fallback").unwrap(), "canary->base");
+        let metrics = c.metrics().await;
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{app:?}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_bodies_are_replayed_and_large_ones_are_not() {
+    let pods = vec![
+        pod("mocka", "v1", "base", App::Echo),
+        pod("mocka", "v2", "canary", App::Status(503)),
+        pod("mockb", "v1", "base", App::Echo),
+        pod("mockc", "v1", "base", App::Echo),
+    ];
+    let c = Cluster::start(&manifests(), pods, settings()).await;
+    let post = |size: usize| {
+        Request::post("/mock")
+            .header("host", "example.com")
+            .header("x-asm-prefer-tag", "canary")
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .unwrap()
+    };
+    let (status, headers, body) = c.request(post(1000)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), 1000, "the replayed body arrives whole");
+    assert_eq!(headers.get("x-lanes-fallback").unwrap(), "canary->base");
+
+    let (status, headers, body) = c.request(post(100 * 1024)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.get("x-lanes-fallback").is_none());
+    let why = headers.get("x-lanes-no-retry").unwrap().to_str().unwrap();
+    assert!(why.contains("65536"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_times_out_within_the_bound() {
+    let mut s = settings();
+    s.request_timeout_ms = 300;
+    let pods = vec![
+        pod("mocka", "v1", "base", App::Hang),
+        pod("mockb", "v1", "base", App::Echo),
+        pod("mockc", "v1", "base", App::Echo),
+    ];
+    let c = Cluster::start(&manifests(), pods, s).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = c.get("base", "slow").await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(body.contains("did not answer within 300 ms"), "{body}");
+    // The bound: the configured timeout (twice: the gateway's and the pod sidecar's
+    // clocks run on their own), never an open-ended wait.
+    assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_endpoint_anywhere_is_a_503_naming_service_lane_and_fallback() {
+    let pods = vec![
+        pod("mockb", "v1", "base", App::Echo),
+        pod("mockc", "v1", "base", App::Echo),
+    ];
+    let c = Cluster::start(&manifests(), pods, settings()).await;
+    let (status, _, body) = c.get("canary", "x").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("mocka.default"), "{body}");
+    assert!(body.contains("lane \"canary\""), "{body}");
+    assert!(body.contains("fallback lane \"base\""), "{body}");
+    let (status, _, body) = c
+        .request(
+            Request::get("/nowhere")
+                .header("host", "example.com")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("no lane ingress rule matches"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_outside_the_mesh_pass_through_unless_registry_only() {
+    let c = Cluster::start(&manifests(), chain_pods(&[]), settings()).await;
+    let outside = c.pod("mockc-v1-base").app_addr; // an address, not a mesh host
+    let outbound = c.pod("mocka-v1-base").outbound;
+    let req = || {
+        Request::get(format!("http://{outside}/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (status, body) = send_via(outbound, req()).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("-> mockc(version: v1"), "{body}");
+
+    let mut s = settings();
+    s.registry_only = true;
+    let c = Cluster::start(&manifests(), chain_pods(&[]), s).await;
+    let outside = c.pod("mockc-v1-base").app_addr;
+    let req = Request::get(format!("http://{outside}/"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = send_via(c.pod("mocka-v1-base").outbound, req)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(body.contains("registry-only"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_header_and_baggage_carry_the_lane_too() {
+    let c = Cluster::start(&manifests(), chain_pods(&["mockb"]), settings()).await;
+    let outbound = c.pod("mocka-v1-base").outbound;
+    // The app sets the route header itself: honoured.
+    let req = Request::get("http://mockb:8000/")
+        .header("x-asm-prefer-tag", "canary")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (_, body) = send_via(outbound, req).await.unwrap();
+    assert_eq!(versions(&body)[0], "v2", "{body}");
+    // Baggage only.
+    let req = Request::get("http://mockb.default.svc.cluster.local:8000/")
+        .header("baggage", "userId=1,x-asm-prefer-tag=canary")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (_, body) = send_via(outbound, req).await.unwrap();
+    assert_eq!(versions(&body)[0], "v2", "{body}");
+    // Nothing: the calling pod's own lane (base).
+    let req = Request::get("http://mockb/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (_, body) = send_via(outbound, req).await.unwrap();
+    assert_eq!(versions(&body)[0], "v1", "{body}");
+}
