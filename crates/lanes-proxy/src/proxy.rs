@@ -323,7 +323,7 @@ impl Mesh {
         strip_hop_by_hop(&mut parts.headers);
         let uri = match upstream_uri(target, &parts.uri) {
             Ok(u) => u,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         parts.uri = uri;
         let version = parts.version;
@@ -487,7 +487,7 @@ impl Mesh {
             };
             let uri = match upstream_uri(addr, &parts.uri) {
                 Ok(u) => u,
-                Err(resp) => return resp,
+                Err(resp) => return *resp,
             };
             let mut req = Request::new(body.take());
             *req.method_mut() = parts.method.clone();
@@ -641,11 +641,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Result<Uri, Response<ProxyBody>> {
+fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Result<Uri, Box<Response<ProxyBody>>> {
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("http://{addr}{pq}")
-        .parse()
-        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "invalid request target"))
+    format!("http://{addr}{pq}").parse().map_err(|_| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid request target",
+        ))
+    })
 }
 
 fn finish_response(

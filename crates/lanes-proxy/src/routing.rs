@@ -491,7 +491,7 @@ impl Routing {
                     Some(f) => Ok(Choice {
                         primary: f,
                         retry: None,
-                        fell_back: (&*f.lane != &**lane).then(|| (lane.clone(), reason)),
+                        fell_back: (*f.lane != **lane).then(|| (lane.clone(), reason)),
                     }),
                     None => {
                         let tried = match (&service.fallback, group.permissive) {
