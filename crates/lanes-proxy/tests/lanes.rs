@@ -1,6 +1,8 @@
 //! Lane propagation and fallback over real sockets: a gateway, a sidecar per pod, and
 //! application servers that forward only the trace header.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::Bytes;

@@ -42,10 +42,14 @@ pub async fn stop_signal() {
     }
 }
 
+/// Binds a listener and says where on standard output (port 0 picks a free port).
 async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
+    let l = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} ({what})"))
+        .with_context(|| format!("cannot listen on {addr} ({what})"))?;
+    let bound = l.local_addr()?;
+    println!("lanes proxy: {what} listening on {bound}");
+    Ok(l)
 }
 
 /// Runs the proxy until a stop signal.
@@ -76,7 +80,6 @@ async fn serve(file: ProxyFile) -> Result<()> {
     if let Some(addr) = file.listeners.admin {
         let l = bind(addr, "admin").await?;
         tasks.spawn(admin::serve_admin(l, mesh.clone(), stop_rx.clone()));
-        tracing::info!(%addr, "admin listening");
     }
     match file.role {
         Role::Gateway => {
@@ -86,7 +89,6 @@ async fn serve(file: ProxyFile) -> Result<()> {
                 .context("listeners.gateway is required")?;
             let l = bind(addr, "gateway").await?;
             tasks.spawn(server::serve_gateway(l, mesh.clone(), stop_rx.clone()));
-            tracing::info!(%addr, "gateway listening");
         }
         Role::Sidecar => {
             let pod = file.pod.clone().context("pod is required")?;
@@ -99,7 +101,6 @@ async fn serve(file: ProxyFile) -> Result<()> {
                     sidecar.clone(),
                     stop_rx.clone(),
                 ));
-                tracing::info!(%addr, "sidecar inbound listening");
             }
             if let Some(addr) = file.listeners.outbound {
                 let l = bind(addr, "outbound").await?;
@@ -109,7 +110,6 @@ async fn serve(file: ProxyFile) -> Result<()> {
                     sidecar.clone(),
                     stop_rx.clone(),
                 ));
-                tracing::info!(%addr, "sidecar outbound listening");
             }
         }
     }
