@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the request path's pure parts: ingress rule matching, lane
 //! resolution, subset choice, and the correlation table.
 
+#![allow(clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::SocketAddr;
