@@ -1,23 +1,118 @@
 //! The `lanes` command line.
 
+mod cli;
 mod offline;
 mod proxy_cmd;
+mod up;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use lanes_server::merge::PatchType;
 
 /// Lanes: end-to-end canary releases for microservice meshes.
 #[derive(Debug, Parser)]
 #[command(name = "lanes", version, about, long_about = None)]
 struct Cli {
+    /// The Lanes API to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "LANES_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    server: String,
+    /// Bearer token for the API (required when it listens beyond loopback).
+    #[arg(long, global = true, env = "LANES_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the embedded control plane in the foreground: store, controllers, API.
+    Up {
+        /// Directory of the store file (created if missing).
+        #[arg(long, default_value = ".lanes")]
+        state_dir: PathBuf,
+        /// API listen address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        api: SocketAddr,
+        /// Gateway listen address (used by the local runtime).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        gateway: SocketAddr,
+        /// Istio dialect of the generated objects.
+        #[arg(long, default_value = "asm")]
+        flavor: lanes_compile::Flavor,
+    },
+    /// Create or update objects from manifests; every document is validated before any
+    /// is stored.
+    Apply {
+        /// Files or directories of manifests, `-` for standard input.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// List or show objects.
+    Get {
+        /// Kinds, comma-separated (`deploy,svc`, `vs,dr`, `rollouts`, `all`).
+        kinds: String,
+        /// One object's name.
+        name: Option<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector (`app=mocka,ASM_TRAFFIC_TAG in (base)`).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<cli::GetFormat>,
+    },
+    /// Show one object in detail.
+    Describe {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Delete objects by kind and name, or those in manifests.
+    Delete {
+        /// Kind.
+        kind: Option<String>,
+        /// Names.
+        names: Vec<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Files or directories of manifests.
+        #[arg(short = 'f', long = "filename", num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// Patch an object.
+    Patch {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The patch, as JSON.
+        #[arg(short = 'p', long)]
+        patch: String,
+        /// How the patch is read.
+        #[arg(long = "type", value_enum, default_value_t = PatchKind::Strategic)]
+        patch_type: PatchKind,
+    },
     /// Print the Istio objects that the lane groups in the given manifests generate
     /// (offline: each Deployment with replicas > 0 counts as ready pods).
     Render {
@@ -34,6 +129,13 @@ enum Command {
         #[arg(long)]
         routes: bool,
     },
+    /// Check the manifests for cross-reference problems (missing workloads, services,
+    /// lane groups; unreachable hosts; clashing ingress rules). Exit 1 on any error.
+    Lint {
+        /// Files or directories of manifests (`.yaml`/`.yml`), `-` for standard input.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
     /// Run the proxy standalone from a YAML file: its role, listeners, route table and
     /// endpoints (see the README for the format). Stops on SIGINT or SIGTERM.
     Proxy {
@@ -44,13 +146,17 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Check the manifests for cross-reference problems (missing workloads, services,
-    /// lane groups; unreachable hosts; clashing ingress rules). Exit 1 on any error.
-    Lint {
-        /// Files or directories of manifests (`.yaml`/`.yml`), `-` for standard input.
-        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
-        files: Vec<PathBuf>,
-    },
+}
+
+/// How `lanes patch` reads its patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PatchKind {
+    /// Strategic merge patch: lists of containers, env, ports merge by key.
+    Strategic,
+    /// JSON merge patch (RFC 7386).
+    Merge,
+    /// JSON patch (RFC 6902).
+    Json,
 }
 
 /// An output format.
@@ -64,15 +170,85 @@ pub enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let client = || lanes_server::Client::new(&cli.server, cli.token.clone());
     let result = match cli.command {
+        Command::Up {
+            ref state_dir,
+            api,
+            gateway,
+            flavor,
+        } => up::run(up::UpOptions {
+            state_dir: state_dir.clone(),
+            api,
+            gateway,
+            token: cli.token.clone(),
+            flavor,
+        }),
+        Command::Apply { ref files } => client()
+            .map_err(Into::into)
+            .and_then(|c| cli::apply(&c, files)),
+        Command::Get {
+            ref kinds,
+            ref name,
+            ref namespace,
+            all_namespaces,
+            ref selector,
+            output,
+        } => client().map_err(Into::into).and_then(|c| {
+            cli::get(
+                &c,
+                &cli::GetOptions {
+                    kinds: kinds.clone(),
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                    all_namespaces,
+                    selector: selector.clone(),
+                    output,
+                },
+            )
+        }),
+        Command::Describe {
+            ref kind,
+            ref name,
+            ref namespace,
+        } => client()
+            .map_err(Into::into)
+            .and_then(|c| cli::describe(&c, kind, name, namespace)),
+        Command::Delete {
+            ref kind,
+            ref names,
+            ref namespace,
+            ref files,
+        } => client()
+            .map_err(Into::into)
+            .and_then(|c| cli::delete(&c, kind.as_deref(), names, namespace, files)),
+        Command::Patch {
+            ref kind,
+            ref name,
+            ref namespace,
+            ref patch,
+            patch_type,
+        } => {
+            let ptype = match patch_type {
+                PatchKind::Strategic => PatchType::Strategic,
+                PatchKind::Merge => PatchType::Merge,
+                PatchKind::Json => PatchType::Json,
+            };
+            client()
+                .map_err(Into::into)
+                .and_then(|c| cli::patch(&c, kind, name, namespace, patch, ptype))
+        }
         Command::Render {
-            files,
+            ref files,
             flavor,
             output,
             routes,
-        } => offline::render(&files, flavor, output, routes),
-        Command::Lint { files } => offline::lint(&files),
-        Command::Proxy { config, threads } => proxy_cmd::run(&config, threads),
+        } => offline::render(files, flavor, output, routes),
+        Command::Lint { ref files } => offline::lint(files),
+        Command::Proxy {
+            ref config,
+            threads,
+        } => proxy_cmd::run(config, threads),
     };
     match result {
         Ok(code) => code,

@@ -13,7 +13,7 @@ use crate::Format;
 
 /// Loads manifests from files, directories and `-` (standard input). On failure the
 /// diagnostics are printed to standard error.
-fn load(files: &[PathBuf]) -> Result<Vec<Loaded>, ExitCode> {
+pub fn load(files: &[PathBuf]) -> Result<Vec<Loaded>, ExitCode> {
     let (stdin, paths): (Vec<&PathBuf>, Vec<&PathBuf>) =
         files.iter().partition(|p| p.as_os_str() == "-");
     let paths: Vec<PathBuf> = paths.into_iter().cloned().collect();

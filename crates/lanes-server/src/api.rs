@@ -1,0 +1,679 @@
+//! The embedded API: kubectl-style create, get, list (namespace, all namespaces, label
+//! selector), replace, patch (strategic, merge, JSON), delete, status and watch for every
+//! kind Lanes knows, plus an all-or-nothing multi-object apply. JSON in and out; errors
+//! are Kubernetes `Status` objects whose message names the problem.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use lanes_model::{Kind, Object, ObjectKey};
+use lanes_store::{Store, StoreError, WatchEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::merge::{LAST_APPLIED, PatchType, apply_patch, three_way};
+use crate::selector::Selector;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Bearer token every request but `/healthz` must carry, when set.
+    pub token: Option<Arc<str>>,
+}
+
+/// An API error, rendered as a Kubernetes `Status`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, reason) = match &e {
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            StoreError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
+            StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            StoreError::Gone(_) => (StatusCode::GONE, "Expired"),
+            StoreError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+            StoreError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        };
+        ApiError::new(status, reason, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "reason": self.reason,
+            "code": self.status.as_u16(),
+            "message": self.message,
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/apply", post(apply))
+        .route("/api/{resource}", get(list).post(create))
+        .route(
+            "/api/{resource}/{name}",
+            get(read).put(replace).patch(patch).delete(delete),
+        )
+        .route(
+            "/api/{resource}/{name}/status",
+            get(read).put(replace_status).patch(patch_status),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(&**token) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "missing or wrong bearer token (set LANES_TOKEN or --token)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        )
+    })?
+}
+
+fn kind_of(resource: &str) -> ApiResult<Kind> {
+    Kind::resolve(resource).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server doesn't have a resource type {resource:?}"),
+        )
+    })
+}
+
+/// Query parameters of the object routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectQuery {
+    namespace: Option<String>,
+    label_selector: Option<String>,
+    watch: Option<bool>,
+    resource_version: Option<String>,
+}
+
+fn key_for(kind: Kind, name: &str, q: &ObjectQuery) -> ObjectKey {
+    ObjectKey {
+        kind,
+        namespace: kind
+            .namespaced()
+            .then(|| q.namespace.clone().unwrap_or_else(|| "default".into())),
+        name: name.to_string(),
+    }
+}
+
+fn parse_body(bytes: &Bytes) -> ApiResult<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not JSON: {e}")))
+}
+
+fn decode(value: Value) -> ApiResult<Object> {
+    let described = lanes_model::object::describe_value(&value).unwrap_or_else(|| "object".into());
+    Object::from_value(value).map_err(|errs| {
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        ApiError::invalid(format!("{described}: {}", text.join("; ")))
+    })
+}
+
+fn labels_of(v: &Value) -> BTreeMap<String, String> {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn expected_rv(v: &Value) -> Option<u64> {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    Path(resource): Path<String>,
+    Query(q): Query<ObjectQuery>,
+) -> ApiResult<Response> {
+    let kind = kind_of(&resource)?;
+    let selector = Selector::parse(q.label_selector.as_deref().unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let namespace = q.namespace.clone().filter(|_| kind.namespaced());
+    if q.watch.unwrap_or(false) {
+        return watch(
+            state,
+            kind,
+            namespace,
+            selector,
+            q.resource_version.as_deref(),
+        )
+        .await;
+    }
+    let store = state.store.clone();
+    let ns = namespace.clone();
+    let (items, rv) = blocking(move || Ok(store.list(kind, ns.as_deref())?)).await?;
+    let items: Vec<Value> = items
+        .into_iter()
+        .filter(|o| selector.matches(&labels_of(o)))
+        .collect();
+    Ok(axum::Json(json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    }))
+    .into_response())
+}
+
+async fn watch(
+    state: ApiState,
+    kind: Kind,
+    namespace: Option<String>,
+    selector: Selector,
+    since: Option<&str>,
+) -> ApiResult<Response> {
+    let store = state.store.clone();
+    let since = match since {
+        Some(s) if !s.is_empty() => s
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("resourceVersion {s:?} is not a number")))?,
+        _ => blocking(move || Ok(store.resource_version()?)).await?,
+    };
+    let (past, rx) = state.store.watch(since)?;
+    let wanted = move |e: &WatchEvent| {
+        e.key().is_some_and(|k| {
+            k.kind == kind
+                && (namespace.is_none() || k.namespace == namespace)
+                && selector.matches(&labels_of(&e.object))
+        })
+    };
+    let last = past.last().map_or(since, |e| e.resource_version);
+    let wanted2 = wanted.clone();
+    let past = futures_util::stream::iter(past.into_iter().filter(move |e| wanted(e)));
+    let live = futures_util::stream::unfold((rx, last, false), move |(mut rx, last, done)| {
+        let wanted = wanted2.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.resource_version <= last || !wanted(&e) => continue,
+                    Ok(e) => {
+                        let rv = e.resource_version;
+                        return Some((Ok(e), (rx, rv, false)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        return Some((
+                            Err(format!(
+                                "watch fell {n} events behind; list and watch again"
+                            )),
+                            (rx, last, true),
+                        ));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let lines = past.map(Ok).chain(live).map(|item| {
+        let line = match item {
+            Ok(e) => json!({"type": e.kind, "object": e.object}),
+            Err(message) => {
+                json!({"type": "ERROR", "object": {"kind": "Status", "message": message}})
+            }
+        };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(bytes))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(lines))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })
+}
+
+async fn read(
+    State(state): State<ApiState>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<ObjectQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    let (kind, name) = resource_and_name(&params)?;
+    let key = key_for(kind, &name, &q);
+    let store = state.store.clone();
+    let k = key.clone();
+    let found = blocking(move || Ok(store.get(&k)?)).await?;
+    found
+        .map(axum::Json)
+        .ok_or_else(|| StoreError::NotFound(key.to_string()).into())
+}
+
+fn resource_and_name(params: &[(String, String)]) -> ApiResult<(Kind, String)> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let resource = get("resource").ok_or_else(|| ApiError::bad_request("no resource"))?;
+    let name = get("name").ok_or_else(|| ApiError::bad_request("no name"))?;
+    Ok((kind_of(&resource)?, name))
+}
+
+fn check_target(object: &Object, kind: Kind, key: Option<&ObjectKey>) -> ApiResult<()> {
+    if object.kind != kind {
+        return Err(ApiError::bad_request(format!(
+            "the body is a {}, the path names {}",
+            object.kind,
+            kind.info().plural
+        )));
+    }
+    if let Some(key) = key
+        && (object.name != key.name || object.namespace != key.namespace)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the body names {}, the path names {key}",
+            object.key()
+        )));
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    Path(resource): Path<String>,
+    Query(q): Query<ObjectQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let kind = kind_of(&resource)?;
+    let mut value = parse_body(&body)?;
+    if let (Some(ns), Some(meta)) = (
+        &q.namespace,
+        value.get_mut("metadata").and_then(Value::as_object_mut),
+    ) && !meta.contains_key("namespace")
+    {
+        meta.insert("namespace".into(), Value::String(ns.clone()));
+    }
+    let object = decode(value)?;
+    check_target(&object, kind, None)?;
+    let store = state.store.clone();
+    let created = blocking(move || Ok(store.write(|t| t.create(&object))?)).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+async fn replace(
+    State(state): State<ApiState>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<ObjectQuery>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    let (kind, name) = resource_and_name(&params)?;
+    let key = key_for(kind, &name, &q);
+    let value = parse_body(&body)?;
+    let expect = expected_rv(&value);
+    let object = decode(value)?;
+    check_target(&object, kind, Some(&key))?;
+    let store = state.store.clone();
+    let (stored, _) = blocking(move || Ok(store.write(|t| t.replace(&object, expect))?)).await?;
+    Ok(axum::Json(stored))
+}
+
+async fn patch(
+    State(state): State<ApiState>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<ObjectQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    let (kind, name) = resource_and_name(&params)?;
+    let key = key_for(kind, &name, &q);
+    let ptype = patch_type(&headers)?;
+    let patch = parse_body(&body)?;
+    let store = state.store.clone();
+    let stored = blocking(move || {
+        store
+            .write(|t| {
+                let current = t
+                    .get(&key)?
+                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let patched = apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
+                // A patch that names a resourceVersion must name the current one.
+                let expect = patch
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok());
+                let object = Object::from_value(patched).map_err(|errs| {
+                    StoreError::Invalid(format!(
+                        "{}: {}",
+                        key,
+                        errs.iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ))
+                })?;
+                if object.key() != key {
+                    return Err(StoreError::Invalid(
+                        "a patch cannot change kind, namespace or name".into(),
+                    ));
+                }
+                Ok(t.replace(&object, expect)?.0)
+            })
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(axum::Json(stored))
+}
+
+fn patch_type(headers: &HeaderMap) -> ApiResult<PatchType> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(ct).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "patch Content-Type {ct:?} is not one of application/strategic-merge-patch+json, application/merge-patch+json, application/json-patch+json"
+            ),
+        )
+    })
+}
+
+async fn delete(
+    State(state): State<ApiState>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<ObjectQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    let (kind, name) = resource_and_name(&params)?;
+    let key = key_for(kind, &name, &q);
+    let store = state.store.clone();
+    let gone = blocking(move || Ok(store.write(|t| t.delete(&key, None))?)).await?;
+    Ok(axum::Json(gone))
+}
+
+async fn replace_status(
+    State(state): State<ApiState>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<ObjectQuery>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    let (kind, name) = resource_and_name(&params)?;
+    let key = key_for(kind, &name, &q);
+    let value = parse_body(&body)?;
+    let expect = expected_rv(&value);
+    let status = value
+        .get("status")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("the body has no status"))?;
+    let store = state.store.clone();
+    let stored = blocking(move || {
+        store
+            .write(|t| {
+                let current = t
+                    .get(&key)?
+                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                check_status(&current, &status)?;
+                t.replace_status(&key, status, expect)
+            })
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(axum::Json(stored))
+}
+
+async fn patch_status(
+    State(state): State<ApiState>,
+    Path(params): Path<Vec<(String, String)>>,
+    Query(q): Query<ObjectQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    let (kind, name) = resource_and_name(&params)?;
+    let key = key_for(kind, &name, &q);
+    let ptype = patch_type(&headers)?;
+    let patch = parse_body(&body)?;
+    let store = state.store.clone();
+    let stored = blocking(move || {
+        store
+            .write(|t| {
+                let current = t
+                    .get(&key)?
+                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let patched = apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
+                let status = patched.get("status").cloned().unwrap_or(Value::Null);
+                check_status(&current, &status)?;
+                let expect = patch
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok());
+                t.replace_status(&key, status, expect)
+            })
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(axum::Json(stored))
+}
+
+/// A status must keep the object decodable (its typed status has the right shape).
+fn check_status(current: &Value, status: &Value) -> Result<(), StoreError> {
+    let mut candidate = current.clone();
+    if let Some(o) = candidate.as_object_mut() {
+        o.insert("status".into(), status.clone());
+    }
+    Object::from_value(candidate).map(|_| ()).map_err(|errs| {
+        StoreError::Invalid(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
+/// Body of `POST /api/apply`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ApplyRequest {
+    /// The objects, in order.
+    pub objects: Vec<Value>,
+}
+
+/// What apply did to one object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ApplyResult {
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace, for namespaced kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `created`, `configured` or `unchanged`.
+    pub result: String,
+}
+
+/// Applies objects all or nothing: every object is validated before any is stored, and
+/// all are stored in one transaction (kubectl's three-way apply per object).
+async fn apply(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Vec<ApplyResult>>> {
+    let req: ApplyRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("apply body must be {{\"objects\": [...]}}: {e}"))
+    })?;
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for (i, v) in req.objects.into_iter().enumerate() {
+        let described = lanes_model::object::describe_value(&v).unwrap_or_else(|| "object".into());
+        match Object::from_value(v) {
+            Ok(o) => objects.push(o),
+            Err(errs) => {
+                for e in errs {
+                    errors.push(format!("object {} ({described}): {e}", i + 1));
+                }
+            }
+        }
+    }
+    let dups = {
+        let mut seen = std::collections::BTreeSet::new();
+        objects
+            .iter()
+            .filter(|o| !seen.insert(o.key()))
+            .map(|o| format!("{} is given twice", o.key()))
+            .collect::<Vec<_>>()
+    };
+    errors.extend(dups);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "nothing applied: {}",
+            errors.join("; ")
+        )));
+    }
+    let store = state.store.clone();
+    let results = blocking(move || {
+        store
+            .write(|t| {
+                let mut results = Vec::new();
+                for object in &objects {
+                    let key = object.key();
+                    let applied = annotate(object.raw.clone());
+                    let outcome = match t.get(&key)? {
+                        None => {
+                            let o = Object::from_value(applied)
+                                .map_err(|e| StoreError::Invalid(format!("{e:?}")))?;
+                            t.create(&o)?;
+                            "created"
+                        }
+                        Some(current) => {
+                            let last = current
+                                .pointer("/metadata/annotations")
+                                .and_then(|a| a.get(LAST_APPLIED))
+                                .and_then(Value::as_str)
+                                .and_then(|s| serde_json::from_str::<Value>(s).ok());
+                            let merged = three_way(&current, last.as_ref(), &applied);
+                            let o = Object::from_value(merged).map_err(|errs| {
+                                StoreError::Invalid(format!(
+                                    "{key}: {}",
+                                    errs.iter()
+                                        .map(|e| e.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join("; ")
+                                ))
+                            })?;
+                            if t.replace(&o, None)?.1 {
+                                "configured"
+                            } else {
+                                "unchanged"
+                            }
+                        }
+                    };
+                    results.push(ApplyResult {
+                        kind: key.kind.name().to_string(),
+                        name: key.name.clone(),
+                        namespace: key.namespace.clone(),
+                        result: outcome.to_string(),
+                    });
+                }
+                Ok(results)
+            })
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(axum::Json(results))
+}
+
+/// The object with its last-applied annotation set to itself.
+fn annotate(mut v: Value) -> Value {
+    let mut last = v.clone();
+    if let Some(ann) = last
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        ann.remove(LAST_APPLIED);
+        if ann.is_empty()
+            && let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("annotations");
+        }
+    }
+    let text = serde_json::to_string(&last).unwrap_or_default();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        let ann = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(ann) = ann.as_object_mut() {
+            ann.insert(LAST_APPLIED.into(), Value::String(text));
+        }
+    }
+    v
+}

@@ -1,0 +1,642 @@
+//! The embedded object store: every object Lanes knows, in one redb file, keyed by
+//! kind, namespace and name. Writes are transactions (all or nothing) that stamp
+//! `resourceVersion` (one counter for the whole store), `generation` (bumped by spec
+//! changes only), `uid` and `creationTimestamp`; updates that name a stale
+//! `resourceVersion` are refused; `status` is written only through its own call. Every
+//! change is kept in a bounded history and broadcast, so watches can start from any
+//! recent resourceVersion.
+
+use std::path::Path;
+
+use lanes_model::{Kind, Object, ObjectKey};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// Events kept for watches that start in the past.
+pub const HISTORY: u64 = 10_000;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such object.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The object exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The update named a resourceVersion that is no longer current.
+    #[error(
+        "{key}: the object has been modified (resourceVersion {given} is stale, current is {current}); read it again and retry"
+    )]
+    Conflict {
+        /// Object.
+        key: String,
+        /// The version the caller had.
+        given: u64,
+        /// The version in the store.
+        current: u64,
+    },
+    /// A watch asked for history the store no longer keeps.
+    #[error("resourceVersion {0} is too old; list again and watch from the list's version")]
+    Gone(u64),
+    /// The request itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("store: {0}")]
+    Db(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+    serde_json::Error
+);
+
+/// The kind of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Updated (spec, metadata or status).
+    Modified,
+    /// Deleted.
+    Deleted,
+}
+
+/// One change, as watches deliver it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The object after the change (before it, for a deletion).
+    pub object: Value,
+    /// The store's version after the change.
+    #[serde(skip)]
+    pub resource_version: u64,
+}
+
+impl WatchEvent {
+    /// The object's key.
+    pub fn key(&self) -> Option<ObjectKey> {
+        key_of_value(&self.object)
+    }
+}
+
+/// The storage key of an object.
+pub fn storage_key(key: &ObjectKey) -> String {
+    format!(
+        "{}/{}/{}",
+        key.kind.name(),
+        key.namespace.as_deref().unwrap_or(""),
+        key.name
+    )
+}
+
+/// The key of a stored object's JSON.
+pub fn key_of_value(v: &Value) -> Option<ObjectKey> {
+    let kind = Kind::from_kind_name(v.get("kind")?.as_str()?)?;
+    let meta = v.get("metadata")?;
+    Some(ObjectKey {
+        kind,
+        namespace: meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        name: meta.get("name")?.as_str()?.to_string(),
+    })
+}
+
+/// The resourceVersion of a stored object.
+pub fn resource_version(v: &Value) -> u64 {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Everything of an object but its metadata and status: what `generation` tracks.
+fn spec_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("metadata");
+        o.remove("status");
+    }
+    v
+}
+
+const SERVER_FIELDS: [&str; 5] = [
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+];
+
+/// An object without the fields the server sets, for comparisons.
+pub fn without_server_fields(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in SERVER_FIELDS {
+            meta.remove(f);
+        }
+    }
+    v
+}
+
+/// A creation time strictly later than any given before by this process, so objects
+/// order by creation even when created in the same instant.
+fn creation_timestamp() -> jiff::Timestamp {
+    static LAST: std::sync::Mutex<i128> = std::sync::Mutex::new(0);
+    let now = jiff::Timestamp::now().as_nanosecond();
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t = now.max(*last + 1);
+    *last = t;
+    jiff::Timestamp::from_nanosecond(t).unwrap_or_else(|_| jiff::Timestamp::now())
+}
+
+/// The creation time of a stored object (the epoch when absent or unreadable).
+pub fn created_at(v: &Value) -> jiff::Timestamp {
+    v.pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// One write transaction. Nothing it does is visible until [`Store::write`] commits it,
+/// and an error from the closure discards all of it.
+pub struct Txn<'t, 'db> {
+    objects: &'t mut redb::Table<'db, &'static str, &'static [u8]>,
+    rv: u64,
+    events: Vec<WatchEvent>,
+}
+
+impl Txn<'_, '_> {
+    fn read(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        match self.objects.get(key)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn store(&mut self, key: &str, value: &Value, kind: EventType) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value)?;
+        self.objects.insert(key, bytes.as_slice())?;
+        self.events.push(WatchEvent {
+            kind,
+            object: value.clone(),
+            resource_version: self.rv,
+        });
+        Ok(())
+    }
+
+    /// The object with `key`, if stored.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        self.read(&storage_key(key))
+    }
+
+    /// Objects of `kind` (in `namespace`, or all), in key order.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<Value>, StoreError> {
+        list_table(&*self.objects, kind, namespace)
+    }
+
+    /// Creates an object; refused if it exists.
+    pub fn create(&mut self, object: &Object) -> Result<Value, StoreError> {
+        let key = storage_key(&object.key());
+        if self.read(&key)?.is_some() {
+            return Err(StoreError::AlreadyExists(object.key().to_string()));
+        }
+        self.rv += 1;
+        let mut value = object.raw.clone();
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert(
+                "uid".into(),
+                Value::String(uuid::Uuid::new_v4().to_string()),
+            );
+            meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+            meta.insert("generation".into(), Value::from(1));
+            meta.insert(
+                "creationTimestamp".into(),
+                Value::String(creation_timestamp().to_string()),
+            );
+        }
+        self.store(&key, &value, EventType::Added)?;
+        Ok(value)
+    }
+
+    /// Replaces an object's spec and metadata (its status is kept). With `expect`, the
+    /// stored resourceVersion must equal it. Returns the stored object and whether
+    /// anything changed (an identical write stores nothing).
+    pub fn replace(
+        &mut self,
+        object: &Object,
+        expect: Option<u64>,
+    ) -> Result<(Value, bool), StoreError> {
+        let key = storage_key(&object.key());
+        let Some(current) = self.read(&key)? else {
+            return Err(StoreError::NotFound(object.key().to_string()));
+        };
+        let current_rv = resource_version(&current);
+        if let Some(given) = expect
+            && given != current_rv
+        {
+            return Err(StoreError::Conflict {
+                key: object.key().to_string(),
+                given,
+                current: current_rv,
+            });
+        }
+        let mut value = object.raw.clone();
+        let meta_of = |v: &Value, f: &str| v.pointer(&format!("/metadata/{f}")).cloned();
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            for f in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
+                match meta_of(&current, f) {
+                    Some(v) => meta.insert(f.into(), v),
+                    None => meta.remove(f),
+                };
+            }
+        }
+        match current.get("status") {
+            Some(s) => {
+                if let Some(o) = value.as_object_mut() {
+                    o.insert("status".into(), s.clone());
+                }
+            }
+            None => {
+                if let Some(o) = value.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+        if value == current {
+            return Ok((current, false));
+        }
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let bump = spec_part(&value) != spec_part(&current);
+        self.rv += 1;
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+            meta.insert(
+                "generation".into(),
+                Value::from(if bump { generation + 1 } else { generation }),
+            );
+        }
+        self.store(&key, &value, EventType::Modified)?;
+        Ok((value, true))
+    }
+
+    /// Replaces an object's status only.
+    pub fn replace_status(
+        &mut self,
+        key: &ObjectKey,
+        status: Value,
+        expect: Option<u64>,
+    ) -> Result<Value, StoreError> {
+        let skey = storage_key(key);
+        let Some(mut current) = self.read(&skey)? else {
+            return Err(StoreError::NotFound(key.to_string()));
+        };
+        let current_rv = resource_version(&current);
+        if let Some(given) = expect
+            && given != current_rv
+        {
+            return Err(StoreError::Conflict {
+                key: key.to_string(),
+                given,
+                current: current_rv,
+            });
+        }
+        if current.get("status") == Some(&status) {
+            return Ok(current);
+        }
+        self.rv += 1;
+        if let Some(o) = current.as_object_mut() {
+            o.insert("status".into(), status);
+        }
+        if let Some(meta) = current.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        }
+        self.store(&skey, &current, EventType::Modified)?;
+        Ok(current)
+    }
+
+    /// Deletes an object.
+    pub fn delete(&mut self, key: &ObjectKey, expect: Option<u64>) -> Result<Value, StoreError> {
+        let skey = storage_key(key);
+        let Some(current) = self.read(&skey)? else {
+            return Err(StoreError::NotFound(key.to_string()));
+        };
+        if let Some(given) = expect {
+            let current_rv = resource_version(&current);
+            if given != current_rv {
+                return Err(StoreError::Conflict {
+                    key: key.to_string(),
+                    given,
+                    current: current_rv,
+                });
+            }
+        }
+        self.objects.remove(skey.as_str())?;
+        self.rv += 1;
+        let mut gone = current;
+        if let Some(meta) = gone.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        }
+        self.events.push(WatchEvent {
+            kind: EventType::Deleted,
+            object: gone.clone(),
+            resource_version: self.rv,
+        });
+        Ok(gone)
+    }
+
+    /// The store's version as of this transaction's writes so far.
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+}
+
+fn list_table<T>(table: &T, kind: Kind, namespace: Option<&str>) -> Result<Vec<Value>, StoreError>
+where
+    T: ReadableTable<&'static str, &'static [u8]>,
+{
+    let prefix = match namespace {
+        Some(ns) => format!("{}/{ns}/", kind.name()),
+        None => format!("{}/", kind.name()),
+    };
+    // Keys share the prefix and sort together; the range ends at the next prefix.
+    let mut end = prefix.clone();
+    end.pop();
+    end.push(char::from(prefix.as_bytes()[prefix.len() - 1] + 1));
+    let mut out = Vec::new();
+    for entry in table.range(prefix.as_str()..end.as_str())? {
+        let (_, v) = entry?;
+        out.push(serde_json::from_slice(v.value())?);
+    }
+    Ok(out)
+}
+
+/// The store.
+pub struct Store {
+    db: Database,
+    events: broadcast::Sender<WatchEvent>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path)?;
+        let wtx = db.begin_write()?;
+        {
+            wtx.open_table(OBJECTS)?;
+            wtx.open_table(META)?;
+            wtx.open_table(EVENTS)?;
+        }
+        wtx.commit()?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(Store { db, events })
+    }
+
+    /// Runs `f` in one write transaction and commits it durably; an error from `f`
+    /// discards everything it did. Changes are broadcast to watches after the commit.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut wtx = self.db.begin_write()?;
+        wtx.set_durability(Durability::Immediate)?;
+        let (result, events) = {
+            let mut objects = wtx.open_table(OBJECTS)?;
+            let mut meta = wtx.open_table(META)?;
+            let mut history = wtx.open_table(EVENTS)?;
+            let rv = meta.get("rv")?.map(|v| v.value()).unwrap_or(0);
+            let mut txn = Txn {
+                objects: &mut objects,
+                rv,
+                events: Vec::new(),
+            };
+            let result = f(&mut txn)?;
+            let (rv_after, events) = (txn.rv, txn.events);
+            for e in &events {
+                let bytes = serde_json::to_vec(e)?;
+                history.insert(e.resource_version, bytes.as_slice())?;
+            }
+            if rv_after != rv {
+                meta.insert("rv", rv_after)?;
+                if rv_after > HISTORY {
+                    history.retain_in(..rv_after - HISTORY, |_, _| false)?;
+                }
+            }
+            (result, events)
+        };
+        wtx.commit()?;
+        for e in events {
+            let _ = self.events.send(e);
+        }
+        Ok(result)
+    }
+
+    /// The object with `key`, if stored.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let table = rtx.open_table(OBJECTS)?;
+        match table.get(storage_key(key).as_str())? {
+            Some(b) => Ok(Some(serde_json::from_slice(b.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Objects of `kind` (in `namespace`, or all) and the store's version they reflect.
+    pub fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Value>, u64), StoreError> {
+        let rtx = self.db.begin_read()?;
+        let table = rtx.open_table(OBJECTS)?;
+        let meta = rtx.open_table(META)?;
+        let rv = meta.get("rv")?.map(|v| v.value()).unwrap_or(0);
+        Ok((list_table(&table, kind, namespace)?, rv))
+    }
+
+    /// The store's current version.
+    pub fn resource_version(&self) -> Result<u64, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let meta = rtx.open_table(META)?;
+        Ok(meta.get("rv")?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// A watch from `since`: the kept changes after it, and a receiver of the changes
+    /// that follow (skip those at or below the last replayed version).
+    pub fn watch(
+        &self,
+        since: u64,
+    ) -> Result<(Vec<WatchEvent>, broadcast::Receiver<WatchEvent>), StoreError> {
+        let rx = self.events.subscribe();
+        let rtx = self.db.begin_read()?;
+        let meta = rtx.open_table(META)?;
+        let current = meta.get("rv")?.map(|v| v.value()).unwrap_or(0);
+        if since > current {
+            return Err(StoreError::Invalid(format!(
+                "resourceVersion {since} is ahead of the store ({current})"
+            )));
+        }
+        let history = rtx.open_table(EVENTS)?;
+        let oldest = history.first()?.map(|(k, _)| k.value());
+        if since < current && oldest.is_none_or(|o| o > since + 1) {
+            return Err(StoreError::Gone(since));
+        }
+        let mut past = Vec::new();
+        for entry in history.range(since + 1..)? {
+            let (k, v) = entry?;
+            let mut e: WatchEvent = serde_json::from_slice(v.value())?;
+            e.resource_version = k.value();
+            past.push(e);
+        }
+        Ok((past, rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Object {
+        Object::from_value(v).unwrap()
+    }
+
+    fn svc(name: &str, port: u16) -> Object {
+        obj(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                   "spec": {"ports": [{"port": port}], "selector": {"app": name}}}),
+        )
+    }
+
+    #[test]
+    fn create_update_status_delete_with_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let created = store.write(|t| t.create(&svc("a", 80))).unwrap();
+        assert_eq!(created["metadata"]["resourceVersion"], "1");
+        assert_eq!(created["metadata"]["generation"], 1);
+        assert!(created["metadata"]["uid"].as_str().unwrap().len() > 10);
+        assert!(matches!(
+            store.write(|t| t.create(&svc("a", 80))),
+            Err(StoreError::AlreadyExists(_))
+        ));
+
+        // Unchanged: nothing written.
+        let (v, changed) = store.write(|t| t.replace(&svc("a", 80), None)).unwrap();
+        assert!(!changed);
+        assert_eq!(v["metadata"]["resourceVersion"], "1");
+        // Spec change: generation bumps.
+        let (v, changed) = store.write(|t| t.replace(&svc("a", 81), Some(1))).unwrap();
+        assert!(changed);
+        assert_eq!(v["metadata"]["resourceVersion"], "2");
+        assert_eq!(v["metadata"]["generation"], 2);
+        assert_eq!(v["metadata"]["uid"], created["metadata"]["uid"]);
+        // Stale version: conflict, nothing written.
+        let err = store
+            .write(|t| t.replace(&svc("a", 82), Some(1)))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Conflict {
+                    given: 1,
+                    current: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Status: no generation bump; later spec writes keep it.
+        let key = svc("a", 80).key();
+        let v = store
+            .write(|t| t.replace_status(&key, json!({"x": 1}), None))
+            .unwrap();
+        assert_eq!(v["metadata"]["generation"], 2);
+        let (v, _) = store.write(|t| t.replace(&svc("a", 83), None)).unwrap();
+        assert_eq!(v["status"]["x"], 1);
+        let gone = store.write(|t| t.delete(&key, None)).unwrap();
+        assert_eq!(gone["metadata"]["name"], "a");
+        assert!(store.get(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_failed_transaction_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let r: Result<(), _> = store.write(|t| {
+            t.create(&svc("a", 80))?;
+            t.create(&svc("b", 80))?;
+            Err(StoreError::Invalid("boom".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!(store.list(Kind::Service, None).unwrap().0.len(), 0);
+        assert_eq!(store.resource_version().unwrap(), 0);
+    }
+
+    #[test]
+    fn lists_by_namespace_and_watches_from_a_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store.write(|t| t.create(&svc("a", 80))).unwrap();
+        let other = obj(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "a", "namespace": "defaultx"}, "spec": {"ports": [{"port": 1}]}}));
+        store.write(|t| t.create(&other)).unwrap();
+        assert_eq!(
+            store.list(Kind::Service, Some("default")).unwrap().0.len(),
+            1
+        );
+        assert_eq!(store.list(Kind::Service, None).unwrap().0.len(), 2);
+        assert_eq!(store.list(Kind::Pod, None).unwrap().0.len(), 0);
+        let (past, mut rx) = store.watch(1).unwrap();
+        assert_eq!(past.len(), 1);
+        assert_eq!(past[0].kind, EventType::Added);
+        store
+            .write(|t| t.delete(&svc("a", 80).key(), None))
+            .unwrap();
+        let live = rx.try_recv().unwrap();
+        assert_eq!(live.kind, EventType::Deleted);
+        assert_eq!(live.resource_version, 3);
+        assert!(matches!(store.watch(99), Err(StoreError::Invalid(_))));
+    }
+}
