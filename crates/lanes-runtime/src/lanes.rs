@@ -140,73 +140,27 @@ fn relevant(kind: Kind) -> bool {
 }
 
 /// Runs the lane controller until `shutdown`: reconciles at start and after every
-/// relevant change (changes arriving together are handled once), publishing each
-/// snapshot on `publish`.
+/// relevant change, publishing each snapshot on `publish`.
 pub async fn run(
     store: Arc<Store>,
     flavor: Flavor,
     publish: watch::Sender<Arc<Snapshot>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let rx = {
-            let st = store.clone();
-            let res = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-                let rv = st.resource_version()?;
-                let (_, rx) = st.watch(rv)?;
-                let (snapshot, changes) = st.write(|t| reconcile(t, flavor))?;
-                Ok((rx, snapshot, changes))
-            })
-            .await;
-            match res {
-                Ok(Ok((rx, snapshot, changes))) => {
-                    log_changes(&changes);
-                    let _ = publish.send(Arc::new(snapshot));
-                    rx
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "lane controller: reconcile failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                Err(_) => return,
-            }
-        };
-        let mut rx = rx;
-        loop {
-            let event = tokio::select! {
-                e = rx.recv() => e,
-                _ = shutdown.changed() => return,
-            };
-            match event {
-                Ok(e) => {
-                    if !e.key().is_some_and(|k| relevant(k.kind)) {
-                        continue;
-                    }
-                }
-                // Fell behind or the store went away: start over with a full reconcile.
-                Err(_) => break,
-            }
-            // Let changes that arrive together settle, then reconcile once.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            while rx.try_recv().is_ok() {}
-            let st = store.clone();
-            let res = tokio::task::spawn_blocking(move || st.write(|t| reconcile(t, flavor))).await;
-            match res {
-                Ok(Ok((snapshot, changes))) => {
-                    log_changes(&changes);
-                    let _ = publish.send(Arc::new(snapshot));
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "lane controller: reconcile failed");
-                    break;
-                }
-                Err(_) => return,
-            }
-        }
-    }
+    crate::controller::run(
+        "lanes",
+        store,
+        relevant,
+        Duration::from_secs(30),
+        move |store: &Store| {
+            let (snapshot, changes) = store.write(|t| reconcile(t, flavor))?;
+            log_changes(&changes);
+            publish.send_replace(Arc::new(snapshot));
+            Ok(())
+        },
+        shutdown,
+    )
+    .await;
 }
 
 fn log_changes(c: &Changes) {

@@ -1,4 +1,10 @@
-//! Embedded mode: the controllers that drive the object store (the lane controller
-//! now; the Deployment, pod and rollout controllers and the local runtime join it).
+//! Embedded mode: the controllers that drive the object store — lanes, Deployments — and
+//! the local runtime that runs pods as processes with their sidecars.
 
+pub mod controller;
+pub mod deployments;
+pub mod images;
+pub mod ipam;
 pub mod lanes;
+pub mod pods;
+pub mod sample;

@@ -32,6 +32,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// Bearer token every request but `/healthz` must carry, when set.
     pub token: Option<Arc<str>>,
+    /// Where pod logs are (`<namespace>_<name>.log`), when pods run here.
+    pub logs: Option<std::path::PathBuf>,
 }
 
 /// An API error, rendered as a Kubernetes `Status`.
@@ -97,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/{resource}/{name}",
             get(read).put(replace).patch(patch).delete(delete),
         )
+        .route("/api/pods/{name}/log", get(pod_log))
         .route(
             "/api/{resource}/{name}/status",
             get(read).put(replace_status).patch(patch_status),
@@ -539,6 +542,45 @@ fn check_status(current: &Value, status: &Value) -> Result<(), StoreError> {
                 .join("; "),
         )
     })
+}
+
+/// Query of the pod log route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogQuery {
+    namespace: Option<String>,
+    tail_bytes: Option<u64>,
+}
+
+/// The end of a pod's log (1 MiB unless `tailBytes` says otherwise).
+async fn pod_log(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    let ns = q.namespace.unwrap_or_else(|| "default".into());
+    let Some(dir) = state.logs.clone() else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", "this server runs no pods"));
+    };
+    if name.contains('/') || ns.contains('/') || name.contains("..") || ns.contains("..") {
+        return Err(ApiError::bad_request("invalid pod name"));
+    }
+    let path = dir.join(format!("{ns}_{name}.log"));
+    let tail = q.tail_bytes.unwrap_or(1024 * 1024);
+    let bytes = blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path)
+            .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no log for pod {ns}/{name}")))?;
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        f.seek(SeekFrom::Start(len.saturating_sub(tail)))
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+        Ok(buf)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
 }
 
 /// Body of `POST /api/apply`.

@@ -320,6 +320,20 @@ impl Client {
         .await
     }
 
+    /// The end of a pod's log.
+    pub async fn log(&self, namespace: &str, name: &str) -> Result<String, ClientError> {
+        let p = format!("/api/pods/{}/log?namespace={}", encode(name), encode(namespace));
+        let (status, body) = self.send(Method::GET, &p, None, None).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Api { status, message });
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     /// Whether the server answers `/healthz`.
     pub async fn healthy(&self) -> bool {
         matches!(self.send(Method::GET, "/healthz", None, None).await, Ok((s, _)) if s.is_success())

@@ -479,3 +479,10 @@ pub fn patch(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `lanes logs POD`.
+pub fn logs(client: &Client, namespace: &str, pod: &str) -> Result<ExitCode> {
+    let text = runtime()?.block_on(client.log(namespace, pod))?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -3,6 +3,7 @@
 mod cli;
 mod offline;
 mod proxy_cmd;
+mod sample;
 mod up;
 
 use std::net::SocketAddr;
@@ -47,6 +48,23 @@ enum Command {
         /// Istio dialect of the generated objects.
         #[arg(long, default_value = "asm")]
         flavor: lanes_compile::Flavor,
+        /// Pod addresses come from this /16 of 127.0.0.0/8 (its first /24 is skipped).
+        #[arg(long, default_value = "127.0.0.0/16")]
+        pod_network: String,
+        /// The image table (`[images]`: image → local command).
+        #[arg(long, default_value = "lanes.toml")]
+        config: PathBuf,
+    },
+    /// Run the sample service (the article's go-http-sample), configured by its
+    /// environment: app, version, POD_IP, upstream_url, HTTP_PROXY, FAIL_RATE, LATENCY_MS.
+    Sample,
+    /// Print a pod's log.
+    Logs {
+        /// Pod name.
+        pod: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
     },
     /// Create or update objects from manifests; every document is validated before any
     /// is stored.
@@ -177,13 +195,25 @@ fn main() -> ExitCode {
             api,
             gateway,
             flavor,
-        } => up::run(up::UpOptions {
-            state_dir: state_dir.clone(),
-            api,
-            gateway,
-            token: cli.token.clone(),
-            flavor,
-        }),
+            ref pod_network,
+            ref config,
+        } => up::parse_pod_network(pod_network)
+            .map_err(anyhow::Error::msg)
+            .and_then(|pod_network| {
+                up::run(up::UpOptions {
+                    state_dir: state_dir.clone(),
+                    api,
+                    gateway,
+                    token: cli.token.clone(),
+                    flavor,
+                    pod_network,
+                    config: config.clone(),
+                })
+            }),
+        Command::Sample => sample::run(),
+        Command::Logs { ref pod, ref namespace } => client()
+            .map_err(Into::into)
+            .and_then(|c| cli::logs(&c, namespace, pod)),
         Command::Apply { ref files } => client()
             .map_err(Into::into)
             .and_then(|c| cli::apply(&c, files)),

@@ -28,43 +28,25 @@ pub struct UpOptions {
     pub token: Option<String>,
     /// Flavor of the generated Istio objects.
     pub flavor: Flavor,
+    /// Second octet of the pods' `127.N.0.0/16`.
+    pub pod_network: u8,
+    /// `lanes.toml` (the image table).
+    pub config: PathBuf,
 }
 
-/// The sidecar inbound port of every pod: service endpoints point here.
-pub const SIDECAR_INBOUND_PORT: u16 = 15006;
-
-/// Keeps the gateway's routing in step with the lane controller's snapshots.
-async fn follow_snapshots(mesh: Arc<lanes_proxy::Mesh>, mut rx: watch::Receiver<Arc<Snapshot>>) {
-    loop {
-        let snapshot = rx.borrow_and_update().clone();
-        let endpoints: Vec<lanes_proxy::Endpoint> = snapshot
-            .routes
-            .services
-            .iter()
-            .flat_map(|svc| {
-                snapshot.pods.iter().filter_map(move |p| {
-                    let ip: std::net::IpAddr = p.ip.as_deref()?.parse().ok()?;
-                    let selected = p.namespace == svc.namespace
-                        && !svc.selector.is_empty()
-                        && lanes_model::mesh::selector_matches(&svc.selector, &p.labels);
-                    selected.then(|| lanes_proxy::Endpoint {
-                        service: svc.name.clone(),
-                        namespace: svc.namespace.clone(),
-                        address: SocketAddr::new(ip, SIDECAR_INBOUND_PORT),
-                        labels: p.labels.clone(),
-                        ready: p.ready,
-                        pod: Some(p.name.clone()),
-                    })
-                })
-            })
-            .collect();
-        if let Err(e) = mesh.update(&snapshot.routes, &endpoints) {
-            tracing::error!(error = %e, "gateway: cannot use the new route table");
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
+/// Parses `127.N.0.0/16` into N.
+pub fn parse_pod_network(s: &str) -> Result<u8, String> {
+    let bad = || format!("--pod-network {s:?}: expected 127.N.0.0/16 with N from 0 to 255");
+    let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+    if prefix != "16" {
+        return Err(bad());
     }
+    let ip: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let o = ip.octets();
+    if o[0] != 127 || o[2] != 0 || o[3] != 0 {
+        return Err(bad());
+    }
+    Ok(o[1])
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -84,6 +66,7 @@ pub fn run(opts: UpOptions) -> Result<ExitCode> {
 }
 
 async fn serve(opts: UpOptions) -> Result<()> {
+    let images = lanes_runtime::images::LanesToml::load(&opts.config).map_err(anyhow::Error::msg)?;
     let path = opts.state_dir.join("state.redb");
     let store = Arc::new(
         Store::open(&path)
@@ -103,9 +86,10 @@ async fn serve(opts: UpOptions) -> Result<()> {
         stop_rx.clone(),
     ));
 
-    // The gateway runs the newest route table, with endpoints at the pods' sidecars.
+    // The gateway and the sidecars run the newest route table, with endpoints at the
+    // pods' sidecars.
     let metrics = Arc::new(lanes_proxy::Metrics::new());
-    let mesh = lanes_proxy::Mesh::new(lanes_proxy::Settings::default(), metrics);
+    let mesh = lanes_proxy::Mesh::new(lanes_proxy::Settings::default(), metrics.clone());
     let gateway = TcpListener::bind(opts.gateway)
         .await
         .with_context(|| format!("cannot listen on {} (gateway)", opts.gateway))?;
@@ -115,10 +99,28 @@ async fn serve(opts: UpOptions) -> Result<()> {
         mesh.clone(),
         stop_rx.clone(),
     ));
-    tasks.spawn(follow_snapshots(mesh, snap_rx));
+    tasks.spawn(lanes_runtime::pods::follow(mesh.clone(), snap_rx.clone()));
+
+    // Deployments become pods; pods become processes.
+    tasks.spawn(lanes_runtime::deployments::run(store.clone(), stop_rx.clone()));
+    let logs = opts.state_dir.join("logs");
+    let ctx = Arc::new(lanes_runtime::pods::Context {
+        store: store.clone(),
+        mesh: mesh.clone(),
+        metrics,
+        ipam: lanes_runtime::ipam::Ipam::new(opts.pod_network),
+        images,
+        exe: std::env::current_exe().context("cannot find the lanes executable")?,
+        logs: logs.clone(),
+        snapshots: snap_rx,
+    });
+    // Pods stop after the API and controllers, and before the store closes.
+    let (pods_stop, pods_stop_rx) = watch::channel(false);
+    let pods = tokio::spawn(lanes_runtime::pods::run(ctx, pods_stop_rx));
     let state = ApiState {
         store: store.clone(),
         token: opts.token.filter(|t| !t.is_empty()).map(Into::into),
+        logs: Some(logs),
     };
     let app = router(state);
     let shutdown = lanes_proxy::server::wait_for(stop_rx.clone());
@@ -135,6 +137,8 @@ async fn serve(opts: UpOptions) -> Result<()> {
     println!("lanes up: state in {}", path.display());
     stop_signal().await;
     tracing::info!("stopping");
+    let _ = pods_stop.send(true);
+    let _ = pods.await;
     let _ = stop_tx.send(true);
     // Open watches would hold the API server's graceful shutdown: give requests in
     // flight a few seconds, then stop regardless.

@@ -1,0 +1,131 @@
+//! Images to local commands: any image whose repository ends in `go-http-sample` runs
+//! the built-in sample service; others come from the `[images]` table of `lanes.toml`;
+//! a container that names its own `command` runs that.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A command: the program and its arguments.
+pub type CommandLine = Vec<String>;
+
+/// `lanes.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanesToml {
+    /// Image (`repository[:tag]`) → command, as an array or a shell string.
+    #[serde(default)]
+    pub images: BTreeMap<String, CommandSpec>,
+}
+
+/// A command as written in `lanes.toml`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    /// Run by `sh -c`.
+    Shell(String),
+    /// Program and arguments.
+    Argv(Vec<String>),
+}
+
+impl LanesToml {
+    /// Reads `lanes.toml`; a missing file is an empty table.
+    pub fn load(path: &Path) -> Result<LanesToml, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LanesToml::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// How a container runs locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// The built-in sample service.
+    Sample,
+    /// A command.
+    Command(CommandLine),
+}
+
+/// The repository of an image (no tag, no digest).
+pub fn repository(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    match no_digest.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => no_digest,
+    }
+}
+
+/// Resolves a container's image (and `command`/`args`) to what runs; `Err` says what to
+/// add to `lanes.toml`.
+pub fn resolve(
+    table: &LanesToml,
+    image: &str,
+    command: &[String],
+    args: &[String],
+) -> Result<Resolved, String> {
+    if repository(image).ends_with("go-http-sample") {
+        return Ok(Resolved::Sample);
+    }
+    let spec = table.images.get(image).or_else(|| table.images.get(repository(image)));
+    if let Some(spec) = spec {
+        let mut argv = match spec {
+            CommandSpec::Shell(s) => vec!["sh".to_string(), "-c".to_string(), s.clone()],
+            CommandSpec::Argv(v) => v.clone(),
+        };
+        if argv.is_empty() {
+            return Err(format!("lanes.toml maps image {image:?} to an empty command"));
+        }
+        argv.extend(args.iter().cloned());
+        return Ok(Resolved::Command(argv));
+    }
+    if !command.is_empty() {
+        let mut argv = command.to_vec();
+        argv.extend(args.iter().cloned());
+        return Ok(Resolved::Command(argv));
+    }
+    Err(format!(
+        "no local command for image {image:?}: add it to the [images] table of lanes.toml, e.g. \"{}\" = [\"/path/to/program\", \"--flag\"]",
+        repository(image)
+    ))
+}
+
+/// The default place of `lanes.toml`: the current directory.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("lanes.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_sample_table_and_command() {
+        let t: LanesToml = toml::from_str(
+            "[images]\n\"example.com/api\" = [\"/bin/api\", \"-v\"]\n\"nginx:1.25\" = \"nginx -g 'daemon off;'\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(&t, "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:1.0", &[], &[]),
+            Ok(Resolved::Sample)
+        );
+        assert_eq!(
+            resolve(&t, "example.com/api:3", &[], &["--x".into()]),
+            Ok(Resolved::Command(vec!["/bin/api".into(), "-v".into(), "--x".into()]))
+        );
+        assert_eq!(
+            resolve(&t, "nginx:1.25", &[], &[]),
+            Ok(Resolved::Command(vec!["sh".into(), "-c".into(), "nginx -g 'daemon off;'".into()]))
+        );
+        assert_eq!(
+            resolve(&t, "busybox", &["sleep".into()], &["9".into()]),
+            Ok(Resolved::Command(vec!["sleep".into(), "9".into()]))
+        );
+        let err = resolve(&t, "ghcr.io/x/y:1", &[], &[]).unwrap_err();
+        assert!(err.contains("\"ghcr.io/x/y\" = ["), "{err}");
+        assert_eq!(repository("localhost:5000/a/b:1.2"), "localhost:5000/a/b");
+        assert_eq!(repository("localhost:5000/a/b"), "localhost:5000/a/b");
+    }
+}
