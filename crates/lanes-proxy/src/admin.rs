@@ -16,9 +16,13 @@ use crate::server::wait_for;
 
 /// The admin routes.
 pub fn router(mesh: Arc<Mesh>) -> Router {
+    observability(mesh).route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// `/metrics` and `/routes` alone, to mount beside another server's routes.
+pub fn observability(mesh: Arc<Mesh>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/routes", get(routes))
         .with_state(mesh)
 }

@@ -275,6 +275,11 @@ impl Mesh {
         };
         let port = lanes_model::mesh::strip_port(&host).len();
         let port = host.get(port + 1..).and_then(|p| p.parse().ok());
+        let trace = group
+            .and_then(|g| g.trace_header.as_ref())
+            .and_then(|h| req.headers().get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let routed = Routed {
             side: Side::Outbound,
             service,
@@ -283,7 +288,15 @@ impl Mesh {
             target_port: service.target_port(port),
             choice,
         };
-        self.forward(req, routed, started).await
+        let resp = self.forward(req, routed, started).await;
+        // Remember a fallback on this trace, so the pod's inbound side can report it
+        // to the caller even though the application does not pass the header on.
+        if let (Some(trace), Some(fb)) = (trace, resp.headers().get(FALLBACK_HEADER))
+            && let Ok(fb) = fb.to_str()
+        {
+            sidecar.fallbacks.record(&trace, fb.into());
+        }
+        resp
     }
 
     /// Handles mesh traffic arriving at a pod: records the lane of its trace for the
@@ -294,6 +307,14 @@ impl Mesh {
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let routing = self.routing();
+        let traces: Vec<String> = routing
+            .groups
+            .iter()
+            .filter_map(|g| g.trace_header.as_ref())
+            .filter_map(|h| req.headers().get(h))
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect();
         for group in routing.groups.iter().filter(|g| g.permissive) {
             let lane = req
                 .headers()
@@ -376,6 +397,13 @@ impl Mesh {
                 fallback: "none",
             })
             .inc();
+        let mut resp = resp;
+        if !resp.headers().contains_key(FALLBACK_HEADER)
+            && let Some(fb) = traces.iter().find_map(|t| sidecar.fallbacks.lookup(t))
+            && let Ok(v) = HeaderValue::from_str(&fb[..])
+        {
+            resp.headers_mut().insert(FALLBACK_HEADER, v);
+        }
         resp
     }
 
@@ -498,7 +526,10 @@ impl Mesh {
             let can_retry = !tried_retry && retry.is_some() && body.replayable();
             let failure = match &attempt {
                 Attempt::Response(r)
-                    if matches!(r.status().as_u16(), 502..=504)
+                    if self
+                        .settings
+                        .fallback_on_status
+                        .contains(&r.status().as_u16())
                         && retry.is_some()
                         && !tried_retry =>
                 {
@@ -665,13 +696,16 @@ fn finish_response(
     Response::from_parts(parts, boxed::<Incoming>(body))
 }
 
-/// A sidecar: the pod it serves and its correlation table.
+/// A sidecar: the pod it serves and its correlation tables.
 #[derive(Debug)]
 pub struct Sidecar {
     /// The pod.
     pub pod: PodIdentity,
     /// Trace → lane, recorded inbound, read outbound.
     pub correlation: CorrelationTable,
+    /// Trace → `from->to` of a fallback on one of the pod's outbound calls, reported on
+    /// the inbound response of the same trace.
+    pub fallbacks: CorrelationTable,
 }
 
 impl Sidecar {
@@ -687,7 +721,15 @@ impl Sidecar {
             metrics.correlation_entries.get_or_create_owned(&labels),
             metrics.correlation_evictions.get_or_create_owned(&labels),
         );
-        Sidecar { pod, correlation }
+        let fallbacks = CorrelationTable::new(
+            (settings.correlation_capacity / 10).max(1_000),
+            settings.correlation_ttl(),
+        );
+        Sidecar {
+            pod,
+            correlation,
+            fallbacks,
+        }
     }
 
     /// The pod's labels.

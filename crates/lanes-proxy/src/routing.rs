@@ -204,7 +204,7 @@ pub enum FallbackReason {
     ConnectError,
     /// The connection was reset before the response head.
     Reset,
-    /// The lane's endpoint answered 502, 503 or 504.
+    /// The lane's endpoint answered a failure status (500, 502, 503, 504 by default).
     UpstreamStatus,
 }
 

@@ -37,9 +37,11 @@ async fn the_lane_survives_a_fallback_hop() {
     // mockb's own call still reaches mockc's canary (correlation by trace id).
     let c = Cluster::start(&manifests(), chain_pods(&["mocka", "mockc"]), settings()).await;
     for i in 0..20 {
-        let (status, _, body) = c.get("canary", &format!("t-{i}")).await;
+        let (status, headers, body) = c.get("canary", &format!("t-{i}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(versions(&body), ["v2", "v1", "v2"], "{body}");
+        // mocka's call to mockb fell back; mocka's sidecar reports it to the caller.
+        assert_eq!(headers.get("x-lanes-fallback").unwrap(), "canary->base");
         let (_, _, body) = c.get("base", &format!("u-{i}")).await;
         assert_eq!(versions(&body), ["v1", "v1", "v1"], "{body}");
     }

@@ -33,7 +33,11 @@ pub async fn run<F>(
         }
     };
     loop {
-        let Ok(mut rx) = store.resource_version().and_then(|rv| store.watch(rv)).map(|(_, rx)| rx) else {
+        let Ok(mut rx) = store
+            .resource_version()
+            .and_then(|rv| store.watch(rv))
+            .map(|(_, rx)| rx)
+        else {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 _ = shutdown.changed() => return,

@@ -96,7 +96,10 @@ pub fn plan(replicas: i32, hash: &str, paused: bool, pods: &[PodState]) -> Plan 
         if pods.len() > desired {
             let mut ordered: Vec<&PodState> = pods.iter().collect();
             ordered.sort_by_key(|p| (p.ready, p.name.clone()));
-            plan.delete = ordered[..pods.len() - desired].iter().map(|p| p.name.clone()).collect();
+            plan.delete = ordered[..pods.len() - desired]
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
         } else if pods.is_empty() {
             plan.create = desired;
         }
@@ -147,7 +150,10 @@ fn random_suffix() -> String {
 pub fn pod_ready(v: &Value) -> bool {
     v.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// The Deployment owning a pod, by owner reference.
@@ -170,7 +176,10 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
     };
     let ns = object.namespace_or_empty().to_string();
     let Some(spec) = &d.spec else { return Ok(()) };
-    let template = deploy.pointer("/spec/template").cloned().unwrap_or(Value::Null);
+    let template = deploy
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
     let hash = template_hash(&template);
     let replicas = spec.replicas.unwrap_or(1);
     let paused = spec.paused.unwrap_or(false);
@@ -182,7 +191,11 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
     let states: Vec<PodState> = pods
         .iter()
         .map(|p| PodState {
-            name: p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string(),
+            name: p
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             hash: p
                 .pointer(&format!("/metadata/labels/{HASH_LABEL}"))
                 .and_then(Value::as_str)
@@ -200,9 +213,15 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
         };
         txn.delete(&key, None)?;
     }
-    let uid = deploy.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let uid = deploy
+        .pointer("/metadata/uid")
+        .cloned()
+        .unwrap_or(Value::Null);
     for _ in 0..step.create {
-        let mut meta = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        let mut meta = template
+            .get("metadata")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let labels = meta
             .as_object_mut()
             .map(|m| m.entry("labels").or_insert_with(|| json!({})).clone())
@@ -233,11 +252,17 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
         }
     }
     // Status, from the pods after this step.
-    let remaining: Vec<&PodState> = states.iter().filter(|p| !step.delete.contains(&p.name)).collect();
+    let remaining: Vec<&PodState> = states
+        .iter()
+        .filter(|p| !step.delete.contains(&p.name))
+        .collect();
     let updated = remaining.iter().filter(|p| p.hash == hash).count() + step.create;
     let ready = remaining.iter().filter(|p| p.ready).count();
     let total = remaining.len() + step.create;
-    let generation = deploy.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+    let generation = deploy
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let mut status = json!({
         "observedGeneration": generation,
         "replicas": total,
@@ -258,67 +283,15 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pods(spec: &[(&str, &str, bool)]) -> Vec<PodState> {
-        spec.iter()
-            .map(|(n, h, r)| PodState { name: n.to_string(), hash: h.to_string(), ready: *r })
-            .collect()
-    }
-
-    #[test]
-    fn bounds_follow_kubernetes_defaults() {
-        assert_eq!(bounds(1), (1, 0));
-        assert_eq!(bounds(4), (1, 1));
-        assert_eq!(bounds(10), (3, 2));
-        assert_eq!(bounds(0), (1, 0));
-    }
-
-    #[test]
-    fn a_rolling_update_of_one_replica_never_drops_below_one_ready() {
-        // Start: one old ready pod.
-        let p = plan(1, "new", false, &pods(&[("a", "old", true)]));
-        assert_eq!(p, Plan { create: 1, delete: vec![] });
-        // The new pod exists but is not ready: keep the old one.
-        let p = plan(1, "new", false, &pods(&[("a", "old", true), ("b", "new", false)]));
-        assert_eq!(p, Plan::default());
-        // New ready: the old one goes.
-        let p = plan(1, "new", false, &pods(&[("a", "old", true), ("b", "new", true)]));
-        assert_eq!(p, Plan { create: 0, delete: vec!["a".into()] });
-    }
-
-    #[test]
-    fn scaling_and_pausing() {
-        assert_eq!(plan(3, "h", false, &[]).create, 3);
-        let p = plan(1, "h", false, &pods(&[("a", "h", true), ("b", "h", false), ("c", "h", true)]));
-        assert_eq!(p.delete, ["b", "a"]);
-        // Paused: a new template rolls nothing.
-        let p = plan(1, "new", true, &pods(&[("a", "old", true)]));
-        assert_eq!(p, Plan::default());
-        // Scale to zero.
-        let p = plan(0, "h", false, &pods(&[("a", "h", true)]));
-        assert_eq!(p.delete, ["a"]);
-    }
-
-    #[test]
-    fn template_hashes_ignore_key_order() {
-        let a: Value = serde_json::from_str(r#"{"metadata":{"labels":{"x":"1","y":"2"}},"spec":{"c":[1]}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"spec":{"c":[1]},"metadata":{"labels":{"y":"2","x":"1"}}}"#).unwrap();
-        assert_eq!(template_hash(&a), template_hash(&b));
-        assert_eq!(template_hash(&a).len(), 10);
-        let c: Value = serde_json::from_str(r#"{"spec":{"c":[2]}}"#).unwrap();
-        assert_ne!(template_hash(&a), template_hash(&c));
-    }
-}
-
 fn relevant(kind: Kind) -> bool {
     matches!(kind, Kind::Deployment | Kind::Pod)
 }
 
 /// Runs the Deployment controller until `shutdown`.
-pub async fn run(store: std::sync::Arc<lanes_store::Store>, shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    store: std::sync::Arc<lanes_store::Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     crate::controller::run(
         "deployments",
         store,
@@ -329,7 +302,9 @@ pub async fn run(store: std::sync::Arc<lanes_store::Store>, shutdown: tokio::syn
             for d in &deploys {
                 store.write(|t| {
                     // Read again inside the transaction: the Deployment may have changed.
-                    let Some(key) = lanes_store::key_of_value(d) else { return Ok(()) };
+                    let Some(key) = lanes_store::key_of_value(d) else {
+                        return Ok(());
+                    };
                     match t.get(&key)? {
                         Some(current) => reconcile(t, &current),
                         None => Ok(()),
@@ -367,4 +342,94 @@ pub async fn run(store: std::sync::Arc<lanes_store::Store>, shutdown: tokio::syn
         shutdown,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods(spec: &[(&str, &str, bool)]) -> Vec<PodState> {
+        spec.iter()
+            .map(|(n, h, r)| PodState {
+                name: n.to_string(),
+                hash: h.to_string(),
+                ready: *r,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bounds_follow_kubernetes_defaults() {
+        assert_eq!(bounds(1), (1, 0));
+        assert_eq!(bounds(4), (1, 1));
+        assert_eq!(bounds(10), (3, 2));
+        assert_eq!(bounds(0), (1, 0));
+    }
+
+    #[test]
+    fn a_rolling_update_of_one_replica_never_drops_below_one_ready() {
+        // Start: one old ready pod.
+        let p = plan(1, "new", false, &pods(&[("a", "old", true)]));
+        assert_eq!(
+            p,
+            Plan {
+                create: 1,
+                delete: vec![]
+            }
+        );
+        // The new pod exists but is not ready: keep the old one.
+        let p = plan(
+            1,
+            "new",
+            false,
+            &pods(&[("a", "old", true), ("b", "new", false)]),
+        );
+        assert_eq!(p, Plan::default());
+        // New ready: the old one goes.
+        let p = plan(
+            1,
+            "new",
+            false,
+            &pods(&[("a", "old", true), ("b", "new", true)]),
+        );
+        assert_eq!(
+            p,
+            Plan {
+                create: 0,
+                delete: vec!["a".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn scaling_and_pausing() {
+        assert_eq!(plan(3, "h", false, &[]).create, 3);
+        let p = plan(
+            1,
+            "h",
+            false,
+            &pods(&[("a", "h", true), ("b", "h", false), ("c", "h", true)]),
+        );
+        assert_eq!(p.delete, ["b", "a"]);
+        // Paused: a new template rolls nothing.
+        let p = plan(1, "new", true, &pods(&[("a", "old", true)]));
+        assert_eq!(p, Plan::default());
+        // Scale to zero.
+        let p = plan(0, "h", false, &pods(&[("a", "h", true)]));
+        assert_eq!(p.delete, ["a"]);
+    }
+
+    #[test]
+    fn template_hashes_ignore_key_order() {
+        let a: Value =
+            serde_json::from_str(r#"{"metadata":{"labels":{"x":"1","y":"2"}},"spec":{"c":[1]}}"#)
+                .unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"spec":{"c":[1]},"metadata":{"labels":{"y":"2","x":"1"}}}"#)
+                .unwrap();
+        assert_eq!(template_hash(&a), template_hash(&b));
+        assert_eq!(template_hash(&a).len(), 10);
+        let c: Value = serde_json::from_str(r#"{"spec":{"c":[2]}}"#).unwrap();
+        assert_ne!(template_hash(&a), template_hash(&c));
+    }
 }

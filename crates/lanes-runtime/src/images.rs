@@ -69,14 +69,19 @@ pub fn resolve(
     if repository(image).ends_with("go-http-sample") {
         return Ok(Resolved::Sample);
     }
-    let spec = table.images.get(image).or_else(|| table.images.get(repository(image)));
+    let spec = table
+        .images
+        .get(image)
+        .or_else(|| table.images.get(repository(image)));
     if let Some(spec) = spec {
         let mut argv = match spec {
             CommandSpec::Shell(s) => vec!["sh".to_string(), "-c".to_string(), s.clone()],
             CommandSpec::Argv(v) => v.clone(),
         };
         if argv.is_empty() {
-            return Err(format!("lanes.toml maps image {image:?} to an empty command"));
+            return Err(format!(
+                "lanes.toml maps image {image:?} to an empty command"
+            ));
         }
         argv.extend(args.iter().cloned());
         return Ok(Resolved::Command(argv));
@@ -108,16 +113,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            resolve(&t, "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:1.0", &[], &[]),
+            resolve(
+                &t,
+                "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:1.0",
+                &[],
+                &[]
+            ),
             Ok(Resolved::Sample)
         );
         assert_eq!(
             resolve(&t, "example.com/api:3", &[], &["--x".into()]),
-            Ok(Resolved::Command(vec!["/bin/api".into(), "-v".into(), "--x".into()]))
+            Ok(Resolved::Command(vec![
+                "/bin/api".into(),
+                "-v".into(),
+                "--x".into()
+            ]))
         );
         assert_eq!(
             resolve(&t, "nginx:1.25", &[], &[]),
-            Ok(Resolved::Command(vec!["sh".into(), "-c".into(), "nginx -g 'daemon off;'".into()]))
+            Ok(Resolved::Command(vec![
+                "sh".into(),
+                "-c".into(),
+                "nginx -g 'daemon off;'".into()
+            ]))
         );
         assert_eq!(
             resolve(&t, "busybox", &["sleep".into()], &["9".into()]),

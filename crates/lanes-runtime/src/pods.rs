@@ -62,7 +62,9 @@ fn now() -> String {
 async fn write_status(ctx: &Context, key: &ObjectKey, status: Value) -> bool {
     let store = ctx.store.clone();
     let key = key.clone();
-    let res = tokio::task::spawn_blocking(move || store.write(|t| t.replace_status(&key, status, None))).await;
+    let res =
+        tokio::task::spawn_blocking(move || store.write(|t| t.replace_status(&key, status, None)))
+            .await;
     match res {
         Ok(Ok(_)) => true,
         Ok(Err(StoreError::NotFound(_))) => false,
@@ -119,13 +121,33 @@ fn status_json(ip: Option<Ipv4Addr>, started: &str, c: &ContainerState, phase: &
 }
 
 fn env_of(pod: &Value, container: &Value, ip: Ipv4Addr) -> Vec<(String, String)> {
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
-    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let mut env = Vec::new();
-    for e in container.get("env").and_then(Value::as_array).into_iter().flatten() {
-        let Some(k) = e.get("name").and_then(Value::as_str) else { continue };
-        let v = match (e.get("value"), e.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str)) {
-            (Some(v), _) => v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+    for e in container
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(k) = e.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let v = match (
+            e.get("value"),
+            e.pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str),
+        ) {
+            (Some(v), _) => v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
             (None, Some("metadata.name")) => name.to_string(),
             (None, Some("metadata.namespace")) => ns.to_string(),
             (None, Some("status.podIP")) => ip.to_string(),
@@ -181,8 +203,13 @@ fn reap_leftover(pod: &Value) {
     else {
         return;
     };
-    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return };
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return;
+    };
     let marker = format!("LANES_POD_UID={uid}");
     if !uid.is_empty() && environ.split(|b| *b == 0).any(|e| e == marker.as_bytes()) {
         tracing::info!(pid, "stopping a process left by an earlier lanes up");
@@ -192,13 +219,36 @@ fn reap_leftover(pod: &Value) {
 
 /// Runs one pod until `stop`, then terminates it gracefully.
 async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>) {
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-    let key = ObjectKey { kind: Kind::Pod, namespace: Some(ns.clone()), name: name.clone() };
-    let container = pod.pointer("/spec/containers/0").cloned().unwrap_or(Value::Null);
-    let image = container.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let key = ObjectKey {
+        kind: Kind::Pod,
+        namespace: Some(ns.clone()),
+        name: name.clone(),
+    };
+    let container = pod
+        .pointer("/spec/containers/0")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let image = container
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut cstate = ContainerState {
-        name: container.get("name").and_then(Value::as_str).unwrap_or("main").to_string(),
+        name: container
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("main")
+            .to_string(),
         image: image.clone(),
         ready: false,
         restarts: pod
@@ -229,7 +279,11 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     let labels = pod
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
         .unwrap_or_default();
     let sidecar = Arc::new(Sidecar::new(
         PodIdentity {
@@ -237,7 +291,11 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
             namespace: ns.clone(),
             labels,
             app_address: SocketAddr::new(IpAddr::V4(ip), app_port),
-            ports: if ports.is_empty() { vec![app_port] } else { ports.clone() },
+            ports: if ports.is_empty() {
+                vec![app_port]
+            } else {
+                ports.clone()
+            },
         },
         ctx.mesh.settings(),
         &ctx.metrics,
@@ -260,23 +318,30 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
         }
     }
 
-    let command: Vec<String> = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+    let strings = |field: &str| -> Vec<String> {
+        container
+            .get(field)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
-    }(container.get("command"));
-    let args: Vec<String> = container
-        .get("args")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
+    };
+    let (command, args) = (strings("command"), strings("args"));
     let resolved = resolve(&ctx.images, &image, &command, &args);
     let argv = match resolved {
         Ok(Resolved::Sample) => vec![ctx.exe.display().to_string(), "sample".to_string()],
         Ok(Resolved::Command(argv)) => argv,
         Err(message) => {
             cstate.state = json!({"waiting": {"reason": "ImageNotMapped", "message": message}});
-            write_status(&ctx, &key, status_json(Some(ip), &started, &cstate, "Pending")).await;
+            write_status(
+                &ctx,
+                &key,
+                status_json(Some(ip), &started, &cstate, "Pending"),
+            )
+            .await;
             let _ = stop.changed().await;
             let _ = sidecar_stop.send(true);
             ctx.ipam.release(ip);
@@ -288,7 +353,10 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     env.push(("LANES_LISTEN".into(), format!("{ip}:{app_port}")));
     env.push((
         "LANES_POD_UID".into(),
-        pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string(),
+        pod.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
     ));
     let log = log_path(&ctx.logs, &ns, &name);
     let grace = Duration::from_secs(
@@ -309,7 +377,12 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
                 cstate.ready = false;
                 cstate.pid = None;
                 cstate.state = json!({"waiting": {"reason": "StartError", "message": format!("cannot start {:?}: {e}", argv[0])}});
-                write_status(&ctx, &key, status_json(Some(ip), &started, &cstate, "Pending")).await;
+                write_status(
+                    &ctx,
+                    &key,
+                    status_json(Some(ip), &started, &cstate, "Pending"),
+                )
+                .await;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => break 'outer,
@@ -323,7 +396,13 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
         cstate.pid = proc.id();
         cstate.ready = false;
         cstate.state = json!({"running": {"startedAt": now()}});
-        if !write_status(&ctx, &key, status_json(Some(ip), &started, &cstate, "Running")).await {
+        if !write_status(
+            &ctx,
+            &key,
+            status_json(Some(ip), &started, &cstate, "Running"),
+        )
+        .await
+        {
             child = Some(proc);
             break;
         }
@@ -372,7 +451,12 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     if let Some(mut proc) = child {
         if cstate.ready {
             cstate.ready = false;
-            write_status(&ctx, &key, status_json(Some(ip), &started, &cstate, "Running")).await;
+            write_status(
+                &ctx,
+                &key,
+                status_json(Some(ip), &started, &cstate, "Running"),
+            )
+            .await;
         }
         wait_withdrawn(&ctx, &name, &ns).await;
         if let Some(pid) = proc.id() {
@@ -415,7 +499,11 @@ async fn wait_withdrawn(ctx: &Context, name: &str, ns: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-fn spawn(argv: &[String], env: &[(String, String)], log: &std::path::Path) -> std::io::Result<Child> {
+fn spawn(
+    argv: &[String],
+    env: &[(String, String)],
+    log: &std::path::Path,
+) -> std::io::Result<Child> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -423,7 +511,10 @@ fn spawn(argv: &[String], env: &[(String, String)], log: &std::path::Path) -> st
     if std::fs::metadata(log).is_ok_and(|m| m.len() > 10 * 1024 * 1024) {
         std::fs::write(log, b"")?;
     }
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])

@@ -58,7 +58,12 @@ pub struct SampleConfig {
 pub fn version_of_image(image: &str) -> Option<String> {
     let last = image.rsplit('/').next()?;
     let (_, tag) = last.split_once(':')?;
-    let major: u64 = tag.trim_start_matches('v').split(['.', '-']).next()?.parse().ok()?;
+    let major: u64 = tag
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .next()?
+        .parse()
+        .ok()?;
     Some(format!("v{major}"))
 }
 
@@ -78,7 +83,10 @@ impl SampleConfig {
             .or_else(|| get("http_proxy"))
             .filter(|p| !p.is_empty())
             .map(|p| {
-                let hostport = p.trim_start_matches("http://").trim_end_matches('/').to_string();
+                let hostport = p
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string();
                 hostport
                     .parse::<SocketAddr>()
                     .map_err(|_| format!("HTTP_PROXY {p:?} is not http://IP:PORT"))
@@ -91,14 +99,13 @@ impl SampleConfig {
                 _ => return Err(format!("FAIL_RATE {s:?} must be a number from 0 to 1")),
             },
         };
-        let latency = match get("LATENCY_MS") {
-            None => Duration::ZERO,
-            Some(s) => Duration::from_millis(
-                s.trim()
-                    .parse()
-                    .map_err(|_| format!("LATENCY_MS {s:?} must be a whole number of milliseconds"))?,
-            ),
-        };
+        let latency =
+            match get("LATENCY_MS") {
+                None => Duration::ZERO,
+                Some(s) => Duration::from_millis(s.trim().parse().map_err(|_| {
+                    format!("LATENCY_MS {s:?} must be a whole number of milliseconds")
+                })?),
+            };
         let version = get("LANES_IMAGE")
             .and_then(|i| version_of_image(&i))
             .or_else(|| get("version"))
@@ -258,7 +265,11 @@ async fn answer(sample: Arc<Sample>, req: Request<Incoming>) -> Response<Full<By
     r
 }
 
-async fn call_upstream(sample: &Sample, url: &str, incoming: &HeaderMap) -> Result<(StatusCode, String), String> {
+async fn call_upstream(
+    sample: &Sample,
+    url: &str,
+    incoming: &HeaderMap,
+) -> Result<(StatusCode, String), String> {
     let uri: Uri = url.parse().map_err(|_| format!("invalid url {url:?}"))?;
     let mut req = Request::get(uri);
     for name in TRACE_HEADERS {
@@ -266,7 +277,9 @@ async fn call_upstream(sample: &Sample, url: &str, incoming: &HeaderMap) -> Resu
             req = req.header(name, v);
         }
     }
-    let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
     let resp = sample.client.request(req).await.map_err(|e| {
         let mut s = e.to_string();
         if let Some(src) = std::error::Error::source(&e) {
@@ -275,14 +288,24 @@ async fn call_upstream(sample: &Sample, url: &str, incoming: &HeaderMap) -> Resu
         s
     })?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Serves the sample until `stop` resolves, then finishes requests in flight.
-pub async fn serve(config: SampleConfig, stop: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    config: SampleConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
-    let client = Client::builder(TokioExecutor::new()).build(Connector { proxy: config.proxy });
+    let client = Client::builder(TokioExecutor::new()).build(Connector {
+        proxy: config.proxy,
+    });
     let sample = Arc::new(Sample {
         config,
         client,
@@ -322,9 +345,21 @@ mod tests {
 
     #[test]
     fn versions_come_from_the_image_tag() {
-        assert_eq!(version_of_image("registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0").as_deref(), Some("v2"));
-        assert_eq!(version_of_image("go-http-sample:1.0").as_deref(), Some("v1"));
-        assert_eq!(version_of_image("localhost:5000/go-http-sample").as_deref(), None);
+        assert_eq!(
+            version_of_image(
+                "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0"
+            )
+            .as_deref(),
+            Some("v2")
+        );
+        assert_eq!(
+            version_of_image("go-http-sample:1.0").as_deref(),
+            Some("v1")
+        );
+        assert_eq!(
+            version_of_image("localhost:5000/go-http-sample").as_deref(),
+            None
+        );
         assert_eq!(version_of_image("x:v3.1").as_deref(), Some("v3"));
     }
 
@@ -332,14 +367,22 @@ mod tests {
     fn the_failure_share_is_what_was_asked() {
         for rate in [0.0, 0.1, 0.5, 1.0] {
             let fails = (0..1000).filter(|n| should_fail(rate, *n)).count();
-            assert!((fails as f64 - rate * 1000.0).abs() <= 2.0, "{rate}: {fails}");
+            assert!(
+                (fails as f64 - rate * 1000.0).abs() <= 2.0,
+                "{rate}: {fails}"
+            );
         }
     }
 
     #[test]
     fn config_from_env_checks_its_inputs() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let c = SampleConfig::from_env(env(&[
             ("app", "mocka"),
@@ -352,7 +395,15 @@ mod tests {
         assert_eq!(c.version, "v2");
         assert_eq!(c.listen.to_string(), "127.0.1.5:8000");
         assert_eq!(c.proxy.map(|p| p.port()), Some(15001));
-        assert!(SampleConfig::from_env(env(&[("FAIL_RATE", "2")])).unwrap_err().contains("FAIL_RATE"));
-        assert!(SampleConfig::from_env(env(&[("LATENCY_MS", "x")])).unwrap_err().contains("LATENCY_MS"));
+        assert!(
+            SampleConfig::from_env(env(&[("FAIL_RATE", "2")]))
+                .unwrap_err()
+                .contains("FAIL_RATE")
+        );
+        assert!(
+            SampleConfig::from_env(env(&[("LATENCY_MS", "x")]))
+                .unwrap_err()
+                .contains("LATENCY_MS")
+        );
     }
 }

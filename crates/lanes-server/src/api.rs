@@ -560,7 +560,11 @@ async fn pod_log(
 ) -> ApiResult<Response> {
     let ns = q.namespace.unwrap_or_else(|| "default".into());
     let Some(dir) = state.logs.clone() else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", "this server runs no pods"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "this server runs no pods",
+        ));
     };
     if name.contains('/') || ns.contains('/') || name.contains("..") || ns.contains("..") {
         return Err(ApiError::bad_request("invalid pod name"));
@@ -569,14 +573,30 @@ async fn pod_log(
     let tail = q.tail_bytes.unwrap_or(1024 * 1024);
     let bytes = blocking(move || {
         use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&path)
-            .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no log for pod {ns}/{name}")))?;
+        let mut f = std::fs::File::open(&path).map_err(|_| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("no log for pod {ns}/{name}"),
+            )
+        })?;
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         f.seek(SeekFrom::Start(len.saturating_sub(tail)))
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    e.to_string(),
+                )
+            })?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+        f.read_to_end(&mut buf).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?;
         Ok(buf)
     })
     .await?;

@@ -322,7 +322,11 @@ impl Client {
 
     /// The end of a pod's log.
     pub async fn log(&self, namespace: &str, name: &str) -> Result<String, ClientError> {
-        let p = format!("/api/pods/{}/log?namespace={}", encode(name), encode(namespace));
+        let p = format!(
+            "/api/pods/{}/log?namespace={}",
+            encode(name),
+            encode(namespace)
+        );
         let (status, body) = self.send(Method::GET, &p, None, None).await?;
         if !status.is_success() {
             let message = serde_json::from_slice::<Value>(&body)

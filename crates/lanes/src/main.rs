@@ -211,7 +211,10 @@ fn main() -> ExitCode {
                 })
             }),
         Command::Sample => sample::run(),
-        Command::Logs { ref pod, ref namespace } => client()
+        Command::Logs {
+            ref pod,
+            ref namespace,
+        } => client()
             .map_err(Into::into)
             .and_then(|c| cli::logs(&c, namespace, pod)),
         Command::Apply { ref files } => client()

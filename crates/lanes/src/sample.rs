@@ -35,7 +35,10 @@ pub fn run() -> Result<ExitCode> {
                 () = parent_gone() => {}
             }
         };
-        eprintln!("sample {} {} listening on {listen}", config.app, config.version);
+        eprintln!(
+            "sample {} {} listening on {listen}",
+            config.app, config.version
+        );
         serve(config, stop).await
     })
     .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;

@@ -66,7 +66,8 @@ pub fn run(opts: UpOptions) -> Result<ExitCode> {
 }
 
 async fn serve(opts: UpOptions) -> Result<()> {
-    let images = lanes_runtime::images::LanesToml::load(&opts.config).map_err(anyhow::Error::msg)?;
+    let images =
+        lanes_runtime::images::LanesToml::load(&opts.config).map_err(anyhow::Error::msg)?;
     let path = opts.state_dir.join("state.redb");
     let store = Arc::new(
         Store::open(&path)
@@ -102,7 +103,10 @@ async fn serve(opts: UpOptions) -> Result<()> {
     tasks.spawn(lanes_runtime::pods::follow(mesh.clone(), snap_rx.clone()));
 
     // Deployments become pods; pods become processes.
-    tasks.spawn(lanes_runtime::deployments::run(store.clone(), stop_rx.clone()));
+    tasks.spawn(lanes_runtime::deployments::run(
+        store.clone(),
+        stop_rx.clone(),
+    ));
     let logs = opts.state_dir.join("logs");
     let ctx = Arc::new(lanes_runtime::pods::Context {
         store: store.clone(),
@@ -122,7 +126,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
         token: opts.token.filter(|t| !t.is_empty()).map(Into::into),
         logs: Some(logs),
     };
-    let app = router(state);
+    let app = router(state).merge(lanes_proxy::admin::observability(mesh.clone()));
     let shutdown = lanes_proxy::server::wait_for(stop_rx.clone());
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app)

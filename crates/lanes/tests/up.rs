@@ -175,17 +175,18 @@ async fn canary_pods_through_the_api_add_and_remove_the_subset() {
     eventually(Duration::from_secs(10), || {
         (subsets(&d, "mocka") == ["base"]).then_some(())
     });
-    let mut pod = canary_pod("mocka-canary-1");
-    c.create(&pod).await.unwrap();
-    // Not ready yet: no subset.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(subsets(&d, "mocka"), ["base"]);
-    pod["status"] = json!({"phase": "Running", "podIP": "127.0.9.9",
-        "conditions": [{"type": "Ready", "status": "True"}]});
-    c.replace_status(Kind::Pod, Some("default"), "mocka-canary-1", &pod)
-        .await
-        .unwrap();
+    // A pod whose image maps to no command never becomes ready: no subset.
+    let mut stuck = canary_pod("mocka-canary-stuck");
+    stuck["spec"]["containers"][0]["image"] = json!("example.com/unmapped:1");
+    c.create(&stuck).await.unwrap();
     eventually(Duration::from_secs(10), || {
+        let p = d.ok(&["get", "po", "mocka-canary-stuck", "-o", "json"]);
+        p.contains("ImageNotMapped").then_some(())
+    });
+    assert_eq!(subsets(&d, "mocka"), ["base"]);
+    // A pod of the sample image runs, turns ready, and its lane gains the subset.
+    c.create(&canary_pod("mocka-canary-1")).await.unwrap();
+    eventually(Duration::from_secs(20), || {
         (subsets(&d, "mocka") == ["base", "canary"]).then_some(())
     });
     assert_eq!(subsets(&d, "mockb"), ["base"]);
@@ -194,6 +195,18 @@ async fn canary_pods_through_the_api_add_and_remove_the_subset() {
         .unwrap();
     eventually(Duration::from_secs(10), || {
         (subsets(&d, "mocka") == ["base"]).then_some(())
+    });
+    // A status written through the API counts as well (as a kubelet would write it).
+    let mut ready = c
+        .get(Kind::Pod, Some("default"), "mocka-canary-stuck")
+        .await
+        .unwrap();
+    ready["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    c.replace_status(Kind::Pod, Some("default"), "mocka-canary-stuck", &ready)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        (subsets(&d, "mocka") == ["base", "canary"]).then_some(())
     });
 }
 
@@ -215,14 +228,22 @@ fn restarts_keep_every_object_with_its_version() {
         ] {
             let list: Value =
                 serde_json::from_str(&d.ok(&["get", kind, "-A", "-o", "json"])).unwrap();
+            // Objects no controller writes come back exactly, resourceVersion included;
+            // Deployments, whose status the controllers keep up to date as the pods come
+            // back, come back with the same uid, generation and spec.
             for o in list["items"].as_array().unwrap() {
-                v.push((
-                    format!("{}/{}", o["kind"], o["metadata"]["name"]),
+                let version = if o["kind"] == "Deployment" {
+                    format!(
+                        "uid {} generation {} spec {}",
+                        o["metadata"]["uid"], o["metadata"]["generation"], o["spec"]
+                    )
+                } else {
                     o["metadata"]["resourceVersion"]
                         .as_str()
                         .unwrap()
-                        .to_string(),
-                ));
+                        .to_string()
+                };
+                v.push((format!("{}/{}", o["kind"], o["metadata"]["name"]), version));
             }
         }
         v.sort();

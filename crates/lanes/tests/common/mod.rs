@@ -15,6 +15,72 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lanes")
 }
 
+/// A pod network of its own for each daemon a test process starts (the runtime also
+/// skips addresses in use, so two test processes sharing one still work).
+fn pod_network() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let second = 20 + (std::process::id().wrapping_mul(7).wrapping_add(n * 13)) % 230;
+    format!("127.{second}.0.0/16")
+}
+
+/// A plain HTTP/1.1 GET with headers: status, response headers (lower-case) and body.
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let addr = addr.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let hs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, hs, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// A running `lanes up`.
 pub struct Daemon {
     pub child: Child,
@@ -36,6 +102,7 @@ impl Daemon {
 
     /// Starts a daemon on an existing state directory.
     pub fn start_in(state: &Path, extra: &[&str]) -> Daemon {
+        let network = pod_network();
         let mut child = Command::new(bin())
             .args([
                 "up",
@@ -46,6 +113,7 @@ impl Daemon {
                 "--state-dir",
             ])
             .arg(state)
+            .args(["--pod-network", &network])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

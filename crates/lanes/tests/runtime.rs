@@ -1,0 +1,409 @@
+//! The local runtime end to end: `lanes up`, the article's manifests, real processes on
+//! their own loopback addresses, sidecars, the gateway, and the article's curl.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// Pod name → IP, as `lanes get po -o wide` shows them.
+fn pod_ips(d: &Daemon) -> BTreeMap<String, String> {
+    let out = d.ok(&["get", "po", "-o", "wide"]);
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols[0].to_string(), cols[5].to_string())
+        })
+        .collect()
+}
+
+fn ip_of(ips: &BTreeMap<String, String>, prefix: &str) -> String {
+    ips.iter()
+        .find(|(n, _)| n.starts_with(prefix))
+        .map(|(_, ip)| ip.clone())
+        .unwrap_or_else(|| panic!("no pod {prefix}* in {ips:?}"))
+}
+
+fn curl(d: &Daemon, lane: &str, id: &str) -> (u16, Vec<(String, String)>, String) {
+    http_get(
+        &d.gateway,
+        "/mock",
+        &[("x-asm-prefer-tag", lane), ("my-request-id", id)],
+    )
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Waits until every Deployment is fully available.
+fn settled(d: &Daemon, deployments: usize) {
+    eventually(Duration::from_secs(60), || {
+        let list: Value = serde_json::from_str(&d.ok(&["get", "deploy", "-o", "json"])).unwrap();
+        let items = list["items"].as_array().unwrap();
+        let ok = items.len() == deployments
+            && items.iter().all(|i| {
+                let want = i["spec"]["replicas"].as_i64().unwrap_or(1);
+                i["status"]["availableReplicas"].as_i64() == Some(want)
+                    && i["status"]["replicas"].as_i64() == Some(want)
+                    && i["status"]["updatedReplicas"].as_i64() == Some(want)
+            });
+        ok.then_some(())
+    });
+}
+
+fn versions(body: &str) -> Vec<String> {
+    body.split("(version: ")
+        .skip(1)
+        .map(|s| s.split(',').next().unwrap().to_string())
+        .collect()
+}
+
+const MOCKB_CANARY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: mockb-canary
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: mockb
+      ASM_TRAFFIC_TAG: canary
+  template:
+    metadata:
+      labels:
+        app: mockb
+        ASM_TRAFFIC_TAG: canary
+    spec:
+      containers:
+        - name: default
+          image: registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0
+          env:
+            - name: version
+              value: v1
+            - name: app
+              value: mockb
+            - name: upstream_url
+              value: "http://mockc:8000/"
+            FAILENV
+          ports:
+            - containerPort: 8000
+"#;
+
+fn apply_text(d: &Daemon, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.yaml");
+    std::fs::write(&f, text).unwrap();
+    d.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+#[test]
+fn the_articles_first_curl_and_a_hand_made_canary() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    settled(&d, 3);
+    let ips = pod_ips(&d);
+    assert_eq!(ips.len(), 3, "{ips:?}");
+    let (a, b, c) = (
+        ip_of(&ips, "mocka-v1-"),
+        ip_of(&ips, "mockb-v1-"),
+        ip_of(&ips, "mockc-v1-"),
+    );
+    for ip in [&a, &b, &c] {
+        assert!(ip.starts_with("127."), "{ip}");
+    }
+    let want = format!(
+        "-> mocka(version: v1, ip: {a})-> mockb(version: v1, ip: {b})-> mockc(version: v1, ip: {c})"
+    );
+    let (status, _, body) = curl(&d, "base", "9999");
+    assert_eq!((status, body.as_str()), (200, want.as_str()));
+    // The canary lane is empty: everything falls back.
+    let (status, headers, body) = curl(&d, "canary", "10000");
+    assert_eq!((status, body.as_str()), (200, want.as_str()));
+    assert_eq!(header(&headers, "x-lanes-fallback"), Some("canary->base"));
+
+    // A hand-made canary of mockb.
+    apply_text(&d, &MOCKB_CANARY.replace("            FAILENV\n", ""));
+    settled(&d, 4);
+    eventually(Duration::from_secs(20), || {
+        let (_, _, body) = curl(&d, "canary", "10001");
+        (versions(&body) == ["v1", "v2", "v1"]).then_some(())
+    });
+    for i in 0..20 {
+        let (status, _, body) = curl(&d, "canary", &format!("c{i}"));
+        assert_eq!(status, 200);
+        assert_eq!(versions(&body), ["v1", "v2", "v1"], "{body}");
+        let (status, _, body) = curl(&d, "base", &format!("b{i}"));
+        assert_eq!(status, 200);
+        assert_eq!(body, want, "base requests stay on the baseline");
+    }
+    let dr: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "dr",
+        "trafficlabel-dr-rollout-default-mockb",
+        "-n",
+        "istio-system",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let subsets: Vec<&str> = dr["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(subsets, ["base", "canary"]);
+    // Logs of a pod.
+    let pod = pod_ips(&d)
+        .into_keys()
+        .find(|n| n.starts_with("mockb-canary-"))
+        .unwrap();
+    assert!(
+        d.ok(&["logs", &pod])
+            .contains("sample mockb v2 listening on")
+    );
+}
+
+#[test]
+fn a_failing_canary_is_served_by_the_baseline_through_fallback() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    apply_text(
+        &d,
+        &MOCKB_CANARY.replace(
+            "            FAILENV\n",
+            "            - name: FAIL_RATE\n              value: \"1\"\n",
+        ),
+    );
+    settled(&d, 4);
+    let base = {
+        let ips = pod_ips(&d);
+        format!(
+            "-> mocka(version: v1, ip: {})-> mockb(version: v1, ip: {})-> mockc(version: v1, ip: {})",
+            ip_of(&ips, "mocka-v1-"),
+            ip_of(&ips, "mockb-v1-"),
+            ip_of(&ips, "mockc-v1-")
+        )
+    };
+    // The canary pod is ready and in mockb's subsets: requests reach it, fail with 500,
+    // and are retried on the baseline.
+    eventually(Duration::from_secs(20), || {
+        let dr = d.ok(&[
+            "get",
+            "dr",
+            "trafficlabel-dr-rollout-default-mockb",
+            "-n",
+            "istio-system",
+            "-o",
+            "json",
+        ]);
+        dr.contains("\"canary\"").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..20 {
+        let (status, headers, body) = curl(&d, "canary", &format!("f{i}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, base);
+        assert_eq!(
+            header(&headers, "x-lanes-fallback"),
+            Some("canary->base"),
+            "{headers:?}"
+        );
+        let (status, headers, body) = curl(&d, "base", &format!("g{i}"));
+        assert_eq!((status, body.as_str()), (200, base.as_str()));
+        assert_eq!(header(&headers, "x-lanes-fallback"), None);
+    }
+    let (_, _, metrics) = http_get(&d.api, "/metrics", &[]);
+    let retried = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("lanes_fallbacks_total{")
+                && l.contains("service=\"mockb\"")
+                && l.contains("reason=\"upstream_status\"")
+        })
+        .unwrap_or_else(|| panic!("no upstream_status fallback of mockb in:\n{metrics}"));
+    let n: f64 = retried.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 20.0, "{retried}");
+}
+
+#[test]
+fn a_killed_pod_restarts_and_scaling_under_load_fails_nothing() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    settled(&d, 3);
+    // kill -9 the mockb process.
+    let pods: Value =
+        serde_json::from_str(&d.ok(&["get", "po", "-l", "app=mockb", "-o", "json"])).unwrap();
+    let pod = &pods["items"][0];
+    let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    let pid = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("pid://")
+        .to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let restarted = eventually(Duration::from_secs(30), || {
+        let p: Value = serde_json::from_str(&d.ok(&["get", "po", &name, "-o", "json"])).unwrap();
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["restartCount"].as_i64() == Some(1) && cs["ready"] == true)
+            .then(|| cs["containerID"].clone())
+    });
+    assert_ne!(
+        restarted.as_str().unwrap().trim_start_matches("pid://"),
+        pid
+    );
+    eventually(Duration::from_secs(20), || {
+        (curl(&d, "base", "after-kill").0 == 200).then_some(())
+    });
+
+    // Scale mockb 1 → 3 → 1 under a steady load through the gateway.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for w in 0..2 {
+        let (stop, ok, failures, gw) = (
+            stop.clone(),
+            ok.clone(),
+            failures.clone(),
+            d.gateway.clone(),
+        );
+        load.push(std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _, body) = http_get(
+                    &gw,
+                    "/mock",
+                    &[
+                        ("x-asm-prefer-tag", "base"),
+                        ("my-request-id", &format!("{w}-{i}")),
+                    ],
+                );
+                if status == 200 && versions(&body) == ["v1", "v1", "v1"] {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.lock().unwrap().push(format!("{status} {body}"));
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+    }
+    d.ok(&[
+        "patch",
+        "deploy",
+        "mockb-v1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec": {"replicas": 3}}"#,
+    ]);
+    settled(&d, 3);
+    let ips = pod_ips(&d);
+    assert_eq!(ips.keys().filter(|n| n.starts_with("mockb-v1-")).count(), 3);
+    std::thread::sleep(Duration::from_secs(1));
+    d.ok(&[
+        "patch",
+        "deploy",
+        "mockb-v1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec": {"replicas": 1}}"#,
+    ]);
+    settled(&d, 3);
+    eventually(Duration::from_secs(40), || {
+        (pod_ips(&d)
+            .keys()
+            .filter(|n| n.starts_with("mockb-v1-"))
+            .count()
+            == 1)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "only {} requests",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+#[test]
+fn an_unknown_image_leaves_the_pod_in_a_clear_error_and_nothing_else_breaks() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    apply_text(
+        &d,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: mystery\n  labels: {app: other}\nspec:\n  containers:\n    - name: c\n      image: ghcr.io/acme/mystery:1.4\n",
+    );
+    let reason = eventually(Duration::from_secs(20), || {
+        let p: Value =
+            serde_json::from_str(&d.ok(&["get", "po", "mystery", "-o", "json"])).unwrap();
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(
+        reason.contains("add it to the [images] table of lanes.toml"),
+        "{reason}"
+    );
+    assert!(reason.contains("\"ghcr.io/acme/mystery\" = ["), "{reason}");
+    settled(&d, 3);
+    let (status, _, body) = curl(&d, "base", "ok");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn stopping_lanes_up_stops_its_pods() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    settled(&d, 3);
+    let pods: Value = serde_json::from_str(&d.ok(&["get", "po", "-o", "json"])).unwrap();
+    let pids: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("pid://")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(pids.len(), 3);
+    d.stop();
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pod process {pid} outlived lanes up"
+        );
+    }
+}
