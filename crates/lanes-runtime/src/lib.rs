@@ -7,4 +7,5 @@ pub mod images;
 pub mod ipam;
 pub mod lanes;
 pub mod pods;
+pub mod rollouts;
 pub mod sample;

@@ -386,7 +386,23 @@ async fn replace(
     let object = decode(value)?;
     check_target(&object, kind, Some(&key))?;
     let store = state.store.clone();
-    let (stored, _) = blocking(move || Ok(store.write(|t| t.replace(&object, expect))?)).await?;
+    let (stored, _) = blocking(move || {
+        Ok(store.write(|t| {
+            let current = t.get(&key)?;
+            let mut value = object.raw.clone();
+            admit(t, current.as_ref(), &mut value)?;
+            let object = Object::from_value(value).map_err(|errs| {
+                StoreError::Invalid(
+                    errs.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
+            t.replace(&object, expect)
+        })?)
+    })
+    .await?;
     Ok(axum::Json(stored))
 }
 
@@ -408,7 +424,9 @@ async fn patch(
                 let current = t
                     .get(&key)?
                     .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-                let patched = apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
+                let mut patched =
+                    apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
+                admit(t, Some(&current), &mut patched)?;
                 // A patch that names a resourceVersion must name the current one.
                 let expect = patch
                     .pointer("/metadata/resourceVersion")
@@ -526,6 +544,36 @@ async fn patch_status(
     })
     .await?;
     Ok(axum::Json(stored))
+}
+
+/// Kruise's workload webhook, in the write path: a Deployment managed by an enabled
+/// Rollout is paused when its template changes, and its stable template recorded.
+fn admit(
+    txn: &lanes_store::Txn<'_, '_>,
+    current: Option<&Value>,
+    value: &mut Value,
+) -> Result<(), StoreError> {
+    if value.get("kind").and_then(Value::as_str) != Some("Deployment") {
+        return Ok(());
+    }
+    let ns = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let managed = txn.list(Kind::Rollout, Some(&ns))?.iter().any(|r| {
+        r.pointer("/spec/workloadRef/kind").and_then(Value::as_str) == Some("Deployment")
+            && r.pointer("/spec/workloadRef/name").and_then(Value::as_str) == Some(name.as_str())
+            && r.pointer("/spec/disabled").and_then(Value::as_bool) != Some(true)
+            && r.pointer("/spec/strategy/canary").is_some()
+    });
+    lanes_rollout::admission::admit_deployment(current, value, managed);
+    Ok(())
 }
 
 /// A status must keep the object decodable (its typed status has the right shape).
@@ -682,7 +730,8 @@ async fn apply(
                                 .and_then(|a| a.get(LAST_APPLIED))
                                 .and_then(Value::as_str)
                                 .and_then(|s| serde_json::from_str::<Value>(s).ok());
-                            let merged = three_way(&current, last.as_ref(), &applied);
+                            let mut merged = three_way(&current, last.as_ref(), &applied);
+                            admit(t, Some(&current), &mut merged)?;
                             let o = Object::from_value(merged).map_err(|errs| {
                                 StoreError::Invalid(format!(
                                     "{key}: {}",

@@ -1,8 +1,10 @@
 //! The `lanes` command line.
 
 mod cli;
+mod demo;
 mod offline;
 mod proxy_cmd;
+mod rollout_cmd;
 mod sample;
 mod up;
 
@@ -55,6 +57,19 @@ enum Command {
         #[arg(long, default_value = "lanes.toml")]
         config: PathBuf,
     },
+    /// Follow and steer releases (Kruise Rollout).
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+    },
+    /// Update a Deployment's container images.
+    Set {
+        #[command(subcommand)]
+        what: SetWhat,
+    },
+    /// Run the article's walkthrough end to end on a private instance, checking every
+    /// answer against the article.
+    Demo,
     /// Run the sample service (the article's go-http-sample), configured by its
     /// environment: app, version, POD_IP, upstream_url, HTTP_PROXY, FAIL_RATE, LATENCY_MS.
     Sample,
@@ -166,6 +181,70 @@ enum Command {
     },
 }
 
+/// `lanes rollout` subcommands.
+#[derive(Debug, Subcommand)]
+enum RolloutAction {
+    /// Show the release state (step i/n, state, canary ready vs desired, revisions).
+    Status {
+        /// rollout/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Print a line per change until the release ends.
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
+    /// Approve a release waiting in StepPaused.
+    Approve {
+        /// rollout/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Cancel a release: the workload goes back to its stable template.
+    Undo {
+        /// rollout/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Hold a release where it stands.
+    Pause {
+        /// rollout/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Let a paused release go on.
+    Resume {
+        /// rollout/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// `lanes set` subcommands.
+#[derive(Debug, Subcommand)]
+enum SetWhat {
+    /// Set container images: `lanes set image deployment/NAME CONTAINER=IMAGE...`.
+    Image {
+        /// deployment/NAME.
+        target: String,
+        /// CONTAINER=IMAGE pairs.
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+}
+
 /// How `lanes patch` reads its patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum PatchKind {
@@ -211,6 +290,38 @@ fn main() -> ExitCode {
                 })
             }),
         Command::Sample => sample::run(),
+        Command::Demo => demo::run(),
+        Command::Rollout { ref action } => {
+            client().map_err(Into::into).and_then(|c| match action {
+                RolloutAction::Status {
+                    target,
+                    namespace,
+                    watch,
+                } => rollout_cmd::status(&c, target, namespace, *watch),
+                RolloutAction::Approve { target, namespace } => {
+                    rollout_cmd::approve(&c, target, namespace)
+                }
+                RolloutAction::Undo { target, namespace } => {
+                    rollout_cmd::undo(&c, target, namespace)
+                }
+                RolloutAction::Pause { target, namespace } => {
+                    rollout_cmd::set_paused(&c, target, namespace, true)
+                }
+                RolloutAction::Resume { target, namespace } => {
+                    rollout_cmd::set_paused(&c, target, namespace, false)
+                }
+            })
+        }
+        Command::Set {
+            what:
+                SetWhat::Image {
+                    ref target,
+                    ref images,
+                    ref namespace,
+                },
+        } => client()
+            .map_err(Into::into)
+            .and_then(|c| rollout_cmd::set_image(&c, target, images, namespace)),
         Command::Logs {
             ref pod,
             ref namespace,

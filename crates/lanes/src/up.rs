@@ -107,6 +107,8 @@ async fn serve(opts: UpOptions) -> Result<()> {
         store.clone(),
         stop_rx.clone(),
     ));
+    // Releases: the rollout controller steers canaries and stable Deployments.
+    tasks.spawn(lanes_runtime::rollouts::run(store.clone(), stop_rx.clone()));
     let logs = opts.state_dir.join("logs");
     let ctx = Arc::new(lanes_runtime::pods::Context {
         store: store.clone(),

@@ -1,0 +1,101 @@
+//! What Kruise's workload webhook does, as a pure function the API server calls on
+//! every write of a Deployment: when a Rollout manages the Deployment and its pod
+//! template changes, the Deployment is paused (its pods stay on the stable version) and
+//! the stable template is recorded, so the rollout controller can run a canary of the
+//! new one — and `undo` can write the stable one back.
+
+use serde_json::{Value, json};
+
+use crate::{IN_PROGRESSING, STABLE_TEMPLATE};
+
+/// Adjusts a Deployment about to be written. `old` is the stored one (none on create);
+/// `managed` says whether an enabled Rollout targets it.
+pub fn admit_deployment(old: Option<&Value>, new: &mut Value, managed: bool) {
+    let Some(old) = old else { return };
+    // Release marks survive writes that do not carry them (apply, replace).
+    let old_ann = old
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    for key in [STABLE_TEMPLATE, IN_PROGRESSING] {
+        if let Some(v) = old_ann.and_then(|a| a.get(key))
+            && new
+                .pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
+                .is_none()
+            && managed
+        {
+            set_annotation(new, key, v.clone());
+        }
+    }
+    if !managed {
+        return;
+    }
+    let old_t = old.pointer("/spec/template");
+    let new_t = new.pointer("/spec/template");
+    if old_t == new_t {
+        return;
+    }
+    let releasing = new
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(STABLE_TEMPLATE))
+        .is_some();
+    if !releasing {
+        let stable = old_t.cloned().unwrap_or(Value::Null);
+        set_annotation(new, STABLE_TEMPLATE, Value::String(stable.to_string()));
+        set_annotation(
+            new,
+            IN_PROGRESSING,
+            Value::String(json!({"rolloutName": "", "createdBy": "lanes"}).to_string()),
+        );
+    }
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("paused".into(), Value::Bool(true));
+    }
+}
+
+fn set_annotation(v: &mut Value, key: &str, value: Value) {
+    let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+    if let Some(a) = ann.as_object_mut() {
+        a.insert(key.into(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_change_under_a_rollout_pauses_and_records_the_stable_template() {
+        let old =
+            json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"image": "1"}}}});
+        let mut new =
+            json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"image": "2"}}}});
+        admit_deployment(Some(&old), &mut new, true);
+        assert_eq!(new["spec"]["paused"], true);
+        let stable: Value = serde_json::from_str(
+            new["metadata"]["annotations"][STABLE_TEMPLATE]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stable["spec"]["image"], "1");
+        // A second change keeps the first stable template.
+        let mut newer = new.clone();
+        newer["spec"]["template"]["spec"]["image"] = json!("3");
+        admit_deployment(Some(&new), &mut newer, true);
+        let stable: Value = serde_json::from_str(
+            newer["metadata"]["annotations"][STABLE_TEMPLATE]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stable["spec"]["image"], "1");
+        // Unmanaged: nothing happens.
+        let mut free =
+            json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"image": "2"}}}});
+        admit_deployment(Some(&old), &mut free, false);
+        assert!(free["spec"].get("paused").is_none());
+    }
+}

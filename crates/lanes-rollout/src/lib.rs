@@ -1,0 +1,590 @@
+//! The rollout state machine, with Kruise Rollout v1beta1 semantics: a release starts
+//! when the workload's pod template changes; the stable Deployment stays paused on the
+//! old version while a canary Deployment `<workload>-<hash>` runs the new one, step by
+//! step (`StepUpgrade` → `StepTrafficRouting` → `StepMetricsAnalysis` → `StepPaused` →
+//! `StepReady`), until approval and finalising move the new version into the stable
+//! Deployment. Pure: [`reconcile`] maps what is observed to actions and a status; the
+//! embedded and Kubernetes drivers carry the actions out.
+
+pub mod admission;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use lanes_model::rollout::{
+    CanaryStatus, CanaryStrategy, Rollout, RolloutCondition, RolloutStatus,
+};
+use serde_json::{Value, json};
+
+/// Annotation on the workload holding the stable pod template while a release runs.
+pub const STABLE_TEMPLATE: &str = "lanes.dev/stable-template";
+/// Kruise's annotation on a workload under a release.
+pub const IN_PROGRESSING: &str = "rollouts.kruise.io/in-progressing";
+/// Label on a canary Deployment naming its workload.
+pub const CANARY_LABEL: &str = "rollouts.kruise.io/canary-deployment";
+
+/// Step states, as Kruise names them.
+pub mod state {
+    /// Canary replicas being brought up.
+    pub const UPGRADE: &str = "StepUpgrade";
+    /// Traffic being routed (lanes route by label: immediate).
+    pub const TRAFFIC_ROUTING: &str = "StepTrafficRouting";
+    /// Metrics being analysed.
+    pub const METRICS_ANALYSIS: &str = "StepMetricsAnalysis";
+    /// Waiting for the pause duration or for approval.
+    pub const PAUSED: &str = "StepPaused";
+    /// Approved: on to the next step.
+    pub const READY: &str = "StepReady";
+    /// Every step done: finalising.
+    pub const COMPLETED: &str = "Completed";
+}
+
+/// The workload as the controller sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// Name.
+    pub name: String,
+    /// Generation.
+    pub generation: i64,
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `spec.selector.matchLabels`.
+    pub selector: Value,
+    /// `spec.template`.
+    pub template: Value,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// The stable template recorded when the release started.
+    pub stable_template: Option<Value>,
+    /// `status.observedGeneration`.
+    pub observed_generation: i64,
+    /// `status.updatedReplicas`.
+    pub updated: i32,
+    /// `status.availableReplicas`.
+    pub available: i32,
+    /// `status.replicas`.
+    pub total: i32,
+}
+
+impl Workload {
+    /// Reads a Deployment's JSON.
+    pub fn from_value(v: &Value) -> Option<Workload> {
+        let int = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+        let stable = v
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(STABLE_TEMPLATE))
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str(s).ok());
+        Some(Workload {
+            name: v.pointer("/metadata/name")?.as_str()?.to_string(),
+            generation: int("/metadata/generation"),
+            replicas: v
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1) as i32,
+            selector: v.pointer("/spec/selector").cloned().unwrap_or(Value::Null),
+            template: v.pointer("/spec/template").cloned().unwrap_or(Value::Null),
+            paused: v
+                .pointer("/spec/paused")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            stable_template: stable,
+            observed_generation: int("/status/observedGeneration"),
+            updated: int("/status/updatedReplicas") as i32,
+            available: int("/status/availableReplicas") as i32,
+            total: int("/status/replicas") as i32,
+        })
+    }
+
+    /// The hash of the current template.
+    pub fn revision(&self) -> String {
+        lanes_model::hash::template_hash(&self.template)
+    }
+
+    /// The hash of the stable template (the current one when no release runs).
+    pub fn stable_revision(&self) -> String {
+        self.stable_template
+            .as_ref()
+            .map_or_else(|| self.revision(), lanes_model::hash::template_hash)
+    }
+
+    /// Whether the Deployment finished rolling to its current template.
+    pub fn rolled_out(&self) -> bool {
+        self.observed_generation >= self.generation
+            && self.updated == self.replicas
+            && self.available == self.replicas
+            && self.total == self.replicas
+    }
+}
+
+/// A canary Deployment as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    /// Name.
+    pub name: String,
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.readyReplicas`.
+    pub ready: i32,
+}
+
+/// What the controller observed.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// The Rollout.
+    pub rollout: &'a Rollout,
+    /// Its generation.
+    pub generation: i64,
+    /// The workload, if it exists.
+    pub workload: Option<Workload>,
+    /// Canary Deployments of the workload.
+    pub canaries: Vec<Canary>,
+    /// Now, as RFC 3339.
+    pub now: jiff::Timestamp,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Set the workload's `spec.paused`.
+    SetWorkloadPaused(bool),
+    /// Remove the release marks (stable template, in-progressing) from the workload.
+    ClearWorkloadMarks,
+    /// Create a canary Deployment.
+    CreateCanary {
+        /// Name.
+        name: String,
+        /// The whole Deployment.
+        deployment: Value,
+    },
+    /// Set a canary Deployment's replicas.
+    ScaleCanary {
+        /// Name.
+        name: String,
+        /// Replicas.
+        replicas: i32,
+    },
+    /// Delete a canary Deployment.
+    DeleteCanary {
+        /// Name.
+        name: String,
+    },
+}
+
+/// The controller's decision: actions and the new status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Actions, in order.
+    pub actions: Vec<Action>,
+    /// The new status.
+    pub status: RolloutStatus,
+}
+
+/// Canary replicas a step asks for: an integer, or a percentage of the workload's
+/// replicas rounded up (at least one for a non-zero percentage).
+pub fn step_replicas(step: Option<&IntOrString>, workload_replicas: i32) -> i32 {
+    match step {
+        None => 1,
+        Some(IntOrString::Int(n)) => *n,
+        Some(IntOrString::String(s)) => {
+            let pct = lanes_model::validate::parse_percent(s).unwrap_or(0) as i32;
+            if pct == 0 {
+                0
+            } else {
+                ((workload_replicas * pct + 99) / 100).max(1)
+            }
+        }
+    }
+}
+
+fn strategy(r: &Rollout) -> Option<&CanaryStrategy> {
+    r.spec.strategy.canary.as_ref()
+}
+
+/// A hash of the release plan, to notice changes to it mid-release.
+pub fn plan_hash(r: &Rollout) -> String {
+    let v = serde_json::to_value(&r.spec.strategy).unwrap_or(Value::Null);
+    lanes_model::hash::template_hash(&v)
+}
+
+/// The name of the canary Deployment of `workload` at `revision`.
+pub fn canary_name(workload: &str, revision: &str) -> String {
+    format!("{workload}-{revision}")
+}
+
+fn condition(kind: &str, status: &str, reason: &str, message: &str, now: &str) -> RolloutCondition {
+    RolloutCondition {
+        kind: kind.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_update_time: Some(now.into()),
+        last_transition_time: Some(now.into()),
+    }
+}
+
+fn with_message(
+    mut status: RolloutStatus,
+    phase: &str,
+    message: String,
+    reason: &str,
+    now: &str,
+) -> RolloutStatus {
+    status.phase = Some(phase.into());
+    status.message = Some(message.clone());
+    let progressing = if phase == "Progressing" {
+        "True"
+    } else {
+        "False"
+    };
+    let prev = status
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Progressing")
+        .cloned();
+    let mut c = condition("Progressing", progressing, reason, &message, now);
+    if let Some(p) = prev
+        && p.status == c.status
+        && p.reason == c.reason
+    {
+        c.last_transition_time = p.last_transition_time.clone();
+        if p.message == c.message {
+            c.last_update_time = p.last_update_time;
+        }
+    }
+    status.conditions.retain(|c| c.kind != "Progressing");
+    status.conditions.push(c);
+    if let Some(cs) = &status.canary_status {
+        status.current_step_index = Some(cs.current_step_index);
+        status.current_step_state = Some(cs.current_step_state.clone());
+    } else {
+        status.current_step_index = None;
+        status.current_step_state = None;
+    }
+    status
+}
+
+/// The canary Deployment for the workload's current template.
+fn canary_deployment(r: &Rollout, ns: &str, w: &Workload, name: &str, replicas: i32) -> Value {
+    let mut template = w.template.clone();
+    if let Some(meta) = strategy(r).and_then(|s| s.patch_pod_template_metadata.as_ref()) {
+        let m = template
+            .as_object_mut()
+            .map(|t| t.entry("metadata").or_insert_with(|| json!({})));
+        if let Some(Value::Object(m)) = m {
+            for (field, extra) in [("labels", &meta.labels), ("annotations", &meta.annotations)] {
+                if extra.is_empty() {
+                    continue;
+                }
+                let entry = m.entry(field).or_insert_with(|| json!({}));
+                if let Value::Object(map) = entry {
+                    for (k, v) in extra {
+                        map.insert(k.clone(), Value::String(v.clone()));
+                    }
+                }
+            }
+        }
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {CANARY_LABEL: w.name},
+            "annotations": {"rollouts.kruise.io/rollout": r.metadata.name.clone().unwrap_or_default()},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": w.selector,
+            "template": template,
+        }
+    })
+}
+
+/// One reconcile of a Rollout.
+pub fn reconcile(obs: &Observed<'_>) -> Decision {
+    let r = obs.rollout;
+    let now = obs.now.to_string();
+    let ns = r
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let mut status = r.status.clone().unwrap_or_default();
+    status.observed_generation = Some(obs.generation);
+    let mut actions = Vec::new();
+
+    // Tears down a release: canaries deleted, the workload resumed and unmarked.
+    let stand_down = |actions: &mut Vec<Action>, w: &Workload| {
+        for c in &obs.canaries {
+            actions.push(Action::DeleteCanary {
+                name: c.name.clone(),
+            });
+        }
+        if w.stable_template.is_some() {
+            actions.push(Action::ClearWorkloadMarks);
+            if w.paused {
+                actions.push(Action::SetWorkloadPaused(false));
+            }
+        }
+    };
+
+    let Some(w) = obs.workload.clone() else {
+        let name = &r.spec.workload_ref.name;
+        return Decision {
+            actions,
+            status: with_message(
+                status,
+                "Initial",
+                format!("workload Deployment {name:?} not found"),
+                "Initializing",
+                &now,
+            ),
+        };
+    };
+    let Some(canary_strategy) = strategy(r) else {
+        return Decision {
+            actions,
+            status: with_message(
+                status,
+                "Disabled",
+                "Lanes runs canary strategies only; this Rollout is not run".into(),
+                "Disabled",
+                &now,
+            ),
+        };
+    };
+    if r.spec.disabled.unwrap_or(false) {
+        stand_down(&mut actions, &w);
+        status.canary_status = None;
+        return Decision {
+            actions,
+            status: with_message(
+                status,
+                "Disabled",
+                "Rollout is disabled".into(),
+                "Disabled",
+                &now,
+            ),
+        };
+    }
+
+    let revision = w.revision();
+    let stable = w.stable_revision();
+    let releasing = w.stable_template.is_some() && revision != stable;
+    let finalising = status.canary_status.as_ref().is_some_and(|c| {
+        c.current_step_state == state::COMPLETED
+            && c.canary_revision.as_deref() == Some(revision.as_str())
+    });
+
+    if !releasing && !finalising {
+        // No release, or one that was cancelled (undo: the template is the stable one).
+        let cancelled = w.stable_template.is_some() || !obs.canaries.is_empty();
+        stand_down(&mut actions, &w);
+        status.canary_status = None;
+        let message = if cancelled {
+            "release cancelled: the workload is back on the stable revision".to_string()
+        } else {
+            "workload deployment is completed".to_string()
+        };
+        let settled = status.canary_status.as_ref().is_some_and(|c| {
+            c.canary_revision.is_none() && c.stable_revision.as_deref() == Some(revision.as_str())
+        });
+        if !settled {
+            status.canary_status = Some(CanaryStatus {
+                stable_revision: Some(revision.clone()),
+                current_step_state: state::COMPLETED.into(),
+                current_step_index: canary_strategy.steps.len() as i32,
+                last_update_time: Some(now.clone()),
+                ..Default::default()
+            });
+        }
+        let s = with_message(
+            status,
+            "Healthy",
+            message,
+            if cancelled { "Cancelled" } else { "Completed" },
+            &now,
+        );
+        return Decision { actions, status: s };
+    }
+
+    let steps = &canary_strategy.steps;
+    let total_steps = steps.len().max(1) as i32;
+    let canary = canary_name(&w.name, &revision);
+    let plan = plan_hash(r);
+    let mut cs = status.canary_status.clone().unwrap_or_default();
+    let fresh = cs.canary_revision.as_deref() != Some(revision.as_str());
+    if fresh {
+        // A new release, or a newer template during one (continuous release): start over
+        // at step 1 on the newest template.
+        cs = CanaryStatus {
+            stable_revision: Some(stable.clone()),
+            canary_revision: Some(revision.clone()),
+            pod_template_hash: Some(revision.clone()),
+            current_step_index: 1,
+            current_step_state: state::UPGRADE.into(),
+            rollout_hash: Some(plan.clone()),
+            last_update_time: Some(now.clone()),
+            ..Default::default()
+        };
+    } else if cs.rollout_hash.as_deref() != Some(plan.as_str())
+        && cs.current_step_state != state::COMPLETED
+    {
+        // The plan changed mid-release: redo the current step (clamped) under the new plan.
+        cs.rollout_hash = Some(plan.clone());
+        cs.current_step_index = cs.current_step_index.clamp(1, total_steps);
+        cs.current_step_state = state::UPGRADE.into();
+        cs.last_update_time = Some(now.clone());
+    }
+    cs.observed_workload_generation = Some(w.generation);
+    for c in obs.canaries.iter().filter(|c| c.name != canary) {
+        actions.push(Action::DeleteCanary {
+            name: c.name.clone(),
+        });
+    }
+    if !w.paused && cs.current_step_state != state::COMPLETED {
+        actions.push(Action::SetWorkloadPaused(true));
+    }
+    let current = obs.canaries.iter().find(|c| c.name == canary);
+    let step = steps.get((cs.current_step_index - 1).max(0) as usize);
+    let want = step_replicas(step.and_then(|s| s.replicas.as_ref()), w.replicas);
+    cs.canary_replicas = want;
+    cs.canary_ready_replicas = current.map_or(0, |c| c.ready);
+
+    let paused_by_user = r.spec.strategy.paused.unwrap_or(false);
+    let message;
+    let since = cs
+        .last_update_time
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .unwrap_or(obs.now);
+    let advance = |cs: &mut CanaryStatus, to: &str| {
+        cs.current_step_state = to.to_string();
+        cs.last_update_time = Some(now.clone());
+    };
+    let idx = cs.current_step_index;
+    if paused_by_user {
+        message = format!(
+            "Rollout is paused in step {idx}/{total_steps} ({})",
+            cs.current_step_state
+        );
+    } else {
+        // Move through as many states as are ready in this reconcile.
+        loop {
+            match cs.current_step_state.as_str() {
+                state::UPGRADE => {
+                    match current {
+                        None => actions.push(Action::CreateCanary {
+                            name: canary.clone(),
+                            deployment: canary_deployment(r, &ns, &w, &canary, want),
+                        }),
+                        Some(c) if c.replicas != want => actions.push(Action::ScaleCanary {
+                            name: canary.clone(),
+                            replicas: want,
+                        }),
+                        Some(_) => {}
+                    }
+                    let tolerated = match &canary_strategy.failure_threshold {
+                        Some(t) => step_replicas(Some(t), want).min(want),
+                        None => 0,
+                    };
+                    let ready = current.map_or(0, |c| c.ready);
+                    if current.is_some_and(|c| c.replicas == want) && ready >= want - tolerated {
+                        advance(&mut cs, state::TRAFFIC_ROUTING);
+                        continue;
+                    }
+                    message = format!(
+                        "Rollout is in step({idx}/{total_steps}), and upgrading the canary: {ready}/{want} ready"
+                    );
+                }
+                state::TRAFFIC_ROUTING => {
+                    // Lanes route canary pods by their lane label: nothing to wait for.
+                    advance(&mut cs, state::METRICS_ANALYSIS);
+                    continue;
+                }
+                state::METRICS_ANALYSIS => {
+                    advance(&mut cs, state::PAUSED);
+                    continue;
+                }
+                state::PAUSED => {
+                    match step.and_then(|s| s.pause.as_ref()).and_then(|p| p.duration) {
+                        Some(secs) => {
+                            let until = since + jiff::SignedDuration::from_secs(secs);
+                            if obs.now >= until {
+                                advance(&mut cs, state::READY);
+                                continue;
+                            }
+                            message = format!(
+                                "Rollout is in step({idx}/{total_steps}), paused until {until}"
+                            );
+                        }
+                        None => {
+                            message = format!(
+                                "Rollout is in step({idx}/{total_steps}), and you need manually confirm to enter the next step"
+                            );
+                        }
+                    }
+                }
+                state::READY => {
+                    if cs.current_step_index < total_steps {
+                        cs.current_step_index += 1;
+                        advance(&mut cs, state::UPGRADE);
+                        continue;
+                    }
+                    advance(&mut cs, state::COMPLETED);
+                    continue;
+                }
+                state::COMPLETED => {
+                    // Finalising: the stable Deployment rolls to the new template; once it
+                    // has, the canary goes and the release marks are removed.
+                    if w.paused {
+                        actions.push(Action::SetWorkloadPaused(false));
+                        cs.finalising_step = Some("RestoreStableDeployment".into());
+                        message = "Rollout is finalising: the stable Deployment rolls to the new revision".into();
+                    } else if w.rolled_out() && w.revision() == revision {
+                        for c in &obs.canaries {
+                            actions.push(Action::DeleteCanary {
+                                name: c.name.clone(),
+                            });
+                        }
+                        actions.push(Action::ClearWorkloadMarks);
+                        status.canary_status = Some(CanaryStatus {
+                            stable_revision: Some(revision.clone()),
+                            current_step_state: state::COMPLETED.into(),
+                            current_step_index: total_steps,
+                            finalising_step: Some("DeleteCanaryDeployment".into()),
+                            last_update_time: Some(now.clone()),
+                            ..Default::default()
+                        });
+                        let s = with_message(
+                            status,
+                            "Healthy",
+                            "workload deployment is completed".into(),
+                            "Completed",
+                            &now,
+                        );
+                        return Decision { actions, status: s };
+                    } else {
+                        cs.finalising_step = Some("WaitStableDeploymentReady".into());
+                        message = format!(
+                            "Rollout is finalising: stable Deployment {}/{} updated, {}/{} available",
+                            w.updated, w.replicas, w.available, w.replicas
+                        );
+                    }
+                }
+                other => {
+                    // An unknown state (a bad status patch): start the step over.
+                    message = format!("unknown step state {other:?}; restarting step {idx}");
+                    advance(&mut cs, state::UPGRADE);
+                }
+            }
+            break;
+        }
+    }
+    cs.message = Some(message.clone());
+    status.canary_status = Some(cs);
+    Decision {
+        actions,
+        status: with_message(status, "Progressing", message, "InRolling", &now),
+    }
+}

@@ -1,0 +1,235 @@
+//! The rollout controller of the embedded mode: drives the pure state machine of
+//! `lanes-rollout` against the store — one transaction per Rollout, so a release never
+//! stands half-done — and stands down releases whose Rollout was deleted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanes_model::rollout::Rollout;
+use lanes_model::{Kind, Object, ObjectKey, Typed};
+use lanes_rollout::{
+    Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
+};
+use lanes_store::{Store, StoreError, Txn};
+use serde_json::Value;
+
+fn invalid(e: Vec<lanes_model::FieldError>) -> StoreError {
+    StoreError::Invalid(
+        e.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+fn deployment_key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        kind: Kind::Deployment,
+        namespace: Some(ns.to_string()),
+        name: name.to_string(),
+    }
+}
+
+/// Rewrites a stored Deployment with `edit` applied (spec and metadata only).
+fn edit_deployment(
+    txn: &mut Txn<'_, '_>,
+    key: &ObjectKey,
+    edit: impl FnOnce(&mut Value),
+) -> Result<(), StoreError> {
+    let Some(mut v) = txn.get(key)? else {
+        return Ok(());
+    };
+    edit(&mut v);
+    let object = Object::from_value(v).map_err(invalid)?;
+    txn.replace(&object, None)?;
+    Ok(())
+}
+
+fn canaries_of(
+    txn: &Txn<'_, '_>,
+    ns: &str,
+    workload: &str,
+) -> Result<Vec<(Canary, Value)>, StoreError> {
+    Ok(txn
+        .list(Kind::Deployment, Some(ns))?
+        .into_iter()
+        .filter(|d| {
+            d.pointer(&format!(
+                "/metadata/labels/{}",
+                CANARY_LABEL.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+                == Some(workload)
+        })
+        .map(|d| {
+            let c = Canary {
+                name: d
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                replicas: d
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1) as i32,
+                ready: d
+                    .pointer("/status/readyReplicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0) as i32,
+            };
+            (c, d)
+        })
+        .collect())
+}
+
+/// Carries out the state machine's actions inside `txn`.
+pub fn apply_actions(
+    txn: &mut Txn<'_, '_>,
+    ns: &str,
+    workload: &str,
+    actions: &[Action],
+) -> Result<(), StoreError> {
+    let wkey = deployment_key(ns, workload);
+    for action in actions {
+        match action {
+            Action::SetWorkloadPaused(paused) => edit_deployment(txn, &wkey, |v| {
+                if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("paused".into(), Value::Bool(*paused));
+                }
+            })?,
+            Action::ClearWorkloadMarks => edit_deployment(txn, &wkey, |v| {
+                if let Some(a) = v
+                    .pointer_mut("/metadata/annotations")
+                    .and_then(Value::as_object_mut)
+                {
+                    a.remove(STABLE_TEMPLATE);
+                    a.remove(IN_PROGRESSING);
+                }
+            })?,
+            Action::CreateCanary { name, deployment } => {
+                if txn.get(&deployment_key(ns, name))?.is_none() {
+                    let object = Object::from_value(deployment.clone()).map_err(invalid)?;
+                    txn.create(&object)?;
+                }
+            }
+            Action::ScaleCanary { name, replicas } => {
+                edit_deployment(txn, &deployment_key(ns, name), |v| {
+                    if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.insert("replicas".into(), Value::from(*replicas));
+                    }
+                })?
+            }
+            Action::DeleteCanary { name } => match txn.delete(&deployment_key(ns, name), None) {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Reconciles one Rollout (by key) in one transaction.
+pub fn reconcile_one(
+    store: &Store,
+    key: &ObjectKey,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    store.write(|txn| {
+        let Some(value) = txn.get(key)? else {
+            return Ok(());
+        };
+        let Ok(object) = Object::from_value(value.clone()) else {
+            return Ok(());
+        };
+        let Typed::Rollout(rollout) = &object.typed else {
+            return Ok(());
+        };
+        let rollout: &Rollout = rollout;
+        let ns = object.namespace_or_empty().to_string();
+        let wname = rollout.spec.workload_ref.name.clone();
+        let workload = if rollout.spec.workload_ref.kind == "Deployment" {
+            txn.get(&deployment_key(&ns, &wname))?
+                .as_ref()
+                .and_then(Workload::from_value)
+        } else {
+            None
+        };
+        let canaries: Vec<Canary> = canaries_of(txn, &ns, &wname)?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let obs = Observed {
+            rollout,
+            generation: value
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1),
+            workload,
+            canaries,
+            now,
+        };
+        let decision = reconcile(&obs);
+        apply_actions(txn, &ns, &wname, &decision.actions)?;
+        let status = serde_json::to_value(&decision.status)?;
+        if value.get("status") != Some(&status) {
+            txn.replace_status(key, status, None)?;
+        }
+        Ok(())
+    })
+}
+
+/// Stands down releases whose Rollout is gone: canaries deleted, workloads resumed.
+pub fn sweep_orphans(store: &Store) -> Result<(), StoreError> {
+    store.write(|txn| {
+        let rollouts = txn.list(Kind::Rollout, None)?;
+        let managed = |ns: &str, name: &str| {
+            rollouts.iter().any(|r| {
+                r.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+                    && r.pointer("/spec/workloadRef/name").and_then(Value::as_str) == Some(name)
+            })
+        };
+        for d in txn.list(Kind::Deployment, None)? {
+            let ns = d.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
+            let name = d.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            let marked = d.pointer("/metadata/annotations").and_then(|a| a.get(STABLE_TEMPLATE)).is_some();
+            if !marked || managed(&ns, &name) {
+                continue;
+            }
+            let mut actions: Vec<Action> = canaries_of(txn, &ns, &name)?
+                .into_iter()
+                .map(|(c, _)| Action::DeleteCanary { name: c.name })
+                .collect();
+            actions.push(Action::ClearWorkloadMarks);
+            actions.push(Action::SetWorkloadPaused(false));
+            tracing::info!(deployment = %name, "rollout deleted mid-release: canary removed, Deployment resumed");
+            apply_actions(txn, &ns, &name, &actions)?;
+        }
+        Ok(())
+    })
+}
+
+fn relevant(kind: Kind) -> bool {
+    matches!(kind, Kind::Rollout | Kind::Deployment)
+}
+
+/// Runs the rollout controller until `shutdown`.
+pub async fn run(store: Arc<Store>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    crate::controller::run(
+        "rollouts",
+        store,
+        relevant,
+        Duration::from_secs(1),
+        |store: &Store| {
+            let (rollouts, _) = store.list(Kind::Rollout, None)?;
+            let now = jiff::Timestamp::now();
+            for r in &rollouts {
+                if let Some(key) = lanes_store::key_of_value(r) {
+                    reconcile_one(store, &key, now)?;
+                }
+            }
+            sweep_orphans(store)
+        },
+        shutdown,
+    )
+    .await;
+}

@@ -1,0 +1,224 @@
+//! `lanes rollout status|approve|undo|pause|resume` and `lanes set image`, as
+//! `kubectl-kruise` users know them.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use lanes_model::Kind;
+use lanes_rollout::{STABLE_TEMPLATE, state};
+use lanes_server::Client;
+use lanes_server::merge::PatchType;
+use serde_json::{Value, json};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `rollout/NAME` or `NAME` → NAME.
+fn rollout_name(target: &str) -> Result<&str> {
+    match target.split_once('/') {
+        None => Ok(target),
+        Some((kind, name)) if Kind::resolve(kind) == Some(Kind::Rollout) => Ok(name),
+        Some((kind, _)) => bail!("{target:?}: expected rollout/NAME, not a {kind}"),
+    }
+}
+
+fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+/// One line describing a Rollout's state.
+pub fn describe_line(name: &str, r: &Value) -> String {
+    let steps = r
+        .pointer("/spec/strategy/canary/steps")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let cs = r
+        .pointer("/status/canaryStatus")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let phase = str_at(r, "/status/phase");
+    let phase = if phase.is_empty() { "Initial" } else { phase };
+    let mut line = format!("rollout/{name}: {phase}");
+    if cs.is_object() {
+        let i = cs["currentStepIndex"].as_i64().unwrap_or(0);
+        line.push_str(&format!(
+            ", step {i}/{steps} {}",
+            cs["currentStepState"].as_str().unwrap_or("")
+        ));
+        if let Some(c) = cs["canaryRevision"].as_str() {
+            line.push_str(&format!(
+                ", canary {}/{} ready, revisions stable {} canary {c}",
+                cs["canaryReadyReplicas"].as_i64().unwrap_or(0),
+                cs["canaryReplicas"].as_i64().unwrap_or(0),
+                cs["stableRevision"].as_str().unwrap_or("?"),
+            ));
+        } else if let Some(s) = cs["stableRevision"].as_str() {
+            line.push_str(&format!(", revision {s}"));
+        }
+    }
+    let msg = str_at(r, "/status/message");
+    if !msg.is_empty() {
+        line.push_str(": ");
+        line.push_str(msg);
+    }
+    line
+}
+
+/// Whether a release is over (or none runs).
+fn settled(r: &Value) -> bool {
+    let phase = str_at(r, "/status/phase");
+    phase == "Healthy" || phase == "Disabled"
+}
+
+/// `lanes rollout status`.
+pub fn status(client: &Client, target: &str, ns: &str, watch: bool) -> Result<ExitCode> {
+    let name = rollout_name(target)?;
+    let rt = runtime()?;
+    let mut last = String::new();
+    loop {
+        let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+        let line = describe_line(name, &r);
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if !watch || settled(&r) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `lanes rollout approve`: the status patch `kubectl-kruise rollout approve` sends,
+/// refused unless the release waits in `StepPaused`.
+pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let name = rollout_name(target)?;
+    let rt = runtime()?;
+    let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+    let st = str_at(&r, "/status/canaryStatus/currentStepState");
+    if st != state::PAUSED || str_at(&r, "/status/phase") != "Progressing" {
+        let phase = str_at(&r, "/status/phase");
+        bail!(
+            "rollout/{name} cannot be approved: it is {} ({}), and only a release waiting in {} can be approved",
+            if phase.is_empty() { "Initial" } else { phase },
+            if st.is_empty() { "no step" } else { st },
+            state::PAUSED
+        );
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": r["metadata"]["resourceVersion"]},
+        "status": {"canaryStatus": {"currentStepState": state::READY,
+                                    "lastUpdateTime": jiff::Timestamp::now().to_string()}},
+    });
+    rt.block_on(client.patch(
+        Kind::Rollout,
+        Some(ns),
+        name,
+        PatchType::Merge,
+        &patch,
+        true,
+    ))
+    .map_err(|e| anyhow!("rollout/{name} changed while approving ({e}); run approve again"))?;
+    println!("rollout/{name} approved");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes rollout undo`: writes the stable template back to the workload; the
+/// controller then cancels the release.
+pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let name = rollout_name(target)?;
+    let rt = runtime()?;
+    let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+    let workload = str_at(&r, "/spec/workloadRef/name").to_string();
+    let d = rt.block_on(client.get(Kind::Deployment, Some(ns), &workload))?;
+    let Some(stable) = d
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(STABLE_TEMPLATE))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    else {
+        bail!(
+            "rollout/{name}: no release in progress; deployment/{workload} is on its stable template already"
+        );
+    };
+    let patch = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": d["metadata"]["resourceVersion"]},
+        {"op": "replace", "path": "/spec/template", "value": stable},
+    ]);
+    rt.block_on(client.patch(
+        Kind::Deployment,
+        Some(ns),
+        &workload,
+        PatchType::Json,
+        &patch,
+        false,
+    ))?;
+    println!("rollout/{name} undone: deployment/{workload} is back on its stable template");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes rollout pause|resume`.
+pub fn set_paused(client: &Client, target: &str, ns: &str, paused: bool) -> Result<ExitCode> {
+    let name = rollout_name(target)?;
+    let patch = json!({"spec": {"strategy": {"paused": paused}}});
+    runtime()?.block_on(client.patch(
+        Kind::Rollout,
+        Some(ns),
+        name,
+        PatchType::Merge,
+        &patch,
+        false,
+    ))?;
+    println!(
+        "rollout/{name} {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes set image deployment/NAME CONTAINER=IMAGE...`.
+pub fn set_image(client: &Client, target: &str, pairs: &[String], ns: &str) -> Result<ExitCode> {
+    let name = match target.split_once('/') {
+        Some((kind, name)) if Kind::resolve(kind) == Some(Kind::Deployment) => name,
+        _ => bail!("{target:?}: expected deployment/NAME"),
+    };
+    let mut containers = Vec::new();
+    for p in pairs {
+        let (c, image) = p
+            .split_once('=')
+            .filter(|(c, i)| !c.is_empty() && !i.is_empty())
+            .ok_or_else(|| anyhow!("{p:?}: expected CONTAINER=IMAGE"))?;
+        containers.push(json!({"name": c, "image": image}));
+    }
+    let rt = runtime()?;
+    let d = rt.block_on(client.get(Kind::Deployment, Some(ns), name))?;
+    let known: Vec<&str> = d
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    for c in &containers {
+        let n = c["name"].as_str().unwrap_or("");
+        if !known.contains(&n) {
+            bail!(
+                "deployment/{name} has no container {n:?} (it has {})",
+                known.join(", ")
+            );
+        }
+    }
+    let patch = json!({"spec": {"template": {"spec": {"containers": containers}}}});
+    rt.block_on(client.patch(
+        Kind::Deployment,
+        Some(ns),
+        name,
+        PatchType::Strategic,
+        &patch,
+        false,
+    ))?;
+    println!("deployment/{name} image updated");
+    Ok(ExitCode::SUCCESS)
+}
