@@ -446,24 +446,20 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
         actions.push(Action::SetWorkloadPaused(true));
     }
     let current = obs.canaries.iter().find(|c| c.name == canary);
-    let step = steps.get((cs.current_step_index - 1).max(0) as usize);
-    let want = step_replicas(step.and_then(|s| s.replicas.as_ref()), w.replicas);
-    cs.canary_replicas = want;
+    let step_at = |idx: i32| steps.get((idx - 1).max(0) as usize);
+    let want_at =
+        |idx: i32| step_replicas(step_at(idx).and_then(|s| s.replicas.as_ref()), w.replicas);
+    cs.canary_replicas = want_at(cs.current_step_index);
     cs.canary_ready_replicas = current.map_or(0, |c| c.ready);
 
     let paused_by_user = r.spec.strategy.paused.unwrap_or(false);
     let message;
-    let since = cs
-        .last_update_time
-        .as_deref()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .unwrap_or(obs.now);
     let advance = |cs: &mut CanaryStatus, to: &str| {
         cs.current_step_state = to.to_string();
         cs.last_update_time = Some(now.clone());
     };
-    let idx = cs.current_step_index;
     if paused_by_user {
+        let idx = cs.current_step_index;
         message = format!(
             "Rollout is paused in step {idx}/{total_steps} ({})",
             cs.current_step_state
@@ -471,6 +467,10 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
     } else {
         // Move through as many states as are ready in this reconcile.
         loop {
+            let idx = cs.current_step_index;
+            let step = step_at(idx);
+            let want = want_at(idx);
+            cs.canary_replicas = want;
             match cs.current_step_state.as_str() {
                 state::UPGRADE => {
                     match current {
@@ -509,6 +509,12 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
                 state::PAUSED => {
                     match step.and_then(|s| s.pause.as_ref()).and_then(|p| p.duration) {
                         Some(secs) => {
+                            // The pause counts from when the step entered it.
+                            let since = cs
+                                .last_update_time
+                                .as_deref()
+                                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                                .unwrap_or(obs.now);
                             let until = since + jiff::SignedDuration::from_secs(secs);
                             if obs.now >= until {
                                 advance(&mut cs, state::READY);
@@ -586,5 +592,421 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
     Decision {
         actions,
         status: with_message(status, "Progressing", message, "InRolling", &now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Kruise's scenarios as a table: each row observes a situation and expects the
+    //! state, phase and actions Kruise would produce.
+
+    use super::*;
+    use lanes_model::rollout::{
+        CanaryStep, RolloutPause, RolloutSpec, RolloutStrategy, WorkloadRef,
+    };
+
+    fn rollout(steps: Vec<CanaryStep>) -> Rollout {
+        let mut r = Rollout::new(
+            "rollouts-mocka",
+            RolloutSpec {
+                workload_ref: WorkloadRef {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "mocka-v1".into(),
+                },
+                strategy: RolloutStrategy {
+                    canary: Some(CanaryStrategy {
+                        steps,
+                        enable_extra_workload_for_canary: Some(true),
+                        patch_pod_template_metadata: Some(
+                            lanes_model::rollout::PatchPodTemplateMetadata {
+                                labels: [("ASM_TRAFFIC_TAG".to_string(), "canary".to_string())]
+                                    .into(),
+                                annotations: Default::default(),
+                            },
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                disabled: None,
+            },
+        );
+        r.metadata.namespace = Some("default".into());
+        r
+    }
+
+    fn step(replicas: IntOrString, pause: Option<i64>) -> CanaryStep {
+        CanaryStep {
+            replicas: Some(replicas),
+            pause: Some(RolloutPause { duration: pause }),
+            ..Default::default()
+        }
+    }
+
+    fn template(image: &str) -> Value {
+        json!({"metadata": {"labels": {"app": "mocka", "ASM_TRAFFIC_TAG": "base"}},
+               "spec": {"containers": [{"name": "default", "image": image}]}})
+    }
+
+    fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
+        Workload {
+            name: "mocka-v1".into(),
+            generation: 2,
+            replicas: 4,
+            selector: json!({"matchLabels": {"app": "mocka"}}),
+            template: template(image),
+            paused,
+            stable_template: stable.map(template),
+            observed_generation: 2,
+            updated: 4,
+            available: 4,
+            total: 4,
+        }
+    }
+
+    fn t0() -> jiff::Timestamp {
+        "2026-11-26T12:00:00Z".parse().unwrap()
+    }
+
+    /// Runs reconciles, feeding each decision's status back, as a driver would.
+    fn run(
+        r: &mut Rollout,
+        w: Option<Workload>,
+        canaries: Vec<Canary>,
+        now: jiff::Timestamp,
+    ) -> Decision {
+        let d = reconcile(&Observed {
+            rollout: r,
+            generation: 1,
+            workload: w,
+            canaries,
+            now,
+        });
+        r.status = Some(d.status.clone());
+        d
+    }
+
+    fn st(r: &Rollout) -> (String, i32, String) {
+        let s = r.status.as_ref().unwrap();
+        let cs = s.canary_status.clone().unwrap_or_default();
+        (
+            s.phase.clone().unwrap_or_default(),
+            cs.current_step_index,
+            cs.current_step_state,
+        )
+    }
+
+    fn canary(image: &str, replicas: i32, ready: i32) -> Canary {
+        Canary {
+            name: canary_name(
+                "mocka-v1",
+                &lanes_model::hash::template_hash(&template(image)),
+            ),
+            replicas,
+            ready,
+        }
+    }
+
+    #[test]
+    fn kruise_scenarios() {
+        let two_steps = || {
+            vec![
+                step(IntOrString::Int(1), None),
+                step(IntOrString::String("50%".into()), Some(30)),
+            ]
+        };
+        // (name, steps, situation, expected (phase, index, state), expected actions kinds)
+        type Setup = fn(&mut Rollout) -> (Option<Workload>, Vec<Canary>, jiff::Timestamp);
+        let rows: Vec<(&str, Setup, (&str, i32, &str), Vec<&str>)> = vec![
+            (
+                "no workload",
+                |_| (None, vec![], t0()),
+                ("Initial", 0, ""),
+                vec![],
+            ),
+            (
+                "steady: healthy",
+                |_| (Some(workload("a:1", None, false)), vec![], t0()),
+                ("Healthy", 2, "Completed"),
+                vec![],
+            ),
+            (
+                "release starts: canary created for step 1",
+                |_| (Some(workload("a:2", Some("a:1"), true)), vec![], t0()),
+                ("Progressing", 1, "StepUpgrade"),
+                vec!["CreateCanary"],
+            ),
+            (
+                "canary ready: traffic, analysis, then paused for approval",
+                |_| {
+                    (
+                        Some(workload("a:2", Some("a:1"), true)),
+                        vec![canary("a:2", 1, 1)],
+                        t0(),
+                    )
+                },
+                ("Progressing", 1, "StepPaused"),
+                vec![],
+            ),
+            (
+                "workload found unpaused mid-release: paused again",
+                |_| {
+                    (
+                        Some(workload("a:2", Some("a:1"), false)),
+                        vec![canary("a:2", 1, 0)],
+                        t0(),
+                    )
+                },
+                ("Progressing", 1, "StepUpgrade"),
+                vec!["SetWorkloadPaused(true)"],
+            ),
+        ];
+        for (name, setup, want, actions) in rows {
+            let mut r = rollout(two_steps());
+            let (w, c, now) = setup(&mut r);
+            let d = run(&mut r, w, c, now);
+            let (phase, idx, state) = st(&r);
+            assert_eq!(
+                (phase.as_str(), idx, state.as_str()),
+                want,
+                "{name}: {:?}",
+                r.status
+            );
+            let kinds: Vec<String> = d
+                .actions
+                .iter()
+                .map(|a| match a {
+                    Action::SetWorkloadPaused(p) => format!("SetWorkloadPaused({p})"),
+                    other => format!("{other:?}")
+                        .split([' ', '{', '('])
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                })
+                .collect();
+            assert_eq!(kinds, actions, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_whole_release_with_approval_a_timed_pause_and_finalising() {
+        let mut r = rollout(vec![
+            step(IntOrString::Int(1), None),
+            step(IntOrString::String("50%".into()), Some(30)),
+        ]);
+        let w = workload("a:2", Some("a:1"), true);
+        run(&mut r, Some(w.clone()), vec![], t0());
+        run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+        assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+        // Waits for approval.
+        run(
+            &mut r,
+            Some(w.clone()),
+            vec![canary("a:2", 1, 1)],
+            t0() + jiff::SignedDuration::from_secs(3600),
+        );
+        assert_eq!(st(&r).2, "StepPaused");
+        // Approve (the status patch kubectl-kruise sends).
+        r.status
+            .as_mut()
+            .unwrap()
+            .canary_status
+            .as_mut()
+            .unwrap()
+            .current_step_state = state::READY.into();
+        let d = run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+        assert_eq!(st(&r), ("Progressing".into(), 2, "StepUpgrade".into()));
+        // 50% of 4 replicas: the canary scales to 2.
+        assert!(
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::ScaleCanary { replicas: 2, .. })),
+            "{:?}",
+            d.actions
+        );
+        run(&mut r, Some(w.clone()), vec![canary("a:2", 2, 2)], t0());
+        assert_eq!(st(&r).2, "StepPaused");
+        // The timed pause ends by itself, counted from entering it.
+        run(
+            &mut r,
+            Some(w.clone()),
+            vec![canary("a:2", 2, 2)],
+            t0() + jiff::SignedDuration::from_secs(10),
+        );
+        assert_eq!(st(&r).2, "StepPaused");
+        let d = run(
+            &mut r,
+            Some(w.clone()),
+            vec![canary("a:2", 2, 2)],
+            t0() + jiff::SignedDuration::from_secs(31),
+        );
+        assert_eq!(st(&r), ("Progressing".into(), 2, "Completed".into()));
+        assert_eq!(d.actions, vec![Action::SetWorkloadPaused(false)]);
+        // Finalising: the stable Deployment rolls; until it is done the canary stays.
+        let mut rolling = workload("a:2", Some("a:1"), false);
+        rolling.updated = 2;
+        let d = run(&mut r, Some(rolling), vec![canary("a:2", 2, 2)], t0());
+        assert!(d.actions.is_empty(), "{:?}", d.actions);
+        assert_eq!(st(&r).0, "Progressing");
+        let done = workload("a:2", Some("a:1"), false);
+        let d = run(&mut r, Some(done), vec![canary("a:2", 2, 2)], t0());
+        assert_eq!(st(&r).0, "Healthy");
+        assert!(matches!(d.actions[0], Action::DeleteCanary { .. }));
+        assert_eq!(d.actions[1], Action::ClearWorkloadMarks);
+    }
+
+    #[test]
+    fn undo_continuous_release_plan_change_disable_and_pause() {
+        let steps = || vec![step(IntOrString::Int(1), None)];
+        // Undo: the stable template is back; the release is cancelled.
+        let mut r = rollout(steps());
+        run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        let d = run(
+            &mut r,
+            Some(workload("a:1", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        assert_eq!(st(&r).0, "Healthy");
+        assert!(d.actions.contains(&Action::ClearWorkloadMarks));
+        assert!(d.actions.contains(&Action::SetWorkloadPaused(false)));
+        assert!(
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::DeleteCanary { .. }))
+        );
+        assert!(
+            r.status
+                .as_ref()
+                .unwrap()
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("cancelled")
+        );
+
+        // Continuous release: v2 in its pause, then v3: the v2 canary goes, step 1 again.
+        let mut r = rollout(steps());
+        run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        assert_eq!(st(&r).2, "StepPaused");
+        let d = run(
+            &mut r,
+            Some(workload("a:3", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        assert_eq!(st(&r), ("Progressing".into(), 1, "StepUpgrade".into()));
+        assert_eq!(
+            d.actions[0],
+            Action::DeleteCanary {
+                name: canary("a:2", 1, 1).name
+            }
+        );
+        assert!(
+            matches!(&d.actions[1], Action::CreateCanary { name, .. } if *name == canary("a:3", 1, 0).name)
+        );
+
+        // Plan change mid-release: the current step is redone under the new plan.
+        let mut r = rollout(vec![
+            step(IntOrString::Int(1), None),
+            step(IntOrString::Int(2), None),
+        ]);
+        run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        r.spec.strategy.canary.as_mut().unwrap().steps = vec![step(IntOrString::Int(3), None)];
+        let d = run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        assert_eq!(st(&r), ("Progressing".into(), 1, "StepUpgrade".into()));
+        assert!(
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::ScaleCanary { replicas: 3, .. }))
+        );
+
+        // Disabled mid-release: the release stands down.
+        let mut r = rollout(steps());
+        run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        r.spec.disabled = Some(true);
+        let d = run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        assert_eq!(
+            r.status.as_ref().unwrap().phase.as_deref(),
+            Some("Disabled")
+        );
+        assert!(d.actions.contains(&Action::SetWorkloadPaused(false)));
+
+        // strategy.paused holds the release where it stands.
+        let mut r = rollout(steps());
+        run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![],
+            t0(),
+        );
+        r.spec.strategy.paused = Some(true);
+        let d = run(
+            &mut r,
+            Some(workload("a:2", Some("a:1"), true)),
+            vec![canary("a:2", 1, 1)],
+            t0(),
+        );
+        assert_eq!(st(&r).2, "StepUpgrade");
+        assert!(d.actions.is_empty());
+        assert!(
+            r.status
+                .as_ref()
+                .unwrap()
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("paused")
+        );
+    }
+
+    #[test]
+    fn step_replicas_round_up_percentages() {
+        assert_eq!(
+            step_replicas(Some(&IntOrString::String("20%".into())), 4),
+            1
+        );
+        assert_eq!(
+            step_replicas(Some(&IntOrString::String("50%".into())), 5),
+            3
+        );
+        assert_eq!(
+            step_replicas(Some(&IntOrString::String("100%".into())), 5),
+            5
+        );
+        assert_eq!(step_replicas(Some(&IntOrString::String("0%".into())), 5), 0);
+        assert_eq!(step_replicas(Some(&IntOrString::Int(2)), 5), 2);
+        assert_eq!(step_replicas(None, 5), 1);
     }
 }
