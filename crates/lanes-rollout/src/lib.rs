@@ -718,7 +718,13 @@ mod tests {
         };
         // (name, steps, situation, expected (phase, index, state), expected actions kinds)
         type Setup = fn(&mut Rollout) -> (Option<Workload>, Vec<Canary>, jiff::Timestamp);
-        let rows: Vec<(&str, Setup, (&str, i32, &str), Vec<&str>)> = vec![
+        type Row = (
+            &'static str,
+            Setup,
+            (&'static str, i32, &'static str),
+            Vec<&'static str>,
+        );
+        let rows: Vec<Row> = vec![
             (
                 "no workload",
                 |_| (None, vec![], t0()),
