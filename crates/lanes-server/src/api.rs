@@ -391,14 +391,7 @@ async fn replace(
             let current = t.get(&key)?;
             let mut value = object.raw.clone();
             admit(t, current.as_ref(), &mut value)?;
-            let object = Object::from_value(value).map_err(|errs| {
-                StoreError::Invalid(
-                    errs.iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            })?;
+            let object = Object::from_value(value).map_err(|errs| invalid(&errs))?;
             t.replace(&object, expect)
         })?)
     })
@@ -428,10 +421,7 @@ async fn patch(
                     apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
                 admit(t, Some(&current), &mut patched)?;
                 // A patch that names a resourceVersion must name the current one.
-                let expect = patch
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .and_then(|s| s.parse().ok());
+                let expect = expected_rv(&patch);
                 let object = Object::from_value(patched).map_err(|errs| {
                     StoreError::Invalid(format!(
                         "{}: {}",
@@ -534,10 +524,7 @@ async fn patch_status(
                 let patched = apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
                 let status = patched.get("status").cloned().unwrap_or(Value::Null);
                 check_status(&current, &status)?;
-                let expect = patch
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-                    .and_then(|s| s.parse().ok());
+                let expect = expected_rv(&patch);
                 t.replace_status(&key, status, expect)
             })
             .map_err(ApiError::from)
@@ -576,20 +563,25 @@ fn admit(
     Ok(())
 }
 
+/// The field errors of an object as one store error.
+fn invalid(errs: &[lanes_model::FieldError]) -> StoreError {
+    StoreError::Invalid(
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
 /// A status must keep the object decodable (its typed status has the right shape).
 fn check_status(current: &Value, status: &Value) -> Result<(), StoreError> {
     let mut candidate = current.clone();
     if let Some(o) = candidate.as_object_mut() {
         o.insert("status".into(), status.clone());
     }
-    Object::from_value(candidate).map(|_| ()).map_err(|errs| {
-        StoreError::Invalid(
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })
+    Object::from_value(candidate)
+        .map(|_| ())
+        .map_err(|errs| invalid(&errs))
 }
 
 /// Query of the pod log route.

@@ -39,25 +39,49 @@ fn wait_state(d: &Daemon, name: &str, phase: &str, state: Option<&str>) -> Value
 }
 
 fn pod_images(d: &Daemon, app: &str) -> Vec<String> {
-    let pods: Value = serde_json::from_str(&d.ok(&["get", "po", "-l", &format!("app={app}"), "-o", "json"])).unwrap();
+    let pods: Value =
+        serde_json::from_str(&d.ok(&["get", "po", "-l", &format!("app={app}"), "-o", "json"]))
+            .unwrap();
     pods["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap().rsplit(':').next().unwrap().to_string())
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
 fn versions(body: &str) -> Vec<String> {
-    body.split("(version: ").skip(1).map(|s| s.split(',').next().unwrap().to_string()).collect()
+    body.split("(version: ")
+        .skip(1)
+        .map(|s| s.split(',').next().unwrap().to_string())
+        .collect()
 }
 
 #[test]
 fn the_demo_reproduces_the_article_step_by_step() {
-    let out = std::process::Command::new(bin()).arg("demo").output().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("demo")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let checks: Vec<&str> = stdout.lines().filter(|l| l.trim_start().starts_with('✓') || l.trim_start().starts_with('✗')).map(str::trim).collect();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with('✓') || l.trim_start().starts_with('✗'))
+        .map(str::trim)
+        .collect();
     let want = [
         "✓ mocka's DestinationRule has subsets [\"base\"]",
         "✓ mockb's DestinationRule has subsets [\"base\"]",
@@ -91,7 +115,9 @@ fn the_demo_reproduces_the_article_step_by_step() {
     ];
     assert_eq!(checks, want, "{stdout}");
     // Every command is printed before its output.
-    assert!(stdout.contains("$ lanes rollout approve rollout/rollouts-mockb\nrollout/rollouts-mockb approved\n"));
+    assert!(stdout.contains(
+        "$ lanes rollout approve rollout/rollouts-mockb\nrollout/rollouts-mockb approved\n"
+    ));
     assert!(stdout.contains("$ curl ${GATEWAY}/mock -H 'x-asm-prefer-tag: base' -H 'my-request-id: 9999'\n-> mocka(version: v1, ip: 127."));
 }
 
@@ -102,9 +128,20 @@ fn continuous_release_ends_on_the_newest_template() {
     wait_state(&d, "rollouts-mocka", "Healthy", None);
     patch_image(&d, "mocka-v1", "2.0");
     wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
-    assert_eq!(pod_images(&d, "mocka").iter().filter(|i| *i == "2.0").count(), 1);
+    assert_eq!(
+        pod_images(&d, "mocka")
+            .iter()
+            .filter(|i| *i == "2.0")
+            .count(),
+        1
+    );
     // A newer template during the step: the release restarts at step 1 on v3.
-    d.ok(&["set", "image", "deployment/mocka-v1", "default=registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:3.0"]);
+    d.ok(&[
+        "set",
+        "image",
+        "deployment/mocka-v1",
+        "default=registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:3.0",
+    ]);
     let r = eventually(Duration::from_secs(60), || {
         let r = rollout(&d, "rollouts-mocka");
         let images = pod_images(&d, "mocka");
@@ -115,17 +152,33 @@ fn continuous_release_ends_on_the_newest_template() {
     });
     assert_eq!(r["status"]["canaryStatus"]["currentStepIndex"], 1);
     let deploys = d.ok(&["get", "deploy", "-o", "name"]);
-    assert_eq!(deploys.lines().filter(|l| l.starts_with("deployment/mocka-v1-")).count(), 1, "{deploys}");
-    let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary"), ("my-request-id", "c1")]);
+    assert_eq!(
+        deploys
+            .lines()
+            .filter(|l| l.starts_with("deployment/mocka-v1-"))
+            .count(),
+        1,
+        "{deploys}"
+    );
+    let (_, _, body) = http_get(
+        &d.gateway,
+        "/mock",
+        &[("x-asm-prefer-tag", "canary"), ("my-request-id", "c1")],
+    );
     assert_eq!(versions(&body), ["v3", "v1", "v1"]);
     // Approve: v3 becomes the baseline.
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
     wait_state(&d, "rollouts-mocka", "Healthy", None);
-    eventually(Duration::from_secs(60), || (pod_images(&d, "mocka") == ["3.0"]).then_some(()));
+    eventually(Duration::from_secs(60), || {
+        (pod_images(&d, "mocka") == ["3.0"]).then_some(())
+    });
     // Approving again is refused, with the reason.
     let out = d.lanes(&["rollout", "approve", "rollout/rollouts-mocka"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only a release waiting in StepPaused can be approved"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("only a release waiting in StepPaused can be approved")
+    );
 }
 
 #[test]
@@ -133,21 +186,38 @@ fn no_request_fails_during_approve_finalising_and_undo() {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     wait_state(&d, "rollouts-mockb", "Healthy", None);
-    eventually(Duration::from_secs(60), || (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(()));
+    eventually(Duration::from_secs(60), || {
+        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut load = Vec::new();
     for lane in ["base", "canary"] {
-        let (stop, ok, failures, gw) = (stop.clone(), ok.clone(), failures.clone(), d.gateway.clone());
+        let (stop, ok, failures, gw) = (
+            stop.clone(),
+            ok.clone(),
+            failures.clone(),
+            d.gateway.clone(),
+        );
         load.push(std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                let (status, _, body) = http_get(&gw, "/mock", &[("x-asm-prefer-tag", lane), ("my-request-id", &format!("{lane}-{i}"))]);
+                let (status, _, body) = http_get(
+                    &gw,
+                    "/mock",
+                    &[
+                        ("x-asm-prefer-tag", lane),
+                        ("my-request-id", &format!("{lane}-{i}")),
+                    ],
+                );
                 if status == 200 && versions(&body).len() == 3 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    failures.lock().unwrap().push(format!("{lane}: {status} {body}"));
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{lane}: {status} {body}"));
                 }
                 i += 1;
                 std::thread::sleep(Duration::from_millis(5));
@@ -160,27 +230,49 @@ fn no_request_fails_during_approve_finalising_and_undo() {
     std::thread::sleep(Duration::from_millis(500));
     d.ok(&["rollout", "approve", "rollout/rollouts-mockb"]);
     wait_state(&d, "rollouts-mockb", "Healthy", None);
-    eventually(Duration::from_secs(60), || (pod_images(&d, "mockb") == ["2.0"]).then_some(()));
+    eventually(Duration::from_secs(60), || {
+        (pod_images(&d, "mockb") == ["2.0"]).then_some(())
+    });
     // ...and one undone.
     patch_image(&d, "mockc-v1", "2.0");
     wait_state(&d, "rollouts-mockc", "Progressing", Some("StepPaused"));
     std::thread::sleep(Duration::from_millis(500));
     d.ok(&["rollout", "undo", "rollout/rollouts-mockc"]);
     wait_state(&d, "rollouts-mockc", "Healthy", None);
-    eventually(Duration::from_secs(60), || (pod_images(&d, "mockc") == ["1.0"]).then_some(()));
+    eventually(Duration::from_secs(60), || {
+        (pod_images(&d, "mockc") == ["1.0"]).then_some(())
+    });
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.join().unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(ok.load(Ordering::Relaxed) > 100, "only {} requests", ok.load(Ordering::Relaxed));
-    assert!(failures.is_empty(), "{} failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(3)]);
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "only {} requests",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
     // The undone release left the workload on its stable template and no canary.
-    let dep: Value = serde_json::from_str(&d.ok(&["get", "deploy", "mockc-v1", "-o", "json"])).unwrap();
-    assert!(dep["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap().ends_with(":1.0"));
+    let dep: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mockc-v1", "-o", "json"])).unwrap();
+    assert!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(":1.0")
+    );
     assert_ne!(dep["spec"]["paused"], true);
-    assert!(!d.ok(&["get", "deploy", "-o", "name"]).contains("deployment/mockc-v1-"));
+    assert!(
+        !d.ok(&["get", "deploy", "-o", "name"])
+            .contains("deployment/mockc-v1-")
+    );
 }
 
 #[test]
@@ -196,7 +288,10 @@ fn a_release_survives_kill_9_of_the_daemon_and_completes_on_approval() {
     let d = Daemon::start_in(&state, &[]);
     // It resumes where it stood: same step, same canary revision, the canary pod back.
     let after = wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
-    assert_eq!(after["status"]["canaryStatus"]["canaryRevision"], before["status"]["canaryStatus"]["canaryRevision"]);
+    assert_eq!(
+        after["status"]["canaryStatus"]["canaryRevision"],
+        before["status"]["canaryStatus"]["canaryRevision"]
+    );
     assert_eq!(after["status"]["canaryStatus"]["currentStepIndex"], 1);
     eventually(Duration::from_secs(60), || {
         let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
@@ -222,11 +317,18 @@ fn deleting_a_rollout_mid_release_restores_the_stable_deployment() {
     d.ok(&["delete", "rollout", "rollouts-mockc"]);
     // The canary goes, the Deployment is resumed and unmarked, and rolls as usual.
     eventually(Duration::from_secs(60), || {
-        let dep: Value = serde_json::from_str(&d.ok(&["get", "deploy", "mockc-v1", "-o", "json"])).unwrap();
+        let dep: Value =
+            serde_json::from_str(&d.ok(&["get", "deploy", "mockc-v1", "-o", "json"])).unwrap();
         let resumed = dep["spec"]["paused"] != true
-            && dep["metadata"]["annotations"].get("lanes.dev/stable-template").is_none();
-        let no_canary = !d.ok(&["get", "deploy", "-o", "name"]).contains("deployment/mockc-v1-");
+            && dep["metadata"]["annotations"]
+                .get("lanes.dev/stable-template")
+                .is_none();
+        let no_canary = !d
+            .ok(&["get", "deploy", "-o", "name"])
+            .contains("deployment/mockc-v1-");
         (resumed && no_canary).then_some(())
     });
-    eventually(Duration::from_secs(60), || (pod_images(&d, "mockc") == ["2.0"]).then_some(()));
+    eventually(Duration::from_secs(60), || {
+        (pod_images(&d, "mockc") == ["2.0"]).then_some(())
+    });
 }
