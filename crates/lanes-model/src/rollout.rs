@@ -94,6 +94,125 @@ pub struct CanaryStrategy {
     /// Kruise: do not create the canary Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_generate_canary_service: Option<bool>,
+    /// Lanes: judge the canary from the data plane's metrics while steps run and pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// Lanes: seconds a step may wait for its canary to be ready before the release
+    /// fails and rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i64>,
+}
+
+/// A duration: `"5s"`, `"1m"`, `"1h"`, `"250ms"`, or whole seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DurationSpec {
+    /// Whole seconds.
+    Seconds(i64),
+    /// A number and a unit.
+    Text(String),
+}
+
+impl DurationSpec {
+    /// The duration in milliseconds, if well formed and positive.
+    pub fn millis(&self) -> Option<u64> {
+        match self {
+            DurationSpec::Seconds(s) if *s > 0 => Some(*s as u64 * 1000),
+            DurationSpec::Seconds(_) => None,
+            DurationSpec::Text(t) => {
+                let t = t.trim();
+                let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                let (n, unit) = t.split_at(split);
+                let n: u64 = n.parse().ok()?;
+                let ms = match unit {
+                    "ms" => n,
+                    "s" | "" => n * 1000,
+                    "m" => n * 60_000,
+                    "h" => n * 3_600_000,
+                    _ => return None,
+                };
+                (ms > 0).then_some(ms)
+            }
+        }
+    }
+}
+
+/// What to do when analysis fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Roll back, as `undo` does.
+    #[default]
+    Rollback,
+    /// Pause the release (`spec.strategy.paused`).
+    Pause,
+}
+
+/// Metric analysis of a canary (a Lanes extension of the canary strategy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Time between measurements.
+    pub interval: DurationSpec,
+    /// Failed measurements tolerated; one more ends the release.
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// Fewer requests than this in an interval make the measurement inconclusive.
+    #[serde(default)]
+    pub min_requests: u64,
+    /// What ends a failed release.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// The metrics judged.
+    #[serde(default)]
+    pub metrics: Vec<AnalysisMetric>,
+}
+
+/// One judged metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisMetric {
+    /// Name, shown in measurements.
+    pub name: String,
+    /// Share of canary attempts that succeed (not 5xx, not a connect error or reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<SuccessRate>,
+    /// 99th percentile latency of canary attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99: Option<LatencyP99>,
+    /// An external Prometheus query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusMetric>,
+}
+
+/// Bound of a success rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SuccessRate {
+    /// Lowest passing rate, 0..=1.
+    pub min: f64,
+}
+
+/// Bound of a latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyP99 {
+    /// Highest passing p99, in milliseconds.
+    pub max_ms: f64,
+}
+
+/// A Prometheus query and its bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PrometheusMetric {
+    /// Prometheus base URL (`http://127.0.0.1:9090`).
+    pub address: String,
+    /// An instant query returning one number.
+    pub query: String,
+    /// Lowest passing value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Highest passing value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
 }
 
 /// One step of a release.
@@ -280,6 +399,62 @@ pub struct RolloutStatus {
     /// Conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<RolloutCondition>,
+    /// Lanes: the canary's analysis in the current release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+}
+
+/// The record of a release's analysis.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// The canary revision analysed.
+    #[serde(default)]
+    pub revision: String,
+    /// The sample the next measurement is taken against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sample: Option<Sample>,
+    /// Failed measurements so far.
+    #[serde(default)]
+    pub failures: u32,
+    /// Passed measurements so far.
+    #[serde(default)]
+    pub passes: u32,
+    /// The latest measurements, newest last (at most 20).
+    #[serde(default)]
+    pub measurements: Vec<Measurement>,
+}
+
+/// Cumulative counts of the canary's attempts at one time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    /// When (RFC 3339).
+    pub time: String,
+    /// Attempts.
+    pub total: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Attempts per latency bucket (cumulative counts per upper bound in ms).
+    #[serde(default)]
+    pub buckets: Vec<u64>,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Measurement {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The metric's name.
+    pub metric: String,
+    /// The value measured, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// `Passed`, `Failed` or `Inconclusive`.
+    pub verdict: String,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Progress of a canary release.

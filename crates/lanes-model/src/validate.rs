@@ -336,6 +336,64 @@ fn check_steps(errs: &mut Vec<FieldError>, at: &str, strategy: &CanaryStrategy) 
             format!("expected an integer or a percentage, got {s:?}"),
         ));
     }
+    if let Some(a) = &strategy.analysis {
+        if a.interval.millis().is_none() {
+            errs.push(FieldError::new(
+                format!("{at}.analysis.interval"),
+                format!(
+                    "expected a duration such as \"5s\" or \"1m\", or whole seconds, got {:?}",
+                    a.interval
+                ),
+            ));
+        }
+        if a.metrics.is_empty() {
+            errs.push(FieldError::new(
+                format!("{at}.analysis.metrics"),
+                "at least one metric is required",
+            ));
+        }
+        for (i, m) in a.metrics.iter().enumerate() {
+            let kinds = [
+                m.success_rate.is_some(),
+                m.latency_p99.is_some(),
+                m.prometheus.is_some(),
+            ]
+            .iter()
+            .filter(|k| **k)
+            .count();
+            if kinds != 1 {
+                errs.push(FieldError::new(
+                    format!("{at}.analysis.metrics[{i}]"),
+                    "exactly one of successRate, latencyP99 or prometheus is required",
+                ));
+            }
+            if let Some(sr) = &m.success_rate
+                && !(0.0..=1.0).contains(&sr.min)
+            {
+                errs.push(FieldError::new(
+                    format!("{at}.analysis.metrics[{i}].successRate.min"),
+                    format!("must be between 0 and 1, got {}", sr.min),
+                ));
+            }
+            if let Some(p) = &m.prometheus
+                && p.min.is_none()
+                && p.max.is_none()
+            {
+                errs.push(FieldError::new(
+                    format!("{at}.analysis.metrics[{i}].prometheus"),
+                    "min or max is required",
+                ));
+            }
+        }
+    }
+    if let Some(d) = strategy.progress_deadline_seconds
+        && d <= 0
+    {
+        errs.push(FieldError::new(
+            format!("{at}.progressDeadlineSeconds"),
+            format!("must be a positive number of seconds, got {d}"),
+        ));
+    }
     if let Some(meta) = &strategy.patch_pod_template_metadata {
         check_labels(
             errs,

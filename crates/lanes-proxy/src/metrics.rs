@@ -2,6 +2,11 @@
 //! role, service, namespace, lane, subset, code and fallback; latency by service and
 //! subset; fallbacks by reason; correlation-table size and evictions.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -52,6 +57,44 @@ pub struct FallbackLabels {
     pub to: String,
 }
 
+/// Labels of the upstream attempt counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// Destination service.
+    pub service: String,
+    /// Destination namespace.
+    pub namespace: String,
+    /// Subset tried.
+    pub subset: String,
+    /// `success` or `failure` (5xx, connect error, reset, timeout).
+    pub outcome: &'static str,
+}
+
+/// Upper bounds (ms) of the attempt latency buckets the rollout analysis reads.
+pub const ATTEMPT_BUCKETS_MS: [f64; 14] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Cumulative counts of the attempts on one subset of one service.
+#[derive(Debug, Default)]
+struct AttemptCounts {
+    total: AtomicU64,
+    failures: AtomicU64,
+    /// Per bucket (not cumulative), the last one for slower than every bound.
+    buckets: [AtomicU64; ATTEMPT_BUCKETS_MS.len() + 1],
+}
+
+/// A reading of a subset's attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptSample {
+    /// Attempts.
+    pub total: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Attempts per latency bucket (not cumulative; the last beyond every bound).
+    pub buckets: Vec<u64>,
+}
+
 /// Labels of per-sidecar series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PodLabels {
@@ -81,6 +124,9 @@ pub struct Metrics {
     pub correlation_entries: Family<PodLabels, Gauge>,
     /// `lanes_correlation_evictions_total`.
     pub correlation_evictions: Family<PodLabels, Counter>,
+    /// `lanes_upstream_attempts_total`: every attempt, the retried ones included.
+    pub attempts: Family<AttemptLabels, Counter>,
+    attempt_counts: Mutex<HashMap<(String, String, String), Arc<AttemptCounts>>>,
 }
 
 impl Default for Metrics {
@@ -121,7 +167,15 @@ impl Metrics {
             "Correlation entries evicted to make room",
             correlation_evictions.clone(),
         );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Attempts on an upstream subset, by outcome (a fallback retry is a second attempt)",
+            attempts.clone(),
+        );
         Metrics {
+            attempts,
+            attempt_counts: Mutex::new(HashMap::new()),
             registry,
             requests,
             latency,
@@ -134,6 +188,74 @@ impl Metrics {
     /// The registry, for adding more families before serving.
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// Records one attempt on `subset` of a service.
+    pub fn record_attempt(
+        &self,
+        service: &str,
+        namespace: &str,
+        subset: &str,
+        failed: bool,
+        took: Duration,
+    ) {
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                service: service.to_string(),
+                namespace: namespace.to_string(),
+                subset: subset.to_string(),
+                outcome: if failed { "failure" } else { "success" },
+            })
+            .inc();
+        let counts = {
+            let Ok(mut map) = self.attempt_counts.lock() else {
+                return;
+            };
+            map.entry((
+                service.to_string(),
+                namespace.to_string(),
+                subset.to_string(),
+            ))
+            .or_default()
+            .clone()
+        };
+        counts.total.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            counts.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        let i = ATTEMPT_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(ATTEMPT_BUCKETS_MS.len());
+        counts.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The attempts on `subset` of a service so far (zero when none).
+    pub fn attempt_sample(&self, service: &str, namespace: &str, subset: &str) -> AttemptSample {
+        let counts = self.attempt_counts.lock().ok().and_then(|m| {
+            m.get(&(
+                service.to_string(),
+                namespace.to_string(),
+                subset.to_string(),
+            ))
+            .cloned()
+        });
+        match counts {
+            None => AttemptSample {
+                buckets: vec![0; ATTEMPT_BUCKETS_MS.len() + 1],
+                ..Default::default()
+            },
+            Some(c) => AttemptSample {
+                total: c.total.load(Ordering::Relaxed),
+                failures: c.failures.load(Ordering::Relaxed),
+                buckets: c
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect(),
+            },
+        }
     }
 
     /// Prometheus text exposition of every family.

@@ -522,7 +522,19 @@ impl Mesh {
             *req.uri_mut() = uri;
             *req.version_mut() = version;
             *req.headers_mut() = parts.headers.clone();
+            let attempt_started = Instant::now();
             let attempt = self.send(req, version).await;
+            let failed = match &attempt {
+                Attempt::Response(r) => r.status().is_server_error(),
+                _ => true,
+            };
+            self.metrics.record_attempt(
+                &routed.service.name,
+                &routed.service.namespace,
+                &subset.lane,
+                failed,
+                attempt_started.elapsed(),
+            );
             let can_retry = !tried_retry && retry.is_some() && body.replayable();
             let failure = match &attempt {
                 Attempt::Response(r)

@@ -7,15 +7,20 @@
 //! embedded and Kubernetes drivers carry the actions out.
 
 pub mod admission;
+pub mod analysis;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lanes_model::rollout::{
-    CanaryStatus, CanaryStrategy, Rollout, RolloutCondition, RolloutStatus,
+    AnalysisStatus, CanaryStatus, CanaryStrategy, OnFailure, Rollout, RolloutCondition,
+    RolloutStatus, Sample,
 };
 use serde_json::{Value, json};
 
 /// Annotation on the workload holding the stable pod template while a release runs.
 pub const STABLE_TEMPLATE: &str = "lanes.dev/stable-template";
+/// How the message of a release the controller rolled back begins.
+pub const ROLLED_BACK: &str = "rolled back:";
+
 /// Kruise's annotation on a workload under a release.
 pub const IN_PROGRESSING: &str = "rollouts.kruise.io/in-progressing";
 /// Label on a canary Deployment naming its workload.
@@ -137,8 +142,12 @@ pub struct Observed<'a> {
     pub workload: Option<Workload>,
     /// Canary Deployments of the workload.
     pub canaries: Vec<Canary>,
-    /// Now, as RFC 3339.
+    /// Now.
     pub now: jiff::Timestamp,
+    /// Cumulative counts of the canary's attempts now (for analysis).
+    pub sample: Option<Sample>,
+    /// Why canary pods are not ready, when the runtime says (for the progress deadline).
+    pub canary_problem: Option<String>,
 }
 
 /// What the driver must do.
@@ -167,6 +176,10 @@ pub enum Action {
         /// Name.
         name: String,
     },
+    /// Write the stable template back to the workload (a rollback, as `undo`).
+    RestoreStableTemplate,
+    /// Set the Rollout's `spec.strategy.paused`.
+    PauseRollout,
 }
 
 /// The controller's decision: actions and the new status.
@@ -300,6 +313,39 @@ fn canary_deployment(r: &Rollout, ns: &str, w: &Workload, name: &str, replicas: 
     })
 }
 
+/// The reason to end a release when its failed measurements exceed the limit.
+fn failed_beyond_limit(
+    cfg: Option<&lanes_model::rollout::Analysis>,
+    a: Option<&AnalysisStatus>,
+    failed: Option<String>,
+) -> Option<String> {
+    let (cfg, a, reason) = (cfg?, a?, failed?);
+    (a.failures > cfg.failure_limit).then(|| {
+        format!(
+            "analysis failed {} times (failureLimit {}), last {reason}",
+            a.failures, cfg.failure_limit
+        )
+    })
+}
+
+/// Ends a release per `onFailure`; returns the message.
+fn fail_release(
+    actions: &mut Vec<Action>,
+    cfg: Option<&lanes_model::rollout::Analysis>,
+    reason: &str,
+) -> String {
+    match cfg.map(|c| c.on_failure).unwrap_or_default() {
+        OnFailure::Rollback => {
+            actions.push(Action::RestoreStableTemplate);
+            format!("{ROLLED_BACK} {reason}")
+        }
+        OnFailure::Pause => {
+            actions.push(Action::PauseRollout);
+            format!("paused: {reason}")
+        }
+    }
+}
+
 /// One reconcile of a Rollout.
 pub fn reconcile(obs: &Observed<'_>) -> Decision {
     let r = obs.rollout;
@@ -381,7 +427,10 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
         let cancelled = w.stable_template.is_some() || !obs.canaries.is_empty();
         stand_down(&mut actions, &w);
         status.canary_status = None;
-        let message = if cancelled {
+        let previous = status.message.clone().unwrap_or_default();
+        let message = if previous.starts_with(ROLLED_BACK) {
+            previous
+        } else if cancelled {
             "release cancelled: the workload is back on the stable revision".to_string()
         } else {
             "workload deployment is completed".to_string()
@@ -437,6 +486,60 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
         cs.last_update_time = Some(now.clone());
     }
     cs.observed_workload_generation = Some(w.generation);
+    let analysis_cfg = canary_strategy.analysis.clone();
+    let sample_now = obs.sample.clone().map(|mut s| {
+        s.time = now.clone();
+        s
+    });
+    let mut analysis = status.analysis.clone().filter(|a| a.revision == revision);
+    if analysis_cfg.is_some() && analysis.is_none() {
+        analysis = Some(AnalysisStatus {
+            revision: revision.clone(),
+            last_sample: sample_now.clone(),
+            ..Default::default()
+        });
+    }
+    // One analysis round when its interval has passed: a verdict per metric.
+    let round = |analysis: &mut Option<AnalysisStatus>| -> Option<String> {
+        let (cfg, a, cur) = (
+            analysis_cfg.as_ref()?,
+            analysis.as_mut()?,
+            sample_now.as_ref()?,
+        );
+        let Some(prev) = a.last_sample.clone() else {
+            a.last_sample = Some(cur.clone());
+            return None;
+        };
+        let since = prev.time.parse::<jiff::Timestamp>().unwrap_or(obs.now);
+        let interval =
+            jiff::SignedDuration::from_millis(cfg.interval.millis().unwrap_or(60_000) as i64);
+        if obs.now < since + interval {
+            return None;
+        }
+        let mut failed = None;
+        let mut all_passed = true;
+        for metric in &cfg.metrics {
+            let m = analysis::judge(metric, &prev, cur, cfg.min_requests, None, &now);
+            if m.verdict == analysis::verdict::FAILED && failed.is_none() {
+                failed = Some(format!(
+                    "{}: {}",
+                    m.metric,
+                    m.message.clone().unwrap_or_default()
+                ));
+            }
+            all_passed &= m.verdict == analysis::verdict::PASSED;
+            a.measurements.push(m);
+        }
+        let excess = a.measurements.len().saturating_sub(20);
+        a.measurements.drain(..excess);
+        a.last_sample = Some(cur.clone());
+        if failed.is_some() {
+            a.failures += 1;
+        } else if all_passed {
+            a.passes += 1;
+        }
+        failed
+    };
     for c in obs.canaries.iter().filter(|c| c.name != canary) {
         actions.push(Action::DeleteCanary {
             name: c.name.clone(),
@@ -493,20 +596,68 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
                         advance(&mut cs, state::TRAFFIC_ROUTING);
                         continue;
                     }
+                    let since = cs
+                        .last_update_time
+                        .as_deref()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .unwrap_or(obs.now);
+                    if let Some(deadline) = canary_strategy.progress_deadline_seconds
+                        && obs.now > since + jiff::SignedDuration::from_secs(deadline)
+                    {
+                        let why = obs
+                            .canary_problem
+                            .clone()
+                            .unwrap_or_else(|| "its pods are not ready".into());
+                        actions.push(Action::RestoreStableTemplate);
+                        message = format!(
+                            "{ROLLED_BACK} the canary was not ready within progressDeadlineSeconds {deadline} ({ready}/{want} ready): {why}"
+                        );
+                        break;
+                    }
                     message = format!(
                         "Rollout is in step({idx}/{total_steps}), and upgrading the canary: {ready}/{want} ready"
                     );
                 }
                 state::TRAFFIC_ROUTING => {
                     // Lanes route canary pods by their lane label: nothing to wait for.
+                    if let Some(a) = analysis.as_mut() {
+                        a.passes = 0;
+                    }
                     advance(&mut cs, state::METRICS_ANALYSIS);
                     continue;
                 }
                 state::METRICS_ANALYSIS => {
-                    advance(&mut cs, state::PAUSED);
-                    continue;
+                    if analysis_cfg.is_none() {
+                        advance(&mut cs, state::PAUSED);
+                        continue;
+                    }
+                    let failed = round(&mut analysis);
+                    if let Some(reason) =
+                        failed_beyond_limit(analysis_cfg.as_ref(), analysis.as_ref(), failed)
+                    {
+                        message = fail_release(&mut actions, analysis_cfg.as_ref(), &reason);
+                    } else if analysis.as_ref().is_some_and(|a| a.passes >= 1) {
+                        advance(&mut cs, state::PAUSED);
+                        continue;
+                    } else {
+                        let last = analysis
+                            .as_ref()
+                            .and_then(|a| a.measurements.last())
+                            .and_then(|m| m.message.clone())
+                            .unwrap_or_else(|| "waiting for the first measurement".into());
+                        message = format!(
+                            "Rollout is in step({idx}/{total_steps}), analysing the canary: {last}"
+                        );
+                    }
                 }
                 state::PAUSED => {
+                    let failed = round(&mut analysis);
+                    if let Some(reason) =
+                        failed_beyond_limit(analysis_cfg.as_ref(), analysis.as_ref(), failed)
+                    {
+                        message = fail_release(&mut actions, analysis_cfg.as_ref(), &reason);
+                        break;
+                    }
                     match step.and_then(|s| s.pause.as_ref()).and_then(|p| p.duration) {
                         Some(secs) => {
                             // The pause counts from when the step entered it.
@@ -589,6 +740,7 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
     }
     cs.message = Some(message.clone());
     status.canary_status = Some(cs);
+    status.analysis = analysis;
     Decision {
         actions,
         status: with_message(status, "Progressing", message, "InRolling", &now),
@@ -682,6 +834,8 @@ mod tests {
             workload: w,
             canaries,
             now,
+            sample: None,
+            canary_problem: None,
         });
         r.status = Some(d.status.clone());
         d
@@ -994,6 +1148,130 @@ mod tests {
                 .as_deref()
                 .unwrap()
                 .contains("paused")
+        );
+    }
+
+    fn with_analysis(r: &mut Rollout, on_failure: &str) {
+        r.spec.strategy.canary.as_mut().unwrap().analysis = Some(
+            serde_json::from_value(json!({
+                "interval": "5s", "failureLimit": 1, "minRequests": 10, "onFailure": on_failure,
+                "metrics": [{"name": "success-rate", "successRate": {"min": 0.95}}]
+            }))
+            .unwrap(),
+        );
+    }
+
+    fn observe(
+        r: &mut Rollout,
+        canaries: Vec<Canary>,
+        at: i64,
+        total: u64,
+        failures: u64,
+    ) -> Decision {
+        let sample = Sample {
+            time: String::new(),
+            total,
+            failures,
+            buckets: vec![0; 15],
+        };
+        let d = reconcile(&Observed {
+            rollout: r,
+            generation: 1,
+            workload: Some(workload("a:2", Some("a:1"), true)),
+            canaries,
+            now: t0() + jiff::SignedDuration::from_secs(at),
+            sample: Some(sample),
+            canary_problem: Some("ImageNotMapped: no local command".into()),
+        });
+        r.status = Some(d.status.clone());
+        d
+    }
+
+    #[test]
+    fn analysis_gates_the_step_and_fails_the_release() {
+        let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+        with_analysis(&mut r, "rollback");
+        observe(&mut r, vec![], 0, 0, 0);
+        // Canary ready: analysis starts; no traffic yet → inconclusive, no advance.
+        observe(&mut r, vec![canary("a:2", 1, 1)], 1, 0, 0);
+        assert_eq!(st(&r).2, "StepMetricsAnalysis");
+        observe(&mut r, vec![canary("a:2", 1, 1)], 7, 3, 0);
+        assert_eq!(st(&r).2, "StepMetricsAnalysis");
+        let a = r.status.as_ref().unwrap().analysis.clone().unwrap();
+        assert_eq!(a.measurements.last().unwrap().verdict, "Inconclusive");
+        assert!(
+            r.status
+                .as_ref()
+                .unwrap()
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("fewer than minRequests")
+        );
+        // Healthy traffic: a pass moves on to the pause.
+        observe(&mut r, vec![canary("a:2", 1, 1)], 13, 103, 1);
+        assert_eq!(st(&r).2, "StepPaused");
+        // Failing traffic while paused: one failure is tolerated, the second rolls back.
+        let d = observe(&mut r, vec![canary("a:2", 1, 1)], 19, 203, 51);
+        assert!(d.actions.is_empty());
+        let d = observe(&mut r, vec![canary("a:2", 1, 1)], 25, 303, 101);
+        assert_eq!(d.actions, vec![Action::RestoreStableTemplate]);
+        assert!(
+            r.status
+                .as_ref()
+                .unwrap()
+                .message
+                .as_deref()
+                .unwrap()
+                .starts_with(ROLLED_BACK)
+        );
+        // Then the workload is back on the stable template: the release stands down and
+        // the reason stays in the message.
+        let d = reconcile(&Observed {
+            rollout: &r,
+            generation: 1,
+            workload: Some(workload("a:1", Some("a:1"), true)),
+            canaries: vec![canary("a:2", 1, 1)],
+            now: t0(),
+            sample: None,
+            canary_problem: None,
+        });
+        assert_eq!(d.status.phase.as_deref(), Some("Healthy"));
+        assert!(
+            d.status
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("analysis failed 2 times")
+        );
+        // onFailure: pause.
+        let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+        with_analysis(&mut r, "pause");
+        observe(&mut r, vec![], 0, 0, 0);
+        observe(&mut r, vec![canary("a:2", 1, 1)], 1, 0, 0);
+        observe(&mut r, vec![canary("a:2", 1, 1)], 7, 100, 90);
+        let d = observe(&mut r, vec![canary("a:2", 1, 1)], 13, 200, 180);
+        assert_eq!(d.actions, vec![Action::PauseRollout]);
+    }
+
+    #[test]
+    fn a_canary_never_ready_fails_at_the_progress_deadline() {
+        let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+        r.spec
+            .strategy
+            .canary
+            .as_mut()
+            .unwrap()
+            .progress_deadline_seconds = Some(30);
+        observe(&mut r, vec![], 0, 0, 0);
+        let d = observe(&mut r, vec![canary("a:2", 1, 0)], 20, 0, 0);
+        assert!(d.actions.is_empty());
+        let d = observe(&mut r, vec![canary("a:2", 1, 0)], 31, 0, 0);
+        assert_eq!(d.actions, vec![Action::RestoreStableTemplate]);
+        let msg = r.status.as_ref().unwrap().message.clone().unwrap();
+        assert!(
+            msg.contains("progressDeadlineSeconds 30") && msg.contains("ImageNotMapped"),
+            "{msg}"
         );
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanes_model::rollout::Rollout;
+use lanes_model::rollout::{Rollout, Sample};
 use lanes_model::{Kind, Object, ObjectKey, Typed};
 use lanes_rollout::{
     Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
@@ -123,9 +123,95 @@ pub fn apply_actions(
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             },
+            Action::RestoreStableTemplate => edit_deployment(txn, &wkey, |v| {
+                let stable = v
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(STABLE_TEMPLATE))
+                    .and_then(Value::as_str)
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok());
+                if let (Some(stable), Some(spec)) =
+                    (stable, v.get_mut("spec").and_then(Value::as_object_mut))
+                {
+                    spec.insert("template".into(), stable);
+                }
+            })?,
+            Action::PauseRollout => {}
         }
     }
     Ok(())
+}
+
+/// Reads the cumulative attempts on a subset of a service: (service, namespace, subset).
+pub type SampleSource = dyn Fn(&str, &str, &str) -> Sample + Send + Sync;
+
+fn labels_of(v: &Value, ptr: &str) -> std::collections::BTreeMap<String, String> {
+    v.pointer(ptr)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The Service of a workload and the lane its canary pods join: where the data plane
+/// counts the canary's attempts.
+fn canary_target(
+    txn: &Txn<'_, '_>,
+    ns: &str,
+    rollout: &Rollout,
+    workload: &Value,
+) -> Result<Option<(String, String)>, StoreError> {
+    let mut pod_labels = labels_of(workload, "/spec/template/metadata/labels");
+    if let Some(meta) = rollout
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.patch_pod_template_metadata.as_ref())
+    {
+        pod_labels.extend(meta.labels.clone());
+    }
+    let name = |v: &Value| {
+        v.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let service = txn.list(Kind::Service, Some(ns))?.into_iter().find(|s| {
+        let sel = labels_of(s, "/spec/selector");
+        !sel.is_empty() && lanes_model::mesh::selector_matches(&sel, &pod_labels)
+    });
+    let lane = txn.list(Kind::Lane, None)?.into_iter().find(|l| {
+        let sel = labels_of(l, "/spec/labelSelector");
+        !sel.is_empty() && lanes_model::mesh::selector_matches(&sel, &pod_labels)
+    });
+    Ok(service.zip(lane).map(|(s, l)| (name(&s), name(&l))))
+}
+
+/// Why the canary's pods are not ready, as their statuses say.
+fn canary_problem(
+    txn: &Txn<'_, '_>,
+    ns: &str,
+    canaries: &[Canary],
+) -> Result<Option<String>, StoreError> {
+    for p in txn.list(Kind::Pod, Some(ns))? {
+        let owner = crate::deployments::owner(&p);
+        if !owner.is_some_and(|o| canaries.iter().any(|c| c.name == o)) {
+            continue;
+        }
+        if let Some(w) = p.pointer("/status/containerStatuses/0/state/waiting") {
+            let reason = w.get("reason").and_then(Value::as_str).unwrap_or("");
+            let message = w.get("message").and_then(Value::as_str).unwrap_or("");
+            let name = p
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return Ok(Some(format!("pod {name}: {reason}: {message}")));
+        }
+    }
+    Ok(None)
 }
 
 /// Reconciles one Rollout (by key) in one transaction.
@@ -133,6 +219,7 @@ pub fn reconcile_one(
     store: &Store,
     key: &ObjectKey,
     now: jiff::Timestamp,
+    source: &SampleSource,
 ) -> Result<(), StoreError> {
     store.write(|txn| {
         let Some(value) = txn.get(key)? else {
@@ -147,17 +234,28 @@ pub fn reconcile_one(
         let rollout: &Rollout = rollout;
         let ns = object.namespace_or_empty().to_string();
         let wname = rollout.spec.workload_ref.name.clone();
-        let workload = if rollout.spec.workload_ref.kind == "Deployment" {
+        let workload_value = if rollout.spec.workload_ref.kind == "Deployment" {
             txn.get(&deployment_key(&ns, &wname))?
-                .as_ref()
-                .and_then(Workload::from_value)
         } else {
             None
         };
+        let workload = workload_value.as_ref().and_then(Workload::from_value);
         let canaries: Vec<Canary> = canaries_of(txn, &ns, &wname)?
             .into_iter()
             .map(|(c, _)| c)
             .collect();
+        let analysed = rollout
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.analysis.is_some());
+        let sample = match &workload_value {
+            Some(w) if analysed => {
+                canary_target(txn, &ns, rollout, w)?.map(|(svc, lane)| source(&svc, &ns, &lane))
+            }
+            _ => None,
+        };
         let obs = Observed {
             rollout,
             generation: value
@@ -165,11 +263,23 @@ pub fn reconcile_one(
                 .and_then(Value::as_i64)
                 .unwrap_or(1),
             workload,
+            canary_problem: canary_problem(txn, &ns, &canaries)?,
             canaries,
             now,
+            sample,
         };
         let decision = reconcile(&obs);
         apply_actions(txn, &ns, &wname, &decision.actions)?;
+        if decision.actions.contains(&Action::PauseRollout) {
+            let mut paused = value.clone();
+            if let Some(strategy) = paused
+                .pointer_mut("/spec/strategy")
+                .and_then(Value::as_object_mut)
+            {
+                strategy.insert("paused".into(), Value::Bool(true));
+            }
+            txn.replace(&Object::from_value(paused).map_err(invalid)?, None)?;
+        }
         let status = serde_json::to_value(&decision.status)?;
         if value.get("status") != Some(&status) {
             txn.replace_status(key, status, None)?;
@@ -212,19 +322,24 @@ fn relevant(kind: Kind) -> bool {
     matches!(kind, Kind::Rollout | Kind::Deployment)
 }
 
-/// Runs the rollout controller until `shutdown`.
-pub async fn run(store: Arc<Store>, shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Runs the rollout controller until `shutdown`; `source` reads the data plane's counts
+/// of canary attempts for analysis.
+pub async fn run(
+    store: Arc<Store>,
+    source: Arc<SampleSource>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     crate::controller::run(
         "rollouts",
         store,
         relevant,
         Duration::from_secs(1),
-        |store: &Store| {
+        move |store: &Store| {
             let (rollouts, _) = store.list(Kind::Rollout, None)?;
             let now = jiff::Timestamp::now();
             for r in &rollouts {
                 if let Some(key) = lanes_store::key_of_value(r) {
-                    reconcile_one(store, &key, now)?;
+                    reconcile_one(store, &key, now, &*source)?;
                 }
             }
             sweep_orphans(store)

@@ -81,7 +81,32 @@ pub fn status(client: &Client, target: &str, ns: &str, watch: bool) -> Result<Ex
     let mut last = String::new();
     loop {
         let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
-        let line = describe_line(name, &r);
+        let mut line = describe_line(name, &r);
+        if let Some(a) = r.pointer("/status/analysis").filter(|a| a.is_object()) {
+            line.push_str(&format!(
+                "\n  analysis: {} passed, {} failed",
+                a["passes"].as_u64().unwrap_or(0),
+                a["failures"].as_u64().unwrap_or(0)
+            ));
+            for m in a["measurements"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                line.push_str(&format!(
+                    "\n  {} {} {}: {}",
+                    m["time"].as_str().unwrap_or(""),
+                    m["metric"].as_str().unwrap_or(""),
+                    m["verdict"].as_str().unwrap_or(""),
+                    m["message"].as_str().unwrap_or("")
+                ));
+            }
+        }
         if line != last {
             println!("{line}");
             last = line;

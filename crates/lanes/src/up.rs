@@ -108,7 +108,22 @@ async fn serve(opts: UpOptions) -> Result<()> {
         stop_rx.clone(),
     ));
     // Releases: the rollout controller steers canaries and stable Deployments.
-    tasks.spawn(lanes_runtime::rollouts::run(store.clone(), stop_rx.clone()));
+    let counts = metrics.clone();
+    let source: Arc<lanes_runtime::rollouts::SampleSource> =
+        Arc::new(move |svc: &str, ns: &str, subset: &str| {
+            let s = counts.attempt_sample(svc, ns, subset);
+            lanes_model::rollout::Sample {
+                time: String::new(),
+                total: s.total,
+                failures: s.failures,
+                buckets: s.buckets,
+            }
+        });
+    tasks.spawn(lanes_runtime::rollouts::run(
+        store.clone(),
+        source,
+        stop_rx.clone(),
+    ));
     let logs = opts.state_dir.join("logs");
     let ctx = Arc::new(lanes_runtime::pods::Context {
         store: store.clone(),

@@ -1,0 +1,197 @@
+//! Judging a canary from its attempts: one measurement per metric per interval, from
+//! the difference between two cumulative samples. Too few requests is inconclusive,
+//! never a failure.
+
+use lanes_model::rollout::{AnalysisMetric, Measurement, Sample};
+
+/// Upper bounds (ms) of the latency buckets samples count in (the data plane's).
+pub const BUCKETS_MS: [f64; 14] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Verdicts.
+pub mod verdict {
+    /// Within bounds.
+    pub const PASSED: &str = "Passed";
+    /// Out of bounds.
+    pub const FAILED: &str = "Failed";
+    /// Not enough data.
+    pub const INCONCLUSIVE: &str = "Inconclusive";
+}
+
+/// The 99th percentile (ms) of the attempts counted per bucket: the upper bound of the
+/// bucket holding it (twice the last bound when beyond every bound).
+pub fn p99_ms(buckets: &[u64]) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (total as f64 * 0.99).ceil() as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return Some(
+                BUCKETS_MS
+                    .get(i)
+                    .copied()
+                    .unwrap_or(BUCKETS_MS[BUCKETS_MS.len() - 1] * 2.0),
+            );
+        }
+    }
+    None
+}
+
+/// Measures `metric` over the interval from `prev` to `cur`. `external` is the value of
+/// a Prometheus query when the driver ran one (`Err` says why it could not).
+pub fn judge(
+    metric: &AnalysisMetric,
+    prev: &Sample,
+    cur: &Sample,
+    min_requests: u64,
+    external: Option<Result<f64, String>>,
+    now: &str,
+) -> Measurement {
+    let m = |value: Option<f64>, verdict: &str, message: String| Measurement {
+        time: now.to_string(),
+        metric: metric.name.clone(),
+        value,
+        verdict: verdict.to_string(),
+        message: Some(message),
+    };
+    if let Some(p) = &metric.prometheus {
+        return match external {
+            Some(Ok(v)) => {
+                let low = p.min.is_some_and(|min| v < min);
+                let high = p.max.is_some_and(|max| v > max);
+                if low || high {
+                    m(
+                        Some(v),
+                        verdict::FAILED,
+                        format!("{} = {v} is outside [{:?}, {:?}]", p.query, p.min, p.max),
+                    )
+                } else {
+                    m(Some(v), verdict::PASSED, format!("{} = {v}", p.query))
+                }
+            }
+            Some(Err(e)) => m(None, verdict::INCONCLUSIVE, format!("query failed: {e}")),
+            None => m(
+                None,
+                verdict::INCONCLUSIVE,
+                "no value from Prometheus".into(),
+            ),
+        };
+    }
+    // Counters that went backwards (a restarted data plane) count from zero.
+    let base = if cur.total < prev.total {
+        &Sample::default()
+    } else {
+        prev
+    };
+    let requests = cur.total - base.total;
+    if requests == 0 || requests < min_requests {
+        return m(
+            None,
+            verdict::INCONCLUSIVE,
+            format!(
+                "{requests} canary requests in the interval, fewer than minRequests {min_requests}; no verdict"
+            ),
+        );
+    }
+    let failures = cur.failures.saturating_sub(base.failures);
+    if let Some(sr) = &metric.success_rate {
+        let rate = 1.0 - failures as f64 / requests as f64;
+        let text = format!(
+            "success rate {rate:.3} over {requests} requests (min {})",
+            sr.min
+        );
+        return if rate >= sr.min {
+            m(Some(rate), verdict::PASSED, text)
+        } else {
+            m(Some(rate), verdict::FAILED, text)
+        };
+    }
+    if let Some(lat) = &metric.latency_p99 {
+        let delta: Vec<u64> = cur
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(base.buckets.get(i).copied().unwrap_or(0)))
+            .collect();
+        return match p99_ms(&delta) {
+            None => m(None, verdict::INCONCLUSIVE, "no latency recorded".into()),
+            Some(p99) => {
+                let text = format!(
+                    "p99 {p99} ms over {requests} requests (max {} ms)",
+                    lat.max_ms
+                );
+                if p99 <= lat.max_ms {
+                    m(Some(p99), verdict::PASSED, text)
+                } else {
+                    m(Some(p99), verdict::FAILED, text)
+                }
+            }
+        };
+    }
+    m(
+        None,
+        verdict::INCONCLUSIVE,
+        "the metric names no kind".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanes_model::rollout::{LatencyP99, SuccessRate};
+
+    fn sample(total: u64, failures: u64, fast: u64, slow: u64) -> Sample {
+        let mut buckets = vec![0; BUCKETS_MS.len() + 1];
+        buckets[4] = fast; // <= 10 ms
+        buckets[10] = slow; // <= 1000 ms
+        Sample {
+            time: String::new(),
+            total,
+            failures,
+            buckets,
+        }
+    }
+
+    fn rate(min: f64) -> AnalysisMetric {
+        AnalysisMetric {
+            name: "sr".into(),
+            success_rate: Some(SuccessRate { min }),
+            latency_p99: None,
+            prometheus: None,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let prev = sample(100, 0, 100, 0);
+        let m = judge(&rate(0.95), &prev, &sample(200, 50, 200, 0), 10, None, "t");
+        assert_eq!((m.verdict.as_str(), m.value), (verdict::FAILED, Some(0.5)));
+        let m = judge(&rate(0.95), &prev, &sample(200, 2, 200, 0), 10, None, "t");
+        assert_eq!(m.verdict, verdict::PASSED);
+        // Too few requests: inconclusive, never a failure.
+        let m = judge(&rate(0.95), &prev, &sample(105, 5, 105, 0), 10, None, "t");
+        assert_eq!(m.verdict, verdict::INCONCLUSIVE);
+        assert!(m.message.unwrap().contains("fewer than minRequests 10"));
+        let m = judge(&rate(0.95), &prev, &prev, 0, None, "t");
+        assert_eq!(m.verdict, verdict::INCONCLUSIVE);
+        // p99.
+        let lat = AnalysisMetric {
+            name: "lat".into(),
+            success_rate: None,
+            latency_p99: Some(LatencyP99 { max_ms: 500.0 }),
+            prometheus: None,
+        };
+        let m = judge(&lat, &prev, &sample(200, 0, 195, 5), 10, None, "t");
+        assert_eq!(
+            (m.verdict.as_str(), m.value),
+            (verdict::FAILED, Some(1000.0))
+        );
+        let m = judge(&lat, &prev, &sample(1200, 0, 1195, 5), 10, None, "t");
+        assert_eq!((m.verdict.as_str(), m.value), (verdict::PASSED, Some(10.0)));
+    }
+}
