@@ -148,6 +148,8 @@ pub struct Observed<'a> {
     pub sample: Option<Sample>,
     /// Why canary pods are not ready, when the runtime says (for the progress deadline).
     pub canary_problem: Option<String>,
+    /// Values of the `prometheus` metrics, by metric name, when the driver queried them.
+    pub external: std::collections::BTreeMap<String, Result<f64, String>>,
 }
 
 /// What the driver must do.
@@ -519,7 +521,8 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
         let mut failed = None;
         let mut all_passed = true;
         for metric in &cfg.metrics {
-            let m = analysis::judge(metric, &prev, cur, cfg.min_requests, None, &now);
+            let external = obs.external.get(&metric.name).cloned();
+            let m = analysis::judge(metric, &prev, cur, cfg.min_requests, external, &now);
             if m.verdict == analysis::verdict::FAILED && failed.is_none() {
                 failed = Some(format!(
                     "{}: {}",
@@ -836,6 +839,7 @@ mod tests {
             now,
             sample: None,
             canary_problem: None,
+            external: Default::default(),
         });
         r.status = Some(d.status.clone());
         d
@@ -1182,6 +1186,7 @@ mod tests {
             now: t0() + jiff::SignedDuration::from_secs(at),
             sample: Some(sample),
             canary_problem: Some("ImageNotMapped: no local command".into()),
+            external: Default::default(),
         });
         r.status = Some(d.status.clone());
         d
@@ -1235,6 +1240,7 @@ mod tests {
             now: t0(),
             sample: None,
             canary_problem: None,
+            external: Default::default(),
         });
         assert_eq!(d.status.phase.as_deref(), Some("Healthy"));
         assert!(

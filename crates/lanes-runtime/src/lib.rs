@@ -7,5 +7,6 @@ pub mod images;
 pub mod ipam;
 pub mod lanes;
 pub mod pods;
+pub mod prometheus;
 pub mod rollouts;
 pub mod sample;

@@ -141,6 +141,47 @@ pub fn apply_actions(
     Ok(())
 }
 
+/// The values of a Rollout's `prometheus` metrics, queried when a measurement is due.
+fn external_values(
+    rollout: &Value,
+    now: jiff::Timestamp,
+) -> std::collections::BTreeMap<String, Result<f64, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(object) = Object::from_value(rollout.clone()) else {
+        return out;
+    };
+    let Typed::Rollout(r) = &object.typed else {
+        return out;
+    };
+    let Some(cfg) = r
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.analysis.as_ref())
+    else {
+        return out;
+    };
+    let last = r
+        .status
+        .as_ref()
+        .and_then(|s| s.analysis.as_ref())
+        .and_then(|a| a.last_sample.as_ref())
+        .and_then(|s| s.time.parse::<jiff::Timestamp>().ok());
+    let interval =
+        jiff::SignedDuration::from_millis(cfg.interval.millis().unwrap_or(60_000) as i64);
+    if last.is_some_and(|t| now < t + interval) {
+        return out;
+    }
+    for m in &cfg.metrics {
+        if let Some(p) = &m.prometheus {
+            let v = crate::prometheus::query(&p.address, &p.query, Duration::from_secs(2));
+            out.insert(m.name.clone(), v);
+        }
+    }
+    out
+}
+
 /// Reads the cumulative attempts on a subset of a service: (service, namespace, subset).
 pub type SampleSource = dyn Fn(&str, &str, &str) -> Sample + Send + Sync;
 
@@ -221,6 +262,11 @@ pub fn reconcile_one(
     now: jiff::Timestamp,
     source: &SampleSource,
 ) -> Result<(), StoreError> {
+    // Prometheus queries run before the transaction, never while holding the store.
+    let external = match store.get(key)? {
+        Some(v) => external_values(&v, now),
+        None => Default::default(),
+    };
     store.write(|txn| {
         let Some(value) = txn.get(key)? else {
             return Ok(());
@@ -251,9 +297,13 @@ pub fn reconcile_one(
             .as_ref()
             .is_some_and(|c| c.analysis.is_some());
         let sample = match &workload_value {
-            Some(w) if analysed => {
-                canary_target(txn, &ns, rollout, w)?.map(|(svc, lane)| source(&svc, &ns, &lane))
-            }
+            // With analysis there is always a sample: a canary the data plane cannot
+            // place (no Service or lane selects it) has seen no traffic.
+            Some(w) if analysed => Some(
+                canary_target(txn, &ns, rollout, w)?
+                    .map(|(svc, lane)| source(&svc, &ns, &lane))
+                    .unwrap_or_default(),
+            ),
             _ => None,
         };
         let obs = Observed {
@@ -267,6 +317,7 @@ pub fn reconcile_one(
             canaries,
             now,
             sample,
+            external: external.clone(),
         };
         let decision = reconcile(&obs);
         apply_actions(txn, &ns, &wname, &decision.actions)?;

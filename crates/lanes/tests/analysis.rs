@@ -200,3 +200,238 @@ fn a_canary_with_an_unknown_image_fails_at_the_progress_deadline() {
             .ends_with("go-http-sample:1.0")
     );
 }
+
+/// A real Prometheus (Debian's package) scraping the daemon's `/metrics` every second,
+/// on an address of its own; stopped on drop.
+struct Prometheus {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn prometheus(target: &str) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: lanes\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{}']\n",
+            target.trim_start_matches("http://")
+        ),
+    )
+    .unwrap();
+    let host = format!(
+        "127.{}.{}.9",
+        30 + std::process::id() % 200,
+        1 + std::process::id() % 250
+    );
+    let address = format!("http://{host}:9090");
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={host}:9090"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the prometheus binary (Debian's prometheus package; .ci/run installs it)");
+    let p = Prometheus {
+        child,
+        address,
+        _dir: dir,
+    };
+    eventually(Duration::from_secs(60), || {
+        let (status, _, _) = http_get(&p.address, "/-/ready", &[]);
+        (status == 200).then_some(())
+    });
+    // Wait for the first scrape of the daemon.
+    eventually(Duration::from_secs(30), || {
+        let (_, _, body) = http_get(&p.address, "/api/v1/query?query=up", &[]);
+        body.contains("\"1\"").then_some(())
+    });
+    p
+}
+
+#[test]
+fn the_prometheus_metric_kind_passes_and_fails_releases_against_a_real_prometheus() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    let p = prometheus(&d.api);
+    let rollout_with = |name: &str, workload: &str, bound: &str| {
+        ANALYSED
+            .replace("rollouts-mocka", name)
+            .replace("mocka-v1", workload)
+            .replace(
+                "      EXTRA\n",
+                &format!(
+                    "      analysis:\n        interval: 2s\n        failureLimit: 0\n        onFailure: rollback\n        metrics:\n          - name: scraped\n            prometheus:\n              address: {}\n              query: 'sum(up{{job=\"lanes\"}})'\n              {bound}\n",
+                    p.address
+                ),
+            )
+    };
+    apply_text(&d, &rollout_with("rollouts-mocka", "mocka-v1", "min: 1"));
+    apply_text(&d, &rollout_with("rollouts-mockb", "mockb-v1", "max: 0"));
+    for (r, w) in [
+        ("rollouts-mocka", "mocka-v1"),
+        ("rollouts-mockb", "mockb-v1"),
+    ] {
+        eventually(Duration::from_secs(60), || {
+            (rollout(&d, r)["status"]["phase"] == "Healthy").then_some(())
+        });
+        d.ok(&[
+            "set",
+            "image",
+            &format!("deployment/{w}"),
+            "default=registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0",
+        ]);
+    }
+    // min: 1 holds (the daemon is up): the release passes analysis and waits for approval.
+    let a = eventually(Duration::from_secs(60), || {
+        let r = rollout(&d, "rollouts-mocka");
+        (r["status"]["canaryStatus"]["currentStepState"] == "StepPaused").then_some(r)
+    });
+    let m = &a["status"]["analysis"]["measurements"];
+    assert!(
+        m.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["verdict"] == "Passed" && m["value"] == 1.0),
+        "{m}"
+    );
+    // max: 0 does not: that release rolls back.
+    let b = eventually(Duration::from_secs(60), || {
+        let r = rollout(&d, "rollouts-mockb");
+        let msg = r["status"]["message"].as_str().unwrap_or("").to_string();
+        (r["status"]["phase"] == "Healthy" && msg.starts_with("rolled back:")).then_some(r)
+    });
+    assert!(
+        b["status"]["message"].as_str().unwrap().contains("scraped"),
+        "{}",
+        b["status"]["message"]
+    );
+    let dep: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mockb-v1", "-o", "json"])).unwrap();
+    assert!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(":1.0")
+    );
+}
+
+#[test]
+fn a_healthy_release_with_analysis_and_timed_pauses_completes_by_itself() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    apply_text(
+        &d,
+        &ANALYSED
+            .replace("        - replicas: 1\n", "        - replicas: 1\n          pause: {duration: 1}\n        - replicas: 100%\n          pause: {duration: 1}\n")
+            .replace(
+                "      EXTRA\n",
+                "      analysis:\n        interval: 1s\n        minRequests: 5\n        metrics:\n          - name: success-rate\n            successRate: {min: 0.95}\n",
+            ),
+    );
+    eventually(Duration::from_secs(60), || {
+        (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let gw = d.gateway.clone();
+    let load = std::thread::spawn(move || {
+        let mut i = 0;
+        while !s2.load(Ordering::Relaxed) {
+            http_get(
+                &gw,
+                "/mock",
+                &[
+                    ("x-asm-prefer-tag", "canary"),
+                    ("my-request-id", &format!("h{i}")),
+                ],
+            );
+            i += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    d.ok(&[
+        "set",
+        "image",
+        "deployment/mocka-v1",
+        "default=registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0",
+    ]);
+    eventually(Duration::from_secs(20), || {
+        (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Progressing").then_some(())
+    });
+    let r = eventually(Duration::from_secs(60), || {
+        let r = rollout(&d, "rollouts-mocka");
+        (r["status"]["phase"] == "Healthy").then_some(r)
+    });
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(r["status"]["message"], "workload deployment is completed");
+    let dep: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    assert!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(":2.0")
+    );
+    eventually(Duration::from_secs(30), || {
+        let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]);
+        body.starts_with("-> mocka(version: v2").then_some(())
+    });
+}
+
+#[test]
+fn without_canary_traffic_analysis_is_inconclusive_and_the_release_waits() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    apply_text(
+        &d,
+        &ANALYSED.replace(
+            "      EXTRA\n",
+            "      analysis:\n        interval: 1s\n        failureLimit: 0\n        minRequests: 5\n        metrics:\n          - name: success-rate\n            successRate: {min: 0.95}\n",
+        ),
+    );
+    eventually(Duration::from_secs(60), || {
+        (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
+    });
+    d.ok(&[
+        "set",
+        "image",
+        "deployment/mocka-v1",
+        "default=registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0",
+    ]);
+    let r = eventually(Duration::from_secs(60), || {
+        let r = rollout(&d, "rollouts-mocka");
+        let n = r["status"]["analysis"]["measurements"]
+            .as_array()
+            .map_or(0, Vec::len);
+        (n >= 3).then_some(r)
+    });
+    assert_eq!(r["status"]["phase"], "Progressing");
+    assert_eq!(
+        r["status"]["canaryStatus"]["currentStepState"],
+        "StepMetricsAnalysis"
+    );
+    assert_eq!(r["status"]["analysis"]["failures"], 0);
+    assert!(
+        r["status"]["analysis"]["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["verdict"] == "Inconclusive")
+    );
+    let msg = r["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("fewer than minRequests 5"), "{msg}");
+}

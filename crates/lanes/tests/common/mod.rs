@@ -33,7 +33,10 @@ pub fn http_get(
 ) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let addr = addr.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => return (0, Vec::new(), format!("cannot connect to {addr}: {e}")),
+    };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
