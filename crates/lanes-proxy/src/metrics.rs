@@ -3,16 +3,39 @@
 //! subset; fallbacks by reason; correlation-table size and evictions.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+/// A label value shared by reference count: labels are built on every request, and
+/// cloning one of these does not allocate.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Self {
+        Label(s.into())
+    }
+}
+
+impl From<&Arc<str>> for Label {
+    fn from(s: &Arc<str>) -> Self {
+        Label(s.clone())
+    }
+}
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,13 +43,13 @@ pub struct RequestLabels {
     /// `gateway`, `inbound` or `outbound`.
     pub role: &'static str,
     /// Destination service (empty for hosts outside the mesh).
-    pub service: String,
+    pub service: Label,
     /// Destination namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// The request's lane (empty outside lane groups).
-    pub lane: String,
+    pub lane: Label,
     /// The subset that served it.
-    pub subset: String,
+    pub subset: Label,
     /// Response status.
     pub code: u16,
     /// Fallback reason, or `none`.
@@ -37,35 +60,35 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
     /// Destination service.
-    pub service: String,
+    pub service: Label,
     /// Destination namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Subset that served.
-    pub subset: String,
+    pub subset: Label,
 }
 
 /// Labels of the fallback counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabels {
     /// Destination service.
-    pub service: String,
+    pub service: Label,
     /// Why the request fell back.
     pub reason: &'static str,
     /// Lane asked for.
-    pub from: String,
+    pub from: Label,
     /// Lane that served.
-    pub to: String,
+    pub to: Label,
 }
 
 /// Labels of the upstream attempt counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     /// Destination service.
-    pub service: String,
+    pub service: Label,
     /// Destination namespace.
-    pub namespace: String,
+    pub namespace: Label,
     /// Subset tried.
-    pub subset: String,
+    pub subset: Label,
     /// `success` or `failure` (5xx, connect error, reset, timeout).
     pub outcome: &'static str,
 }
@@ -126,7 +149,7 @@ pub struct Metrics {
     pub correlation_evictions: Family<PodLabels, Counter>,
     /// `lanes_upstream_attempts_total`: every attempt, the retried ones included.
     pub attempts: Family<AttemptLabels, Counter>,
-    attempt_counts: Mutex<HashMap<(String, String, String), Arc<AttemptCounts>>>,
+    attempt_counts: std::sync::RwLock<HashMap<(Label, Label, Label), Arc<AttemptCounts>>>,
 }
 
 impl Default for Metrics {
@@ -175,7 +198,7 @@ impl Metrics {
         );
         Metrics {
             attempts,
-            attempt_counts: Mutex::new(HashMap::new()),
+            attempt_counts: std::sync::RwLock::new(HashMap::new()),
             registry,
             requests,
             latency,
@@ -193,31 +216,34 @@ impl Metrics {
     /// Records one attempt on `subset` of a service.
     pub fn record_attempt(
         &self,
-        service: &str,
-        namespace: &str,
-        subset: &str,
+        service: &Label,
+        namespace: &Label,
+        subset: &Label,
         failed: bool,
         took: Duration,
     ) {
         self.attempts
             .get_or_create(&AttemptLabels {
-                service: service.to_string(),
-                namespace: namespace.to_string(),
-                subset: subset.to_string(),
+                service: service.clone(),
+                namespace: namespace.clone(),
+                subset: subset.clone(),
                 outcome: if failed { "failure" } else { "success" },
             })
             .inc();
-        let counts = {
-            let Ok(mut map) = self.attempt_counts.lock() else {
-                return;
-            };
-            map.entry((
-                service.to_string(),
-                namespace.to_string(),
-                subset.to_string(),
-            ))
-            .or_default()
-            .clone()
+        let key = (service.clone(), namespace.clone(), subset.clone());
+        let found = self
+            .attempt_counts
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        let counts = match found {
+            Some(c) => c,
+            None => {
+                let Ok(mut map) = self.attempt_counts.write() else {
+                    return;
+                };
+                map.entry(key).or_default().clone()
+            }
         };
         counts.total.fetch_add(1, Ordering::Relaxed);
         if failed {
@@ -233,14 +259,16 @@ impl Metrics {
 
     /// The attempts on `subset` of a service so far (zero when none).
     pub fn attempt_sample(&self, service: &str, namespace: &str, subset: &str) -> AttemptSample {
-        let counts = self.attempt_counts.lock().ok().and_then(|m| {
-            m.get(&(
-                service.to_string(),
-                namespace.to_string(),
-                subset.to_string(),
-            ))
-            .cloned()
-        });
+        let key = (
+            Label::from(service),
+            Label::from(namespace),
+            Label::from(subset),
+        );
+        let counts = self
+            .attempt_counts
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
         match counts {
             None => AttemptSample {
                 buckets: vec![0; ATTEMPT_BUCKETS_MS.len() + 1],

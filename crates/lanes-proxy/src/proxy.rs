@@ -20,7 +20,7 @@ use crate::body::{Prepared, ProxyBody, boxed, full, prepare};
 use crate::config::{Endpoint, PodIdentity, Settings};
 use crate::correlation::CorrelationTable;
 use crate::matching::RequestView;
-use crate::metrics::{FallbackLabels, LatencyLabels, Metrics, PodLabels, RequestLabels};
+use crate::metrics::{FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels};
 use crate::routing::{Choice, FallbackReason, Routing, RoutingError, Service, Subset};
 
 /// Response header naming the lanes of a fallback: `<from>-><to>`.
@@ -206,7 +206,7 @@ impl Mesh {
         };
         let Some((group, lane, service, port)) = routing.ingress(&view) else {
             let path = req.uri().path().to_string();
-            self.count(Side::Gateway, None, None, "", 404, "none");
+            self.count(Side::Gateway, None, None, Label::default(), 404, "none");
             return error_response(
                 StatusCode::NOT_FOUND,
                 format!("no lane ingress rule matches host {host:?} path {path:?}"),
@@ -215,7 +215,14 @@ impl Mesh {
         let choice = match routing.choose(service, Some(&lane)) {
             Ok(c) => c,
             Err(e) => {
-                self.count(Side::Gateway, Some(service), Some(&lane), "", 503, "none");
+                self.count(
+                    Side::Gateway,
+                    Some(service),
+                    Some(&lane),
+                    Label::default(),
+                    503,
+                    "none",
+                );
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
             }
         };
@@ -240,7 +247,7 @@ impl Mesh {
         let pod = &sidecar.pod;
         let Some(service) = routing.service_for_host(&host, &pod.namespace) else {
             if self.settings.registry_only {
-                self.count(Side::Outbound, None, None, "", 502, "none");
+                self.count(Side::Outbound, None, None, Label::default(), 502, "none");
                 return error_response(
                     StatusCode::BAD_GATEWAY,
                     format!("registry-only: host {host:?} is no mesh service"),
@@ -266,7 +273,7 @@ impl Mesh {
                     Side::Outbound,
                     Some(service),
                     lane.as_ref(),
-                    "",
+                    Label::default(),
                     503,
                     "none",
                 );
@@ -389,10 +396,10 @@ impl Mesh {
             .requests
             .get_or_create(&RequestLabels {
                 role: Side::Inbound.as_str(),
-                service: String::new(),
-                namespace: pod.namespace.clone(),
-                lane: String::new(),
-                subset: String::new(),
+                service: Label::default(),
+                namespace: sidecar.namespace_label.clone(),
+                lane: Label::default(),
+                subset: Label::default(),
                 code,
                 fallback: "none",
             })
@@ -441,7 +448,7 @@ impl Mesh {
             Side::Outbound,
             None,
             None,
-            "",
+            Label::default(),
             resp.status().as_u16(),
             "none",
         );
@@ -521,7 +528,12 @@ impl Mesh {
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
             *req.version_mut() = version;
-            *req.headers_mut() = parts.headers.clone();
+            // The headers are copied only while a retry may still need them.
+            *req.headers_mut() = if retry.is_some() && !tried_retry {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
             let attempt_started = Instant::now();
             let attempt = self.send(req, version).await;
             let failed = match &attempt {
@@ -529,9 +541,9 @@ impl Mesh {
                 _ => true,
             };
             self.metrics.record_attempt(
-                &routed.service.name,
-                &routed.service.namespace,
-                &subset.lane,
+                &(&routed.service.name).into(),
+                &(&routed.service.namespace).into(),
+                &(&subset.lane).into(),
                 failed,
                 attempt_started.elapsed(),
             );
@@ -621,26 +633,26 @@ impl Mesh {
             routed.side,
             Some(routed.service),
             routed.lane.as_ref(),
-            &subset.lane,
+            (&subset.lane).into(),
             resp.status().as_u16(),
             reason,
         );
         self.metrics
             .latency
             .get_or_create(&LatencyLabels {
-                service: routed.service.name.to_string(),
-                namespace: routed.service.namespace.to_string(),
-                subset: subset.lane.to_string(),
+                service: (&routed.service.name).into(),
+                namespace: (&routed.service.namespace).into(),
+                subset: (&subset.lane).into(),
             })
             .observe(started.elapsed().as_secs_f64());
         if let Some((from, to, reason)) = fallback {
             self.metrics
                 .fallbacks
                 .get_or_create(&FallbackLabels {
-                    service: routed.service.name.to_string(),
+                    service: (&routed.service.name).into(),
                     reason: reason.as_str(),
-                    from: from.to_string(),
-                    to: to.to_string(),
+                    from: from.into(),
+                    to: to.into(),
                 })
                 .inc();
         }
@@ -651,7 +663,7 @@ impl Mesh {
         side: Side,
         service: Option<&Service>,
         lane: Option<&Arc<str>>,
-        subset: &str,
+        subset: Label,
         code: u16,
         fallback: &'static str,
     ) {
@@ -659,10 +671,10 @@ impl Mesh {
             .requests
             .get_or_create(&RequestLabels {
                 role: side.as_str(),
-                service: service.map(|s| s.name.to_string()).unwrap_or_default(),
-                namespace: service.map(|s| s.namespace.to_string()).unwrap_or_default(),
-                lane: lane.map(|l| l.to_string()).unwrap_or_default(),
-                subset: subset.to_string(),
+                service: service.map(|s| (&s.name).into()).unwrap_or_default(),
+                namespace: service.map(|s| (&s.namespace).into()).unwrap_or_default(),
+                lane: lane.map(Label::from).unwrap_or_default(),
+                subset: subset.clone(),
                 code,
                 fallback,
             })
@@ -718,6 +730,8 @@ pub struct Sidecar {
     /// Trace → `from->to` of a fallback on one of the pod's outbound calls, reported on
     /// the inbound response of the same trace.
     pub fallbacks: CorrelationTable,
+    /// The pod's namespace as a metric label.
+    pub namespace_label: Label,
 }
 
 impl Sidecar {
@@ -738,6 +752,7 @@ impl Sidecar {
             settings.correlation_ttl(),
         );
         Sidecar {
+            namespace_label: pod.namespace.as_str().into(),
             pod,
             correlation,
             fallbacks,

@@ -59,12 +59,15 @@ pub fn run(config: &Path, threads: Option<usize>) -> Result<ExitCode> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let file = ProxyFile::parse(&text).with_context(|| format!("{}", config.display()))?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One thread: a current-thread runtime (no work stealing, no cross-thread wake-ups),
+    // as Envoy's single worker runs.
+    let mut rt = match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     rt.enable_all();
-    if let Some(n) = threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
+    if let Some(n) = threads.filter(|n| *n > 1) {
         rt.worker_threads(n);
     }
     let rt = rt.build()?;
