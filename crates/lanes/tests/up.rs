@@ -229,10 +229,11 @@ fn restarts_keep_every_object_with_its_version() {
             let list: Value =
                 serde_json::from_str(&d.ok(&["get", kind, "-A", "-o", "json"])).unwrap();
             // Objects no controller writes come back exactly, resourceVersion included;
-            // Deployments, whose status the controllers keep up to date as the pods come
-            // back, come back with the same uid, generation and spec.
+            // Deployments and Rollouts, whose status the controllers keep up to date (the
+            // pods come back and report again), come back with the same uid, generation
+            // and spec.
             for o in list["items"].as_array().unwrap() {
-                let version = if o["kind"] == "Deployment" {
+                let version = if o["kind"] == "Deployment" || o["kind"] == "Rollout" {
                     format!(
                         "uid {} generation {} spec {}",
                         o["metadata"]["uid"], o["metadata"]["generation"], o["spec"]
