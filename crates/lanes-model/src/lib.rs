@@ -15,3 +15,17 @@ pub mod validate;
 pub use decode::{Diagnostic, Loaded, Severity, Source, decode_bytes, decode_str, load_paths};
 pub use kind::Kind;
 pub use object::{FieldError, Object, ObjectKey, Typed};
+
+/// The CustomResourceDefinitions of the kinds Lanes defines (lane groups, lanes,
+/// Rollouts), generated from the Rust types, as a multi-document YAML stream.
+pub fn crds() -> Vec<serde_json::Value> {
+    use kube::CustomResourceExt;
+    [
+        serde_json::to_value(lane::ASMSwimLaneGroup::crd()),
+        serde_json::to_value(lane::ASMSwimLane::crd()),
+        serde_json::to_value(rollout::Rollout::crd()),
+    ]
+    .into_iter()
+    .filter_map(Result::ok)
+    .collect()
+}

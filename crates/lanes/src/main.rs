@@ -70,6 +70,9 @@ enum Command {
     /// Run the article's walkthrough end to end on a private instance, checking every
     /// answer against the article.
     Demo,
+    /// Print the CustomResourceDefinitions of ASMSwimLaneGroup, ASMSwimLane and Rollout
+    /// (what `deploy/crds.yaml` holds).
+    Crds,
     /// Run the sample service (the article's go-http-sample), configured by its
     /// environment: app, version, POD_IP, upstream_url, HTTP_PROXY, FAIL_RATE, LATENCY_MS.
     Sample,
@@ -290,6 +293,10 @@ fn main() -> ExitCode {
                 })
             }),
         Command::Sample => sample::run(),
+        Command::Crds => offline::to_yaml_stream(&lanes_model::crds()).map(|text| {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }),
         Command::Demo => demo::run(),
         Command::Rollout { ref action } => {
             client().map_err(Into::into).and_then(|c| match action {
