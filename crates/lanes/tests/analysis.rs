@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn rollout(d: &Daemon, name: &str) -> Value {
-    serde_json::from_str(&d.ok(&["get", "rollout", name, "-o", "json"])).unwrap()
-}
-
-fn apply_text(d: &Daemon, text: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("x.yaml");
-    std::fs::write(&f, text).unwrap();
-    d.ok(&["apply", "-f", f.to_str().unwrap()]);
-}
-
 const ANALYSED: &str = r#"
 apiVersion: rollouts.kruise.io/v1beta1
 kind: Rollout

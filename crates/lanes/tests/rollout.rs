@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -23,10 +21,6 @@ fn patch_image(d: &Daemon, deploy: &str, version: &str) {
             r#"{{"spec": {{"template": {{"spec": {{"containers": [{{"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:{version}"}}]}}}}}}}}"#
         ),
     ]);
-}
-
-fn rollout(d: &Daemon, name: &str) -> Value {
-    serde_json::from_str(&d.ok(&["get", "rollout", name, "-o", "json"])).unwrap()
 }
 
 fn wait_state(d: &Daemon, name: &str, phase: &str, state: Option<&str>) -> Value {
@@ -55,13 +49,6 @@ fn pod_images(d: &Daemon, app: &str) -> Vec<String> {
                 .unwrap()
                 .to_string()
         })
-        .collect()
-}
-
-fn versions(body: &str) -> Vec<String> {
-    body.split("(version: ")
-        .skip(1)
-        .map(|s| s.split(',').next().unwrap().to_string())
         .collect()
 }
 
@@ -189,41 +176,9 @@ fn no_request_fails_during_approve_finalising_and_undo() {
     eventually(Duration::from_secs(60), || {
         (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut load = Vec::new();
-    for lane in ["base", "canary"] {
-        let (stop, ok, failures, gw) = (
-            stop.clone(),
-            ok.clone(),
-            failures.clone(),
-            d.gateway.clone(),
-        );
-        load.push(std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let (status, _, body) = http_get(
-                    &gw,
-                    "/mock",
-                    &[
-                        ("x-asm-prefer-tag", lane),
-                        ("my-request-id", &format!("{lane}-{i}")),
-                    ],
-                );
-                if status == 200 && versions(&body).len() == 3 {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("{lane}: {status} {body}"));
-                }
-                i += 1;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }));
-    }
+    let load = SteadyLoad::start(&d.gateway, &["base", "canary"], |_, status, body| {
+        status == 200 && versions(body).len() == 3
+    });
     // A release approved and finalised...
     patch_image(&d, "mockb-v1", "2.0");
     wait_state(&d, "rollouts-mockb", "Progressing", Some("StepPaused"));
@@ -243,19 +198,11 @@ fn no_request_fails_during_approve_finalising_and_undo() {
         (pod_images(&d, "mockc") == ["1.0"]).then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        l.join().unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
-        "only {} requests",
-        ok.load(Ordering::Relaxed)
-    );
+    let (ok, failures) = load.finish();
+    assert!(ok > 100, "only {ok} requests");
     assert!(
         failures.is_empty(),
-        "{} failed, e.g. {:?}",
+        "{} failed: {:?}",
         failures.len(),
         &failures[..failures.len().min(3)]
     );

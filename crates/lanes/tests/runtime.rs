@@ -6,8 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -60,13 +58,6 @@ fn settled(d: &Daemon, deployments: usize) {
     });
 }
 
-fn versions(body: &str) -> Vec<String> {
-    body.split("(version: ")
-        .skip(1)
-        .map(|s| s.split(',').next().unwrap().to_string())
-        .collect()
-}
-
 const MOCKB_CANARY: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
@@ -98,13 +89,6 @@ spec:
           ports:
             - containerPort: 8000
 "#;
-
-fn apply_text(d: &Daemon, text: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("x.yaml");
-    std::fs::write(&f, text).unwrap();
-    d.ok(&["apply", "-f", f.to_str().unwrap()]);
-}
 
 #[test]
 fn the_articles_first_curl_and_a_hand_made_canary() {
@@ -273,38 +257,9 @@ fn a_killed_pod_restarts_and_scaling_under_load_fails_nothing() {
     });
 
     // Scale mockb 1 → 3 → 1 under a steady load through the gateway.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut load = Vec::new();
-    for w in 0..2 {
-        let (stop, ok, failures, gw) = (
-            stop.clone(),
-            ok.clone(),
-            failures.clone(),
-            d.gateway.clone(),
-        );
-        load.push(std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let (status, _, body) = http_get(
-                    &gw,
-                    "/mock",
-                    &[
-                        ("x-asm-prefer-tag", "base"),
-                        ("my-request-id", &format!("{w}-{i}")),
-                    ],
-                );
-                if status == 200 && versions(&body) == ["v1", "v1", "v1"] {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failures.lock().unwrap().push(format!("{status} {body}"));
-                }
-                i += 1;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }));
-    }
+    let load = SteadyLoad::start(&d.gateway, &["base", "base"], |_, status, body| {
+        status == 200 && versions(body) == ["v1", "v1", "v1"]
+    });
     d.ok(&[
         "patch",
         "deploy",
@@ -337,16 +292,8 @@ fn a_killed_pod_restarts_and_scaling_under_load_fails_nothing() {
             .then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        l.join().unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        ok.load(Ordering::Relaxed) > 50,
-        "only {} requests",
-        ok.load(Ordering::Relaxed)
-    );
+    let (ok, failures) = load.finish();
+    assert!(ok > 50, "only {ok} requests");
     assert!(
         failures.is_empty(),
         "{} failed: {:?}",

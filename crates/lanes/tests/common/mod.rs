@@ -245,3 +245,95 @@ pub fn objects(yaml: &str) -> Vec<serde_json::Value> {
     v.sort_by_key(|o| (o["kind"].to_string(), o["metadata"]["name"].to_string()));
     v
 }
+
+/// The versions a chain answer names, in order: "-> mocka(version: v2, ...)..." → [v2, ...].
+pub fn versions(body: &str) -> Vec<String> {
+    body.split("(version: ")
+        .skip(1)
+        .map(|s| s.split(',').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A Rollout's JSON.
+pub fn rollout(d: &Daemon, name: &str) -> serde_json::Value {
+    serde_json::from_str(&d.ok(&["get", "rollout", name, "-o", "json"])).unwrap()
+}
+
+/// `lanes apply` of a YAML text.
+pub fn apply_text(d: &Daemon, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.yaml");
+    std::fs::write(&f, text).unwrap();
+    d.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+/// A steady, bounded load through the gateway: one thread per lane, a request every few
+/// milliseconds, until [`SteadyLoad::finish`]; each answer judged by `accept(lane,
+/// status, body)`.
+pub struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    pub fn start(
+        gateway: &str,
+        lanes: &[&'static str],
+        accept: fn(&str, u16, &str) -> bool,
+    ) -> SteadyLoad {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = lanes
+            .iter()
+            .map(|&lane| {
+                let (stop, ok, failures, gw) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failures.clone(),
+                    gateway.to_string(),
+                );
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let id = format!("{lane}-{i}");
+                        let (status, _, body) = http_get(
+                            &gw,
+                            "/mock",
+                            &[("x-asm-prefer-tag", lane), ("my-request-id", &id)],
+                        );
+                        if accept(lane, status, &body) {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{lane}: {status} {body}"));
+                        }
+                        i += 1;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        SteadyLoad {
+            stop,
+            ok,
+            failures,
+            threads,
+        }
+    }
+
+    /// Stops the load; the answers accepted and the ones not.
+    pub fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(std::sync::atomic::Ordering::Relaxed), failures)
+    }
+}
