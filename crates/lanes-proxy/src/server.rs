@@ -97,6 +97,34 @@ pub async fn serve_gateway(
     .await;
 }
 
+/// Which side of a sidecar a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SidecarSide {
+    Inbound,
+    Outbound,
+}
+
+async fn serve_sidecar(
+    listener: TcpListener,
+    mesh: Arc<Mesh>,
+    sidecar: Arc<Sidecar>,
+    shutdown: watch::Receiver<bool>,
+    side: SidecarSide,
+) {
+    let settings = mesh.settings().clone();
+    serve(listener, &settings, shutdown, move |req| {
+        let mesh = mesh.clone();
+        let sidecar = sidecar.clone();
+        async move {
+            match side {
+                SidecarSide::Inbound => mesh.inbound(&sidecar, req).await,
+                SidecarSide::Outbound => mesh.outbound(&sidecar, req).await,
+            }
+        }
+    })
+    .await;
+}
+
 /// Serves a sidecar's inbound side.
 pub async fn serve_inbound(
     listener: TcpListener,
@@ -104,13 +132,7 @@ pub async fn serve_inbound(
     sidecar: Arc<Sidecar>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let settings = mesh.settings().clone();
-    serve(listener, &settings, shutdown, move |req| {
-        let mesh = mesh.clone();
-        let sidecar = sidecar.clone();
-        async move { mesh.inbound(&sidecar, req).await }
-    })
-    .await;
+    serve_sidecar(listener, mesh, sidecar, shutdown, SidecarSide::Inbound).await;
 }
 
 /// Serves a sidecar's outbound side (the application's `HTTP_PROXY`).
@@ -120,11 +142,5 @@ pub async fn serve_outbound(
     sidecar: Arc<Sidecar>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let settings = mesh.settings().clone();
-    serve(listener, &settings, shutdown, move |req| {
-        let mesh = mesh.clone();
-        let sidecar = sidecar.clone();
-        async move { mesh.outbound(&sidecar, req).await }
-    })
-    .await;
+    serve_sidecar(listener, mesh, sidecar, shutdown, SidecarSide::Outbound).await;
 }
