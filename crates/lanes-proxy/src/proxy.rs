@@ -154,12 +154,15 @@ struct Routed<'a> {
 impl Mesh {
     /// A mesh with empty routing.
     pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Arc<Mesh> {
+        // Idle upstream connections are dropped well before a server closes them (hyper
+        // closes idle keep-alive connections at its header-read timeout, Node.js after
+        // 5 s): reusing one the server is closing fails a request for nothing.
+        let idle = Duration::from_secs(4);
         let mut h1 = Client::builder(TokioExecutor::new());
-        h1.pool_idle_timeout(Duration::from_secs(90))
+        h1.pool_idle_timeout(idle)
             .pool_max_idle_per_host(settings.pool_max_idle_per_host);
         let mut h2 = Client::builder(TokioExecutor::new());
-        h2.http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(90));
+        h2.http2_only(true).pool_idle_timeout(idle);
         Arc::new(Mesh {
             routing: ArcSwap::from_pointee(Routing::default()),
             http1: h1.build(connector(&settings)),

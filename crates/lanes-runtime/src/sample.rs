@@ -303,9 +303,12 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
-    let client = Client::builder(TokioExecutor::new()).build(Connector {
-        proxy: config.proxy,
-    });
+    // Idle connections to the sidecar go before the sidecar closes them.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build(Connector {
+            proxy: config.proxy,
+        });
     let sample = Arc::new(Sample {
         config,
         client,

@@ -47,6 +47,7 @@ fn a_failing_canary_rolls_back_by_itself_and_the_base_lane_never_fails() {
     eventually(Duration::from_secs(60), || {
         (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
     });
+    settled(&d, 3);
     eventually(Duration::from_secs(60), || {
         (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
     });
@@ -164,6 +165,7 @@ fn a_canary_with_an_unknown_image_fails_at_the_progress_deadline() {
     eventually(Duration::from_secs(60), || {
         (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
     });
+    settled(&d, 3);
     d.ok(&[
         "set",
         "image",
@@ -255,6 +257,7 @@ fn the_prometheus_metric_kind_passes_and_fails_releases_against_a_real_prometheu
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     let p = prometheus(&d.api);
+    settled(&d, 3);
     let rollout_with = |name: &str, workload: &str, bound: &str| {
         ANALYSED
             .replace("rollouts-mocka", name)
@@ -333,6 +336,7 @@ fn a_healthy_release_with_analysis_and_timed_pauses_completes_by_itself() {
     eventually(Duration::from_secs(60), || {
         (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
     });
+    settled(&d, 3);
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let gw = d.gateway.clone();
@@ -395,6 +399,7 @@ fn without_canary_traffic_analysis_is_inconclusive_and_the_release_waits() {
     eventually(Duration::from_secs(60), || {
         (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
     });
+    settled(&d, 3);
     d.ok(&[
         "set",
         "image",

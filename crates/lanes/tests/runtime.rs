@@ -42,22 +42,6 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// Waits until every Deployment is fully available.
-fn settled(d: &Daemon, deployments: usize) {
-    eventually(Duration::from_secs(60), || {
-        let list: Value = serde_json::from_str(&d.ok(&["get", "deploy", "-o", "json"])).unwrap();
-        let items = list["items"].as_array().unwrap();
-        let ok = items.len() == deployments
-            && items.iter().all(|i| {
-                let want = i["spec"]["replicas"].as_i64().unwrap_or(1);
-                i["status"]["availableReplicas"].as_i64() == Some(want)
-                    && i["status"]["replicas"].as_i64() == Some(want)
-                    && i["status"]["updatedReplicas"].as_i64() == Some(want)
-            });
-        ok.then_some(())
-    });
-}
-
 const MOCKB_CANARY: &str = r#"
 apiVersion: apps/v1
 kind: Deployment

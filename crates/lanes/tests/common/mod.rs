@@ -337,3 +337,21 @@ impl SteadyLoad {
         (self.ok.load(std::sync::atomic::Ordering::Relaxed), failures)
     }
 }
+
+/// Waits until `deployments` Deployments exist and every one is fully rolled out and
+/// available (the seed's chain answers end to end).
+pub fn settled(d: &Daemon, deployments: usize) {
+    eventually(Duration::from_secs(60), || {
+        let list: serde_json::Value =
+            serde_json::from_str(&d.ok(&["get", "deploy", "-o", "json"])).unwrap();
+        let items = list["items"].as_array().unwrap();
+        let ok = items.len() == deployments
+            && items.iter().all(|i| {
+                let want = i["spec"]["replicas"].as_i64().unwrap_or(1);
+                i["status"]["availableReplicas"].as_i64() == Some(want)
+                    && i["status"]["replicas"].as_i64() == Some(want)
+                    && i["status"]["updatedReplicas"].as_i64() == Some(want)
+            });
+        ok.then_some(())
+    });
+}
