@@ -735,6 +735,30 @@ pub struct Sidecar {
     pub fallbacks: CorrelationTable,
     /// The pod's namespace as a metric label.
     pub namespace_label: Label,
+    /// The pod's series of the correlation metrics, removed with the sidecar so pod
+    /// churn does not grow the registry.
+    series: (PodLabels, PodSeries),
+}
+
+/// Handles on the per-pod metric families.
+#[derive(Debug)]
+struct PodSeries {
+    entries: prometheus_client::metrics::family::Family<
+        PodLabels,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+    evictions: prometheus_client::metrics::family::Family<
+        PodLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let (labels, families) = &self.series;
+        families.entries.remove(labels);
+        families.evictions.remove(labels);
+    }
 }
 
 impl Sidecar {
@@ -759,11 +783,44 @@ impl Sidecar {
             pod,
             correlation,
             fallbacks,
+            series: (
+                labels,
+                PodSeries {
+                    entries: metrics.correlation_entries.clone(),
+                    evictions: metrics.correlation_evictions.clone(),
+                },
+            ),
         }
     }
 
     /// The pod's labels.
     pub fn labels(&self) -> &BTreeMap<String, String> {
         &self.pod.labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_sidecar_takes_its_series_with_it() {
+        let metrics = Metrics::new();
+        let pod = PodIdentity {
+            name: "p1".into(),
+            namespace: "default".into(),
+            labels: BTreeMap::new(),
+            app_address: SocketAddr::from(([127, 0, 0, 1], 9)),
+            ports: vec![9],
+        };
+        let sidecar = Sidecar::new(pod, &Settings::default(), &metrics);
+        sidecar.correlation.record("t", "canary".into());
+        assert!(
+            metrics
+                .encode()
+                .contains("lanes_correlation_entries{pod=\"p1\"")
+        );
+        drop(sidecar);
+        assert!(!metrics.encode().contains("pod=\"p1\""));
     }
 }
