@@ -112,18 +112,38 @@ impl Demo {
     /// against the versions the article shows.
     fn curl(&mut self, lane: &str, id: &str, want: [&str; 3]) -> Result<()> {
         println!("$ curl ${{GATEWAY}}/mock -H 'x-asm-prefer-tag: {lane}' -H 'my-request-id: {id}'");
-        let body = get(&self.gateway, lane, id)?;
+        let parse = |body: &str| -> (Vec<String>, Vec<String>) {
+            let versions = body
+                .split("(version: ")
+                .skip(1)
+                .map(|s| s.split(',').next().unwrap_or("").to_string())
+                .collect();
+            let apps = body
+                .split("-> ")
+                .skip(1)
+                .map(|s| s.split('(').next().unwrap_or("").to_string())
+                .collect();
+            (versions, apps)
+        };
+        // The gateway follows the controllers within moments: give it a few seconds to
+        // route as the rollout now stands before judging the answer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let body = loop {
+            let answer = get(&self.gateway, lane, id);
+            let done = match &answer {
+                Ok(body) => {
+                    let (v, a) = parse(body);
+                    v == want && a == ["mocka", "mockb", "mockc"]
+                }
+                Err(_) => false,
+            };
+            if done || Instant::now() > deadline {
+                break answer?;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         println!("{body}");
-        let got: Vec<String> = body
-            .split("(version: ")
-            .skip(1)
-            .map(|s| s.split(',').next().unwrap_or("").to_string())
-            .collect();
-        let apps: Vec<&str> = body
-            .split("-> ")
-            .skip(1)
-            .map(|s| s.split('(').next().unwrap_or(""))
-            .collect();
+        let (got, apps) = parse(&body);
         self.check(
             got == want && apps == ["mocka", "mockb", "mockc"],
             &format!(

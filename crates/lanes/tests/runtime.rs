@@ -38,6 +38,19 @@ fn curl(d: &Daemon, lane: &str, id: &str) -> (u16, Vec<(String, String)>, String
     )
 }
 
+/// The first curl after the Deployments settle: the gateway learns of ready pods from
+/// the lane controller's next snapshot, a moment after their Deployment reports them.
+fn curl_when_routed(d: &Daemon, lane: &str, id: &str) -> (u16, Vec<(String, String)>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = curl(d, lane, id);
+        if answer.0 == 200 || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
@@ -92,7 +105,7 @@ fn the_articles_first_curl_and_a_hand_made_canary() {
     let want = format!(
         "-> mocka(version: v1, ip: {a})-> mockb(version: v1, ip: {b})-> mockc(version: v1, ip: {c})"
     );
-    let (status, _, body) = curl(&d, "base", "9999");
+    let (status, _, body) = curl_when_routed(&d, "base", "9999");
     assert_eq!((status, body.as_str()), (200, want.as_str()));
     // The canary lane is empty: everything falls back.
     let (status, headers, body) = curl(&d, "canary", "10000");
@@ -307,7 +320,7 @@ fn an_unknown_image_leaves_the_pod_in_a_clear_error_and_nothing_else_breaks() {
     );
     assert!(reason.contains("\"ghcr.io/acme/mystery\" = ["), "{reason}");
     settled(&d, 3);
-    let (status, _, body) = curl(&d, "base", "ok");
+    let (status, _, body) = curl_when_routed(&d, "base", "ok");
     assert_eq!(status, 200, "{body}");
 }
 
