@@ -414,9 +414,7 @@ async fn patch(
     let stored = blocking(move || {
         store
             .write(|t| {
-                let current = t
-                    .get(&key)?
-                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let current = stored(t, &key)?;
                 let mut patched =
                     apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
                 admit(t, Some(&current), &mut patched)?;
@@ -491,9 +489,7 @@ async fn replace_status(
     let stored = blocking(move || {
         store
             .write(|t| {
-                let current = t
-                    .get(&key)?
-                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let current = stored(t, &key)?;
                 check_status(&current, &status)?;
                 t.replace_status(&key, status, expect)
             })
@@ -518,9 +514,7 @@ async fn patch_status(
     let stored = blocking(move || {
         store
             .write(|t| {
-                let current = t
-                    .get(&key)?
-                    .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+                let current = stored(t, &key)?;
                 let patched = apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
                 let status = patched.get("status").cloned().unwrap_or(Value::Null);
                 check_status(&current, &status)?;
@@ -561,6 +555,12 @@ fn admit(
     });
     lanes_rollout::admission::admit_deployment(current, value, managed);
     Ok(())
+}
+
+/// The stored object with `key`, or NotFound naming it.
+fn stored(t: &lanes_store::Txn<'_, '_>, key: &ObjectKey) -> Result<Value, StoreError> {
+    t.get(key)?
+        .ok_or_else(|| StoreError::NotFound(key.to_string()))
 }
 
 /// The field errors of an object as one store error.
