@@ -52,6 +52,74 @@ pub fn admit_deployment(old: Option<&Value>, new: &mut Value, managed: bool) {
     }
 }
 
+/// Annotation on a Deployment the operator holds between releases: the template it was
+/// last rolled out to, as JSON. A template that differs from it is a release.
+pub const REST_TEMPLATE: &str = "lanes.dev/rest-template";
+
+/// What the Kubernetes operator does in place of Kruise's workload webhook: a Deployment
+/// a Rollout manages is held paused between releases, with the template it rolled out to
+/// recorded, so a new template never starts a rolling update; the next reconcile sees
+/// the difference and marks the release (stable template, in-progressing) exactly as
+/// [`admit_deployment`] does in the embedded mode. Returns the merge patch to send, if
+/// any. `rollout` names the enabled Rollout that manages the Deployment; `None` lets go.
+pub fn hold(deployment: &Value, rollout: Option<&str>) -> Option<Value> {
+    let ann = deployment
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    let get = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_str);
+    let releasing = get(STABLE_TEMPLATE).is_some();
+    let rest = get(REST_TEMPLATE).and_then(|s| serde_json::from_str::<Value>(s).ok());
+    let paused = deployment
+        .pointer("/spec/paused")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let template = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let Some(rollout) = rollout else {
+        // No longer managed: let go of a Deployment held at rest.
+        return (get(REST_TEMPLATE).is_some() && !releasing).then(|| {
+            json!({"metadata": {"annotations": {REST_TEMPLATE: null}},
+                   "spec": {"paused": false}})
+        });
+    };
+    if releasing {
+        return None;
+    }
+    match (paused, rest) {
+        (true, Some(rest)) if rest == template => None,
+        (true, Some(rest)) => Some(json!({"metadata": {"annotations": {
+            STABLE_TEMPLATE: rest.to_string(),
+            IN_PROGRESSING: json!({"rolloutName": rollout, "createdBy": "lanes"}).to_string(),
+        }}})),
+        // Paused by someone else before a Rollout took it: what it runs is the rest point.
+        (true, None) => Some(json!({"metadata": {"annotations": {
+            REST_TEMPLATE: template.to_string(),
+        }}})),
+        (false, _) if rolled_out(deployment) => Some(json!({
+            "metadata": {"annotations": {REST_TEMPLATE: template.to_string()}},
+            "spec": {"paused": true},
+        })),
+        // A plain rolling update is under way (one that began before the hold): held
+        // once it is done.
+        (false, _) => None,
+    }
+}
+
+/// Whether a Deployment's status says it runs its current template everywhere.
+fn rolled_out(d: &Value) -> bool {
+    let int = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let replicas = d
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    int("/status/observedGeneration") >= int("/metadata/generation")
+        && int("/status/updatedReplicas") == replicas
+        && int("/status/availableReplicas") == replicas
+        && int("/status/replicas") == replicas
+}
+
 fn set_annotation(v: &mut Value, key: &str, value: Value) {
     let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
@@ -97,5 +165,64 @@ mod tests {
             json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"image": "2"}}}});
         admit_deployment(Some(&old), &mut free, false);
         assert!(free["spec"].get("paused").is_none());
+    }
+
+    fn deployment(image: &str, paused: bool, rest: Option<&str>, stable: bool) -> Value {
+        let template = |i: &str| json!({"spec": {"containers": [{"image": i}]}});
+        let mut ann = serde_json::Map::new();
+        if let Some(r) = rest {
+            ann.insert(REST_TEMPLATE.into(), template(r).to_string().into());
+        }
+        if stable {
+            ann.insert(STABLE_TEMPLATE.into(), template("old").to_string().into());
+        }
+        json!({"metadata": {"name": "d", "generation": 3, "annotations": ann},
+               "spec": {"replicas": 2, "paused": paused, "template": template(image)},
+               "status": {"observedGeneration": 3, "updatedReplicas": 2,
+                          "availableReplicas": 2, "replicas": 2}})
+    }
+
+    #[test]
+    fn the_operator_holds_a_managed_deployment_and_marks_a_new_template_as_a_release() {
+        // Rolled out and free: held paused at its template.
+        let p = hold(&deployment("a:1", false, None, false), Some("r")).unwrap();
+        assert_eq!(p["spec"]["paused"], true);
+        let rest: Value = serde_json::from_str(
+            p["metadata"]["annotations"][REST_TEMPLATE]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rest["spec"]["containers"][0]["image"], "a:1");
+        // Held at rest: nothing to do.
+        assert_eq!(
+            hold(&deployment("a:1", true, Some("a:1"), false), Some("r")),
+            None
+        );
+        // A new template while held: the release is marked with the rest template.
+        let p = hold(&deployment("a:2", true, Some("a:1"), false), Some("r")).unwrap();
+        let ann = &p["metadata"]["annotations"];
+        let stable: Value = serde_json::from_str(ann[STABLE_TEMPLATE].as_str().unwrap()).unwrap();
+        assert_eq!(stable["spec"]["containers"][0]["image"], "a:1");
+        assert!(
+            ann[IN_PROGRESSING]
+                .as_str()
+                .unwrap()
+                .contains("\"rolloutName\":\"r\"")
+        );
+        // A release runs: the state machine owns the Deployment.
+        assert_eq!(
+            hold(&deployment("a:2", false, Some("a:1"), true), Some("r")),
+            None
+        );
+        // A rolling update under way is not frozen mid-way.
+        let mut rolling = deployment("a:2", false, Some("a:1"), false);
+        rolling["status"]["updatedReplicas"] = json!(1);
+        assert_eq!(hold(&rolling, Some("r")), None);
+        // Unmanaged: a held Deployment is let go; a free one is left alone.
+        let p = hold(&deployment("a:1", true, Some("a:1"), false), None).unwrap();
+        assert_eq!(p["spec"]["paused"], false);
+        assert_eq!(p["metadata"]["annotations"][REST_TEMPLATE], Value::Null);
+        assert_eq!(hold(&deployment("a:1", false, None, false), None), None);
     }
 }

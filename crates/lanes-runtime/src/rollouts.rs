@@ -142,7 +142,8 @@ pub fn apply_actions(
 }
 
 /// The values of a Rollout's `prometheus` metrics, queried when a measurement is due.
-fn external_values(
+/// (Blocking: call it off the async runtime.)
+pub fn external_values(
     rollout: &Value,
     now: jiff::Timestamp,
 ) -> std::collections::BTreeMap<String, Result<f64, String>> {

@@ -1,0 +1,176 @@
+//! The lane controller on a cluster: reads lane groups, lanes, Services and Pods,
+//! compiles them exactly as the embedded mode does, server-side applies every generated
+//! VirtualService and DestinationRule (field manager `lanes`), and deletes the generated
+//! ones it no longer produces.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::{Client, Resource};
+use lanes_compile::{Flavor, compile};
+use lanes_model::Object;
+use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
+use lanes_model::mesh::PodView;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{Error, FIELD_MANAGER, is_not_found, kube_err, to_value};
+
+/// What one reconcile did, as `Kind namespace/name` per object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Generated objects applied because they were missing or differed.
+    pub applied: Vec<String>,
+    /// Generated objects already as generated (not written).
+    pub unchanged: Vec<String>,
+    /// Generated objects deleted.
+    pub deleted: Vec<String>,
+    /// Inputs skipped because they do not validate, with why.
+    pub skipped: Vec<String>,
+}
+
+/// The label selector of the objects the lane controller generated.
+pub const GENERATED_SELECTOR: &str = "asm-system=true,swimlane-group";
+
+/// The API resource of a generated kind (`VirtualService`, `DestinationRule`).
+pub fn istio_resource(kind: &str) -> ApiResource {
+    let (group, version) = lanes_compile::ISTIO_API_VERSION
+        .split_once('/')
+        .unwrap_or(("networking.istio.io", "v1alpha3"));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+async fn list_all<K>(client: &Client, skipped: &mut Vec<String>) -> Result<Vec<Object>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list {}", K::plural(&()))))?;
+    let mut out = Vec::new();
+    for item in list.items {
+        let v = to_value(&K::kind(&()), &item)?;
+        match Object::from_value(v) {
+            Ok(o) => out.push(o),
+            Err(errs) => {
+                let name = item.meta().name.clone().unwrap_or_default();
+                let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                skipped.push(format!("{} {name}: {}", K::kind(&()), why.join("; ")));
+            }
+        }
+    }
+    // Lanes and groups are taken in creation order, as in the embedded mode.
+    out.sort_by(|a, b| {
+        let t = |o: &Object| {
+            o.raw
+                .pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        t(a).cmp(&t(b)).then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(out)
+}
+
+fn key_of(v: &Value) -> String {
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
+    format!(
+        "{} {}/{}",
+        s("/kind"),
+        s("/metadata/namespace"),
+        s("/metadata/name")
+    )
+}
+
+/// Whether `current` already carries everything `desired` sets (spec and labels).
+fn up_to_date(current: &Value, desired: &Value) -> bool {
+    let labels_kept = desired
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .is_none_or(|want| {
+            want.iter()
+                .all(|(k, v)| current.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
+        });
+    labels_kept && current.get("spec") == desired.get("spec")
+}
+
+/// One reconcile of every lane group in the cluster.
+pub async fn reconcile(client: &Client, flavor: Flavor) -> Result<Changes, Error> {
+    let mut changes = Changes::default();
+    let mut all = Vec::new();
+    all.extend(list_all::<Service>(client, &mut changes.skipped).await?);
+    all.extend(list_all::<Pod>(client, &mut changes.skipped).await?);
+    all.extend(list_all::<ASMSwimLaneGroup>(client, &mut changes.skipped).await?);
+    all.extend(list_all::<ASMSwimLane>(client, &mut changes.skipped).await?);
+    let pods: Vec<PodView> = all.iter().filter_map(PodView::from_object).collect();
+    let refs: Vec<&Object> = all.iter().collect();
+    let out = compile(&refs, &pods, flavor);
+
+    for kind in ["VirtualService", "DestinationRule"] {
+        let ar = istio_resource(kind);
+        let desired: BTreeMap<(String, String), Value> = out
+            .objects
+            .iter()
+            .map(|g| g.to_value())
+            .filter(|v| v["kind"] == kind)
+            .map(|v| {
+                let ns = v["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_string();
+                let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+                ((ns, name), v)
+            })
+            .collect();
+        let existing = Api::<DynamicObject>::all_with(client.clone(), &ar)
+            .list(&ListParams::default().labels(GENERATED_SELECTOR))
+            .await
+            .map_err(kube_err(format!("list {}", ar.plural)))?;
+        let mut current: BTreeMap<(String, String), Value> = BTreeMap::new();
+        for o in existing.items {
+            let v = to_value(kind, &o)?;
+            let ns = o.metadata.namespace.clone().unwrap_or_default();
+            let name = o.metadata.name.clone().unwrap_or_default();
+            current.insert((ns, name), v);
+        }
+        for ((ns, name), v) in &current {
+            if desired.contains_key(&(ns.clone(), name.clone())) {
+                continue;
+            }
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => changes.deleted.push(key_of(v)),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(kube_err(format!("delete {kind} {ns}/{name}"))(e)),
+            }
+        }
+        for ((ns, name), v) in &desired {
+            if current
+                .get(&(ns.clone(), name.clone()))
+                .is_some_and(|c| up_to_date(c, v))
+            {
+                changes.unchanged.push(key_of(v));
+                continue;
+            }
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+            api.patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(v),
+            )
+            .await
+            .map_err(kube_err(format!("apply {kind} {ns}/{name}")))?;
+            changes.applied.push(key_of(v));
+        }
+    }
+    for s in &changes.skipped {
+        tracing::warn!(object = %s, "lane controller: input skipped");
+    }
+    Ok(changes)
+}

@@ -1,0 +1,485 @@
+//! A mocked Kubernetes API server for the operator's tests: a `tower-test` mock service
+//! whose requests are answered by an in-memory object store with the API server's REST
+//! semantics that the controllers rely on — create/get/list (label selectors)/replace
+//! (resourceVersion checked)/merge patch/server-side apply/delete, the `status`
+//! subresource — plus a log of every request and faults to inject.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+/// One request the operator sent.
+#[derive(Debug, Clone)]
+pub struct Req {
+    /// HTTP method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// The query string.
+    pub query: String,
+    /// Content-Type, if any.
+    pub content_type: String,
+    /// The JSON body, if any.
+    pub body: Option<Value>,
+}
+
+impl Req {
+    /// The RBAC (resource, verb) this request needs.
+    pub fn rbac(&self) -> (String, String) {
+        let p = parse(&self.path);
+        let resource = match &p.sub {
+            Some(s) => format!("{}/{s}", p.plural),
+            None => p.plural.clone(),
+        };
+        let verb = match (self.method.as_str(), p.name.is_some()) {
+            ("GET", _) if self.query.contains("watch=true") => "watch",
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            _ => "unknown",
+        };
+        (resource, verb.to_string())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// (prefix, plural) → (namespace, name) → object.
+    objects: BTreeMap<(String, String), BTreeMap<(String, String), Value>>,
+    rv: u64,
+    log: Vec<Req>,
+    /// (method, path suffix, code, reason): answered instead of the next matching request.
+    faults: Vec<(String, String, u16, String)>,
+}
+
+/// The mocked API server.
+#[derive(Clone)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+}
+
+struct Parsed {
+    prefix: String,
+    namespace: Option<String>,
+    plural: String,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse(path: &str) -> Parsed {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (prefix, rest) = if segs.first() == Some(&"api") {
+        (
+            format!("/api/{}", segs.get(1).unwrap_or(&"")),
+            &segs[2.min(segs.len())..],
+        )
+    } else {
+        (
+            format!(
+                "/apis/{}/{}",
+                segs.get(1).unwrap_or(&""),
+                segs.get(2).unwrap_or(&"")
+            ),
+            &segs[3.min(segs.len())..],
+        )
+    };
+    let (namespace, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    Parsed {
+        prefix,
+        namespace,
+        plural: rest.first().unwrap_or(&"").to_string(),
+        name: rest.get(1).map(|s| s.to_string()),
+        sub: rest.get(2).map(|s| s.to_string()),
+    }
+}
+
+/// Where an object of `apiVersion`/`kind` lives: (prefix, plural, namespaced).
+fn resource_of(v: &Value) -> (String, String, bool) {
+    let api_version = v["apiVersion"].as_str().unwrap_or("");
+    let kind = v["kind"].as_str().unwrap_or("");
+    let prefix = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    let (plural, namespaced) = match lanes_model::Kind::from_kind_name(kind) {
+        Some(k) => (k.info().plural.to_string(), k.namespaced()),
+        None => match kind {
+            "Lease" => ("leases".to_string(), true),
+            other => (format!("{}s", other.to_lowercase()), true),
+        },
+    };
+    (prefix, plural, namespaced)
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+fn labels_match(obj: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        let labels = &obj["metadata"]["labels"];
+        match term.split_once('=') {
+            Some((k, v)) => labels.get(k).and_then(Value::as_str) == Some(v),
+            None => labels.get(term).is_some(),
+        }
+    })
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%2F", "/")
+                .replace("%3d", "=")
+                .replace("%2c", ",")
+                .replace("%2f", "/")
+        })
+    })
+}
+
+fn status(code: u16, reason: &str, message: String) -> (u16, Value) {
+    (
+        code,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+               "reason": reason, "code": code, "message": message}),
+    )
+}
+
+impl FakeApi {
+    /// A mocked API server and a client talking to it.
+    pub fn start() -> (FakeApi, kube::Client) {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = FakeApi {
+            state: Arc::new(Mutex::new(State::default())),
+        };
+        let server = fake.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let body = if bytes.is_empty() {
+                    None
+                } else {
+                    serde_json::from_slice::<Value>(&bytes).ok()
+                };
+                let r = Req {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or("").to_string(),
+                    content_type: parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string(),
+                    body,
+                };
+                let (code, out) = server.answer(r);
+                let bytes = if code == 0 {
+                    Bytes::new()
+                } else {
+                    Bytes::from(serde_json::to_vec(&out).unwrap())
+                };
+                let resp = Response::builder()
+                    .status(StatusCode::from_u16(if code == 0 { 200 } else { code }).unwrap())
+                    .header("content-type", "application/json")
+                    .body(Body::from(bytes.to_vec()))
+                    .unwrap();
+                send.send_response(resp);
+            }
+        });
+        (fake, kube::Client::new(svc, "default"))
+    }
+
+    /// Stores an object as a cluster component would (no request logged).
+    pub fn put(&self, mut v: Value) {
+        let (prefix, plural, namespaced) = resource_of(&v);
+        let ns = if namespaced {
+            let ns = v["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
+            v["metadata"]["namespace"] = json!(ns);
+            ns
+        } else {
+            String::new()
+        };
+        let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let mut s = self.state.lock().unwrap();
+        s.rv += 1;
+        let rv = s.rv;
+        let coll = s.objects.entry((prefix, plural)).or_default();
+        let old = coll.get(&(ns.clone(), name.clone())).cloned();
+        stamp(&mut v, old.as_ref(), rv);
+        coll.insert((ns, name), v);
+    }
+
+    /// The stored object of `kind` (as `Kind` names it), if any.
+    pub fn get(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> Option<Value> {
+        let (prefix, plural, namespaced) =
+            resource_of(&json!({"apiVersion": api_version, "kind": kind}));
+        let ns = if namespaced { ns } else { "" };
+        let s = self.state.lock().unwrap();
+        s.objects
+            .get(&(prefix, plural))?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every stored object of a kind.
+    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let (prefix, plural, _) = resource_of(&json!({"apiVersion": api_version, "kind": kind}));
+        let s = self.state.lock().unwrap();
+        s.objects
+            .get(&(prefix, plural))
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Deletes a stored object, as another client would.
+    pub fn remove(&self, api_version: &str, kind: &str, ns: &str, name: &str) {
+        let (prefix, plural, _) = resource_of(&json!({"apiVersion": api_version, "kind": kind}));
+        let mut s = self.state.lock().unwrap();
+        if let Some(c) = s.objects.get_mut(&(prefix, plural)) {
+            c.remove(&(ns.to_string(), name.to_string()));
+        }
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Req> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.state.lock().unwrap().log.clear();
+    }
+
+    /// Answers the next `method` request whose path ends with `suffix` with `code`.
+    pub fn fail_next(&self, method: &str, suffix: &str, code: u16, reason: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .push((method.into(), suffix.into(), code, reason.into()));
+    }
+
+    fn answer(&self, r: Req) -> (u16, Value) {
+        let mut s = self.state.lock().unwrap();
+        s.log.push(r.clone());
+        if let Some(i) = s
+            .faults
+            .iter()
+            .position(|(m, suffix, _, _)| *m == r.method && r.path.ends_with(suffix.as_str()))
+        {
+            let (_, _, code, reason) = s.faults.remove(i);
+            return status(code, &reason, format!("injected {reason}"));
+        }
+        let p = parse(&r.path);
+        let key = (p.prefix.clone(), p.plural.clone());
+        if r.query.contains("watch=true") {
+            // No events: the stream ends and the watcher lists again after a backoff.
+            return (0, Value::Null);
+        }
+        let ns = p.namespace.clone().unwrap_or_default();
+        match (r.method.as_str(), &p.name) {
+            ("GET", None) => {
+                let selector = query_param(&r.query, "labelSelector").unwrap_or_default();
+                let items: Vec<Value> = s
+                    .objects
+                    .get(&key)
+                    .map(|c| {
+                        c.iter()
+                            .filter(|((ons, _), _)| p.namespace.is_none() || *ons == ns)
+                            .map(|(_, v)| v.clone())
+                            .filter(|v| labels_match(v, &selector))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "List",
+                           "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+                )
+            }
+            ("GET", Some(name)) => match s
+                .objects
+                .get(&key)
+                .and_then(|c| c.get(&(ns.clone(), name.clone())))
+            {
+                Some(v) => (200, v.clone()),
+                None => status(404, "NotFound", format!("{} {name:?} not found", p.plural)),
+            },
+            ("POST", _) => {
+                let mut v = r.body.clone().unwrap_or(Value::Null);
+                let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+                if s.objects
+                    .get(&key)
+                    .is_some_and(|c| c.contains_key(&(ns.clone(), name.clone())))
+                {
+                    return status(
+                        409,
+                        "AlreadyExists",
+                        format!("{} {name:?} already exists", p.plural),
+                    );
+                }
+                if p.namespace.is_some() {
+                    v["metadata"]["namespace"] = json!(ns);
+                }
+                s.rv += 1;
+                let rv = s.rv;
+                stamp(&mut v, None, rv);
+                s.objects
+                    .entry(key)
+                    .or_default()
+                    .insert((ns, name), v.clone());
+                (201, v)
+            }
+            ("PUT", Some(name)) | ("PATCH", Some(name)) => {
+                let current = s
+                    .objects
+                    .get(&key)
+                    .and_then(|c| c.get(&(ns.clone(), name.clone())))
+                    .cloned();
+                let body = r.body.clone().unwrap_or(Value::Null);
+                let apply = r.content_type.starts_with("application/apply-patch");
+                let Some(current) = current else {
+                    if apply {
+                        // Server-side apply creates what is missing.
+                        let mut v = body;
+                        if p.namespace.is_some() {
+                            v["metadata"]["namespace"] = json!(ns);
+                        }
+                        s.rv += 1;
+                        let rv = s.rv;
+                        stamp(&mut v, None, rv);
+                        s.objects
+                            .entry(key)
+                            .or_default()
+                            .insert((ns, name.clone()), v.clone());
+                        return (201, v);
+                    }
+                    return status(404, "NotFound", format!("{} {name:?} not found", p.plural));
+                };
+                if let Some(want) = body["metadata"]["resourceVersion"].as_str()
+                    && Some(want) != current["metadata"]["resourceVersion"].as_str()
+                {
+                    return status(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                            p.plural
+                        ),
+                    );
+                }
+                let mut next = if r.method == "PUT" {
+                    body.clone()
+                } else {
+                    let mut n = current.clone();
+                    merge_patch(&mut n, &body);
+                    n
+                };
+                let is_status = p.sub.as_deref() == Some("status");
+                if is_status {
+                    let st = next.get("status").cloned();
+                    next = current.clone();
+                    match st {
+                        Some(st) => next["status"] = st,
+                        None => {
+                            next.as_object_mut().unwrap().remove("status");
+                        }
+                    }
+                } else {
+                    match current.get("status") {
+                        Some(st) => next["status"] = st.clone(),
+                        None => {
+                            next.as_object_mut().unwrap().remove("status");
+                        }
+                    }
+                }
+                s.rv += 1;
+                let rv = s.rv;
+                stamp(&mut next, Some(&current), rv);
+                s.objects
+                    .entry(key)
+                    .or_default()
+                    .insert((ns, name.clone()), next.clone());
+                (200, next)
+            }
+            ("DELETE", Some(name)) => {
+                match s
+                    .objects
+                    .get_mut(&key)
+                    .and_then(|c| c.remove(&(ns.clone(), name.clone())))
+                {
+                    Some(_) => (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}),
+                    ),
+                    None => status(404, "NotFound", format!("{} {name:?} not found", p.plural)),
+                }
+            }
+            _ => status(405, "MethodNotAllowed", format!("{} {}", r.method, r.path)),
+        }
+    }
+}
+
+/// Sets the server's fields: uid, creation time and generation kept from `old`,
+/// generation bumped when the spec changed, a new resourceVersion.
+fn stamp(v: &mut Value, old: Option<&Value>, rv: u64) {
+    let meta = &old.map(|o| o["metadata"].clone()).unwrap_or(Value::Null);
+    let generation = match old {
+        None => 1,
+        Some(o) => {
+            let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+            if o.get("spec") != v.get("spec") {
+                g + 1
+            } else {
+                g
+            }
+        }
+    };
+    let m = &mut v["metadata"];
+    m["uid"] = meta
+        .get("uid")
+        .cloned()
+        .unwrap_or_else(|| json!(format!("uid-{rv}")));
+    m["creationTimestamp"] = meta.get("creationTimestamp").cloned().unwrap_or_else(|| {
+        // Creation order is the order of resourceVersions.
+        let t = jiff::Timestamp::from_second(1_795_000_000 + rv as i64).unwrap();
+        json!(t.to_string())
+    });
+    m["generation"] = json!(generation);
+    m["resourceVersion"] = json!(rv.to_string());
+}

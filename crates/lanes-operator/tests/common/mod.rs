@@ -1,0 +1,382 @@
+//! Shared helpers of the operator's tests: the mocked API server, the seed manifests,
+//! and the two rollout drivers (embedded and operator) behind one interface, so the same
+//! scenario table runs against both.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fake;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fake::FakeApi;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use lanes_model::Kind;
+use lanes_model::rollout::{Rollout, Sample};
+use lanes_server::merge::PatchType;
+use lanes_store::Store;
+use serde_json::{Value, json};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The seed manifests, as the API server would store them.
+pub fn seed() -> Vec<Value> {
+    lanes_model::load_paths(&[repo().join("examples/seed")])
+        .unwrap()
+        .into_iter()
+        .map(|l| l.object.raw)
+        .collect()
+}
+
+/// Ready pods for a Deployment, as the cluster would run them (`suffix` tells replica
+/// sets apart; `ip` is the first address).
+pub fn pods_of(d: &Value, suffix: &str, ip: u8) -> Vec<Value> {
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let name = d["metadata"]["name"].as_str().unwrap();
+    (0..replicas)
+        .map(|i| {
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": format!("{name}-{suffix}-{i}"),
+                    "namespace": d["metadata"]["namespace"].as_str().unwrap_or("default"),
+                    "labels": d["spec"]["template"]["metadata"]["labels"],
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                          "name": format!("{name}-{suffix}"), "uid": format!("rs-{name}")}],
+                },
+                "spec": d["spec"]["template"]["spec"],
+                "status": {
+                    "phase": "Running",
+                    "podIP": format!("10.0.0.{}", ip as i64 + i),
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            })
+        })
+        .collect()
+}
+
+/// What the Deployment controller reports once it has caught up with `d`: all
+/// replicas updated and available; a paused Deployment keeps its pods where they are.
+pub fn settled_status(d: &Value) -> Value {
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let generation = d["metadata"]["generation"].as_i64().unwrap_or(1);
+    let paused = d["spec"]["paused"].as_bool().unwrap_or(false);
+    let updated = if paused {
+        d["status"]["updatedReplicas"].as_i64().unwrap_or(replicas)
+    } else {
+        replicas
+    };
+    json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": updated,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+    })
+}
+
+/// A step of a rollout scenario.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// `kubectl apply` of an object.
+    Apply(Value),
+    /// The user sets the workload's image (`kubectl set image`).
+    SetImage(&'static str),
+    /// The Deployment controller catches up with every Deployment.
+    Settle,
+    /// One pass of the rollout controller, at t0 + seconds.
+    Reconcile(i64),
+    /// `kubectl-kruise rollout approve`.
+    Approve,
+    /// `kubectl delete rollout`.
+    DeleteRollout,
+}
+
+/// A rollout driver: the embedded one over the store, or the operator over the API.
+pub trait Driver {
+    /// Carries out one step.
+    fn step(&mut self, s: &Step) -> impl std::future::Future<Output = ()>;
+    /// The Rollout, if it exists.
+    fn rollout(&self) -> impl std::future::Future<Output = Option<Value>>;
+    /// The Deployments of the namespace.
+    fn deployments(&self) -> impl std::future::Future<Output = Vec<Value>>;
+}
+
+/// The scenario's namespace, workload and Rollout.
+pub const NS: &str = "default";
+pub const WORKLOAD: &str = "mocka-v1";
+pub const ROLLOUT: &str = "rollouts-mocka";
+
+/// The start of the scenario's clock.
+pub fn t0() -> jiff::Timestamp {
+    "2026-11-26T12:00:00Z".parse().unwrap()
+}
+
+/// The scenario's Deployment at `image`.
+pub fn workload(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": WORKLOAD, "namespace": NS},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "mocka"}},
+            "template": {
+                "metadata": {"labels": {"app": "mocka", "ASM_TRAFFIC_TAG": "base"}},
+                "spec": {"containers": [{"name": "default", "image": image}]},
+            },
+        },
+    })
+}
+
+/// The scenario's Rollout: one canary pod awaiting approval, then half the replicas
+/// for a timed 30 s pause.
+pub fn rollout() -> Value {
+    json!({
+        "apiVersion": "rollouts.kruise.io/v1beta1", "kind": "Rollout",
+        "metadata": {"name": ROLLOUT, "namespace": NS},
+        "spec": {
+            "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": WORKLOAD},
+            "strategy": {"canary": {
+                "enableExtraWorkloadForCanary": true,
+                "steps": [{"replicas": 1}, {"replicas": "50%", "pause": {"duration": 30}}],
+                "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}},
+            }},
+        },
+    })
+}
+
+fn image_patch(image: &str) -> Value {
+    json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": image}]}}}})
+}
+
+// ---------------------------------------------------------------------------------
+// The embedded driver: the store behind the real API server (admission included), the
+// embedded rollout controller's reconcile.
+
+/// The embedded mode's rollout driver.
+pub struct Embedded {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    client: lanes_server::Client,
+}
+
+impl Embedded {
+    /// A fresh store and API server on 127.0.0.1:0.
+    pub async fn start() -> Embedded {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state.redb")).unwrap());
+        let app = lanes_server::router(lanes_server::ApiState {
+            store: store.clone(),
+            token: None,
+            logs: None,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = lanes_server::Client::new(&format!("http://{addr}"), None).unwrap();
+        Embedded {
+            _dir: dir,
+            store,
+            client,
+        }
+    }
+}
+
+fn key(kind: Kind, name: &str) -> lanes_model::ObjectKey {
+    lanes_model::ObjectKey {
+        kind,
+        namespace: Some(NS.into()),
+        name: name.into(),
+    }
+}
+
+impl Driver for Embedded {
+    async fn step(&mut self, s: &Step) {
+        match s {
+            Step::Apply(v) => {
+                self.client.apply(vec![v.clone()]).await.unwrap();
+            }
+            Step::SetImage(image) => {
+                self.client
+                    .patch(
+                        Kind::Deployment,
+                        Some(NS),
+                        WORKLOAD,
+                        PatchType::Strategic,
+                        &image_patch(image),
+                        false,
+                    )
+                    .await
+                    .unwrap();
+            }
+            Step::Settle => {
+                let store = self.store.clone();
+                store
+                    .write(|txn| {
+                        for d in txn.list(Kind::Deployment, Some(NS))? {
+                            let name = d["metadata"]["name"].as_str().unwrap().to_string();
+                            txn.replace_status(
+                                &key(Kind::Deployment, &name),
+                                settled_status(&d),
+                                None,
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            Step::Reconcile(secs) => {
+                let now = t0() + jiff::SignedDuration::from_secs(*secs);
+                let source = |_: &str, _: &str, _: &str| Sample::default();
+                lanes_runtime::rollouts::reconcile_one(
+                    &self.store,
+                    &key(Kind::Rollout, ROLLOUT),
+                    now,
+                    &source,
+                )
+                .unwrap();
+                lanes_runtime::rollouts::sweep_orphans(&self.store).unwrap();
+            }
+            Step::Approve => {
+                let patch = json!({"status": {"canaryStatus": {"currentStepState": "StepReady"}}});
+                self.client
+                    .patch(
+                        Kind::Rollout,
+                        Some(NS),
+                        ROLLOUT,
+                        PatchType::Merge,
+                        &patch,
+                        true,
+                    )
+                    .await
+                    .unwrap();
+            }
+            Step::DeleteRollout => {
+                self.client
+                    .delete(Kind::Rollout, Some(NS), ROLLOUT)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn rollout(&self) -> Option<Value> {
+        self.store.get(&key(Kind::Rollout, ROLLOUT)).unwrap()
+    }
+
+    async fn deployments(&self) -> Vec<Value> {
+        self.store.list(Kind::Deployment, Some(NS)).unwrap().0
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The operator driver: the mocked API server, the operator's reconcile; the test plays
+// kubectl and the cluster's Deployment controller and garbage collector.
+
+/// The operator's rollout driver.
+pub struct Operator {
+    /// The mocked API server.
+    pub fake: FakeApi,
+    /// A client of it.
+    pub client: kube::Client,
+}
+
+impl Operator {
+    /// A fresh mocked API server.
+    pub fn start() -> Operator {
+        let (fake, client) = FakeApi::start();
+        Operator { fake, client }
+    }
+}
+
+impl Driver for Operator {
+    async fn step(&mut self, s: &Step) {
+        let f = &self.fake;
+        match s {
+            Step::Apply(v) => {
+                // kubectl apply: the spec is the user's; fields others set are kept.
+                let (api_version, kind) = (
+                    v["apiVersion"].as_str().unwrap(),
+                    v["kind"].as_str().unwrap(),
+                );
+                let name = v["metadata"]["name"].as_str().unwrap();
+                match f.get(api_version, kind, NS, name) {
+                    Some(mut cur) => {
+                        cur["spec"] = v["spec"].clone();
+                        f.put(cur);
+                    }
+                    None => f.put(v.clone()),
+                }
+            }
+            Step::SetImage(image) => {
+                let api: Api<Deployment> = Api::namespaced(self.client.clone(), NS);
+                api.patch(
+                    WORKLOAD,
+                    &PatchParams::default(),
+                    &Patch::Strategic(image_patch(image)),
+                )
+                .await
+                .unwrap();
+            }
+            Step::Settle => {
+                for mut d in f.list("apps/v1", "Deployment") {
+                    d["status"] = settled_status(&d);
+                    f.put(d);
+                }
+            }
+            Step::Reconcile(secs) => {
+                let now = t0() + jiff::SignedDuration::from_secs(*secs);
+                if f.get("rollouts.kruise.io/v1beta1", "Rollout", NS, ROLLOUT)
+                    .is_some()
+                {
+                    lanes_operator::rollouts::reconcile_rollout(&self.client, NS, ROLLOUT, now)
+                        .await
+                        .unwrap();
+                }
+                lanes_operator::rollouts::sweep_orphans(&self.client)
+                    .await
+                    .unwrap();
+            }
+            Step::Approve => {
+                // The patch kubectl-kruise sends, on the status subresource.
+                let api: Api<Rollout> = Api::namespaced(self.client.clone(), NS);
+                let patch = json!({"status": {"canaryStatus": {"currentStepState": "StepReady"}}});
+                api.patch_status(ROLLOUT, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+            }
+            Step::DeleteRollout => {
+                let r = f
+                    .get("rollouts.kruise.io/v1beta1", "Rollout", NS, ROLLOUT)
+                    .unwrap();
+                f.remove("rollouts.kruise.io/v1beta1", "Rollout", NS, ROLLOUT);
+                // The garbage collector removes what the Rollout owned.
+                for d in f.list("apps/v1", "Deployment") {
+                    let owned = d["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|os| os.iter().any(|o| o["uid"] == r["metadata"]["uid"]));
+                    if owned {
+                        f.remove(
+                            "apps/v1",
+                            "Deployment",
+                            NS,
+                            d["metadata"]["name"].as_str().unwrap(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    async fn rollout(&self) -> Option<Value> {
+        self.fake
+            .get("rollouts.kruise.io/v1beta1", "Rollout", NS, ROLLOUT)
+    }
+
+    async fn deployments(&self) -> Vec<Value> {
+        self.fake.list("apps/v1", "Deployment")
+    }
+}
