@@ -41,12 +41,13 @@ pub fn query(address: &str, query: &str, timeout: Duration) -> Result<f64, Strin
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     // HTTP/1.0: the server closes the connection after a plain, unchunked answer.
-    write!(
-        s,
+    // One write: `write!` on a bare socket would send the request in pieces.
+    let request = format!(
         "GET /api/v1/query?query={} HTTP/1.0\r\nHost: {hostport}\r\n\r\n",
         encode(query)
-    )
-    .map_err(|e| format!("cannot query {address}: {e}"))?;
+    );
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("cannot query {address}: {e}"))?;
     let mut raw = Vec::new();
     s.take(MAX_ANSWER)
         .read_to_end(&mut raw)

@@ -3,6 +3,7 @@
 mod cli;
 mod demo;
 mod offline;
+mod operator_cmd;
 mod proxy_cmd;
 mod rollout_cmd;
 mod sample;
@@ -181,6 +182,32 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+    },
+    /// Run the lane and rollout controllers against a Kubernetes cluster (in-cluster
+    /// config, or KUBECONFIG). Replicas elect a leader on a Lease; stops cleanly on
+    /// SIGINT or SIGTERM.
+    Operator {
+        /// Istio dialect of the generated objects.
+        #[arg(long, default_value = "asm")]
+        flavor: lanes_compile::Flavor,
+        /// Metrics (`/metrics`) and health (`/healthz`, `/readyz`) listen address.
+        #[arg(long, default_value = "0.0.0.0:9090")]
+        metrics_addr: SocketAddr,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "lanes-system")]
+        lease_namespace: String,
+        /// Name of the leader-election Lease.
+        #[arg(long, default_value = "lanes-operator")]
+        lease_name: String,
+        /// This replica's identity in the Lease (default: the pod name, else the host's).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Seconds a lease stays valid after each renewal.
+        #[arg(long, default_value_t = 15)]
+        lease_seconds: u64,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = operator_cmd::LogFormat::Json)]
+        log_format: operator_cmd::LogFormat,
     },
 }
 
@@ -400,6 +427,23 @@ fn main() -> ExitCode {
             ref config,
             threads,
         } => proxy_cmd::run(config, threads),
+        Command::Operator {
+            flavor,
+            metrics_addr,
+            ref lease_namespace,
+            ref lease_name,
+            ref identity,
+            lease_seconds,
+            log_format,
+        } => operator_cmd::run(operator_cmd::Options {
+            flavor,
+            metrics_addr,
+            lease_namespace: lease_namespace.clone(),
+            lease_name: lease_name.clone(),
+            identity: identity.clone(),
+            lease_seconds,
+            log_format,
+        }),
     };
     match result {
         Ok(code) => code,

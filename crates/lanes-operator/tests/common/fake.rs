@@ -4,10 +4,11 @@
 //! (resourceVersion checked)/merge patch/server-side apply/delete, the `status`
 //! subresource — plus a log of every request and faults to inject.
 
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -28,24 +29,41 @@ pub struct Req {
 }
 
 impl Req {
-    /// The RBAC (resource, verb) this request needs.
-    pub fn rbac(&self) -> (String, String) {
+    /// The RBAC (resource, verb) pairs this request needs: a server-side apply may
+    /// create, and is then authorised as create too.
+    pub fn rbac(&self) -> Vec<(String, String)> {
         let p = parse(&self.path);
         let resource = match &p.sub {
             Some(s) => format!("{}/{s}", p.plural),
             None => p.plural.clone(),
         };
-        let verb = match (self.method.as_str(), p.name.is_some()) {
-            ("GET", _) if self.query.contains("watch=true") => "watch",
-            ("GET", true) => "get",
-            ("GET", false) => "list",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", _) => "delete",
-            _ => "unknown",
+        let verbs: &[&str] = match (self.method.as_str(), p.name.is_some()) {
+            ("GET", _) if self.query.contains("watch=true") => &["watch"],
+            ("GET", true) => &["get"],
+            ("GET", false) => &["list"],
+            ("POST", _) => &["create"],
+            ("PUT", _) => &["update"],
+            ("PATCH", _) if self.content_type.starts_with("application/apply-patch") => {
+                &["patch", "create"]
+            }
+            ("PATCH", _) => &["patch"],
+            ("DELETE", _) => &["delete"],
+            _ => &["unknown"],
         };
-        (resource, verb.to_string())
+        verbs
+            .iter()
+            .map(|v| (resource.clone(), v.to_string()))
+            .collect()
+    }
+
+    /// The API group of the request's resource (`""` for the core group).
+    pub fn group(&self) -> String {
+        let p = parse(&self.path);
+        p.prefix
+            .strip_prefix("/apis/")
+            .and_then(|gv| gv.split('/').next())
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -187,38 +205,66 @@ impl FakeApi {
             while let Some((req, send)) = handle.next_request().await {
                 let (parts, body) = req.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
-                let body = if bytes.is_empty() {
-                    None
-                } else {
-                    serde_json::from_slice::<Value>(&bytes).ok()
-                };
-                let r = Req {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_string(),
-                    query: parts.uri.query().unwrap_or("").to_string(),
-                    content_type: parts
-                        .headers
-                        .get(http::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string(),
-                    body,
-                };
-                let (code, out) = server.answer(r);
-                let bytes = if code == 0 {
-                    Bytes::new()
-                } else {
-                    Bytes::from(serde_json::to_vec(&out).unwrap())
-                };
+                let (code, bytes) = server.answer_http(&parts, &bytes);
                 let resp = Response::builder()
-                    .status(StatusCode::from_u16(if code == 0 { 200 } else { code }).unwrap())
+                    .status(code)
                     .header("content-type", "application/json")
-                    .body(Body::from(bytes.to_vec()))
+                    .body(Body::from(bytes))
                     .unwrap();
                 send.send_response(resp);
             }
         });
         (fake, kube::Client::new(svc, "default"))
+    }
+
+    /// Serves the mocked API over real HTTP on `listener` (for the `lanes` binary).
+    pub async fn serve_http(&self, listener: tokio::net::TcpListener) {
+        let fake = self.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let fake = fake.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = axum::body::to_bytes(body, 32 << 20)
+                    .await
+                    .unwrap_or_default();
+                let (code, bytes) = fake.answer_http(&parts, &bytes);
+                Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(bytes))
+                    .unwrap()
+            }
+        });
+        let _ = axum::serve(listener, app).await;
+    }
+
+    fn answer_http(&self, parts: &http::request::Parts, bytes: &[u8]) -> (StatusCode, Vec<u8>) {
+        let body = if bytes.is_empty() {
+            None
+        } else {
+            serde_json::from_slice::<Value>(bytes).ok()
+        };
+        let r = Req {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            body,
+        };
+        let (code, out) = self.answer(r);
+        if code == 0 {
+            // A watch: no events, the stream ends.
+            return (StatusCode::OK, Vec::new());
+        }
+        (
+            StatusCode::from_u16(code).unwrap(),
+            serde_json::to_vec(&out).unwrap(),
+        )
     }
 
     /// Stores an object as a cluster component would (no request logged).
@@ -264,6 +310,28 @@ impl FakeApi {
             .get(&(prefix, plural))
             .map(|c| c.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Merge-patches a stored object (its status, with `status`), as another client
+    /// would through the API server: `kubectl patch`, `kubectl-kruise rollout approve`.
+    pub fn merge(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+        status: bool,
+    ) {
+        let mut v = self.get(api_version, kind, ns, name).unwrap();
+        if status {
+            let mut st = v.get("status").cloned().unwrap_or(json!({}));
+            merge_patch(&mut st, &patch["status"]);
+            v["status"] = st;
+        } else {
+            merge_patch(&mut v, patch);
+        }
+        self.put(v);
     }
 
     /// Deletes a stored object, as another client would.

@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fake::FakeApi;
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
 use lanes_model::Kind;
-use lanes_model::rollout::{Rollout, Sample};
+use lanes_model::rollout::Sample;
 use lanes_server::merge::PatchType;
 use lanes_store::Store;
 use serde_json::{Value, json};
@@ -274,7 +272,9 @@ impl Driver for Embedded {
 
 // ---------------------------------------------------------------------------------
 // The operator driver: the mocked API server, the operator's reconcile; the test plays
-// kubectl and the cluster's Deployment controller and garbage collector.
+// the users (their writes go straight into the mocked server's store, so the request log
+// holds the operator's requests only) and the cluster's Deployment controller and
+// garbage collector.
 
 /// The operator's rollout driver.
 pub struct Operator {
@@ -312,14 +312,14 @@ impl Driver for Operator {
                 }
             }
             Step::SetImage(image) => {
-                let api: Api<Deployment> = Api::namespaced(self.client.clone(), NS);
-                api.patch(
+                f.merge(
+                    "apps/v1",
+                    "Deployment",
+                    NS,
                     WORKLOAD,
-                    &PatchParams::default(),
-                    &Patch::Strategic(image_patch(image)),
-                )
-                .await
-                .unwrap();
+                    &image_patch(image),
+                    false,
+                );
             }
             Step::Settle => {
                 for mut d in f.list("apps/v1", "Deployment") {
@@ -342,11 +342,15 @@ impl Driver for Operator {
             }
             Step::Approve => {
                 // The patch kubectl-kruise sends, on the status subresource.
-                let api: Api<Rollout> = Api::namespaced(self.client.clone(), NS);
                 let patch = json!({"status": {"canaryStatus": {"currentStepState": "StepReady"}}});
-                api.patch_status(ROLLOUT, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .unwrap();
+                f.merge(
+                    "rollouts.kruise.io/v1beta1",
+                    "Rollout",
+                    NS,
+                    ROLLOUT,
+                    &patch,
+                    true,
+                );
             }
             Step::DeleteRollout => {
                 let r = f
@@ -379,4 +383,61 @@ impl Driver for Operator {
     async fn deployments(&self) -> Vec<Value> {
         self.fake.list("apps/v1", "Deployment")
     }
+}
+
+/// The cluster of the article: the seed's objects and the pods of its Deployments.
+pub fn seeded() -> (FakeApi, kube::Client) {
+    let (fake, client) = FakeApi::start();
+    let mut ip = 10;
+    for v in seed() {
+        if v["kind"] == "Deployment" {
+            for p in pods_of(&v, "stable", ip) {
+                fake.put(p);
+            }
+            ip += 10;
+        }
+        fake.put(v);
+    }
+    (fake, client)
+}
+
+/// A Prometheus on 127.0.0.1:0 that answers every instant query with `value`.
+pub async fn prometheus(value: f64) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            // Read the whole request head before answering and closing.
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = json!({"status": "success", "data": {"resultType": "vector",
+                "result": [{"metric": {}, "value": [1.0, value.to_string()]}]}})
+            .to_string();
+            let resp = format!(
+                "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A Rollout whose analysis asks `address` for a success ratio of at least 0.99 every
+/// 10 s, and pauses the release on the first failure.
+pub fn analysed_rollout(address: &str) -> Value {
+    let mut r = rollout();
+    r["spec"]["strategy"]["canary"]["analysis"] = json!({
+        "interval": "10s", "failureLimit": 0, "onFailure": "pause",
+        "metrics": [{"name": "success", "prometheus": {
+            "address": address, "query": "istio_success_ratio", "min": 0.99}}],
+    });
+    r
 }

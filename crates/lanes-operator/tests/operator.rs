@@ -1,0 +1,569 @@
+//! The operator against a mocked Kubernetes API server: the lane controller's
+//! server-side applies, the rollout controller's requests, 409 handling, leader
+//! election and the main loop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::fake::FakeApi;
+use common::*;
+use lanes_compile::Flavor;
+use lanes_operator::lease::LeaseLock;
+use lanes_operator::metrics::Metrics;
+use lanes_operator::rollouts::reconcile_rollout;
+use serde_json::{Value, json};
+
+const ISTIO: &str = "networking.istio.io/v1alpha3";
+
+fn golden(file: &str) -> Vec<Value> {
+    let path = repo().join("crates/lanes-compile/tests/golden").join(file);
+    serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Kind, namespace, name, labels and spec: what the article shows of an object.
+fn shown(v: &Value) -> (String, String, String, Value, Value) {
+    (
+        v["kind"].as_str().unwrap().to_string(),
+        v["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+        v["metadata"]["name"].as_str().unwrap().to_string(),
+        v["metadata"]["labels"].clone(),
+        v["spec"].clone(),
+    )
+}
+
+fn generated(fake: &FakeApi) -> Vec<(String, String, String, Value, Value)> {
+    let mut out: Vec<_> = ["VirtualService", "DestinationRule"]
+        .iter()
+        .flat_map(|k| fake.list(ISTIO, k))
+        .map(|v| shown(&v))
+        .collect();
+    out.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    out
+}
+
+fn applies(fake: &FakeApi) -> Vec<common::fake::Req> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect()
+}
+
+#[tokio::test]
+async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_apply() {
+    let (fake, client) = seeded();
+    let changes = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    assert_eq!(changes.applied.len(), 8, "{changes:?}");
+    assert!(changes.skipped.is_empty(), "{:?}", changes.skipped);
+    let mut want: Vec<_> = golden("article-initial.yaml").iter().map(shown).collect();
+    want.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    assert_eq!(generated(&fake), want);
+    // Every write is a forced server-side apply by field manager `lanes`.
+    let writes: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .collect();
+    assert_eq!(writes.len(), 8);
+    for r in &writes {
+        assert_eq!(r.method, "PATCH", "{r:?}");
+        assert_eq!(r.content_type, "application/apply-patch+yaml", "{r:?}");
+        assert!(r.query.contains("fieldManager=lanes"), "{r:?}");
+        assert!(r.query.contains("force=true"), "{r:?}");
+        assert!(
+            r.path
+                .starts_with("/apis/networking.istio.io/v1alpha3/namespaces/")
+        );
+    }
+    // Nothing changed: a second reconcile writes nothing.
+    fake.clear_requests();
+    let again = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    assert_eq!((again.applied.len(), again.unchanged.len()), (0, 8));
+    assert!(applies(&fake).is_empty());
+}
+
+#[tokio::test]
+async fn a_new_canary_pod_adds_the_subset_and_a_removed_group_deletes_its_objects() {
+    let (fake, client) = seeded();
+    lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    fake.clear_requests();
+    let canary: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            repo().join("crates/lanes-compile/tests/cases/mocka-canary/canary.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    fake.put(pods_of(&canary, "canary", 200).remove(0));
+    let changes = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    assert_eq!(changes.applied.len(), 1, "{changes:?}");
+    assert!(
+        changes.applied[0].starts_with("DestinationRule ")
+            && changes.applied[0].ends_with("/trafficlabel-dr-rollout-default-mocka"),
+        "{changes:?}"
+    );
+    let want: Vec<_> = golden("article-mocka-canary-drs.yaml")
+        .into_iter()
+        .filter(|v| v["metadata"]["name"] == "trafficlabel-dr-rollout-default-mocka")
+        .collect();
+    let ns = want[0]["metadata"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = fake
+        .get(
+            ISTIO,
+            "DestinationRule",
+            &ns,
+            "trafficlabel-dr-rollout-default-mocka",
+        )
+        .unwrap();
+    assert_eq!(got["spec"], want[0]["spec"]);
+    let subsets: Vec<&str> = got["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(subsets, ["base", "canary"]);
+    // An object someone else wrote is never touched; the group's go with the group.
+    fake.put(json!({"apiVersion": ISTIO, "kind": "VirtualService",
+                    "metadata": {"name": "theirs", "namespace": "default"},
+                    "spec": {"hosts": ["x"]}}));
+    fake.remove(
+        "istio.alibabacloud.com/v1",
+        "ASMSwimLaneGroup",
+        "",
+        "rollout",
+    );
+    let changes = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    assert_eq!(changes.deleted.len(), 8, "{changes:?}");
+    let left = generated(&fake);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].2, "theirs");
+}
+
+async fn release_started() -> Operator {
+    let mut op = Operator::start();
+    for s in [
+        Step::Apply(workload("a:1")),
+        Step::Apply(rollout()),
+        Step::Settle,
+        Step::Reconcile(0),
+    ] {
+        op.step(&s).await;
+    }
+    op
+}
+
+fn deployment(op: &Operator, name: &str) -> Option<Value> {
+    op.fake.get("apps/v1", "Deployment", NS, name)
+}
+
+#[tokio::test]
+async fn a_release_start_pauses_the_deployment_and_creates_an_owned_canary() {
+    let mut op = release_started().await;
+    let held = deployment(&op, WORKLOAD).unwrap();
+    assert_eq!(held["spec"]["paused"], true, "held between releases");
+    op.fake.clear_requests();
+    op.step(&Step::SetImage("a:2")).await;
+    op.step(&Step::Reconcile(1)).await;
+    let w = deployment(&op, WORKLOAD).unwrap();
+    assert_eq!(w["spec"]["paused"], true);
+    let ann = &w["metadata"]["annotations"];
+    let progressing: Value =
+        serde_json::from_str(ann[lanes_rollout::IN_PROGRESSING].as_str().unwrap()).unwrap();
+    assert_eq!(progressing["rolloutName"], ROLLOUT);
+    let stable: Value =
+        serde_json::from_str(ann[lanes_rollout::STABLE_TEMPLATE].as_str().unwrap()).unwrap();
+    assert_eq!(stable["spec"]["containers"][0]["image"], "a:1");
+    // The pods never left the stable version: no request unpaused the Deployment.
+    assert!(
+        !op.fake.requests().iter().any(|r| r
+            .body
+            .as_ref()
+            .is_some_and(|b| b["spec"]["paused"] == false)),
+        "{:?}",
+        op.fake.requests()
+    );
+    let canaries: Vec<Value> = op
+        .fake
+        .list("apps/v1", "Deployment")
+        .into_iter()
+        .filter(|d| d["metadata"]["name"] != WORKLOAD)
+        .collect();
+    assert_eq!(canaries.len(), 1);
+    let c = &canaries[0];
+    let rollout = op.rollout().await.unwrap();
+    let owner = &c["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Rollout");
+    assert_eq!(owner["apiVersion"], "rollouts.kruise.io/v1beta1");
+    assert_eq!(owner["name"], ROLLOUT);
+    assert_eq!(owner["uid"], rollout["metadata"]["uid"]);
+    assert_eq!(owner["controller"], true);
+    assert_eq!(
+        c["metadata"]["labels"][lanes_rollout::CANARY_LABEL],
+        WORKLOAD
+    );
+    assert_eq!(c["spec"]["replicas"], 1);
+    assert_eq!(
+        c["spec"]["template"]["metadata"]["labels"]["ASM_TRAFFIC_TAG"],
+        "canary"
+    );
+    assert_eq!(
+        c["spec"]["template"]["spec"]["containers"][0]["image"],
+        "a:2"
+    );
+    let create = op
+        .fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST")
+        .unwrap();
+    assert!(create.query.contains("fieldManager=lanes"), "{create:?}");
+    assert_eq!(
+        rollout["status"]["canaryStatus"]["currentStepState"],
+        "StepUpgrade"
+    );
+}
+
+#[tokio::test]
+async fn approve_then_finalise_deletes_the_canary() {
+    let mut op = release_started().await;
+    for s in [
+        Step::SetImage("a:2"),
+        Step::Reconcile(1),
+        Step::Settle,
+        Step::Reconcile(2),
+    ] {
+        op.step(&s).await;
+    }
+    let canary = canary_name(&op);
+    assert_eq!(
+        op.rollout().await.unwrap()["status"]["canaryStatus"]["currentStepState"],
+        "StepPaused"
+    );
+    op.step(&Step::Approve).await;
+    for s in [
+        Step::Reconcile(3),
+        Step::Settle,
+        Step::Reconcile(4),
+        Step::Reconcile(40),
+    ] {
+        op.step(&s).await;
+    }
+    let r = op.rollout().await.unwrap();
+    assert_eq!(r["status"]["canaryStatus"]["currentStepState"], "Completed");
+    assert_eq!(deployment(&op, WORKLOAD).unwrap()["spec"]["paused"], false);
+    op.fake.clear_requests();
+    op.step(&Step::Settle).await;
+    op.step(&Step::Reconcile(41)).await;
+    assert!(deployment(&op, &canary).is_none());
+    let deleted: Vec<_> = op
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        deleted,
+        [format!(
+            "/apis/apps/v1/namespaces/default/deployments/{canary}"
+        )]
+    );
+    let r = op.rollout().await.unwrap();
+    assert_eq!(r["status"]["phase"], "Healthy");
+    assert_eq!(r["status"]["message"], "workload deployment is completed");
+    // Held again at the new template, unmarked.
+    let w = deployment(&op, WORKLOAD).unwrap();
+    assert_eq!(w["spec"]["paused"], true);
+    assert!(
+        w["metadata"]["annotations"]
+            .get(lanes_rollout::STABLE_TEMPLATE)
+            .is_none()
+    );
+}
+
+fn canary_name(op: &Operator) -> String {
+    op.fake
+        .list("apps/v1", "Deployment")
+        .into_iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .find(|n| n != WORKLOAD)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_409_conflict_is_retried_on_fresh_reads() {
+    let mut op = release_started().await;
+    op.step(&Step::SetImage("a:2")).await;
+    op.fake
+        .fail_next("PUT", "/rollouts/rollouts-mocka/status", 409, "Conflict");
+    let now = t0() + jiff::SignedDuration::from_secs(1);
+    let out = reconcile_rollout(&op.client, NS, ROLLOUT, now)
+        .await
+        .unwrap();
+    assert_eq!(out.conflicts, 1);
+    assert!(out.status_written);
+    let r = op.rollout().await.unwrap();
+    assert_eq!(
+        r["status"]["canaryStatus"]["currentStepState"],
+        "StepUpgrade"
+    );
+    // Each attempt read the Rollout afresh; the canary was created once.
+    let reads = op
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/rollouts/rollouts-mocka"))
+        .count();
+    assert!(reads >= 2, "{reads}");
+    assert_eq!(op.fake.list("apps/v1", "Deployment").len(), 2);
+
+    // An approval that lands between the controller's read and its status write is not
+    // lost: the write is refused (stale resourceVersion) and the reconcile redone.
+    op.step(&Step::Settle).await;
+    op.step(&Step::Reconcile(2)).await;
+    let stale = op.rollout().await.unwrap();
+    op.step(&Step::Approve).await;
+    let mut overwrite = stale.clone();
+    overwrite["status"]["message"] = json!("a stale writer");
+    let api: kube::Api<lanes_model::rollout::Rollout> =
+        kube::Api::namespaced(op.client.clone(), NS);
+    let stale_write = api
+        .replace_status(
+            ROLLOUT,
+            &Default::default(),
+            &serde_json::from_value(overwrite).unwrap(),
+        )
+        .await;
+    assert!(
+        matches!(&stale_write, Err(kube::Error::Api(s)) if s.code == 409),
+        "{stale_write:?}"
+    );
+    op.step(&Step::Reconcile(3)).await;
+    let r = op.rollout().await.unwrap();
+    assert_eq!(r["status"]["canaryStatus"]["currentStepIndex"], 2);
+
+    // Conflicts that never stop are reported, not looped on forever.
+    for _ in 0..lanes_operator::rollouts::CONFLICT_ATTEMPTS {
+        op.fake
+            .fail_next("GET", "/rollouts/rollouts-mocka", 409, "Conflict");
+    }
+    let err = reconcile_rollout(&op.client, NS, ROLLOUT, now)
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("get Rollout default/rollouts-mocka"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_never_ready_is_rolled_back_at_the_progress_deadline() {
+    let mut op = Operator::start();
+    let mut r = rollout();
+    r["spec"]["strategy"]["canary"]["progressDeadlineSeconds"] = json!(60);
+    for s in [
+        Step::Apply(workload("a:1")),
+        Step::Apply(r),
+        Step::Settle,
+        Step::Reconcile(0),
+        Step::SetImage("a:2"),
+        Step::Reconcile(1),
+        Step::Reconcile(62),
+    ] {
+        op.step(&s).await;
+    }
+    let r = op.rollout().await.unwrap();
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolled back:"),
+        "{r:#}"
+    );
+    // The stable template came back whole, by replace.
+    let w = deployment(&op, WORKLOAD).unwrap();
+    assert_eq!(
+        w["spec"]["template"]["spec"]["containers"][0]["image"],
+        "a:1"
+    );
+    assert!(
+        op.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.ends_with("/deployments/mocka-v1"))
+    );
+    op.step(&Step::Reconcile(63)).await;
+    let r = op.rollout().await.unwrap();
+    assert_eq!(r["status"]["phase"], "Healthy");
+    assert_eq!(op.fake.list("apps/v1", "Deployment").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_prometheus_analysis_pauses_the_rollout() {
+    let address = prometheus(0.5).await;
+    let mut op = Operator::start();
+    let r = analysed_rollout(&address);
+    for s in [
+        Step::Apply(workload("a:1")),
+        Step::Apply(r),
+        Step::Settle,
+        Step::Reconcile(0),
+        Step::SetImage("a:2"),
+        Step::Reconcile(1),
+        Step::Settle,
+        Step::Reconcile(2),
+        Step::Reconcile(13),
+    ] {
+        op.step(&s).await;
+    }
+    let r = op.rollout().await.unwrap();
+    assert_eq!(r["spec"]["strategy"]["paused"], true, "{r:#}");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(message.starts_with("paused: analysis failed"), "{message}");
+    assert!(message.contains("istio_success_ratio = 0.5"), "{message}");
+}
+
+#[tokio::test]
+async fn one_replica_leads_until_its_lease_expires_or_is_released() {
+    let (fake, client) = FakeApi::start();
+    let d = Duration::from_secs(15);
+    let a = LeaseLock::new(client.clone(), "lanes-system", "lanes-operator", "a", d);
+    let b = LeaseLock::new(client.clone(), "lanes-system", "lanes-operator", "b", d);
+    let t = t0();
+    assert!(a.try_acquire(t).await.unwrap());
+    assert!(!b.try_acquire(t).await.unwrap());
+    let secs = jiff::SignedDuration::from_secs;
+    assert!(a.try_acquire(t + secs(5)).await.unwrap(), "renewal");
+    assert!(
+        !b.try_acquire(t + secs(19)).await.unwrap(),
+        "renewed at 5 s: valid to 20 s"
+    );
+    assert!(
+        b.try_acquire(t + secs(21)).await.unwrap(),
+        "expired: taken over"
+    );
+    let lease = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "lanes-system",
+            "lanes-operator",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    assert!(!a.try_acquire(t + secs(22)).await.unwrap());
+    b.release().await.unwrap();
+    assert!(
+        a.try_acquire(t + secs(23)).await.unwrap(),
+        "released: taken at once"
+    );
+    // Two replicas racing for an expired lease: the write with the stale
+    // resourceVersion loses.
+    fake.fail_next("PUT", "/leases/lanes-operator", 409, "Conflict");
+    assert!(!b.try_acquire(t + secs(60)).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
+    let (fake, client) = seeded();
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = lanes_operator::Config {
+        identity: "test-replica".into(),
+        lease_duration: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let task = tokio::spawn(lanes_operator::run(client, config, metrics.clone(), rx));
+    // Both controllers run: the lane controller generates, the rollout controller
+    // reports the seed's Rollouts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let vs = fake.list(ISTIO, "VirtualService").len();
+        let healthy = fake
+            .list("rollouts.kruise.io/v1beta1", "Rollout")
+            .iter()
+            .all(|r| r["status"]["phase"].is_string());
+        if vs == 5 && healthy {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operator did not reconcile"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "lanes-system",
+            "lanes-operator",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "test-replica");
+    let text = metrics.encode();
+    assert!(text.contains("lanes_operator_leader 1"), "{text}");
+    assert!(
+        text.contains(r#"lanes_operator_reconciles_total{controller="lanes",result="ok"}"#),
+        "{text}"
+    );
+    // Graceful shutdown: controllers stop, the lease is given up.
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "lanes-system",
+            "lanes-operator",
+        )
+        .unwrap();
+    assert!(lease["spec"].get("holderIdentity").is_none(), "{lease}");
+    assert!(metrics.encode().contains("lanes_operator_leader 0"));
+    // Watches were opened on every kind the controllers read.
+    let watched: std::collections::BTreeSet<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.contains("watch=true"))
+        .flat_map(|r| r.rbac())
+        .map(|(resource, _)| resource)
+        .collect();
+    for kind in [
+        "services",
+        "pods",
+        "asmswimlanegroups",
+        "asmswimlanes",
+        "virtualservices",
+        "destinationrules",
+        "rollouts",
+        "deployments",
+    ] {
+        assert!(watched.contains(kind), "{kind} not watched: {watched:?}");
+    }
+}

@@ -1,0 +1,99 @@
+//! `lanes operator`: the controllers against a Kubernetes cluster.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lanes_operator::metrics::{self, Metrics};
+
+/// What `lanes operator` was asked.
+pub struct Options {
+    pub flavor: lanes_compile::Flavor,
+    pub metrics_addr: SocketAddr,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub identity: Option<String>,
+    pub lease_seconds: u64,
+    pub log_format: LogFormat,
+}
+
+/// How the operator writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Starts logging to standard error (`RUST_LOG` filters, default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs the operator until SIGINT or SIGTERM.
+pub fn run(o: Options) -> Result<ExitCode> {
+    init_logging(o.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(o))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(o: Options) -> Result<()> {
+    let client = kube::Client::try_default().await.context(
+        "cannot configure a Kubernetes client (in-cluster service account, or KUBECONFIG)",
+    )?;
+    let identity = o.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("lanes-operator-{}", std::process::id()))
+    });
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(o.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (metrics)", o.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics and health listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let router = metrics::router(metrics.clone());
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let config = lanes_operator::Config {
+        flavor: o.flavor,
+        identity,
+        lease_namespace: o.lease_namespace,
+        lease_name: o.lease_name,
+        lease_duration: Duration::from_secs(o.lease_seconds.max(3)),
+        ..Default::default()
+    };
+    tracing::info!(identity = %config.identity, lease = %format!("{}/{}", config.lease_namespace, config.lease_name), flavor = ?config.flavor, "lanes operator starting");
+    let operator = tokio::spawn(lanes_operator::run(
+        client,
+        config,
+        metrics.clone(),
+        stop_rx,
+    ));
+    crate::proxy_cmd::stop_signal().await;
+    tracing::info!("stopping: controllers finish their round, the lease is given up");
+    stop_tx.send_replace(true);
+    operator.await.context("operator task")?;
+    http.await.context("metrics server task")??;
+    Ok(())
+}
