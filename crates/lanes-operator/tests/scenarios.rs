@@ -8,15 +8,15 @@ mod common;
 
 use common::*;
 use lanes_rollout::STABLE_TEMPLATE;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// What a row expects after its steps.
 #[derive(Debug, Clone, PartialEq)]
 struct Expect {
     /// Rollout phase, step index and step state (`None`: the Rollout is gone).
     rollout: Option<(&'static str, i32, &'static str)>,
-    /// Replicas of each canary Deployment.
-    canaries: Vec<i64>,
+    /// Image and replicas of each canary Deployment.
+    canaries: Vec<(&'static str, i64)>,
     /// Whether the workload is paused (`None`: either; between releases the operator
     /// holds it paused where the embedded mode's admission needs no hold).
     paused: Option<bool>,
@@ -26,110 +26,74 @@ struct Expect {
 
 fn rows() -> Vec<(&'static str, Vec<Step>, Expect)> {
     use Step::*;
-    let e = |rollout, canaries: Vec<i64>, paused, marked| Expect {
+    let e = |rollout, canaries: Vec<(&'static str, i64)>, paused, marked| Expect {
         rollout,
         canaries,
         paused,
         marked,
     };
-    vec![
-        (
-            "steady: the workload runs, the Rollout is healthy",
-            vec![
-                Apply(workload("a:1")),
-                Apply(rollout()),
-                Settle,
-                Reconcile(0),
-                Reconcile(0),
-            ],
-            e(Some(("Healthy", 2, "Completed")), vec![], None, false),
-        ),
-        (
-            "new image: the workload is paused and a 1-replica canary created",
-            vec![SetImage("a:2"), Reconcile(0)],
-            e(
-                Some(("Progressing", 1, "StepUpgrade")),
-                vec![1],
-                Some(true),
-                true,
-            ),
-        ),
-        (
-            "canary ready: waits in step 1 for approval",
-            vec![Settle, Reconcile(0), Reconcile(5)],
-            e(
-                Some(("Progressing", 1, "StepPaused")),
-                vec![1],
-                Some(true),
-                true,
-            ),
-        ),
-        (
-            "approved: step 2 scales the canary to 50% of 4",
-            vec![Approve, Reconcile(10)],
-            e(
-                Some(("Progressing", 2, "StepUpgrade")),
-                vec![2],
-                Some(true),
-                true,
-            ),
-        ),
-        (
-            "step 2 ready: a timed pause of 30 s",
-            vec![Settle, Reconcile(10), Reconcile(30)],
-            e(
-                Some(("Progressing", 2, "StepPaused")),
-                vec![2],
-                Some(true),
-                true,
-            ),
-        ),
-        (
-            "pause over: finalising, the stable Deployment rolls",
-            vec![Reconcile(41)],
-            e(
-                Some(("Progressing", 2, "Completed")),
-                vec![2],
-                Some(false),
-                true,
-            ),
-        ),
-        (
-            "stable rolled: canary deleted, marks removed, healthy",
-            vec![Settle, Reconcile(42)],
-            e(Some(("Healthy", 2, "Completed")), vec![], None, false),
-        ),
-        (
-            "a second release starts",
-            vec![SetImage("a:3"), Reconcile(50), Settle, Reconcile(51)],
-            e(
-                Some(("Progressing", 1, "StepPaused")),
-                vec![1],
-                Some(true),
-                true,
-            ),
-        ),
-        (
-            "undo (the stable image back): the release is cancelled",
-            vec![SetImage("a:2"), Reconcile(52)],
-            e(Some(("Healthy", 2, "Completed")), vec![], None, false),
-        ),
-        (
-            "a third release",
-            vec![SetImage("a:5"), Reconcile(60), Settle, Reconcile(61)],
-            e(
-                Some(("Progressing", 1, "StepPaused")),
-                vec![1],
-                Some(true),
-                true,
-            ),
-        ),
-        (
-            "the Rollout deleted mid-release: canary gone, workload released",
-            vec![DeleteRollout, Reconcile(70)],
-            e(None, vec![], Some(false), false),
-        ),
-    ]
+    let progressing = |i, state| Some(("Progressing", i, state));
+    let healthy = Some(("Healthy", 2, "Completed"));
+    #[rustfmt::skip]
+    let rows = vec![
+        ("steady: the workload runs, the Rollout is healthy",
+         vec![Apply(workload("a:1")), Apply(rollout()), Settle, Reconcile(0), Reconcile(0)],
+         e(healthy, vec![], None, false)),
+        ("new image: the workload is paused and a 1-replica canary created",
+         vec![SetImage("a:2"), Reconcile(0)],
+         e(progressing(1, "StepUpgrade"), vec![("a:2", 1)], Some(true), true)),
+        ("canary ready: waits in step 1 for approval",
+         vec![Settle, Reconcile(0), Reconcile(5)],
+         e(progressing(1, "StepPaused"), vec![("a:2", 1)], Some(true), true)),
+        ("approved: step 2 scales the canary to 50% of 4",
+         vec![Approve, Reconcile(10)],
+         e(progressing(2, "StepUpgrade"), vec![("a:2", 2)], Some(true), true)),
+        ("step 2 ready: a timed pause of 30 s",
+         vec![Settle, Reconcile(10), Reconcile(30)],
+         e(progressing(2, "StepPaused"), vec![("a:2", 2)], Some(true), true)),
+        ("pause over: finalising, the stable Deployment rolls",
+         vec![Reconcile(41)],
+         e(progressing(2, "Completed"), vec![("a:2", 2)], Some(false), true)),
+        ("stable rolled: canary deleted, marks removed, healthy",
+         vec![Settle, Reconcile(42)],
+         e(healthy, vec![], None, false)),
+        ("a second release starts",
+         vec![SetImage("a:3"), Reconcile(50), Settle, Reconcile(51)],
+         e(progressing(1, "StepPaused"), vec![("a:3", 1)], Some(true), true)),
+        ("undo (the stable image back): the release is cancelled",
+         vec![SetImage("a:2"), Reconcile(52)],
+         e(healthy, vec![], None, false)),
+        ("a third release",
+         vec![SetImage("a:5"), Reconcile(60), Settle, Reconcile(61)],
+         e(progressing(1, "StepPaused"), vec![("a:5", 1)], Some(true), true)),
+        ("continuous release: a newer template restarts at step 1, the older canary goes",
+         vec![SetImage("a:6"), Reconcile(62)],
+         e(progressing(1, "StepUpgrade"), vec![("a:6", 1)], Some(true), true)),
+        ("paused by the user: an approval waits",
+         vec![Settle, Reconcile(63), PatchRollout(json!({"spec": {"strategy": {"paused": true}}})),
+              Approve, Reconcile(64), Settle, Reconcile(65)],
+         e(progressing(1, "StepReady"), vec![("a:6", 1)], Some(true), true)),
+        ("resumed: the approval takes effect",
+         vec![PatchRollout(json!({"spec": {"strategy": {"paused": false}}})), Reconcile(66)],
+         e(progressing(2, "StepUpgrade"), vec![("a:6", 2)], Some(true), true)),
+        ("plan change mid-release: the step is redone under the new plan",
+         vec![PatchRollout(json!({"spec": {"strategy": {"canary": {"steps": [
+              {"replicas": 1}, {"replicas": 3}]}}}})), Reconcile(67)],
+         e(progressing(2, "StepUpgrade"), vec![("a:6", 3)], Some(true), true)),
+        ("disabled: the release stands down, the workload is let go",
+         vec![PatchRollout(json!({"spec": {"disabled": true}})), Reconcile(68)],
+         e(Some(("Disabled", 0, "")), vec![], Some(false), false)),
+        ("enabled again: healthy on what runs",
+         vec![Settle, PatchRollout(json!({"spec": {"disabled": false}})), Reconcile(69)],
+         e(healthy, vec![], None, false)),
+        ("a fourth release",
+         vec![Settle, Reconcile(70), SetImage("a:7"), Reconcile(71), Settle, Reconcile(72)],
+         e(progressing(1, "StepPaused"), vec![("a:7", 1)], Some(true), true)),
+        ("the Rollout deleted mid-release: canary gone, workload released",
+         vec![DeleteRollout, Reconcile(80)],
+         e(None, vec![], Some(false), false)),
+    ];
+    rows
 }
 
 async fn observe<D: Driver>(d: &D) -> Expect {
@@ -152,13 +116,20 @@ async fn observe<D: Driver>(d: &D) -> Expect {
         )
     });
     let deployments = d.deployments().await;
-    let mut canaries: Vec<i64> = deployments
+    let mut canaries: Vec<(&'static str, i64)> = deployments
         .iter()
         .filter(|d| {
             d.pointer("/metadata/labels/rollouts.kruise.io~1canary-deployment")
                 .is_some()
         })
-        .map(|d| d["spec"]["replicas"].as_i64().unwrap_or(1))
+        .map(|d| {
+            let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let image: &'static str = Box::leak(image.into_boxed_str());
+            (image, d["spec"]["replicas"].as_i64().unwrap_or(1))
+        })
         .collect();
     canaries.sort();
     let w = deployments

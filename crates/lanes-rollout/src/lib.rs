@@ -214,9 +214,10 @@ fn strategy(r: &Rollout) -> Option<&CanaryStrategy> {
     r.spec.strategy.canary.as_ref()
 }
 
-/// A hash of the release plan, to notice changes to it mid-release.
+/// A hash of the release plan (the canary strategy), to notice changes to it
+/// mid-release. Pausing or resuming the Rollout is not a change of plan.
 pub fn plan_hash(r: &Rollout) -> String {
-    let v = serde_json::to_value(&r.spec.strategy).unwrap_or(Value::Null);
+    let v = serde_json::to_value(&r.spec.strategy.canary).unwrap_or(Value::Null);
     lanes_model::hash::template_hash(&v)
 }
 
@@ -1278,6 +1279,47 @@ mod tests {
         assert!(
             msg.contains("progressDeadlineSeconds 30") && msg.contains("ImageNotMapped"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn pausing_is_not_a_plan_change_and_an_approval_sent_while_paused_holds() {
+        let mut r = rollout(vec![
+            step(IntOrString::Int(1), None),
+            step(IntOrString::Int(2), None),
+        ]);
+        let hash = plan_hash(&r);
+        let w = workload("a:2", Some("a:1"), true);
+        run(&mut r, Some(w.clone()), vec![], t0());
+        run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+        assert_eq!(st(&r).2, "StepPaused");
+        r.spec.strategy.paused = Some(true);
+        assert_eq!(plan_hash(&r), hash);
+        r.status
+            .as_mut()
+            .unwrap()
+            .canary_status
+            .as_mut()
+            .unwrap()
+            .current_step_state = state::READY.into();
+        run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+        assert_eq!(st(&r), ("Progressing".into(), 1, "StepReady".into()));
+        assert!(
+            r.status
+                .as_ref()
+                .unwrap()
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("paused")
+        );
+        r.spec.strategy.paused = Some(false);
+        let d = run(&mut r, Some(w), vec![canary("a:2", 1, 1)], t0());
+        assert_eq!(st(&r), ("Progressing".into(), 2, "StepUpgrade".into()));
+        assert!(
+            d.actions
+                .iter()
+                .any(|a| matches!(a, Action::ScaleCanary { replicas: 2, .. }))
         );
     }
 

@@ -89,6 +89,8 @@ pub enum Step {
     Reconcile(i64),
     /// `kubectl-kruise rollout approve`.
     Approve,
+    /// `kubectl patch rollout --type merge`: pause, resume, a plan change, disable.
+    PatchRollout(Value),
     /// `kubectl delete rollout`.
     DeleteRollout,
 }
@@ -238,6 +240,19 @@ impl Driver for Embedded {
                 .unwrap();
                 lanes_runtime::rollouts::sweep_orphans(&self.store).unwrap();
             }
+            Step::PatchRollout(patch) => {
+                self.client
+                    .patch(
+                        Kind::Rollout,
+                        Some(NS),
+                        ROLLOUT,
+                        PatchType::Merge,
+                        patch,
+                        false,
+                    )
+                    .await
+                    .unwrap();
+            }
             Step::Approve => {
                 let patch = json!({"status": {"canaryStatus": {"currentStepState": "StepReady"}}});
                 self.client
@@ -339,6 +354,16 @@ impl Driver for Operator {
                 lanes_operator::rollouts::sweep_orphans(&self.client)
                     .await
                     .unwrap();
+            }
+            Step::PatchRollout(patch) => {
+                f.merge(
+                    "rollouts.kruise.io/v1beta1",
+                    "Rollout",
+                    NS,
+                    ROLLOUT,
+                    patch,
+                    false,
+                );
             }
             Step::Approve => {
                 // The patch kubectl-kruise sends, on the status subresource.
