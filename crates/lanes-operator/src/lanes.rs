@@ -43,29 +43,41 @@ pub fn istio_resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
-async fn list_all<K>(client: &Client, skipped: &mut Vec<String>) -> Result<Vec<Object>, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let api: Api<K> = Api::all(client.clone());
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err(format!("list {}", K::plural(&()))))?;
-    let mut out = Vec::new();
-    for item in list.items {
-        let v = to_value(&K::kind(&()), &item)?;
-        match Object::from_value(v) {
-            Ok(o) => out.push(o),
-            Err(errs) => {
-                let name = item.meta().name.clone().unwrap_or_default();
-                let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                skipped.push(format!("{} {name}: {}", K::kind(&()), why.join("; ")));
+/// The lane controller's inputs: lane groups, lanes, Services and Pods as validated
+/// objects, in creation order, and the ones skipped (with why).
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// Objects the compiler takes.
+    pub objects: Vec<Object>,
+    /// Objects that do not validate, as `Kind name: why`.
+    pub skipped: Vec<String>,
+}
+
+impl Inputs {
+    /// Adds objects of one kind (from a list, or a watch cache).
+    pub fn add<K, T>(&mut self, items: impl IntoIterator<Item = T>) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+        T: std::ops::Deref<Target = K>,
+    {
+        for item in items {
+            let v = to_value(&K::kind(&()), &*item)?;
+            match Object::from_value(v) {
+                Ok(o) => self.objects.push(o),
+                Err(errs) => {
+                    let name = item.meta().name.clone().unwrap_or_default();
+                    let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                    self.skipped
+                        .push(format!("{} {name}: {}", K::kind(&()), why.join("; ")));
+                }
             }
         }
+        Ok(())
     }
-    // Lanes and groups are taken in creation order, as in the embedded mode.
-    out.sort_by(|a, b| {
+
+    /// Sorts the objects by creation time (then name): lanes and groups are taken in
+    /// creation order, as in the embedded mode.
+    fn sorted(mut self) -> Self {
         let t = |o: &Object| {
             o.raw
                 .pointer("/metadata/creationTimestamp")
@@ -73,9 +85,38 @@ where
                 .unwrap_or("")
                 .to_string()
         };
-        t(a).cmp(&t(b)).then_with(|| a.name.cmp(&b.name))
-    });
-    Ok(out)
+        self.objects
+            .sort_by(|a, b| t(a).cmp(&t(b)).then_with(|| a.name.cmp(&b.name)));
+        self
+    }
+
+    /// Reads the inputs with one LIST per kind.
+    pub async fn list(client: &Client) -> Result<Inputs, Error> {
+        let mut inputs = Inputs::default();
+        inputs.add::<Service, _>(list::<Service>(client).await?.into_iter().map(Box::new))?;
+        inputs.add::<Pod, _>(list::<Pod>(client).await?.into_iter().map(Box::new))?;
+        inputs.add::<ASMSwimLaneGroup, _>(
+            list::<ASMSwimLaneGroup>(client)
+                .await?
+                .into_iter()
+                .map(Box::new),
+        )?;
+        inputs
+            .add::<ASMSwimLane, _>(list::<ASMSwimLane>(client).await?.into_iter().map(Box::new))?;
+        Ok(inputs)
+    }
+}
+
+async fn list<K>(client: &Client) -> Result<Vec<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list {}", K::plural(&()))))?
+        .items)
 }
 
 fn key_of(v: &Value) -> String {
@@ -100,14 +141,24 @@ fn up_to_date(current: &Value, desired: &Value) -> bool {
     labels_kept && current.get("spec") == desired.get("spec")
 }
 
-/// One reconcile of every lane group in the cluster.
+/// One reconcile of every lane group in the cluster, reading the inputs with LISTs.
 pub async fn reconcile(client: &Client, flavor: Flavor) -> Result<Changes, Error> {
-    let mut changes = Changes::default();
-    let mut all = Vec::new();
-    all.extend(list_all::<Service>(client, &mut changes.skipped).await?);
-    all.extend(list_all::<Pod>(client, &mut changes.skipped).await?);
-    all.extend(list_all::<ASMSwimLaneGroup>(client, &mut changes.skipped).await?);
-    all.extend(list_all::<ASMSwimLane>(client, &mut changes.skipped).await?);
+    reconcile_inputs(client, flavor, Inputs::list(client).await?).await
+}
+
+/// One reconcile from given inputs (the run loop passes its watch caches): compile,
+/// apply what differs, delete what is no longer generated.
+pub async fn reconcile_inputs(
+    client: &Client,
+    flavor: Flavor,
+    inputs: Inputs,
+) -> Result<Changes, Error> {
+    let inputs = inputs.sorted();
+    let mut changes = Changes {
+        skipped: inputs.skipped,
+        ..Default::default()
+    };
+    let all = inputs.objects;
     let pods: Vec<PodView> = all.iter().filter_map(PodView::from_object).collect();
     let refs: Vec<&Object> = all.iter().collect();
     let out = compile(&refs, &pods, flavor);

@@ -388,18 +388,31 @@ async fn act(
 /// canaries deleted, release marks removed, the Deployment let go. Returns the
 /// Deployments released, as `namespace/name`.
 pub async fn sweep_orphans(client: &Client) -> Result<Vec<String>, Error> {
-    let all: Api<Deployment> = Api::all(client.clone());
-    let rollouts: Api<Rollout> = Api::all(client.clone());
-    let list = all
+    let deployments = Api::<Deployment>::all(client.clone())
         .list(&ListParams::default())
         .await
         .map_err(kube_err("list Deployments"))?;
-    let rs = rollouts
+    let rollouts = Api::<Rollout>::all(client.clone())
         .list(&ListParams::default())
         .await
         .map_err(kube_err("list Rollouts"))?;
+    sweep(
+        client,
+        &deployments.items.iter().collect::<Vec<_>>(),
+        &rollouts.items.iter().collect::<Vec<_>>(),
+    )
+    .await
+}
+
+/// [`sweep_orphans`] over Deployments and Rollouts already read (the run loop passes
+/// its watch caches).
+pub async fn sweep(
+    client: &Client,
+    deployments: &[&Deployment],
+    rollouts: &[&Rollout],
+) -> Result<Vec<String>, Error> {
     let mut released = Vec::new();
-    for d in list.items {
+    for d in deployments {
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
         let ann = d.metadata.annotations.clone().unwrap_or_default();
@@ -409,12 +422,24 @@ pub async fn sweep_orphans(client: &Client) -> Result<Vec<String>, Error> {
         {
             continue;
         }
-        let managed = rs.items.iter().any(|r| {
+        let managed = rollouts.iter().any(|r| {
             r.metadata.namespace.as_deref() == Some(ns.as_str())
                 && r.spec.workload_ref.kind == "Deployment"
                 && r.spec.workload_ref.name == name
         });
         if managed {
+            continue;
+        }
+        // What was read may lag (a Rollout just created): confirm before letting go.
+        let fresh = Api::<Rollout>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(kube_err(format!("list Rollouts in {ns}")))?;
+        if fresh
+            .items
+            .iter()
+            .any(|r| r.spec.workload_ref.kind == "Deployment" && r.spec.workload_ref.name == name)
+        {
             continue;
         }
         let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -436,4 +461,26 @@ pub async fn sweep_orphans(client: &Client) -> Result<Vec<String>, Error> {
         released.push(format!("{ns}/{name}"));
     }
     Ok(released)
+}
+
+/// Whether an event on Deployment `d` concerns the rollout controller: a canary, a
+/// Deployment held or mid-release, or one a Rollout targets.
+pub fn concerns<'a>(d: &Deployment, mut rollouts: impl Iterator<Item = &'a Rollout>) -> bool {
+    let labelled = d
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(CANARY_LABEL));
+    let marked = d.metadata.annotations.as_ref().is_some_and(|a| {
+        [STABLE_TEMPLATE, REST_TEMPLATE]
+            .iter()
+            .any(|k| a.contains_key(*k))
+    });
+    labelled
+        || marked
+        || rollouts.any(|r| {
+            r.metadata.namespace == d.metadata.namespace
+                && r.spec.workload_ref.kind == "Deployment"
+                && Some(&r.spec.workload_ref.name) == d.metadata.name.as_ref()
+        })
 }

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DynamicObject};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource};
 use lanes_compile::Flavor;
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
@@ -149,29 +149,90 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
     stopped || *shutdown.borrow()
 }
 
-/// Wakes `notify` on every event (or watch error) of `api`, until `stop`.
-fn trigger<K>(
+/// Keeps a watch cache of `api` (objects passed through `slim` first, to hold only what
+/// the controllers read) and wakes `notify` on every change `wanted` says matters, until
+/// `stop`.
+fn cache<K>(
     api: Api<K>,
+    config: watcher::Config,
+    slim: fn(&mut K),
+    wanted: impl Fn(&K) -> bool + Send + 'static,
     notify: Arc<Notify>,
     tasks: &mut JoinSet<()>,
     mut stop: watch::Receiver<bool>,
-) where
+) -> reflector::Store<K>
+where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    let (reader, writer) = reflector::store();
     tasks.spawn(async move {
-        let mut events = watcher(api, watcher::Config::default())
+        let mut events = watcher(api, config)
             .default_backoff()
+            .modify(slim)
+            .reflect(writer)
+            .touched_objects()
             .boxed();
         loop {
             tokio::select! {
                 e = events.next() => match e {
-                    Some(_) => notify.notify_one(),
+                    Some(Ok(o)) if wanted(&o) => notify.notify_one(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::debug!(error = %e, "watch"),
                     None => break,
                 },
                 _ = stopped(&mut stop) => break,
             }
         }
     });
+    reader
+}
+
+/// Drops what no controller reads from a cached object.
+fn slim_meta<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// Pods are the bulk of a cluster: keep labels, containers, addresses and readiness only.
+fn slim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.annotations = None;
+    // Containers by name and image only (validation wants one at least).
+    if let Some(spec) = p.spec.take() {
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| k8s_openapi::api::core::v1::Container {
+                    name: c.name,
+                    image: c.image,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+    }
+    if let Some(st) = p.status.as_mut() {
+        *st = k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: st.pod_ip.take(),
+            conditions: st.conditions.take(),
+            phase: st.phase.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// Waits until every cache has its first full list; false on stop.
+async fn ready<K>(store: &reflector::Store<K>, stop: &mut watch::Receiver<bool>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let done = tokio::select! {
+        r = store.wait_until_ready() => r.is_ok(),
+        _ = stopped(stop) => false,
+    };
+    done && !*stop.borrow()
 }
 
 /// Waits for an event (then a short settle, so bursts become one reconcile), the resync
@@ -196,42 +257,80 @@ async fn lanes_loop(
 ) {
     let notify = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    trigger(
+    let all = watcher::Config::default;
+    let services = cache(
         Api::<Service>::all(client.clone()),
+        all(),
+        slim_meta,
+        |_| true,
         notify.clone(),
         &mut tasks,
         stop.clone(),
     );
-    trigger(
+    let pods = cache(
         Api::<Pod>::all(client.clone()),
+        all(),
+        slim_pod,
+        |_| true,
         notify.clone(),
         &mut tasks,
         stop.clone(),
     );
-    trigger(
+    let groups = cache(
         Api::<ASMSwimLaneGroup>::all(client.clone()),
+        all(),
+        slim_meta,
+        |_| true,
         notify.clone(),
         &mut tasks,
         stop.clone(),
     );
-    trigger(
+    let lanes = cache(
         Api::<ASMSwimLane>::all(client.clone()),
+        all(),
+        slim_meta,
+        |_| true,
         notify.clone(),
         &mut tasks,
         stop.clone(),
     );
+    // Generated objects edited or deleted by someone else are put back.
     for kind in ["VirtualService", "DestinationRule"] {
         let ar = crate::lanes::istio_resource(kind);
-        trigger(
-            Api::<DynamicObject>::all_with(client.clone(), &ar),
-            notify.clone(),
-            &mut tasks,
-            stop.clone(),
-        );
+        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
+        let generated = all().labels(crate::lanes::GENERATED_SELECTOR);
+        let notify = notify.clone();
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            let mut events = watcher(api, generated).default_backoff().boxed();
+            loop {
+                tokio::select! {
+                    e = events.next() => match e {
+                        Some(_) => notify.notify_one(),
+                        None => break,
+                    },
+                    _ = stopped(&mut stop) => break,
+                }
+            }
+        });
     }
+    let cached = ready(&services, &mut stop).await
+        && ready(&pods, &mut stop).await
+        && ready(&groups, &mut stop).await
+        && ready(&lanes, &mut stop).await;
     let mut wait = Duration::ZERO;
-    while next_round(&notify, wait, &mut stop).await {
-        match crate::lanes::reconcile(&client, config.flavor).await {
+    while cached && next_round(&notify, wait, &mut stop).await {
+        let mut inputs = crate::lanes::Inputs::default();
+        let gathered = inputs
+            .add::<Service, _>(services.state())
+            .and_then(|_| inputs.add::<Pod, _>(pods.state()))
+            .and_then(|_| inputs.add::<ASMSwimLaneGroup, _>(groups.state()))
+            .and_then(|_| inputs.add::<ASMSwimLane, _>(lanes.state()));
+        let result = match gathered {
+            Ok(()) => crate::lanes::reconcile_inputs(&client, config.flavor, inputs).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(c) => {
                 metrics.reconciled("lanes", true);
                 metrics
@@ -263,21 +362,30 @@ async fn rollouts_loop(
 ) {
     let notify = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
-    trigger(
+    let rollouts = cache(
         Api::<Rollout>::all(client.clone()),
+        watcher::Config::default(),
+        slim_meta,
+        |_| true,
         notify.clone(),
         &mut tasks,
         stop.clone(),
     );
-    trigger(
+    // Deployment events wake the controller only when they concern a release.
+    let known = rollouts.clone();
+    let deployments = cache(
         Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+        slim_meta,
+        move |d| crate::rollouts::concerns(d, known.state().iter().map(|r| r.as_ref())),
         notify.clone(),
         &mut tasks,
         stop.clone(),
     );
+    let cached = ready(&rollouts, &mut stop).await && ready(&deployments, &mut stop).await;
     let mut wait = Duration::ZERO;
-    while next_round(&notify, wait, &mut stop).await {
-        let (ok, progressing) = rollouts_round(&client, &metrics).await;
+    while cached && next_round(&notify, wait, &mut stop).await {
+        let (ok, progressing) = rollouts_round(&client, &metrics, &rollouts, &deployments).await;
         // Timed pauses and analysis need a look soon even without events.
         wait = if !ok || progressing {
             Duration::from_secs(2)
@@ -290,21 +398,15 @@ async fn rollouts_loop(
 
 /// Reconciles every Rollout, then stands down orphaned releases. Returns (all ok, any
 /// release progressing).
-async fn rollouts_round(client: &Client, metrics: &Metrics) -> (bool, bool) {
-    let list = match Api::<Rollout>::all(client.clone())
-        .list(&Default::default())
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "rollout controller: list Rollouts");
-            metrics.reconciled("rollouts", false);
-            return (false, false);
-        }
-    };
+async fn rollouts_round(
+    client: &Client,
+    metrics: &Metrics,
+    rollouts: &reflector::Store<Rollout>,
+    deployments: &reflector::Store<Deployment>,
+) -> (bool, bool) {
     let (mut ok, mut progressing) = (true, false);
     let now = jiff::Timestamp::now();
-    for r in &list.items {
+    for r in rollouts.state() {
         let ns = r.metadata.namespace.clone().unwrap_or_default();
         let name = r.metadata.name.clone().unwrap_or_default();
         match crate::rollouts::reconcile_rollout(client, &ns, &name, now).await {
@@ -323,9 +425,49 @@ async fn rollouts_round(client: &Client, metrics: &Metrics) -> (bool, bool) {
             }
         }
     }
-    if let Err(e) = crate::rollouts::sweep_orphans(client).await {
+    let ds = deployments.state();
+    let rs = rollouts.state();
+    let result = crate::rollouts::sweep(
+        client,
+        &ds.iter().map(|d| d.as_ref()).collect::<Vec<_>>(),
+        &rs.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
+    )
+    .await;
+    if let Err(e) = result {
         ok = false;
         tracing::warn!(error = %e, "rollout controller: orphaned releases");
     }
     (ok, progressing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_slimmed_pod_still_validates_and_keeps_what_routing_reads() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "labels": {"app": "a"},
+                         "annotations": {"big": "x".repeat(1000)},
+                         "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"containers": [{"name": "c", "image": "i:1",
+                                      "env": [{"name": "E", "value": "v"}]}]},
+            "status": {"podIP": "10.0.0.9", "phase": "Running", "hostIP": "10.1.1.1",
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap();
+        slim_pod(&mut pod);
+        let v = serde_json::to_value(&pod).unwrap();
+        assert!(v["metadata"].get("annotations").is_none());
+        assert!(v["metadata"].get("managedFields").is_none());
+        assert!(v["spec"]["containers"][0].get("env").is_none());
+        assert!(v["status"].get("hostIP").is_none());
+        let object = lanes_model::Object::from_value(v).unwrap();
+        let view = lanes_model::mesh::PodView::from_object(&object).unwrap();
+        assert!(view.ready);
+        assert_eq!(view.ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(view.labels.get("app").map(String::as_str), Some("a"));
+    }
 }

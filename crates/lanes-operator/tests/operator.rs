@@ -530,6 +530,80 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
         text.contains(r#"lanes_operator_reconciles_total{controller="lanes",result="ok"}"#),
         "{text}"
     );
+    // Changes arrive through the watches: a canary pod adds its subset; a generated
+    // object someone deletes is put back.
+    let canary: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            repo().join("crates/lanes-compile/tests/cases/mocka-canary/canary.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    fake.put(pods_of(&canary, "canary", 200).remove(0));
+    let dr = |fake: &FakeApi| {
+        fake.list(ISTIO, "DestinationRule")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == "trafficlabel-dr-rollout-default-mocka")
+    };
+    let ns = dr(&fake).unwrap()["metadata"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while dr(&fake).unwrap()["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .len()
+        != 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the canary subset never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.remove(
+        ISTIO,
+        "DestinationRule",
+        &ns,
+        "trafficlabel-dr-rollout-default-mocka",
+    );
+    while dr(&fake).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted DestinationRule never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A release through the watch caches: a new image on a held Deployment gets a canary.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fake
+        .get("apps/v1", "Deployment", "default", "mockb-v1")
+        .unwrap()["spec"]["paused"]
+        != true
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mockb-v1 was never held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "b:2"}]}}}});
+    fake.merge(
+        "apps/v1",
+        "Deployment",
+        "default",
+        "mockb-v1",
+        &image,
+        false,
+    );
+    while fake.list("apps/v1", "Deployment").len() != 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no canary Deployment for mockb"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Graceful shutdown: controllers stop, the lease is given up.
     tx.send_replace(true);
     tokio::time::timeout(Duration::from_secs(10), task)

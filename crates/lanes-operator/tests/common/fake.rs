@@ -67,8 +67,63 @@ impl Req {
     }
 }
 
+type Collection = (String, String);
+
+/// One change, as a watch reports it.
+#[derive(Clone)]
+struct Change {
+    collection: Collection,
+    namespace: String,
+    rv: u64,
+    kind: &'static str,
+    object: Value,
+}
+
+impl State {
+    /// Stores an object (already stamped) and records the change.
+    fn store(&mut self, key: Collection, ns: String, name: String, v: Value) {
+        let coll = self.objects.entry(key.clone()).or_default();
+        let kind = if coll.contains_key(&(ns.clone(), name.clone())) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        coll.insert((ns.clone(), name), v.clone());
+        let rv = self.rv;
+        self.changes.push(Change {
+            collection: key,
+            namespace: ns,
+            rv,
+            kind,
+            object: v,
+        });
+    }
+
+    /// Deletes an object and records the change.
+    fn delete(&mut self, key: Collection, ns: &str, name: &str) -> Option<Value> {
+        let gone = self
+            .objects
+            .get_mut(&key)?
+            .remove(&(ns.to_string(), name.to_string()))?;
+        self.rv += 1;
+        let mut object = gone.clone();
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let rv = self.rv;
+        self.changes.push(Change {
+            collection: key,
+            namespace: ns.to_string(),
+            rv,
+            kind: "DELETED",
+            object,
+        });
+        Some(gone)
+    }
+}
+
 #[derive(Default)]
 struct State {
+    /// Every change, for watches.
+    changes: Vec<Change>,
     /// (prefix, plural) → (namespace, name) → object.
     objects: BTreeMap<(String, String), BTreeMap<(String, String), Value>>,
     rv: u64,
@@ -203,15 +258,19 @@ impl FakeApi {
         let server = fake.clone();
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
-                let (parts, body) = req.into_parts();
-                let bytes = body.collect_bytes().await.unwrap_or_default();
-                let (code, bytes) = server.answer_http(&parts, &bytes);
-                let resp = Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(Body::from(bytes))
-                    .unwrap();
-                send.send_response(resp);
+                let server = server.clone();
+                // Each request answered on its own task: a watch may wait for changes.
+                tokio::spawn(async move {
+                    let (parts, body) = req.into_parts();
+                    let bytes = body.collect_bytes().await.unwrap_or_default();
+                    let (code, bytes) = server.answer_http(&parts, &bytes).await;
+                    let resp = Response::builder()
+                        .status(code)
+                        .header("content-type", "application/json")
+                        .body(Body::from(bytes))
+                        .unwrap();
+                    send.send_response(resp);
+                });
             }
         });
         (fake, kube::Client::new(svc, "default"))
@@ -227,7 +286,7 @@ impl FakeApi {
                 let bytes = axum::body::to_bytes(body, 32 << 20)
                     .await
                     .unwrap_or_default();
-                let (code, bytes) = fake.answer_http(&parts, &bytes);
+                let (code, bytes) = fake.answer_http(&parts, &bytes).await;
                 Response::builder()
                     .status(code)
                     .header("content-type", "application/json")
@@ -238,7 +297,11 @@ impl FakeApi {
         let _ = axum::serve(listener, app).await;
     }
 
-    fn answer_http(&self, parts: &http::request::Parts, bytes: &[u8]) -> (StatusCode, Vec<u8>) {
+    async fn answer_http(
+        &self,
+        parts: &http::request::Parts,
+        bytes: &[u8],
+    ) -> (StatusCode, Vec<u8>) {
         let body = if bytes.is_empty() {
             None
         } else {
@@ -258,8 +321,8 @@ impl FakeApi {
         };
         let (code, out) = self.answer(r);
         if code == 0 {
-            // A watch: no events, the stream ends.
-            return (StatusCode::OK, Vec::new());
+            let query = parts.uri.query().unwrap_or("");
+            return (StatusCode::OK, self.watch(parts.uri.path(), query).await);
         }
         (
             StatusCode::from_u16(code).unwrap(),
@@ -284,10 +347,14 @@ impl FakeApi {
         let mut s = self.state.lock().unwrap();
         s.rv += 1;
         let rv = s.rv;
-        let coll = s.objects.entry((prefix, plural)).or_default();
-        let old = coll.get(&(ns.clone(), name.clone())).cloned();
+        let key = (prefix, plural);
+        let old = s
+            .objects
+            .get(&key)
+            .and_then(|c| c.get(&(ns.clone(), name.clone())))
+            .cloned();
         stamp(&mut v, old.as_ref(), rv);
-        coll.insert((ns, name), v);
+        s.store(key, ns, name, v);
     }
 
     /// The stored object of `kind` (as `Kind` names it), if any.
@@ -338,9 +405,7 @@ impl FakeApi {
     pub fn remove(&self, api_version: &str, kind: &str, ns: &str, name: &str) {
         let (prefix, plural, _) = resource_of(&json!({"apiVersion": api_version, "kind": kind}));
         let mut s = self.state.lock().unwrap();
-        if let Some(c) = s.objects.get_mut(&(prefix, plural)) {
-            c.remove(&(ns.to_string(), name.to_string()));
-        }
+        s.delete((prefix, plural), ns, name);
     }
 
     /// Every request so far.
@@ -362,6 +427,40 @@ impl FakeApi {
             .push((method.into(), suffix.into(), code, reason.into()));
     }
 
+    /// The watch events after the request's resourceVersion, as JSON lines; waits a
+    /// little for some when there are none (a watch that ends at once would spin).
+    async fn watch(&self, path: &str, query: &str) -> Vec<u8> {
+        let p = parse(path);
+        let collection = (p.prefix.clone(), p.plural.clone());
+        let since: u64 = query_param(query, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let selector = query_param(query, "labelSelector").unwrap_or_default();
+        for _ in 0..10 {
+            let out: Vec<u8> = {
+                let s = self.state.lock().unwrap();
+                s.changes
+                    .iter()
+                    .filter(|c| c.collection == collection && c.rv > since)
+                    .filter(|c| p.namespace.as_ref().is_none_or(|ns| *ns == c.namespace))
+                    .filter(|c| labels_match(&c.object, &selector))
+                    .flat_map(|c| {
+                        let mut line =
+                            serde_json::to_vec(&json!({"type": c.kind, "object": c.object}))
+                                .unwrap();
+                        line.push(b'\n');
+                        line
+                    })
+                    .collect()
+            };
+            if !out.is_empty() {
+                return out;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Vec::new()
+    }
+
     fn answer(&self, r: Req) -> (u16, Value) {
         let mut s = self.state.lock().unwrap();
         s.log.push(r.clone());
@@ -376,7 +475,7 @@ impl FakeApi {
         let p = parse(&r.path);
         let key = (p.prefix.clone(), p.plural.clone());
         if r.query.contains("watch=true") {
-            // No events: the stream ends and the watcher lists again after a backoff.
+            // Answered by the async layer, which may wait for changes.
             return (0, Value::Null);
         }
         let ns = p.namespace.clone().unwrap_or_default();
@@ -427,10 +526,7 @@ impl FakeApi {
                 s.rv += 1;
                 let rv = s.rv;
                 stamp(&mut v, None, rv);
-                s.objects
-                    .entry(key)
-                    .or_default()
-                    .insert((ns, name), v.clone());
+                s.store(key, ns, name, v.clone());
                 (201, v)
             }
             ("PUT", Some(name)) | ("PATCH", Some(name)) => {
@@ -451,10 +547,7 @@ impl FakeApi {
                         s.rv += 1;
                         let rv = s.rv;
                         stamp(&mut v, None, rv);
-                        s.objects
-                            .entry(key)
-                            .or_default()
-                            .insert((ns, name.clone()), v.clone());
+                        s.store(key, ns, name.clone(), v.clone());
                         return (201, v);
                     }
                     return status(404, "NotFound", format!("{} {name:?} not found", p.plural));
@@ -499,25 +592,16 @@ impl FakeApi {
                 s.rv += 1;
                 let rv = s.rv;
                 stamp(&mut next, Some(&current), rv);
-                s.objects
-                    .entry(key)
-                    .or_default()
-                    .insert((ns, name.clone()), next.clone());
+                s.store(key, ns, name.clone(), next.clone());
                 (200, next)
             }
-            ("DELETE", Some(name)) => {
-                match s
-                    .objects
-                    .get_mut(&key)
-                    .and_then(|c| c.remove(&(ns.clone(), name.clone())))
-                {
-                    Some(_) => (
-                        200,
-                        json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}),
-                    ),
-                    None => status(404, "NotFound", format!("{} {name:?} not found", p.plural)),
-                }
-            }
+            ("DELETE", Some(name)) => match s.delete(key, &ns, name) {
+                Some(_) => (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}),
+                ),
+                None => status(404, "NotFound", format!("{} {name:?} not found", p.plural)),
+            },
             _ => status(405, "MethodNotAllowed", format!("{} {}", r.method, r.path)),
         }
     }

@@ -414,12 +414,13 @@ impl Driver for Operator {
 pub fn seeded() -> (FakeApi, kube::Client) {
     let (fake, client) = FakeApi::start();
     let mut ip = 10;
-    for v in seed() {
+    for mut v in seed() {
         if v["kind"] == "Deployment" {
             for p in pods_of(&v, "stable", ip) {
                 fake.put(p);
             }
             ip += 10;
+            v["status"] = settled_status(&v);
         }
         fake.put(v);
     }
