@@ -27,7 +27,7 @@ pub const CONFLICT_ATTEMPTS: usize = 5;
 /// What one reconcile of a Rollout found and did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
-    /// The state machine's actions, carried out in order.
+    /// The state machine's actions carried out, in order.
     pub actions: Vec<Action>,
     /// Whether the status was written.
     pub status_written: bool,
@@ -220,10 +220,13 @@ async fn reconcile_once(
     });
     let mut rv = rollout.metadata.resource_version.clone();
     let held = manages(&rollout) && decision.actions.contains(&Action::ClearWorkloadMarks);
+    let mut carried = Vec::new();
     for action in &decision.actions {
         if held && *action == Action::SetWorkloadPaused(false) {
+            // Held again at once instead (see ClearWorkloadMarks).
             continue;
         }
+        carried.push(action.clone());
         let done = act(
             &deployments,
             &rollouts,
@@ -249,7 +252,7 @@ async fn reconcile_once(
             .map_err(kube_err(format!("update Rollout {ns}/{name} status")))?;
     }
     Ok(Outcome {
-        actions: decision.actions,
+        actions: carried,
         status_written,
         conflicts: 0,
         progressing,

@@ -280,17 +280,6 @@ async fn rbac_grants_exactly_the_requests_the_controllers_make() {
 }
 
 #[test]
-fn lanes_crds_output_is_what_deploy_holds() {
-    // `lanes crds` prints lanes_model::crds(); deploy/crds.yaml must be that.
-    let held: Vec<Value> = manifests()
-        .into_iter()
-        .filter(|(f, _)| f == "crds.yaml")
-        .map(|(_, d)| d)
-        .collect();
-    assert_eq!(held, lanes_model::crds());
-}
-
-#[test]
 fn the_fake_api_server_answers_like_kubernetes() {
     // The mock's own semantics the other tests rely on: stale writes conflict, status
     // writes touch only status, merge patches delete with null.
