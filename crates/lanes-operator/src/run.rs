@@ -149,43 +149,78 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
     stopped || *shutdown.borrow()
 }
 
-/// Keeps a watch cache of `api` (objects passed through `slim` first, to hold only what
-/// the controllers read) and wakes `notify` on every change `wanted` says matters, until
+/// The watches of one controller: each wakes `notify` on changes, and all stop on
 /// `stop`.
-fn cache<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    slim: fn(&mut K),
-    wanted: impl Fn(&K) -> bool + Send + 'static,
+struct Watches {
     notify: Arc<Notify>,
-    tasks: &mut JoinSet<()>,
-    mut stop: watch::Receiver<bool>,
-) -> reflector::Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    tasks.spawn(async move {
-        let mut events = watcher(api, config)
+    tasks: JoinSet<()>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Watches {
+    fn new(stop: &watch::Receiver<bool>) -> Self {
+        Watches {
+            notify: Arc::new(Notify::new()),
+            tasks: JoinSet::new(),
+            stop: stop.clone(),
+        }
+    }
+
+    /// A watch cache of `api` (objects passed through `slim` first, to hold only what the
+    /// controllers read), waking the controller on every change `wanted` says matters.
+    fn cache<K>(
+        &mut self,
+        api: Api<K>,
+        slim: fn(&mut K),
+        wanted: impl Fn(&K) -> bool + Send + 'static,
+    ) -> reflector::Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let (reader, writer) = reflector::store();
+        let events = watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(slim)
             .reflect(writer)
             .touched_objects()
-            .boxed();
-        loop {
-            tokio::select! {
-                e = events.next() => match e {
-                    Some(Ok(o)) if wanted(&o) => notify.notify_one(),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::debug!(error = %e, "watch"),
-                    None => break,
-                },
-                _ = stopped(&mut stop) => break,
+            .map(move |e| e.map(|o| wanted(&o)));
+        self.spawn(events);
+        reader
+    }
+
+    /// A watch that only wakes the controller (no cache).
+    fn trigger<K>(&mut self, api: Api<K>, config: watcher::Config)
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let events = watcher(api, config)
+            .default_backoff()
+            .map(|e| e.map(|_| true));
+        self.spawn(events);
+    }
+
+    fn spawn<E: std::fmt::Display>(
+        &mut self,
+        events: impl futures_util::Stream<Item = Result<bool, E>> + Send + 'static,
+    ) {
+        let notify = self.notify.clone();
+        let mut stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            let mut events = std::pin::pin!(events);
+            loop {
+                tokio::select! {
+                    e = events.next() => match e {
+                        Some(Ok(true)) => notify.notify_one(),
+                        Some(Ok(false)) => {}
+                        Some(Err(e)) => tracing::debug!(error = %e, "watch"),
+                        None => break,
+                    },
+                    _ = stopped(&mut stop) => break,
+                }
             }
-        }
-    });
-    reader
+        });
+    }
 }
 
 /// Drops what no controller reads from a cached object.
@@ -255,71 +290,29 @@ async fn lanes_loop(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let notify = Arc::new(Notify::new());
-    let mut tasks = JoinSet::new();
-    let all = watcher::Config::default;
-    let services = cache(
-        Api::<Service>::all(client.clone()),
-        all(),
-        slim_meta,
-        |_| true,
-        notify.clone(),
-        &mut tasks,
-        stop.clone(),
-    );
-    let pods = cache(
-        Api::<Pod>::all(client.clone()),
-        all(),
-        slim_pod,
-        |_| true,
-        notify.clone(),
-        &mut tasks,
-        stop.clone(),
-    );
-    let groups = cache(
+    let mut w = Watches::new(&stop);
+    let services = w.cache(Api::<Service>::all(client.clone()), slim_meta, |_| true);
+    let pods = w.cache(Api::<Pod>::all(client.clone()), slim_pod, |_| true);
+    let groups = w.cache(
         Api::<ASMSwimLaneGroup>::all(client.clone()),
-        all(),
         slim_meta,
         |_| true,
-        notify.clone(),
-        &mut tasks,
-        stop.clone(),
     );
-    let lanes = cache(
-        Api::<ASMSwimLane>::all(client.clone()),
-        all(),
-        slim_meta,
-        |_| true,
-        notify.clone(),
-        &mut tasks,
-        stop.clone(),
-    );
+    let lanes = w.cache(Api::<ASMSwimLane>::all(client.clone()), slim_meta, |_| true);
     // Generated objects edited or deleted by someone else are put back.
     for kind in ["VirtualService", "DestinationRule"] {
         let ar = crate::lanes::istio_resource(kind);
-        let api = Api::<DynamicObject>::all_with(client.clone(), &ar);
-        let generated = all().labels(crate::lanes::GENERATED_SELECTOR);
-        let notify = notify.clone();
-        let mut stop = stop.clone();
-        tasks.spawn(async move {
-            let mut events = watcher(api, generated).default_backoff().boxed();
-            loop {
-                tokio::select! {
-                    e = events.next() => match e {
-                        Some(_) => notify.notify_one(),
-                        None => break,
-                    },
-                    _ = stopped(&mut stop) => break,
-                }
-            }
-        });
+        w.trigger(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            watcher::Config::default().labels(crate::lanes::GENERATED_SELECTOR),
+        );
     }
     let cached = ready(&services, &mut stop).await
         && ready(&pods, &mut stop).await
         && ready(&groups, &mut stop).await
         && ready(&lanes, &mut stop).await;
     let mut wait = Duration::ZERO;
-    while cached && next_round(&notify, wait, &mut stop).await {
+    while cached && next_round(&w.notify, wait, &mut stop).await {
         let mut inputs = crate::lanes::Inputs::default();
         let gathered = inputs
             .add::<Service, _>(services.state())
@@ -351,7 +344,7 @@ async fn lanes_loop(
             }
         }
     }
-    tasks.shutdown().await;
+    w.tasks.shutdown().await;
 }
 
 async fn rollouts_loop(
@@ -360,31 +353,18 @@ async fn rollouts_loop(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let notify = Arc::new(Notify::new());
-    let mut tasks = JoinSet::new();
-    let rollouts = cache(
-        Api::<Rollout>::all(client.clone()),
-        watcher::Config::default(),
-        slim_meta,
-        |_| true,
-        notify.clone(),
-        &mut tasks,
-        stop.clone(),
-    );
+    let mut w = Watches::new(&stop);
+    let rollouts = w.cache(Api::<Rollout>::all(client.clone()), slim_meta, |_| true);
     // Deployment events wake the controller only when they concern a release.
     let known = rollouts.clone();
-    let deployments = cache(
+    let deployments = w.cache(
         Api::<Deployment>::all(client.clone()),
-        watcher::Config::default(),
         slim_meta,
         move |d| crate::rollouts::concerns(d, known.state().iter().map(|r| r.as_ref())),
-        notify.clone(),
-        &mut tasks,
-        stop.clone(),
     );
     let cached = ready(&rollouts, &mut stop).await && ready(&deployments, &mut stop).await;
     let mut wait = Duration::ZERO;
-    while cached && next_round(&notify, wait, &mut stop).await {
+    while cached && next_round(&w.notify, wait, &mut stop).await {
         let (ok, progressing) = rollouts_round(&client, &metrics, &rollouts, &deployments).await;
         // Timed pauses and analysis need a look soon even without events.
         wait = if !ok || progressing {
@@ -393,7 +373,7 @@ async fn rollouts_loop(
             config.resync
         };
     }
-    tasks.shutdown().await;
+    w.tasks.shutdown().await;
 }
 
 /// Reconciles every Rollout, then stands down orphaned releases. Returns (all ok, any

@@ -100,12 +100,7 @@ async fn operator_requests() -> Vec<Req> {
     lanes_operator::lanes::reconcile(&client, Flavor::Asm)
         .await
         .unwrap();
-    fake.remove(
-        "istio.alibabacloud.com/v1",
-        "ASMSwimLaneGroup",
-        "",
-        "rollout",
-    );
+    remove_lane_group(&fake);
     let changes = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
         .await
         .unwrap();
@@ -168,21 +163,7 @@ async fn operator_requests() -> Vec<Req> {
     all.extend(op.fake.requests());
 
     // An analysis that pauses the Rollout.
-    let address = prometheus(0.1).await;
-    let mut op = Operator::start();
-    for s in [
-        Apply(workload("a:1")),
-        Apply(analysed_rollout(&address)),
-        Settle,
-        Reconcile(0),
-        SetImage("a:2"),
-        Reconcile(1),
-        Settle,
-        Reconcile(2),
-        Reconcile(13),
-    ] {
-        op.step(&s).await;
-    }
+    let op = analysed_release(&prometheus(0.1).await).await;
     let r = op.rollout().await.unwrap();
     assert_eq!(r["spec"]["strategy"]["paused"], true, "{:#}", r["status"]);
     all.extend(op.fake.requests());

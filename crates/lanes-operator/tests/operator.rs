@@ -99,14 +99,7 @@ async fn a_new_canary_pod_adds_the_subset_and_a_removed_group_deletes_its_object
         .await
         .unwrap();
     fake.clear_requests();
-    let canary: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(
-            repo().join("crates/lanes-compile/tests/cases/mocka-canary/canary.yaml"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    fake.put(pods_of(&canary, "canary", 200).remove(0));
+    fake.put(canary_pod());
     let changes = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
         .await
         .unwrap();
@@ -144,12 +137,7 @@ async fn a_new_canary_pod_adds_the_subset_and_a_removed_group_deletes_its_object
     fake.put(json!({"apiVersion": ISTIO, "kind": "VirtualService",
                     "metadata": {"name": "theirs", "namespace": "default"},
                     "spec": {"hosts": ["x"]}}));
-    fake.remove(
-        "istio.alibabacloud.com/v1",
-        "ASMSwimLaneGroup",
-        "",
-        "rollout",
-    );
+    remove_lane_group(&fake);
     let changes = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
         .await
         .unwrap();
@@ -422,22 +410,7 @@ async fn a_canary_never_ready_is_rolled_back_at_the_progress_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_prometheus_analysis_pauses_the_rollout() {
-    let address = prometheus(0.5).await;
-    let mut op = Operator::start();
-    let r = analysed_rollout(&address);
-    for s in [
-        Step::Apply(workload("a:1")),
-        Step::Apply(r),
-        Step::Settle,
-        Step::Reconcile(0),
-        Step::SetImage("a:2"),
-        Step::Reconcile(1),
-        Step::Settle,
-        Step::Reconcile(2),
-        Step::Reconcile(13),
-    ] {
-        op.step(&s).await;
-    }
+    let op = analysed_release(&prometheus(0.5).await).await;
     let r = op.rollout().await.unwrap();
     assert_eq!(r["spec"]["strategy"]["paused"], true, "{r:#}");
     let message = r["status"]["message"].as_str().unwrap();
@@ -532,14 +505,7 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     );
     // Changes arrive through the watches: a canary pod adds its subset; a generated
     // object someone deletes is put back.
-    let canary: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(
-            repo().join("crates/lanes-compile/tests/cases/mocka-canary/canary.yaml"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    fake.put(pods_of(&canary, "canary", 200).remove(0));
+    fake.put(canary_pod());
     let dr = |fake: &FakeApi| {
         fake.list(ISTIO, "DestinationRule")
             .into_iter()

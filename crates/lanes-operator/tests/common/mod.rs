@@ -467,3 +467,49 @@ pub fn analysed_rollout(address: &str) -> Value {
     });
     r
 }
+
+/// The canary pod of mocka the article's second half has (image 2.0, canary lane label).
+pub fn canary_pod() -> Value {
+    let path = repo().join("crates/lanes-compile/tests/cases/mocka-canary/canary.yaml");
+    let canary: Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    pods_of(&canary, "canary", 200).remove(0)
+}
+
+/// Deletes the seed's lane group, as `kubectl delete` would.
+pub fn remove_lane_group(fake: &FakeApi) {
+    fake.remove(
+        "istio.alibabacloud.com/v1",
+        "ASMSwimLaneGroup",
+        "",
+        "rollout",
+    );
+}
+
+/// A release of `a:2` under a Rollout whose Prometheus analysis (at `address`) has
+/// just been measured once, 10 s into step 1.
+pub async fn analysed_release(address: &str) -> Operator {
+    let mut op = Operator::start();
+    use Step::*;
+    op.steps([
+        Apply(workload("a:1")),
+        Apply(analysed_rollout(address)),
+        Settle,
+        Reconcile(0),
+        SetImage("a:2"),
+        Reconcile(1),
+        Settle,
+        Reconcile(2),
+        Reconcile(13),
+    ])
+    .await;
+    op
+}
+
+impl Operator {
+    /// Carries out steps in order.
+    pub async fn steps(&mut self, steps: impl IntoIterator<Item = Step>) {
+        for s in steps {
+            self.step(&s).await;
+        }
+    }
+}
