@@ -181,19 +181,12 @@ async fn operator_requests() -> Vec<Req> {
         Arc::new(Default::default()),
         rx,
     ));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    // Until the lease was renewed at least once (a third of its duration).
-    while !fake
-        .requests()
-        .iter()
-        .any(|r| r.method == "PUT" && r.path.contains("/leases/"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lease was never renewed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until("the lease is renewed (a third of its duration)", || {
+        fake.requests()
+            .iter()
+            .any(|r| r.method == "PUT" && r.path.contains("/leases/"))
+    })
+    .await;
     tx.send_replace(true);
     task.await.unwrap();
     all.extend(fake.requests());

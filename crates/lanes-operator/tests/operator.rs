@@ -437,16 +437,9 @@ async fn one_replica_leads_until_its_lease_expires_or_is_released() {
         b.try_acquire(t + secs(21)).await.unwrap(),
         "expired: taken over"
     );
-    let lease = fake
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            "lanes-system",
-            "lanes-operator",
-        )
-        .unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "b");
-    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    let taken = lease(&fake).unwrap();
+    assert_eq!(taken["spec"]["holderIdentity"], "b");
+    assert_eq!(taken["spec"]["leaseTransitions"], 1);
     assert!(!a.try_acquire(t + secs(22)).await.unwrap());
     b.release().await.unwrap();
     assert!(
@@ -472,31 +465,17 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     let task = tokio::spawn(lanes_operator::run(client, config, metrics.clone(), rx));
     // Both controllers run: the lane controller generates, the rollout controller
     // reports the seed's Rollouts.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    until("the operator reconciles", || {
         let vs = fake.list(ISTIO, "VirtualService").len();
-        let healthy = fake
+        let reported = fake
             .list("rollouts.kruise.io/v1beta1", "Rollout")
             .iter()
             .all(|r| r["status"]["phase"].is_string());
-        if vs == 5 && healthy {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "operator did not reconcile"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let lease = fake
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            "lanes-system",
-            "lanes-operator",
-        )
-        .unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "test-replica");
+        vs == 5 && reported
+    })
+    .await;
+    let held = lease(&fake).unwrap();
+    assert_eq!(held["spec"]["holderIdentity"], "test-replica");
     let text = metrics.encode();
     assert!(text.contains("lanes_operator_leader 1"), "{text}");
     assert!(
@@ -515,45 +494,29 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
         .as_str()
         .unwrap()
         .to_string();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while dr(&fake).unwrap()["spec"]["subsets"]
-        .as_array()
-        .unwrap()
-        .len()
-        != 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the canary subset never came"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the canary subset comes", || {
+        dr(&fake).unwrap()["spec"]["subsets"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2)
+    })
+    .await;
     fake.remove(
         ISTIO,
         "DestinationRule",
         &ns,
         "trafficlabel-dr-rollout-default-mocka",
     );
-    while dr(&fake).is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the deleted DestinationRule never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the deleted DestinationRule comes back", || {
+        dr(&fake).is_some()
+    })
+    .await;
     // A release through the watch caches: a new image on a held Deployment gets a canary.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while fake
-        .get("apps/v1", "Deployment", "default", "mockb-v1")
-        .unwrap()["spec"]["paused"]
-        != true
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "mockb-v1 was never held"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("mockb-v1 is held", || {
+        fake.get("apps/v1", "Deployment", "default", "mockb-v1")
+            .unwrap()["spec"]["paused"]
+            == true
+    })
+    .await;
     let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "b:2"}]}}}});
     fake.merge(
         "apps/v1",
@@ -563,28 +526,21 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
         &image,
         false,
     );
-    while fake.list("apps/v1", "Deployment").len() != 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no canary Deployment for mockb"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("a canary Deployment for mockb", || {
+        fake.list("apps/v1", "Deployment").len() == 4
+    })
+    .await;
     // Graceful shutdown: controllers stop, the lease is given up.
     tx.send_replace(true);
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .unwrap()
         .unwrap();
-    let lease = fake
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            "lanes-system",
-            "lanes-operator",
-        )
-        .unwrap();
-    assert!(lease["spec"].get("holderIdentity").is_none(), "{lease}");
+    let given_up = lease(&fake).unwrap();
+    assert!(
+        given_up["spec"].get("holderIdentity").is_none(),
+        "{given_up}"
+    );
     assert!(metrics.encode().contains("lanes_operator_leader 0"));
     // Watches were opened on every kind the controllers read.
     let watched: std::collections::BTreeSet<String> = fake

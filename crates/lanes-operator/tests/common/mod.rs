@@ -513,3 +513,25 @@ impl Operator {
         }
     }
 }
+
+/// Polls `f` until it holds, for at most 20 s; fails naming `what` otherwise.
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The operator's Lease, if it exists.
+pub fn lease(fake: &FakeApi) -> Option<Value> {
+    fake.get(
+        "coordination.k8s.io/v1",
+        "Lease",
+        "lanes-system",
+        "lanes-operator",
+    )
+}
