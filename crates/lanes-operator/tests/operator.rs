@@ -93,6 +93,31 @@ async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_appl
 }
 
 #[tokio::test]
+async fn the_istio_flavor_rewrites_the_objects_as_plain_istio_runs_them() {
+    let (fake, client) = seeded();
+    lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    let asm = generated(&fake);
+    let changes = lanes_operator::lanes::reconcile(&client, Flavor::Istio)
+        .await
+        .unwrap();
+    let mut want: Vec<_> = golden("seed.istio.yaml")
+        .iter()
+        .filter(|v| v["kind"] == "VirtualService" || v["kind"] == "DestinationRule")
+        .map(shown)
+        .collect();
+    want.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    assert_eq!(want.len(), 8);
+    assert_eq!(generated(&fake), want);
+    assert_ne!(asm, want, "the flavors differ");
+    // Only what differs is written; nothing is deleted (the names are the same).
+    let differing = asm.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(changes.applied.len(), differing, "{changes:?}");
+    assert!(changes.deleted.is_empty());
+}
+
+#[tokio::test]
 async fn a_new_canary_pod_adds_the_subset_and_a_removed_group_deletes_its_objects() {
     let (fake, client) = seeded();
     lanes_operator::lanes::reconcile(&client, Flavor::Asm)
