@@ -3,7 +3,7 @@
 //! VirtualService and DestinationRule (field manager `lanes`), and deletes the generated
 //! ones it no longer produces.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -11,7 +11,7 @@ use kube::core::GroupVersionKind;
 use kube::{Client, Resource};
 use lanes_compile::{Flavor, compile};
 use lanes_model::Object;
-use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
+use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
 use lanes_model::mesh::PodView;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +30,9 @@ pub struct Changes {
     pub deleted: Vec<String>,
     /// Inputs skipped because they do not validate, with why.
     pub skipped: Vec<String>,
+    /// Lane groups left as they stand because the group or one of its lanes does not
+    /// validate: their objects are neither rewritten nor deleted until it is fixed.
+    pub frozen: Vec<String>,
 }
 
 /// The label selector of the objects the lane controller generated.
@@ -51,6 +54,8 @@ pub struct Inputs {
     pub objects: Vec<Object>,
     /// Objects that do not validate, as `Kind name: why`.
     pub skipped: Vec<String>,
+    /// Lane groups with an object that does not validate (the group, or a lane of it).
+    pub frozen: BTreeSet<String>,
 }
 
 impl Inputs {
@@ -66,6 +71,19 @@ impl Inputs {
                 Ok(o) => self.objects.push(o),
                 Err(errs) => {
                     let name = item.meta().name.clone().unwrap_or_default();
+                    // A broken group or lane must not make its objects vanish.
+                    match K::kind(&()).as_ref() {
+                        "ASMSwimLaneGroup" => {
+                            self.frozen.insert(name.clone());
+                        }
+                        "ASMSwimLane" => {
+                            let labels = item.meta().labels.as_ref();
+                            if let Some(g) = labels.and_then(|l| l.get(GROUP_LABEL)) {
+                                self.frozen.insert(g.clone());
+                            }
+                        }
+                        _ => {}
+                    }
                     let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
                     self.skipped
                         .push(format!("{} {name}: {}", K::kind(&()), why.join("; ")));
@@ -154,9 +172,17 @@ pub async fn reconcile_inputs(
     inputs: Inputs,
 ) -> Result<Changes, Error> {
     let inputs = inputs.sorted();
+    let frozen = inputs.frozen;
     let mut changes = Changes {
         skipped: inputs.skipped,
+        frozen: frozen.iter().cloned().collect(),
         ..Default::default()
+    };
+    let of_frozen = |v: &Value| {
+        v.pointer("/metadata/labels")
+            .and_then(|l| l.get(GROUP_LABEL))
+            .and_then(Value::as_str)
+            .is_some_and(|g| frozen.contains(g))
     };
     let all = inputs.objects;
     let pods: Vec<PodView> = all.iter().filter_map(PodView::from_object).collect();
@@ -169,7 +195,7 @@ pub async fn reconcile_inputs(
             .objects
             .iter()
             .map(|g| g.to_value())
-            .filter(|v| v["kind"] == kind)
+            .filter(|v| v["kind"] == kind && !of_frozen(v))
             .map(|v| {
                 let ns = v["metadata"]["namespace"]
                     .as_str()
@@ -191,7 +217,7 @@ pub async fn reconcile_inputs(
             current.insert((ns, name), v);
         }
         for ((ns, name), v) in &current {
-            if desired.contains_key(&(ns.clone(), name.clone())) {
+            if desired.contains_key(&(ns.clone(), name.clone())) || of_frozen(v) {
                 continue;
             }
             let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
@@ -222,6 +248,9 @@ pub async fn reconcile_inputs(
     }
     for s in &changes.skipped {
         tracing::warn!(object = %s, "lane controller: input skipped");
+    }
+    for g in &changes.frozen {
+        tracing::warn!(group = %g, "lane controller: group left as it stands until its objects validate");
     }
     Ok(changes)
 }

@@ -93,6 +93,39 @@ async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_appl
 }
 
 #[tokio::test]
+async fn a_lane_that_does_not_validate_leaves_its_group_as_it_stands() {
+    let (fake, client) = seeded();
+    lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    let before = generated(&fake);
+    // An edit the CRD schema lets through but Lanes refuses: a lane selecting no pods.
+    let mut lane = fake
+        .get("istio.alibabacloud.com/v1", "ASMSwimLane", "", "canary")
+        .unwrap();
+    lane["spec"]["labelSelector"] = json!({});
+    fake.put(lane);
+    fake.put(canary_pod());
+    let changes = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
+        .await
+        .unwrap();
+    assert_eq!(changes.frozen, ["rollout"]);
+    assert!(
+        changes.skipped[0].starts_with("ASMSwimLane canary: spec.labelSelector"),
+        "{changes:?}"
+    );
+    assert!(
+        changes.applied.is_empty() && changes.deleted.is_empty(),
+        "{changes:?}"
+    );
+    assert_eq!(
+        generated(&fake),
+        before,
+        "nothing vanished, nothing half-changed"
+    );
+}
+
+#[tokio::test]
 async fn the_istio_flavor_rewrites_the_objects_as_plain_istio_runs_them() {
     let (fake, client) = seeded();
     lanes_operator::lanes::reconcile(&client, Flavor::Asm)
