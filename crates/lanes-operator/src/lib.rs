@@ -4,6 +4,7 @@
 //! state machine of `lanes-rollout` with the embedded mode), run against an API server
 //! through kube-rs, behind leader election on a Lease.
 
+pub mod events;
 pub mod lanes;
 pub mod lease;
 pub mod metrics;

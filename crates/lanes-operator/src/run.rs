@@ -365,7 +365,8 @@ async fn rollouts_loop(
     let cached = ready(&rollouts, &mut stop).await && ready(&deployments, &mut stop).await;
     let mut wait = Duration::ZERO;
     while cached && next_round(&w.notify, wait, &mut stop).await {
-        let (ok, progressing) = rollouts_round(&client, &metrics, &rollouts, &deployments).await;
+        let (ok, progressing) =
+            rollouts_round(&client, &config.identity, &metrics, &rollouts, &deployments).await;
         // Timed pauses and analysis need a look soon even without events.
         wait = if !ok || progressing {
             Duration::from_secs(2)
@@ -380,6 +381,7 @@ async fn rollouts_loop(
 /// release progressing).
 async fn rollouts_round(
     client: &Client,
+    identity: &str,
     metrics: &Metrics,
     rollouts: &reflector::Store<Rollout>,
     deployments: &reflector::Store<Deployment>,
@@ -396,6 +398,21 @@ async fn rollouts_round(
                 progressing |= o.progressing;
                 for a in &o.actions {
                     tracing::info!(rollout = %format!("{ns}/{name}"), action = ?a, "rollout controller");
+                }
+                if let Some(t) = &o.transition {
+                    tracing::info!(rollout = %format!("{ns}/{name}"), reason = %t.reason, note = %t.note, "rollout transition");
+                    let recorded = crate::events::record(
+                        client,
+                        &ns,
+                        &name,
+                        t,
+                        identity,
+                        jiff::Timestamp::now(),
+                    )
+                    .await;
+                    if let Err(e) = recorded {
+                        tracing::warn!(error = %e, "event not recorded");
+                    }
                 }
             }
             Err(e) => {

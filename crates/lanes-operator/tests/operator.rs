@@ -540,6 +540,22 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
         text.contains(r#"lanes_operator_reconciles_total{controller="lanes",result="ok"}"#),
         "{text}"
     );
+    // Each Rollout's move to Healthy is an Event on it.
+    until("an Event per Rollout", || {
+        fake.list("events.k8s.io/v1", "Event").len() >= 3
+    })
+    .await;
+    for e in fake.list("events.k8s.io/v1", "Event") {
+        assert_eq!(e["regarding"]["kind"], "Rollout", "{e}");
+        assert_eq!(e["reportingController"], "lanes.dev/operator");
+        assert_eq!(e["reportingInstance"], "test-replica");
+        assert_eq!(
+            (e["type"].as_str(), e["reason"].as_str()),
+            (Some("Normal"), Some("Healthy")),
+            "{e}"
+        );
+        assert!(e["eventTime"].is_string());
+    }
     // Changes arrive through the watches: a canary pod adds its subset; a generated
     // object someone deletes is put back.
     fake.put(canary_pod());
@@ -620,4 +636,50 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     ] {
         assert!(watched.contains(kind), "{kind} not watched: {watched:?}");
     }
+}
+
+#[tokio::test]
+async fn transitions_are_reported_once_and_failures_as_warnings() {
+    let mut op = Operator::start();
+    let mut r = rollout();
+    r["spec"]["strategy"]["canary"]["progressDeadlineSeconds"] = json!(60);
+    op.steps([
+        Step::Apply(workload("a:1")),
+        Step::Apply(r),
+        Step::Settle,
+        Step::Reconcile(0),
+        Step::SetImage("a:2"),
+    ])
+    .await;
+    let at = |s: i64| t0() + jiff::SignedDuration::from_secs(s);
+    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(1))
+        .await
+        .unwrap();
+    let t = o.transition.unwrap();
+    assert_eq!((t.reason.as_str(), t.warning), ("StepUpgrade", false));
+    assert_eq!(
+        t.uid,
+        op.rollout().await.unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+    );
+    // Nothing moved: nothing to report.
+    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(2))
+        .await
+        .unwrap();
+    assert_eq!(o.transition, None);
+    // The canary never gets ready: rolled back, a warning.
+    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(62))
+        .await
+        .unwrap();
+    let t = o.transition.unwrap();
+    assert!(t.warning, "{t:?}");
+    assert_eq!(t.reason, "RolledBack");
+    assert!(t.note.starts_with("rolled back:"), "{t:?}");
+    // Back on the stable template: healthy, still saying why.
+    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(63))
+        .await
+        .unwrap();
+    let t = o.transition.unwrap();
+    assert_eq!((t.reason.as_str(), t.warning), ("Healthy", true), "{t:?}");
 }

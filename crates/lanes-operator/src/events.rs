@@ -1,0 +1,57 @@
+//! Kubernetes Events (`events.k8s.io/v1`) for Rollout transitions, so `kubectl describe
+//! rollout` and `kubectl get events` show a release's course.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use crate::rollouts::Transition;
+use crate::{Error, kube_err};
+
+/// The `reportingController` of Lanes' Events.
+pub const REPORTING_CONTROLLER: &str = "lanes.dev/operator";
+
+/// Records one transition of Rollout `namespace/name` as an Event from `instance`.
+pub async fn record(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    t: &Transition,
+    instance: &str,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let event = Event {
+        metadata: ObjectMeta {
+            // Unique per transition: one Event each, never merged into a series.
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        action: Some("Reconcile".into()),
+        reason: Some(t.reason.clone()),
+        // The API server takes at most 1 kB of note.
+        note: Some(t.note.chars().take(1000).collect()),
+        type_: Some(if t.warning { "Warning" } else { "Normal" }.into()),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(instance.to_string()),
+        regarding: Some(ObjectReference {
+            api_version: Some("rollouts.kruise.io/v1beta1".into()),
+            kind: Some("Rollout".into()),
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            uid: Some(t.uid.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<Event>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &event)
+        .await
+        .map_err(kube_err(format!(
+            "create Event for Rollout {namespace}/{name}"
+        )))?;
+    Ok(())
+}
