@@ -1,8 +1,11 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, as Kubernetes' own controllers
 //! do it: the holder renews the lease well within its duration; another replica takes it
-//! only once it has expired; every write carries the resourceVersion it read, so two
-//! replicas racing for it cannot both win (the loser gets 409 Conflict).
+//! only once it has seen the lease unchanged for a whole duration, timed by its own clock
+//! (so clock skew between nodes does not matter); every write carries the
+//! resourceVersion it read, so two replicas racing for it cannot both win (the loser gets
+//! 409 Conflict).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -19,6 +22,8 @@ pub struct LeaseLock {
     name: String,
     identity: String,
     duration: Duration,
+    /// The lease's resourceVersion when last seen changed, and when (this clock).
+    observed: Arc<Mutex<Option<(String, jiff::Timestamp)>>>,
 }
 
 fn conflict(e: &kube::Error) -> bool {
@@ -39,6 +44,7 @@ impl LeaseLock {
             name: name.into(),
             identity: identity.into(),
             duration,
+            observed: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -77,15 +83,23 @@ impl LeaseLock {
                 Err(e) => Err(kube_err(format!("create Lease {}", self.name))(e)),
             };
         };
+        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+        let seen_since = {
+            let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            match observed.as_ref() {
+                Some((seen, at)) if *seen == rv => *at,
+                _ => {
+                    *observed = Some((rv, now));
+                    now
+                }
+            }
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let ours = holder == self.identity;
-        let held_until = spec.renew_time.as_ref().map(|t| {
-            t.0 + jiff::SignedDuration::from_secs(i64::from(
-                spec.lease_duration_seconds.unwrap_or(secs),
-            ))
-        });
-        let free = holder.is_empty() || held_until.is_none_or(|t| t <= now);
+        let valid_for =
+            jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(secs)));
+        let free = holder.is_empty() || seen_since + valid_for <= now;
         if !ours && !free {
             return Ok(false);
         }

@@ -483,31 +483,34 @@ async fn one_replica_leads_until_its_lease_expires_or_is_released() {
     let a = LeaseLock::new(client.clone(), "lanes-system", "lanes-operator", "a", d);
     let b = LeaseLock::new(client.clone(), "lanes-system", "lanes-operator", "b", d);
     let t = t0();
+    let secs = jiff::SignedDuration::from_secs;
     assert!(a.try_acquire(t).await.unwrap());
     assert!(!b.try_acquire(t).await.unwrap());
-    let secs = jiff::SignedDuration::from_secs;
     assert!(a.try_acquire(t + secs(5)).await.unwrap(), "renewal");
+    // b times the lease by its own clock from when it saw it change: renewed (changed)
+    // when b looks at 19 s, so valid until 34 s whatever the clocks say.
+    assert!(!b.try_acquire(t + secs(19)).await.unwrap());
+    assert!(!b.try_acquire(t + secs(33)).await.unwrap());
     assert!(
-        !b.try_acquire(t + secs(19)).await.unwrap(),
-        "renewed at 5 s: valid to 20 s"
-    );
-    assert!(
-        b.try_acquire(t + secs(21)).await.unwrap(),
-        "expired: taken over"
+        b.try_acquire(t + secs(34)).await.unwrap(),
+        "unchanged for a whole duration: taken over"
     );
     let taken = lease(&fake).unwrap();
     assert_eq!(taken["spec"]["holderIdentity"], "b");
     assert_eq!(taken["spec"]["leaseTransitions"], 1);
-    assert!(!a.try_acquire(t + secs(22)).await.unwrap());
+    assert!(!a.try_acquire(t + secs(35)).await.unwrap());
     b.release().await.unwrap();
     assert!(
-        a.try_acquire(t + secs(23)).await.unwrap(),
+        a.try_acquire(t + secs(36)).await.unwrap(),
         "released: taken at once"
     );
-    // Two replicas racing for an expired lease: the write with the stale
-    // resourceVersion loses.
+    // Two replicas racing for a free lease: the write with the stale resourceVersion
+    // loses.
+    b.release().await.unwrap();
+    a.release().await.unwrap();
     fake.fail_next("PUT", "/leases/lanes-operator", 409, "Conflict");
-    assert!(!b.try_acquire(t + secs(60)).await.unwrap());
+    assert!(!b.try_acquire(t + secs(40)).await.unwrap());
+    assert!(b.try_acquire(t + secs(41)).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
