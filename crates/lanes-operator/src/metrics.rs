@@ -12,6 +12,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of a reconcile count.
@@ -23,11 +24,26 @@ pub struct ReconcileLabels {
     pub result: &'static str,
 }
 
+/// Labels of a reconcile duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// `lanes` or `rollouts`.
+    pub controller: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
     /// Reconciles by controller and result.
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Seconds per reconcile round, by controller.
+    pub durations: Family<ControllerLabel, Histogram, fn() -> Histogram>,
     /// Writes redone after 409 Conflict.
     pub conflicts: Counter,
     /// 1 while this replica holds the lease.
@@ -44,10 +60,19 @@ impl Default for Metrics {
         let conflicts = Counter::default();
         let leader = Gauge::default();
         let generated = Gauge::default();
+        let durations =
+            Family::<ControllerLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
         registry.register(
             "reconciles",
             "Reconciles by controller and result",
             reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Seconds per reconcile round, by controller",
+            durations.clone(),
         );
         registry.register(
             "conflicts",
@@ -67,6 +92,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             reconciles,
+            durations,
             conflicts,
             leader,
             generated,
@@ -82,6 +108,13 @@ impl Metrics {
         self.reconciles
             .get_or_create(&ReconcileLabels { controller, result })
             .inc();
+    }
+
+    /// Records how long a reconcile round of `controller` took.
+    pub fn timed(&self, controller: &'static str, took: std::time::Duration) {
+        self.durations
+            .get_or_create(&ControllerLabel { controller })
+            .observe(took.as_secs_f64());
     }
 
     /// Marks the operator ready (connected to the API server).

@@ -313,6 +313,7 @@ async fn lanes_loop(
         && ready(&lanes, &mut stop).await;
     let mut wait = Duration::ZERO;
     while cached && next_round(&w.notify, wait, &mut stop).await {
+        let started = tokio::time::Instant::now();
         let mut inputs = crate::lanes::Inputs::default();
         let gathered = inputs
             .add::<Service, _>(services.state())
@@ -323,6 +324,7 @@ async fn lanes_loop(
             Ok(()) => crate::lanes::reconcile_inputs(&client, config.flavor, inputs).await,
             Err(e) => Err(e),
         };
+        metrics.timed("lanes", started.elapsed());
         match result {
             Ok(c) => {
                 metrics.reconciled("lanes", true);
@@ -365,8 +367,10 @@ async fn rollouts_loop(
     let cached = ready(&rollouts, &mut stop).await && ready(&deployments, &mut stop).await;
     let mut wait = Duration::ZERO;
     while cached && next_round(&w.notify, wait, &mut stop).await {
+        let started = tokio::time::Instant::now();
         let (ok, progressing) =
             rollouts_round(&client, &config.identity, &metrics, &rollouts, &deployments).await;
+        metrics.timed("rollouts", started.elapsed());
         // Timed pauses and analysis need a look soon even without events.
         wait = if !ok || progressing {
             Duration::from_secs(2)

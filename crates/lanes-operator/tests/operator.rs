@@ -540,6 +540,10 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     let text = metrics.encode();
     assert!(text.contains("lanes_operator_leader 1"), "{text}");
     assert!(
+        text.contains(r#"lanes_operator_reconcile_duration_seconds_count{controller="lanes"}"#),
+        "{text}"
+    );
+    assert!(
         text.contains(r#"lanes_operator_reconciles_total{controller="lanes",result="ok"}"#),
         "{text}"
     );
