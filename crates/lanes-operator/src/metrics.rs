@@ -81,7 +81,7 @@ impl Default for Metrics {
         );
         registry.register(
             "leader",
-            "1 while this replica holds the lease",
+            "Whether this replica holds the lease (1) or stands by (0)",
             leader.clone(),
         );
         registry.register(

@@ -109,7 +109,14 @@ pub async fn run(
             if sleep_or_shutdown(period, &mut shutdown).await {
                 break;
             }
-            match lock.try_acquire(jiff::Timestamp::now()).await {
+            // A renewal that hangs counts as failed: past the lease's duration another
+            // replica may lead, and this one must have stopped by then.
+            let attempt = tokio::time::timeout(period, lock.try_acquire(jiff::Timestamp::now()));
+            let attempt = match attempt.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {period:?}")),
+            };
+            match attempt {
                 Ok(true) => renewed = tokio::time::Instant::now(),
                 Ok(false) => {
                     tracing::warn!("lease taken by another replica: standing by");

@@ -538,7 +538,10 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     let held = lease(&fake).unwrap();
     assert_eq!(held["spec"]["holderIdentity"], "test-replica");
     let text = metrics.encode();
-    assert!(text.contains("lanes_operator_leader 1"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "lanes_operator_leader 1"),
+        "{text}"
+    );
     assert!(
         text.contains(r#"lanes_operator_reconcile_duration_seconds_count{controller="lanes"}"#),
         "{text}"
@@ -622,7 +625,12 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
         given_up["spec"].get("holderIdentity").is_none(),
         "{given_up}"
     );
-    assert!(metrics.encode().contains("lanes_operator_leader 0"));
+    assert!(
+        metrics
+            .encode()
+            .lines()
+            .any(|l| l == "lanes_operator_leader 0")
+    );
     // Watches were opened on every kind the controllers read.
     let watched: std::collections::BTreeSet<String> = fake
         .requests()
@@ -689,4 +697,60 @@ async fn transitions_are_reported_once_and_failures_as_warnings() {
         .unwrap();
     let t = o.transition.unwrap();
     assert_eq!((t.reason.as_str(), t.warning), ("Healthy", true), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_loses_the_lease_stops_its_controllers() {
+    let (fake, client) = seeded();
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = lanes_operator::Config {
+        identity: "first".into(),
+        // Long enough that it cannot take the lease back before the test ends: the
+        // other holder's lease must be seen unchanged for 6 s first.
+        lease_duration: Duration::from_secs(6),
+        ..Default::default()
+    };
+    let task = tokio::spawn(lanes_operator::run(client, config, metrics.clone(), rx));
+    until("it leads", || {
+        metrics
+            .encode()
+            .lines()
+            .any(|l| l == "lanes_operator_leader 1")
+    })
+    .await;
+    // Another replica holds the lease now (as after a partition).
+    let now = jiff::Timestamp::now().to_string();
+    fake.merge(
+        "coordination.k8s.io/v1",
+        "Lease",
+        "lanes-system",
+        "lanes-operator",
+        &json!({"spec": {"holderIdentity": "second", "renewTime": now}}),
+        false,
+    );
+    until("it stands by", || {
+        metrics
+            .encode()
+            .lines()
+            .any(|l| l == "lanes_operator_leader 0")
+    })
+    .await;
+    // Standing by, it writes nothing: a deleted generated object stays deleted.
+    let dr = fake.list(ISTIO, "DestinationRule").remove(0);
+    let (ns, name) = (
+        dr["metadata"]["namespace"].as_str().unwrap(),
+        dr["metadata"]["name"].as_str().unwrap(),
+    );
+    fake.remove(ISTIO, "DestinationRule", ns, name);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(fake.get(ISTIO, "DestinationRule", ns, name).is_none());
+    assert_eq!(lease(&fake).unwrap()["spec"]["holderIdentity"], "second");
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    // Shutting down does not give away a lease it does not hold.
+    assert_eq!(lease(&fake).unwrap()["spec"]["holderIdentity"], "second");
 }

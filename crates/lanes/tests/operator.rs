@@ -125,9 +125,13 @@ fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm()
     assert_eq!(lease["spec"]["holderIdentity"], "lanes-operator-e2e");
     let (status, _, body) = http_get(&metrics, "/metrics", &[]);
     assert_eq!(status, 200);
-    assert!(body.contains("lanes_operator_leader 1"), "{body}");
     assert!(
-        body.contains("lanes_operator_generated_objects 8"),
+        body.lines().any(|l| l == "lanes_operator_leader 1"),
+        "{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l == "lanes_operator_generated_objects 8"),
         "{body}"
     );
     assert_eq!(http_get(&metrics, "/readyz", &[]).0, 200);
