@@ -10,12 +10,19 @@ use lanes_operator::metrics::{self, Metrics};
 
 /// What `lanes operator` was asked.
 pub struct Options {
+    /// Istio dialect of the generated objects.
     pub flavor: lanes_compile::Flavor,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
     pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
     pub lease_namespace: String,
+    /// Name of the leader-election Lease.
     pub lease_name: String,
+    /// This replica's identity (default: the host name).
     pub identity: Option<String>,
+    /// Seconds a lease stays valid after each renewal.
     pub lease_seconds: u64,
+    /// Log format.
     pub log_format: LogFormat,
 }
 
