@@ -176,6 +176,19 @@ pub fn value_type(value: &Value) -> &'static str {
     }
 }
 
+/// The string entries of the mapping at JSON pointer `ptr` (labels, selectors);
+/// empty when there is none.
+pub fn string_map(v: &Value, ptr: &str) -> BTreeMap<String, String> {
+    v.pointer(ptr)
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Object {
     /// Decodes and validates one object from its JSON form. Every problem found is
     /// returned; the first type error stops decoding.
@@ -300,15 +313,7 @@ impl Object {
 
     /// The object's labels.
     pub fn labels(&self) -> BTreeMap<String, String> {
-        self.raw
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default()
+        string_map(&self.raw, "/metadata/labels")
     }
 }
 

@@ -15,7 +15,8 @@ use kube::{Client, Resource};
 use lanes_model::rollout::{Rollout, Sample};
 use lanes_rollout::admission::{REST_TEMPLATE, hold};
 use lanes_rollout::{
-    Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
+    Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, manages,
+    reconcile, targets_deployment,
 };
 use serde_json::{Value, json};
 
@@ -103,11 +104,6 @@ fn post() -> PostParams {
     }
 }
 
-/// Whether an enabled canary Rollout manages its workload.
-fn manages(r: &Rollout) -> bool {
-    !r.spec.disabled.unwrap_or(false) && r.spec.strategy.canary.is_some()
-}
-
 fn canary_of(d: &Deployment) -> Canary {
     Canary {
         name: d.metadata.name.clone().unwrap_or_default(),
@@ -161,20 +157,8 @@ async fn canary_problem(
                     .is_some_and(|r| r.starts_with('-'))
             })
         });
-        let waiting = p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.first())
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.waiting.as_ref());
-        if let (true, Some(w)) = (owned, waiting) {
-            return Ok(Some(format!(
-                "pod {}: {}: {}",
-                p.metadata.name.unwrap_or_default(),
-                w.reason.clone().unwrap_or_default(),
-                w.message.clone().unwrap_or_default()
-            )));
+        if owned && let Some(problem) = lanes_rollout::pod_problem(&to_value("Pod", &p)?) {
+            return Ok(Some(problem));
         }
     }
     Ok(None)
@@ -483,11 +467,7 @@ pub async fn sweep(
         {
             continue;
         }
-        let managed = rollouts.iter().any(|r| {
-            r.metadata.namespace.as_deref() == Some(ns.as_str())
-                && r.spec.workload_ref.kind == "Deployment"
-                && r.spec.workload_ref.name == name
-        });
+        let managed = rollouts.iter().any(|r| targets_deployment(r, &ns, &name));
         if managed {
             continue;
         }
@@ -499,7 +479,7 @@ pub async fn sweep(
         if fresh
             .items
             .iter()
-            .any(|r| r.spec.workload_ref.kind == "Deployment" && r.spec.workload_ref.name == name)
+            .any(|r| targets_deployment(r, &ns, &name))
         {
             continue;
         }
@@ -540,8 +520,10 @@ pub fn concerns<'a>(d: &Deployment, mut rollouts: impl Iterator<Item = &'a Rollo
     labelled
         || marked
         || rollouts.any(|r| {
-            r.metadata.namespace == d.metadata.namespace
-                && r.spec.workload_ref.kind == "Deployment"
-                && Some(&r.spec.workload_ref.name) == d.metadata.name.as_ref()
+            targets_deployment(
+                r,
+                d.metadata.namespace.as_deref().unwrap_or("default"),
+                d.metadata.name.as_deref().unwrap_or(""),
+            )
         })
 }

@@ -214,6 +214,34 @@ fn strategy(r: &Rollout) -> Option<&CanaryStrategy> {
     r.spec.strategy.canary.as_ref()
 }
 
+/// Whether Rollout `r` targets Deployment `namespace/name`.
+pub fn targets_deployment(r: &Rollout, namespace: &str, name: &str) -> bool {
+    r.metadata.namespace.as_deref().unwrap_or("default") == namespace
+        && r.spec.workload_ref.kind == "Deployment"
+        && r.spec.workload_ref.name == name
+}
+
+/// Whether Rollout `r` runs releases of its workload: enabled, with a canary strategy.
+pub fn manages(r: &Rollout) -> bool {
+    !r.spec.disabled.unwrap_or(false) && r.spec.strategy.canary.is_some()
+}
+
+/// Why a pod is not running, as its first container's status says (`pod NAME: REASON:
+/// MESSAGE`), for the progress deadline's message; `None` when it is not waiting.
+pub fn pod_problem(pod: &Value) -> Option<String> {
+    let w = pod.pointer("/status/containerStatuses/0/state/waiting")?;
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Some(format!(
+        "pod {name}: {}: {}",
+        s(w, "reason"),
+        s(w, "message")
+    ))
+}
+
 /// A hash of the release plan (the canary strategy), to notice changes to it
 /// mid-release. Pausing or resuming the Rollout is not a change of plan.
 pub fn plan_hash(r: &Rollout) -> String {
@@ -1320,6 +1348,29 @@ mod tests {
             d.actions
                 .iter()
                 .any(|a| matches!(a, Action::ScaleCanary { replicas: 2, .. }))
+        );
+    }
+
+    #[test]
+    fn which_rollouts_manage_which_deployments_and_what_a_waiting_pod_says() {
+        let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+        assert!(targets_deployment(&r, "default", "mocka-v1"));
+        assert!(!targets_deployment(&r, "other", "mocka-v1"));
+        assert!(!targets_deployment(&r, "default", "mockb-v1"));
+        assert!(manages(&r));
+        r.spec.disabled = Some(true);
+        assert!(!manages(&r));
+        r.spec.workload_ref.kind = "StatefulSet".into();
+        assert!(!targets_deployment(&r, "default", "mocka-v1"));
+        let waiting = json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+            {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]}});
+        assert_eq!(
+            pod_problem(&waiting).as_deref(),
+            Some("pod p: ImagePullBackOff: no such image")
+        );
+        assert_eq!(
+            pod_problem(&json!({"metadata": {"name": "p"}, "status": {}})),
+            None
         );
     }
 

@@ -186,17 +186,6 @@ pub fn external_values(
 /// Reads the cumulative attempts on a subset of a service: (service, namespace, subset).
 pub type SampleSource = dyn Fn(&str, &str, &str) -> Sample + Send + Sync;
 
-fn labels_of(v: &Value, ptr: &str) -> std::collections::BTreeMap<String, String> {
-    v.pointer(ptr)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The Service of a workload and the lane its canary pods join: where the data plane
 /// counts the canary's attempts.
 fn canary_target(
@@ -205,7 +194,8 @@ fn canary_target(
     rollout: &Rollout,
     workload: &Value,
 ) -> Result<Option<(String, String)>, StoreError> {
-    let mut pod_labels = labels_of(workload, "/spec/template/metadata/labels");
+    let mut pod_labels =
+        lanes_model::object::string_map(workload, "/spec/template/metadata/labels");
     if let Some(meta) = rollout
         .spec
         .strategy
@@ -222,11 +212,11 @@ fn canary_target(
             .to_string()
     };
     let service = txn.list(Kind::Service, Some(ns))?.into_iter().find(|s| {
-        let sel = labels_of(s, "/spec/selector");
+        let sel = lanes_model::object::string_map(s, "/spec/selector");
         !sel.is_empty() && lanes_model::mesh::selector_matches(&sel, &pod_labels)
     });
     let lane = txn.list(Kind::Lane, None)?.into_iter().find(|l| {
-        let sel = labels_of(l, "/spec/labelSelector");
+        let sel = lanes_model::object::string_map(l, "/spec/labelSelector");
         !sel.is_empty() && lanes_model::mesh::selector_matches(&sel, &pod_labels)
     });
     Ok(service.zip(lane).map(|(s, l)| (name(&s), name(&l))))
@@ -243,14 +233,8 @@ fn canary_problem(
         if !owner.is_some_and(|o| canaries.iter().any(|c| c.name == o)) {
             continue;
         }
-        if let Some(w) = p.pointer("/status/containerStatuses/0/state/waiting") {
-            let reason = w.get("reason").and_then(Value::as_str).unwrap_or("");
-            let message = w.get("message").and_then(Value::as_str).unwrap_or("");
-            let name = p
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            return Ok(Some(format!("pod {name}: {reason}: {message}")));
+        if let Some(problem) = lanes_rollout::pod_problem(&p) {
+            return Ok(Some(problem));
         }
     }
     Ok(None)
@@ -344,11 +328,14 @@ pub fn reconcile_one(
 pub fn sweep_orphans(store: &Store) -> Result<(), StoreError> {
     store.write(|txn| {
         let rollouts = txn.list(Kind::Rollout, None)?;
+        let rollouts: Vec<Rollout> = rollouts
+            .into_iter()
+            .filter_map(|r| serde_json::from_value(r).ok())
+            .collect();
         let managed = |ns: &str, name: &str| {
-            rollouts.iter().any(|r| {
-                r.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
-                    && r.pointer("/spec/workloadRef/name").and_then(Value::as_str) == Some(name)
-            })
+            rollouts
+                .iter()
+                .any(|r| lanes_rollout::targets_deployment(r, ns, name))
         };
         for d in txn.list(Kind::Deployment, None)? {
             let ns = d.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();

@@ -185,14 +185,7 @@ fn decode(value: Value) -> ApiResult<Object> {
 }
 
 fn labels_of(v: &Value) -> BTreeMap<String, String> {
-    v.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+    lanes_model::object::string_map(v, "/metadata/labels")
 }
 
 fn expected_rv(v: &Value) -> Option<u64> {
@@ -547,12 +540,11 @@ fn admit(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let managed = txn.list(Kind::Rollout, Some(&ns))?.iter().any(|r| {
-        r.pointer("/spec/workloadRef/kind").and_then(Value::as_str) == Some("Deployment")
-            && r.pointer("/spec/workloadRef/name").and_then(Value::as_str) == Some(name.as_str())
-            && r.pointer("/spec/disabled").and_then(Value::as_bool) != Some(true)
-            && r.pointer("/spec/strategy/canary").is_some()
-    });
+    let managed = txn
+        .list(Kind::Rollout, Some(&ns))?
+        .into_iter()
+        .filter_map(|r| serde_json::from_value::<lanes_model::rollout::Rollout>(r).ok())
+        .any(|r| lanes_rollout::targets_deployment(&r, &ns, &name) && lanes_rollout::manages(&r));
     lanes_rollout::admission::admit_deployment(current, value, managed);
     Ok(())
 }
