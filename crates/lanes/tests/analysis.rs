@@ -33,21 +33,25 @@ spec:
       EXTRA
 "#;
 
-#[test]
-fn a_failing_canary_rolls_back_by_itself_and_the_base_lane_never_fails() {
+/// A daemon running the seed with rollouts-mocka replaced by `manifest`, settled and
+/// healthy, before any release.
+fn seeded_with_rollout(manifest: &str) -> Daemon {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
-    apply_text(
-        &d,
-        &ANALYSED.replace(
-            "      EXTRA\n",
-            "      analysis:\n        interval: 2s\n        failureLimit: 1\n        minRequests: 10\n        onFailure: rollback\n        metrics:\n          - name: success-rate\n            successRate: {min: 0.95}\n          - name: latency\n            latencyP99: {maxMs: 500}\n",
-        ),
-    );
+    apply_text(&d, manifest);
     eventually(Duration::from_secs(60), || {
         (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
     });
     settled(&d, 3);
+    d
+}
+
+#[test]
+fn a_failing_canary_rolls_back_by_itself_and_the_base_lane_never_fails() {
+    let d = seeded_with_rollout(&ANALYSED.replace(
+            "      EXTRA\n",
+            "      analysis:\n        interval: 2s\n        failureLimit: 1\n        minRequests: 10\n        onFailure: rollback\n        metrics:\n          - name: success-rate\n            successRate: {min: 0.95}\n          - name: latency\n            latencyP99: {maxMs: 500}\n",
+        ));
     eventually(Duration::from_secs(60), || {
         (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
     });
@@ -156,16 +160,9 @@ fn a_failing_canary_rolls_back_by_itself_and_the_base_lane_never_fails() {
 
 #[test]
 fn a_canary_with_an_unknown_image_fails_at_the_progress_deadline() {
-    let d = Daemon::start();
-    d.ok(&["apply", "-f", "examples/seed/"]);
-    apply_text(
-        &d,
+    let d = seeded_with_rollout(
         &ANALYSED.replace("      EXTRA\n", "      progressDeadlineSeconds: 3\n"),
     );
-    eventually(Duration::from_secs(60), || {
-        (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
-    });
-    settled(&d, 3);
     d.ok(&[
         "set",
         "image",
@@ -322,21 +319,12 @@ fn the_prometheus_metric_kind_passes_and_fails_releases_against_a_real_prometheu
 
 #[test]
 fn a_healthy_release_with_analysis_and_timed_pauses_completes_by_itself() {
-    let d = Daemon::start();
-    d.ok(&["apply", "-f", "examples/seed/"]);
-    apply_text(
-        &d,
-        &ANALYSED
+    let d = seeded_with_rollout(&ANALYSED
             .replace("        - replicas: 1\n", "        - replicas: 1\n          pause: {duration: 1}\n        - replicas: 100%\n          pause: {duration: 1}\n")
             .replace(
                 "      EXTRA\n",
                 "      analysis:\n        interval: 1s\n        minRequests: 5\n        metrics:\n          - name: success-rate\n            successRate: {min: 0.95}\n",
-            ),
-    );
-    eventually(Duration::from_secs(60), || {
-        (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
-    });
-    settled(&d, 3);
+            ));
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let gw = d.gateway.clone();
@@ -387,19 +375,10 @@ fn a_healthy_release_with_analysis_and_timed_pauses_completes_by_itself() {
 
 #[test]
 fn without_canary_traffic_analysis_is_inconclusive_and_the_release_waits() {
-    let d = Daemon::start();
-    d.ok(&["apply", "-f", "examples/seed/"]);
-    apply_text(
-        &d,
-        &ANALYSED.replace(
+    let d = seeded_with_rollout(&ANALYSED.replace(
             "      EXTRA\n",
             "      analysis:\n        interval: 1s\n        failureLimit: 0\n        minRequests: 5\n        metrics:\n          - name: success-rate\n            successRate: {min: 0.95}\n",
-        ),
-    );
-    eventually(Duration::from_secs(60), || {
-        (rollout(&d, "rollouts-mocka")["status"]["phase"] == "Healthy").then_some(())
-    });
-    settled(&d, 3);
+        ));
     d.ok(&[
         "set",
         "image",
