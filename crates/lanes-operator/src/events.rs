@@ -13,6 +13,18 @@ use crate::{Error, kube_err};
 /// The `reportingController` of Lanes' Events.
 pub const REPORTING_CONTROLLER: &str = "lanes.dev/operator";
 
+/// The most bytes of note the API server takes.
+const NOTE_BYTES: usize = 1024;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Records one transition of Rollout `namespace/name` as an Event from `instance`.
 pub async fn record(
     client: &Client,
@@ -32,8 +44,7 @@ pub async fn record(
         event_time: Some(MicroTime(now)),
         action: Some("Reconcile".into()),
         reason: Some(t.reason.clone()),
-        // The API server takes at most 1 kB of note.
-        note: Some(t.note.chars().take(1000).collect()),
+        note: Some(truncated(&t.note, NOTE_BYTES).to_string()),
         type_: Some(if t.warning { "Warning" } else { "Normal" }.into()),
         reporting_controller: Some(REPORTING_CONTROLLER.into()),
         reporting_instance: Some(instance.to_string()),
@@ -54,4 +65,19 @@ pub async fn record(
             "create Event for Rollout {namespace}/{name}"
         )))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_note_is_cut_to_the_api_limit_at_a_character_boundary() {
+        let note = "é".repeat(600); // 1200 bytes
+        let cut = truncated(&note, NOTE_BYTES);
+        assert_eq!(cut.len(), 1024);
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(truncated("short", NOTE_BYTES), "short");
+        assert_eq!(truncated("aé", 2), "a");
+    }
 }

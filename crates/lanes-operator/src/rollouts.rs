@@ -505,8 +505,9 @@ pub async fn sweep(
 }
 
 /// Whether an event on Deployment `d` concerns the rollout controller: a canary, a
-/// Deployment held or mid-release, or one a Rollout targets.
-pub fn concerns<'a>(d: &Deployment, mut rollouts: impl Iterator<Item = &'a Rollout>) -> bool {
+/// Deployment held or mid-release, or one a Rollout targets (`targeted(namespace, name)`
+/// says, looked up only when the Deployment itself shows no sign).
+pub fn concerns(d: &Deployment, targeted: impl FnOnce(&str, &str) -> bool) -> bool {
     let labelled = d
         .metadata
         .labels
@@ -519,11 +520,8 @@ pub fn concerns<'a>(d: &Deployment, mut rollouts: impl Iterator<Item = &'a Rollo
     });
     labelled
         || marked
-        || rollouts.any(|r| {
-            targets_deployment(
-                r,
-                d.metadata.namespace.as_deref().unwrap_or("default"),
-                d.metadata.name.as_deref().unwrap_or(""),
-            )
-        })
+        || targeted(
+            d.metadata.namespace.as_deref().unwrap_or("default"),
+            d.metadata.name.as_deref().unwrap_or(""),
+        )
 }

@@ -369,7 +369,14 @@ async fn rollouts_loop(
     let deployments = w.cache(
         Api::<Deployment>::all(client.clone()),
         slim_meta,
-        move |d| crate::rollouts::concerns(d, known.state().iter().map(|r| r.as_ref())),
+        move |d| {
+            crate::rollouts::concerns(d, |ns, name| {
+                // A lookup in the cache, without copying it, on every Deployment event.
+                known
+                    .find(|r| lanes_rollout::targets_deployment(r, ns, name))
+                    .is_some()
+            })
+        },
     );
     let cached = ready(&rollouts, &mut stop).await && ready(&deployments, &mut stop).await;
     let mut wait = Duration::ZERO;
