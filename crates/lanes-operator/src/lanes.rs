@@ -63,10 +63,11 @@ impl Inputs {
     pub fn add<K, T>(&mut self, items: impl IntoIterator<Item = T>) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + Serialize,
-        T: std::ops::Deref<Target = K>,
+        T: std::borrow::Borrow<K>,
     {
         for item in items {
-            let v = to_value(&K::kind(&()), &*item)?;
+            let item: &K = std::borrow::Borrow::borrow(&item);
+            let v = to_value(&K::kind(&()), item)?;
             match Object::from_value(v) {
                 Ok(o) => self.objects.push(o),
                 Err(errs) => {
@@ -111,16 +112,10 @@ impl Inputs {
     /// Reads the inputs with one LIST per kind.
     pub async fn list(client: &Client) -> Result<Inputs, Error> {
         let mut inputs = Inputs::default();
-        inputs.add::<Service, _>(list::<Service>(client).await?.into_iter().map(Box::new))?;
-        inputs.add::<Pod, _>(list::<Pod>(client).await?.into_iter().map(Box::new))?;
-        inputs.add::<ASMSwimLaneGroup, _>(
-            list::<ASMSwimLaneGroup>(client)
-                .await?
-                .into_iter()
-                .map(Box::new),
-        )?;
-        inputs
-            .add::<ASMSwimLane, _>(list::<ASMSwimLane>(client).await?.into_iter().map(Box::new))?;
+        inputs.add::<Service, _>(list::<Service>(client).await?)?;
+        inputs.add::<Pod, _>(list::<Pod>(client).await?)?;
+        inputs.add::<ASMSwimLaneGroup, _>(list::<ASMSwimLaneGroup>(client).await?)?;
+        inputs.add::<ASMSwimLane, _>(list::<ASMSwimLane>(client).await?)?;
         Ok(inputs)
     }
 }
