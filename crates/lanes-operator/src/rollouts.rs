@@ -227,12 +227,7 @@ async fn reconcile_once(
         Some(w) => canary_problem(&Api::namespaced(client.clone(), ns), w, &canaries).await?,
         None => None,
     };
-    let analysed = rollout
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .is_some_and(|c| c.analysis.is_some());
+    let analysed = lanes_rollout::analysis_of(&rollout).is_some();
     let external = if analysed {
         let value = to_value("Rollout", &rollout)?;
         // Prometheus is queried off the async runtime (the client blocks).

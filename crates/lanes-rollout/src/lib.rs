@@ -226,6 +226,11 @@ pub fn manages(r: &Rollout) -> bool {
     !r.spec.disabled.unwrap_or(false) && r.spec.strategy.canary.is_some()
 }
 
+/// The metric analysis of Rollout `r`'s canary strategy, if it has one.
+pub fn analysis_of(r: &Rollout) -> Option<&lanes_model::rollout::Analysis> {
+    r.spec.strategy.canary.as_ref()?.analysis.as_ref()
+}
+
 /// Why a pod is not running, as its first container's status says (`pod NAME: REASON:
 /// MESSAGE`), for the progress deadline's message; `None` when it is not waiting.
 pub fn pod_problem(pod: &Value) -> Option<String> {

@@ -154,13 +154,7 @@ pub fn external_values(
     let Typed::Rollout(r) = &object.typed else {
         return out;
     };
-    let Some(cfg) = r
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .and_then(|c| c.analysis.as_ref())
-    else {
+    let Some(cfg) = lanes_rollout::analysis_of(r) else {
         return out;
     };
     let last = r
@@ -275,12 +269,7 @@ pub fn reconcile_one(
             .into_iter()
             .map(|(c, _)| c)
             .collect();
-        let analysed = rollout
-            .spec
-            .strategy
-            .canary
-            .as_ref()
-            .is_some_and(|c| c.analysis.is_some());
+        let analysed = lanes_rollout::analysis_of(rollout).is_some();
         let sample = match &workload_value {
             // With analysis there is always a sample: a canary the data plane cannot
             // place (no Service or lane selects it) has seen no traffic.
