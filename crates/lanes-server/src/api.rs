@@ -30,8 +30,8 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub struct ApiState {
     /// The store.
     pub store: Arc<Store>,
-    /// Bearer token every request but `/healthz` must carry, when set.
-    pub token: Option<Arc<str>>,
+    /// What every request but `/healthz` and `/readyz` must present.
+    pub auth: crate::Auth,
     /// Where pod logs are (`<namespace>_<name>.log`), when pods run here.
     pub logs: Option<std::path::PathBuf>,
 }
@@ -90,8 +90,9 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The API routes.
-pub fn router(state: ApiState) -> Router {
+/// The API routes, with `extra` routes (such as `/metrics`) behind the same bearer
+/// token; `/healthz` and `/readyz` answer without it.
+pub fn router(state: ApiState, extra: Router) -> Router {
     Router::new()
         .route("/api/apply", post(apply))
         .route("/api/{resource}", get(list).post(create))
@@ -104,27 +105,21 @@ pub fn router(state: ApiState) -> Router {
             "/api/{resource}/{name}/status",
             get(read).put(replace_status).patch(patch_status),
         )
+        .with_state(state.clone())
+        .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 async fn authorize(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(&**token) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "missing or wrong bearer token (set LANES_TOKEN or --token)",
-            )
-            .into_response();
-        }
+    if !state.auth.admits(req.headers()) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "missing or wrong bearer token: lanes finds it in <state-dir>/token (LANES_STATE_DIR, default ./.lanes), or pass --token or LANES_TOKEN",
+        )
+        .into_response();
     }
     next.run(req).await
 }

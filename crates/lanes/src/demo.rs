@@ -39,6 +39,8 @@ fn patch_image(version: &str) -> String {
 struct Demo {
     exe: PathBuf,
     api: String,
+    /// The instance's state directory, where the CLI finds its API token.
+    state: PathBuf,
     gateway: String,
     seed: PathBuf,
     failures: Vec<String>,
@@ -71,6 +73,7 @@ impl Demo {
         let out = Command::new(&self.exe)
             .args(args)
             .env("LANES_SERVER", &self.api)
+            .env("LANES_STATE_DIR", &self.state)
             .output()
             .with_context(|| format!("cannot run lanes {}", args.join(" ")))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -87,6 +90,7 @@ impl Demo {
         let out = Command::new(&self.exe)
             .args(args)
             .env("LANES_SERVER", &self.api)
+            .env("LANES_STATE_DIR", &self.state)
             .output()?;
         if !out.status.success() {
             bail!(
@@ -439,6 +443,7 @@ pub fn run() -> Result<ExitCode> {
     let mut demo = Demo {
         exe,
         api,
+        state: dir.join("state"),
         gateway,
         seed,
         failures: Vec::new(),

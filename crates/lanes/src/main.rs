@@ -7,6 +7,7 @@ mod operator_cmd;
 mod proxy_cmd;
 mod rollout_cmd;
 mod sample;
+mod token;
 mod up;
 
 use std::net::SocketAddr;
@@ -28,7 +29,8 @@ struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     server: String,
-    /// Bearer token for the API (required when it listens beyond loopback).
+    /// Bearer token for the API (default: the one `lanes up` keeps in
+    /// `$LANES_STATE_DIR/token`, `./.lanes/token` without it).
     #[arg(long, global = true, env = "LANES_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -39,9 +41,13 @@ struct Cli {
 enum Command {
     /// Run the embedded control plane in the foreground: store, controllers, API.
     Up {
-        /// Directory of the store file (created if missing).
-        #[arg(long, default_value = ".lanes")]
+        /// Directory of the store file and the API token (created if missing).
+        #[arg(long, env = "LANES_STATE_DIR", default_value = token::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// Serve the API without a bearer token (loopback addresses only). Any pod
+        /// process, and any local user, can then change every object.
+        #[arg(long, conflicts_with = "token")]
+        no_auth: bool,
         /// API listen address.
         #[arg(long, default_value = "127.0.0.1:7070")]
         api: SocketAddr,
@@ -297,10 +303,15 @@ pub enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let client = || lanes_server::Client::new(&cli.server, cli.token.clone());
+    let client = || {
+        let state_dir = std::env::var_os("LANES_STATE_DIR")
+            .map_or_else(|| PathBuf::from(token::DEFAULT_STATE_DIR), PathBuf::from);
+        lanes_server::Client::new(&cli.server, token::discover(cli.token.clone(), &state_dir))
+    };
     let result = match cli.command {
         Command::Up {
             ref state_dir,
+            no_auth,
             api,
             gateway,
             flavor,
@@ -313,7 +324,13 @@ fn main() -> ExitCode {
                     state_dir: state_dir.clone(),
                     api,
                     gateway,
-                    token: cli.token.clone(),
+                    auth: if no_auth {
+                        up::AuthOption::None
+                    } else {
+                        cli.token
+                            .clone()
+                            .map_or(up::AuthOption::StateDir, up::AuthOption::Given)
+                    },
                     flavor,
                     pod_network,
                     config: config.clone(),

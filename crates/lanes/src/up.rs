@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lanes_compile::Flavor;
 use lanes_runtime::lanes::Snapshot;
-use lanes_server::{ApiState, router};
+use lanes_server::{ApiState, Auth, router};
 use lanes_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,14 +24,25 @@ pub struct UpOptions {
     pub api: SocketAddr,
     /// Gateway listen address.
     pub gateway: SocketAddr,
-    /// Bearer token for the API.
-    pub token: Option<String>,
+    /// Where the API's bearer token comes from.
+    pub auth: AuthOption,
     /// Flavor of the generated Istio objects.
     pub flavor: Flavor,
     /// Second octet of the pods' `127.N.0.0/16`.
     pub pod_network: u8,
     /// `lanes.toml` (the image table).
     pub config: PathBuf,
+}
+
+/// Where the API's bearer token comes from.
+#[derive(Debug, Clone)]
+pub enum AuthOption {
+    /// `--token` or `LANES_TOKEN`.
+    Given(String),
+    /// `<state-dir>/token`, made at first start.
+    StateDir,
+    /// `--no-auth`: no token at all (loopback only).
+    None,
 }
 
 /// Parses `127.N.0.0/16` into N.
@@ -52,9 +63,9 @@ pub fn parse_pod_network(s: &str) -> Result<u8, String> {
 /// Runs the control plane until SIGINT or SIGTERM.
 pub fn run(opts: UpOptions) -> Result<ExitCode> {
     init_logging();
-    if !opts.api.ip().is_loopback() && opts.token.as_deref().unwrap_or("").is_empty() {
+    if !opts.api.ip().is_loopback() && matches!(opts.auth, AuthOption::None) {
         bail!(
-            "refusing to serve the API on {} (not a loopback address) without a bearer token: pass --token or set LANES_TOKEN",
+            "refusing to serve the API on {} (not a loopback address) without a bearer token: drop --no-auth",
             opts.api
         );
     }
@@ -68,6 +79,12 @@ pub fn run(opts: UpOptions) -> Result<ExitCode> {
 async fn serve(opts: UpOptions) -> Result<()> {
     let images =
         lanes_runtime::images::LanesToml::load(&opts.config).map_err(anyhow::Error::msg)?;
+    let token = match &opts.auth {
+        AuthOption::Given(t) if t.is_empty() => bail!("--token is empty"),
+        AuthOption::Given(t) => Some(t.clone()),
+        AuthOption::StateDir => Some(crate::token::load_or_create(&opts.state_dir)?),
+        AuthOption::None => None,
+    };
     let path = opts.state_dir.join("state.redb");
     let store = Arc::new(
         Store::open(&path)
@@ -140,10 +157,10 @@ async fn serve(opts: UpOptions) -> Result<()> {
     let pods = tokio::spawn(lanes_runtime::pods::run(ctx, pods_stop_rx));
     let state = ApiState {
         store: store.clone(),
-        token: opts.token.filter(|t| !t.is_empty()).map(Into::into),
+        auth: Auth::from_token(token.as_deref()),
         logs: Some(logs),
     };
-    let app = router(state).merge(lanes_proxy::admin::observability(mesh.clone()));
+    let app = router(state, lanes_proxy::admin::observability(mesh.clone()));
     let shutdown = lanes_proxy::server::wait_for(stop_rx.clone());
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app)
@@ -156,6 +173,14 @@ async fn serve(opts: UpOptions) -> Result<()> {
     println!("lanes up: API listening on http://{api_addr}");
     println!("lanes up: gateway listening on http://{gateway_addr}");
     println!("lanes up: state in {}", path.display());
+    match &opts.auth {
+        AuthOption::StateDir => println!(
+            "lanes up: API token in {} (the CLI reads it there; LANES_STATE_DIR names another state directory)",
+            crate::token::path(&opts.state_dir).display()
+        ),
+        AuthOption::Given(_) => println!("lanes up: API token as given (--token or LANES_TOKEN)"),
+        AuthOption::None => println!("lanes up: API open to anyone on this machine (--no-auth)"),
+    }
     stop_signal().await;
     tracing::info!("stopping");
     let _ = pods_stop.send(true);

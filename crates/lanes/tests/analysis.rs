@@ -204,13 +204,14 @@ impl Drop for Prometheus {
     }
 }
 
-fn prometheus(target: &str) -> Prometheus {
+fn prometheus(target: &str, token_file: &std::path::Path) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: lanes\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{}']\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: lanes\n    scrape_interval: 1s\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{}']\n",
+            token_file.display(),
             target.trim_start_matches("http://")
         ),
     )
@@ -253,7 +254,7 @@ fn prometheus(target: &str) -> Prometheus {
 fn the_prometheus_metric_kind_passes_and_fails_releases_against_a_real_prometheus() {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
-    let p = prometheus(&d.api);
+    let p = prometheus(&d.api, &d.state.join("token"));
     settled(&d, 3);
     let rollout_with = |name: &str, workload: &str, bound: &str| {
         ANALYSED

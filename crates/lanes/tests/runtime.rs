@@ -204,7 +204,8 @@ fn a_failing_canary_is_served_by_the_baseline_through_fallback() {
         assert_eq!((status, body.as_str()), (200, base.as_str()));
         assert_eq!(header(&headers, "x-lanes-fallback"), None);
     }
-    let (_, _, metrics) = http_get(&d.api, "/metrics", &[]);
+    let bearer = format!("Bearer {}", d.token());
+    let (_, _, metrics) = http_get(&d.api, "/metrics", &[("authorization", &bearer)]);
     let retried = metrics
         .lines()
         .find(|l| {

@@ -462,6 +462,7 @@ fn a_non_loopback_api_needs_a_token_and_the_token_is_enforced() {
     let out = std::process::Command::new(bin())
         .args([
             "up",
+            "--no-auth",
             "--api",
             "0.0.0.0:0",
             "--gateway",

@@ -168,11 +168,14 @@ impl Embedded {
     pub async fn start() -> Embedded {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("state.redb")).unwrap());
-        let app = lanes_server::router(lanes_server::ApiState {
-            store: store.clone(),
-            token: None,
-            logs: None,
-        });
+        let app = lanes_server::router(
+            lanes_server::ApiState {
+                store: store.clone(),
+                auth: lanes_server::Auth::Open,
+                logs: None,
+            },
+            axum::Router::new(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });

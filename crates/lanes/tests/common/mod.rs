@@ -163,6 +163,8 @@ impl Daemon {
         Command::new(bin())
             .args(args)
             .env("LANES_SERVER", &self.api)
+            .env("LANES_STATE_DIR", &self.state)
+            .env_remove("LANES_TOKEN")
             .current_dir(repo())
             .output()
             .unwrap()
@@ -181,7 +183,15 @@ impl Daemon {
     }
 
     pub fn client(&self) -> lanes_server::Client {
-        lanes_server::Client::new(&self.api, None).unwrap()
+        lanes_server::Client::new(&self.api, Some(self.token())).unwrap()
+    }
+
+    /// The API token the daemon keeps in its state directory.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.state.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// SIGTERM, then wait for a clean exit.
