@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::Mesh;
-use crate::server::wait_for;
+use crate::server::serve_router;
 
 /// The admin routes.
 pub fn router(mesh: Arc<Mesh>) -> Router {
@@ -58,7 +58,6 @@ async fn routes(State(mesh): State<Arc<Mesh>>) -> impl IntoResponse {
 
 /// Serves the admin routes until `shutdown`.
 pub async fn serve_admin(listener: TcpListener, mesh: Arc<Mesh>, shutdown: watch::Receiver<bool>) {
-    let _ = axum::serve(listener, router(mesh))
-        .with_graceful_shutdown(wait_for(shutdown))
-        .await;
+    let limits = mesh.settings().listener_limits();
+    serve_router(listener, limits, "admin", shutdown, router(mesh)).await;
 }

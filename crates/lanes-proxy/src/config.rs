@@ -18,6 +18,14 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     /// Time a client has to send a request head (slow clients are cut off).
     pub header_read_timeout_ms: u64,
+    /// Time from accepting a connection to its first byte: a connection that sends
+    /// nothing is closed then.
+    pub first_byte_timeout_ms: u64,
+    /// A client connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Most client connections one listener holds at once; more are refused (closed
+    /// at once) until one ends.
+    pub max_connections: usize,
     /// Most entries of a sidecar's correlation table.
     pub correlation_capacity: usize,
     /// Seconds a correlation entry stays valid.
@@ -40,6 +48,9 @@ impl Default for Settings {
             connect_timeout_ms: 1_000,
             request_timeout_ms: 15_000,
             header_read_timeout_ms: 10_000,
+            first_byte_timeout_ms: 5_000,
+            idle_timeout_ms: 30_000,
+            max_connections: 4_096,
             correlation_capacity: 100_000,
             correlation_ttl_seconds: 60,
             max_replay_body_bytes: 64 * 1024,
@@ -63,10 +74,32 @@ impl Settings {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
+    /// The limits every listener of this proxy applies to its client connections.
+    pub fn listener_limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            header_read_timeout: self.header_read_timeout(),
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections.max(1),
+        }
+    }
     /// Correlation TTL.
     pub fn correlation_ttl(&self) -> Duration {
         Duration::from_secs(self.correlation_ttl_seconds)
     }
+}
+
+/// What a listener allows its client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Time to send a request head.
+    pub header_read_timeout: Duration,
+    /// Time from accept to the first byte.
+    pub first_byte_timeout: Duration,
+    /// Time with no request in flight before the connection is closed.
+    pub idle_timeout: Duration,
+    /// Connections held at once.
+    pub max_connections: usize,
 }
 
 /// One endpoint of a service: an address that serves it, with its pod's labels.

@@ -8,13 +8,14 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod correlation;
+pub mod listener;
 pub mod matching;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 
-pub use config::{Endpoint, PodIdentity, ProxyFile, Role, Settings};
+pub use config::{Endpoint, ListenerLimits, PodIdentity, ProxyFile, Role, Settings};
 pub use metrics::Metrics;
 pub use proxy::{FALLBACK_HEADER, Mesh, Sidecar};
 pub use routing::Routing;

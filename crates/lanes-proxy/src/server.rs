@@ -1,21 +1,24 @@
-//! Listeners: accept connections and serve HTTP/1.1 and h2c on them, with a header read
-//! timeout against slow clients and graceful shutdown.
+//! Listeners: accept connections and serve HTTP/1.1 and h2c on them, within the limits
+//! of `listener` (connection cap, first-byte, header and idle deadlines), with graceful
+//! shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::body::ProxyBody;
-use crate::config::Settings;
+use crate::body::{ProxyBody, boxed};
+use crate::config::ListenerLimits;
+use crate::listener::{AcceptBackoff, Activity, first_byte};
 use crate::proxy::{Mesh, Sidecar};
 
 /// Resolves when `shutdown` turns true (or its sender is gone).
@@ -28,9 +31,14 @@ pub async fn wait_for(mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Serves `handler` on `listener` until `shutdown`, then lets open requests finish.
+/// `name` names the listener in logs. The listener holds at most
+/// `limits.max_connections` connections (more are closed at once), closes a connection
+/// that sends nothing within `limits.first_byte_timeout` or has no request in flight for
+/// `limits.idle_timeout`, and pauses with back-off when accepting fails.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
-    settings: &Settings,
+    limits: ListenerLimits,
+    name: &'static str,
     shutdown: watch::Receiver<bool>,
     handler: F,
 ) where
@@ -41,46 +49,178 @@ pub async fn serve<F, Fut>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout())
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
         .max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
-    let graceful = GracefulShutdown::new();
-    let stop = wait_for(shutdown);
+    let builder = Arc::new(builder);
+    // Each connection holds a permit; at shutdown, holding them all again means every
+    // connection has ended.
+    let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let slots = Arc::new(Semaphore::new(max as usize));
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = RefusalLog::default();
+    let stop = wait_for(shutdown.clone());
     tokio::pin!(stop);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    let pause = backoff.failed(name, &e);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut stop => break,
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
+                }
+            },
             () = &mut stop => break,
-        }
+        };
+        backoff.reset();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refusals.refused(name, limits.max_connections);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            stream,
+            builder.clone(),
+            limits,
+            shutdown.clone(),
+            handler.clone(),
+            permit,
+        ));
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = slots.acquire_many(max).await;
+}
+
+/// Serves one client connection until it ends, is idle too long, or `shutdown`.
+async fn connection<F, Fut>(
+    stream: TcpStream,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ListenerLimits,
+    shutdown: watch::Receiver<bool>,
+    handler: F,
+    _permit: OwnedSemaphorePermit,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    if !first_byte(&stream, limits.first_byte_timeout).await {
+        return;
+    }
+    let activity = Activity::new();
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let handler = handler.clone();
+            let in_flight = activity.begin();
+            async move {
+                let resp = handler(req).await;
+                // The request stays in flight until its response body is done.
+                Ok::<_, Infallible>(resp.map(move |body| {
+                    body.map_frame(move |frame| {
+                        let _ = &in_flight;
+                        frame
+                    })
+                }))
+            }
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        let idle = activity.idle_deadline(limits.idle_timeout);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = wait_for(shutdown.clone()), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = sleep_until_or(idle, limits.idle_timeout), if !closing => {
+                if activity.is_idle(limits.idle_timeout) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or for `otherwise` when there is none (to look again).
+async fn sleep_until_or(deadline: Option<tokio::time::Instant>, otherwise: Duration) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => tokio::time::sleep(otherwise).await,
+    }
+}
+
+/// Logs refused connections at most once a second.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, listener: &'static str, max: usize) {
+        self.since += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                listener,
+                max_connections = max,
+                refused = self.since,
+                "connection limit reached; refusing connections"
+            );
+            self.last = Some(std::time::Instant::now());
+            self.since = 0;
+        }
+    }
+}
+
+/// Serves an axum router (the API, the admin endpoints) with the same limits as the
+/// data plane's listeners.
+pub async fn serve_router(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    name: &'static str,
+    shutdown: watch::Receiver<bool>,
+    router: axum::Router,
+) {
+    serve(
+        listener,
+        limits,
+        name,
+        shutdown,
+        move |req: Request<Incoming>| {
+            let mut router = router.clone();
+            async move {
+                let resp =
+                    match tower_service::Service::call(&mut router, req.map(axum::body::Body::new))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                resp.map(boxed)
+            }
+        },
+    )
+    .await;
 }
 
 /// Serves the gateway role.
@@ -89,8 +229,8 @@ pub async fn serve_gateway(
     mesh: Arc<Mesh>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let settings = mesh.settings().clone();
-    serve(listener, &settings, shutdown, move |req| {
+    let limits = mesh.settings().listener_limits();
+    serve(listener, limits, "gateway", shutdown, move |req| {
         let mesh = mesh.clone();
         async move { mesh.gateway(req).await }
     })
@@ -111,8 +251,12 @@ async fn serve_sidecar(
     shutdown: watch::Receiver<bool>,
     side: SidecarSide,
 ) {
-    let settings = mesh.settings().clone();
-    serve(listener, &settings, shutdown, move |req| {
+    let limits = mesh.settings().listener_limits();
+    let name = match side {
+        SidecarSide::Inbound => "sidecar-inbound",
+        SidecarSide::Outbound => "sidecar-outbound",
+    };
+    serve(listener, limits, name, shutdown, move |req| {
         let mesh = mesh.clone();
         let sidecar = sidecar.clone();
         async move {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod limits;
 mod offline;
 mod operator_cmd;
 mod proxy_cmd;

@@ -73,15 +73,14 @@ async fn serve(o: Options) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (metrics)", o.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "metrics and health listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut http_stop = stop_rx.clone();
     let router = metrics::router(metrics.clone());
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let http = tokio::spawn(lanes_proxy::server::serve_router(
+        listener,
+        lanes_proxy::Settings::default().listener_limits(),
+        "metrics",
+        stop_rx.clone(),
+        router,
+    ));
     let config = lanes_operator::Config {
         flavor: o.flavor,
         identity,
@@ -101,6 +100,6 @@ async fn serve(o: Options) -> Result<()> {
     tracing::info!("stopping: controllers finish their round, the lease is given up");
     stop_tx.send_replace(true);
     operator.await.context("operator task")?;
-    http.await.context("metrics server task")??;
+    http.await.context("metrics server task")?;
     Ok(())
 }

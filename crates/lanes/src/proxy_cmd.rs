@@ -55,6 +55,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
 
 /// Runs the proxy until a stop signal.
 pub fn run(config: &Path, threads: Option<usize>) -> Result<ExitCode> {
+    crate::limits::raise_open_files("lanes proxy");
     init_logging();
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;

@@ -69,12 +69,24 @@ pub fn run(opts: UpOptions) -> Result<ExitCode> {
             opts.api
         );
     }
+    crate::limits::raise_open_files("lanes up");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(serve(opts))?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// The API listener's limits: watches stay open as long as they stream.
+fn api_limits() -> lanes_proxy::ListenerLimits {
+    lanes_proxy::ListenerLimits {
+        max_connections: API_MAX_CONNECTIONS,
+        ..lanes_proxy::Settings::default().listener_limits()
+    }
+}
+
+/// Most connections the API holds at once.
+const API_MAX_CONNECTIONS: usize = 1_024;
 
 async fn serve(opts: UpOptions) -> Result<()> {
     let images =
@@ -161,15 +173,15 @@ async fn serve(opts: UpOptions) -> Result<()> {
         logs: Some(logs),
     };
     let app = router(state, lanes_proxy::admin::observability(mesh.clone()));
-    let shutdown = lanes_proxy::server::wait_for(stop_rx.clone());
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
+    // The API has a listener, a connection cap and descriptors of its own: a saturated
+    // data plane does not stop it (or /healthz) from answering.
+    tasks.spawn(lanes_proxy::server::serve_router(
+        listener,
+        api_limits(),
+        "api",
+        stop_rx.clone(),
+        app,
+    ));
     println!("lanes up: API listening on http://{api_addr}");
     println!("lanes up: gateway listening on http://{gateway_addr}");
     println!("lanes up: state in {}", path.display());

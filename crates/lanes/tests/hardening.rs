@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -87,4 +87,176 @@ fn finding_1_the_api_always_wants_a_token_and_the_cli_finds_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bearer token"));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Sends requests back to back over `clients` keep-alive connections to the gateway for
+/// `secs` seconds, alternating lanes: (answers 200 with the whole chain, failures).
+async fn keep_alive_load(gateway: &str, clients: usize, secs: u64) -> (u64, Vec<String>) {
+    use http_body_util::{BodyExt, Empty};
+    let addr = gateway.trim_start_matches("http://").to_string();
+    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let addr = addr.clone();
+        tasks.spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let stream = match tokio::net::TcpStream::connect(&addr).await {
+                Ok(s) => s,
+                Err(e) => return (0, vec![format!("client {c}: connect: {e}")]),
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (mut send, conn) = match hyper::client::conn::http1::handshake(io).await {
+                Ok(x) => x,
+                Err(e) => return (0, vec![format!("client {c}: handshake: {e}")]),
+            };
+            tokio::spawn(conn);
+            let mut i = 0u64;
+            while tokio::time::Instant::now() < until {
+                let lane = if (c + i as usize) % 2 == 0 {
+                    "base"
+                } else {
+                    "canary"
+                };
+                let req = http::Request::get("/mock")
+                    .header("host", &addr)
+                    .header("x-asm-prefer-tag", lane)
+                    .header("my-request-id", format!("load-{c}-{i}"))
+                    .body(Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                i += 1;
+                match send.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                        match body {
+                            Ok(b)
+                                if status == 200
+                                    && versions(&String::from_utf8_lossy(&b)).len() == 3 =>
+                            {
+                                ok += 1
+                            }
+                            Ok(b) => {
+                                failed.push(format!("{status} {}", String::from_utf8_lossy(&b)))
+                            }
+                            Err(e) => failed.push(format!("body: {e}")),
+                        }
+                    }
+                    Err(e) => {
+                        failed.push(format!("client {c}: {e}"));
+                        break;
+                    }
+                }
+            }
+            (ok, failed)
+        });
+    }
+    let (mut ok, mut failed) = (0, Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        let (o, f) = r.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    (ok, failed)
+}
+
+/// The soft limit on open files of a running process.
+fn soft_open_files(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// Finding 2 (descriptors), the load half: started with `ulimit -Sn 1024`, `lanes up`
+/// raises its limit, and 200 concurrent keep-alive clients through the gateway and the
+/// seed's three-service chain for 10 s all get whole answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_2_two_hundred_keep_alive_clients_under_ulimit_1024_get_no_errors() {
+    let d = Daemon::start_with_open_files(1024);
+    let hard = {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(4)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(
+        soft_open_files(d.child.id()),
+        hard,
+        "lanes up raised its soft limit"
+    );
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    tokio::task::block_in_place(|| settled(&d, 3));
+    tokio::task::block_in_place(|| {
+        eventually(Duration::from_secs(20), || {
+            let (s, _, b) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+            (s == 200 && versions(&b).len() == 3).then_some(())
+        })
+    });
+    let (ok, failed) = keep_alive_load(&d.gateway, 200, 10).await;
+    println!("200 clients, 10 s: {ok} answers, {} failures", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failures, first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok >= 200, "every client got answers ({ok})");
+}
+
+/// Finding 2 (descriptors), the silent half: 20,000 connections to the gateway that
+/// never send a byte (from two helper processes, 10,000 each) do not stop `/healthz`
+/// from answering; they are refused past the gateway's cap and closed at the
+/// first-byte deadline.
+#[test]
+fn finding_2_twenty_thousand_silent_connections_leave_healthz_answering() {
+    let d = Daemon::start();
+    let gw = d.gateway.trim_start_matches("http://").to_string();
+    let (host, port) = gw.rsplit_once(':').unwrap();
+    let script = repo().join("crates/lanes/tests/tools/silent_connections.py");
+    let floods: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new("python3")
+                .arg(&script)
+                .args([host, port, "10000", "8"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    let (mut answered, mut slowest) = (0, Duration::ZERO);
+    while started.elapsed() < Duration::from_secs(8) {
+        let t = Instant::now();
+        let (status, _, body) = http_get(&d.api, "/healthz", &[]);
+        assert_eq!(status, 200, "/healthz during the flood: {body}");
+        slowest = slowest.max(t.elapsed());
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut opened = 0;
+    for f in floods {
+        let out = f.wait_with_output().unwrap();
+        opened += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0);
+    }
+    assert_eq!(opened, 20_000);
+    println!(
+        "/healthz answered {answered} times during 20,000 silent connections; slowest {slowest:?}"
+    );
+    assert!(answered > 50);
+    // The gateway still serves once the flood is gone.
+    let (status, _, _) = http_get(&d.gateway, "/", &[]);
+    assert_eq!(status, 404, "no route yet, but an answer");
 }

@@ -105,8 +105,28 @@ impl Daemon {
 
     /// Starts a daemon on an existing state directory.
     pub fn start_in(state: &Path, extra: &[&str]) -> Daemon {
+        Daemon::launch(Command::new(bin()), state, extra)
+    }
+
+    /// Starts a daemon whose soft limit on open files is `soft` when it starts (as
+    /// `ulimit -Sn` in the shell that runs it).
+    pub fn start_with_open_files(soft: u64) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
+            bin(),
+        ]);
+        let mut d = Daemon::launch(sh, &state, &[]);
+        d._dir = Some(dir);
+        d
+    }
+
+    fn launch(mut command: Command, state: &Path, extra: &[&str]) -> Daemon {
         let network = pod_network();
-        let mut child = Command::new(bin())
+        let mut child = command
             .args([
                 "up",
                 "--api",
