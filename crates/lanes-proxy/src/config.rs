@@ -37,6 +37,9 @@ pub struct Settings {
     pub registry_only: bool,
     /// Idle upstream connections kept per endpoint.
     pub pool_max_idle_per_host: usize,
+    /// Proxy hops a request may take (`x-lanes-hops`); past it the request is refused
+    /// with 508 Loop Detected.
+    pub max_hops: u32,
     /// Upstream statuses that count as a failed attempt and are retried once on the
     /// fallback lane (with connect errors and resets before the response head).
     pub fallback_on_status: Vec<u16>,
@@ -56,6 +59,7 @@ impl Default for Settings {
             max_replay_body_bytes: 64 * 1024,
             registry_only: false,
             pool_max_idle_per_host: 64,
+            max_hops: 32,
             fallback_on_status: vec![500, 502, 503, 504],
         }
     }

@@ -17,21 +17,22 @@ use prometheus_client::metrics::gauge::Gauge;
 pub const MAX_KEY_BYTES: usize = 256;
 const SHARDS: usize = 16;
 
-struct Entry {
-    lane: Arc<str>,
+struct Entry<V> {
+    lane: V,
     at: Instant,
 }
 
-/// A bounded trace → lane map.
-pub struct CorrelationTable {
-    shards: Vec<Mutex<LruCache<Box<str>, Entry>>>,
+/// A bounded trace → value map: the lane of a trace by default; a sidecar also keeps a
+/// trace's fallback and hop count this way.
+pub struct CorrelationTable<V = Arc<str>> {
+    shards: Vec<Mutex<LruCache<Box<str>, Entry<V>>>>,
     capacity: usize,
     ttl: Duration,
     entries: Gauge,
     evictions: Counter,
 }
 
-impl std::fmt::Debug for CorrelationTable {
+impl<V: Clone> std::fmt::Debug for CorrelationTable<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CorrelationTable")
             .field("capacity", &self.capacity)
@@ -52,7 +53,7 @@ fn shard_of(key: &str) -> usize {
     (h % SHARDS as u64) as usize
 }
 
-impl CorrelationTable {
+impl<V: Clone> CorrelationTable<V> {
     /// A table holding at most `capacity` entries (at least one per shard), each valid
     /// for `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
@@ -101,7 +102,7 @@ impl CorrelationTable {
     }
 
     /// Records `trace → lane` at `now`.
-    pub fn record_at(&self, trace: &str, lane: Arc<str>, now: Instant) {
+    pub fn record_at(&self, trace: &str, lane: V, now: Instant) {
         if trace.is_empty() || trace.len() > MAX_KEY_BYTES {
             return;
         }
@@ -121,12 +122,12 @@ impl CorrelationTable {
     }
 
     /// Records `trace → lane` now.
-    pub fn record(&self, trace: &str, lane: Arc<str>) {
+    pub fn record(&self, trace: &str, lane: V) {
         self.record_at(trace, lane, Instant::now());
     }
 
     /// The lane recorded for `trace`, if any and not expired at `now`.
-    pub fn lookup_at(&self, trace: &str, now: Instant) -> Option<Arc<str>> {
+    pub fn lookup_at(&self, trace: &str, now: Instant) -> Option<V> {
         if trace.is_empty() || trace.len() > MAX_KEY_BYTES {
             return None;
         }
@@ -141,7 +142,7 @@ impl CorrelationTable {
     }
 
     /// The lane recorded for `trace`, if any and not expired.
-    pub fn lookup(&self, trace: &str) -> Option<Arc<str>> {
+    pub fn lookup(&self, trace: &str) -> Option<V> {
         self.lookup_at(trace, Instant::now())
     }
 }
@@ -152,7 +153,7 @@ mod tests {
 
     #[test]
     fn records_and_expires() {
-        let t = CorrelationTable::new(100, Duration::from_secs(60));
+        let t: CorrelationTable = CorrelationTable::new(100, Duration::from_secs(60));
         let now = Instant::now();
         t.record_at("9999", "canary".into(), now);
         assert_eq!(t.lookup_at("9999", now).as_deref(), Some("canary"));
@@ -163,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_unique_keys_evicts_and_never_grows() {
-        let t = CorrelationTable::new(1000, Duration::from_secs(60));
+        let t: CorrelationTable = CorrelationTable::new(1000, Duration::from_secs(60));
         let now = Instant::now();
         for i in 0..50_000u32 {
             t.record_at(&format!("trace-{i}"), "canary".into(), now);
@@ -177,7 +178,7 @@ mod tests {
 
     #[test]
     fn refuses_oversized_keys() {
-        let t = CorrelationTable::new(10, Duration::from_secs(1));
+        let t: CorrelationTable = CorrelationTable::new(10, Duration::from_secs(1));
         let big = "x".repeat(MAX_KEY_BYTES + 1);
         t.record(&big, "canary".into());
         assert!(t.is_empty());

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod correlation;
+pub mod guard;
 pub mod listener;
 pub mod matching;
 pub mod metrics;

@@ -19,6 +19,7 @@ use lanes_compile::RouteTable;
 use crate::body::{Prepared, ProxyBody, boxed, full, prepare};
 use crate::config::{Endpoint, PodIdentity, Settings};
 use crate::correlation::CorrelationTable;
+use crate::guard::{self, OwnListeners};
 use crate::matching::RequestView;
 use crate::metrics::{FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels};
 use crate::routing::{Choice, FallbackReason, Routing, RoutingError, Service, Subset};
@@ -39,6 +40,7 @@ pub struct Mesh {
     metrics: Arc<Metrics>,
     http1: Client<HttpConnector, ProxyBody>,
     http2: Client<HttpConnector, ProxyBody>,
+    own: OwnListeners,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -149,6 +151,8 @@ struct Routed<'a> {
     route_header: Option<&'a HeaderName>,
     target_port: Option<u16>,
     choice: Choice<'a>,
+    /// Hops the request has taken before this one.
+    hops: u32,
 }
 
 impl Mesh {
@@ -169,6 +173,28 @@ impl Mesh {
             http2: h2.build(connector(&settings)),
             settings,
             metrics,
+            own: OwnListeners::default(),
+        })
+    }
+
+    /// The addresses Lanes listens on in this process (the gateway, the API, every
+    /// sidecar): pass-through calls to them are refused.
+    pub fn own_listeners(&self) -> &OwnListeners {
+        &self.own
+    }
+
+    /// The answer to a request that has taken `hops` hops already, when it may take no
+    /// more.
+    fn refuse_loop(&self, hops: u32, at: &str) -> Option<Response<ProxyBody>> {
+        guard::is_looping(hops, self.settings.max_hops).then(|| {
+            error_response(
+                StatusCode::LOOP_DETECTED,
+                format!(
+                    "{at}: the request has passed {hops} proxy hops ({} at most; header {}): refused as a loop",
+                    self.settings.max_hops,
+                    guard::HOPS_HEADER
+                ),
+            )
         })
     }
 
@@ -198,6 +224,11 @@ impl Mesh {
     /// Handles a request at the ingress gateway.
     pub async fn gateway(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
+        let hops = guard::hops(req.headers());
+        if let Some(refused) = self.refuse_loop(hops, "gateway") {
+            self.count(Side::Gateway, None, None, Label::default(), 508, "none");
+            return refused;
+        }
         let routing = self.routing();
         let host = authority(&req).unwrap_or_default();
         let view = RequestView {
@@ -236,6 +267,7 @@ impl Mesh {
             route_header: Some(&group.route_header),
             target_port: service.target_port(port),
             choice,
+            hops,
         };
         self.forward(req, routed, started).await
     }
@@ -248,6 +280,14 @@ impl Mesh {
             return error_response(StatusCode::BAD_REQUEST, "request names no host");
         };
         let pod = &sidecar.pod;
+        // The application may not pass the hop count on: its trace remembers it.
+        let hops = trace_values(&routing, req.headers())
+            .filter_map(|t| sidecar.hops.lookup(t))
+            .fold(guard::hops(req.headers()), u32::max);
+        if let Some(refused) = self.refuse_loop(hops, &format!("pod {} outbound", pod.name)) {
+            self.count(Side::Outbound, None, None, Label::default(), 508, "none");
+            return refused;
+        }
         let Some(service) = routing.service_for_host(&host, &pod.namespace) else {
             if self.settings.registry_only {
                 self.count(Side::Outbound, None, None, Label::default(), 502, "none");
@@ -256,7 +296,7 @@ impl Mesh {
                     format!("registry-only: host {host:?} is no mesh service"),
                 );
             }
-            return self.passthrough(req, &host).await;
+            return self.passthrough(req, &host, hops).await;
         };
         let group = routing.group_of(service);
         let lane = group.and_then(|g| {
@@ -297,6 +337,7 @@ impl Mesh {
             route_header: group.map(|g| &g.route_header),
             target_port: service.target_port(port),
             choice,
+            hops,
         };
         let resp = self.forward(req, routed, started).await;
         // Remember a fallback on this trace, so the pod's inbound side can report it
@@ -317,14 +358,17 @@ impl Mesh {
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let routing = self.routing();
-        let traces: Vec<String> = routing
-            .groups
-            .iter()
-            .filter_map(|g| g.trace_header.as_ref())
-            .filter_map(|h| req.headers().get(h))
-            .filter_map(|v| v.to_str().ok())
+        let traces: Vec<String> = trace_values(&routing, req.headers())
             .map(str::to_string)
             .collect();
+        let hops = guard::hops(req.headers());
+        if let Some(refused) = self.refuse_loop(hops, &format!("pod {} inbound", sidecar.pod.name))
+        {
+            return refused;
+        }
+        for trace in &traces {
+            sidecar.hops.record(trace, hops);
+        }
         for group in routing.groups.iter().filter(|g| g.permissive) {
             let lane = req
                 .headers()
@@ -417,18 +461,40 @@ impl Mesh {
         resp
     }
 
-    /// Sends a call for a host outside the mesh straight to that host.
-    async fn passthrough(&self, req: Request<Incoming>, host: &str) -> Response<ProxyBody> {
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri: Uri = match format!("http://{host}{pq}").parse() {
-            Ok(u) => u,
-            Err(_) => {
-                return error_response(StatusCode::BAD_REQUEST, format!("invalid host {host:?}"));
+    /// Sends a call for a host outside the mesh straight to that host, unless the host
+    /// is one of Lanes' own listeners.
+    async fn passthrough(
+        &self,
+        req: Request<Incoming>,
+        host: &str,
+        hops: u32,
+    ) -> Response<ProxyBody> {
+        let target = match self.passthrough_target(host).await {
+            Ok(addr) => addr,
+            Err(resp) => {
+                self.count(
+                    Side::Outbound,
+                    None,
+                    None,
+                    Label::default(),
+                    resp.status().as_u16(),
+                    "none",
+                );
+                return resp;
             }
         };
-        parts.uri = uri;
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        guard::set_next_hop(&mut parts.headers, hops);
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(host)
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        parts.uri = match upstream_uri(target, &parts.uri) {
+            Ok(u) => u,
+            Err(resp) => return *resp,
+        };
         let version = parts.version;
         let resp = match self
             .send(Request::from_parts(parts, boxed(body)), version)
@@ -458,6 +524,36 @@ impl Mesh {
         resp
     }
 
+    /// Resolves a pass-through host once (the address checked is the address used) and
+    /// refuses Lanes' own listeners.
+    async fn passthrough_target(&self, host: &str) -> Result<SocketAddr, Response<ProxyBody>> {
+        let invalid = || error_response(StatusCode::BAD_REQUEST, format!("invalid host {host:?}"));
+        let authority: http::uri::Authority = host.parse().map_err(|_| invalid())?;
+        let port = authority.port_u16().unwrap_or(80);
+        let name = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| {
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("host {host:?} outside the mesh does not resolve: {e}"),
+                )
+            })?
+            .collect();
+        if addrs.iter().any(|a| self.own.contains(*a)) {
+            return Err(error_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "host {host:?} is one of Lanes' own listeners (API, gateway or a sidecar): not reachable through a sidecar"
+                ),
+            ));
+        }
+        addrs.first().copied().ok_or_else(invalid)
+    }
+
     /// Sends a request with the request timeout, classifying failures.
     async fn send(&self, mut req: Request<ProxyBody>, version: Version) -> Attempt {
         let client = if version == Version::HTTP_2 {
@@ -484,6 +580,7 @@ impl Mesh {
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        guard::set_next_hop(&mut parts.headers, routed.hops);
         if let (Some(h), Some(lane)) = (routed.route_header, &routed.lane)
             && let Ok(v) = HeaderValue::from_str(lane)
         {
@@ -685,6 +782,16 @@ impl Mesh {
     }
 }
 
+/// The values of every lane group's trace header a request carries.
+fn trace_values<'h>(routing: &'h Routing, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> {
+    routing
+        .groups
+        .iter()
+        .filter_map(|g| g.trace_header.as_ref())
+        .filter_map(|h| headers.get(h))
+        .filter_map(|v| v.to_str().ok())
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -733,6 +840,9 @@ pub struct Sidecar {
     /// Trace → `from->to` of a fallback on one of the pod's outbound calls, reported on
     /// the inbound response of the same trace.
     pub fallbacks: CorrelationTable,
+    /// Trace → hops of the request that brought it into the pod, so the pod's outbound
+    /// calls count on from there even when the application drops `x-lanes-hops`.
+    pub hops: CorrelationTable<u32>,
     /// The pod's namespace as a metric label.
     pub namespace_label: Label,
     /// The pod's series of the correlation metrics, removed with the sidecar so pod
@@ -778,11 +888,16 @@ impl Sidecar {
             (settings.correlation_capacity / 10).max(1_000),
             settings.correlation_ttl(),
         );
+        let hops = CorrelationTable::new(
+            (settings.correlation_capacity / 10).max(1_000),
+            settings.correlation_ttl(),
+        );
         Sidecar {
             namespace_label: pod.namespace.as_str().into(),
             pod,
             correlation,
             fallbacks,
+            hops,
             series: (
                 labels,
                 PodSeries {

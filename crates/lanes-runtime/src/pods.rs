@@ -46,8 +46,19 @@ pub struct Context {
     pub exe: PathBuf,
     /// Where pod logs go.
     pub logs: PathBuf,
+    /// The user pod processes run as (`None`: the daemon's own).
+    pub pod_user: Option<PodUser>,
     /// The lane controller's snapshots (to know when an endpoint is withdrawn).
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+/// The unprivileged user pod processes run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodUser {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
 }
 
 /// The log file of a pod.
@@ -303,8 +314,10 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     let (sidecar_stop, sidecar_stop_rx) = watch::channel(false);
     let mut sidecar_tasks = Vec::new();
     for (port, inbound) in [(INBOUND_PORT, true), (OUTBOUND_PORT, false)] {
-        match TcpListener::bind(SocketAddr::new(IpAddr::V4(ip), port)).await {
+        let addr = SocketAddr::new(IpAddr::V4(ip), port);
+        match TcpListener::bind(addr).await {
             Ok(l) => {
+                ctx.mesh.own_listeners().add(addr);
                 let (mesh, sc, rx) = (ctx.mesh.clone(), sidecar.clone(), sidecar_stop_rx.clone());
                 sidecar_tasks.push(tokio::spawn(async move {
                     if inbound {
@@ -333,7 +346,16 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     let resolved = resolve(&ctx.images, &image, &command, &args);
     let argv = match resolved {
         Ok(Resolved::Sample) => vec![ctx.exe.display().to_string(), "sample".to_string()],
-        Ok(Resolved::Command(argv)) => argv,
+        Ok(Resolved::Command(argv)) => {
+            // Its own command runs under the shim that kills it with the daemon.
+            let mut shim = vec![
+                ctx.exe.display().to_string(),
+                "pod-exec".into(),
+                "--".into(),
+            ];
+            shim.extend(argv);
+            shim
+        }
         Err(message) => {
             cstate.state = json!({"waiting": {"reason": "ImageNotMapped", "message": message}});
             write_status(
@@ -370,7 +392,7 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     let mut stopping = false;
     'outer: while !stopping {
         // Start the process.
-        let spawned = spawn(&argv, &env, &log);
+        let spawned = spawn(&argv, &env, &log, ctx.pod_user);
         let mut proc = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -471,6 +493,11 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     for t in sidecar_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
+    for port in [INBOUND_PORT, OUTBOUND_PORT] {
+        ctx.mesh
+            .own_listeners()
+            .remove(SocketAddr::new(IpAddr::V4(ip), port));
+    }
     ctx.ipam.release(ip);
 }
 
@@ -503,6 +530,7 @@ fn spawn(
     argv: &[String],
     env: &[(String, String)],
     log: &std::path::Path,
+    user: Option<PodUser>,
 ) -> std::io::Result<Child> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
@@ -524,6 +552,10 @@ fn spawn(
         .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(u) = user {
+        // As root, std also drops the supplementary groups.
+        cmd.uid(u.uid).gid(u.gid);
+    }
     cmd.spawn()
 }
 

@@ -5,6 +5,7 @@ mod demo;
 mod limits;
 mod offline;
 mod operator_cmd;
+mod pod_exec;
 mod proxy_cmd;
 mod rollout_cmd;
 mod sample;
@@ -64,6 +65,10 @@ enum Command {
         /// The image table (`[images]`: image → local command).
         #[arg(long, default_value = "lanes.toml")]
         config: PathBuf,
+        /// The user pod processes run as (default: `nobody` when `lanes up` runs as
+        /// root, else the user running it). Naming the daemon's own user keeps it.
+        #[arg(long)]
+        pod_user: Option<String>,
     },
     /// Follow and steer releases (Kruise Rollout).
     Rollout {
@@ -81,6 +86,14 @@ enum Command {
     /// Print the CustomResourceDefinitions of ASMSwimLaneGroup, ASMSwimLane and Rollout
     /// (what `deploy/crds.yaml` holds).
     Crds,
+    /// Run a pod's own command as `lanes up` does: in the pod's process group, killed
+    /// with the daemon (internal).
+    #[command(hide = true)]
+    PodExec {
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Run the sample service (the article's go-http-sample), configured by its
     /// environment: app, version, POD_IP, upstream_url, HTTP_PROXY, FAIL_RATE, LATENCY_MS.
     Sample,
@@ -318,6 +331,7 @@ fn main() -> ExitCode {
             flavor,
             ref pod_network,
             ref config,
+            ref pod_user,
         } => up::parse_pod_network(pod_network)
             .map_err(anyhow::Error::msg)
             .and_then(|pod_network| {
@@ -335,9 +349,11 @@ fn main() -> ExitCode {
                     flavor,
                     pod_network,
                     config: config.clone(),
+                    pod_user: pod_user.clone(),
                 })
             }),
         Command::Sample => sample::run(),
+        Command::PodExec { ref argv } => pod_exec::run(argv),
         Command::Crds => offline::to_yaml_stream(&lanes_model::crds()).map(|text| {
             print!("{text}");
             ExitCode::SUCCESS

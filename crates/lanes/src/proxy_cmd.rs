@@ -44,11 +44,14 @@ pub async fn stop_signal() {
 }
 
 /// Binds a listener and says where on standard output (port 0 picks a free port).
-async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
+/// Binds a listener and records it as one of the proxy's own (never a pass-through
+/// target).
+async fn bind(mesh: &Mesh, addr: std::net::SocketAddr, what: &str) -> Result<TcpListener> {
     let l = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({what})"))?;
     let bound = l.local_addr()?;
+    mesh.own_listeners().add(bound);
     println!("lanes proxy: {what} listening on {bound}");
     Ok(l)
 }
@@ -83,7 +86,7 @@ async fn serve(file: ProxyFile) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = file.listeners.admin {
-        let l = bind(addr, "admin").await?;
+        let l = bind(&mesh, addr, "admin").await?;
         tasks.spawn(admin::serve_admin(l, mesh.clone(), stop_rx.clone()));
     }
     match file.role {
@@ -92,14 +95,14 @@ async fn serve(file: ProxyFile) -> Result<()> {
                 .listeners
                 .gateway
                 .context("listeners.gateway is required")?;
-            let l = bind(addr, "gateway").await?;
+            let l = bind(&mesh, addr, "gateway").await?;
             tasks.spawn(server::serve_gateway(l, mesh.clone(), stop_rx.clone()));
         }
         Role::Sidecar => {
             let pod = file.pod.clone().context("pod is required")?;
             let sidecar = Arc::new(Sidecar::new(pod, mesh.settings(), &metrics));
             if let Some(addr) = file.listeners.inbound {
-                let l = bind(addr, "inbound").await?;
+                let l = bind(&mesh, addr, "inbound").await?;
                 tasks.spawn(server::serve_inbound(
                     l,
                     mesh.clone(),
@@ -108,7 +111,7 @@ async fn serve(file: ProxyFile) -> Result<()> {
                 ));
             }
             if let Some(addr) = file.listeners.outbound {
-                let l = bind(addr, "outbound").await?;
+                let l = bind(&mesh, addr, "outbound").await?;
                 tasks.spawn(server::serve_outbound(
                     l,
                     mesh.clone(),

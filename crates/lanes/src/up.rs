@@ -32,6 +32,33 @@ pub struct UpOptions {
     pub pod_network: u8,
     /// `lanes.toml` (the image table).
     pub config: PathBuf,
+    /// `--pod-user`.
+    pub pod_user: Option<String>,
+}
+
+/// The user pod processes run as: the one named, else `nobody` when the daemon runs as
+/// root; `None` when that is the daemon's own user.
+fn pod_user(named: Option<&str>) -> Result<Option<lanes_runtime::pods::PodUser>> {
+    use nix::unistd::{Uid, User};
+    let me = Uid::effective();
+    let name = match named {
+        Some(n) => n,
+        None if me.is_root() => "nobody",
+        None => return Ok(None),
+    };
+    let user = User::from_name(name)
+        .with_context(|| format!("--pod-user {name:?}: cannot look the user up"))?
+        .with_context(|| format!("--pod-user {name:?}: no such user"))?;
+    if user.uid == me {
+        return Ok(None);
+    }
+    if !me.is_root() {
+        bail!("--pod-user {name:?}: only root can run pods as another user");
+    }
+    Ok(Some(lanes_runtime::pods::PodUser {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    }))
 }
 
 /// Where the API's bearer token comes from.
@@ -91,6 +118,7 @@ const API_MAX_CONNECTIONS: usize = 1_024;
 async fn serve(opts: UpOptions) -> Result<()> {
     let images =
         lanes_runtime::images::LanesToml::load(&opts.config).map_err(anyhow::Error::msg)?;
+    let pod_user = pod_user(opts.pod_user.as_deref())?;
     let token = match &opts.auth {
         AuthOption::Given(t) if t.is_empty() => bail!("--token is empty"),
         AuthOption::Given(t) => Some(t.clone()),
@@ -124,6 +152,8 @@ async fn serve(opts: UpOptions) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (gateway)", opts.gateway))?;
     let gateway_addr = gateway.local_addr()?;
+    mesh.own_listeners().add(gateway_addr);
+    mesh.own_listeners().add(api_addr);
     tasks.spawn(lanes_proxy::server::serve_gateway(
         gateway,
         mesh.clone(),
@@ -162,6 +192,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
         images,
         exe: std::env::current_exe().context("cannot find the lanes executable")?,
         logs: logs.clone(),
+        pod_user,
         snapshots: snap_rx,
     });
     // Pods stop after the API and controllers, and before the store closes.
@@ -185,6 +216,9 @@ async fn serve(opts: UpOptions) -> Result<()> {
     println!("lanes up: API listening on http://{api_addr}");
     println!("lanes up: gateway listening on http://{gateway_addr}");
     println!("lanes up: state in {}", path.display());
+    if let Some(u) = pod_user {
+        println!("lanes up: pods run as uid {} gid {}", u.uid, u.gid);
+    }
     match &opts.auth {
         AuthOption::StateDir => println!(
             "lanes up: API token in {} (the CLI reads it there; LANES_STATE_DIR names another state directory)",

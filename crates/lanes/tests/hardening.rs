@@ -112,7 +112,7 @@ async fn keep_alive_load(gateway: &str, clients: usize, secs: u64) -> (u64, Vec<
             tokio::spawn(conn);
             let mut i = 0u64;
             while tokio::time::Instant::now() < until {
-                let lane = if (c + i as usize) % 2 == 0 {
+                let lane = if (c + i as usize).is_multiple_of(2) {
                     "base"
                 } else {
                     "canary"
@@ -259,4 +259,108 @@ fn finding_2_twenty_thousand_silent_connections_leave_healthz_answering() {
     // The gateway still serves once the flood is gone.
     let (status, _, _) = http_get(&d.gateway, "/", &[]);
     assert_eq!(status, 404, "no route yet, but an answer");
+}
+
+/// The seed without its Rollouts (so a template change rolls at once), settled.
+fn seed_without_rollouts(d: &Daemon) {
+    for f in ["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"] {
+        d.ok(&["apply", "-f", &format!("examples/seed/{f}")]);
+    }
+    settled(d, 3);
+    eventually(Duration::from_secs(20), || {
+        let (s, _, b) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]);
+        (s == 200 && versions(&b).len() == 3).then_some(())
+    });
+}
+
+/// A pod's IP by its app label.
+fn pod_ip(d: &Daemon, app: &str) -> String {
+    let pods: serde_json::Value =
+        serde_json::from_str(&d.ok(&["get", "po", "-l", &format!("app={app}"), "-o", "json"]))
+            .unwrap();
+    pods["items"][0]["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Finding 1 (isolation), the exploit: through a pod's outbound sidecar, the API, the
+/// gateway and other sidecars are out of reach (403), the apply the exploit sent never
+/// lands, and pod processes do not run as root.
+#[test]
+fn finding_1_a_pod_cannot_reach_lanes_own_listeners_nor_run_as_root() {
+    let d = Daemon::start();
+    seed_without_rollouts(&d);
+    let (a, b) = (pod_ip(&d, "mocka"), pod_ip(&d, "mockb"));
+    let proxy = format!("{a}:15001");
+    let api = d.api.trim_start_matches("http://").to_string();
+    let gw = d.gateway.trim_start_matches("http://").to_string();
+    let targets = [
+        format!("http://{api}/api/deployments"),
+        format!(
+            "http://localhost:{}/healthz",
+            api.rsplit_once(':').unwrap().1
+        ),
+        format!("http://{gw}/mock"),
+        format!("http://{b}:15006/"),
+        format!("http://{a}:15001/"),
+    ];
+    for t in &targets {
+        let (status, _, body) = http_get(&proxy, t, &[]);
+        assert_eq!(status, 403, "{t} through the sidecar: {body}");
+        assert!(body.contains("own listeners"), "{body}");
+    }
+    // A pod's own command runs as an unprivileged user (as root, `nobody`).
+    apply_text(
+        &d,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: whoami\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: whoami}\n  template:\n    metadata:\n      labels: {app: whoami}\n    spec:\n      containers:\n        - name: main\n          image: whoami\n          command: [sh, -c, 'id -u; exec sleep 600']\n",
+    );
+    let pod: String = eventually(Duration::from_secs(20), || {
+        let names = d.ok(&["get", "po", "-l", "app=whoami", "-o", "name"]);
+        names
+            .lines()
+            .next()
+            .map(|n| n.trim_start_matches("pod/").to_string())
+    });
+    let uid = eventually(Duration::from_secs(20), || {
+        let out = d.lanes(&["logs", &pod]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    });
+    let me = nix::unistd::Uid::effective();
+    let expected = if me.is_root() { 65534 } else { me.as_raw() };
+    assert_eq!(uid, expected.to_string());
+}
+
+/// Finding 3 (loops): a request aimed at the sidecar's own listener is refused, and a
+/// chain that calls itself (mockc's upstream is mocka) ends with 508 after a bounded
+/// number of hops instead of growing until descriptors run out.
+#[test]
+fn finding_3_a_call_loop_ends_with_508() {
+    let d = Daemon::start();
+    seed_without_rollouts(&d);
+    d.ok(&[
+        "patch", "deployment", "mockc-v1", "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"default","env":[{"name":"upstream_url","value":"http://mocka:8000/"}]}]}}}}"#,
+    ]);
+    settled(&d, 3);
+    let (status, _, body) = eventually(Duration::from_secs(30), || {
+        let r = http_get(
+            &d.gateway,
+            "/mock",
+            &[("x-asm-prefer-tag", "base"), ("my-request-id", "loop-1")],
+        );
+        (r.0 != 200).then_some(r)
+    });
+    assert_eq!(status, 508, "{body}");
+    assert!(body.contains("refused as a loop"), "{body}");
+    let calls = body.matches("-> mocka").count();
+    println!("the loop was cut after {calls} rounds of the chain");
+    assert!(
+        (5..=20).contains(&calls),
+        "{calls} rounds before the loop was cut"
+    );
+    // The daemon answers as before.
+    let (status, _, _) = http_get(&d.api, "/healthz", &[]);
+    assert_eq!(status, 200);
 }
