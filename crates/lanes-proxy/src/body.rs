@@ -36,6 +36,35 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// Set when a client's request body fails as it is read (malformed chunking, a
+/// connection cut short): what then fails upstream is the client's doing.
+#[derive(Debug, Clone, Default)]
+pub struct ClientBodyFault(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ClientBodyFault {
+    /// Whether the client's body has failed.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Boxes a client's request body, noting in the returned flag when reading it fails.
+pub fn watch_client_body<B>(body: B) -> (ProxyBody, ClientBodyFault)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let fault = ClientBodyFault::default();
+    let flag = fault.0.clone();
+    let body = body
+        .map_err(move |e| {
+            flag.store(true, std::sync::atomic::Ordering::Release);
+            e.into()
+        })
+        .boxed_unsync();
+    (body, fault)
+}
+
 /// A request body made ready for sending.
 pub enum Prepared {
     /// Read whole (within the limit): can be sent any number of times.

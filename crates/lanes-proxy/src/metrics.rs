@@ -93,6 +93,29 @@ pub struct AttemptLabels {
     pub outcome: &'static str,
 }
 
+/// How an attempt on an upstream subset went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The upstream answered, not with a 5xx.
+    Success,
+    /// The upstream failed: a 5xx, a refused connection, a reset, a timeout.
+    Failure,
+    /// The client spoiled it (a malformed or cut-short request body): not the
+    /// upstream's doing, never a verdict on it.
+    ClientError,
+}
+
+impl AttemptOutcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Success => "success",
+            AttemptOutcome::Failure => "failure",
+            AttemptOutcome::ClientError => "client_error",
+        }
+    }
+}
+
 /// Upper bounds (ms) of the attempt latency buckets the rollout analysis reads.
 pub const ATTEMPT_BUCKETS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -213,13 +236,14 @@ impl Metrics {
         &mut self.registry
     }
 
-    /// Records one attempt on `subset` of a service.
+    /// Records one attempt on `subset` of a service. An attempt the client spoiled is
+    /// counted under `client_error` and is no sample of the subset's health.
     pub fn record_attempt(
         &self,
         service: &Label,
         namespace: &Label,
         subset: &Label,
-        failed: bool,
+        outcome: AttemptOutcome,
         took: Duration,
     ) {
         self.attempts
@@ -227,9 +251,13 @@ impl Metrics {
                 service: service.clone(),
                 namespace: namespace.clone(),
                 subset: subset.clone(),
-                outcome: if failed { "failure" } else { "success" },
+                outcome: outcome.as_str(),
             })
             .inc();
+        if outcome == AttemptOutcome::ClientError {
+            return;
+        }
+        let failed = outcome == AttemptOutcome::Failure;
         let key = (service.clone(), namespace.clone(), subset.clone());
         let found = self
             .attempt_counts

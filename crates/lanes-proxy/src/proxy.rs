@@ -16,12 +16,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lanes_compile::RouteTable;
 
-use crate::body::{Prepared, ProxyBody, boxed, full, prepare};
+use crate::body::{ClientBodyFault, Prepared, ProxyBody, boxed, full, prepare, watch_client_body};
 use crate::config::{Endpoint, PodIdentity, Settings};
 use crate::correlation::CorrelationTable;
 use crate::guard::{self, OwnListeners};
 use crate::matching::RequestView;
-use crate::metrics::{FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels};
+use crate::metrics::{
+    AttemptOutcome, FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels,
+};
 use crate::routing::{Choice, FallbackReason, Routing, RoutingError, Service, Subset};
 
 /// Response header naming the lanes of a fallback: `<from>-><to>`.
@@ -141,6 +143,17 @@ enum Attempt {
     Connect(String),
     Reset(String),
     Timeout,
+    /// The client's request body failed while it was sent on.
+    ClientBody(String),
+}
+
+/// The answer to a request whose body the client spoiled: a 400, and nothing held
+/// against the upstream.
+fn client_body_error(e: &str) -> Response<ProxyBody> {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("the request body from the client is malformed or cut short: {e}"),
+    )
 }
 
 /// A routed request, ready to send.
@@ -402,8 +415,10 @@ impl Mesh {
         };
         parts.uri = uri;
         let version = parts.version;
-        let req = Request::from_parts(parts, boxed(body));
-        let (resp, code) = match self.send(req, version).await {
+        let (body, fault) = watch_client_body(body);
+        let req = Request::from_parts(parts, body);
+        let (resp, code) = match self.send(req, version, &fault).await {
+            Attempt::ClientBody(e) => (client_body_error(&e), 400),
             Attempt::Response(resp) => {
                 let code = resp.status().as_u16();
                 (finish_response(resp, None), code)
@@ -496,11 +511,13 @@ impl Mesh {
             Err(resp) => return *resp,
         };
         let version = parts.version;
+        let (body, fault) = watch_client_body(body);
         let resp = match self
-            .send(Request::from_parts(parts, boxed(body)), version)
+            .send(Request::from_parts(parts, body), version, &fault)
             .await
         {
             Attempt::Response(r) => finish_response(r, None),
+            Attempt::ClientBody(e) => client_body_error(&e),
             Attempt::Connect(e) | Attempt::Reset(e) => error_response(
                 StatusCode::BAD_GATEWAY,
                 format!("host {host:?} outside the mesh: {e}"),
@@ -554,8 +571,14 @@ impl Mesh {
         addrs.first().copied().ok_or_else(invalid)
     }
 
-    /// Sends a request with the request timeout, classifying failures.
-    async fn send(&self, mut req: Request<ProxyBody>, version: Version) -> Attempt {
+    /// Sends a request with the request timeout, classifying failures: one that comes
+    /// of the client's body failing (`fault`) is the client's.
+    async fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+        version: Version,
+        fault: &ClientBodyFault,
+    ) -> Attempt {
         let client = if version == Version::HTTP_2 {
             &self.http2
         } else {
@@ -565,6 +588,7 @@ impl Mesh {
         match tokio::time::timeout(self.settings.request_timeout(), client.request(req)).await {
             Err(_) => Attempt::Timeout,
             Ok(Ok(resp)) => Attempt::Response(resp),
+            Ok(Err(e)) if fault.is_set() => Attempt::ClientBody(error_chain(&e)),
             Ok(Err(e)) if e.is_connect() => Attempt::Connect(error_chain(&e)),
             Ok(Err(e)) => Attempt::Reset(error_chain(&e)),
         }
@@ -599,6 +623,7 @@ impl Mesh {
         }
         let version = parts.version;
         let retry = routed.choice.retry;
+        let (body, fault) = watch_client_body(body);
         let mut body = if retry.is_some() {
             match prepare(body, self.settings.max_replay_body_bytes).await {
                 Ok(p) => p,
@@ -610,7 +635,7 @@ impl Mesh {
                 }
             }
         } else {
-            Prepared::Streaming(boxed(body))
+            Prepared::Streaming(body)
         };
 
         let mut subset = routed.choice.primary;
@@ -635,16 +660,18 @@ impl Mesh {
                 std::mem::take(&mut parts.headers)
             };
             let attempt_started = Instant::now();
-            let attempt = self.send(req, version).await;
-            let failed = match &attempt {
-                Attempt::Response(r) => r.status().is_server_error(),
-                _ => true,
+            let attempt = self.send(req, version, &fault).await;
+            let outcome = match &attempt {
+                Attempt::Response(r) if r.status().is_server_error() => AttemptOutcome::Failure,
+                Attempt::Response(_) => AttemptOutcome::Success,
+                Attempt::ClientBody(_) => AttemptOutcome::ClientError,
+                _ => AttemptOutcome::Failure,
             };
             self.metrics.record_attempt(
                 &(&routed.service.name).into(),
                 &(&routed.service.namespace).into(),
                 &(&subset.lane).into(),
-                failed,
+                outcome,
                 attempt_started.elapsed(),
             );
             let can_retry = !tried_retry && retry.is_some() && body.replayable();
@@ -679,6 +706,7 @@ impl Mesh {
                 Attempt::Response(r) => {
                     finish_response(r, fallback.as_ref().map(|(f, t, _)| (&**f, &**t)))
                 }
+                Attempt::ClientBody(e) => client_body_error(&e),
                 Attempt::Connect(e) => error_response(
                     StatusCode::BAD_GATEWAY,
                     format!(

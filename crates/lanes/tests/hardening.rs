@@ -364,3 +364,67 @@ fn finding_3_a_call_loop_ends_with_508() {
     let (status, _, _) = http_get(&d.api, "/healthz", &[]);
     assert_eq!(status, 200);
 }
+
+/// Sends a POST whose chunked body turns malformed after `good` bytes: the status
+/// answered, or 0 when the connection was closed without one.
+fn post_malformed_chunked(gateway: &str, lane: &str, id: &str, good: usize) -> u16 {
+    use std::io::{Read, Write};
+    let addr = gateway.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /mock HTTP/1.1\r\nHost: {addr}\r\nx-asm-prefer-tag: {lane}\r\nmy-request-id: {id}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let _ = s.write_all(head.as_bytes());
+    let chunk = vec![b'x'; 8192];
+    for _ in 0..good / chunk.len() {
+        let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes());
+        let _ = s.write_all(&chunk);
+        let _ = s.write_all(b"\r\n");
+    }
+    let _ = s.write_all(b"zz-not-a-chunk-size\r\n\r\n");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The attempts counted on a service's subset with an outcome, from `/metrics`.
+fn attempts(d: &Daemon, service: &str, subset: &str, outcome: &str) -> u64 {
+    let bearer = format!("Bearer {}", d.token());
+    let (_, _, text) = http_get(&d.api, "/metrics", &[("authorization", &bearer)]);
+    text.lines()
+        .filter(|l| l.starts_with("lanes_upstream_attempts_total{"))
+        .filter(|l| {
+            l.contains(&format!("service=\"{service}\""))
+                && l.contains(&format!("subset=\"{subset}\""))
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Finding 4 (attribution): a request body that turns malformed after 64 KiB is the
+/// client's failure — a 400 or a closed connection, counted as `client_error`, never as
+/// a failure of the service — on the canary lane and the base lane alike.
+#[test]
+fn finding_4_a_malformed_body_is_the_clients_failure_not_the_services() {
+    let d = Daemon::start();
+    seed_without_rollouts(&d);
+    for (i, lane) in ["canary", "base", "canary", "base"].iter().enumerate() {
+        let status = post_malformed_chunked(&d.gateway, lane, &format!("bad-{i}"), 80 * 1024);
+        assert!(status == 400 || status == 0, "{lane}: answered {status}");
+    }
+    assert_eq!(
+        attempts(&d, "mocka", "base", "failure"),
+        0,
+        "no failure held against mocka"
+    );
+    assert!(attempts(&d, "mocka", "base", "client_error") >= 4);
+    // Well-formed traffic is served as before.
+    let (status, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+    assert_eq!(status, 200, "{body}");
+}
