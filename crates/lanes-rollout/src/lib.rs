@@ -462,7 +462,7 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
         // No release, or one that was cancelled (undo: the template is the stable one).
         let cancelled = w.stable_template.is_some() || !obs.canaries.is_empty();
         stand_down(&mut actions, &w);
-        status.canary_status = None;
+        let previous_cs = status.canary_status.take();
         let previous = status.message.clone().unwrap_or_default();
         let message = if previous.starts_with(ROLLED_BACK) {
             previous
@@ -471,10 +471,17 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
         } else {
             "workload deployment is completed".to_string()
         };
-        let settled = status.canary_status.as_ref().is_some_and(|c| {
-            c.canary_revision.is_none() && c.stable_revision.as_deref() == Some(revision.as_str())
+        // A settled status is kept as it is (its time included): an idle Rollout is
+        // never rewritten.
+        let settled = previous_cs.as_ref().is_some_and(|c| {
+            c.canary_revision.is_none()
+                && c.stable_revision.as_deref() == Some(revision.as_str())
+                && c.current_step_state == state::COMPLETED
+                && c.finalising_step.is_none()
         });
-        if !settled {
+        if settled {
+            status.canary_status = previous_cs;
+        } else {
             status.canary_status = Some(CanaryStatus {
                 stable_revision: Some(revision.clone()),
                 current_step_state: state::COMPLETED.into(),
@@ -897,6 +904,19 @@ mod tests {
             ),
             replicas,
             ready,
+        }
+    }
+
+    #[test]
+    fn an_idle_healthy_rollout_keeps_its_status_to_the_timestamp() {
+        let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+        let w = || Some(workload("a:1", None, false));
+        let first = run(&mut r, w(), vec![], t0()).status;
+        for secs in [1, 60, 3600] {
+            let later = t0() + jiff::SignedDuration::from_secs(secs);
+            let d = run(&mut r, w(), vec![], later);
+            assert_eq!(d.status, first, "{secs} s later, nothing to write");
+            assert!(d.actions.is_empty());
         }
     }
 

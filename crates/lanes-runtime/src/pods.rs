@@ -430,7 +430,7 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
         }
         // Probe readiness and watch for exit.
         let probe_addr = SocketAddr::new(IpAddr::V4(ip), app_port);
-        let mut probe = tokio::time::interval(Duration::from_millis(200));
+        let mut period = ProbePeriod::default();
         let mut failures = 0;
         loop {
             tokio::select! {
@@ -453,8 +453,9 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue 'outer;
                 }
-                _ = probe.tick() => {
+                () = tokio::time::sleep(period.next()) => {
                     let ok = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(probe_addr)).await.is_ok_and(|r| r.is_ok());
+                    period.observe(ok);
                     let ready = if ok { failures = 0; true } else { failures += 1; cstate.ready && failures < 3 };
                     if ready != cstate.ready {
                         cstate.ready = ready;
@@ -499,6 +500,52 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
             .remove(SocketAddr::new(IpAddr::V4(ip), port));
     }
     ctx.ipam.release(ip);
+}
+
+/// How often a pod's readiness is probed: every 200 ms for its first 5 s of failing
+/// (a starting pod is seen ready at once), once a second while it answers, and backing
+/// off (doubling to 5 s) while it keeps failing, so thousands of pods that never turn
+/// ready cost little.
+#[derive(Debug, Clone, Copy)]
+struct ProbePeriod {
+    next: Duration,
+    failing: u32,
+}
+
+impl ProbePeriod {
+    const STARTING: Duration = Duration::from_millis(200);
+    const READY: Duration = Duration::from_secs(1);
+    const SLOWEST: Duration = Duration::from_secs(5);
+
+    fn next(&self) -> Duration {
+        self.next
+    }
+
+    /// Failed probes at the starting pace before backing off.
+    const PATIENCE: u32 = 25;
+
+    fn observe(&mut self, ok: bool) {
+        if ok {
+            self.failing = 0;
+            self.next = Self::READY;
+            return;
+        }
+        self.failing = self.failing.saturating_add(1);
+        self.next = if self.failing < Self::PATIENCE {
+            Self::STARTING
+        } else {
+            (self.next * 2).clamp(Self::STARTING, Self::SLOWEST)
+        };
+    }
+}
+
+impl Default for ProbePeriod {
+    fn default() -> Self {
+        ProbePeriod {
+            next: Self::STARTING,
+            failing: 0,
+        }
+    }
 }
 
 /// Waits until the data plane no longer sends new requests to a pod: the lane
@@ -684,5 +731,25 @@ pub async fn follow(mesh: Arc<Mesh>, mut rx: watch::Receiver<Arc<Snapshot>>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probing_backs_off_while_failing_and_settles_once_ready() {
+        let mut p = ProbePeriod::default();
+        assert_eq!(p.next(), Duration::from_millis(200));
+        let mut seen = Vec::new();
+        for _ in 0..30 {
+            p.observe(false);
+            seen.push(p.next().as_millis());
+        }
+        assert!(seen[..24].iter().all(|&ms| ms == 200), "{seen:?}");
+        assert_eq!(seen[24..], [400, 800, 1600, 3200, 5000, 5000]);
+        p.observe(true);
+        assert_eq!(p.next(), Duration::from_secs(1));
     }
 }

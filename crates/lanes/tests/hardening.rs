@@ -428,3 +428,55 @@ fn finding_4_a_malformed_body_is_the_clients_failure_not_the_services() {
     let (status, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
     assert_eq!(status, 200, "{body}");
 }
+
+/// The store's resourceVersion (one counter for every write), from a list.
+fn store_version(d: &Daemon) -> u64 {
+    let list: serde_json::Value =
+        serde_json::from_str(&d.ok(&["get", "ro", "-A", "-o", "json"])).unwrap();
+    let bearer = format!("Bearer {}", d.token());
+    let (_, _, body) = http_get(&d.api, "/api/rollouts", &[("authorization", &bearer)]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(list["items"].as_array().is_some_and(|i| !i.is_empty()));
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Finding 5 (idle write loop): with the seed applied and settled, nothing is written
+/// for 10 s (the store's resourceVersion stands still).
+#[test]
+fn finding_5_an_idle_seed_writes_nothing() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    settled(&d, 3);
+    // Settled: the version stops moving.
+    let mut before = store_version(&d);
+    eventually(Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = store_version(&d);
+        let still = now == before;
+        before = now;
+        still.then_some(())
+    });
+    let cpu = cpu_seconds(d.child.id());
+    std::thread::sleep(Duration::from_secs(10));
+    let after = store_version(&d);
+    let used = cpu_seconds(d.child.id()) - cpu;
+    println!(
+        "idle 10 s: {} writes, {:.2}% of a core",
+        after - before,
+        used * 10.0
+    );
+    assert_eq!(after, before, "writes while idle");
+}
