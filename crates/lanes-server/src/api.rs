@@ -68,7 +68,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
             StoreError::Gone(_) => (StatusCode::GONE, "Expired"),
             StoreError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
-            StoreError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+            StoreError::Corrupt { .. }
+            | StoreError::Damaged(_)
+            | StoreError::InUse(_)
+            | StoreError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         };
         ApiError::new(status, reason, e.to_string())
     }
@@ -109,7 +113,46 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::map_response(status_for_plain_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Turns the plain-text rejections of axum's extractors (a body over the limit, most
+/// of all) into `Status` objects, as every other error is.
+async fn status_for_plain_errors(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !resp.status().is_client_error() {
+        return resp;
+    }
+    let status = resp.status();
+    let reason = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        _ => "BadRequest",
+    };
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+    } else {
+        let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        if text.is_empty() {
+            status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_string()
+        } else {
+            text
+        }
+    };
+    ApiError::new(status, reason, message).into_response()
 }
 
 async fn authorize(State(state): State<ApiState>, req: Request, next: Next) -> Response {

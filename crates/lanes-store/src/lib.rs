@@ -21,6 +21,12 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Events kept for watches that start in the past.
 pub const HISTORY: u64 = 10_000;
 
+/// The largest object stored, in bytes of JSON (the Kubernetes API server's limit).
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// The store format this build writes, recorded in the file at creation.
+const FORMAT: u64 = 1;
+
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,9 +54,69 @@ pub enum StoreError {
     /// The request itself is wrong.
     #[error("{0}")]
     Invalid(String),
+    /// The object is larger than the store takes.
+    #[error(
+        "{key}: the object is {size} bytes of JSON, more than the {max} bytes an object may have"
+    )]
+    TooLarge {
+        /// Object.
+        key: String,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A stored object fails its checksum or does not decode: it is reported, never
+    /// read as absent.
+    #[error(
+        "{key}: the stored object is damaged ({reason}); it is left as it is and nothing that depends on it is changed"
+    )]
+    Corrupt {
+        /// Object.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store file is not one Lanes wrote, or is damaged as a whole.
+    #[error("{0}")]
+    Damaged(String),
+    /// Another process has the store file open.
+    #[error("{0} is in use by another process (is another lanes up running on it?)")]
+    InUse(String),
     /// The database failed.
     #[error("store: {0}")]
     Db(String),
+}
+
+/// The bytes an object is stored as: its JSON, then a CRC-32 of it (little endian).
+fn encode(key: &str, value: &Value) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = serde_json::to_vec(value)?;
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(StoreError::TooLarge {
+            key: key.to_string(),
+            size: bytes.len(),
+            max: MAX_OBJECT_BYTES,
+        });
+    }
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+/// An object from its stored bytes, checked against its checksum.
+fn decode(key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
+    let Some((json, crc)) = bytes.split_last_chunk::<4>() else {
+        return Err(corrupt(format!("{} bytes, too short", bytes.len())));
+    };
+    let (want, got) = (u32::from_le_bytes(*crc), crc32fast::hash(json));
+    if want != got {
+        return Err(corrupt(format!("checksum {got:08x}, stored {want:08x}")));
+    }
+    serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))
 }
 
 macro_rules! db_err {
@@ -197,13 +263,13 @@ pub struct Txn<'t, 'db> {
 impl Txn<'_, '_> {
     fn read(&self, key: &str) -> Result<Option<Value>, StoreError> {
         match self.objects.get(key)? {
-            Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+            Some(bytes) => Ok(Some(decode(key, bytes.value())?)),
             None => Ok(None),
         }
     }
 
     fn store(&mut self, key: &str, value: &Value, kind: EventType) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value)?;
+        let bytes = encode(key, value)?;
         self.objects.insert(key, bytes.as_slice())?;
         self.events.push(WatchEvent {
             kind,
@@ -396,8 +462,8 @@ where
     end.push(char::from(prefix.as_bytes()[prefix.len() - 1] + 1));
     let mut out = Vec::new();
     for entry in table.range(prefix.as_str()..end.as_str())? {
-        let (_, v) = entry?;
-        out.push(serde_json::from_slice(v.value())?);
+        let (k, v) = entry?;
+        out.push(decode(k.value(), v.value())?);
     }
     Ok(out)
 }
@@ -415,22 +481,85 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store file at `path`.
+    /// Opens the store file at `path`, or creates it when there is none. A file that is
+    /// there but empty, or holds no Lanes store, is refused (see [`Store::recover`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Database::create(path)?;
+        let existing = match std::fs::metadata(path) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(StoreError::Db(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let damaged = |what: String| {
+            StoreError::Damaged(format!(
+                "the store {} {what}: refusing to start on it (lanes up --recover moves it aside and starts an empty store)",
+                path.display()
+            ))
+        };
+        if existing == Some(0) {
+            return Err(damaged(
+                "is empty (0 bytes), so every object would be gone".into(),
+            ));
+        }
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(path.display().to_string()));
+            }
+            Err(e) if existing.is_some() => return Err(damaged(format!("cannot be opened ({e})"))),
+            Err(e) => return Err(e.into()),
+        };
         let wtx = db.begin_write()?;
         {
             wtx.open_table(OBJECTS)?;
-            wtx.open_table(META)?;
+            let mut meta = wtx.open_table(META)?;
             wtx.open_table(EVENTS)?;
+            let format = meta.get("format")?.map(|v| v.value());
+            match format {
+                Some(FORMAT) => {}
+                Some(other) => {
+                    return Err(damaged(format!(
+                        "has format {other}; this build reads {FORMAT}"
+                    )));
+                }
+                None if existing.is_some() => {
+                    return Err(damaged("has no Lanes format marker".into()));
+                }
+                None => {
+                    meta.insert("format", FORMAT)?;
+                }
+            }
         }
         wtx.commit()?;
         let (events, _) = broadcast::channel(4096);
         Ok(Store { db, events })
+    }
+
+    /// Moves a damaged store file aside (to `<file>.damaged-<unix seconds>`) and opens
+    /// a new, empty store in its place: `lanes up --recover`. Returns where the old file
+    /// went, if there was one.
+    pub fn recover(path: &Path) -> Result<(Store, Option<std::path::PathBuf>), StoreError> {
+        let moved = if path.exists() {
+            let secs = jiff::Timestamp::now().as_second();
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(format!(".damaged-{secs}"));
+            let aside = std::path::PathBuf::from(aside);
+            std::fs::rename(path, &aside).map_err(|e| {
+                StoreError::Db(format!("cannot move {} aside: {e}", path.display()))
+            })?;
+            Some(aside)
+        } else {
+            None
+        };
+        Ok((Store::open(path)?, moved))
     }
 
     /// Runs `f` in one write transaction and commits it durably; an error from `f`
@@ -476,8 +605,9 @@ impl Store {
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
         let rtx = self.db.begin_read()?;
         let table = rtx.open_table(OBJECTS)?;
-        match table.get(storage_key(key).as_str())? {
-            Some(b) => Ok(Some(serde_json::from_slice(b.value())?)),
+        let skey = storage_key(key);
+        match table.get(skey.as_str())? {
+            Some(b) => Ok(Some(decode(&skey, b.value())?)),
             None => Ok(None),
         }
     }
@@ -547,6 +677,80 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
                    "spec": {"ports": [{"port": port}], "selector": {"app": name}}}),
         )
+    }
+
+    #[test]
+    fn an_empty_or_foreign_file_is_refused_and_recover_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        std::fs::write(&path, b"").unwrap();
+        let e = Store::open(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Damaged(_)), "{e}");
+        assert!(e.to_string().contains("is empty") && e.to_string().contains("--recover"));
+        // A redb file with no Lanes marker.
+        std::fs::remove_file(&path).unwrap();
+        drop(Database::create(&path).unwrap());
+        let e = Store::open(&path).unwrap_err();
+        assert!(e.to_string().contains("no Lanes format marker"), "{e}");
+        let (store, aside) = Store::recover(&path).unwrap();
+        assert!(aside.unwrap().exists());
+        store.write(|t| t.create(&svc("a", 80))).unwrap();
+        drop(store);
+        assert!(
+            Store::open(&path)
+                .unwrap()
+                .get(&svc("a", 80).key())
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_never_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = Store::open(&path).unwrap();
+        store.write(|t| t.create(&svc("a", 80))).unwrap();
+        drop(store);
+        {
+            let db = Database::create(&path).unwrap();
+            let wtx = db.begin_write().unwrap();
+            {
+                let mut t = wtx.open_table(OBJECTS).unwrap();
+                let mut bytes = t
+                    .get("Service/default/a")
+                    .unwrap()
+                    .unwrap()
+                    .value()
+                    .to_vec();
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x01;
+                t.insert("Service/default/a", bytes.as_slice()).unwrap();
+            }
+            wtx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let key = svc("a", 80).key();
+        assert!(matches!(store.get(&key), Err(StoreError::Corrupt { .. })));
+        let e = store.list(Kind::Service, None).unwrap_err();
+        assert!(
+            e.to_string().contains("Service/default/a") && e.to_string().contains("damaged"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_object_over_the_limit_is_refused_and_nothing_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let big = "x".repeat(MAX_OBJECT_BYTES);
+        let o = obj(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "big", "annotations": {"a": big}},
+            "spec": {"ports": [{"port": 80}]}}));
+        let e = store.write(|t| t.create(&o)).unwrap_err();
+        assert!(matches!(e, StoreError::TooLarge { .. }), "{e}");
+        assert!(store.get(&o.key()).unwrap().is_none());
+        assert_eq!(store.resource_version().unwrap(), 0);
     }
 
     #[test]

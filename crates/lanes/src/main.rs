@@ -50,6 +50,10 @@ enum Command {
         /// process, and any local user, can then change every object.
         #[arg(long, conflicts_with = "token")]
         no_auth: bool,
+        /// Start over on a damaged store: move `state.redb` aside (to
+        /// `state.redb.damaged-<time>`) and start with an empty one.
+        #[arg(long)]
+        recover: bool,
         /// API listen address.
         #[arg(long, default_value = "127.0.0.1:7070")]
         api: SocketAddr,
@@ -326,6 +330,7 @@ fn main() -> ExitCode {
         Command::Up {
             ref state_dir,
             no_auth,
+            recover,
             api,
             gateway,
             flavor,
@@ -350,6 +355,7 @@ fn main() -> ExitCode {
                     pod_network,
                     config: config.clone(),
                     pod_user: pod_user.clone(),
+                    recover,
                 })
             }),
         Command::Sample => sample::run(),

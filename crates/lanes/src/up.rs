@@ -34,6 +34,37 @@ pub struct UpOptions {
     pub config: PathBuf,
     /// `--pod-user`.
     pub pod_user: Option<String>,
+    /// `--recover`: start over on a damaged store.
+    pub recover: bool,
+}
+
+/// Opens the store. After a `kill -9` the old process may hold the file a moment
+/// longer: an open refused as in use is tried again for up to 5 s.
+async fn open_store(path: &std::path::Path, recover: bool) -> Result<Store> {
+    if recover {
+        let (store, moved) = Store::recover(path)?;
+        match moved {
+            Some(aside) => println!(
+                "lanes up: --recover: the old store is in {}; starting with an empty one",
+                aside.display()
+            ),
+            None => println!("lanes up: --recover: there was no store; starting with an empty one"),
+        }
+        return Ok(store);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(path) {
+            Ok(s) => return Ok(s),
+            Err(lanes_store::StoreError::InUse(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open the store at {}", path.display()));
+            }
+        }
+    }
 }
 
 /// The user pod processes run as: the one named, else `nobody` when the daemon runs as
@@ -126,10 +157,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
         AuthOption::None => None,
     };
     let path = opts.state_dir.join("state.redb");
-    let store = Arc::new(
-        Store::open(&path)
-            .with_context(|| format!("cannot open the store at {}", path.display()))?,
-    );
+    let store = Arc::new(open_store(&path, opts.recover).await?);
     let listener = TcpListener::bind(opts.api)
         .await
         .with_context(|| format!("cannot listen on {} (API)", opts.api))?;

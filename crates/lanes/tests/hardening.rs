@@ -480,3 +480,161 @@ fn finding_5_an_idle_seed_writes_nothing() {
     );
     assert_eq!(after, before, "writes while idle");
 }
+
+/// Runs `lanes up` on a state directory expecting it to refuse: its stderr.
+fn up_refuses(state: &std::path::Path) -> String {
+    let out = Command::new(bin())
+        .args([
+            "up",
+            "--api",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "lanes up started on a damaged store");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Finding 7 (store damage): an emptied store file stops `lanes up` with a clear
+/// message (`--recover` starts over knowingly); a flipped byte in a lane group is
+/// reported, and the routing generated from it is kept, not deleted.
+#[test]
+fn finding_7_a_damaged_store_is_refused_or_reported_never_read_as_empty() {
+    use redb::ReadableTable;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let d = Daemon::start_in(&state, &[]);
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    let vs_before = eventually(Duration::from_secs(20), || {
+        let names = d.ok(&["get", "vs", "-n", "istio-system", "-o", "name"]);
+        (names.lines().count() == 5).then_some(names)
+    });
+    d.stop();
+
+    // One flipped byte inside the lane group's stored JSON.
+    let file = state.join("state.redb");
+    {
+        let db = redb::Database::create(&file).unwrap();
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("objects");
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(table).unwrap();
+            let key = "ASMSwimLaneGroup//rollout";
+            let mut bytes = t
+                .get(key)
+                .unwrap()
+                .expect("the lane group is stored")
+                .value()
+                .to_vec();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x01;
+            t.insert(key, bytes.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    let d = Daemon::start_in(&state, &[]);
+    let out = d.lanes(&["get", "asmswimlanegroup"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("damaged") && err.contains("ASMSwimLaneGroup//rollout"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let vs_after = d.ok(&["get", "vs", "-n", "istio-system", "-o", "name"]);
+    assert_eq!(vs_after, vs_before, "the generated routing is kept");
+    d.stop();
+
+    // An emptied file: refused, then --recover starts over.
+    std::fs::write(&file, b"").unwrap();
+    let err = up_refuses(&state);
+    assert!(
+        err.contains("is empty") && err.contains("--recover"),
+        "{err}"
+    );
+    let d = Daemon::start_in(&state, &["--recover"]);
+    assert_eq!(d.ok(&["get", "svc", "-A", "-o", "name"]).trim(), "");
+    let aside: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.redb.damaged-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is kept aside");
+}
+
+/// Finding 9 (object size): an object over 1.5 MiB is refused with 413 as a `Status`,
+/// nothing stored; a body over the API's limit gets a `Status` too, not plain text.
+#[test]
+fn finding_9_objects_over_the_limit_are_refused_with_a_413_status() {
+    let d = Daemon::start();
+    let bearer = format!("Bearer {}", d.token());
+    let client = d.client();
+    let big = "x".repeat(2 * 1024 * 1024);
+    let svc = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "big", "namespace": "default", "annotations": {"a": big}},
+        "spec": {"ports": [{"port": 80}]}});
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = rt
+        .block_on(client.apply(vec![svc]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than") && e.contains("bytes"), "{e}");
+    let (status, _, body) = http_get(
+        &d.api,
+        "/api/services/big?namespace=default",
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(status, 404, "nothing stored: {body}");
+    // A body over the API's limit.
+    use std::io::{Read, Write};
+    let addr = d.api.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let len = 40 * 1024 * 1024;
+    let head = format!(
+        "POST /api/apply HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The API reads up to its limit, then answers; the rest of the body is not wanted.
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b' '; 1024 * 1024];
+        for _ in 0..40 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if raw.ends_with(b"}") {
+            break;
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value =
+        serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    assert_eq!(v["kind"], "Status");
+    assert_eq!(v["reason"], "RequestEntityTooLarge");
+}
