@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod budget;
 pub mod config;
 pub mod correlation;
 pub mod guard;

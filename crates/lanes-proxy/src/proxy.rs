@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use lanes_compile::RouteTable;
 
 use crate::body::{ClientBodyFault, Prepared, ProxyBody, boxed, full, prepare, watch_client_body};
+use crate::budget;
 use crate::config::{Endpoint, PodIdentity, Settings};
 use crate::correlation::CorrelationTable;
 use crate::guard::{self, OwnListeners};
@@ -142,7 +143,8 @@ enum Attempt {
     Response(Response<Incoming>),
     Connect(String),
     Reset(String),
-    Timeout,
+    /// No answer within the try's time.
+    Timeout(Duration),
     /// The client's request body failed while it was sent on.
     ClientBody(String),
 }
@@ -166,6 +168,8 @@ struct Routed<'a> {
     choice: Choice<'a>,
     /// Hops the request has taken before this one.
     hops: u32,
+    /// The time this hop has for the request, fallback included.
+    budget: Duration,
 }
 
 impl Mesh {
@@ -281,6 +285,7 @@ impl Mesh {
             target_port: service.target_port(port),
             choice,
             hops,
+            budget: budget::remaining(req.headers(), self.settings.request_timeout()),
         };
         self.forward(req, routed, started).await
     }
@@ -301,6 +306,17 @@ impl Mesh {
             self.count(Side::Outbound, None, None, Label::default(), 508, "none");
             return refused;
         }
+        // What the request that brought the trace into the pod has left, a margin less.
+        let budget = trace_values(&routing, req.headers())
+            .filter_map(|t| sidecar.deadlines.lookup(t))
+            .map(|d| {
+                d.saturating_duration_since(Instant::now())
+                    .saturating_sub(budget::HOP_MARGIN)
+            })
+            .fold(
+                budget::remaining(req.headers(), self.settings.request_timeout()),
+                Duration::min,
+            );
         let Some(service) = routing.service_for_host(&host, &pod.namespace) else {
             if self.settings.registry_only {
                 self.count(Side::Outbound, None, None, Label::default(), 502, "none");
@@ -309,7 +325,7 @@ impl Mesh {
                     format!("registry-only: host {host:?} is no mesh service"),
                 );
             }
-            return self.passthrough(req, &host, hops).await;
+            return self.passthrough(req, &host, hops, budget).await;
         };
         let group = routing.group_of(service);
         let lane = group.and_then(|g| {
@@ -351,6 +367,7 @@ impl Mesh {
             target_port: service.target_port(port),
             choice,
             hops,
+            budget,
         };
         let resp = self.forward(req, routed, started).await;
         // Remember a fallback on this trace, so the pod's inbound side can report it
@@ -379,8 +396,11 @@ impl Mesh {
         {
             return refused;
         }
+        let budget = budget::remaining(req.headers(), self.settings.request_timeout());
+        let deadline = Instant::now() + budget;
         for trace in &traces {
             sidecar.hops.record(trace, hops);
+            sidecar.deadlines.record(trace, deadline);
         }
         for group in routing.groups.iter().filter(|g| g.permissive) {
             let lane = req
@@ -417,7 +437,7 @@ impl Mesh {
         let version = parts.version;
         let (body, fault) = watch_client_body(body);
         let req = Request::from_parts(parts, body);
-        let (resp, code) = match self.send(req, version, &fault).await {
+        let (resp, code) = match self.send(req, version, &fault, budget).await {
             Attempt::ClientBody(e) => (client_body_error(&e), 400),
             Attempt::Response(resp) => {
                 let code = resp.status().as_u16();
@@ -443,12 +463,13 @@ impl Mesh {
                 ),
                 502,
             ),
-            Attempt::Timeout => (
+            Attempt::Timeout(took) => (
                 error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "pod {}: application at {target} did not answer within {} ms",
-                        pod.name, self.settings.request_timeout_ms
+                        pod.name,
+                        took.as_millis()
                     ),
                 ),
                 504,
@@ -483,6 +504,7 @@ impl Mesh {
         req: Request<Incoming>,
         host: &str,
         hops: u32,
+        budget: Duration,
     ) -> Response<ProxyBody> {
         let target = match self.passthrough_target(host).await {
             Ok(addr) => addr,
@@ -501,6 +523,7 @@ impl Mesh {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         guard::set_next_hop(&mut parts.headers, hops);
+        budget::set(&mut parts.headers, budget::for_next_hop(budget));
         if !parts.headers.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(host)
         {
@@ -513,7 +536,7 @@ impl Mesh {
         let version = parts.version;
         let (body, fault) = watch_client_body(body);
         let resp = match self
-            .send(Request::from_parts(parts, body), version, &fault)
+            .send(Request::from_parts(parts, body), version, &fault, budget)
             .await
         {
             Attempt::Response(r) => finish_response(r, None),
@@ -522,11 +545,11 @@ impl Mesh {
                 StatusCode::BAD_GATEWAY,
                 format!("host {host:?} outside the mesh: {e}"),
             ),
-            Attempt::Timeout => error_response(
+            Attempt::Timeout(took) => error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "host {host:?} did not answer within {} ms",
-                    self.settings.request_timeout_ms
+                    took.as_millis()
                 ),
             ),
         };
@@ -578,6 +601,7 @@ impl Mesh {
         mut req: Request<ProxyBody>,
         version: Version,
         fault: &ClientBodyFault,
+        limit: Duration,
     ) -> Attempt {
         let client = if version == Version::HTTP_2 {
             &self.http2
@@ -585,8 +609,8 @@ impl Mesh {
             *req.version_mut() = Version::HTTP_11;
             &self.http1
         };
-        match tokio::time::timeout(self.settings.request_timeout(), client.request(req)).await {
-            Err(_) => Attempt::Timeout,
+        match tokio::time::timeout(limit, client.request(req)).await {
+            Err(_) => Attempt::Timeout(limit),
             Ok(Ok(resp)) => Attempt::Response(resp),
             Ok(Err(e)) if fault.is_set() => Attempt::ClientBody(error_chain(&e)),
             Ok(Err(e)) if e.is_connect() => Attempt::Connect(error_chain(&e)),
@@ -649,6 +673,7 @@ impl Mesh {
                 Ok(u) => u,
                 Err(resp) => return *resp,
             };
+            let fallback_may_follow_body = body.replayable();
             let mut req = Request::new(body.take());
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
@@ -659,8 +684,14 @@ impl Mesh {
             } else {
                 std::mem::take(&mut parts.headers)
             };
+            let fallback_may_follow = retry.is_some() && !tried_retry && fallback_may_follow_body;
+            let this_try = budget::per_try(
+                routed.budget.saturating_sub(started.elapsed()),
+                fallback_may_follow,
+            );
+            budget::set(req.headers_mut(), budget::for_next_hop(this_try));
             let attempt_started = Instant::now();
-            let attempt = self.send(req, version, &fault).await;
+            let attempt = self.send(req, version, &fault, this_try).await;
             let outcome = match &attempt {
                 Attempt::Response(r) if r.status().is_server_error() => AttemptOutcome::Failure,
                 Attempt::Response(_) => AttemptOutcome::Success,
@@ -690,6 +721,9 @@ impl Mesh {
                     Some(FallbackReason::ConnectError)
                 }
                 Attempt::Reset(_) if retry.is_some() && !tried_retry => Some(FallbackReason::Reset),
+                Attempt::Timeout(_) if retry.is_some() && !tried_retry => {
+                    Some(FallbackReason::Timeout)
+                }
                 _ => None,
             };
             if let (Some(reason), true, Some(next)) = (failure, can_retry, retry) {
@@ -721,14 +755,14 @@ impl Mesh {
                         routed.service.name, routed.service.namespace, &*subset.lane
                     ),
                 ),
-                Attempt::Timeout => error_response(
+                Attempt::Timeout(took) => error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "upstream request timeout: service {}.{} subset {:?} at {addr} did not answer within {} ms",
                         routed.service.name,
                         routed.service.namespace,
                         &*subset.lane,
-                        self.settings.request_timeout_ms
+                        took.as_millis()
                     ),
                 ),
             };
@@ -871,6 +905,9 @@ pub struct Sidecar {
     /// Trace → hops of the request that brought it into the pod, so the pod's outbound
     /// calls count on from there even when the application drops `x-lanes-hops`.
     pub hops: CorrelationTable<u32>,
+    /// Trace → when the request that brought it into the pod runs out of time, so the
+    /// pod's outbound calls get what is left of it.
+    pub deadlines: CorrelationTable<Instant>,
     /// The pod's namespace as a metric label.
     pub namespace_label: Label,
     /// The pod's series of the correlation metrics, removed with the sidecar so pod
@@ -916,16 +953,16 @@ impl Sidecar {
             (settings.correlation_capacity / 10).max(1_000),
             settings.correlation_ttl(),
         );
-        let hops = CorrelationTable::new(
-            (settings.correlation_capacity / 10).max(1_000),
-            settings.correlation_ttl(),
-        );
+        let small = (settings.correlation_capacity / 10).max(1_000);
+        let hops = CorrelationTable::new(small, settings.correlation_ttl());
+        let deadlines = CorrelationTable::new(small, settings.correlation_ttl());
         Sidecar {
             namespace_label: pod.namespace.as_str().into(),
             pod,
             correlation,
             fallbacks,
             hops,
+            deadlines,
             series: (
                 labels,
                 PodSeries {

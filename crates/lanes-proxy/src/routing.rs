@@ -206,6 +206,8 @@ pub enum FallbackReason {
     Reset,
     /// The lane's endpoint answered a failure status (500, 502, 503, 504 by default).
     UpstreamStatus,
+    /// The lane's endpoint did not answer within the try's share of the budget.
+    Timeout,
 }
 
 impl FallbackReason {
@@ -217,6 +219,7 @@ impl FallbackReason {
             FallbackReason::ConnectError => "connect_error",
             FallbackReason::Reset => "reset",
             FallbackReason::UpstreamStatus => "upstream_status",
+            FallbackReason::Timeout => "timeout",
         }
     }
 }

@@ -34,6 +34,25 @@ pub struct ApiState {
     pub auth: crate::Auth,
     /// Where pod logs are (`<namespace>_<name>.log`), when pods run here.
     pub logs: Option<std::path::PathBuf>,
+    /// The most replicas a Deployment may ask for (`lanes up --max-replicas`).
+    pub max_replicas: i64,
+}
+
+/// The default of [`ApiState::max_replicas`]: every replica is a process here.
+pub const DEFAULT_MAX_REPLICAS: i64 = 1_000;
+
+/// Refuses a Deployment that asks for more replicas than `max`.
+fn check_replicas(value: &Value, max: i64) -> Result<(), StoreError> {
+    if value.get("kind").and_then(Value::as_str) != Some("Deployment") {
+        return Ok(());
+    }
+    match value.pointer("/spec/replicas").and_then(Value::as_i64) {
+        Some(n) if n > max => Err(StoreError::Invalid(format!(
+            "{}: spec.replicas: {n} is more than the {max} replicas a Deployment may have here (each is a process; lanes up --max-replicas raises the bound)",
+            lanes_model::object::describe_value(value).unwrap_or_else(|| "Deployment".into())
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// An API error, rendered as a Kubernetes `Status`.
@@ -397,6 +416,7 @@ async fn create(
     {
         meta.insert("namespace".into(), Value::String(ns.clone()));
     }
+    check_replicas(&value, state.max_replicas)?;
     let object = decode(value)?;
     check_target(&object, kind, None)?;
     let store = state.store.clone();
@@ -417,11 +437,12 @@ async fn replace(
     let object = decode(value)?;
     check_target(&object, kind, Some(&key))?;
     let store = state.store.clone();
+    let max_replicas = state.max_replicas;
     let (stored, _) = blocking(move || {
         Ok(store.write(|t| {
             let current = t.get(&key)?;
             let mut value = object.raw.clone();
-            admit(t, current.as_ref(), &mut value)?;
+            admit(t, current.as_ref(), &mut value, max_replicas)?;
             let object = Object::from_value(value).map_err(|errs| invalid(&errs))?;
             t.replace(&object, expect)
         })?)
@@ -442,13 +463,14 @@ async fn patch(
     let ptype = patch_type(&headers)?;
     let patch = parse_body(&body)?;
     let store = state.store.clone();
+    let max_replicas = state.max_replicas;
     let stored = blocking(move || {
         store
             .write(|t| {
                 let current = stored(t, &key)?;
                 let mut patched =
                     apply_patch(&current, &patch, ptype).map_err(StoreError::Invalid)?;
-                admit(t, Some(&current), &mut patched)?;
+                admit(t, Some(&current), &mut patched, max_replicas)?;
                 // A patch that names a resourceVersion must name the current one.
                 let expect = expected_rv(&patch);
                 let object = Object::from_value(patched).map_err(|errs| {
@@ -564,10 +586,12 @@ fn admit(
     txn: &lanes_store::Txn<'_, '_>,
     current: Option<&Value>,
     value: &mut Value,
+    max_replicas: i64,
 ) -> Result<(), StoreError> {
     if value.get("kind").and_then(Value::as_str) != Some("Deployment") {
         return Ok(());
     }
+    check_replicas(value, max_replicas)?;
     let ns = value
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -732,6 +756,7 @@ async fn apply(
         )));
     }
     let store = state.store.clone();
+    let max_replicas = state.max_replicas;
     let results = blocking(move || {
         store
             .write(|t| {
@@ -741,6 +766,7 @@ async fn apply(
                     let applied = annotate(object.raw.clone());
                     let outcome = match t.get(&key)? {
                         None => {
+                            check_replicas(&applied, max_replicas)?;
                             let o = Object::from_value(applied)
                                 .map_err(|e| StoreError::Invalid(format!("{e:?}")))?;
                             t.create(&o)?;
@@ -753,7 +779,7 @@ async fn apply(
                                 .and_then(Value::as_str)
                                 .and_then(|s| serde_json::from_str::<Value>(s).ok());
                             let mut merged = three_way(&current, last.as_ref(), &applied);
-                            admit(t, Some(&current), &mut merged)?;
+                            admit(t, Some(&current), &mut merged, max_replicas)?;
                             let o = Object::from_value(merged).map_err(|errs| {
                                 StoreError::Invalid(format!(
                                     "{key}: {}",

@@ -54,6 +54,9 @@ enum Command {
         /// `state.redb.damaged-<time>`) and start with an empty one.
         #[arg(long)]
         recover: bool,
+        /// The most replicas a Deployment may ask for (each is a process here).
+        #[arg(long, default_value_t = lanes_server::api::DEFAULT_MAX_REPLICAS)]
+        max_replicas: i64,
         /// API listen address.
         #[arg(long, default_value = "127.0.0.1:7070")]
         api: SocketAddr,
@@ -331,6 +334,7 @@ fn main() -> ExitCode {
             ref state_dir,
             no_auth,
             recover,
+            max_replicas,
             api,
             gateway,
             flavor,
@@ -356,6 +360,7 @@ fn main() -> ExitCode {
                     config: config.clone(),
                     pod_user: pod_user.clone(),
                     recover,
+                    max_replicas,
                 })
             }),
         Command::Sample => sample::run(),

@@ -36,6 +36,8 @@ pub struct UpOptions {
     pub pod_user: Option<String>,
     /// `--recover`: start over on a damaged store.
     pub recover: bool,
+    /// `--max-replicas`.
+    pub max_replicas: i64,
 }
 
 /// Opens the store. After a `kill -9` the old process may hold the file a moment
@@ -230,6 +232,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
         store: store.clone(),
         auth: Auth::from_token(token.as_deref()),
         logs: Some(logs),
+        max_replicas: opts.max_replicas,
     };
     let app = router(state, lanes_proxy::admin::observability(mesh.clone()));
     // The API has a listener, a connection cap and descriptors of its own: a saturated

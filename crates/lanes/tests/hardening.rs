@@ -638,3 +638,83 @@ fn finding_9_objects_over_the_limit_are_refused_with_a_413_status() {
     assert_eq!(v["kind"], "Status");
     assert_eq!(v["reason"], "RequestEntityTooLarge");
 }
+
+/// Finding 6 (one Deployment wedging all): `replicas: 100000` is refused with a clear
+/// error naming the field and the bound, through every write path, and the other
+/// Deployments go on.
+#[test]
+fn finding_6_a_deployment_over_the_replica_bound_is_refused() {
+    let d = Daemon::start();
+    seed_without_rollouts(&d);
+    let out = d.lanes(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"spec":{"replicas":100000}}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.replicas: 100000 is more than the 1000"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.yaml");
+    std::fs::write(&f, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: huge\nspec:\n  replicas: 100000\n  selector:\n    matchLabels: {app: huge}\n  template:\n    metadata:\n      labels: {app: huge}\n    spec:\n      containers:\n        - name: main\n          image: huge\n").unwrap();
+    let out = d.lanes(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.replicas"));
+    let names = d.ok(&["get", "deploy", "-o", "name"]);
+    assert!(!names.contains("huge"), "nothing stored: {names}");
+    // The rest goes on: mocka still scales.
+    d.ok(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"spec":{"replicas":2}}"#,
+    ]);
+    settled(&d, 3);
+}
+
+/// Finding 10 (timeouts that tell the truth): with mockc stuck, the hop nearest it
+/// times out first and its 504 names it, reaching the client through the whole chain
+/// well within the client's budget; no hop above waits out its own timer.
+#[test]
+fn finding_10_a_stuck_service_is_named_by_the_hop_nearest_it() {
+    let d = Daemon::start();
+    seed_without_rollouts(&d);
+    d.ok(&[
+        "patch", "deployment", "mockc-v1", "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"default","env":[{"name":"LATENCY_MS","value":"30000"}]}]}}}}"#,
+    ]);
+    settled(&d, 3);
+    eventually(Duration::from_secs(30), || {
+        let pods = d.ok(&["get", "po", "-l", "app=mockc", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&pods).unwrap();
+        let items = v["items"].as_array().unwrap();
+        (items.len() == 1 && pods.contains("LATENCY_MS")).then_some(())
+    });
+    let started = Instant::now();
+    let (status, _, body) = http_get(
+        &d.gateway,
+        "/mock",
+        &[
+            ("x-asm-prefer-tag", "base"),
+            ("my-request-id", "stuck-1"),
+            ("x-lanes-budget-ms", "3000"),
+        ],
+    );
+    let took = started.elapsed();
+    println!("answered {status} after {took:?}: {body}");
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        body.contains("-> mocka") && body.contains("-> mockb"),
+        "the chain above passed it on: {body}"
+    );
+    assert!(
+        body.contains("pod mockc-v1"),
+        "the 504 names the stuck pod: {body}"
+    );
+}

@@ -173,6 +173,7 @@ impl Embedded {
                 store: store.clone(),
                 auth: lanes_server::Auth::Open,
                 logs: None,
+                max_replicas: lanes_server::api::DEFAULT_MAX_REPLICAS,
             },
             axum::Router::new(),
         );
