@@ -9,6 +9,7 @@ pub mod lane;
 pub mod lint;
 pub mod mesh;
 pub mod object;
+pub mod podlog;
 pub mod rollout;
 pub mod validate;
 

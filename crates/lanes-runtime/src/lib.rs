@@ -6,6 +6,7 @@ pub mod deployments;
 pub mod images;
 pub mod ipam;
 pub mod lanes;
+pub mod logs;
 pub mod pods;
 pub mod prometheus;
 pub mod rollouts;

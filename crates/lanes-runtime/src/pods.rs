@@ -61,11 +61,6 @@ pub struct PodUser {
     pub gid: u32,
 }
 
-/// The log file of a pod.
-pub fn log_path(logs: &std::path::Path, namespace: &str, name: &str) -> PathBuf {
-    logs.join(format!("{namespace}_{name}.log"))
-}
-
 fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -380,7 +375,7 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
             .unwrap_or("")
             .to_string(),
     ));
-    let log = log_path(&ctx.logs, &ns, &name);
+    let log = crate::logs::path(&ctx.logs, &ns, &name);
     let grace = Duration::from_secs(
         pod.pointer("/spec/terminationGracePeriodSeconds")
             .and_then(Value::as_u64)
@@ -579,36 +574,50 @@ fn spawn(
     log: &std::path::Path,
     user: Option<PodUser>,
 ) -> std::io::Result<Child> {
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Keep logs bounded: start over when a log passes 10 MiB.
-    if std::fs::metadata(log).is_ok_and(|m| m.len() > 10 * 1024 * 1024) {
-        std::fs::write(log, b"")?;
-    }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let err = out.try_clone()?;
+    // Each start of the container is a run of its own; the last run's log is kept.
+    let writer = Arc::new(std::sync::Mutex::new(crate::logs::LogWriter::start_run(
+        log,
+        crate::logs::LOG_LIMIT,
+    )?));
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     if let Some(u) = user {
         // As root, std also drops the supplementary groups.
         cmd.uid(u.uid).gid(u.gid);
     }
-    cmd.spawn()
+    let mut child = cmd.spawn()?;
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(crate::logs::copy(out, writer.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(crate::logs::copy(err, writer));
+    }
+    Ok(child)
 }
 
 struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The pod's log file.
+    log: PathBuf,
+}
+
+impl Running {
+    /// Stops a pod that was removed: once it has terminated, its logs go too.
+    fn remove(self) -> tokio::task::JoinHandle<()> {
+        let _ = self.stop.send(true);
+        let (task, log) = (self.task, self.log);
+        tokio::spawn(async move {
+            let _ = task.await;
+            crate::logs::remove(&log);
+        })
+    }
 }
 
 /// Runs every Pod of the store as a process until `shutdown`, then stops them all.
@@ -633,8 +642,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
             if !present.contains(&id)
                 && let Some(r) = running.remove(&id)
             {
-                let _ = r.stop.send(true);
-                terminating.push(r.task);
+                terminating.push(r.remove());
             }
         }
         for pod in pods {
@@ -649,8 +657,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                             EventType::Added => start(&ctx, &mut running, e.object),
                             EventType::Deleted => {
                                 if let Some(r) = running.remove(&id) {
-                                    let _ = r.stop.send(true);
-                                    terminating.push(r.task);
+                                    terminating.push(r.remove());
                                 }
                             }
                             EventType::Modified => {}
@@ -689,9 +696,18 @@ fn start(ctx: &Arc<Context>, running: &mut HashMap<String, Running>, pod: Value)
     if running.contains_key(&id) {
         return;
     }
+    let log = crate::logs::path(
+        &ctx.logs,
+        pod.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default"),
+        pod.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(run_pod(ctx.clone(), pod, rx));
-    running.insert(id, Running { stop, task });
+    running.insert(id, Running { stop, task, log });
 }
 
 /// The endpoints of a snapshot: every pod with an address, at its sidecar's inbound

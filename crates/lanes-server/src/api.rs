@@ -644,9 +644,12 @@ fn check_status(current: &Value, status: &Value) -> Result<(), StoreError> {
 pub struct LogQuery {
     namespace: Option<String>,
     tail_bytes: Option<u64>,
+    /// The container's previous run (`lanes logs --previous`).
+    previous: Option<bool>,
 }
 
-/// The end of a pod's log (1 MiB unless `tailBytes` says otherwise).
+/// The end of a pod's log (1 MiB unless `tailBytes` says otherwise), of the running
+/// container or, with `previous=true`, of its run before.
 async fn pod_log(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -663,7 +666,12 @@ async fn pod_log(
     if name.contains('/') || ns.contains('/') || name.contains("..") || ns.contains("..") {
         return Err(ApiError::bad_request("invalid pod name"));
     }
-    let path = dir.join(format!("{ns}_{name}.log"));
+    let run = if q.previous.unwrap_or(false) {
+        lanes_model::podlog::Run::Previous
+    } else {
+        lanes_model::podlog::Run::Current
+    };
+    let path = lanes_model::podlog::file(&dir, &ns, &name, run);
     let tail = q.tail_bytes.unwrap_or(1024 * 1024);
     let bytes = blocking(move || {
         use std::io::{Read, Seek, SeekFrom};

@@ -320,10 +320,15 @@ impl Client {
         .await
     }
 
-    /// The end of a pod's log.
-    pub async fn log(&self, namespace: &str, name: &str) -> Result<String, ClientError> {
+    /// The end of a pod's log: the running container's, or its previous run's.
+    pub async fn log(
+        &self,
+        namespace: &str,
+        name: &str,
+        previous: bool,
+    ) -> Result<String, ClientError> {
         let p = format!(
-            "/api/pods/{}/log?namespace={}",
+            "/api/pods/{}/log?namespace={}&previous={previous}",
             encode(name),
             encode(namespace)
         );

@@ -480,9 +480,9 @@ pub fn patch(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lanes logs POD`.
-pub fn logs(client: &Client, namespace: &str, pod: &str) -> Result<ExitCode> {
-    let text = runtime()?.block_on(client.log(namespace, pod))?;
+/// `lanes logs POD [--previous]`.
+pub fn logs(client: &Client, namespace: &str, pod: &str, previous: bool) -> Result<ExitCode> {
+    let text = runtime()?.block_on(client.log(namespace, pod, previous))?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -111,6 +111,9 @@ enum Command {
         /// Namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// The log of the container's previous run (before its last restart).
+        #[arg(short = 'p', long)]
+        previous: bool,
     },
     /// Create or update objects from manifests; every document is validated before any
     /// is stored.
@@ -404,9 +407,10 @@ fn main() -> ExitCode {
         Command::Logs {
             ref pod,
             ref namespace,
+            previous,
         } => client()
             .map_err(Into::into)
-            .and_then(|c| cli::logs(&c, namespace, pod)),
+            .and_then(|c| cli::logs(&c, namespace, pod, previous)),
         Command::Apply { ref files } => client()
             .map_err(Into::into)
             .and_then(|c| cli::apply(&c, files)),

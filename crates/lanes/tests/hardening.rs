@@ -718,3 +718,128 @@ fn finding_10_a_stuck_service_is_named_by_the_hop_nearest_it() {
         "the 504 names the stuck pod: {body}"
     );
 }
+
+/// Finding 10 (orphans): a pod running its own command dies with `lanes up`, even when
+/// the daemon is killed with `kill -9`.
+#[test]
+fn finding_10_a_custom_command_pod_dies_with_a_killed_daemon() {
+    let d = Daemon::start();
+    apply_text(
+        &d,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: sleeper\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: sleeper}\n  template:\n    metadata:\n      labels: {app: sleeper}\n    spec:\n      containers:\n        - name: main\n          image: sleeper\n          command: [sh, -c, 'exec sleep 600']\n",
+    );
+    let pid: u32 = eventually(Duration::from_secs(20), || {
+        let pods: serde_json::Value =
+            serde_json::from_str(&d.ok(&["get", "po", "-l", "app=sleeper", "-o", "json"])).unwrap();
+        pods["items"][0]["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("pid://"))
+            .and_then(|p| p.parse().ok())
+    });
+    // The pod's process group: the shim and the command under it.
+    let group: Vec<u32> = eventually(Duration::from_secs(10), || {
+        let members: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.split_whitespace().nth(2))
+                        .map(str::to_string)
+                        == Some(pid.to_string())
+                })
+            })
+            .collect();
+        (members.len() >= 2).then_some(members)
+    });
+    d.kill9();
+    eventually(Duration::from_secs(10), || {
+        let alive: Vec<&u32> = group
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                    !s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+            })
+            .collect();
+        alive.is_empty().then_some(())
+    });
+}
+
+/// The files of the `logs` directory whose names start with `prefix`, with sizes.
+fn log_files(d: &Daemon, prefix: &str) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(d.state.join("logs"))
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map_or(0, |m| m.len()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Finding 10 (logs): a pod's log is capped with one rotated file, its previous run is
+/// kept (`lanes logs --previous`), across a restart of `lanes up` too, and its logs go
+/// when the pod goes.
+#[test]
+fn finding_10_pod_logs_are_capped_kept_for_the_last_run_and_removed_with_the_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let d = Daemon::start_in(&state, &[]);
+    apply_text(
+        &d,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: crasher\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: crasher}\n  template:\n    metadata:\n      labels: {app: crasher}\n    spec:\n      containers:\n        - name: main\n          image: crasher\n          command: [sh, -c, 'echo run-$(date +%s%N); sleep 0.3; exit 3']\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: chatty\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: chatty}\n  template:\n    metadata:\n      labels: {app: chatty}\n    spec:\n      containers:\n        - name: main\n          image: chatty\n          command: [sh, -c, 'yes 0123456789abcdef | head -c 30000000; exec sleep 600']\n",
+    );
+    let pod = |app: &str| {
+        eventually(Duration::from_secs(20), || {
+            let names = d.ok(&["get", "po", "-l", &format!("app={app}"), "-o", "name"]);
+            names
+                .lines()
+                .next()
+                .map(|n| n.trim_start_matches("pod/").to_string())
+        })
+    };
+    let crasher = pod("crasher");
+    let (now, before) = eventually(Duration::from_secs(20), || {
+        let now = d.ok(&["logs", &crasher]).trim().to_string();
+        let before = d.lanes(&["logs", &crasher, "--previous"]);
+        let before = String::from_utf8_lossy(&before.stdout).trim().to_string();
+        (now.starts_with("run-") && before.starts_with("run-") && now != before)
+            .then_some((now, before))
+    });
+    println!("current run {now}, previous run {before}");
+    // The chatty pod's 30 MB of output: the log and one rotated file, each at most 10 MiB.
+    let chatty = pod("chatty");
+    let files = eventually(Duration::from_secs(30), || {
+        let f = log_files(&d, &format!("default_{chatty}.log"));
+        (f.iter().map(|(_, n)| n).sum::<u64>() >= 10 * 1024 * 1024 && f.len() == 2).then_some(f)
+    });
+    println!("chatty's logs: {files:?}");
+    assert!(
+        files.iter().all(|(_, n)| *n <= 10 * 1024 * 1024),
+        "{files:?}"
+    );
+    // A restart of lanes up keeps the last run's log.
+    d.stop();
+    let d = Daemon::start_in(&state, &[]);
+    let kept = d.lanes(&["logs", &chatty, "--previous"]);
+    assert!(
+        kept.status.success() && !kept.stdout.is_empty(),
+        "the run before the restart is kept"
+    );
+    // Removed with the pod.
+    d.ok(&["delete", "deployment", "chatty", "crasher"]);
+    eventually(Duration::from_secs(30), || {
+        (log_files(&d, &format!("default_{chatty}")).is_empty()
+            && log_files(&d, &format!("default_{crasher}")).is_empty())
+        .then_some(())
+    });
+}
