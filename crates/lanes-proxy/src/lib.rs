@@ -13,6 +13,7 @@ pub mod guard;
 pub mod listener;
 pub mod matching;
 pub mod metrics;
+pub mod outlier;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -25,6 +25,7 @@ use crate::matching::RequestView;
 use crate::metrics::{
     AttemptOutcome, FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels,
 };
+use crate::outlier::{Outliers, is_gateway_failure};
 use crate::routing::{Choice, FallbackReason, Routing, RoutingError, Service, Subset};
 
 /// Response header naming the lanes of a fallback: `<from>-><to>`.
@@ -44,6 +45,7 @@ pub struct Mesh {
     http1: Client<HttpConnector, ProxyBody>,
     http2: Client<HttpConnector, ProxyBody>,
     own: OwnListeners,
+    outliers: Outliers,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -191,6 +193,7 @@ impl Mesh {
             settings,
             metrics,
             own: OwnListeners::default(),
+            outliers: Outliers::default(),
         })
     }
 
@@ -666,7 +669,8 @@ impl Mesh {
         let mut fell_back = routed.choice.fell_back.clone();
         let mut tried_retry = false;
         loop {
-            let Some(addr) = subset.pick() else {
+            let now = Instant::now();
+            let Some(addr) = subset.pick_healthy(|a| self.outliers.is_ejected(a, now)) else {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, "no endpoint");
             };
             let uri = match upstream_uri(addr, &parts.uri) {
@@ -698,6 +702,19 @@ impl Mesh {
                 Attempt::ClientBody(_) => AttemptOutcome::ClientError,
                 _ => AttemptOutcome::Failure,
             };
+            let answered = match &attempt {
+                Attempt::Response(r) => Some(Some(r.status().as_u16())),
+                Attempt::ClientBody(_) => None,
+                _ => Some(None),
+            };
+            if let Some(status) = answered
+                && self
+                    .outliers
+                    .record(addr, is_gateway_failure(status), Instant::now())
+            {
+                tracing::warn!(service = %routed.service.name, subset = %subset.lane, %addr,
+                    "endpoint ejected after {} failures in a row", crate::outlier::CONSECUTIVE_FAILURES);
+            }
             self.metrics.record_attempt(
                 &(&routed.service.name).into(),
                 &(&routed.service.namespace).into(),

@@ -56,6 +56,19 @@ impl Subset {
         let i = self.rr.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         Some(self.endpoints[i])
     }
+
+    /// The next endpoint that `is_ejected` does not rule out, round robin; when every
+    /// one is ejected, the next one regardless (better a try than no endpoint).
+    pub fn pick_healthy(&self, is_ejected: impl Fn(SocketAddr) -> bool) -> Option<SocketAddr> {
+        let first = self.pick()?;
+        if !is_ejected(first) {
+            return Some(first);
+        }
+        (1..self.endpoints.len())
+            .filter_map(|_| self.pick())
+            .find(|a| !is_ejected(*a))
+            .or(Some(first))
+    }
 }
 
 /// A mesh service.

@@ -311,3 +311,32 @@ async fn a_canary_try_that_times_out_falls_back_to_the_baseline() {
         "the canary's try counts as its failure"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_timing_out_is_ejected() {
+    let mut s = settings();
+    s.request_timeout_ms = 600;
+    let pods = vec![
+        pod("mocka", "v1", "base", App::Echo),
+        pod("mocka", "v9", "base", App::Hang),
+        pod("mockb", "v1", "base", App::Echo),
+        pod("mockc", "v1", "base", App::Echo),
+    ];
+    let c = Cluster::start(&manifests(), pods, s).await;
+    let mut statuses = Vec::new();
+    for i in 0..24 {
+        let (status, _, _) = c.get("base", &format!("t{i}")).await;
+        statuses.push(status.as_u16());
+    }
+    let timeouts = statuses.iter().filter(|s| **s == 504).count();
+    assert_eq!(
+        timeouts,
+        outlier_failures(),
+        "round robin sends the hung endpoint every other request until it is ejected: {statuses:?}"
+    );
+    assert!(statuses[14..].iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+fn outlier_failures() -> usize {
+    lanes_proxy::outlier::CONSECUTIVE_FAILURES as usize
+}
