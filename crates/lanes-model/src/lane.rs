@@ -237,3 +237,32 @@ pub struct IngressWeight {
     #[serde(default)]
     pub weight: i32,
 }
+
+/// The fallback targets of a group that name no lane of it, as (field, message): a
+/// request falling back there would find no lane. `lanes` are the names of the group's
+/// lanes.
+pub fn unknown_fallback_targets(
+    group: &LaneGroupSpec,
+    lanes: &std::collections::BTreeSet<&str>,
+) -> Vec<(String, String)> {
+    let Some(p) = &group.permissive_mode_configuration else {
+        return Vec::new();
+    };
+    let not_a_lane = |target: &str| format!("lane {target:?} is not a lane of this group");
+    let mut out = Vec::new();
+    if !p.fallback_target.is_empty() && !lanes.contains(p.fallback_target.as_str()) {
+        out.push((
+            "spec.permissiveModeConfiguration.fallbackTarget".to_string(),
+            not_a_lane(&p.fallback_target),
+        ));
+    }
+    for (key, target) in &p.service_level_fallback_target {
+        if !lanes.contains(target.as_str()) {
+            out.push((
+                format!("spec.permissiveModeConfiguration.serviceLevelFallbackTarget.{key}"),
+                not_a_lane(target),
+            ));
+        }
+    }
+    out
+}

@@ -236,25 +236,8 @@ fn lint_group(ctx: &mut Ctx<'_>, l: &Loaded) {
         }
     }
     let permissive = group.is_permissive.unwrap_or(false);
-    if let Some(p) = &group.permissive_mode_configuration {
-        if !p.fallback_target.is_empty() && !lane_names.contains(p.fallback_target.as_str()) {
-            ctx.report(
-                Severity::Error,
-                l,
-                "spec.permissiveModeConfiguration.fallbackTarget",
-                format!("lane {:?} is not a lane of this group", p.fallback_target),
-            );
-        }
-        for (key, target) in &p.service_level_fallback_target {
-            if !lane_names.contains(target.as_str()) {
-                ctx.report(
-                    Severity::Error,
-                    l,
-                    &format!("spec.permissiveModeConfiguration.serviceLevelFallbackTarget.{key}"),
-                    format!("lane {target:?} is not a lane of this group"),
-                );
-            }
-        }
+    for (field, message) in crate::lane::unknown_fallback_targets(group, &lane_names) {
+        ctx.report(Severity::Error, l, &field, message);
     }
     let gw = &group.ingress.gateway;
     let gw_ns = gw.namespace.as_deref().unwrap_or("istio-system");

@@ -420,7 +420,14 @@ async fn create(
     let object = decode(value)?;
     check_target(&object, kind, None)?;
     let store = state.store.clone();
-    let created = blocking(move || Ok(store.write(|t| t.create(&object))?)).await?;
+    let created = blocking(move || {
+        Ok(store.write(|t| {
+            let created = t.create(&object)?;
+            check_fallback_targets(t, &object)?;
+            Ok(created)
+        })?)
+    })
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
@@ -609,6 +616,41 @@ fn admit(
         .any(|r| lanes_rollout::targets_deployment(&r, &ns, &name) && lanes_rollout::manages(&r));
     lanes_rollout::admission::admit_deployment(current, value, managed);
     Ok(())
+}
+
+/// Refuses a lane group whose fallback targets name no lane of it (as the transaction
+/// stands, so a group and its lanes applied together pass).
+fn check_fallback_targets(
+    txn: &lanes_store::Txn<'_, '_>,
+    object: &Object,
+) -> Result<(), StoreError> {
+    let lanes_model::Typed::LaneGroup(group) = &object.typed else {
+        return Ok(());
+    };
+    let lanes = txn.list(Kind::Lane, None)?;
+    let names: std::collections::BTreeSet<&str> = lanes
+        .iter()
+        .filter(|l| {
+            l.pointer("/metadata/labels")
+                .and_then(|m| m.get(lanes_model::lane::GROUP_LABEL))
+                .and_then(Value::as_str)
+                == Some(object.name.as_str())
+        })
+        .filter_map(|l| l.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
+    let errors = lanes_model::lane::unknown_fallback_targets(&group.spec, &names);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Invalid(format!(
+        "ASMSwimLaneGroup/{}: {}",
+        object.name,
+        errors
+            .iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )))
 }
 
 /// The stored object with `key`, or NotFound naming it.
@@ -810,6 +852,9 @@ async fn apply(
                         namespace: key.namespace.clone(),
                         result: outcome.to_string(),
                     });
+                }
+                for object in &objects {
+                    check_fallback_targets(t, object)?;
                 }
                 Ok(results)
             })

@@ -843,3 +843,27 @@ fn finding_10_pod_logs_are_capped_kept_for_the_last_run_and_removed_with_the_pod
         .then_some(())
     });
 }
+
+/// Finding 10 (a fallback into nowhere): a lane group whose `fallbackTarget` names no
+/// lane of it is refused, naming the field; nothing of the apply is stored.
+#[test]
+fn finding_10_a_fallback_target_that_is_no_lane_is_refused() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    let seed = std::fs::read_to_string(repo().join("examples/seed/20-lanes.yaml")).unwrap();
+    let bad = seed.replace("fallbackTarget: base", "fallbackTarget: nosuch");
+    assert_ne!(bad, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("lanes.yaml");
+    std::fs::write(&f, &bad).unwrap();
+    let out = d.lanes(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("spec.permissiveModeConfiguration.fallbackTarget")
+            && err.contains("\"nosuch\" is not a lane of this group"),
+        "{err}"
+    );
+    let group = d.ok(&["get", "asmswimlanegroup", "rollout", "-o", "yaml"]);
+    assert!(group.contains("fallbackTarget: base"), "unchanged: {group}");
+}
