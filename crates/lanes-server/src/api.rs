@@ -118,6 +118,7 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: ApiState, extra: Router) -> Router {
     Router::new()
         .route("/api/apply", post(apply))
+        .route("/api/delete", post(delete_many))
         .route("/api/{resource}", get(list).post(create))
         .route(
             "/api/{resource}/{name}",
@@ -766,6 +767,74 @@ pub struct ApplyResult {
     pub namespace: Option<String>,
     /// `created`, `configured` or `unchanged`.
     pub result: String,
+}
+
+/// Objects to delete together (`lanes delete -f`).
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DeleteRequest {
+    /// The objects, by kind, namespace and name.
+    pub objects: Vec<ObjectRef>,
+}
+
+/// An object by name.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ObjectRef {
+    /// Kind (`Service`, `ASMSwimLaneGroup`...).
+    pub kind: String,
+    /// Namespace, for namespaced kinds (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+/// Deletes objects in one transaction (one durable write, not one per object); each
+/// result is `deleted` or `not found`.
+async fn delete_many(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Vec<ApplyResult>>> {
+    let req: DeleteRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "delete body must be {{\"objects\": [{{kind, namespace, name}}]}}: {e}"
+        ))
+    })?;
+    let mut keys = Vec::with_capacity(req.objects.len());
+    for (i, o) in req.objects.iter().enumerate() {
+        let kind = Kind::from_kind_name(&o.kind).ok_or_else(|| {
+            ApiError::bad_request(format!("objects[{i}].kind: unknown kind {:?}", o.kind))
+        })?;
+        let namespace = kind
+            .namespaced()
+            .then(|| o.namespace.clone().unwrap_or_else(|| "default".into()));
+        keys.push(ObjectKey {
+            kind,
+            namespace,
+            name: o.name.clone(),
+        });
+    }
+    let store = state.store.clone();
+    let results = blocking(move || {
+        Ok(store.write(|t| {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let result = match t.delete(key, None) {
+                    Ok(_) => "deleted",
+                    Err(StoreError::NotFound(_)) => "not found",
+                    Err(e) => return Err(e),
+                };
+                out.push(ApplyResult {
+                    kind: key.kind.name().to_string(),
+                    name: key.name.clone(),
+                    namespace: key.namespace.clone(),
+                    result: result.to_string(),
+                });
+            }
+            Ok(out)
+        })?)
+    })
+    .await?;
+    Ok(axum::Json(results))
 }
 
 /// Applies objects all or nothing: every object is validated before any is stored, and

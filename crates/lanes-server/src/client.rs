@@ -213,6 +213,19 @@ impl Client {
         serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// Deletes objects in one transaction; each result says `deleted` or `not found`.
+    pub async fn delete_many(
+        &self,
+        objects: Vec<crate::api::ObjectRef>,
+    ) -> Result<Vec<ApplyResult>, ClientError> {
+        let body = serde_json::to_value(crate::api::DeleteRequest { objects })
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let v = self
+            .json(Method::POST, "/api/delete", None, Some(&body))
+            .await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// Lists objects of a kind (`namespace` none: all namespaces).
     pub async fn list(
         &self,

@@ -433,14 +433,22 @@ pub fn delete(
             }
         }
     }
+    let refs = targets
+        .into_iter()
+        .map(|(kind, namespace, name)| lanes_server::api::ObjectRef {
+            kind: kind.name().to_string(),
+            namespace,
+            name,
+        })
+        .collect();
     let mut failed = false;
-    for (kind, ns, name) in targets {
-        match rt.block_on(client.delete(kind, ns.as_deref(), &name)) {
-            Ok(_) => println!("{}/{name} deleted", kind_word(kind)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed = true;
-            }
+    for r in rt.block_on(client.delete_many(refs))? {
+        let word = r.kind.to_ascii_lowercase();
+        if r.result == "deleted" {
+            println!("{word}/{} deleted", r.name);
+        } else {
+            eprintln!("error: {word}/{} not found", r.name);
+            failed = true;
         }
     }
     Ok(if failed {

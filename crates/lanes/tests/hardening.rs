@@ -431,12 +431,9 @@ fn finding_4_a_malformed_body_is_the_clients_failure_not_the_services() {
 
 /// The store's resourceVersion (one counter for every write), from a list.
 fn store_version(d: &Daemon) -> u64 {
-    let list: serde_json::Value =
-        serde_json::from_str(&d.ok(&["get", "ro", "-A", "-o", "json"])).unwrap();
     let bearer = format!("Bearer {}", d.token());
-    let (_, _, body) = http_get(&d.api, "/api/rollouts", &[("authorization", &bearer)]);
+    let (_, _, body) = http_get(&d.api, "/api/services", &[("authorization", &bearer)]);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert!(list["items"].as_array().is_some_and(|i| !i.is_empty()));
     v["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
@@ -866,4 +863,38 @@ fn finding_10_a_fallback_target_that_is_no_lane_is_refused() {
     );
     let group = d.ok(&["get", "asmswimlanegroup", "rollout", "-o", "yaml"]);
     assert!(group.contains("fallbackTarget: base"), "unchanged: {group}");
+}
+
+/// Finding 10 (slow deletes): `lanes delete -f` of 5,000 objects deletes them in one
+/// transaction, as apply stores them, and reports each.
+#[test]
+fn finding_10_delete_f_of_five_thousand_objects_is_one_transaction() {
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("many.yaml");
+    let text: String = (0..5000)
+        .map(|i| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: s{i}\nspec:\n  ports:\n    - port: 80\n---\n"))
+        .collect();
+    std::fs::write(&f, text).unwrap();
+    let path = f.to_str().unwrap();
+    d.ok(&["apply", "-f", path]);
+    let before = store_version(&d);
+    let started = Instant::now();
+    let out = d.ok(&["delete", "-f", path]);
+    println!("delete -f of 5,000 objects: {:?}", started.elapsed());
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" deleted")).count(),
+        5000
+    );
+    assert_eq!(d.ok(&["get", "svc", "-o", "name"]).trim(), "");
+    assert_eq!(store_version(&d), before + 5000, "one version per deletion");
+    // Again: every one is reported missing, and the command fails.
+    let again = d.lanes(&["delete", "-f", path]);
+    assert!(!again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr)
+            .matches("not found")
+            .count(),
+        5000
+    );
 }
