@@ -133,8 +133,23 @@ pub fn router(state: ApiState, extra: Router) -> Router {
         .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz).with_state(state))
         .layer(middleware::map_response(status_for_plain_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// 200 while the store takes writes; 503 as a `Status` saying why while it does not
+/// (a full disk, until space is back and the store is opened again).
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.store.unready() {
+        None => "ok\n".into_response(),
+        Some(why) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("the store does not take writes: {why}"),
+        )
+        .into_response(),
+    }
 }
 
 /// Turns the plain-text rejections of axum's extractors (a body over the limit, most

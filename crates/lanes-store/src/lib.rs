@@ -468,9 +468,16 @@ where
     Ok(out)
 }
 
+/// Opens the database file again (after a write error).
+pub type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
 /// The store.
 pub struct Store {
-    db: Database,
+    db: std::sync::RwLock<Database>,
+    opener: Opener,
+    /// Set when a write failed in the database (a full disk, an I/O error): redb then
+    /// refuses every write until it is opened again, which the next write tries.
+    broken: std::sync::Mutex<Option<String>>,
     events: broadcast::Sender<WatchEvent>,
 }
 
@@ -484,6 +491,13 @@ impl Store {
     /// Opens the store file at `path`, or creates it when there is none. A file that is
     /// there but empty, or holds no Lanes store, is refused (see [`Store::recover`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let owned = path.to_path_buf();
+        Store::open_with(path, Box::new(move || Database::create(&owned)))
+    }
+
+    /// Like [`Store::open`], with the database opened by `opener` (a fault-injecting
+    /// storage backend, in tests).
+    pub fn open_with(path: &Path, opener: Opener) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
@@ -509,7 +523,7 @@ impl Store {
                 "is empty (0 bytes), so every object would be gone".into(),
             ));
         }
-        let db = match Database::create(path) {
+        let db = match opener() {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse(path.display().to_string()));
@@ -540,7 +554,56 @@ impl Store {
         }
         wtx.commit()?;
         let (events, _) = broadcast::channel(4096);
-        Ok(Store { db, events })
+        Ok(Store {
+            db: std::sync::RwLock::new(db),
+            opener,
+            broken: std::sync::Mutex::new(None),
+            events,
+        })
+    }
+
+    /// The database, for reading or writing.
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Database>, StoreError> {
+        self.db
+            .read()
+            .map_err(|_| StoreError::Db("the store's lock is poisoned".into()))
+    }
+
+    /// Why writes fail, while they do (`None`: the store takes writes).
+    pub fn unready(&self) -> Option<String> {
+        self.broken.lock().ok().and_then(|b| b.clone())
+    }
+
+    /// After a failed write, opens the database again so writes can go on once the
+    /// cause is gone (space freed).
+    fn reopen_if_broken(&self) -> Result<(), StoreError> {
+        let Ok(mut broken) = self.broken.lock() else {
+            return Err(StoreError::Db("the store's lock is poisoned".into()));
+        };
+        let Some(why) = broken.clone() else {
+            return Ok(());
+        };
+        let mut db = self
+            .db
+            .write()
+            .map_err(|_| StoreError::Db("the store's lock is poisoned".into()))?;
+        // redb holds the file until the old handle is gone: swap in a placeholder first.
+        // The placeholder has no tables, so until a reopen succeeds reads fail too
+        // (an error, never an empty store).
+        let placeholder =
+            Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        drop(std::mem::replace(&mut *db, placeholder));
+        match (self.opener)() {
+            Ok(fresh) => {
+                *db = fresh;
+                tracing::info!(after = %why, "store reopened; writes go on");
+                *broken = None;
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Db(format!(
+                "the store is not writable ({why}) and cannot be opened again: {e}"
+            ))),
+        }
     }
 
     /// Moves a damaged store file aside (to `<file>.damaged-<unix seconds>`) and opens
@@ -568,7 +631,23 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut wtx = self.db.begin_write()?;
+        self.reopen_if_broken()?;
+        let result = self.write_once(f);
+        if let Err(StoreError::Db(why)) = &result
+            && let Ok(mut broken) = self.broken.lock()
+        {
+            tracing::error!(error = %why, "store write failed; it is reopened at the next write");
+            *broken = Some(why.clone());
+        }
+        result
+    }
+
+    fn write_once<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let db = self.db()?;
+        let mut wtx = db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;
         let (result, events) = {
             let mut objects = wtx.open_table(OBJECTS)?;
@@ -603,7 +682,7 @@ impl Store {
 
     /// The object with `key`, if stored.
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.db()?.begin_read()?;
         let table = rtx.open_table(OBJECTS)?;
         let skey = storage_key(key);
         match table.get(skey.as_str())? {
@@ -618,7 +697,7 @@ impl Store {
         kind: Kind,
         namespace: Option<&str>,
     ) -> Result<(Vec<Value>, u64), StoreError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.db()?.begin_read()?;
         let table = rtx.open_table(OBJECTS)?;
         let meta = rtx.open_table(META)?;
         let rv = meta.get("rv")?.map(|v| v.value()).unwrap_or(0);
@@ -627,7 +706,7 @@ impl Store {
 
     /// The store's current version.
     pub fn resource_version(&self) -> Result<u64, StoreError> {
-        let rtx = self.db.begin_read()?;
+        let rtx = self.db()?.begin_read()?;
         let meta = rtx.open_table(META)?;
         Ok(meta.get("rv")?.map(|v| v.value()).unwrap_or(0))
     }
@@ -639,7 +718,7 @@ impl Store {
         since: u64,
     ) -> Result<(Vec<WatchEvent>, broadcast::Receiver<WatchEvent>), StoreError> {
         let rx = self.events.subscribe();
-        let rtx = self.db.begin_read()?;
+        let rtx = self.db()?.begin_read()?;
         let meta = rtx.open_table(META)?;
         let current = meta.get("rv")?.map(|v| v.value()).unwrap_or(0);
         if since > current {
@@ -677,6 +756,80 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
                    "spec": {"ports": [{"port": port}], "selector": {"app": name}}}),
         )
+    }
+
+    /// A file backend whose writes fail while `full` is set, as on a full disk.
+    #[derive(Debug)]
+    struct FullDisk {
+        file: redb::backends::FileBackend,
+        full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FullDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FullDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+    }
+
+    #[test]
+    fn after_a_full_disk_the_store_says_so_and_takes_writes_again_once_space_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, f) = (path.clone(), full.clone());
+        let opener: Opener = Box::new(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&p)
+                .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+            let backend = FullDisk {
+                file: redb::backends::FileBackend::new(file)?,
+                full: f.clone(),
+            };
+            Database::builder().create_with_backend(backend)
+        });
+        let store = Store::open_with(&path, opener).unwrap();
+        store.write(|t| t.create(&svc("a", 80))).unwrap();
+        assert_eq!(store.unready(), None);
+        full.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(store.write(|t| t.create(&svc("b", 80))).is_err());
+        assert!(store.unready().is_some(), "not ready while writes fail");
+        assert!(
+            store.write(|t| t.create(&svc("b", 80))).is_err(),
+            "still full"
+        );
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        store.write(|t| t.create(&svc("b", 80))).unwrap();
+        assert_eq!(store.unready(), None, "ready again once space is back");
+        let (names, _) = store.list(Kind::Service, None).unwrap();
+        assert_eq!(names.len(), 2, "nothing lost: {names:?}");
     }
 
     #[test]

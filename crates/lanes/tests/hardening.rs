@@ -59,6 +59,11 @@ fn finding_1_the_api_always_wants_a_token_and_the_cli_finds_it() {
         assert_eq!(http_get(&api, path, &[("authorization", &lower)]).0, 200);
     }
     assert_eq!(http_get(&api, "/healthz", &[]).0, 200);
+    assert_eq!(
+        http_get(&api, "/readyz", &[]).0,
+        200,
+        "the store takes writes"
+    );
 
     // The CLI, run where `lanes up` was started, finds the token with no flag.
     let out = Command::new(bin())
