@@ -17,9 +17,16 @@ use tokio::sync::broadcast;
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Per event: when it happened (unix ms) and its size in bytes.
+const EVENT_META: TableDefinition<u64, (u64, u64)> = TableDefinition::new("event_meta");
 
-/// Events kept for watches that start in the past.
-pub const HISTORY: u64 = 10_000;
+/// Events kept for watches that start in the past: the last [`HISTORY_AGE`] of changes,
+/// at most this many...
+pub const HISTORY: u64 = 100_000;
+/// ...and at most this many bytes of them...
+pub const HISTORY_BYTES: u64 = 64 * 1024 * 1024;
+/// ...and none older than this.
+pub const HISTORY_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// The largest object stored, in bytes of JSON (the Kubernetes API server's limit).
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
@@ -471,6 +478,55 @@ where
 /// Opens the database file again (after a write error).
 pub type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
 
+/// How much change history watches can replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Most events.
+    pub events: u64,
+    /// Most bytes of events.
+    pub bytes: u64,
+    /// Oldest event kept.
+    pub age: std::time::Duration,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            events: HISTORY,
+            bytes: HISTORY_BYTES,
+            age: HISTORY_AGE,
+        }
+    }
+}
+
+/// Drops the oldest events while the history holds more events or bytes than `limits`
+/// allow, or events from before `cutoff` (unix ms). Returns the bytes still held.
+fn prune_history(
+    history: &mut redb::Table<'_, u64, &[u8]>,
+    sizes: &mut redb::Table<'_, u64, (u64, u64)>,
+    newest: u64,
+    mut bytes: u64,
+    cutoff: u64,
+    limits: HistoryLimits,
+) -> Result<u64, StoreError> {
+    let mut drop_below = None;
+    for entry in sizes.iter()? {
+        let (rv, meta) = entry?;
+        let (rv, (at, size)) = (rv.value(), meta.value());
+        let count = newest.saturating_sub(rv) + 1;
+        if count <= limits.events && bytes <= limits.bytes && at >= cutoff {
+            break;
+        }
+        bytes = bytes.saturating_sub(size);
+        drop_below = Some(rv + 1);
+    }
+    if let Some(end) = drop_below {
+        history.retain_in(..end, |_, _| false)?;
+        sizes.retain_in(..end, |_, _| false)?;
+    }
+    Ok(bytes)
+}
+
 /// The store.
 pub struct Store {
     db: std::sync::RwLock<Database>,
@@ -478,6 +534,7 @@ pub struct Store {
     /// Set when a write failed in the database (a full disk, an I/O error): redb then
     /// refuses every write until it is opened again, which the next write tries.
     broken: std::sync::Mutex<Option<String>>,
+    history: std::sync::Mutex<HistoryLimits>,
     events: broadcast::Sender<WatchEvent>,
 }
 
@@ -536,6 +593,7 @@ impl Store {
             wtx.open_table(OBJECTS)?;
             let mut meta = wtx.open_table(META)?;
             wtx.open_table(EVENTS)?;
+            wtx.open_table(EVENT_META)?;
             let format = meta.get("format")?.map(|v| v.value());
             match format {
                 Some(FORMAT) => {}
@@ -558,6 +616,7 @@ impl Store {
             db: std::sync::RwLock::new(db),
             opener,
             broken: std::sync::Mutex::new(None),
+            history: std::sync::Mutex::new(HistoryLimits::default()),
             events,
         })
     }
@@ -567,6 +626,18 @@ impl Store {
         self.db
             .read()
             .map_err(|_| StoreError::Db("the store's lock is poisoned".into()))
+    }
+
+    /// The history watches can replay.
+    pub fn history_limits(&self) -> HistoryLimits {
+        self.history.lock().map(|h| *h).unwrap_or_default()
+    }
+
+    /// Sets the history watches can replay (applied from the next write on).
+    pub fn set_history_limits(&self, limits: HistoryLimits) {
+        if let Ok(mut h) = self.history.lock() {
+            *h = limits;
+        }
     }
 
     /// Why writes fail, while they do (`None`: the store takes writes).
@@ -661,15 +732,28 @@ impl Store {
             };
             let result = f(&mut txn)?;
             let (rv_after, events) = (txn.rv, txn.events);
+            let mut sizes = wtx.open_table(EVENT_META)?;
+            let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+            let mut bytes_held = meta.get("history_bytes")?.map(|v| v.value()).unwrap_or(0);
             for e in &events {
                 let bytes = serde_json::to_vec(e)?;
                 history.insert(e.resource_version, bytes.as_slice())?;
+                sizes.insert(e.resource_version, (now_ms, bytes.len() as u64))?;
+                bytes_held += bytes.len() as u64;
             }
             if rv_after != rv {
                 meta.insert("rv", rv_after)?;
-                if rv_after > HISTORY {
-                    history.retain_in(..rv_after - HISTORY, |_, _| false)?;
-                }
+                let limits = self.history_limits();
+                let cutoff = now_ms.saturating_sub(limits.age.as_millis() as u64);
+                bytes_held = prune_history(
+                    &mut history,
+                    &mut sizes,
+                    rv_after,
+                    bytes_held,
+                    cutoff,
+                    limits,
+                )?;
+                meta.insert("history_bytes", bytes_held)?;
             }
             (result, events)
         };
@@ -830,6 +914,51 @@ mod tests {
         assert_eq!(store.unready(), None, "ready again once space is back");
         let (names, _) = store.list(Kind::Service, None).unwrap();
         assert_eq!(names.len(), 2, "nothing lost: {names:?}");
+    }
+
+    #[test]
+    fn the_history_is_bounded_by_count_bytes_and_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        store.set_history_limits(HistoryLimits {
+            events: 5,
+            bytes: u64::MAX,
+            age: day,
+        });
+        for i in 0..20 {
+            store
+                .write(|t| t.create(&svc(&format!("c{i}"), 80)))
+                .unwrap();
+        }
+        assert!(matches!(store.watch(10), Err(StoreError::Gone(10))));
+        assert_eq!(store.watch(15).unwrap().0.len(), 5, "the last five replay");
+        // Bytes: each event is a few hundred bytes; 1,000 bytes hold two or three.
+        store.set_history_limits(HistoryLimits {
+            events: 1_000,
+            bytes: 1_000,
+            age: day,
+        });
+        store.write(|t| t.create(&svc("b", 80))).unwrap();
+        let kept = store
+            .watch(store.resource_version().unwrap() - 1)
+            .unwrap()
+            .0
+            .len();
+        assert_eq!(kept, 1);
+        assert!(matches!(store.watch(17), Err(StoreError::Gone(_))));
+        // Age: with no age allowed, an event is gone by the next write a moment later.
+        store.set_history_limits(HistoryLimits {
+            events: 1_000,
+            bytes: u64::MAX,
+            age: std::time::Duration::ZERO,
+        });
+        store.write(|t| t.create(&svc("x", 80))).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.write(|t| t.create(&svc("y", 80))).unwrap();
+        let rv = store.resource_version().unwrap();
+        assert!(matches!(store.watch(rv - 2), Err(StoreError::Gone(_))));
+        assert_eq!(store.watch(rv - 1).unwrap().0.len(), 1);
     }
 
     #[test]
