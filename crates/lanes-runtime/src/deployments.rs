@@ -105,6 +105,24 @@ fn random_suffix() -> String {
         .collect()
 }
 
+/// A pod name `<base>-<suffix>` that `taken` says is free; a suffix that collides is
+/// drawn again (a few times: with 27^5 suffixes a second collision is all but
+/// impossible), so a Deployment of many pods never fails on a name.
+fn fresh_pod_name(
+    base: &str,
+    mut taken: impl FnMut(&str) -> Result<bool, StoreError>,
+) -> Result<String, StoreError> {
+    for _ in 0..8 {
+        let name = format!("{base}-{}", random_suffix());
+        if !taken(&name)? {
+            return Ok(name);
+        }
+    }
+    Err(StoreError::Invalid(format!(
+        "no free pod name for {base}-<suffix> after 8 tries"
+    )))
+}
+
 /// Whether a pod value is ready.
 pub fn pod_ready(v: &Value) -> bool {
     v.pointer("/status/conditions")
@@ -187,11 +205,20 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
             .unwrap_or_else(|| json!({}));
         let mut labels = labels;
         labels[HASH_LABEL] = Value::String(hash.clone());
+        let name = fresh_pod_name(&format!("{}-{hash}", object.name), |n| {
+            Ok(txn
+                .get(&ObjectKey {
+                    kind: Kind::Pod,
+                    namespace: Some(ns.to_string()),
+                    name: n.to_string(),
+                })?
+                .is_some())
+        })?;
         let pod = json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": format!("{}-{hash}-{}", object.name, random_suffix()),
+                "name": name,
                 "namespace": ns,
                 "labels": labels,
                 "annotations": meta.get("annotations").cloned().unwrap_or_else(|| json!({})),
@@ -259,7 +286,7 @@ pub async fn run(
         |store: &lanes_store::Store| {
             let (deploys, _) = store.list(Kind::Deployment, None)?;
             for d in &deploys {
-                store.write(|t| {
+                let done = store.write(|t| {
                     // Read again inside the transaction: the Deployment may have changed.
                     let Some(key) = lanes_store::key_of_value(d) else {
                         return Ok(());
@@ -268,7 +295,22 @@ pub async fn run(
                         Some(current) => reconcile(t, &current),
                         None => Ok(()),
                     }
-                })?;
+                });
+                // A Deployment that cannot make progress stalls only itself; a store
+                // that fails stops the pass.
+                match done {
+                    Ok(()) => {}
+                    Err(
+                        e @ (StoreError::Db(_) | StoreError::InUse(_) | StoreError::Damaged(_)),
+                    ) => {
+                        return Err(e);
+                    }
+                    Err(e) => tracing::warn!(
+                        deployment = %lanes_model::object::describe_value(d).unwrap_or_default(),
+                        error = %e,
+                        "cannot reconcile this Deployment; the others go on"
+                    ),
+                }
             }
             // Pods whose Deployment is gone go too (garbage collection).
             let (pods, _) = store.list(Kind::Pod, None)?;
@@ -306,6 +348,22 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_colliding_pod_name_is_drawn_again() {
+        let mut tries = 0;
+        let name = fresh_pod_name("web-abc", |_| {
+            tries += 1;
+            Ok(tries < 3)
+        })
+        .unwrap_or_default();
+        assert_eq!(tries, 3);
+        assert!(name.starts_with("web-abc-") && name.len() == "web-abc-".len() + 5);
+        assert!(
+            fresh_pod_name("web-abc", |_| Ok(true)).is_err(),
+            "gives up, never loops"
+        );
+    }
 
     fn pods(spec: &[(&str, &str, bool)]) -> Vec<PodState> {
         spec.iter()
