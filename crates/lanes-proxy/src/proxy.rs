@@ -301,25 +301,23 @@ impl Mesh {
             return error_response(StatusCode::BAD_REQUEST, "request names no host");
         };
         let pod = &sidecar.pod;
-        // The application may not pass the hop count on: its trace remembers it.
-        let hops = trace_values(&routing, req.headers())
-            .filter_map(|t| sidecar.hops.lookup(t))
-            .fold(guard::hops(req.headers()), u32::max);
+        // The application may not pass the hop count and the budget on: the request
+        // that brought its trace into the pod remembers them (one lookup for both).
+        let arrived: Option<Arrival> =
+            trace_values(&routing, req.headers()).find_map(|t| sidecar.arrivals.lookup(t));
+        let hops = arrived
+            .map_or(0, |a| a.hops)
+            .max(guard::hops(req.headers()));
         if let Some(refused) = self.refuse_loop(hops, &format!("pod {} outbound", pod.name)) {
             self.count(Side::Outbound, None, None, Label::default(), 508, "none");
             return refused;
         }
-        // What the request that brought the trace into the pod has left, a margin less.
-        let budget = trace_values(&routing, req.headers())
-            .filter_map(|t| sidecar.deadlines.lookup(t))
-            .map(|d| {
-                d.saturating_duration_since(Instant::now())
-                    .saturating_sub(budget::HOP_MARGIN)
-            })
-            .fold(
-                budget::remaining(req.headers(), self.settings.request_timeout()),
-                Duration::min,
-            );
+        let mut budget = budget::remaining(req.headers(), self.settings.request_timeout());
+        if let Some(a) = arrived {
+            // What the arriving request has left, a margin less.
+            let left = a.deadline.saturating_duration_since(Instant::now());
+            budget = budget.min(left.saturating_sub(budget::HOP_MARGIN));
+        }
         let Some(service) = routing.service_for_host(&host, &pod.namespace) else {
             if self.settings.registry_only {
                 self.count(Side::Outbound, None, None, Label::default(), 502, "none");
@@ -402,8 +400,7 @@ impl Mesh {
         let budget = budget::remaining(req.headers(), self.settings.request_timeout());
         let deadline = Instant::now() + budget;
         for trace in &traces {
-            sidecar.hops.record(trace, hops);
-            sidecar.deadlines.record(trace, deadline);
+            sidecar.arrivals.record(trace, Arrival { hops, deadline });
         }
         for group in routing.groups.iter().filter(|g| g.permissive) {
             let lane = req
@@ -509,19 +506,29 @@ impl Mesh {
         hops: u32,
         budget: Duration,
     ) -> Response<ProxyBody> {
+        let resp = self.pass_to_host(req, host, hops, budget).await;
+        self.count(
+            Side::Outbound,
+            None,
+            None,
+            Label::default(),
+            resp.status().as_u16(),
+            "none",
+        );
+        resp
+    }
+
+    /// The answer of a host outside the mesh (or why there is none).
+    async fn pass_to_host(
+        &self,
+        req: Request<Incoming>,
+        host: &str,
+        hops: u32,
+        budget: Duration,
+    ) -> Response<ProxyBody> {
         let target = match self.passthrough_target(host).await {
             Ok(addr) => addr,
-            Err(resp) => {
-                self.count(
-                    Side::Outbound,
-                    None,
-                    None,
-                    Label::default(),
-                    resp.status().as_u16(),
-                    "none",
-                );
-                return resp;
-            }
+            Err(resp) => return resp,
         };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -538,7 +545,7 @@ impl Mesh {
         };
         let version = parts.version;
         let (body, fault) = watch_client_body(body);
-        let resp = match self
+        match self
             .send(Request::from_parts(parts, body), version, &fault, budget)
             .await
         {
@@ -555,16 +562,7 @@ impl Mesh {
                     took.as_millis()
                 ),
             ),
-        };
-        self.count(
-            Side::Outbound,
-            None,
-            None,
-            Label::default(),
-            resp.status().as_u16(),
-            "none",
-        );
-        resp
+        }
     }
 
     /// Resolves a pass-through host once (the address checked is the address used) and
@@ -909,6 +907,16 @@ fn finish_response(
     Response::from_parts(parts, boxed::<Incoming>(body))
 }
 
+/// What a sidecar remembers of a request that came into its pod: how many hops it had
+/// taken and when its time runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// Hops before the pod.
+    pub hops: u32,
+    /// When its budget runs out.
+    pub deadline: Instant,
+}
+
 /// A sidecar: the pod it serves and its correlation tables.
 #[derive(Debug)]
 pub struct Sidecar {
@@ -919,12 +927,10 @@ pub struct Sidecar {
     /// Trace → `from->to` of a fallback on one of the pod's outbound calls, reported on
     /// the inbound response of the same trace.
     pub fallbacks: CorrelationTable,
-    /// Trace → hops of the request that brought it into the pod, so the pod's outbound
-    /// calls count on from there even when the application drops `x-lanes-hops`.
-    pub hops: CorrelationTable<u32>,
-    /// Trace → when the request that brought it into the pod runs out of time, so the
-    /// pod's outbound calls get what is left of it.
-    pub deadlines: CorrelationTable<Instant>,
+    /// Trace → the hops and deadline of the request that brought it into the pod, so
+    /// the pod's outbound calls count on from there even when the application drops
+    /// `x-lanes-hops` and `x-lanes-budget-ms`.
+    pub arrivals: CorrelationTable<Arrival>,
     /// The pod's namespace as a metric label.
     pub namespace_label: Label,
     /// The pod's series of the correlation metrics, removed with the sidecar so pod
@@ -970,16 +976,16 @@ impl Sidecar {
             (settings.correlation_capacity / 10).max(1_000),
             settings.correlation_ttl(),
         );
-        let small = (settings.correlation_capacity / 10).max(1_000);
-        let hops = CorrelationTable::new(small, settings.correlation_ttl());
-        let deadlines = CorrelationTable::new(small, settings.correlation_ttl());
+        let arrivals = CorrelationTable::new(
+            (settings.correlation_capacity / 10).max(1_000),
+            settings.correlation_ttl(),
+        );
         Sidecar {
             namespace_label: pod.namespace.as_str().into(),
             pod,
             correlation,
             fallbacks,
-            hops,
-            deadlines,
+            arrivals,
             series: (
                 labels,
                 PodSeries {

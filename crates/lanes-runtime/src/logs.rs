@@ -84,17 +84,24 @@ impl LogWriter {
     }
 }
 
-/// Copies one output stream of a container into its log until the stream ends.
+/// Copies one output stream of a container into its log until the stream ends. Output
+/// that cannot be written (a full disk) is dropped, never left to fill the pipe and
+/// stall the container.
 pub async fn copy(mut from: impl AsyncRead + Unpin, to: Arc<Mutex<LogWriter>>) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut failing = false;
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                let Ok(mut w) = to.lock() else { return };
-                if let Err(e) = w.write(&buf[..n]) {
-                    tracing::warn!(log = %w.log.display(), error = %e, "cannot write a pod log");
-                    return;
+                let Ok(mut w) = to.lock() else { continue };
+                match w.write(&buf[..n]) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        tracing::warn!(log = %w.log.display(), error = %e, "cannot write a pod log; dropping its output until it can");
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
             }
         }

@@ -148,7 +148,27 @@ fn api_limits() -> lanes_proxy::ListenerLimits {
 /// Most connections the API holds at once.
 const API_MAX_CONNECTIONS: usize = 1_024;
 
+/// Catches SIGXFSZ: past a file size limit (`ulimit -f`) a write then fails with an
+/// error the store handles (not ready, reopened once writes work again) instead of the
+/// signal killing the daemon.
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::from_raw(
+        nix::sys::signal::Signal::SIGXFSZ as i32,
+    )) {
+        Ok(mut xfsz) => {
+            tokio::spawn(async move {
+                while xfsz.recv().await.is_some() {
+                    tracing::warn!("a write passed the file size limit (SIGXFSZ)");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGXFSZ"),
+    }
+}
+
 async fn serve(opts: UpOptions) -> Result<()> {
+    survive_file_size_limit();
     let images =
         lanes_runtime::images::LanesToml::load(&opts.config).map_err(anyhow::Error::msg)?;
     let pod_user = pod_user(opts.pod_user.as_deref())?;

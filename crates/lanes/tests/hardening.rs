@@ -17,7 +17,7 @@ use common::*;
 fn finding_1_the_api_always_wants_a_token_and_the_cli_finds_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin())
-        .args(["up", "--api", "127.0.0.1:0", "--gateway", "127.0.0.1:0"])
+        .args(UP_ON_FREE_PORTS)
         .args(["--pod-network", "127.251.0.0/16"])
         .current_dir(dir.path())
         .env_remove("LANES_TOKEN")
@@ -486,14 +486,8 @@ fn finding_5_an_idle_seed_writes_nothing() {
 /// Runs `lanes up` on a state directory expecting it to refuse: its stderr.
 fn up_refuses(state: &std::path::Path) -> String {
     let out = Command::new(bin())
-        .args([
-            "up",
-            "--api",
-            "127.0.0.1:0",
-            "--gateway",
-            "127.0.0.1:0",
-            "--state-dir",
-        ])
+        .args(UP_ON_FREE_PORTS)
+        .arg("--state-dir")
         .arg(state)
         .output()
         .unwrap();
@@ -832,11 +826,11 @@ fn finding_10_pod_logs_are_capped_kept_for_the_last_run_and_removed_with_the_pod
     // A restart of lanes up keeps the last run's log.
     d.stop();
     let d = Daemon::start_in(&state, &[]);
-    let kept = d.lanes(&["logs", &chatty, "--previous"]);
-    assert!(
-        kept.status.success() && !kept.stdout.is_empty(),
-        "the run before the restart is kept"
-    );
+    // Once the pod runs again, the run before the restart is its previous run.
+    eventually(Duration::from_secs(20), || {
+        let kept = d.lanes(&["logs", &chatty, "--previous"]);
+        (kept.status.success() && !kept.stdout.is_empty()).then_some(())
+    });
     // Removed with the pod.
     d.ok(&["delete", "deployment", "chatty", "crasher"]);
     eventually(Duration::from_secs(30), || {
@@ -901,5 +895,62 @@ fn finding_10_delete_f_of_five_thousand_objects_is_one_transaction() {
             .matches("not found")
             .count(),
         5000
+    );
+}
+
+/// Sets the file size limit of a running process (`prlimit`, util-linux).
+fn set_file_size_limit(pid: u32, limit: &str) {
+    let st = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--fsize={limit}")])
+        .status()
+        .unwrap();
+    assert!(st.success(), "prlimit --fsize={limit}");
+}
+
+/// Finding 8 (a full disk): when the store file cannot grow (a file size limit stands
+/// in for a full disk), writes fail with a `Status`, `/readyz` says not ready while
+/// `/healthz` stays up, and once the file can grow again writes go on — no restart.
+#[test]
+fn finding_8_after_a_full_disk_the_store_takes_writes_again_once_space_is_back() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    let file = d.state.join("state.redb");
+    let size = std::fs::metadata(&file).unwrap().len();
+    set_file_size_limit(d.child.id(), &format!("{size}:unlimited"));
+    // Objects enough to make the file grow.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.yaml");
+    let pad = "x".repeat(60 * 1024);
+    let text: String = (0..40)
+        .map(|i| format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: grow{i}\n  annotations: {{pad: {pad}}}\nspec:\n  ports:\n    - port: 80\n---\n"))
+        .collect();
+    std::fs::write(&f, text).unwrap();
+    let path = f.to_str().unwrap();
+    let out = d.lanes(&["apply", "-f", path]);
+    assert!(
+        !out.status.success(),
+        "the write cannot land on a full disk"
+    );
+    let (status, _, body) = http_get(&d.api, "/readyz", &[]);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"kind\":\"Status\""), "{body}");
+    assert_eq!(
+        http_get(&d.api, "/healthz", &[]).0,
+        200,
+        "the daemon is alive"
+    );
+    // Space is back: the next write reopens the store and lands.
+    set_file_size_limit(d.child.id(), "unlimited");
+    let out = d.lanes(&["apply", "-f", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(http_get(&d.api, "/readyz", &[]).0, 200);
+    let names = d.ok(&["get", "svc", "-o", "name"]);
+    assert!(
+        names.contains("grow39") && names.contains("mocka"),
+        "nothing lost: {names}"
     );
 }

@@ -84,6 +84,9 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// `lanes up` on free loopback ports (a state directory still to name).
+pub const UP_ON_FREE_PORTS: [&str; 5] = ["up", "--api", "127.0.0.1:0", "--gateway", "127.0.0.1:0"];
+
 /// A running `lanes up`.
 pub struct Daemon {
     pub child: Child,
@@ -127,14 +130,8 @@ impl Daemon {
     fn launch(mut command: Command, state: &Path, extra: &[&str]) -> Daemon {
         let network = pod_network();
         let mut child = command
-            .args([
-                "up",
-                "--api",
-                "127.0.0.1:0",
-                "--gateway",
-                "127.0.0.1:0",
-                "--state-dir",
-            ])
+            .args(UP_ON_FREE_PORTS)
+            .arg("--state-dir")
             .arg(state)
             .args(["--pod-network", &network])
             .args(extra)
