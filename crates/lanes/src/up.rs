@@ -69,6 +69,16 @@ async fn open_store(path: &std::path::Path, recover: bool) -> Result<Store> {
     }
 }
 
+/// The first of `path` and its directories that users other than its owner and group
+/// cannot pass (execute the file, search the directory), if any.
+fn closed_to_others(path: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find(|p| std::fs::metadata(p).map_or(true, |m| m.permissions().mode() & 0o001 == 0))
+        .map(std::path::Path::to_path_buf)
+}
+
 /// The user pod processes run as: the one named, else `nobody` when the daemon runs as
 /// root; `None` when that is the daemon's own user.
 fn pod_user(named: Option<&str>) -> Result<Option<lanes_runtime::pods::PodUser>> {
@@ -87,6 +97,24 @@ fn pod_user(named: Option<&str>) -> Result<Option<lanes_runtime::pods::PodUser>>
     }
     if !me.is_root() {
         bail!("--pod-user {name:?}: only root can run pods as another user");
+    }
+    // Pods run the lanes executable (the sample, the pod-exec shim): another user must
+    // be able to reach it. A checkout under a private home directory cannot be.
+    let exe = std::env::current_exe().context("cannot find the lanes executable")?;
+    if let Some(blocked) = closed_to_others(&exe) {
+        if named.is_some() {
+            bail!(
+                "--pod-user {name:?}: {name} cannot run {} ({} is closed to other users)",
+                exe.display(),
+                blocked.display()
+            );
+        }
+        println!(
+            "lanes up: warning: pods run as root, not as {name}: {name} cannot run {} ({} is closed to other users); put lanes where others can run it, or pass --pod-user root to choose this",
+            exe.display(),
+            blocked.display()
+        );
+        return Ok(None);
     }
     Ok(Some(lanes_runtime::pods::PodUser {
         uid: user.uid.as_raw(),
