@@ -55,7 +55,11 @@ enum Command {
         #[arg(long)]
         recover: bool,
         /// The most replicas a Deployment may ask for (each is a process here).
-        #[arg(long, default_value_t = lanes_server::api::DEFAULT_MAX_REPLICAS)]
+        #[arg(
+            long,
+            default_value_t = lanes_server::api::DEFAULT_MAX_REPLICAS,
+            value_parser = clap::value_parser!(i64).range(0..=1_000_000)
+        )]
         max_replicas: i64,
         /// API listen address.
         #[arg(long, default_value = "127.0.0.1:7070")]
