@@ -23,6 +23,12 @@ pub enum Kind {
     Lane,
     /// Kruise Rollout.
     Rollout,
+    /// `v1` Namespace, cluster-scoped.
+    Namespace,
+    /// `v1` Event (also served as `events.k8s.io/v1`).
+    Event,
+    /// `coordination.k8s.io/v1` Lease.
+    Lease,
 }
 
 /// Static facts about a kind.
@@ -48,7 +54,7 @@ const ISTIO_VERSIONS: &[&str] = &["v1alpha3", "v1beta1", "v1"];
 
 impl Kind {
     /// Every kind, in the order `lanes get all` and listings use.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Service,
         Kind::Pod,
         Kind::Deployment,
@@ -58,6 +64,9 @@ impl Kind {
         Kind::LaneGroup,
         Kind::Lane,
         Kind::Rollout,
+        Kind::Namespace,
+        Kind::Event,
+        Kind::Lease,
     ];
 
     /// Static facts about this kind.
@@ -144,6 +153,33 @@ impl Kind {
                 short_names: &["ro"],
                 namespaced: true,
             },
+            Kind::Namespace => KindInfo {
+                name: "Namespace",
+                group: "",
+                version: "v1",
+                accepted_versions: &["v1"],
+                plural: "namespaces",
+                short_names: &["ns"],
+                namespaced: false,
+            },
+            Kind::Event => KindInfo {
+                name: "Event",
+                group: "",
+                version: "v1",
+                accepted_versions: &["v1"],
+                plural: "events",
+                short_names: &["ev"],
+                namespaced: true,
+            },
+            Kind::Lease => KindInfo {
+                name: "Lease",
+                group: "coordination.k8s.io",
+                version: "v1",
+                accepted_versions: &["v1"],
+                plural: "leases",
+                short_names: &[],
+                namespaced: true,
+            },
         }
     }
 
@@ -177,6 +213,9 @@ impl Kind {
         let info = self.info();
         let (group, version) = split_api_version(api_version);
         if group == info.group && info.accepted_versions.contains(&version) {
+            return Ok(());
+        }
+        if self == Kind::Event && api_version == EVENTS_V1 {
             return Ok(());
         }
         let accepted: Vec<String> = info
@@ -217,6 +256,9 @@ impl fmt::Display for Kind {
         f.write_str(self.name())
     }
 }
+
+/// The `events.k8s.io` form of [`Kind::Event`], read and written as the core one.
+pub const EVENTS_V1: &str = "events.k8s.io/v1";
 
 /// Splits `group/version` (or a bare core `version`) into its parts.
 pub fn split_api_version(api_version: &str) -> (&str, &str) {

@@ -2,6 +2,7 @@
 //! YAML decoding with located errors, per-object validation and cross-object lint.
 
 pub mod decode;
+pub mod events;
 pub mod hash;
 pub mod istio;
 pub mod kind;

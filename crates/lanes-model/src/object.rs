@@ -24,14 +24,26 @@ pub struct FieldError {
     pub path: String,
     /// What is wrong.
     pub message: String,
+    /// Whether the document could not be read as its kind at all (a wrong type, a
+    /// missing mapping), as opposed to a value that reads but is not allowed.
+    pub decode: bool,
 }
 
 impl FieldError {
-    /// A problem at `path`.
+    /// A value at `path` that is not allowed.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
             message: message.into(),
+            decode: false,
+        }
+    }
+
+    /// A value at `path` that cannot be read as its type.
+    pub fn decode(path: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            decode: true,
+            ..FieldError::new(path, message)
         }
     }
 }
@@ -79,6 +91,12 @@ pub enum Typed {
     Lane(Box<ASMSwimLane>),
     /// A Rollout (v1beta1; v1alpha1 input is converted).
     Rollout(Box<Rollout>),
+    /// A Namespace.
+    Namespace(Box<k8s_openapi::api::core::v1::Namespace>),
+    /// An Event (`events.k8s.io/v1` input is converted to the core form).
+    Event(Box<k8s_openapi::api::core::v1::Event>),
+    /// A Lease.
+    Lease(Box<k8s_openapi::api::coordination::v1::Lease>),
 }
 
 /// Identifies an object: kind, namespace (none for cluster-scoped kinds) and name.
@@ -132,7 +150,7 @@ fn typed<T: DeserializeOwned>(raw: &Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(raw).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        FieldError::new(path, tidy_serde_message(&e.into_inner().to_string()))
+        FieldError::decode(path, tidy_serde_message(&e.into_inner().to_string()))
     })
 }
 
@@ -194,7 +212,7 @@ impl Object {
     /// returned; the first type error stops decoding.
     pub fn from_value(mut raw: Value) -> Result<Object, Vec<FieldError>> {
         let Value::Object(obj) = &raw else {
-            return Err(vec![FieldError::new(
+            return Err(vec![FieldError::decode(
                 "",
                 format!("expected a mapping (an object), got {}", value_type(&raw)),
             )]);
@@ -214,6 +232,7 @@ impl Object {
         kind.check_api_version(api_version)
             .map_err(|m| vec![FieldError::new("apiVersion", m)])?;
         let is_v1alpha1_rollout = kind == Kind::Rollout && api_version.ends_with("/v1alpha1");
+        let is_events_v1 = kind == Kind::Event && api_version == crate::kind::EVENTS_V1;
 
         let meta = match obj.get("metadata") {
             Some(Value::Object(m)) => m,
@@ -221,7 +240,7 @@ impl Object {
                 return Err(vec![FieldError::new("metadata", "is required")]);
             }
             Some(other) => {
-                return Err(vec![FieldError::new(
+                return Err(vec![FieldError::decode(
                     "metadata",
                     format!("expected a mapping, got {}", value_type(other)),
                 )]);
@@ -236,7 +255,7 @@ impl Object {
                 Some(Value::String(ns)) if ns.is_empty() => Some("default".to_string()),
                 Some(Value::String(ns)) => Some(ns.clone()),
                 Some(other) => {
-                    return Err(vec![FieldError::new(
+                    return Err(vec![FieldError::decode(
                         "metadata.namespace",
                         format!("expected a string, got {}", value_type(other)),
                     )]);
@@ -261,6 +280,9 @@ impl Object {
         if is_v1alpha1_rollout {
             convert_v1alpha1(&mut raw);
         }
+        if is_events_v1 {
+            crate::events::to_core(&mut raw);
+        }
 
         let typed = match kind {
             Kind::Service => Typed::Service(Box::new(typed(&raw).map_err(|e| vec![e])?)),
@@ -276,6 +298,9 @@ impl Object {
             Kind::LaneGroup => Typed::LaneGroup(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Lane => Typed::Lane(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Rollout => Typed::Rollout(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Namespace => Typed::Namespace(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Event => Typed::Event(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::Lease => Typed::Lease(Box::new(typed(&raw).map_err(|e| vec![e])?)),
         };
         let object = Object {
             kind,

@@ -123,6 +123,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             }
         }
         Typed::LaneGroup(g) => validate_group(&mut errs, &g.spec),
+        Typed::Namespace(_) | Typed::Event(_) | Typed::Lease(_) => {}
         Typed::Lane(l) => {
             if !object.labels().contains_key(GROUP_LABEL) {
                 errs.push(FieldError::new(

@@ -59,11 +59,23 @@ impl AcceptBackoff {
 /// Waits for a connection's first byte, up to `limit`. False when the client sent
 /// nothing in time or closed.
 pub async fn first_byte(stream: &TcpStream, limit: Duration) -> bool {
+    peek_first_byte(stream, limit).await.is_some()
+}
+
+/// The first byte the client sends (left unread), or `None` when it sends nothing
+/// within `limit`.
+pub async fn peek_first_byte(stream: &TcpStream, limit: Duration) -> Option<u8> {
     let mut one = [0u8; 1];
-    matches!(
-        tokio::time::timeout(limit, stream.peek(&mut one)).await,
-        Ok(Ok(n)) if n > 0
-    )
+    match tokio::time::timeout(limit, stream.peek(&mut one)).await {
+        Ok(Ok(n)) if n > 0 => Some(one[0]),
+        _ => None,
+    }
+}
+
+/// Whether a connection's first byte opens a TLS handshake (a TLS record of type
+/// `handshake`); plain HTTP starts with a method's letter.
+pub fn is_tls_handshake(first: u8) -> bool {
+    first == 0x16
 }
 
 /// A connection's requests in flight and when the last one ended, for its idle

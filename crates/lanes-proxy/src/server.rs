@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::body::{ProxyBody, boxed};
 use crate::config::ListenerLimits;
-use crate::listener::{AcceptBackoff, Activity, first_byte};
+use crate::listener::{AcceptBackoff, Activity, is_tls_handshake, peek_first_byte};
 use crate::proxy::{Mesh, Sidecar};
 
 /// Resolves when `shutdown` turns true (or its sender is gone).
@@ -40,6 +40,22 @@ pub async fn serve<F, Fut>(
     limits: ListenerLimits,
     name: &'static str,
     shutdown: watch::Receiver<bool>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    serve_with_tls(listener, limits, name, shutdown, None, handler).await;
+}
+
+/// [`serve`], and with `tls`, a connection that opens with a TLS handshake is served
+/// over TLS (the others as plain HTTP, on the same port).
+pub async fn serve_with_tls<F, Fut>(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    name: &'static str,
+    shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handler: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -88,6 +104,7 @@ pub async fn serve<F, Fut>(
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(
             stream,
+            tls.clone(),
             builder.clone(),
             limits,
             shutdown.clone(),
@@ -102,6 +119,7 @@ pub async fn serve<F, Fut>(
 /// Serves one client connection until it ends, is idle too long, or `shutdown`.
 async fn connection<F, Fut>(
     stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
@@ -111,9 +129,36 @@ async fn connection<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    if !first_byte(&stream, limits.first_byte_timeout).await {
+    let Some(first) = peek_first_byte(&stream, limits.first_byte_timeout).await else {
         return;
+    };
+    match tls {
+        Some(acceptor) if is_tls_handshake(first) => {
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                Ok(Ok(tls_stream)) => {
+                    serve_io(tls_stream, builder, limits, shutdown, handler).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+        _ => serve_io(stream, builder, limits, shutdown, handler).await,
     }
+}
+
+/// Serves HTTP on one connection's byte stream (plain or TLS).
+async fn serve_io<I, F, Fut>(
+    stream: I,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ListenerLimits,
+    shutdown: watch::Receiver<bool>,
+    handler: F,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let activity = Activity::new();
     let service = {
         let activity = activity.clone();
@@ -201,11 +246,24 @@ pub async fn serve_router(
     shutdown: watch::Receiver<bool>,
     router: axum::Router,
 ) {
-    serve(
+    serve_router_tls(listener, limits, name, shutdown, None, router).await;
+}
+
+/// [`serve_router`], with TLS for the connections that open with a handshake.
+pub async fn serve_router_tls(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    name: &'static str,
+    shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: axum::Router,
+) {
+    serve_with_tls(
         listener,
         limits,
         name,
         shutdown,
+        tls,
         move |req: Request<Incoming>| {
             let mut router = router.clone();
             async move {

@@ -9,7 +9,6 @@ use hyper_util::rt::TokioExecutor;
 use lanes_model::Kind;
 use serde_json::Value;
 
-use crate::api::{ApplyRequest, ApplyResult};
 use crate::merge::PatchType;
 
 /// What can go wrong talking to the API.
@@ -62,39 +61,37 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Percent-encodes a query value.
-pub fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use crate::k8s::catalog::Resource;
+pub use crate::k8s::catalog::encode;
 
-/// The API path of an object (`name` given) or a collection.
+/// The API path of an object (`name` given) or a collection (`namespace` none: every
+/// namespace), at the kind's preferred version.
 pub fn path(kind: Kind, name: Option<&str>, namespace: Option<&str>) -> String {
-    sub_path(kind, name, "", namespace)
+    let ns = namespace.or(name.map(|_| "default"));
+    Resource::preferred(kind).path(ns, name, None)
 }
 
-/// The API path of an object's subresource (`/status`), or of the object when `sub` is
-/// empty.
-pub fn sub_path(kind: Kind, name: Option<&str>, sub: &str, namespace: Option<&str>) -> String {
-    let mut p = format!("/api/{}", kind.info().plural);
-    if let Some(n) = name {
-        p.push('/');
-        p.push_str(&encode(n));
-        p.push_str(sub);
-    }
-    if let Some(ns) = namespace.filter(|_| kind.namespaced()) {
-        p.push_str("?namespace=");
-        p.push_str(&encode(ns));
-    }
-    p
+/// The API path of an object's subresource (`status`).
+pub fn sub_path(kind: Kind, name: &str, sub: &str, namespace: Option<&str>) -> String {
+    Resource::preferred(kind).path(namespace.or(Some("default")), Some(name), Some(sub))
 }
+
+/// What `Client::apply` did to one object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ApplyResult {
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace, for namespaced kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `created`, `configured`, `unchanged`, `deleted` or `not found`.
+    pub result: String,
+}
+
+/// The field manager of `lanes apply`.
+pub const FIELD_MANAGER: &str = "lanes";
 
 impl Client {
     /// A client of the server at `server` (`http://host:port`).
@@ -203,27 +200,113 @@ impl Client {
         Ok(value)
     }
 
-    /// Applies objects all or nothing.
+    /// Applies objects (server-side apply, as field manager `lanes`, taking over
+    /// fields others set, as a declarative apply does): every object is first applied
+    /// as a dry run, and nothing is stored unless all pass (a namespace the same batch
+    /// creates counts as there).
     pub async fn apply(&self, objects: Vec<Value>) -> Result<Vec<ApplyResult>, ClientError> {
-        let body = serde_json::to_value(ApplyRequest { objects })
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
-        let v = self
-            .json(Method::POST, "/api/apply", None, Some(&body))
-            .await?;
-        serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
-    }
-
-    /// Deletes objects in one transaction; each result says `deleted` or `not found`.
-    pub async fn delete_many(
-        &self,
-        objects: Vec<crate::api::ObjectRef>,
-    ) -> Result<Vec<ApplyResult>, ClientError> {
-        let body = serde_json::to_value(crate::api::DeleteRequest { objects })
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
-        let v = self
-            .json(Method::POST, "/api/delete", None, Some(&body))
-            .await?;
-        serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+        let mut targets = Vec::with_capacity(objects.len());
+        let mut errors = Vec::new();
+        let new_namespaces: Vec<&str> = objects
+            .iter()
+            .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Namespace"))
+            .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+            .collect();
+        for (i, o) in objects.iter().enumerate() {
+            let described =
+                lanes_model::object::describe_value(o).unwrap_or_else(|| "object".into());
+            let Some(kind) = o
+                .get("kind")
+                .and_then(Value::as_str)
+                .and_then(Kind::from_kind_name)
+            else {
+                errors.push(format!(
+                    "object {} ({described}): kind: not a kind Lanes serves",
+                    i + 1
+                ));
+                continue;
+            };
+            let name = o
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let ns = kind.namespaced().then(|| {
+                o.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("default")
+                    .to_string()
+            });
+            let mut body = o.clone();
+            if let (Some(ns), Some(meta)) =
+                (&ns, body.get_mut("metadata").and_then(Value::as_object_mut))
+            {
+                meta.insert("namespace".into(), Value::String(ns.clone()));
+            }
+            let p = format!(
+                "{}?fieldManager={FIELD_MANAGER}&force=true&fieldValidation=Strict",
+                path(kind, Some(&name), ns.as_deref())
+            );
+            match self
+                .json(
+                    Method::PATCH,
+                    &format!("{p}&dryRun=All"),
+                    Some(APPLY),
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(ClientError::Api { status, .. })
+                    if status == StatusCode::NOT_FOUND
+                        && ns.as_deref().is_some_and(|n| new_namespaces.contains(&n)) => {}
+                Err(ClientError::Api { message, .. }) => {
+                    errors.push(format!("object {} ({described}): {message}", i + 1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            targets.push((kind, ns, name, p, body));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (kind, ns, name, ..) in &targets {
+            if !seen.insert((*kind, ns.clone(), name.clone())) {
+                errors.push(format!(
+                    "{kind} {}{name} is given twice",
+                    ns.as_ref().map(|n| format!("{n}/")).unwrap_or_default()
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ClientError::Api {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: format!("nothing applied: {}", errors.join("; ")),
+            });
+        }
+        let mut results = Vec::with_capacity(targets.len());
+        for (kind, ns, name, p, body) in targets {
+            let before = match self.get(kind, ns.as_deref(), &name).await {
+                Ok(v) => Some(resource_version_of(&v)),
+                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => None,
+                Err(e) => return Err(e),
+            };
+            let after = self
+                .json(Method::PATCH, &p, Some(APPLY), Some(&body))
+                .await?;
+            let result = match before {
+                None => "created",
+                Some(rv) if rv == resource_version_of(&after) => "unchanged",
+                Some(_) => "configured",
+            };
+            results.push(ApplyResult {
+                kind: kind.name().to_string(),
+                name,
+                namespace: ns,
+                result: result.into(),
+            });
+        }
+        Ok(results)
     }
 
     /// Lists objects of a kind (`namespace` none: all namespaces).
@@ -235,7 +318,7 @@ impl Client {
     ) -> Result<Vec<Value>, ClientError> {
         let mut p = path(kind, None, namespace);
         if let Some(sel) = selector {
-            p.push(if p.contains('?') { '&' } else { '?' });
+            p.push('?');
             p.push_str("labelSelector=");
             p.push_str(&encode(sel));
         }
@@ -264,8 +347,17 @@ impl Client {
             .and_then(Value::as_str)
             .and_then(Kind::from_kind_name)
             .ok_or_else(|| ClientError::Decode("object has no known kind".into()))?;
-        self.json(Method::POST, &path(kind, None, None), None, Some(object))
-            .await
+        let ns = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        self.json(
+            Method::POST,
+            &path(kind, None, Some(ns)),
+            None,
+            Some(object),
+        )
+        .await
     }
 
     /// Replaces an object (its `metadata.resourceVersion`, when set, must be current).
@@ -293,7 +385,7 @@ impl Client {
         name: &str,
         object: &Value,
     ) -> Result<Value, ClientError> {
-        let p = sub_path(kind, Some(name), "/status", namespace);
+        let p = sub_path(kind, name, "status", namespace);
         self.json(Method::PUT, &p, None, Some(object)).await
     }
 
@@ -307,12 +399,11 @@ impl Client {
         patch: &Value,
         status: bool,
     ) -> Result<Value, ClientError> {
-        let p = sub_path(
-            kind,
-            Some(name),
-            if status { "/status" } else { "" },
-            namespace,
-        );
+        let p = if status {
+            sub_path(kind, name, "status", namespace)
+        } else {
+            path(kind, Some(name), namespace)
+        };
         self.json(Method::PATCH, &p, Some(ptype.content_type()), Some(patch))
             .await
     }
@@ -341,9 +432,8 @@ impl Client {
         previous: bool,
     ) -> Result<String, ClientError> {
         let p = format!(
-            "/api/pods/{}/log?namespace={}&previous={previous}",
-            encode(name),
-            encode(namespace)
+            "{}/log?previous={previous}",
+            path(Kind::Pod, Some(name), Some(namespace))
         );
         let (status, body) = self.send(Method::GET, &p, None, None).await?;
         if !status.is_success() {
@@ -360,4 +450,14 @@ impl Client {
     pub async fn healthy(&self) -> bool {
         matches!(self.send(Method::GET, "/healthz", None, None).await, Ok((s, _)) if s.is_success())
     }
+}
+
+/// The media type of a server-side apply.
+const APPLY: &str = "application/apply-patch+yaml";
+
+fn resource_version_of(v: &Value) -> String {
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }

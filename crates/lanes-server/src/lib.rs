@@ -3,9 +3,10 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod k8s;
 pub mod merge;
 pub mod selector;
 
-pub use api::{ApiState, ApplyResult, router};
+pub use api::{ApiState, router};
 pub use auth::Auth;
-pub use client::Client;
+pub use client::{ApplyResult, Client};

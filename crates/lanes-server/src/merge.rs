@@ -33,24 +33,27 @@ pub fn three_way(current: &Value, last: Option<&Value>, new: &Value) -> Value {
     }
 }
 
-/// The merge key of a list field under strategic merge, as Kubernetes' core types
-/// declare it; lists without one are replaced whole.
-fn merge_key(field: &str) -> Option<&'static str> {
+/// The merge key of the list at `path` (the field names from the object's root) under
+/// strategic merge and server-side apply, as Kubernetes' core types declare it; lists
+/// without one are atomic (replaced whole). A Service's `spec.ports` merge by `port`,
+/// a container's `ports` by `containerPort`.
+pub fn list_key(path: &[String]) -> Option<&'static str> {
+    let field = path.last()?.as_str();
+    let parent = path.len().checked_sub(2).map(|i| path[i].as_str());
     match field {
         "containers"
         | "initContainers"
         | "ephemeralContainers"
         | "env"
         | "volumes"
-        | "imagePullSecrets"
-        | "hostAliases" => Some(match field {
-            "hostAliases" => "ip",
-            _ => "name",
-        }),
-        "ports" => Some("containerPort"),
+        | "imagePullSecrets" => Some("name"),
+        "hostAliases" => Some("ip"),
+        "ports" if path.len() == 2 && path[0] == "spec" => Some("port"),
+        "ports" if matches!(parent, Some("containers" | "initContainers")) => Some("containerPort"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
         "conditions" => Some("type"),
+        "ownerReferences" => Some("uid"),
         _ => None,
     }
 }
@@ -59,10 +62,10 @@ fn merge_key(field: &str) -> Option<&'static str> {
 /// a known merge key merge item by item (`$patch: delete` removes an item), other lists
 /// are replaced; `$patch: replace` on a map replaces it whole.
 pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    strategic(target, patch, None);
+    strategic(target, patch, &mut Vec::new());
 }
 
-fn strategic(target: &mut Value, patch: &Value, field: Option<&str>) {
+fn strategic(target: &mut Value, patch: &Value, path: &mut Vec<String>) {
     match patch {
         Value::Object(p) => {
             if p.get("$patch").and_then(Value::as_str) == Some("replace") {
@@ -85,18 +88,20 @@ fn strategic(target: &mut Value, patch: &Value, field: Option<&str>) {
                     t.remove(k);
                     continue;
                 }
+                path.push(k.clone());
                 match t.get_mut(k) {
-                    Some(existing) => strategic(existing, v, Some(k)),
+                    Some(existing) => strategic(existing, v, path),
                     None => {
                         let mut fresh = Value::Null;
-                        strategic(&mut fresh, v, Some(k));
+                        strategic(&mut fresh, v, path);
                         t.insert(k.clone(), fresh);
                     }
                 }
+                path.pop();
             }
         }
         Value::Array(items) => {
-            let key = field.and_then(merge_key);
+            let key = list_key(path);
             match (key, target.as_array_mut()) {
                 (Some(key), Some(list)) => {
                     for item in items {
@@ -111,10 +116,10 @@ fn strategic(target: &mut Value, patch: &Value, field: Option<&str>) {
                                 list.remove(i);
                             }
                             (None, true) => {}
-                            (Some(i), false) => strategic(&mut list[i], item, None),
+                            (Some(i), false) => strategic(&mut list[i], item, path),
                             (None, false) => {
                                 let mut fresh = Value::Null;
-                                strategic(&mut fresh, item, None);
+                                strategic(&mut fresh, item, path);
                                 list.push(fresh);
                             }
                         }
@@ -127,7 +132,7 @@ fn strategic(target: &mut Value, patch: &Value, field: Option<&str>) {
                             .filter(|i| i.get("$patch").and_then(Value::as_str) != Some("delete"))
                             .map(|i| {
                                 let mut fresh = Value::Null;
-                                strategic(&mut fresh, i, None);
+                                strategic(&mut fresh, i, path);
                                 fresh
                             })
                             .collect(),

@@ -713,6 +713,29 @@ impl Store {
         result
     }
 
+    /// Runs `f` as [`Store::write`] would, then discards everything it did: what a
+    /// write would answer, with nothing stored and nothing broadcast (`dryRun=All`).
+    pub fn dry_run<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let db = self.db()?;
+        let wtx = db.begin_write()?;
+        let result = {
+            let mut objects = wtx.open_table(OBJECTS)?;
+            let meta = wtx.open_table(META)?;
+            let rv = meta.get("rv")?.map(|v| v.value()).unwrap_or(0);
+            let mut txn = Txn {
+                objects: &mut objects,
+                rv,
+                events: Vec::new(),
+            };
+            f(&mut txn)
+        };
+        wtx.abort()?;
+        result
+    }
+
     fn write_once<R>(
         &self,
         f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,

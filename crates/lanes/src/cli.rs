@@ -433,22 +433,29 @@ pub fn delete(
             }
         }
     }
-    let refs = targets
-        .into_iter()
-        .map(|(kind, namespace, name)| lanes_server::api::ObjectRef {
-            kind: kind.name().to_string(),
-            namespace,
-            name,
-        })
-        .collect();
+    // One DELETE per object, as kubectl sends them, several in flight.
+    use futures_util::StreamExt;
+    let results: Vec<_> =
+        rt.block_on(
+            futures_util::stream::iter(targets.into_iter().map(
+                |(kind, namespace, name)| async move {
+                    let r = client.delete(kind, namespace.as_deref(), &name).await;
+                    (kind, name, r)
+                },
+            ))
+            .buffered(16)
+            .collect(),
+        );
     let mut failed = false;
-    for r in rt.block_on(client.delete_many(refs))? {
-        let word = r.kind.to_ascii_lowercase();
-        if r.result == "deleted" {
-            println!("{word}/{} deleted", r.name);
-        } else {
-            eprintln!("error: {word}/{} not found", r.name);
-            failed = true;
+    for (kind, name, r) in results {
+        let word = kind.name().to_ascii_lowercase();
+        match r {
+            Ok(_) => println!("{word}/{name} deleted"),
+            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => {
+                eprintln!("error: {word}/{name} not found");
+                failed = true;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(if failed {

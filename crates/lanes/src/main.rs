@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod kubeconfig;
 mod limits;
 mod offline;
 mod operator_cmd;
@@ -9,6 +10,7 @@ mod pod_exec;
 mod proxy_cmd;
 mod rollout_cmd;
 mod sample;
+mod tls;
 mod token;
 mod up;
 
@@ -97,6 +99,9 @@ enum Command {
     /// Print the CustomResourceDefinitions of ASMSwimLaneGroup, ASMSwimLane and Rollout
     /// (what `deploy/crds.yaml` holds).
     Crds,
+    /// Print the kubeconfig `lanes up` wrote in the state directory (`LANES_STATE_DIR`,
+    /// default `./.lanes`): context `lanes`, the API URL and its token.
+    Kubeconfig,
     /// Run a pod's own command as `lanes up` does: in the pod's process group, killed
     /// with the daemon (internal).
     #[command(hide = true)]
@@ -377,6 +382,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Demo => demo::run(),
+        Command::Kubeconfig => {
+            let state_dir = std::env::var_os("LANES_STATE_DIR")
+                .map_or_else(|| PathBuf::from(token::DEFAULT_STATE_DIR), PathBuf::from);
+            kubeconfig::print(&state_dir).map(|()| ExitCode::SUCCESS)
+        }
         Command::Rollout { ref action } => {
             client().map_err(Into::into).and_then(|c| match action {
                 RolloutAction::Status {

@@ -208,6 +208,8 @@ async fn serve(opts: UpOptions) -> Result<()> {
     };
     let path = opts.state_dir.join("state.redb");
     let store = Arc::new(open_store(&path, opts.recover).await?);
+    lanes_server::k8s::admission::ensure_namespaces(&store)
+        .context("cannot create the initial namespaces")?;
     let listener = TcpListener::bind(opts.api)
         .await
         .with_context(|| format!("cannot listen on {} (API)", opts.api))?;
@@ -285,13 +287,21 @@ async fn serve(opts: UpOptions) -> Result<()> {
     let app = router(state, lanes_proxy::admin::observability(mesh.clone()));
     // The API has a listener, a connection cap and descriptors of its own: a saturated
     // data plane does not stop it (or /healthz) from answering.
-    tasks.spawn(lanes_proxy::server::serve_router(
+    let tls = crate::tls::for_api(&opts.state_dir, api_addr.ip())?;
+    tasks.spawn(lanes_proxy::server::serve_router_tls(
         listener,
         api_limits(),
         "api",
         stop_rx.clone(),
+        Some(tls.acceptor),
         app,
     ));
+    let kubeconfig = crate::kubeconfig::write(
+        &opts.state_dir,
+        &crate::kubeconfig::server_url(api_addr),
+        &tls.ca_pem,
+        token.as_deref(),
+    )?;
     println!("lanes up: API listening on http://{api_addr}");
     println!("lanes up: gateway listening on http://{gateway_addr}");
     println!("lanes up: state in {}", path.display());
@@ -306,6 +316,10 @@ async fn serve(opts: UpOptions) -> Result<()> {
         AuthOption::Given(_) => println!("lanes up: API token as given (--token or LANES_TOKEN)"),
         AuthOption::None => println!("lanes up: API open to anyone on this machine (--no-auth)"),
     }
+    println!(
+        "lanes up: kubeconfig in {0} (context lanes): export KUBECONFIG={0}",
+        kubeconfig.display()
+    );
     stop_signal().await;
     tracing::info!("stopping");
     let _ = pods_stop.send(true);
