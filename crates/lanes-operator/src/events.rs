@@ -10,20 +10,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use crate::rollouts::Transition;
 use crate::{Error, kube_err};
 
-/// The `reportingController` of Lanes' Events.
-pub const REPORTING_CONTROLLER: &str = "lanes.dev/operator";
-
-/// The most bytes of note the API server takes.
-const NOTE_BYTES: usize = 1024;
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn truncated(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use lanes_rollout::events::REPORTING_CONTROLLER;
+use lanes_rollout::events::{NOTE_BYTES, truncated};
 
 /// Records one transition of Rollout `namespace/name` as an Event from `instance`.
 pub async fn record(

@@ -40,55 +40,7 @@ pub struct Outcome {
     pub transition: Option<Transition>,
 }
 
-/// A Rollout's move to another phase or step state, as `kubectl describe` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
-    /// The Rollout's uid.
-    pub uid: String,
-    /// A failure (rollback, pause on failed analysis) rather than progress.
-    pub warning: bool,
-    /// The new phase; while progressing, the new step state (`StepPaused`, ...), or
-    /// `RolledBack` / `Paused` when the release failed.
-    pub reason: String,
-    /// The Rollout's message.
-    pub note: String,
-}
-
-/// The transition from `old` to `new`, if phase, step or step state changed.
-fn transition(
-    uid: String,
-    old: Option<&lanes_model::rollout::RolloutStatus>,
-    new: &lanes_model::rollout::RolloutStatus,
-) -> Option<Transition> {
-    let key = |s: Option<&lanes_model::rollout::RolloutStatus>| {
-        s.map(|s| {
-            (
-                s.phase.clone(),
-                s.current_step_index,
-                s.current_step_state.clone(),
-            )
-        })
-    };
-    let note = new.message.clone().unwrap_or_default();
-    let rolled_back = note.starts_with(lanes_rollout::ROLLED_BACK);
-    let failed = rolled_back || note.starts_with("paused:");
-    let new_failure = failed && old.and_then(|o| o.message.as_deref()) != Some(note.as_str());
-    if key(old) == key(Some(new)) && !new_failure {
-        return None;
-    }
-    let reason = match (new.phase.as_deref(), &new.current_step_state) {
-        (Some("Progressing"), _) if rolled_back => "RolledBack".to_string(),
-        (Some("Progressing"), _) if failed => "Paused".to_string(),
-        (Some("Progressing"), Some(state)) => state.clone(),
-        (phase, _) => phase.unwrap_or("Initial").to_string(),
-    };
-    Some(Transition {
-        uid,
-        warning: failed,
-        reason,
-        note,
-    })
-}
+pub use lanes_rollout::events::{Transition, transition};
 
 fn merge() -> PatchParams {
     PatchParams {

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod analysis;
+pub mod events;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lanes_model::rollout::{

@@ -308,9 +308,42 @@ pub fn reconcile_one(
         let status = serde_json::to_value(&decision.status)?;
         if value.get("status") != Some(&status) {
             txn.replace_status(key, status, None)?;
+            record_transition(txn, &object, rollout, &decision.status, now)?;
         }
         Ok(())
     })
+}
+
+/// Records the Rollout's move to another phase or step state as an Event, as the
+/// operator does on a cluster.
+fn record_transition(
+    txn: &mut lanes_store::Txn<'_, '_>,
+    object: &Object,
+    rollout: &Rollout,
+    new: &lanes_model::rollout::RolloutStatus,
+    now: jiff::Timestamp,
+) -> Result<(), StoreError> {
+    let uid = object
+        .raw
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(t) = lanes_rollout::events::transition(uid, rollout.status.as_ref(), new) else {
+        return Ok(());
+    };
+    let event = lanes_rollout::events::core_event(
+        object.namespace_or_empty(),
+        &object.name,
+        &t,
+        "lanes-up",
+        now,
+    );
+    let event = Object::from_value(event).map_err(invalid)?;
+    match txn.create(&event) {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Stands down releases whose Rollout is gone: canaries deleted, workloads resumed.

@@ -13,6 +13,7 @@ pub mod objects;
 pub mod openapi;
 pub mod params;
 pub mod path;
+pub mod protobuf;
 pub mod table;
 pub mod watch;
 

@@ -96,6 +96,10 @@ pub fn parse_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
+    if media == "application/vnd.kubernetes.protobuf" {
+        return super::protobuf::decode(body)
+            .map_err(|why| ApiError::new(Reason::UnsupportedMediaType, why));
+    }
     if media.contains("protobuf") || media.contains("cbor") {
         return Err(ApiError::new(
             Reason::UnsupportedMediaType,
