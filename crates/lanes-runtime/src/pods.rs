@@ -98,6 +98,9 @@ fn status_json(ip: Option<Ipv4Addr>, started: &str, c: &ContainerState, phase: &
     let mut cs = json!({
         "name": c.name,
         "image": c.image,
+        // No registry here: the image is run by the local command the image table
+        // names for it.
+        "imageID": format!("lanes-local://{}", c.image),
         "ready": c.ready,
         "started": c.pid.is_some(),
         "restartCount": c.restarts,

@@ -244,9 +244,16 @@ impl Client {
             {
                 meta.insert("namespace".into(), Value::String(ns.clone()));
             }
+            let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            if kind == Kind::Rollout && api_version.ends_with("/v1alpha1") {
+                // Kruise's conversion, as its webhook makes it on a cluster.
+                lanes_model::rollout::convert_v1alpha1(&mut body);
+            }
+            let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let resource = Resource::for_object(kind, api_version);
             let p = format!(
                 "{}?fieldManager={FIELD_MANAGER}&force=true&fieldValidation=Strict",
-                path(kind, Some(&name), ns.as_deref())
+                resource.path(ns.as_deref(), Some(&name), None)
             );
             match self
                 .json(

@@ -116,6 +116,16 @@ impl Resource {
             })
     }
 
+    /// The resource an object of `kind` written as `api_version` goes through: that
+    /// version when served, else the kind's preferred one.
+    pub fn for_object(kind: Kind, api_version: &str) -> Resource {
+        let (group, version) = lanes_model::kind::split_api_version(api_version);
+        Resource::all()
+            .into_iter()
+            .find(|r| r.kind == kind && r.group == group && r.version == version)
+            .unwrap_or_else(|| Resource::preferred(kind))
+    }
+
     /// The path of a collection (`namespace` none: every namespace) or, with `name`, of
     /// an object; `sub` adds a subresource (`status`, `log`).
     pub fn path(&self, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>) -> String {

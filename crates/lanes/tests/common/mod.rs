@@ -203,6 +203,26 @@ impl Daemon {
         lanes_server::Client::new(&self.api, Some(self.token())).unwrap()
     }
 
+    /// How many pods are Running and ready.
+    pub fn client_list_pods(&self) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let pods = rt
+            .block_on(self.client().list(lanes_model::Kind::Pod, None, None))
+            .unwrap_or_default();
+        pods.iter()
+            .filter(|p| {
+                p.pointer("/status/phase")
+                    .and_then(serde_json::Value::as_str)
+                    == Some("Running")
+                    && p.pointer("/status/containerStatuses/0/ready")
+                        == Some(&serde_json::Value::Bool(true))
+            })
+            .count()
+    }
+
     /// The API token the daemon keeps in its state directory.
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.state.join("token"))
