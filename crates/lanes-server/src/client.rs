@@ -1,11 +1,9 @@
-//! The client of the embedded API, as the CLI uses it.
+//! The client the CLI talks the Kubernetes API with — of `lanes up` or of any cluster
+//! in a kubeconfig — through kube-rs (its transport, TLS and authentication).
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use lanes_model::Kind;
 use serde_json::Value;
 
@@ -47,12 +45,11 @@ impl ClientError {
     }
 }
 
-/// A client of one Lanes API server.
+/// A client of one API server.
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    token: Option<String>,
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    kube: kube::Client,
 }
 
 impl std::fmt::Debug for Client {
@@ -94,22 +91,64 @@ pub struct ApplyResult {
 pub const FIELD_MANAGER: &str = "lanes";
 
 impl Client {
-    /// A client of the server at `server` (`http://host:port`).
+    /// A client of the server at `server` (`http://host:port` or `https://...`, whose
+    /// certificate must be trusted by the system), with a bearer token.
     pub fn new(server: &str, token: Option<String>) -> Result<Client, ClientError> {
         let base = server.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(ClientError::Connect {
-                url: base,
-                reason: "the server URL must start with http://".into(),
-            });
+        let connect = |reason: String| ClientError::Connect {
+            url: base.clone(),
+            reason,
+        };
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(connect(
+                "the server URL must start with http:// or https://".into(),
+            ));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        Ok(Client {
-            base,
-            token,
-            http: HttpClient::builder(TokioExecutor::new()).build(connector),
-        })
+        let uri: http::Uri = base.parse().map_err(|e| connect(format!("{e}")))?;
+        let mut config = kube::Config::new(uri);
+        config.connect_timeout = Some(std::time::Duration::from_secs(5));
+        config.read_timeout = None;
+        config.auth_info.token = token.map(secrecy::SecretString::from);
+        Self::from_config(config)
+    }
+
+    /// A client of the current context of a kubeconfig.
+    pub async fn from_kubeconfig(path: &std::path::Path) -> Result<Client, ClientError> {
+        let fail = |reason: String| ClientError::Connect {
+            url: path.display().to_string(),
+            reason,
+        };
+        let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Self::from_config(config)
+    }
+
+    /// A client as kubectl finds its cluster: `KUBECONFIG`, `~/.kube/config`, or the
+    /// in-cluster service account.
+    pub async fn infer() -> Result<Client, ClientError> {
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: "the kubeconfig".into(),
+                reason: e.to_string(),
+            })?;
+        Self::from_config(config)
+    }
+
+    fn from_config(mut config: kube::Config) -> Result<Client, ClientError> {
+        config.read_timeout = None;
+        let base = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
+        let kube = kube::Client::try_from(config).map_err(|e| ClientError::Connect {
+            url: base.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Client { base, kube })
     }
 
     /// The server URL.
@@ -145,33 +184,26 @@ impl Client {
         path_and_query: &str,
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
-        let url = format!("{}{path_and_query}", self.base);
-        let mut req = Request::builder().method(method).uri(&url);
+    ) -> Result<http::Response<kube::client::Body>, ClientError> {
+        let mut req = Request::builder().method(method).uri(path_and_query);
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
-        if let Some(t) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(kube::client::Body::from(body.unwrap_or_default()))
             .map_err(|e| ClientError::Decode(e.to_string()))?;
-        self.http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: self.base.clone(),
-                reason: {
-                    let mut s = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(inner) = src {
-                        s = format!("{s}: {inner}");
-                        src = inner.source();
-                    }
-                    s
-                },
-            })
+        self.kube.send(req).await.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            reason: {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    s = format!("{s}: {inner}");
+                    src = inner.source();
+                }
+                s
+            },
+        })
     }
 
     /// Sends JSON and reads JSON; an error status becomes [`ClientError::Api`] with the
@@ -203,86 +235,48 @@ impl Client {
     /// Applies objects (server-side apply, as field manager `lanes`, taking over
     /// fields others set, as a declarative apply does): every object is first applied
     /// as a dry run, and nothing is stored unless all pass (a namespace the same batch
-    /// creates counts as there).
+    /// creates counts as there). Namespaces are applied first, then the rest, several
+    /// in flight; results come in the order given.
     pub async fn apply(&self, objects: Vec<Value>) -> Result<Vec<ApplyResult>, ClientError> {
-        let mut targets = Vec::with_capacity(objects.len());
-        let mut errors = Vec::new();
-        let new_namespaces: Vec<&str> = objects
+        let new_namespaces: Vec<String> = objects
             .iter()
             .filter(|o| o.get("kind").and_then(Value::as_str) == Some("Namespace"))
             .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+            .map(str::to_string)
             .collect();
+        let mut errors = Vec::new();
+        let mut targets = Vec::with_capacity(objects.len());
+        let mut seen = std::collections::BTreeSet::new();
         for (i, o) in objects.iter().enumerate() {
-            let described =
-                lanes_model::object::describe_value(o).unwrap_or_else(|| "object".into());
-            let Some(kind) = o
-                .get("kind")
-                .and_then(Value::as_str)
-                .and_then(Kind::from_kind_name)
-            else {
-                errors.push(format!(
-                    "object {} ({described}): kind: not a kind Lanes serves",
-                    i + 1
-                ));
-                continue;
-            };
-            let name = o
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let ns = kind.namespaced().then(|| {
-                o.pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("default")
-                    .to_string()
-            });
-            let mut body = o.clone();
-            if let (Some(ns), Some(meta)) =
-                (&ns, body.get_mut("metadata").and_then(Value::as_object_mut))
-            {
-                meta.insert("namespace".into(), Value::String(ns.clone()));
+            match ApplyTarget::of(o) {
+                Ok(t) if !seen.insert((t.kind, t.namespace.clone(), t.name.clone())) => {
+                    errors.push(format!("object {} ({}) is given twice", i + 1, t.described));
+                }
+                Ok(t) => targets.push((i, t)),
+                Err(e) => errors.push(format!("object {}: {e}", i + 1)),
             }
-            let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            if kind == Kind::Rollout && api_version.ends_with("/v1alpha1") {
-                // Kruise's conversion, as its webhook makes it on a cluster.
-                lanes_model::rollout::convert_v1alpha1(&mut body);
+        }
+        let mut checks = Vec::with_capacity(targets.len());
+        for chunk in targets.chunks(IN_FLIGHT) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for (_, t) in chunk {
+                batch.push(self.dry_run_one(t));
             }
-            let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-            let resource = Resource::for_object(kind, api_version);
-            let p = format!(
-                "{}?fieldManager={FIELD_MANAGER}&force=true&fieldValidation=Strict",
-                resource.path(ns.as_deref(), Some(&name), None)
-            );
-            match self
-                .json(
-                    Method::PATCH,
-                    &format!("{p}&dryRun=All"),
-                    Some(APPLY),
-                    Some(&body),
-                )
-                .await
-            {
+            checks.extend(futures_util::future::join_all(batch).await);
+        }
+        let checks = targets.iter().zip(checks).map(|((i, t), r)| (i, t, r));
+        for (i, t, r) in checks {
+            match r {
                 Ok(_) => {}
                 Err(ClientError::Api { status, .. })
                     if status == StatusCode::NOT_FOUND
-                        && ns.as_deref().is_some_and(|n| new_namespaces.contains(&n)) => {}
+                        && t.namespace
+                            .as_ref()
+                            .is_some_and(|n| new_namespaces.contains(n)) => {}
                 Err(ClientError::Api { message, .. }) => {
-                    errors.push(format!("object {} ({described}): {message}", i + 1));
-                    continue;
+                    errors.push(format!("object {} ({}): {message}", i + 1, t.described));
                 }
                 Err(e) => return Err(e),
-            }
-            targets.push((kind, ns, name, p, body));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for (kind, ns, name, ..) in &targets {
-            if !seen.insert((*kind, ns.clone(), name.clone())) {
-                errors.push(format!(
-                    "{kind} {}{name} is given twice",
-                    ns.as_ref().map(|n| format!("{n}/")).unwrap_or_default()
-                ));
             }
         }
         if !errors.is_empty() {
@@ -291,29 +285,64 @@ impl Client {
                 message: format!("nothing applied: {}", errors.join("; ")),
             });
         }
-        let mut results = Vec::with_capacity(targets.len());
-        for (kind, ns, name, p, body) in targets {
-            let before = match self.get(kind, ns.as_deref(), &name).await {
-                Ok(v) => Some(resource_version_of(&v)),
-                Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => None,
-                Err(e) => return Err(e),
-            };
-            let after = self
-                .json(Method::PATCH, &p, Some(APPLY), Some(&body))
-                .await?;
-            let result = match before {
-                None => "created",
-                Some(rv) if rv == resource_version_of(&after) => "unchanged",
-                Some(_) => "configured",
-            };
-            results.push(ApplyResult {
-                kind: kind.name().to_string(),
-                name,
-                namespace: ns,
-                result: result.into(),
-            });
+        let mut results: Vec<Option<ApplyResult>> = vec![None; targets.len()];
+        // Namespaces before what lives in them; lane groups after their lanes (a
+        // group's fallback target must name one of its lanes once it has any).
+        let (first, rest): (Vec<_>, Vec<_>) = targets
+            .iter()
+            .enumerate()
+            .partition(|(_, (_, t))| t.kind == Kind::Namespace);
+        let (last, rest): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|(_, (_, t))| t.kind == Kind::LaneGroup);
+        for (slot, (_, t)) in first {
+            results[slot] = Some(self.apply_one(t).await?);
         }
-        Ok(results)
+        let slots: Vec<usize> = rest.iter().map(|(slot, _)| *slot).collect();
+        let mut applied = Vec::with_capacity(rest.len());
+        for chunk in rest.chunks(IN_FLIGHT) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for (_, (_, t)) in chunk {
+                batch.push(self.apply_one(t));
+            }
+            applied.extend(futures_util::future::join_all(batch).await);
+        }
+        let applied = slots.into_iter().zip(applied);
+        for (slot, r) in applied {
+            results[slot] = Some(r?);
+        }
+        for (slot, (_, t)) in last {
+            results[slot] = Some(self.apply_one(t).await?);
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    async fn dry_run_one(&self, t: &ApplyTarget) -> Result<Value, ClientError> {
+        let url = format!("{}&dryRun=All", t.url);
+        self.json(Method::PATCH, &url, Some(APPLY), Some(&t.body))
+            .await
+    }
+
+    async fn apply_one(&self, t: &ApplyTarget) -> Result<ApplyResult, ClientError> {
+        let before = match self.get(t.kind, t.namespace.as_deref(), &t.name).await {
+            Ok(v) => Some(resource_version_of(&v)),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => None,
+            Err(e) => return Err(e),
+        };
+        let after = self
+            .json(Method::PATCH, &t.url, Some(APPLY), Some(&t.body))
+            .await?;
+        let result = match before {
+            None => "created",
+            Some(rv) if rv == resource_version_of(&after) => "unchanged",
+            Some(_) => "configured",
+        };
+        Ok(ApplyResult {
+            kind: t.kind.name().to_string(),
+            name: t.name.clone(),
+            namespace: t.namespace.clone(),
+            result: result.into(),
+        })
     }
 
     /// Lists objects of a kind (`namespace` none: all namespaces).
@@ -458,6 +487,68 @@ impl Client {
         matches!(self.send(Method::GET, "/healthz", None, None).await, Ok((s, _)) if s.is_success())
     }
 }
+
+/// One object of an apply: where it goes and what is sent.
+struct ApplyTarget {
+    kind: Kind,
+    namespace: Option<String>,
+    name: String,
+    described: String,
+    url: String,
+    body: Value,
+}
+
+impl ApplyTarget {
+    fn of(o: &Value) -> Result<ApplyTarget, String> {
+        let described = lanes_model::object::describe_value(o).unwrap_or_else(|| "object".into());
+        let kind = o
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(Kind::from_kind_name)
+            .ok_or_else(|| format!("{described}: kind: not a kind Lanes serves"))?;
+        let name = o
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let namespace = kind.namespaced().then(|| {
+            o.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default")
+                .to_string()
+        });
+        let mut body = o.clone();
+        if let (Some(ns), Some(meta)) = (
+            &namespace,
+            body.get_mut("metadata").and_then(Value::as_object_mut),
+        ) {
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+        }
+        let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if kind == Kind::Rollout && api_version.ends_with("/v1alpha1") {
+            // Kruise's conversion, as its webhook makes it on a cluster.
+            lanes_model::rollout::convert_v1alpha1(&mut body);
+        }
+        let api_version = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let resource = Resource::for_object(kind, api_version);
+        let url = format!(
+            "{}?fieldManager={FIELD_MANAGER}&force=true&fieldValidation=Strict",
+            resource.path(namespace.as_deref(), Some(&name), None)
+        );
+        Ok(ApplyTarget {
+            kind,
+            namespace,
+            name,
+            described,
+            url,
+            body,
+        })
+    }
+}
+
+/// Requests `apply` keeps in flight at once.
+const IN_FLIGHT: usize = 16;
 
 /// The media type of a server-side apply.
 const APPLY: &str = "application/apply-patch+yaml";

@@ -25,14 +25,11 @@ use lanes_server::merge::PatchType;
 #[derive(Debug, Parser)]
 #[command(name = "lanes", version, about, long_about = None)]
 struct Cli {
-    /// The Lanes API to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "LANES_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    server: String,
+    /// The API to talk to. Without it: the current context of `KUBECONFIG` (or
+    /// `~/.kube/config`) when there is one, as kubectl does, else `lanes up` at
+    /// http://127.0.0.1:7070.
+    #[arg(long, global = true, env = "LANES_SERVER")]
+    server: Option<String>,
     /// Bearer token for the API (default: the one `lanes up` keeps in
     /// `$LANES_STATE_DIR/token`, `./.lanes/token` without it).
     #[arg(long, global = true, env = "LANES_TOKEN", hide_env_values = true)]
@@ -334,12 +331,39 @@ pub enum Format {
     Json,
 }
 
+/// Where `lanes up` serves its API unless told otherwise.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// Whether kubectl would find a cluster: `KUBECONFIG`, or `~/.kube/config`.
+fn has_kubeconfig() -> bool {
+    std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".kube/config"))
+            .is_some_and(|p| p.is_file())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The API client (kube-rs) runs its connection task on this runtime, whichever
+    // runtime a command then drives its requests from.
+    let Ok(background) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    let _entered = background.enter();
     let client = || {
         let state_dir = std::env::var_os("LANES_STATE_DIR")
             .map_or_else(|| PathBuf::from(token::DEFAULT_STATE_DIR), PathBuf::from);
-        lanes_server::Client::new(&cli.server, token::discover(cli.token.clone(), &state_dir))
+        let token = token::discover(cli.token.clone(), &state_dir);
+        match &cli.server {
+            Some(server) => lanes_server::Client::new(server, token),
+            None if has_kubeconfig() => background.block_on(lanes_server::Client::infer()),
+            None => lanes_server::Client::new(DEFAULT_SERVER, token),
+        }
     };
     let result = match cli.command {
         Command::Up {

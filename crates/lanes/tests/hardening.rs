@@ -46,7 +46,7 @@ fn finding_1_the_api_always_wants_a_token_and_the_cli_finds_it() {
     let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
     assert!(token.len() >= 32);
 
-    for path in ["/api/services", "/metrics"] {
+    for path in ["/api/v1/services", "/metrics"] {
         let (status, headers, body) = http_get(&api, path, &[]);
         assert_eq!(status, 401, "{path}: {body}");
         assert!(headers.contains(&("content-type".into(), "application/json".into())));
@@ -301,7 +301,7 @@ fn finding_1_a_pod_cannot_reach_lanes_own_listeners_nor_run_as_root() {
     let api = d.api.trim_start_matches("http://").to_string();
     let gw = d.gateway.trim_start_matches("http://").to_string();
     let targets = [
-        format!("http://{api}/api/deployments"),
+        format!("http://{api}/apis/apps/v1/deployments"),
         format!(
             "http://localhost:{}/healthz",
             api.rsplit_once(':').unwrap().1
@@ -450,7 +450,7 @@ fn finding_4_a_malformed_body_is_the_clients_failure_not_the_services() {
 /// The store's resourceVersion (one counter for every write), from a list.
 fn store_version(d: &Daemon) -> u64 {
     let bearer = format!("Bearer {}", d.token());
-    let (_, _, body) = http_get(&d.api, "/api/services", &[("authorization", &bearer)]);
+    let (_, _, body) = http_get(&d.api, "/api/v1/services", &[("authorization", &bearer)]);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["metadata"]["resourceVersion"]
         .as_str()
@@ -598,7 +598,7 @@ fn finding_9_objects_over_the_limit_are_refused_with_a_413_status() {
     assert!(e.contains("more than") && e.contains("bytes"), "{e}");
     let (status, _, body) = http_get(
         &d.api,
-        "/api/services/big?namespace=default",
+        "/api/v1/namespaces/default/services/big",
         &[("authorization", &bearer)],
     );
     assert_eq!(status, 404, "nothing stored: {body}");
@@ -608,7 +608,7 @@ fn finding_9_objects_over_the_limit_are_refused_with_a_413_status() {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let len = 40 * 1024 * 1024;
     let head = format!(
-        "POST /api/apply HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        "POST /api/v1/namespaces/default/services HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     );
     s.write_all(head.as_bytes()).unwrap();
     // The API reads up to its limit, then answers; the rest of the body is not wanted.

@@ -311,11 +311,12 @@ fn an_apply_with_one_bad_document_stores_nothing() {
 async fn the_api_refuses_bad_bodies_with_4xx_and_stores_nothing() {
     let d = Daemon::start();
     let c = d.client();
-    // Invalid object straight through the API: 422 naming the field.
+    // An object of the wrong shape straight through the API: 400 naming the field, as
+    // the API server answers a body it cannot decode.
     let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
         "spec": {"replicas": "many"}});
     let err = c.create(&bad).await.unwrap_err();
-    assert_eq!(err.status().map(|s| s.as_u16()), Some(422));
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
     assert!(err.to_string().contains("spec.replicas"), "{err}");
     // An apply batch with one invalid object stores none.
     let good = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ok"}, "spec": {"ports": [{"port": 80}]}});
@@ -329,7 +330,7 @@ async fn the_api_refuses_bad_bodies_with_4xx_and_stores_nothing() {
     let (status, _) = c
         .send(
             http::Method::POST,
-            "/api/services",
+            "/api/v1/namespaces/default/services",
             Some("application/json"),
             Some(b"{nope".to_vec()),
         )
@@ -337,15 +338,20 @@ async fn the_api_refuses_bad_bodies_with_4xx_and_stores_nothing() {
         .unwrap();
     assert_eq!(status.as_u16(), 400);
     let (status, _) = c
-        .send(http::Method::GET, "/api/configmaps", None, None)
+        .send(http::Method::GET, "/api/v1/configmaps", None, None)
         .await
         .unwrap();
     assert_eq!(status.as_u16(), 404);
+    // The private routes of before are gone: one API, the Kubernetes one.
+    for old in ["/api/deployments", "/api/apply", "/api/services/ok"] {
+        let (status, _) = c.send(http::Method::GET, old, None, None).await.unwrap();
+        assert_eq!(status.as_u16(), 404, "{old}");
+    }
     c.create(&good).await.unwrap();
     let (status, body) = c
         .send(
             http::Method::PATCH,
-            "/api/services/ok",
+            "/api/v1/namespaces/default/services/ok",
             Some("text/plain"),
             Some(b"{}".to_vec()),
         )
@@ -353,8 +359,7 @@ async fn the_api_refuses_bad_bodies_with_4xx_and_stores_nothing() {
         .unwrap();
     assert_eq!(status.as_u16(), 415, "{}", String::from_utf8_lossy(&body));
     // A stale resourceVersion is a 409.
-    let mut v = c.get(Kind::Service, Some("default"), "ok").await.unwrap();
-    v["metadata"]["resourceVersion"] = json!("1");
+    let v = c.get(Kind::Service, Some("default"), "ok").await.unwrap();
     c.replace(Kind::Service, Some("default"), "ok", &v)
         .await
         .unwrap();
@@ -365,7 +370,7 @@ async fn the_api_refuses_bad_bodies_with_4xx_and_stores_nothing() {
             v2
         })
         .await;
-    // The first replace was a no-op (nothing changed), so version 1 is still current.
+    // The first replace was a no-op (nothing changed), so its version is still current.
     assert!(err.is_ok());
     let err = c
         .replace(Kind::Service, Some("default"), "ok", &v)
@@ -509,7 +514,7 @@ async fn watches_replay_from_a_version_then_follow() {
     let resp = c
         .start(
             http::Method::GET,
-            &format!("/api/services?watch=true&resourceVersion={rv}"),
+            &format!("/api/v1/namespaces/default/services?watch=true&resourceVersion={rv}"),
             None,
             None,
         )

@@ -168,6 +168,7 @@ impl Embedded {
     pub async fn start() -> Embedded {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("state.redb")).unwrap());
+        lanes_server::k8s::admission::ensure_namespaces(&store).unwrap();
         let app = lanes_server::router(
             lanes_server::ApiState {
                 store: store.clone(),

@@ -210,7 +210,7 @@ impl Daemon {
             .build()
             .unwrap();
         let pods = rt
-            .block_on(self.client().list(lanes_model::Kind::Pod, None, None))
+            .block_on(async { self.client().list(lanes_model::Kind::Pod, None, None).await })
             .unwrap_or_default();
         pods.iter()
             .filter(|p| {
