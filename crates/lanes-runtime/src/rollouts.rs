@@ -88,6 +88,7 @@ pub fn apply_actions(
     ns: &str,
     workload: &str,
     actions: &[Action],
+    owner: Option<&Value>,
 ) -> Result<(), StoreError> {
     let wkey = deployment_key(ns, workload);
     for action in actions {
@@ -108,7 +109,18 @@ pub fn apply_actions(
             })?,
             Action::CreateCanary { name, deployment } => {
                 if txn.get(&deployment_key(ns, name))?.is_none() {
-                    let object = Object::from_value(deployment.clone()).map_err(invalid)?;
+                    let mut deployment = deployment.clone();
+                    // Owned by its Rollout, as on a cluster: deleting the Rollout
+                    // deletes it (garbage collection by ownerReferences).
+                    if let (Some(owner), Some(meta)) = (
+                        owner,
+                        deployment
+                            .get_mut("metadata")
+                            .and_then(Value::as_object_mut),
+                    ) {
+                        meta.insert("ownerReferences".into(), serde_json::json!([owner]));
+                    }
+                    let object = Object::from_value(deployment).map_err(invalid)?;
                     txn.create(&object)?;
                 }
             }
@@ -294,7 +306,13 @@ pub fn reconcile_one(
             external: external.clone(),
         };
         let decision = reconcile(&obs);
-        apply_actions(txn, &ns, &wname, &decision.actions)?;
+        let owner = value.pointer("/metadata/uid").map(|uid| {
+            serde_json::json!({
+                "apiVersion": "rollouts.kruise.io/v1beta1", "kind": "Rollout",
+                "name": object.name, "uid": uid, "controller": true, "blockOwnerDeletion": true,
+            })
+        });
+        apply_actions(txn, &ns, &wname, &decision.actions, owner.as_ref())?;
         if decision.actions.contains(&Action::PauseRollout) {
             let mut paused = value.clone();
             if let Some(strategy) = paused
@@ -373,7 +391,7 @@ pub fn sweep_orphans(store: &Store) -> Result<(), StoreError> {
             actions.push(Action::ClearWorkloadMarks);
             actions.push(Action::SetWorkloadPaused(false));
             tracing::info!(deployment = %name, "rollout deleted mid-release: canary removed, Deployment resumed");
-            apply_actions(txn, &ns, &name, &actions)?;
+            apply_actions(txn, &ns, &name, &actions, None)?;
         }
         Ok(())
     })

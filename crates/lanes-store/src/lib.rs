@@ -296,6 +296,27 @@ impl Txn<'_, '_> {
         list_table(&*self.objects, kind, namespace)
     }
 
+    /// Objects of `kind` (in `namespace`, or all) whose stored JSON contains `needle`
+    /// (a uid, say): the others are skipped before they are decoded, so finding the few
+    /// objects that name another stays cheap in a large store.
+    pub fn list_containing(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        needle: &str,
+    ) -> Result<Vec<Value>, StoreError> {
+        let finder = memchr::memmem::Finder::new(needle.as_bytes());
+        let (start, end) = prefix_range(kind, namespace);
+        let mut out = Vec::new();
+        for entry in self.objects.range(start.as_str()..end.as_str())? {
+            let (k, v) = entry?;
+            if finder.find(v.value()).is_some() {
+                out.push(decode(k.value(), v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates an object; refused if it exists.
     pub fn create(&mut self, object: &Object) -> Result<Value, StoreError> {
         let key = storage_key(&object.key());
@@ -455,18 +476,24 @@ impl Txn<'_, '_> {
     }
 }
 
-fn list_table<T>(table: &T, kind: Kind, namespace: Option<&str>) -> Result<Vec<Value>, StoreError>
-where
-    T: ReadableTable<&'static str, &'static [u8]>,
-{
+/// The key range of `kind` (in `namespace`, or all): keys share the prefix and sort
+/// together; the range ends at the next prefix.
+fn prefix_range(kind: Kind, namespace: Option<&str>) -> (String, String) {
     let prefix = match namespace {
         Some(ns) => format!("{}/{ns}/", kind.name()),
         None => format!("{}/", kind.name()),
     };
-    // Keys share the prefix and sort together; the range ends at the next prefix.
     let mut end = prefix.clone();
     end.pop();
     end.push(char::from(prefix.as_bytes()[prefix.len() - 1] + 1));
+    (prefix, end)
+}
+
+fn list_table<T>(table: &T, kind: Kind, namespace: Option<&str>) -> Result<Vec<Value>, StoreError>
+where
+    T: ReadableTable<&'static str, &'static [u8]>,
+{
+    let (prefix, end) = prefix_range(kind, namespace);
     let mut out = Vec::new();
     for entry in table.range(prefix.as_str()..end.as_str())? {
         let (k, v) = entry?;
@@ -719,6 +746,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.reopen_if_broken()?;
         let db = self.db()?;
         let wtx = db.begin_write()?;
         let result = {

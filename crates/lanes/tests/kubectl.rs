@@ -15,12 +15,27 @@ fn kubeconfig(d: &Daemon) -> String {
     d.state.join("kubeconfig").display().to_string()
 }
 
+/// kubectl with the daemon's kubeconfig, and `lanes` on the PATH as the kubectl
+/// plugin `kubectl-lanes`.
 fn kubectl_command(d: &Daemon, args: &[&str]) -> Command {
+    let plugins = d.state.join("plugins");
+    if !plugins.join("kubectl-lanes").exists() {
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::os::unix::fs::symlink(common::bin(), plugins.join("kubectl-lanes")).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        plugins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut c = Command::new("kubectl");
     c.args(args)
         .env("KUBECONFIG", kubeconfig(d))
         .env("HOME", &d.state)
+        .env("PATH", path)
         .env_remove("LANES_TOKEN")
+        .env_remove("LANES_SERVER")
+        .env_remove("LANES_STATE_DIR")
         .current_dir(repo());
     c
 }
@@ -535,13 +550,27 @@ fn kubectl_everyday_commands() {
     );
 
     // delete -f: the canary Deployment of a deleted Rollout goes with it.
-    let deploys = k_ok(&d, &["get", "deploy", "-o", "name"]);
-    assert!(
-        deploys
-            .lines()
-            .any(|l| l.starts_with("deployment.apps/mockb-v1-")),
-        "{deploys}"
+    k_ok(
+        &d,
+        &["patch", "deployment", "mocka-v1", "-p", &patch_image("2.0")],
     );
+    wait_rollout(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
+    let deploys = k_ok(&d, &["get", "deploy", "-o", "name"]);
+    let canary = deploys
+        .lines()
+        .find(|l| l.starts_with("deployment.apps/mocka-v1-"))
+        .unwrap_or_else(|| panic!("a canary in {deploys}"))
+        .to_string();
+    let owner = k_ok(
+        &d,
+        &[
+            "get",
+            &canary,
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+        ],
+    );
+    assert_eq!(owner, "Rollout/rollouts-mocka");
     let deleted = k_ok(&d, &["delete", "-f", "examples/seed/30-rollouts.yaml"]);
     assert!(
         deleted.contains("rollout.rollouts.kruise.io \"rollouts-mockb\" deleted"),

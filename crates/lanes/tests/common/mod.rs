@@ -199,7 +199,22 @@ impl Daemon {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A client of this daemon. kube-rs runs its connection task on the runtime the
+    /// client is made in; made outside one, it gets a runtime of the tests' own.
     pub fn client(&self) -> lanes_server::Client {
+        static BACKGROUND: std::sync::OnceLock<tokio::runtime::Runtime> =
+            std::sync::OnceLock::new();
+        let _entered = tokio::runtime::Handle::try_current().is_err().then(|| {
+            BACKGROUND
+                .get_or_init(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                })
+                .enter()
+        });
         lanes_server::Client::new(&self.api, Some(self.token())).unwrap()
     }
 
