@@ -85,7 +85,7 @@ pub struct ApiError {
     /// The message.
     pub message: String,
     /// The object it is about: name, group, kind (the resource's plural, as upstream).
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
     /// The fields at fault.
     pub causes: Vec<Cause>,
 }
@@ -116,17 +116,21 @@ impl ApiError {
 
     /// Sets the details: the object's name, its group, its kind (as upstream names it).
     pub fn with_details(mut self, name: &str, group: &str, kind: &str) -> Self {
-        self.details = Some((name.to_string(), group.to_string(), kind.to_string()));
+        self.details = Some(Box::new((
+            name.to_string(),
+            group.to_string(),
+            kind.to_string(),
+        )));
         self
     }
 
     /// Names the object the error is about.
     pub fn about(mut self, resource: &Resource, name: &str) -> Self {
-        self.details = Some((
+        self.details = Some(Box::new((
             name.to_string(),
             resource.group.to_string(),
             resource.plural().to_string(),
-        ));
+        )));
         self
     }
 
@@ -193,11 +197,11 @@ impl ApiError {
             Reason::Invalid,
             format!("{kind}{group} {name:?} is invalid: {}", listed.join(", ")),
         );
-        err.details = Some((
+        err.details = Some(Box::new((
             name.to_string(),
             resource.group.to_string(),
             kind.to_string(),
-        ));
+        )));
         err.causes = causes;
         err
     }
@@ -216,7 +220,7 @@ impl ApiError {
         });
         if self.details.is_some() || !self.causes.is_empty() {
             let mut details = serde_json::Map::new();
-            if let Some((name, group, kind)) = &self.details {
+            if let Some((name, group, kind)) = self.details.as_deref() {
                 details.insert("name".into(), name.clone().into());
                 if !group.is_empty() {
                     details.insert("group".into(), group.clone().into());
@@ -249,11 +253,11 @@ fn invalid_message(resource: &Resource, name: &str, message: String) -> ApiError
         Reason::Invalid,
         format!("{kind}{group} {name:?} is invalid: {message}"),
     );
-    err.details = Some((
+    err.details = Some(Box::new((
         name.to_string(),
         resource.group.to_string(),
         kind.to_string(),
-    ));
+    )));
     err
 }
 

@@ -118,37 +118,34 @@ pub async fn log(
         let store = store.clone();
         let pod_key = pod_key.clone();
         async move {
-            loop {
-                tokio::time::sleep(FOLLOW_POLL).await;
-                let p = path.clone();
-                let chunk =
-                    tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
-                        let mut f = std::fs::File::open(&p)?;
-                        let len = f.metadata()?.len();
-                        let from = if len < offset { 0 } else { offset };
-                        f.seek(SeekFrom::Start(from))?;
-                        let mut buf = Vec::new();
-                        f.take(DEFAULT_TAIL_BYTES).read_to_end(&mut buf)?;
-                        Ok((buf, from + 0))
-                    })
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                match chunk {
-                    Some((buf, from)) if !buf.is_empty() => {
-                        let next = from + buf.len() as u64;
-                        return Some((
-                            Ok::<_, std::convert::Infallible>(Bytes::from(buf)),
-                            (next, 0),
-                        ));
+            tokio::time::sleep(FOLLOW_POLL).await;
+            let p = path.clone();
+            let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, u64)> {
+                let mut f = std::fs::File::open(&p)?;
+                let len = f.metadata()?.len();
+                let from = if len < offset { 0 } else { offset };
+                f.seek(SeekFrom::Start(from))?;
+                let mut buf = Vec::new();
+                f.take(DEFAULT_TAIL_BYTES).read_to_end(&mut buf)?;
+                Ok((buf, from))
+            })
+            .await
+            .ok()
+            .and_then(Result::ok);
+            match chunk {
+                Some((buf, from)) if !buf.is_empty() => {
+                    let next = from + buf.len() as u64;
+                    Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(buf)),
+                        (next, 0),
+                    ))
+                }
+                _ => {
+                    // Every few seconds of quiet, see whether the pod is still there.
+                    if idle % 10 == 9 && store.get(&pod_key).ok().flatten().is_none() {
+                        return None;
                     }
-                    _ => {
-                        // Every few seconds of quiet, see whether the pod is still there.
-                        if idle % 10 == 9 && store.get(&pod_key).ok().flatten().is_none() {
-                            return None;
-                        }
-                        return Some((Ok(Bytes::new()), (offset, idle + 1)));
-                    }
+                    Some((Ok(Bytes::new()), (offset, idle + 1)))
                 }
             }
         }

@@ -355,7 +355,7 @@ fn read_continue(token: &str) -> ApiResult<(u64, String, String)> {
             "continue: the token is not one this server gave (list again from the start)",
         )
     };
-    if token.len() % 2 != 0 || token.len() > 4096 {
+    if !token.len().is_multiple_of(2) || token.len() > 4096 {
         return Err(bad());
     }
     let bytes: Result<Vec<u8>, _> = (0..token.len())
