@@ -559,8 +559,11 @@ pub struct Store {
     db: std::sync::RwLock<Database>,
     opener: Opener,
     /// Set when a write failed in the database (a full disk, an I/O error): redb then
-    /// refuses every write until it is opened again, which the next write tries.
+    /// refuses reads and writes until it is opened again, which the next use tries.
     broken: std::sync::Mutex<Option<String>>,
+    /// Why the last write (or dry run) failed in the database; cleared only when a
+    /// write lands, so readiness never reports a store that has not shown it writes.
+    write_failure: std::sync::Mutex<Option<String>>,
     history: std::sync::Mutex<HistoryLimits>,
     events: broadcast::Sender<WatchEvent>,
 }
@@ -643,13 +646,17 @@ impl Store {
             db: std::sync::RwLock::new(db),
             opener,
             broken: std::sync::Mutex::new(None),
+            write_failure: std::sync::Mutex::new(None),
             history: std::sync::Mutex::new(HistoryLimits::default()),
             events,
         })
     }
 
     /// The database, for reading or writing.
+    /// The database, opened again first if a failure left it unusable (redb refuses
+    /// reads as well as writes after an I/O error).
     fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Database>, StoreError> {
+        self.reopen_if_broken()?;
         self.db
             .read()
             .map_err(|_| StoreError::Db("the store's lock is poisoned".into()))
@@ -667,9 +674,10 @@ impl Store {
         }
     }
 
-    /// Why writes fail, while they do (`None`: the store takes writes).
+    /// Why writes fail, while they do (`None`: the store takes writes): set by a write
+    /// that failed in the database, cleared by the next one that lands.
     pub fn unready(&self) -> Option<String> {
-        self.broken.lock().ok().and_then(|b| b.clone())
+        self.write_failure.lock().ok().and_then(|b| b.clone())
     }
 
     /// After a failed write, opens the database again so writes can go on once the
@@ -729,13 +737,25 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.reopen_if_broken()?;
-        let result = self.write_once(f);
-        if let Err(StoreError::Db(why)) = &result
-            && let Ok(mut broken) = self.broken.lock()
+        let result = self.note_failure(self.write_once(f));
+        if result.is_ok()
+            && let Ok(mut failure) = self.write_failure.lock()
         {
-            tracing::error!(error = %why, "store write failed; it is reopened at the next write");
-            *broken = Some(why.clone());
+            *failure = None;
+        }
+        result
+    }
+
+    /// Marks the store broken when `result` is a database failure (an I/O error such
+    /// as a full disk), so the next write or dry run opens it again.
+    fn note_failure<R>(&self, result: Result<R, StoreError>) -> Result<R, StoreError> {
+        if let Err(StoreError::Db(why)) = &result {
+            tracing::error!(error = %why, "store write failed; it is reopened at the next use");
+            for flag in [&self.broken, &self.write_failure] {
+                if let Ok(mut flag) = flag.lock() {
+                    *flag = Some(why.clone());
+                }
+            }
         }
         result
     }
@@ -746,7 +766,13 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.reopen_if_broken()?;
+        self.note_failure(self.dry_run_once(f))
+    }
+
+    fn dry_run_once<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let db = self.db()?;
         let wtx = db.begin_write()?;
         let result = {
@@ -893,7 +919,7 @@ mod tests {
         )
     }
 
-    /// A file backend whose writes fail while `full` is set, as on a full disk.
+    /// A file backend that cannot grow while `full` is set, as on a full disk.
     #[derive(Debug)]
     struct FullDisk {
         file: redb::backends::FileBackend,
@@ -901,8 +927,11 @@ mod tests {
     }
 
     impl FullDisk {
-        fn check(&self) -> std::io::Result<()> {
-            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+        /// A full disk refuses what would grow the file; blocks it has are rewritten.
+        fn check(&self, end: u64) -> std::io::Result<()> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst)
+                && end > redb::StorageBackend::len(&self.file)?
+            {
                 return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
             }
             Ok(())
@@ -917,15 +946,14 @@ mod tests {
             self.file.read(offset, out)
         }
         fn set_len(&self, len: u64) -> std::io::Result<()> {
-            self.check()?;
+            self.check(len)?;
             self.file.set_len(len)
         }
         fn sync_data(&self) -> std::io::Result<()> {
-            self.check()?;
             self.file.sync_data()
         }
         fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-            self.check()?;
+            self.check(offset + data.len() as u64)?;
             self.file.write(offset, data)
         }
     }
@@ -953,15 +981,27 @@ mod tests {
         let store = Store::open_with(&path, opener).unwrap();
         store.write(|t| t.create(&svc("a", 80))).unwrap();
         assert_eq!(store.unready(), None);
+        // Larger than any free page the file has: it must grow to take it.
+        let big = obj(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "b", "annotations": {"pad": "x".repeat(256 * 1024)}},
+            "spec": {"ports": [{"port": 80}]}}));
         full.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(store.write(|t| t.create(&svc("b", 80))).is_err());
+        assert!(store.write(|t| t.create(&big)).is_err());
         assert!(store.unready().is_some(), "not ready while writes fail");
+        let (names, _) = store.list(Kind::Service, None).unwrap();
+        assert_eq!(names.len(), 1, "reads go on while the disk is full");
         assert!(
-            store.write(|t| t.create(&svc("b", 80))).is_err(),
-            "still full"
+            store.unready().is_some(),
+            "a read does not make the store ready"
+        );
+        assert!(store.write(|t| t.create(&big)).is_err(), "still full");
+        assert!(store.dry_run(|t| t.create(&svc("c", 80))).is_ok());
+        assert!(
+            store.unready().is_some(),
+            "a dry run does not make it ready"
         );
         full.store(false, std::sync::atomic::Ordering::SeqCst);
-        store.write(|t| t.create(&svc("b", 80))).unwrap();
+        store.write(|t| t.create(&big)).unwrap();
         assert_eq!(store.unready(), None, "ready again once space is back");
         let (names, _) = store.list(Kind::Service, None).unwrap();
         assert_eq!(names.len(), 2, "nothing lost: {names:?}");

@@ -917,6 +917,21 @@ fn finding_10_delete_f_of_a_thousand_objects_deletes_and_reports_each() {
     );
 }
 
+/// Waits until the store's version has not moved for a second (at most 30 s).
+fn wait_until_still(d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = store_version(d);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = store_version(d);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+    panic!("the store kept moving for 30 s");
+}
+
 /// Sets the file size limit of a running process (`prlimit`, util-linux).
 fn set_file_size_limit(pid: u32, limit: &str) {
     let st = Command::new("prlimit")
@@ -949,6 +964,22 @@ fn finding_8_after_a_full_disk_the_store_takes_writes_again_once_space_is_back()
     assert!(
         !out.status.success(),
         "the write cannot land on a full disk"
+    );
+    // What did land wakes the controllers, whose small writes may still fit in the
+    // file's free pages (and so make the store ready again, rightly). Once they are
+    // done, one more write too large for any free page fails and is the last word.
+    wait_until_still(&d);
+    let probe = dir.path().join("probe.yaml");
+    let pad = "x".repeat(1024 * 1024);
+    std::fs::write(
+        &probe,
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: probe\n  annotations: {{pad: {pad}}}\nspec:\n  ports:\n    - port: 80\n"),
+    )
+    .unwrap();
+    let out = d.lanes(&["apply", "-f", probe.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "a 1 MiB write cannot land on a full disk"
     );
     let (status, _, body) = http_get(&d.api, "/readyz", &[]);
     assert_eq!(status, 503, "{body}");
