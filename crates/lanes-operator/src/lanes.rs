@@ -94,18 +94,10 @@ impl Inputs {
         Ok(())
     }
 
-    /// Sorts the objects by creation time (then name): lanes and groups are taken in
-    /// creation order, as in the embedded mode.
+    /// Puts the objects in creation order ([`lanes_compile::in_creation_order`]): the
+    /// order the route table of `lanes up` is compiled in too.
     fn sorted(mut self) -> Self {
-        let t = |o: &Object| {
-            o.raw
-                .pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        self.objects
-            .sort_by(|a, b| t(a).cmp(&t(b)).then_with(|| a.name.cmp(&b.name)));
+        lanes_compile::in_creation_order(&mut self.objects);
         self
     }
 

@@ -4,10 +4,12 @@
 //! state machine of `lanes-rollout` with the embedded mode), run against an API server
 //! through kube-rs, behind leader election on a Lease.
 
+pub mod analysis;
 pub mod events;
 pub mod lanes;
 pub mod lease;
 pub mod metrics;
+pub mod prometheus;
 pub mod rollouts;
 pub mod run;
 

@@ -1,26 +1,51 @@
-//! The rollout controller on a cluster: for each Rollout, holds its Deployment as the
-//! Kruise webhook would (see [`lanes_rollout::admission::hold`]), observes the workload
-//! and its canary Deployments, runs the state machine shared with the embedded mode, and
-//! carries out its actions with API requests. The status is written last, with the
+//! The rollout controller: for each Rollout, observes the workload (whose release the
+//! admission of Deployments marked, as Kruise's webhook does), its canary Deployments and
+//! the canary's traffic, runs the state machine of `lanes-rollout`, and carries out its
+//! actions with API requests — the same on a cluster and in `lanes up`. The status is written last, with the
 //! resourceVersion read at the start, so an approval sent meanwhile (the status patch
 //! `kubectl-kruise rollout approve` sends) is never overwritten: the write fails with
 //! 409 Conflict and the whole reconcile is retried on fresh reads.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
+use lanes_model::lane::ASMSwimLane;
 use lanes_model::rollout::{Rollout, Sample};
-use lanes_rollout::admission::{REST_TEMPLATE, hold};
 use lanes_rollout::{
-    Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, manages,
-    reconcile, targets_deployment,
+    Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
+    targets_deployment,
 };
 use serde_json::{Value, json};
 
+use crate::analysis::{NoSamples, Samples, external_values};
+use crate::prometheus::Prometheus;
 use crate::{Error, FIELD_MANAGER, is_already_exists, is_not_found, kube_err, to_value};
+
+/// What the rollout controller works with.
+#[derive(Clone)]
+pub struct Context {
+    /// The API server.
+    pub client: Client,
+    /// Where the canary's attempts are counted (built-in analysis).
+    pub samples: Arc<dyn Samples>,
+    /// The client of `prometheus` analysis metrics.
+    pub prometheus: Prometheus,
+}
+
+impl Context {
+    /// A context with no data plane to ask (built-in metrics see no attempts) and a
+    /// Prometheus client without a token.
+    pub fn new(client: Client) -> Context {
+        Context {
+            client,
+            samples: Arc::new(NoSamples),
+            prometheus: Prometheus::new(None),
+        }
+    }
+}
 
 /// How many times a reconcile that met a 409 Conflict is redone at once.
 pub const CONFLICT_ATTEMPTS: usize = 5;
@@ -101,15 +126,10 @@ async fn canary_problem(
         .await
         .map_err(kube_err(format!("list pods of {}", workload.name)))?;
     for p in list.items {
-        // A canary pod's owner is a ReplicaSet named after the canary Deployment.
-        let owned = p.metadata.owner_references.iter().flatten().any(|o| {
-            canaries.iter().any(|c| {
-                o.name
-                    .strip_prefix(&c.name)
-                    .is_some_and(|r| r.starts_with('-'))
-            })
-        });
-        if owned && let Some(problem) = lanes_rollout::pod_problem(&to_value("Pod", &p)?) {
+        let p = to_value("Pod", &p)?;
+        if lanes_rollout::owned_by_canary(&p, canaries)
+            && let Some(problem) = lanes_rollout::pod_problem(&p)
+        {
             return Ok(Some(problem));
         }
     }
@@ -119,14 +139,14 @@ async fn canary_problem(
 /// Reconciles one Rollout, redoing the whole reconcile on 409 Conflict (up to
 /// [`CONFLICT_ATTEMPTS`] times).
 pub async fn reconcile_rollout(
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
     name: &str,
     now: jiff::Timestamp,
 ) -> Result<Outcome, Error> {
     let mut conflicts = 0;
     loop {
-        match reconcile_once(client, namespace, name, now).await {
+        match reconcile_once(ctx, namespace, name, now).await {
             Err(e) if e.is_conflict() && conflicts + 1 < CONFLICT_ATTEMPTS => {
                 conflicts += 1;
                 tracing::debug!(rollout = %name, error = %e, "conflict; reconciling again");
@@ -140,12 +160,46 @@ pub async fn reconcile_rollout(
     }
 }
 
+/// The canary's attempts, when the Rollout is analysed: counted on the Service and lane
+/// its pods join (none seen when either is missing).
+async fn sample_of(
+    ctx: &Context,
+    ns: &str,
+    rollout: &Rollout,
+    workload: Option<&Value>,
+) -> Result<Option<Sample>, Error> {
+    let (Some(workload), true) = (workload, lanes_rollout::analysis_of(rollout).is_some()) else {
+        return Ok(None);
+    };
+    let services = Api::<Service>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list Services in {ns}")))?;
+    let lanes = Api::<ASMSwimLane>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("list lanes"))?;
+    let services: Vec<Value> = (services.items.iter())
+        .map(|s| to_value("Service", s))
+        .collect::<Result<_, _>>()?;
+    let lanes: Vec<Value> = (lanes.items.iter())
+        .map(|l| to_value("ASMSwimLane", l))
+        .collect::<Result<_, _>>()?;
+    let target = lanes_rollout::target::canary_target(rollout, workload, &services, &lanes);
+    Ok(Some(
+        target
+            .map(|(svc, lane)| ctx.samples.sample(&svc, ns, &lane))
+            .unwrap_or_default(),
+    ))
+}
+
 async fn reconcile_once(
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     name: &str,
     now: jiff::Timestamp,
 ) -> Result<Outcome, Error> {
+    let client = &ctx.client;
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let Some(mut rollout) = rollouts
@@ -163,15 +217,7 @@ async fn reconcile_once(
             .await
             .map_err(kube_err(format!("get Deployment {ns}/{wname}")))?
     {
-        let mut v = to_value("Deployment", &d)?;
-        if let Some(patch) = hold(&v, manages(&rollout).then_some(name)) {
-            let d = deployments
-                .patch(&wname, &merge(), &Patch::Merge(&patch))
-                .await
-                .map_err(kube_err(format!("hold Deployment {ns}/{wname}")))?;
-            v = to_value("Deployment", &d)?;
-        }
-        workload_value = Some(v);
+        workload_value = Some(to_value("Deployment", &d)?);
     }
     let workload = workload_value.as_ref().and_then(Workload::from_value);
     let canaries = canaries(&deployments, &wname).await?;
@@ -179,37 +225,20 @@ async fn reconcile_once(
         Some(w) => canary_problem(&Api::namespaced(client.clone(), ns), w, &canaries).await?,
         None => None,
     };
-    let analysed = lanes_rollout::analysis_of(&rollout).is_some();
-    let external = if analysed {
-        let value = to_value("Rollout", &rollout)?;
-        // Prometheus is queried off the async runtime (the client blocks).
-        tokio::task::spawn_blocking(move || lanes_runtime::rollouts::external_values(&value, now))
-            .await
-            .unwrap_or_default()
-    } else {
-        BTreeMap::new()
-    };
+    let sample = sample_of(ctx, ns, &rollout, workload_value.as_ref()).await?;
+    let external = external_values(&ctx.prometheus, &rollout, now).await;
     let decision = reconcile(&Observed {
         rollout: &rollout,
         generation: rollout.metadata.generation.unwrap_or(1),
         workload,
         canaries,
         now,
-        // On a cluster the mesh's own proxies carry the traffic: Lanes' built-in
-        // metrics see no attempts; `prometheus` metrics are measured.
-        sample: analysed.then(Sample::default),
+        sample,
         canary_problem,
         external,
     });
     let mut rv = rollout.metadata.resource_version.clone();
-    let held = manages(&rollout) && decision.actions.contains(&Action::ClearWorkloadMarks);
-    let mut carried = Vec::new();
     for action in &decision.actions {
-        if held && *action == Action::SetWorkloadPaused(false) {
-            // Held again at once instead (see ClearWorkloadMarks).
-            continue;
-        }
-        carried.push(action.clone());
         let done = act(
             &deployments,
             &rollouts,
@@ -224,7 +253,8 @@ async fn reconcile_once(
         }
     }
     let progressing = decision.status.phase.as_deref() == Some("Progressing");
-    let status_written = rollout.status.as_ref() != Some(&decision.status);
+    let status_written =
+        lanes_rollout::status::status_changed(rollout.status.as_ref(), &decision.status);
     let transition = transition(
         rollout.metadata.uid.clone().unwrap_or_default(),
         rollout.status.as_ref(),
@@ -240,7 +270,7 @@ async fn reconcile_once(
             .map_err(kube_err(format!("update Rollout {ns}/{name} status")))?;
     }
     Ok(Outcome {
-        actions: carried,
+        actions: decision.actions,
         status_written,
         conflicts: 0,
         progressing,
@@ -270,26 +300,6 @@ async fn act(
                 wname.to_string(),
                 json!({"spec": {"paused": paused}}),
                 "pause",
-            )
-            .await?
-        }
-        Action::ClearWorkloadMarks if manages(rollout) => {
-            // The release ended (finalised: the Deployment runs the new template; or
-            // cancelled: the template is the stable one its paused pods never left).
-            // The Deployment is held at once at the template it runs, so no edit can
-            // slip through as a plain rolling update before the next reconcile.
-            let template = workload
-                .and_then(|w| w.pointer("/spec/template"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            patch_deployment(
-                wname.to_string(),
-                json!({
-                    "metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null,
-                                                 REST_TEMPLATE: template.to_string()}},
-                    "spec": {"paused": true},
-                }),
-                "unmark",
             )
             .await?
         }
@@ -408,10 +418,7 @@ pub async fn sweep(
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
         let ann = d.metadata.annotations.clone().unwrap_or_default();
-        if ![STABLE_TEMPLATE, REST_TEMPLATE]
-            .iter()
-            .any(|k| ann.contains_key(*k))
-        {
+        if !ann.contains_key(STABLE_TEMPLATE) {
             continue;
         }
         let managed = rollouts.iter().any(|r| targets_deployment(r, &ns, &name));
@@ -439,7 +446,7 @@ pub async fn sweep(
             }
         }
         let patch = json!({
-            "metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null, REST_TEMPLATE: null}},
+            "metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null}},
             "spec": {"paused": false},
         });
         api.patch(&name, &merge(), &Patch::Merge(&patch))
@@ -452,7 +459,7 @@ pub async fn sweep(
 }
 
 /// Whether an event on Deployment `d` concerns the rollout controller: a canary, a
-/// Deployment held or mid-release, or one a Rollout targets (`targeted(namespace, name)`
+/// Deployment mid-release, or one a Rollout targets (`targeted(namespace, name)`
 /// says, looked up only when the Deployment itself shows no sign).
 pub fn concerns(d: &Deployment, targeted: impl FnOnce(&str, &str) -> bool) -> bool {
     let labelled = d
@@ -460,11 +467,11 @@ pub fn concerns(d: &Deployment, targeted: impl FnOnce(&str, &str) -> bool) -> bo
         .labels
         .as_ref()
         .is_some_and(|l| l.contains_key(CANARY_LABEL));
-    let marked = d.metadata.annotations.as_ref().is_some_and(|a| {
-        [STABLE_TEMPLATE, REST_TEMPLATE]
-            .iter()
-            .any(|k| a.contains_key(*k))
-    });
+    let marked = d
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STABLE_TEMPLATE));
     labelled
         || marked
         || targeted(

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::lease::LeaseLock;
 use crate::metrics::Metrics;
+use crate::rollouts::Context;
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct Config {
     pub lease_duration: Duration,
     /// Reconcile everything this often even without events.
     pub resync: Duration,
+    /// Whether to stand by until this replica holds the Lease (off where there is only
+    /// ever one replica, as in `lanes up`: no lease renewals to write).
+    pub leader_election: bool,
 }
 
 impl Default for Config {
@@ -48,17 +52,27 @@ impl Default for Config {
             lease_name: "lanes-operator".into(),
             lease_duration: Duration::from_secs(15),
             resync: Duration::from_secs(30),
+            leader_election: true,
         }
     }
 }
 
-/// Runs until `shutdown` turns true: leader election, then both controllers.
+/// Runs until `shutdown` turns true: leader election (when configured), then both
+/// controllers.
 pub async fn run(
-    client: Client,
+    ctx: Context,
     config: Config,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    if !config.leader_election {
+        metrics.set_ready();
+        metrics.leader.set(1);
+        let mut tasks = controllers(&ctx, &config, &metrics, &shutdown);
+        while tasks.join_next().await.is_some() {}
+        return;
+    }
+    let client = ctx.client.clone();
     let lock = LeaseLock::new(
         client.clone(),
         &config.lease_namespace,
@@ -90,19 +104,7 @@ pub async fn run(
         metrics.leader.set(1);
         tracing::info!(identity = %lock.identity(), lease = %config.lease_name, "leading: controllers start");
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        tasks.spawn(lanes_loop(
-            client.clone(),
-            config.clone(),
-            metrics.clone(),
-            stop_rx.clone(),
-        ));
-        tasks.spawn(rollouts_loop(
-            client.clone(),
-            config.clone(),
-            metrics.clone(),
-            stop_rx,
-        ));
+        let mut tasks = controllers(&ctx, &config, &metrics, &stop_rx);
         // Renew; a lease not renewed within its duration is lost.
         let mut renewed = tokio::time::Instant::now();
         loop {
@@ -139,6 +141,29 @@ pub async fn run(
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "releasing the lease");
     }
+}
+
+/// Starts both controllers, to run until `stop`.
+fn controllers(
+    ctx: &Context,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stop: &watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(lanes_loop(
+        ctx.client.clone(),
+        config.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(rollouts_loop(
+        ctx.clone(),
+        config.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    tasks
 }
 
 /// Resolves once `rx` says stop (or its sender is gone).
@@ -357,11 +382,12 @@ async fn lanes_loop(
 }
 
 async fn rollouts_loop(
-    client: Client,
+    ctx: Context,
     config: Config,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let client = &ctx.client;
     let mut w = Watches::new(&stop);
     let rollouts = w.cache(Api::<Rollout>::all(client.clone()), slim_meta, |_| true);
     // Deployment events wake the controller only when they concern a release.
@@ -383,11 +409,11 @@ async fn rollouts_loop(
     while cached && next_round(&w.notify, wait, &mut stop).await {
         let started = tokio::time::Instant::now();
         let (ok, progressing) =
-            rollouts_round(&client, &config.identity, &metrics, &rollouts, &deployments).await;
+            rollouts_round(&ctx, &config.identity, &metrics, &rollouts, &deployments).await;
         metrics.timed("rollouts", started.elapsed());
         // Timed pauses and analysis need a look soon even without events.
         wait = if !ok || progressing {
-            Duration::from_secs(2)
+            Duration::from_secs(1)
         } else {
             config.resync
         };
@@ -398,18 +424,19 @@ async fn rollouts_loop(
 /// Reconciles every Rollout, then stands down orphaned releases. Returns (all ok, any
 /// release progressing).
 async fn rollouts_round(
-    client: &Client,
+    ctx: &Context,
     identity: &str,
     metrics: &Metrics,
     rollouts: &reflector::Store<Rollout>,
     deployments: &reflector::Store<Deployment>,
 ) -> (bool, bool) {
+    let client = &ctx.client;
     let (mut ok, mut progressing) = (true, false);
     let now = jiff::Timestamp::now();
     for r in rollouts.state() {
         let ns = r.metadata.namespace.clone().unwrap_or_default();
         let name = r.metadata.name.clone().unwrap_or_default();
-        match crate::rollouts::reconcile_rollout(client, &ns, &name, now).await {
+        match crate::rollouts::reconcile_rollout(ctx, &ns, &name, now).await {
             Ok(o) => {
                 metrics.reconciled("rollouts", true);
                 metrics.conflicts.inc_by(o.conflicts as u64);

@@ -176,7 +176,7 @@ async fn operator_requests() -> Vec<Req> {
         ..Default::default()
     };
     let task = tokio::spawn(lanes_operator::run(
-        client,
+        lanes_operator::rollouts::Context::new(client),
         config,
         Arc::new(Default::default()),
         rx,

@@ -14,7 +14,7 @@ use common::*;
 use lanes_compile::Flavor;
 use lanes_operator::lease::LeaseLock;
 use lanes_operator::metrics::Metrics;
-use lanes_operator::rollouts::reconcile_rollout;
+use lanes_operator::rollouts::{Context, reconcile_rollout};
 use serde_json::{Value, json};
 
 const ISTIO: &str = "networking.istio.io/v1alpha3";
@@ -225,8 +225,12 @@ fn deployment(op: &Operator, name: &str) -> Option<Value> {
 #[tokio::test]
 async fn a_release_start_pauses_the_deployment_and_creates_an_owned_canary() {
     let mut op = release_started().await;
-    let held = deployment(&op, WORKLOAD).unwrap();
-    assert_eq!(held["spec"]["paused"], true, "held between releases");
+    let rest = deployment(&op, WORKLOAD).unwrap();
+    assert_eq!(
+        rest["spec"].get("paused"),
+        None,
+        "an ordinary Deployment between releases"
+    );
     op.fake.clear_requests();
     op.step(&Step::SetImage("a:2")).await;
     op.step(&Step::Reconcile(1)).await;
@@ -239,7 +243,8 @@ async fn a_release_start_pauses_the_deployment_and_creates_an_owned_canary() {
     let stable: Value =
         serde_json::from_str(ann[lanes_rollout::STABLE_TEMPLATE].as_str().unwrap()).unwrap();
     assert_eq!(stable["spec"]["containers"][0]["image"], "a:1");
-    // The pods never left the stable version: no request unpaused the Deployment.
+    // The pods never left the stable version: the admission paused the Deployment in
+    // the very write of the new template, and no request unpaused it.
     assert!(
         !op.fake.requests().iter().any(|r| r
             .body
@@ -337,9 +342,9 @@ async fn approve_then_finalise_deletes_the_canary() {
     let r = op.rollout().await.unwrap();
     assert_eq!(r["status"]["phase"], "Healthy");
     assert_eq!(r["status"]["message"], "workload deployment is completed");
-    // Held again at the new template, unmarked.
+    // An ordinary Deployment again, at the new template, unmarked.
     let w = deployment(&op, WORKLOAD).unwrap();
-    assert_eq!(w["spec"]["paused"], true);
+    assert_eq!(w["spec"]["paused"], false);
     assert!(
         w["metadata"]["annotations"]
             .get(lanes_rollout::STABLE_TEMPLATE)
@@ -363,7 +368,7 @@ async fn a_409_conflict_is_retried_on_fresh_reads() {
     op.fake
         .fail_next("PUT", "/rollouts/rollouts-mocka/status", 409, "Conflict");
     let now = t0() + jiff::SignedDuration::from_secs(1);
-    let out = reconcile_rollout(&op.client, NS, ROLLOUT, now)
+    let out = reconcile_rollout(&Context::new(op.client.clone()), NS, ROLLOUT, now)
         .await
         .unwrap();
     assert_eq!(out.conflicts, 1);
@@ -413,7 +418,7 @@ async fn a_409_conflict_is_retried_on_fresh_reads() {
         op.fake
             .fail_next("GET", "/rollouts/rollouts-mocka", 409, "Conflict");
     }
-    let err = reconcile_rollout(&op.client, NS, ROLLOUT, now)
+    let err = reconcile_rollout(&Context::new(op.client.clone()), NS, ROLLOUT, now)
         .await
         .unwrap_err();
     assert!(err.is_conflict(), "{err}");
@@ -523,7 +528,12 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
         lease_duration: Duration::from_secs(3),
         ..Default::default()
     };
-    let task = tokio::spawn(lanes_operator::run(client, config, metrics.clone(), rx));
+    let task = tokio::spawn(lanes_operator::run(
+        lanes_operator::rollouts::Context::new(client),
+        config,
+        metrics.clone(),
+        rx,
+    ));
     // Both controllers run: the lane controller generates, the rollout controller
     // reports the seed's Rollouts.
     until("the operator reconciles", || {
@@ -594,11 +604,16 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
         dr(&fake).is_some()
     })
     .await;
-    // A release through the watch caches: a new image on a held Deployment gets a canary.
-    until("mockb-v1 is held", || {
-        fake.get("apps/v1", "Deployment", "default", "mockb-v1")
-            .unwrap()["spec"]["paused"]
-            == true
+    // A release through the watch caches: a new image (marked by the admission, as the
+    // webhook marks it on a cluster) gets a canary.
+    until("mockb's Rollout is reported", || {
+        fake.get(
+            "rollouts.kruise.io/v1beta1",
+            "Rollout",
+            "default",
+            "rollouts-mockb",
+        )
+        .is_some_and(|r| r["status"]["phase"] == "Healthy")
     })
     .await;
     let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "b:2"}]}}}});
@@ -667,7 +682,7 @@ async fn transitions_are_reported_once_and_failures_as_warnings() {
     ])
     .await;
     let at = |s: i64| t0() + jiff::SignedDuration::from_secs(s);
-    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(1))
+    let o = reconcile_rollout(&Context::new(op.client.clone()), NS, ROLLOUT, at(1))
         .await
         .unwrap();
     let t = o.transition.unwrap();
@@ -679,12 +694,12 @@ async fn transitions_are_reported_once_and_failures_as_warnings() {
             .unwrap()
     );
     // Nothing moved: nothing to report.
-    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(2))
+    let o = reconcile_rollout(&Context::new(op.client.clone()), NS, ROLLOUT, at(2))
         .await
         .unwrap();
     assert_eq!(o.transition, None);
     // The canary never gets ready: rolled back, a warning.
-    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(62))
+    let o = reconcile_rollout(&Context::new(op.client.clone()), NS, ROLLOUT, at(62))
         .await
         .unwrap();
     let t = o.transition.unwrap();
@@ -692,7 +707,7 @@ async fn transitions_are_reported_once_and_failures_as_warnings() {
     assert_eq!(t.reason, "RolledBack");
     assert!(t.note.starts_with("rolled back:"), "{t:?}");
     // Back on the stable template: healthy, still saying why.
-    let o = reconcile_rollout(&op.client, NS, ROLLOUT, at(63))
+    let o = reconcile_rollout(&Context::new(op.client.clone()), NS, ROLLOUT, at(63))
         .await
         .unwrap();
     let t = o.transition.unwrap();
@@ -711,7 +726,12 @@ async fn a_replica_that_loses_the_lease_stops_its_controllers() {
         lease_duration: Duration::from_secs(6),
         ..Default::default()
     };
-    let task = tokio::spawn(lanes_operator::run(client, config, metrics.clone(), rx));
+    let task = tokio::spawn(lanes_operator::run(
+        lanes_operator::rollouts::Context::new(client),
+        config,
+        metrics.clone(),
+        rx,
+    ));
     until("it leads", || {
         metrics
             .encode()

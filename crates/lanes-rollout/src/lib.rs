@@ -9,6 +9,8 @@
 pub mod admission;
 pub mod analysis;
 pub mod events;
+pub mod status;
+pub mod target;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lanes_model::rollout::{
@@ -246,6 +248,27 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
         s(w, "reason"),
         s(w, "message")
     ))
+}
+
+/// Whether a pod belongs to one of the canary Deployments: its controller is the
+/// Deployment itself (pods as `lanes up` runs them) or one of its ReplicaSets,
+/// `<deployment>-<hash>` (pods as a cluster runs them).
+pub fn owned_by_canary(pod: &Value, canaries: &[Canary]) -> bool {
+    let owners = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array);
+    owners.into_iter().flatten().any(|o| {
+        let name = o.get("name").and_then(Value::as_str).unwrap_or("");
+        canaries
+            .iter()
+            .any(|c| match o.get("kind").and_then(Value::as_str) {
+                Some("Deployment") => name == c.name,
+                Some("ReplicaSet") => name
+                    .strip_prefix(c.name.as_str())
+                    .is_some_and(|rest| rest.starts_with('-')),
+                _ => false,
+            })
+    })
 }
 
 /// A hash of the release plan (the canary strategy), to notice changes to it
@@ -906,6 +929,27 @@ mod tests {
             replicas,
             ready,
         }
+    }
+
+    #[test]
+    fn canary_pods_are_known_by_their_deployment_or_its_replica_sets() {
+        let canaries = [Canary {
+            name: "a-v1-abc".into(),
+            replicas: 1,
+            ready: 0,
+        }];
+        let pod = |kind: &str, name: &str| json!({"metadata": {"ownerReferences": [{"kind": kind, "name": name}]}});
+        assert!(owned_by_canary(&pod("Deployment", "a-v1-abc"), &canaries));
+        assert!(owned_by_canary(
+            &pod("ReplicaSet", "a-v1-abc-5d9f"),
+            &canaries
+        ));
+        assert!(!owned_by_canary(&pod("Deployment", "a-v1"), &canaries));
+        assert!(!owned_by_canary(
+            &pod("ReplicaSet", "a-v1-abcdef"),
+            &canaries
+        ));
+        assert!(!owned_by_canary(&json!({"metadata": {}}), &canaries));
     }
 
     #[test]

@@ -1,13 +1,13 @@
-//! Embedded mode: the controllers that drive the object store — lanes, Deployments — and
-//! the local runtime that runs pods as processes with their sidecars.
+//! What a cluster provides for itself, run on this machine for `lanes up`: the
+//! Deployment controller, pods as processes with their sidecars, addresses, logs, and the
+//! feed of the data plane (the route table). The lane and rollout controllers are not
+//! here: `lanes up` runs the operator's, against its own API.
 
 pub mod controller;
 pub mod deployments;
 pub mod images;
 pub mod ipam;
-pub mod lanes;
 pub mod logs;
 pub mod pods;
-pub mod prometheus;
-pub mod rollouts;
+pub mod routes;
 pub mod sample;

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::images::{LanesToml, Resolved, resolve};
 use crate::ipam::Ipam;
-use crate::lanes::Snapshot;
+use crate::routes::Snapshot;
 
 /// The sidecar's inbound port: service endpoints point here.
 pub const INBOUND_PORT: u16 = 15006;

@@ -325,7 +325,7 @@ impl Client {
 
     async fn apply_one(&self, t: &ApplyTarget) -> Result<ApplyResult, ClientError> {
         let before = match self.get(t.kind, t.namespace.as_deref(), &t.name).await {
-            Ok(v) => Some(resource_version_of(&v)),
+            Ok(v) => Some(v),
             Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => None,
             Err(e) => return Err(e),
         };
@@ -334,7 +334,7 @@ impl Client {
             .await?;
         let result = match before {
             None => "created",
-            Some(rv) if rv == resource_version_of(&after) => "unchanged",
+            Some(b) if same_but_status(&b, &after) => "unchanged",
             Some(_) => "configured",
         };
         Ok(ApplyResult {
@@ -553,9 +553,22 @@ const IN_FLIGHT: usize = 16;
 /// The media type of a server-side apply.
 const APPLY: &str = "application/apply-patch+yaml";
 
-fn resource_version_of(v: &Value) -> String {
-    v.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
+/// Whether two reads of an object differ only where controllers write (the status,
+/// and the resourceVersion and managed fields that follow any write) or in the version
+/// they were read at: a status written between the read and the apply is no change the
+/// apply made.
+fn same_but_status(a: &Value, b: &Value) -> bool {
+    let user_part = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+            o.remove("apiVersion");
+        }
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        v
+    };
+    user_part(a) == user_part(b)
 }

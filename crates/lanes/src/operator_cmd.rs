@@ -91,7 +91,7 @@ async fn serve(o: Options) -> Result<()> {
     };
     tracing::info!(identity = %config.identity, lease = %format!("{}/{}", config.lease_namespace, config.lease_name), flavor = ?config.flavor, "lanes operator starting");
     let operator = tokio::spawn(lanes_operator::run(
-        client,
+        lanes_operator::rollouts::Context::new(client),
         config,
         metrics.clone(),
         stop_rx,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use lanes_compile::Flavor;
-use lanes_runtime::lanes::Snapshot;
+use lanes_runtime::routes::Snapshot;
 use lanes_server::{ApiState, Auth, router};
 use lanes_store::Store;
 use tokio::net::TcpListener;
@@ -195,6 +195,55 @@ fn survive_file_size_limit() {
     }
 }
 
+/// The data plane's counts of attempts, for built-in analysis.
+struct ProxyCounts(Arc<lanes_proxy::Metrics>);
+
+impl lanes_operator::analysis::Samples for ProxyCounts {
+    fn sample(&self, service: &str, namespace: &str, lane: &str) -> lanes_model::rollout::Sample {
+        let s = self.0.attempt_sample(service, namespace, lane);
+        lanes_model::rollout::Sample {
+            time: String::new(),
+            total: s.total,
+            failures: s.failures,
+            buckets: s.buckets,
+        }
+    }
+}
+
+/// Runs the operator's controllers (one replica: no leader election) with a kube-rs
+/// client whose transport is the API router itself, called in-process: no socket and
+/// no token, the same admission and storage as every other client.
+async fn run_controllers(
+    store: Arc<Store>,
+    flavor: Flavor,
+    counts: Arc<lanes_proxy::Metrics>,
+    max_replicas: i64,
+    stop: watch::Receiver<bool>,
+) {
+    let api = lanes_server::router(
+        ApiState {
+            store,
+            auth: Auth::Open,
+            logs: None,
+            max_replicas,
+        },
+        axum::Router::new(),
+    );
+    let client = kube::Client::new(api, "default");
+    let ctx = lanes_operator::rollouts::Context {
+        samples: Arc::new(ProxyCounts(counts)),
+        ..lanes_operator::rollouts::Context::new(client)
+    };
+    let config = lanes_operator::Config {
+        flavor,
+        identity: "lanes-up".into(),
+        leader_election: false,
+        ..Default::default()
+    };
+    let metrics = Arc::new(lanes_operator::metrics::Metrics::default());
+    lanes_operator::run(ctx, config, metrics, stop).await;
+}
+
 async fn serve(opts: UpOptions) -> Result<()> {
     survive_file_size_limit();
     let images =
@@ -217,7 +266,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(lanes_runtime::lanes::run(
+    tasks.spawn(lanes_runtime::routes::run(
         store.clone(),
         opts.flavor,
         snap_tx,
@@ -246,21 +295,12 @@ async fn serve(opts: UpOptions) -> Result<()> {
         store.clone(),
         stop_rx.clone(),
     ));
-    // Releases: the rollout controller steers canaries and stable Deployments.
-    let counts = metrics.clone();
-    let source: Arc<lanes_runtime::rollouts::SampleSource> =
-        Arc::new(move |svc: &str, ns: &str, subset: &str| {
-            let s = counts.attempt_sample(svc, ns, subset);
-            lanes_model::rollout::Sample {
-                time: String::new(),
-                total: s.total,
-                failures: s.failures,
-                buckets: s.buckets,
-            }
-        });
-    tasks.spawn(lanes_runtime::rollouts::run(
+    // The lane and rollout controllers: the operator's, against this API in-process.
+    tasks.spawn(run_controllers(
         store.clone(),
-        source,
+        opts.flavor,
+        metrics.clone(),
+        opts.max_replicas,
         stop_rx.clone(),
     ));
     let logs = opts.state_dir.join("logs");

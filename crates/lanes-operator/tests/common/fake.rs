@@ -81,7 +81,10 @@ struct Change {
 
 impl State {
     /// Stores an object (already stamped) and records the change.
-    fn store(&mut self, key: Collection, ns: String, name: String, v: Value) {
+    fn store(&mut self, key: Collection, ns: String, name: String, mut v: Value) {
+        if key.1 == "deployments" {
+            self.admit_deployment(&key, &ns, &name, &mut v);
+        }
         let coll = self.objects.entry(key.clone()).or_default();
         let kind = if coll.contains_key(&(ns.clone(), name.clone())) {
             "MODIFIED"
@@ -97,6 +100,28 @@ impl State {
             kind,
             object: v,
         });
+    }
+
+    /// What the cluster's mutating webhook for Deployments (Lanes' admission, as
+    /// Kruise's) does to every write of one, whoever sends it.
+    fn admit_deployment(&self, key: &Collection, ns: &str, name: &str, v: &mut Value) {
+        let old = self
+            .objects
+            .get(key)
+            .and_then(|c| c.get(&(ns.to_string(), name.to_string())));
+        let rollouts = (
+            "/apis/rollouts.kruise.io/v1beta1".to_string(),
+            "rollouts".to_string(),
+        );
+        let rollouts: Vec<lanes_model::rollout::Rollout> = self
+            .objects
+            .get(&rollouts)
+            .into_iter()
+            .flat_map(|c| c.values())
+            .filter_map(|r| serde_json::from_value(r.clone()).ok())
+            .collect();
+        let managing = lanes_rollout::admission::managing(&rollouts, ns, name);
+        lanes_rollout::admission::admit_deployment(old, v, managing);
     }
 
     /// Deletes an object and records the change.

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use fake::FakeApi;
 use lanes_model::Kind;
-use lanes_model::rollout::Sample;
 use lanes_server::merge::PatchType;
 use lanes_store::Store;
 use serde_json::{Value, json};
@@ -156,11 +155,14 @@ fn image_patch(image: &str) -> Value {
 // The embedded driver: the store behind the real API server (admission included), the
 // embedded rollout controller's reconcile.
 
-/// The embedded mode's rollout driver.
+/// The rollout driver of `lanes up`: the operator's reconcile against the real API
+/// server (admission included), through a kube-rs client whose transport is the API
+/// router in-process, as `lanes up` runs it.
 pub struct Embedded {
     _dir: tempfile::TempDir,
     store: Arc<Store>,
     client: lanes_server::Client,
+    kube: kube::Client,
 }
 
 impl Embedded {
@@ -178,6 +180,7 @@ impl Embedded {
             },
             axum::Router::new(),
         );
+        let kube = kube::Client::new(app.clone(), "default");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -186,6 +189,7 @@ impl Embedded {
             _dir: dir,
             store,
             client,
+            kube,
         }
     }
 }
@@ -235,15 +239,13 @@ impl Driver for Embedded {
             }
             Step::Reconcile(secs) => {
                 let now = t0() + jiff::SignedDuration::from_secs(*secs);
-                let source = |_: &str, _: &str, _: &str| Sample::default();
-                lanes_runtime::rollouts::reconcile_one(
-                    &self.store,
-                    &key(Kind::Rollout, ROLLOUT),
-                    now,
-                    &source,
-                )
-                .unwrap();
-                lanes_runtime::rollouts::sweep_orphans(&self.store).unwrap();
+                let ctx = lanes_operator::rollouts::Context::new(self.kube.clone());
+                lanes_operator::rollouts::reconcile_rollout(&ctx, NS, ROLLOUT, now)
+                    .await
+                    .unwrap();
+                lanes_operator::rollouts::sweep_orphans(&self.kube)
+                    .await
+                    .unwrap();
             }
             Step::PatchRollout(patch) => {
                 self.client
@@ -352,9 +354,14 @@ impl Driver for Operator {
                 if f.get("rollouts.kruise.io/v1beta1", "Rollout", NS, ROLLOUT)
                     .is_some()
                 {
-                    lanes_operator::rollouts::reconcile_rollout(&self.client, NS, ROLLOUT, now)
-                        .await
-                        .unwrap();
+                    lanes_operator::rollouts::reconcile_rollout(
+                        &lanes_operator::rollouts::Context::new(self.client.clone()),
+                        NS,
+                        ROLLOUT,
+                        now,
+                    )
+                    .await
+                    .unwrap();
                 }
                 lanes_operator::rollouts::sweep_orphans(&self.client)
                     .await

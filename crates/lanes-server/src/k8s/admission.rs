@@ -48,12 +48,13 @@ pub fn admit(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let managed = txn
+    let rollouts: Vec<lanes_model::rollout::Rollout> = txn
         .list(Kind::Rollout, Some(&ns))?
         .into_iter()
-        .filter_map(|r| serde_json::from_value::<lanes_model::rollout::Rollout>(r).ok())
-        .any(|r| lanes_rollout::targets_deployment(&r, &ns, &name) && lanes_rollout::manages(&r));
-    lanes_rollout::admission::admit_deployment(current, value, managed);
+        .filter_map(|r| serde_json::from_value(r).ok())
+        .collect();
+    let managing = lanes_rollout::admission::managing(&rollouts, &ns, &name);
+    lanes_rollout::admission::admit_deployment(current, value, managing);
     Ok(())
 }
 
