@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod prometheus;
 pub mod rollouts;
 pub mod run;
+pub mod webhook;
 
 pub use run::{Config, run};
 

@@ -54,6 +54,13 @@ fn every_manifest_in_deploy_parses_as_its_kubernetes_type() {
             "Role" => serde_json::from_value::<Role>(d.clone()).is_ok(),
             "RoleBinding" => serde_json::from_value::<RoleBinding>(d.clone()).is_ok(),
             "Deployment" => serde_json::from_value::<Deployment>(d.clone()).is_ok(),
+            "Service" => {
+                serde_json::from_value::<k8s_openapi::api::core::v1::Service>(d.clone()).is_ok()
+            }
+            "MutatingWebhookConfiguration" => serde_json::from_value::<
+                k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+            >(d.clone())
+            .is_ok(),
             "CustomResourceDefinition" => {
                 serde_json::from_value::<CustomResourceDefinition>(d.clone()).is_ok()
             }
@@ -71,6 +78,8 @@ fn every_manifest_in_deploy_parses_as_its_kubernetes_type() {
         "RoleBinding",
         "Deployment",
         "CustomResourceDefinition",
+        "Service",
+        "MutatingWebhookConfiguration",
     ] {
         assert!(kinds.contains(k), "deploy/ has no {k}");
     }
@@ -82,6 +91,45 @@ fn every_manifest_in_deploy_parses_as_its_kubernetes_type() {
         .unwrap();
     let spec = d.spec.unwrap().template.spec.unwrap();
     assert_eq!(spec.service_account_name.as_deref(), Some("lanes-operator"));
+    // The webhook: the API server calls the path the operator serves, on the Service
+    // that reaches the container's webhook port, which serves the mounted certificate.
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|(_, d)| d["kind"] == kind)
+            .unwrap()
+            .1
+            .clone()
+    };
+    let hook = find("MutatingWebhookConfiguration");
+    let client = &hook["webhooks"][0]["clientConfig"]["service"];
+    assert_eq!(client["path"], lanes_operator::webhook::PATH);
+    let svc = find("Service");
+    assert_eq!(client["name"], svc["metadata"]["name"]);
+    assert_eq!(client["port"], svc["spec"]["ports"][0]["port"]);
+    let container = &spec.containers[0];
+    let target = svc["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    assert!(
+        container
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.name.as_deref() == Some(target) && p.container_port == 9443)
+    );
+    let args = container.args.clone().unwrap_or_default();
+    let at = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(at("--webhook-addr"), "0.0.0.0:9443");
+    let mounted = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == at("--webhook-cert-dir"));
+    assert!(mounted, "the webhook's certificate directory is mounted");
     assert_eq!(d.metadata.namespace.as_deref(), Some("lanes-system"));
     for (_, b) in docs
         .iter()

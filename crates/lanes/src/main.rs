@@ -244,6 +244,13 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = operator_cmd::LogFormat::Json)]
         log_format: operator_cmd::LogFormat,
+        /// Serve the Deployment admission webhook over TLS with the certificate and key
+        /// in this directory (`tls.crt`, `tls.key`: a mounted `kubernetes.io/tls` Secret).
+        #[arg(long)]
+        webhook_cert_dir: Option<std::path::PathBuf>,
+        /// The webhook's listen address.
+        #[arg(long, default_value = "0.0.0.0:9443")]
+        webhook_addr: SocketAddr,
     },
 }
 
@@ -522,6 +529,8 @@ fn main() -> ExitCode {
             ref identity,
             lease_seconds,
             log_format,
+            ref webhook_cert_dir,
+            webhook_addr,
         } => operator_cmd::run(operator_cmd::Options {
             flavor,
             metrics_addr,
@@ -530,6 +539,12 @@ fn main() -> ExitCode {
             identity: identity.clone(),
             lease_seconds,
             log_format,
+            webhook: webhook_cert_dir
+                .clone()
+                .map(|cert_dir| operator_cmd::Webhook {
+                    addr: webhook_addr,
+                    cert_dir,
+                }),
         }),
     };
     match result {

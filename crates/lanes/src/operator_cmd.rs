@@ -24,6 +24,39 @@ pub struct Options {
     pub lease_seconds: u64,
     /// Log format.
     pub log_format: LogFormat,
+    /// The admission webhook, when served.
+    pub webhook: Option<Webhook>,
+}
+
+/// Where and with what the admission webhook is served.
+pub struct Webhook {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Directory holding `tls.crt` and `tls.key`.
+    pub cert_dir: std::path::PathBuf,
+}
+
+/// Serves the admission webhook over TLS until `stop`.
+async fn serve_webhook(
+    w: &Webhook,
+    client: kube::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let acceptor =
+        crate::tls::from_files(&w.cert_dir.join("tls.crt"), &w.cert_dir.join("tls.key"))?;
+    let listener = tokio::net::TcpListener::bind(w.addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (webhook)", w.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, path = lanes_operator::webhook::PATH, "admission webhook listening (TLS)");
+    let router = lanes_operator::webhook::router(lanes_operator::webhook::Rollouts::watch(client));
+    Ok(tokio::spawn(lanes_proxy::server::serve_router_tls(
+        listener,
+        lanes_proxy::Settings::default().listener_limits(),
+        "webhook",
+        stop,
+        Some(acceptor),
+        router,
+    )))
 }
 
 /// How the operator writes its logs.
@@ -81,6 +114,10 @@ async fn serve(o: Options) -> Result<()> {
         stop_rx.clone(),
         router,
     ));
+    let webhook = match &o.webhook {
+        Some(w) => Some(serve_webhook(w, client.clone(), stop_rx.clone()).await?),
+        None => None,
+    };
     let config = lanes_operator::Config {
         flavor: o.flavor,
         identity,
@@ -101,5 +138,8 @@ async fn serve(o: Options) -> Result<()> {
     stop_tx.send_replace(true);
     operator.await.context("operator task")?;
     http.await.context("metrics server task")?;
+    if let Some(w) = webhook {
+        w.await.context("webhook server task")?;
+    }
     Ok(())
 }

@@ -91,15 +91,40 @@ pub fn for_api(state_dir: &Path, ip: IpAddr) -> Result<ApiTls> {
     let chain = vec![cert.der().clone()];
     let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
         .map_err(|e| anyhow::anyhow!("serving key: {e}"))?;
+    Ok(ApiTls {
+        acceptor: acceptor(chain, der_key).context("cannot make the API's TLS configuration")?,
+        ca_pem,
+    })
+}
+
+/// A TLS acceptor (HTTP/2 and HTTP/1.1) serving `chain` with `key`.
+fn acceptor(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<tokio_rustls::TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, der_key)
-        .context("cannot make the API's TLS configuration")?;
+        .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(ApiTls {
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        ca_pem,
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS acceptor serving the PEM certificate chain in `cert` with the PEM key in `key`
+/// (the webhook's, from a mounted Secret).
+pub fn from_files(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read the certificate chain in {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read the private key in {}", key.display()))?;
+    acceptor(chain, key).with_context(|| {
+        format!(
+            "{} and its key do not make a TLS configuration",
+            cert.display()
+        )
     })
 }

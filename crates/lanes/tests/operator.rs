@@ -46,13 +46,12 @@ fn seed_cluster(fake: &fake::FakeApi) {
     }
 }
 
-#[test]
-fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+/// A mocked API server on loopback HTTP, seeded with the article's objects, and a
+/// kubeconfig naming it (in `dir`).
+fn mocked_cluster(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+) -> (fake::FakeApi, std::path::PathBuf) {
     let (fake, addr) = rt.block_on(async {
         let (fake, _client) = fake::FakeApi::start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -62,8 +61,7 @@ fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm()
         (fake, addr)
     });
     seed_cluster(&fake);
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
+    let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
         format!(
@@ -73,7 +71,15 @@ fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm()
         ),
     )
     .unwrap();
-    // The arguments deploy/operator.yaml passes, with a free metrics port.
+    (fake, kubeconfig)
+}
+
+/// `lanes operator` with the arguments deploy/operator.yaml passes (free ports) and
+/// `extra`, against `kubeconfig`: the child and its JSON log lines.
+fn start_operator(
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<Value>) {
     let mut child = Command::new(bin())
         .args([
             "operator",
@@ -84,7 +90,8 @@ fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm()
             "--lease-seconds",
             "3",
         ])
-        .env("KUBECONFIG", &kubeconfig)
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
         .env("POD_NAME", "lanes-operator-e2e")
         .env("POD_NAMESPACE", "lanes-system")
         .env("RUST_LOG", "info")
@@ -92,23 +99,42 @@ fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Structured logs: one JSON object per line; the first says where metrics listen.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    // Structured logs: one JSON object per line.
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            let _ = tx.send(v);
         }
     });
+    (child, rx)
+}
+
+/// Waits for the log line with `message`; returns its `addr` field and the lines read.
+fn listening(rx: &std::sync::mpsc::Receiver<Value>, message: &str) -> (String, Vec<Value>) {
     let mut lines = Vec::new();
-    let metrics = eventually(Duration::from_secs(30), || {
-        let line = rx.recv_timeout(Duration::from_millis(100)).ok()?;
-        let v: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    let addr = eventually(Duration::from_secs(30), || {
+        let v = rx.recv_timeout(Duration::from_millis(100)).ok()?;
         lines.push(v.clone());
-        (v["message"] == "metrics and health listening")
-            .then(|| v["addr"].as_str().unwrap().to_string())
+        (v["message"] == message).then(|| v["addr"].as_str().unwrap().to_string())
     });
+    (addr, lines)
+}
+
+#[test]
+fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, kubeconfig) = mocked_cluster(&rt, dir.path());
+    let (mut child, rx) = start_operator(&kubeconfig, &[]);
+    // The first line says where metrics listen.
+    let (metrics, lines) = listening(&rx, "metrics and health listening");
     assert_eq!(lines[0]["level"], "INFO", "{:?}", lines[0]);
 
     // It leads and reconciles: the article's 8 objects appear.
@@ -172,4 +198,141 @@ fn the_operator_says_clearly_when_there_is_no_cluster_to_talk_to() {
         err.contains("cannot configure a Kubernetes client"),
         "{err}"
     );
+}
+
+/// A self-signed serving certificate for 127.0.0.1, as `tls.crt`/`tls.key` in `dir`.
+fn webhook_cert(dir: &std::path::Path) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+}
+
+/// The AdmissionReview the API server sends for an update of `old` to `new`.
+fn review(old: &Value, new: &Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "name": new["metadata"]["name"], "namespace": "default",
+            "operation": "UPDATE",
+            "userInfo": {"username": "admin"},
+            "object": new, "oldObject": old,
+            "dryRun": false,
+        }
+    })
+}
+
+/// POSTs `body` to the webhook over TLS (curl, trusting `ca`): the answer.
+fn post_review(addr: &str, ca: &std::path::Path, body: &Value) -> Value {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(ca)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("https://{addr}{}", lanes_operator::webhook::PATH))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(body.to_string().as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "curl failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The patch of an answer, applied to `object`.
+fn patched(answer: &Value, object: &Value) -> Value {
+    let response = &answer["response"];
+    let bytes: Vec<u8> = match &response["patch"] {
+        Value::Array(b) => b.iter().map(|x| x.as_u64().unwrap() as u8).collect(),
+        Value::Null => return object.clone(),
+        other => panic!("unexpected patch encoding {other}"),
+    };
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut out = object.clone();
+    json_patch::patch(&mut out, &patch).unwrap();
+    out
+}
+
+/// The webhook, served by the binary over TLS, answers a template change under the
+/// seed's Rollout with the patch the in-process admission of `lanes up` makes (paused,
+/// release marked), and lets other updates through untouched.
+#[test]
+fn the_webhook_over_tls_patches_as_the_in_process_admission_does() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, kubeconfig) = mocked_cluster(&rt, dir.path());
+    webhook_cert(dir.path());
+    let (mut child, rx) = start_operator(
+        &kubeconfig,
+        &[
+            "--webhook-cert-dir",
+            dir.path().to_str().unwrap(),
+            "--webhook-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let (addr, _) = listening(&rx, "admission webhook listening (TLS)");
+    let old = fake
+        .get("apps/v1", "Deployment", "default", "mocka-v1")
+        .unwrap();
+    let mut new = old.clone();
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("mocka:2.0");
+    // The in-process admission's result, for the seed's Rollouts.
+    let rollouts: Vec<lanes_model::rollout::Rollout> = fake
+        .list("rollouts.kruise.io/v1beta1", "Rollout")
+        .into_iter()
+        .map(|r| serde_json::from_value(r).unwrap())
+        .collect();
+    let mut expected = new.clone();
+    let managing = lanes_rollout::admission::managing(&rollouts, "default", "mocka-v1");
+    assert_eq!(managing, Some("rollouts-mocka"));
+    lanes_rollout::admission::admit_deployment(Some(&old), &mut expected, managing);
+    assert_eq!(expected["spec"]["paused"], true);
+    // The webhook's cache of Rollouts fills from a watch: ask until it answers so.
+    let answer = eventually(Duration::from_secs(20), || {
+        let a = post_review(&addr, &dir.path().join("tls.crt"), &review(&old, &new));
+        (a["response"]["patch"] != Value::Null).then_some(a)
+    });
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(
+        answer["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
+    assert_eq!(patched(&answer, &new), expected);
+    // An update that keeps the template (a scale) passes untouched.
+    let mut scaled = old.clone();
+    scaled["spec"]["replicas"] = json!(3);
+    let answer = post_review(&addr, &dir.path().join("tls.crt"), &review(&old, &scaled));
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patch"], Value::Null);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let code = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(code.success(), "{code:?}");
 }

@@ -1,0 +1,187 @@
+//! The mutating admission webhook for Deployments, as Kruise Rollout has one: on a
+//! cluster the API server sends every Deployment update here (an `AdmissionReview`,
+//! over TLS), and the answer is the JSON Patch of what
+//! [`lanes_rollout::admission::admit_deployment`] — the function `lanes up` calls
+//! in-process — does to it: a new template under an enabled Rollout pauses the
+//! Deployment and marks the release. Every replica serves it, leader or not.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use lanes_model::rollout::Rollout;
+use serde_json::Value;
+
+/// The path the `MutatingWebhookConfiguration` names.
+pub const PATH: &str = "/mutate-apps-v1-deployment";
+
+/// The Rollouts the webhook decides by: a watch cache, or a fixed list (tests).
+#[derive(Clone)]
+pub enum Rollouts {
+    /// A watch cache of every Rollout.
+    Cache(reflector::Store<Rollout>),
+    /// A given list.
+    Fixed(Arc<Vec<Rollout>>),
+}
+
+impl Rollouts {
+    /// A watch cache of the cluster's Rollouts, kept by a task that runs until the
+    /// process ends.
+    pub fn watch(client: kube::Client) -> Rollouts {
+        let (reader, writer) = reflector::store();
+        let events = watcher(Api::<Rollout>::all(client), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(e) = events.next().await {
+                if let Err(e) = e {
+                    tracing::debug!(error = %e, "webhook: Rollout watch");
+                }
+            }
+        });
+        Rollouts::Cache(reader)
+    }
+
+    fn all(&self) -> Vec<Rollout> {
+        match self {
+            Rollouts::Cache(s) => s.state().iter().map(|r| (**r).clone()).collect(),
+            Rollouts::Fixed(v) => v.as_ref().clone(),
+        }
+    }
+}
+
+/// The patch the admission makes to an update of Deployment `new` (stored as `old`),
+/// with `rollouts` deciding whether one manages it; empty when it changes nothing.
+pub fn patch_for(old: &Value, new: &Value, rollouts: &[Rollout]) -> json_patch_kube::Patch {
+    let ns = new
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let managing = lanes_rollout::admission::managing(rollouts, ns, name);
+    let mut admitted = new.clone();
+    lanes_rollout::admission::admit_deployment(Some(old), &mut admitted, managing);
+    json_patch_kube::diff(new, &admitted)
+}
+
+/// Whether the request is one the admission acts on: an update of a Deployment with
+/// both the stored and the new object.
+fn is_deployment_update(req: &AdmissionRequest<DynamicObject>) -> bool {
+    req.kind.group == "apps" && req.kind.kind == "Deployment" && req.operation == Operation::Update
+}
+
+/// Answers one review: allowed always (the admission never refuses), with the patch
+/// when there is one.
+pub fn review(
+    body: AdmissionReview<DynamicObject>,
+    rollouts: &[Rollout],
+) -> AdmissionReview<DynamicObject> {
+    let req: AdmissionRequest<DynamicObject> = match body.try_into() {
+        Ok(r) => r,
+        Err(e) => return AdmissionResponse::invalid(e.to_string()).into_review(),
+    };
+    let answer = AdmissionResponse::from(&req);
+    let objects = (req.old_object.as_ref(), req.object.as_ref());
+    let (true, (Some(old), Some(new))) = (is_deployment_update(&req), objects) else {
+        return answer.into_review();
+    };
+    let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return answer.into_review();
+    };
+    let patch = patch_for(&old, &new, rollouts);
+    if patch.0.is_empty() {
+        return answer.into_review();
+    }
+    match answer.with_patch(patch) {
+        Ok(a) => a.into_review(),
+        Err(e) => AdmissionResponse::from(&req)
+            .deny(format!("lanes admission: {e}"))
+            .into_review(),
+    }
+}
+
+async fn mutate(
+    State(rollouts): State<Rollouts>,
+    Json(body): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    Json(review(body, &rollouts.all()))
+}
+
+/// The webhook's routes (serve them over TLS: the API server calls only HTTPS).
+pub fn router(rollouts: Rollouts) -> axum::Router {
+    axum::Router::new()
+        .route(PATH, post(mutate))
+        .with_state(rollouts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rollouts() -> Vec<Rollout> {
+        vec![
+            serde_json::from_value(json!({
+                "apiVersion": "rollouts.kruise.io/v1beta1", "kind": "Rollout",
+                "metadata": {"name": "r", "namespace": "default"},
+                "spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+                         "strategy": {"canary": {"steps": [{"replicas": 1}]}}}
+            }))
+            .unwrap(),
+        ]
+    }
+
+    fn deployment(name: &str, image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": name, "namespace": "default"},
+               "spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    #[test]
+    fn the_patch_turns_the_request_into_what_the_admission_makes_of_it() {
+        let (old, new) = (deployment("d", "a:1"), deployment("d", "a:2"));
+        let patch = patch_for(&old, &new, &rollouts());
+        let mut out = new.clone();
+        json_patch_kube::patch(&mut out, &patch).unwrap();
+        let mut expected = new.clone();
+        lanes_rollout::admission::admit_deployment(Some(&old), &mut expected, Some("r"));
+        assert_eq!(out, expected);
+        assert_eq!(out["spec"]["paused"], true);
+        // Unmanaged, or the template kept: nothing to patch.
+        let other = patch_for(
+            &deployment("e", "a:1"),
+            &deployment("e", "a:2"),
+            &rollouts(),
+        );
+        assert!(other.0.is_empty());
+        assert!(patch_for(&old, &old, &rollouts()).0.is_empty());
+    }
+
+    #[test]
+    fn a_review_of_anything_but_a_deployment_update_is_allowed_untouched() {
+        let body: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1", "operation": "CREATE",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "userInfo": {}, "object": deployment("d", "a:2"),
+            }
+        }))
+        .unwrap();
+        let answer = serde_json::to_value(review(body, &rollouts())).unwrap();
+        assert_eq!(answer["response"]["allowed"], true);
+        assert_eq!(answer["response"]["uid"], "u1");
+        assert!(answer["response"].get("patch").is_none());
+    }
+}
