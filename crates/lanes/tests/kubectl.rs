@@ -302,6 +302,14 @@ fn kubectl_walks_the_article() {
         3,
         "{rollouts}"
     );
+    // Between releases a managed Deployment is an ordinary one: `kubectl rollout
+    // restart` is taken (a new template: under its Rollout, a release, as with Kruise).
+    let d_json: serde_json::Value =
+        serde_json::from_str(&k_ok(&d, &["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    assert_ne!(d_json["spec"]["paused"], true, "{}", d_json["spec"]);
+    let out = k_ok(&d, &["rollout", "restart", "deployment/mocka-v1"]);
+    assert_eq!(out.trim(), "deployment.apps/mocka-v1 restarted");
+    wait_rollout(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
 }
 
 /// The lines a running kubectl prints, read on a thread of their own.
