@@ -56,6 +56,10 @@ pub struct LaneGroupStatus {
     /// Last message of the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `Ready`: whether the group compiles (`False` names the object, field and reason
+    /// that stop it; its generated objects are then left as they stand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }
 
 /// The ingress of a lane group.

@@ -22,36 +22,55 @@ pub async fn record(
     instance: &str,
     now: jiff::Timestamp,
 ) -> Result<(), Error> {
+    let regarding = ObjectReference {
+        api_version: Some("rollouts.kruise.io/v1beta1".into()),
+        kind: Some("Rollout".into()),
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        uid: Some(t.uid.clone()),
+        ..Default::default()
+    };
+    emit(
+        client, namespace, regarding, &t.reason, &t.note, t.warning, instance, now,
+    )
+    .await
+}
+
+/// Records an Event about `regarding` in `namespace` (cluster-scoped objects' Events go
+/// in `default`, as Kubernetes puts them).
+#[allow(clippy::too_many_arguments)]
+pub async fn emit(
+    client: &Client,
+    namespace: &str,
+    regarding: ObjectReference,
+    reason: &str,
+    note: &str,
+    warning: bool,
+    instance: &str,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let name = regarding.name.clone().unwrap_or_default();
     let event = Event {
         metadata: ObjectMeta {
-            // Unique per transition: one Event each, never merged into a series.
+            // Unique per occurrence: one Event each, never merged into a series.
             name: Some(format!("{name}.{:x}", now.as_nanosecond())),
             namespace: Some(namespace.to_string()),
             ..Default::default()
         },
         event_time: Some(MicroTime(now)),
         action: Some("Reconcile".into()),
-        reason: Some(t.reason.clone()),
-        note: Some(truncated(&t.note, NOTE_BYTES).to_string()),
-        type_: Some(if t.warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(reason.to_string()),
+        note: Some(truncated(note, NOTE_BYTES).to_string()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
         reporting_controller: Some(REPORTING_CONTROLLER.into()),
         reporting_instance: Some(instance.to_string()),
-        regarding: Some(ObjectReference {
-            api_version: Some("rollouts.kruise.io/v1beta1".into()),
-            kind: Some("Rollout".into()),
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            uid: Some(t.uid.clone()),
-            ..Default::default()
-        }),
+        regarding: Some(regarding),
         ..Default::default()
     };
     Api::<Event>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &event)
         .await
-        .map_err(kube_err(format!(
-            "create Event for Rollout {namespace}/{name}"
-        )))?;
+        .map_err(kube_err(format!("create Event about {name}")))?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! VirtualService and DestinationRule (field manager `lanes`), and deletes the generated
 //! ones it no longer produces.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -54,8 +54,9 @@ pub struct Inputs {
     pub objects: Vec<Object>,
     /// Objects that do not validate, as `Kind name: why`.
     pub skipped: Vec<String>,
-    /// Lane groups with an object that does not validate (the group, or a lane of it).
-    pub frozen: BTreeSet<String>,
+    /// Lane groups with an object that does not validate (the group, or a lane of
+    /// it), each with what does not, as `Kind name: why`.
+    pub frozen: BTreeMap<String, Vec<String>>,
 }
 
 impl Inputs {
@@ -72,22 +73,23 @@ impl Inputs {
                 Ok(o) => self.objects.push(o),
                 Err(errs) => {
                     let name = item.meta().name.clone().unwrap_or_default();
-                    // A broken group or lane must not make its objects vanish.
-                    match K::kind(&()).as_ref() {
-                        "ASMSwimLaneGroup" => {
-                            self.frozen.insert(name.clone());
-                        }
-                        "ASMSwimLane" => {
-                            let labels = item.meta().labels.as_ref();
-                            if let Some(g) = labels.and_then(|l| l.get(GROUP_LABEL)) {
-                                self.frozen.insert(g.clone());
-                            }
-                        }
-                        _ => {}
-                    }
                     let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                    self.skipped
-                        .push(format!("{} {name}: {}", K::kind(&()), why.join("; ")));
+                    let what = format!("{} {name}: {}", K::kind(&()), why.join("; "));
+                    // A broken group or lane must not make its objects vanish.
+                    let group = match K::kind(&()).as_ref() {
+                        "ASMSwimLaneGroup" => Some(name.clone()),
+                        "ASMSwimLane" => item
+                            .meta()
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(GROUP_LABEL))
+                            .cloned(),
+                        _ => None,
+                    };
+                    if let Some(g) = group {
+                        self.frozen.entry(g).or_default().push(what.clone());
+                    }
+                    self.skipped.push(what);
                 }
             }
         }
@@ -162,14 +164,14 @@ pub async fn reconcile_inputs(
     let frozen = inputs.frozen;
     let mut changes = Changes {
         skipped: inputs.skipped,
-        frozen: frozen.iter().cloned().collect(),
+        frozen: frozen.keys().cloned().collect(),
         ..Default::default()
     };
     let of_frozen = |v: &Value| {
         v.pointer("/metadata/labels")
             .and_then(|l| l.get(GROUP_LABEL))
             .and_then(Value::as_str)
-            .is_some_and(|g| frozen.contains(g))
+            .is_some_and(|g| frozen.contains_key(g))
     };
     let all = inputs.objects;
     let pods: Vec<PodView> = all.iter().filter_map(PodView::from_object).collect();
@@ -233,6 +235,7 @@ pub async fn reconcile_inputs(
             changes.applied.push(key_of(v));
         }
     }
+    crate::group_status::report(client, &out.objects, &frozen).await?;
     for s in &changes.skipped {
         tracing::warn!(object = %s, "lane controller: input skipped");
     }

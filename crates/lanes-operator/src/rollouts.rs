@@ -193,6 +193,27 @@ async fn sample_of(
     ))
 }
 
+/// The name of another Rollout that manages the workload `ns/wname` before `rollout`
+/// does, if one does.
+async fn other_manager(
+    rollouts: &Api<Rollout>,
+    rollout: &Rollout,
+    ns: &str,
+    wname: &str,
+) -> Result<Option<String>, Error> {
+    if !lanes_rollout::manages(rollout) {
+        return Ok(None);
+    }
+    let all = rollouts
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list Rollouts in {ns}")))?;
+    let owner = lanes_rollout::manager_of(&all.items, ns, wname)
+        .and_then(|r| r.metadata.name.clone())
+        .filter(|owner| Some(owner) != rollout.metadata.name.as_ref());
+    Ok(owner)
+}
+
 async fn reconcile_once(
     ctx: &Context,
     ns: &str,
@@ -227,7 +248,7 @@ async fn reconcile_once(
     };
     let sample = sample_of(ctx, ns, &rollout, workload_value.as_ref()).await?;
     let external = external_values(&ctx.prometheus, &rollout, now).await;
-    let decision = reconcile(&Observed {
+    let observed = Observed {
         rollout: &rollout,
         generation: rollout.metadata.generation.unwrap_or(1),
         workload,
@@ -236,7 +257,11 @@ async fn reconcile_once(
         sample,
         canary_problem,
         external,
-    });
+    };
+    let decision = match other_manager(&rollouts, &rollout, ns, &wname).await? {
+        Some(owner) => lanes_rollout::conflicting(&observed, &owner),
+        None => reconcile(&observed),
+    };
     let mut rv = rollout.metadata.resource_version.clone();
     for action in &decision.actions {
         let done = act(

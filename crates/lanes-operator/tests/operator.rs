@@ -66,13 +66,30 @@ async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_appl
     let mut want: Vec<_> = golden("article-initial.yaml").iter().map(shown).collect();
     want.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
     assert_eq!(generated(&fake), want);
-    // Every write is a forced server-side apply by field manager `lanes`.
-    let writes: Vec<_> = fake
+    // Every write of a generated object is a forced server-side apply by field manager
+    // `lanes`; the one other write is the lane group's status.
+    let (writes, status): (Vec<_>, Vec<_>) = fake
         .requests()
         .into_iter()
         .filter(|r| r.method != "GET")
-        .collect();
+        .partition(|r| !r.path.ends_with("/status"));
     assert_eq!(writes.len(), 8);
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(
+        status[0].path,
+        "/apis/istio.alibabacloud.com/v1/asmswimlanegroups/rollout/status"
+    );
+    let group = fake
+        .get(
+            "istio.alibabacloud.com/v1",
+            "ASMSwimLaneGroup",
+            "",
+            "rollout",
+        )
+        .unwrap();
+    assert_eq!(group["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(group["status"]["conditions"][0]["status"], "True");
+    assert_eq!(group["status"]["generated"].as_array().unwrap().len(), 8);
     for r in &writes {
         assert_eq!(r.method, "PATCH", "{r:?}");
         assert_eq!(r.content_type, "application/apply-patch+yaml", "{r:?}");
@@ -90,6 +107,10 @@ async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_appl
         .unwrap();
     assert_eq!((again.applied.len(), again.unchanged.len()), (0, 8));
     assert!(applies(&fake).is_empty());
+    assert!(
+        fake.requests().iter().all(|r| r.method == "GET"),
+        "nor the group's status"
+    );
 }
 
 #[tokio::test]
@@ -123,6 +144,33 @@ async fn a_lane_that_does_not_validate_leaves_its_group_as_it_stands() {
         before,
         "nothing vanished, nothing half-changed"
     );
+    // The group says what stops it, and so does a Warning Event about it.
+    let group = fake
+        .get(
+            "istio.alibabacloud.com/v1",
+            "ASMSwimLaneGroup",
+            "",
+            "rollout",
+        )
+        .unwrap();
+    let ready = &group["status"]["conditions"][0];
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("Invalid"))
+    );
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("ASMSwimLane canary: spec.labelSelector"),
+        "{message}"
+    );
+    let events = fake.list("events.k8s.io/v1", "Event");
+    let about: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["regarding"]["kind"] == "ASMSwimLaneGroup")
+        .collect();
+    assert_eq!(about.len(), 1, "{events:?}");
+    assert_eq!(about[0]["type"], "Warning");
+    assert_eq!(about[0]["note"], message);
 }
 
 #[tokio::test]

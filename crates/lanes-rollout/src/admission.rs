@@ -42,17 +42,14 @@ pub fn admit_deployment(old: Option<&Value>, new: &mut Value, rollout: Option<&s
     }
 }
 
-/// The name of the enabled Rollout among `rollouts` that manages Deployment
-/// `namespace/name`, if any.
+/// The name of the Rollout among `rollouts` that manages Deployment `namespace/name`
+/// ([`crate::manager_of`]), if any.
 pub fn managing<'a>(
     rollouts: &'a [lanes_model::rollout::Rollout],
     namespace: &str,
     name: &str,
 ) -> Option<&'a str> {
-    rollouts
-        .iter()
-        .find(|r| crate::targets_deployment(r, namespace, name) && crate::manages(r))
-        .and_then(|r| r.metadata.name.as_deref())
+    crate::manager_of(rollouts, namespace, name).and_then(|r| r.metadata.name.as_deref())
 }
 
 fn set_annotation(v: &mut Value, key: &str, value: Value) {

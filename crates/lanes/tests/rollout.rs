@@ -279,3 +279,103 @@ fn deleting_a_rollout_mid_release_restores_the_stable_deployment() {
         (pod_images(&d, "mockc") == ["2.0"]).then_some(())
     });
 }
+
+/// The Events the API holds about Rollout `name`: (reason, note) pairs.
+fn rollout_events(d: &Daemon, name: &str) -> Vec<(String, String)> {
+    let bearer = format!("Bearer {}", d.token());
+    let (_, _, body) = common::http_get(
+        &d.api,
+        "/apis/events.k8s.io/v1/namespaces/default/events",
+        &[("authorization", &bearer)],
+    );
+    let list: Value = serde_json::from_str(&body).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (s("reason"), s("note"))
+        })
+        .collect()
+}
+
+/// Bad input to the rollout controller: a Rollout naming a missing workload and a
+/// second Rollout on a workload that has one each get a condition and an Event saying
+/// what and where, and touch nothing: the first Rollout's release runs as if they were
+/// not there.
+#[test]
+fn a_rollout_on_a_missing_or_taken_workload_says_so_and_touches_nothing() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    wait_state(&d, "rollouts-mocka", "Healthy", None);
+    let extra = |name: &str, workload: &str| {
+        format!(
+            "apiVersion: rollouts.kruise.io/v1beta1\nkind: Rollout\nmetadata:\n  name: {name}\nspec:\n  workloadRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: {workload}\n  strategy:\n    canary:\n      enableExtraWorkloadForCanary: true\n      steps:\n        - replicas: 1\n"
+        )
+    };
+    apply_text(
+        &d,
+        &format!(
+            "{}---\n{}",
+            extra("rollouts-ghost", "nothing-here"),
+            extra("rollouts-mocka-again", "mocka-v1")
+        ),
+    );
+    let says = |name: &str, reason: &str, what: &str| {
+        let r = eventually(Duration::from_secs(30), || {
+            let r = rollout(&d, name);
+            (r["status"]["phase"] == "Initial").then_some(r)
+        });
+        let message = r["status"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(what), "{message}");
+        let c = &r["status"]["conditions"][0];
+        assert_eq!(c["type"], "Progressing");
+        assert_eq!(c["reason"], reason, "{c}");
+        assert_eq!(c["message"], message.as_str());
+        let events = eventually(Duration::from_secs(30), || {
+            let e = rollout_events(&d, name);
+            (!e.is_empty()).then_some(e)
+        });
+        assert!(
+            events.iter().any(|(_, note)| note == &message),
+            "{events:?}"
+        );
+    };
+    says(
+        "rollouts-ghost",
+        "Initializing",
+        "spec.workloadRef: Deployment default/nothing-here not found",
+    );
+    says(
+        "rollouts-mocka-again",
+        "Conflict",
+        "spec.workloadRef: Deployment default/mocka-v1 is already managed by Rollout default/rollouts-mocka",
+    );
+    // The first Rollout's release runs alone: one canary, made by it.
+    patch_image(&d, "mocka-v1", "2.0");
+    let r = wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
+    assert_eq!(r["status"]["canaryStatus"]["canaryReplicas"], 1);
+    let canaries: Vec<Value> =
+        serde_json::from_str::<Value>(&d.ok(&["get", "deploy", "-o", "json"])).unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| {
+                x["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("mocka-v1-")
+            })
+            .cloned()
+            .collect();
+    assert_eq!(canaries.len(), 1);
+    assert_eq!(
+        canaries[0]["metadata"]["ownerReferences"][0]["name"],
+        "rollouts-mocka"
+    );
+    let again = rollout(&d, "rollouts-mocka-again");
+    assert_eq!(again["status"]["phase"], "Initial");
+    assert!(again["status"].get("canaryStatus").is_none());
+}
