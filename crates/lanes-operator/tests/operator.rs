@@ -55,6 +55,17 @@ fn applies(fake: &FakeApi) -> Vec<common::fake::Req> {
         .collect()
 }
 
+/// The seed's lane group as the mocked API server holds it.
+fn lane_group(fake: &FakeApi) -> Value {
+    fake.get(
+        "istio.alibabacloud.com/v1",
+        "ASMSwimLaneGroup",
+        "",
+        "rollout",
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_apply() {
     let (fake, client) = seeded();
@@ -79,14 +90,7 @@ async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_appl
         status[0].path,
         "/apis/istio.alibabacloud.com/v1/asmswimlanegroups/rollout/status"
     );
-    let group = fake
-        .get(
-            "istio.alibabacloud.com/v1",
-            "ASMSwimLaneGroup",
-            "",
-            "rollout",
-        )
-        .unwrap();
+    let group = lane_group(&fake);
     assert_eq!(group["status"]["conditions"][0]["type"], "Ready");
     assert_eq!(group["status"]["conditions"][0]["status"], "True");
     assert_eq!(group["status"]["generated"].as_array().unwrap().len(), 8);
@@ -145,14 +149,7 @@ async fn a_lane_that_does_not_validate_leaves_its_group_as_it_stands() {
         "nothing vanished, nothing half-changed"
     );
     // The group says what stops it, and so does a Warning Event about it.
-    let group = fake
-        .get(
-            "istio.alibabacloud.com/v1",
-            "ASMSwimLaneGroup",
-            "",
-            "rollout",
-        )
-        .unwrap();
+    let group = lane_group(&fake);
     let ready = &group["status"]["conditions"][0];
     assert_eq!(
         (&ready["status"], &ready["reason"]),

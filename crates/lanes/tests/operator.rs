@@ -46,12 +46,16 @@ fn seed_cluster(fake: &fake::FakeApi) {
     }
 }
 
-/// A mocked API server on loopback HTTP, seeded with the article's objects, and a
-/// kubeconfig naming it (in `dir`).
+/// A mocked API server on loopback HTTP (served by the runtime returned), seeded with
+/// the article's objects, and a kubeconfig naming it (in `dir`).
 fn mocked_cluster(
-    rt: &tokio::runtime::Runtime,
     dir: &std::path::Path,
-) -> (fake::FakeApi, std::path::PathBuf) {
+) -> (tokio::runtime::Runtime, fake::FakeApi, std::path::PathBuf) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let (fake, addr) = rt.block_on(async {
         let (fake, _client) = fake::FakeApi::start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -71,7 +75,7 @@ fn mocked_cluster(
         ),
     )
     .unwrap();
-    (fake, kubeconfig)
+    (rt, fake, kubeconfig)
 }
 
 /// `lanes operator` with the arguments deploy/operator.yaml passes (free ports) and
@@ -112,6 +116,17 @@ fn start_operator(
     (child, rx)
 }
 
+/// SIGTERM, then a clean exit within 20 s.
+fn stop_cleanly(child: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let code = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
+    assert!(code.success(), "{code:?}");
+}
+
 /// Waits for the log line with `message`; returns its `addr` field and the lines read.
 fn listening(rx: &std::sync::mpsc::Receiver<Value>, message: &str) -> (String, Vec<Value>) {
     let mut lines = Vec::new();
@@ -125,13 +140,8 @@ fn listening(rx: &std::sync::mpsc::Receiver<Value>, message: &str) -> (String, V
 
 #[test]
 fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (fake, kubeconfig) = mocked_cluster(&rt, dir.path());
+    let (_rt, fake, kubeconfig) = mocked_cluster(dir.path());
     let (mut child, rx) = start_operator(&kubeconfig, &[]);
     // The first line says where metrics listen.
     let (metrics, lines) = listening(&rx, "metrics and health listening");
@@ -164,13 +174,7 @@ fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm()
     assert_eq!(http_get(&metrics, "/healthz", &[]).0, 200);
 
     // SIGTERM: a clean exit, the Lease given up for the next replica.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let code = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
-    assert!(code.success(), "{code:?}");
+    stop_cleanly(&mut child);
     let lease = fake.get(LEASE.0, LEASE.1, LEASE.2, LEASE.3).unwrap();
     assert!(lease["spec"].get("holderIdentity").is_none(), "{lease}");
 }
@@ -277,13 +281,8 @@ fn patched(answer: &Value, object: &Value) -> Value {
 /// release marked), and lets other updates through untouched.
 #[test]
 fn the_webhook_over_tls_patches_as_the_in_process_admission_does() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (fake, kubeconfig) = mocked_cluster(&rt, dir.path());
+    let (_rt, fake, kubeconfig) = mocked_cluster(dir.path());
     webhook_cert(dir.path());
     let (mut child, rx) = start_operator(
         &kubeconfig,
@@ -328,11 +327,5 @@ fn the_webhook_over_tls_patches_as_the_in_process_admission_does() {
     let answer = post_review(&addr, &dir.path().join("tls.crt"), &review(&old, &scaled));
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["patch"], Value::Null);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let code = eventually(Duration::from_secs(20), || child.try_wait().unwrap());
-    assert!(code.success(), "{code:?}");
+    stop_cleanly(&mut child);
 }
