@@ -181,6 +181,31 @@ mod tests {
         );
     }
 
+    /// A Prometheus stand-in on loopback that answers one scalar and says whether the
+    /// request carried `Bearer secret`.
+    #[tokio::test]
+    async fn a_configured_token_is_sent_as_a_bearer_token() {
+        use axum::http::HeaderMap;
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let authorized = headers
+                    .get("authorization")
+                    .is_some_and(|v| v == "Bearer secret");
+                let value = if authorized { "1" } else { "0" };
+                format!(r#"{{"status":"success","data":{{"resultType":"scalar","result":[0,"{value}"]}}}}"#)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}");
+        let with = Prometheus::new(Some("secret".into()));
+        assert_eq!(with.query(&url, "up").await, Ok(1.0));
+        assert_eq!(Prometheus::new(None).query(&url, "up").await, Ok(0.0));
+        assert!(format!("{with:?}").contains("<set>") && !format!("{with:?}").contains("secret"));
+    }
+
     #[tokio::test]
     async fn a_bad_address_is_named() {
         let p = Prometheus::new(None);

@@ -246,8 +246,15 @@ async fn reconcile_once(
         Some(w) => canary_problem(&Api::namespaced(client.clone(), ns), w, &canaries).await?,
         None => None,
     };
-    let sample = sample_of(ctx, ns, &rollout, workload_value.as_ref()).await?;
-    let external = external_values(&ctx.prometheus, &rollout, now).await;
+    // A Rollout on a workload another one manages measures nothing and acts on nothing.
+    let owner = other_manager(&rollouts, &rollout, ns, &wname).await?;
+    let (sample, external) = match owner {
+        Some(_) => (None, Default::default()),
+        None => (
+            sample_of(ctx, ns, &rollout, workload_value.as_ref()).await?,
+            external_values(&ctx.prometheus, &rollout, now).await,
+        ),
+    };
     let observed = Observed {
         rollout: &rollout,
         generation: rollout.metadata.generation.unwrap_or(1),
@@ -258,7 +265,7 @@ async fn reconcile_once(
         canary_problem,
         external,
     };
-    let decision = match other_manager(&rollouts, &rollout, ns, &wname).await? {
+    let decision = match owner {
         Some(owner) => lanes_rollout::conflicting(&observed, &owner),
         None => reconcile(&observed),
     };

@@ -251,6 +251,10 @@ enum Command {
         /// The webhook's listen address.
         #[arg(long, default_value = "0.0.0.0:9443")]
         webhook_addr: SocketAddr,
+        /// A file holding the bearer token sent to Prometheus with `prometheus` analysis
+        /// queries (a mounted Secret); read once at start.
+        #[arg(long)]
+        prometheus_token_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -531,6 +535,7 @@ fn main() -> ExitCode {
             log_format,
             ref webhook_cert_dir,
             webhook_addr,
+            ref prometheus_token_file,
         } => operator_cmd::run(operator_cmd::Options {
             flavor,
             metrics_addr,
@@ -545,6 +550,7 @@ fn main() -> ExitCode {
                     addr: webhook_addr,
                     cert_dir,
                 }),
+            prometheus_token_file: prometheus_token_file.clone(),
         }),
     };
     match result {

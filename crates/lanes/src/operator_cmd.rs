@@ -26,6 +26,19 @@ pub struct Options {
     pub log_format: LogFormat,
     /// The admission webhook, when served.
     pub webhook: Option<Webhook>,
+    /// Where the bearer token for Prometheus is, if one is sent.
+    pub prometheus_token_file: Option<std::path::PathBuf>,
+}
+
+/// The Prometheus bearer token in `path`: its first line, which must not be empty.
+fn prometheus_token(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--prometheus-token-file: cannot read {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        anyhow::bail!("--prometheus-token-file: {} holds no token", path.display());
+    }
+    Ok(token.to_string())
 }
 
 /// Where and with what the admission webhook is served.
@@ -92,6 +105,10 @@ pub fn run(o: Options) -> Result<ExitCode> {
 }
 
 async fn serve(o: Options) -> Result<()> {
+    let token = match &o.prometheus_token_file {
+        Some(path) => Some(prometheus_token(path)?),
+        None => None,
+    };
     let client = kube::Client::try_default().await.context(
         "cannot configure a Kubernetes client (in-cluster service account, or KUBECONFIG)",
     )?;
@@ -128,7 +145,10 @@ async fn serve(o: Options) -> Result<()> {
     };
     tracing::info!(identity = %config.identity, lease = %format!("{}/{}", config.lease_namespace, config.lease_name), flavor = ?config.flavor, "lanes operator starting");
     let operator = tokio::spawn(lanes_operator::run(
-        lanes_operator::rollouts::Context::new(client),
+        lanes_operator::rollouts::Context {
+            prometheus: lanes_operator::prometheus::Prometheus::new(token),
+            ..lanes_operator::rollouts::Context::new(client)
+        },
         config,
         metrics.clone(),
         stop_rx,

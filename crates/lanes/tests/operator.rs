@@ -329,3 +329,29 @@ fn the_webhook_over_tls_patches_as_the_in_process_admission_does() {
     assert_eq!(answer["response"]["patch"], Value::Null);
     stop_cleanly(&mut child);
 }
+
+/// A Prometheus token file that cannot be read, or holds nothing, stops the operator at
+/// start with the flag and the file named.
+#[test]
+fn a_bad_prometheus_token_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let missing = dir.path().join("no-such-token");
+    for (file, says) in [(&missing, "cannot read"), (&empty, "holds no token")] {
+        let out = Command::new(bin())
+            .args(["operator", "--prometheus-token-file"])
+            .arg(file)
+            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--prometheus-token-file")
+                && err.contains(says)
+                && err.contains(file.to_str().unwrap()),
+            "{err}"
+        );
+    }
+}
