@@ -592,6 +592,14 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     .await;
     let held = lease(&fake).unwrap();
     assert_eq!(held["spec"]["holderIdentity"], "test-replica");
+    // The round's metrics are recorded when it ends, after its last write (the lane
+    // groups' status): wait for the round, then read them.
+    until("the lane controller's round is counted", || {
+        metrics
+            .encode()
+            .contains(r#"lanes_operator_reconciles_total{controller="lanes",result="ok"}"#)
+    })
+    .await;
     let text = metrics.encode();
     assert!(
         text.lines().any(|l| l == "lanes_operator_leader 1"),
