@@ -159,6 +159,13 @@ fn the_operator_binary_runs_against_an_api_server_and_stops_cleanly_on_sigterm()
     });
     let lease = fake.get(LEASE.0, LEASE.1, LEASE.2, LEASE.3).unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "lanes-operator-e2e");
+    // The round's gauges are set when it ends, after its last write (the lane groups'
+    // status): wait for the round, then read them.
+    eventually(Duration::from_secs(30), || {
+        let (_, _, body) = http_get(&metrics, "/metrics", &[]);
+        body.contains("lanes_operator_reconciles_total{controller=\"lanes\",result=\"ok\"}")
+            .then_some(())
+    });
     let (status, _, body) = http_get(&metrics, "/metrics", &[]);
     assert_eq!(status, 200);
     assert!(
