@@ -383,7 +383,8 @@ pub struct RolloutStatus {
     pub observed_generation: Option<i64>,
     /// Initial, Healthy, Progressing, Terminating or Disabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub phase: Option<RolloutPhase>,
     /// Progress of the current canary release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_status: Option<CanaryStatus>,
@@ -392,7 +393,8 @@ pub struct RolloutStatus {
     pub current_step_index: Option<i32>,
     /// Current step state (mirrors the canary status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_step_state: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub current_step_state: Option<StepState>,
     /// Human-readable state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -402,6 +404,85 @@ pub struct RolloutStatus {
     /// Lanes: the canary's analysis in the current release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStatus>,
+}
+
+/// A Rollout's phase, with Kruise's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RolloutPhase {
+    /// Not yet running: no workload, or just created.
+    Initial,
+    /// No release in flight; the workload is on its stable revision.
+    Healthy,
+    /// A release is in flight.
+    Progressing,
+    /// The Rollout is being deleted.
+    Terminating,
+    /// Disabled, or a strategy Lanes does not run.
+    Disabled,
+}
+
+impl RolloutPhase {
+    /// Kruise's name of the phase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Initial => "Initial",
+            RolloutPhase::Healthy => "Healthy",
+            RolloutPhase::Progressing => "Progressing",
+            RolloutPhase::Terminating => "Terminating",
+            RolloutPhase::Disabled => "Disabled",
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of a release's current step, with Kruise's names: a step goes
+/// `StepUpgrade` → `StepTrafficRouting` → `StepMetricsAnalysis` → `StepPaused` →
+/// `StepReady`, and the release ends `Completed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StepState {
+    /// Canary replicas being brought up.
+    #[default]
+    #[serde(rename = "StepUpgrade")]
+    Upgrade,
+    /// Traffic being routed (lanes route by label: immediate).
+    #[serde(rename = "StepTrafficRouting")]
+    TrafficRouting,
+    /// Metrics being analysed.
+    #[serde(rename = "StepMetricsAnalysis")]
+    MetricsAnalysis,
+    /// Waiting for the pause duration or for approval.
+    #[serde(rename = "StepPaused")]
+    Paused,
+    /// Approved: on to the next step.
+    #[serde(rename = "StepReady")]
+    Ready,
+    /// Every step done: finalising, then settled.
+    Completed,
+}
+
+impl StepState {
+    /// Kruise's name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Upgrade => "StepUpgrade",
+            StepState::TrafficRouting => "StepTrafficRouting",
+            StepState::MetricsAnalysis => "StepMetricsAnalysis",
+            StepState::Paused => "StepPaused",
+            StepState::Ready => "StepReady",
+            StepState::Completed => "Completed",
+        }
+    }
+}
+
+impl std::fmt::Display for StepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The record of a release's analysis.
@@ -451,10 +532,23 @@ pub struct Measurement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// `Passed`, `Failed` or `Inconclusive`.
-    pub verdict: String,
+    #[schemars(with = "String")]
+    pub verdict: Verdict,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// What one measurement says of the canary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Within bounds.
+    Passed,
+    /// Out of bounds.
+    Failed,
+    /// Not enough data (never held against the canary).
+    #[default]
+    Inconclusive,
 }
 
 /// Progress of a canary release.
@@ -493,7 +587,8 @@ pub struct CanaryStatus {
     pub current_step_index: i32,
     /// StepUpgrade, StepTrafficRouting, StepMetricsAnalysis, StepPaused, StepReady, Completed.
     #[serde(default)]
-    pub current_step_state: String,
+    #[schemars(with = "String")]
+    pub current_step_state: StepState,
     /// Finalising sub-step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finalising_step: Option<String>,

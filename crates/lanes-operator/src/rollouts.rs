@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use lanes_model::lane::ASMSwimLane;
-use lanes_model::rollout::{Rollout, Sample};
+use lanes_model::rollout::{Rollout, RolloutPhase, Sample};
 use lanes_rollout::{
     Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
     targets_deployment,
@@ -59,8 +59,11 @@ pub struct Outcome {
     pub status_written: bool,
     /// Attempts lost to 409 Conflict before this one succeeded.
     pub conflicts: usize,
-    /// Whether a release is under way (the controller should look again soon).
+    /// Whether a release is under way.
     pub progressing: bool,
+    /// When the release waits on time (a pause, an analysis round, the progress
+    /// deadline): how soon to look again at the latest.
+    pub wake_after: Option<std::time::Duration>,
     /// The change of state this reconcile made, if any (recorded as an Event).
     pub transition: Option<Transition>,
 }
@@ -284,7 +287,8 @@ async fn reconcile_once(
             rv = r.metadata.resource_version;
         }
     }
-    let progressing = decision.status.phase.as_deref() == Some("Progressing");
+    let progressing = decision.status.phase == Some(RolloutPhase::Progressing);
+    let wake_after = decision.wake_after(jiff::Timestamp::now());
     let status_written =
         lanes_rollout::status::status_changed(rollout.status.as_ref(), &decision.status);
     let transition = transition(
@@ -306,6 +310,7 @@ async fn reconcile_once(
         status_written,
         conflicts: 0,
         progressing,
+        wake_after,
         transition,
     })
 }

@@ -408,30 +408,61 @@ async fn rollouts_loop(
     let mut wait = Duration::ZERO;
     while cached && next_round(&w.notify, wait, &mut stop).await {
         let started = tokio::time::Instant::now();
-        let (ok, progressing) =
-            rollouts_round(&ctx, &config.identity, &metrics, &rollouts, &deployments).await;
+        let round = rollouts_round(&ctx, &config.identity, &metrics, &rollouts, &deployments).await;
         metrics.timed("rollouts", started.elapsed());
-        // Timed pauses and analysis need a look soon even without events.
-        wait = if !ok || progressing {
-            Duration::from_secs(1)
-        } else {
-            config.resync
-        };
+        wait = round.requeue(config.resync);
     }
     w.tasks.shutdown().await;
 }
 
-/// Reconciles every Rollout, then stands down orphaned releases. Returns (all ok, any
-/// release progressing).
+/// What a round of the rollout controller found.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Round {
+    /// Every reconcile succeeded.
+    ok: bool,
+    /// Some release is under way.
+    progressing: bool,
+    /// The soonest time a release waits on.
+    wake_after: Option<Duration>,
+}
+
+impl Round {
+    /// After a failure, when a release in flight waits on nothing timed (a missed event
+    /// must not stall it).
+    const RETRY: Duration = Duration::from_secs(1);
+    const PROGRESSING: Duration = Duration::from_secs(5);
+    /// No sooner than this, so a time just due is not polled in a tight loop.
+    const SOONEST: Duration = Duration::from_millis(200);
+
+    /// How long the controller sleeps before the next round when no event comes: until
+    /// the soonest time a release waits on (a pause's end, an analysis round, the
+    /// progress deadline), and at most `resync`.
+    fn requeue(&self, resync: Duration) -> Duration {
+        let mut wait = resync;
+        if !self.ok {
+            wait = wait.min(Self::RETRY);
+        }
+        if self.progressing {
+            wait = wait.min(Self::PROGRESSING);
+        }
+        if let Some(w) = self.wake_after {
+            wait = wait.min(w.max(Self::SOONEST));
+        }
+        wait
+    }
+}
+
+/// Reconciles every Rollout, then stands down orphaned releases.
 async fn rollouts_round(
     ctx: &Context,
     identity: &str,
     metrics: &Metrics,
     rollouts: &reflector::Store<Rollout>,
     deployments: &reflector::Store<Deployment>,
-) -> (bool, bool) {
+) -> Round {
     let client = &ctx.client;
     let (mut ok, mut progressing) = (true, false);
+    let mut wake_after: Option<Duration> = None;
     let now = jiff::Timestamp::now();
     for r in rollouts.state() {
         let ns = r.metadata.namespace.clone().unwrap_or_default();
@@ -441,6 +472,9 @@ async fn rollouts_round(
                 metrics.reconciled("rollouts", true);
                 metrics.conflicts.inc_by(o.conflicts as u64);
                 progressing |= o.progressing;
+                if let Some(w) = o.wake_after {
+                    wake_after = Some(wake_after.map_or(w, |s| s.min(w)));
+                }
                 for a in &o.actions {
                     tracing::info!(rollout = %format!("{ns}/{name}"), action = ?a, "rollout controller");
                 }
@@ -479,13 +513,47 @@ async fn rollouts_round(
         ok = false;
         tracing::warn!(error = %e, "rollout controller: orphaned releases");
     }
-    (ok, progressing)
+    Round {
+        ok,
+        progressing,
+        wake_after,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_next_round_comes_when_a_release_waits_on_time_and_no_sooner_than_needed() {
+        let resync = Duration::from_secs(30);
+        let round = |ok, progressing, wake_after| Round {
+            ok,
+            progressing,
+            wake_after,
+        };
+        assert_eq!(round(true, false, None).requeue(resync), resync, "settled");
+        assert_eq!(
+            round(true, true, None).requeue(resync),
+            Round::PROGRESSING,
+            "waiting on events only"
+        );
+        assert_eq!(
+            round(true, true, Some(Duration::from_secs(2))).requeue(resync),
+            Duration::from_secs(2),
+            "a pause ends in 2 s"
+        );
+        assert_eq!(
+            round(true, true, Some(Duration::ZERO)).requeue(resync),
+            Round::SOONEST,
+            "due now"
+        );
+        assert_eq!(
+            round(false, true, Some(Duration::from_secs(20))).requeue(resync),
+            Round::RETRY
+        );
+    }
 
     #[test]
     fn a_slimmed_pod_still_validates_and_keeps_what_routing_reads() {

@@ -2,22 +2,12 @@
 //! the difference between two cumulative samples. Too few requests is inconclusive,
 //! never a failure.
 
-use lanes_model::rollout::{AnalysisMetric, Measurement, Sample};
+use lanes_model::rollout::{AnalysisMetric, Measurement, Sample, Verdict};
 
 /// Upper bounds (ms) of the latency buckets samples count in (the data plane's).
 pub const BUCKETS_MS: [f64; 14] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
-
-/// Verdicts.
-pub mod verdict {
-    /// Within bounds.
-    pub const PASSED: &str = "Passed";
-    /// Out of bounds.
-    pub const FAILED: &str = "Failed";
-    /// Not enough data.
-    pub const INCONCLUSIVE: &str = "Inconclusive";
-}
 
 /// The 99th percentile (ms) of the attempts counted per bucket: the upper bound of the
 /// bucket holding it (twice the last bound when beyond every bound).
@@ -52,11 +42,11 @@ pub fn judge(
     external: Option<Result<f64, String>>,
     now: &str,
 ) -> Measurement {
-    let m = |value: Option<f64>, verdict: &str, message: String| Measurement {
+    let m = |value: Option<f64>, verdict: Verdict, message: String| Measurement {
         time: now.to_string(),
         metric: metric.name.clone(),
         value,
-        verdict: verdict.to_string(),
+        verdict,
         message: Some(message),
     };
     if let Some(p) = &metric.prometheus {
@@ -67,17 +57,17 @@ pub fn judge(
                 if low || high {
                     m(
                         Some(v),
-                        verdict::FAILED,
+                        Verdict::Failed,
                         format!("{} = {v} is outside [{:?}, {:?}]", p.query, p.min, p.max),
                     )
                 } else {
-                    m(Some(v), verdict::PASSED, format!("{} = {v}", p.query))
+                    m(Some(v), Verdict::Passed, format!("{} = {v}", p.query))
                 }
             }
-            Some(Err(e)) => m(None, verdict::INCONCLUSIVE, format!("query failed: {e}")),
+            Some(Err(e)) => m(None, Verdict::Inconclusive, format!("query failed: {e}")),
             None => m(
                 None,
-                verdict::INCONCLUSIVE,
+                Verdict::Inconclusive,
                 "no value from Prometheus".into(),
             ),
         };
@@ -92,7 +82,7 @@ pub fn judge(
     if requests == 0 || requests < min_requests {
         return m(
             None,
-            verdict::INCONCLUSIVE,
+            Verdict::Inconclusive,
             format!(
                 "{requests} canary requests in the interval, fewer than minRequests {min_requests}; no verdict"
             ),
@@ -106,9 +96,9 @@ pub fn judge(
             sr.min
         );
         return if rate >= sr.min {
-            m(Some(rate), verdict::PASSED, text)
+            m(Some(rate), Verdict::Passed, text)
         } else {
-            m(Some(rate), verdict::FAILED, text)
+            m(Some(rate), Verdict::Failed, text)
         };
     }
     if let Some(lat) = &metric.latency_p99 {
@@ -119,23 +109,23 @@ pub fn judge(
             .map(|(i, n)| n.saturating_sub(base.buckets.get(i).copied().unwrap_or(0)))
             .collect();
         return match p99_ms(&delta) {
-            None => m(None, verdict::INCONCLUSIVE, "no latency recorded".into()),
+            None => m(None, Verdict::Inconclusive, "no latency recorded".into()),
             Some(p99) => {
                 let text = format!(
                     "p99 {p99} ms over {requests} requests (max {} ms)",
                     lat.max_ms
                 );
                 if p99 <= lat.max_ms {
-                    m(Some(p99), verdict::PASSED, text)
+                    m(Some(p99), Verdict::Passed, text)
                 } else {
-                    m(Some(p99), verdict::FAILED, text)
+                    m(Some(p99), Verdict::Failed, text)
                 }
             }
         };
     }
     m(
         None,
-        verdict::INCONCLUSIVE,
+        Verdict::Inconclusive,
         "the metric names no kind".into(),
     )
 }
@@ -170,15 +160,15 @@ mod tests {
     fn verdicts() {
         let prev = sample(100, 0, 100, 0);
         let m = judge(&rate(0.95), &prev, &sample(200, 50, 200, 0), 10, None, "t");
-        assert_eq!((m.verdict.as_str(), m.value), (verdict::FAILED, Some(0.5)));
+        assert_eq!((m.verdict, m.value), (Verdict::Failed, Some(0.5)));
         let m = judge(&rate(0.95), &prev, &sample(200, 2, 200, 0), 10, None, "t");
-        assert_eq!(m.verdict, verdict::PASSED);
+        assert_eq!(m.verdict, Verdict::Passed);
         // Too few requests: inconclusive, never a failure.
         let m = judge(&rate(0.95), &prev, &sample(105, 5, 105, 0), 10, None, "t");
-        assert_eq!(m.verdict, verdict::INCONCLUSIVE);
+        assert_eq!(m.verdict, Verdict::Inconclusive);
         assert!(m.message.unwrap().contains("fewer than minRequests 10"));
         let m = judge(&rate(0.95), &prev, &prev, 0, None, "t");
-        assert_eq!(m.verdict, verdict::INCONCLUSIVE);
+        assert_eq!(m.verdict, Verdict::Inconclusive);
         // p99.
         let lat = AnalysisMetric {
             name: "lat".into(),
@@ -187,11 +177,8 @@ mod tests {
             prometheus: None,
         };
         let m = judge(&lat, &prev, &sample(200, 0, 195, 5), 10, None, "t");
-        assert_eq!(
-            (m.verdict.as_str(), m.value),
-            (verdict::FAILED, Some(1000.0))
-        );
+        assert_eq!((m.verdict, m.value), (Verdict::Failed, Some(1000.0)));
         let m = judge(&lat, &prev, &sample(1200, 0, 1195, 5), 10, None, "t");
-        assert_eq!((m.verdict.as_str(), m.value), (verdict::PASSED, Some(10.0)));
+        assert_eq!((m.verdict, m.value), (Verdict::Passed, Some(10.0)));
     }
 }

@@ -2,7 +2,10 @@
 //! `kubectl get events` show of a release's course, for the operator and `lanes up`
 //! alike.
 
+use lanes_model::rollout::RolloutPhase;
 use serde_json::{Value, json};
+
+use crate::Failure;
 
 /// A Rollout's move to another phase or step state, as `kubectl describe` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,31 +28,25 @@ pub fn transition(
     new: &lanes_model::rollout::RolloutStatus,
 ) -> Option<Transition> {
     let key = |s: Option<&lanes_model::rollout::RolloutStatus>| {
-        s.map(|s| {
-            (
-                s.phase.clone(),
-                s.current_step_index,
-                s.current_step_state.clone(),
-            )
-        })
+        s.map(|s| (s.phase, s.current_step_index, s.current_step_state))
     };
     let note = new.message.clone().unwrap_or_default();
-    let rolled_back = note.starts_with(crate::ROLLED_BACK);
-    let failed = rolled_back || note.starts_with("paused:");
-    let new_failure = failed && old.and_then(|o| o.message.as_deref()) != Some(note.as_str());
+    let failure = crate::Reason::of(new).and_then(crate::Reason::failure);
+    let new_failure =
+        failure.is_some() && old.and_then(|o| o.message.as_deref()) != Some(note.as_str());
     if key(old) == key(Some(new)) && !new_failure {
         return None;
     }
-    let reason = match (new.phase.as_deref(), &new.current_step_state) {
-        (Some("Progressing"), _) if rolled_back => "RolledBack".to_string(),
-        (Some("Progressing"), _) if failed => "Paused".to_string(),
-        (Some("Progressing"), Some(state)) => state.clone(),
-        (phase, _) => phase.unwrap_or("Initial").to_string(),
+    let reason = match (new.phase, new.current_step_state, failure) {
+        (Some(RolloutPhase::Progressing), _, Some(Failure::RolledBack)) => "RolledBack",
+        (Some(RolloutPhase::Progressing), _, Some(Failure::Paused)) => "Paused",
+        (Some(RolloutPhase::Progressing), Some(state), None) => state.as_str(),
+        (phase, _, _) => phase.map_or("Initial", RolloutPhase::as_str),
     };
     Some(Transition {
         uid,
-        warning: failed,
-        reason,
+        warning: failure.is_some(),
+        reason: reason.to_string(),
         note,
     })
 }

@@ -25,13 +25,13 @@ pub fn status_changed(old: Option<&RolloutStatus>, new: &RolloutStatus) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lanes_model::rollout::{CanaryStatus, RolloutCondition};
+    use lanes_model::rollout::{CanaryStatus, RolloutCondition, RolloutPhase, StepState};
 
-    fn status(state: &str, time: &str) -> RolloutStatus {
+    fn status(state: StepState, time: &str) -> RolloutStatus {
         RolloutStatus {
-            phase: Some("Progressing".into()),
+            phase: Some(RolloutPhase::Progressing),
             canary_status: Some(CanaryStatus {
-                current_step_state: state.into(),
+                current_step_state: state,
                 last_update_time: Some(time.into()),
                 ..Default::default()
             }),
@@ -48,14 +48,14 @@ mod tests {
 
     #[test]
     fn only_newer_timestamps_are_no_change_and_anything_else_is() {
-        let old = status("StepPaused", "2026-12-01T10:00:00Z");
+        let old = status(StepState::Paused, "2026-12-01T10:00:00Z");
         assert!(!status_changed(
             Some(&old),
-            &status("StepPaused", "2026-12-01T10:00:05Z")
+            &status(StepState::Paused, "2026-12-01T10:00:05Z")
         ));
         assert!(status_changed(
             Some(&old),
-            &status("StepReady", "2026-12-01T10:00:05Z")
+            &status(StepState::Ready, "2026-12-01T10:00:05Z")
         ));
         assert!(status_changed(None, &old), "a first status is written");
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use lanes_model::Kind;
-use lanes_rollout::{STABLE_TEMPLATE, state};
+use lanes_model::rollout::{RolloutPhase, StepState};
+use lanes_rollout::STABLE_TEMPLATE;
 use lanes_server::Client;
 use lanes_server::merge::PatchType;
 use serde_json::{Value, json};
@@ -125,18 +126,20 @@ pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
     let rt = runtime()?;
     let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
     let st = str_at(&r, "/status/canaryStatus/currentStepState");
-    if st != state::PAUSED || str_at(&r, "/status/phase") != "Progressing" {
+    if st != StepState::Paused.as_str()
+        || str_at(&r, "/status/phase") != RolloutPhase::Progressing.as_str()
+    {
         let phase = str_at(&r, "/status/phase");
         bail!(
             "rollout/{name} cannot be approved: it is {} ({}), and only a release waiting in {} can be approved",
             if phase.is_empty() { "Initial" } else { phase },
             if st.is_empty() { "no step" } else { st },
-            state::PAUSED
+            StepState::Paused
         );
     }
     let patch = json!({
         "metadata": {"resourceVersion": r["metadata"]["resourceVersion"]},
-        "status": {"canaryStatus": {"currentStepState": state::READY,
+        "status": {"canaryStatus": {"currentStepState": StepState::Ready,
                                     "lastUpdateTime": jiff::Timestamp::now().to_string()}},
     });
     rt.block_on(client.patch(

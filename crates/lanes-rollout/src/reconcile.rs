@@ -1,0 +1,134 @@
+//! One reconcile of a Rollout: what holds before a release can run (a workload, a
+//! canary strategy, not disabled), the settled state between releases, and the hand-off
+//! to the release's steps ([`crate::release`]).
+
+use lanes_model::rollout::{CanaryStatus, RolloutPhase, RolloutStatus, StepState};
+
+use crate::decision::{Action, Decision, Reason, with_condition};
+use crate::observe::{Observed, Workload};
+use crate::plan::strategy;
+
+/// One reconcile of a Rollout.
+pub fn reconcile(obs: &Observed<'_>) -> Decision {
+    let r = obs.rollout;
+    let mut status = r.status.clone().unwrap_or_default();
+    status.observed_generation = Some(obs.generation);
+    let Some(w) = obs.workload.as_ref() else {
+        let ns = r.metadata.namespace.as_deref().unwrap_or("default");
+        let message = format!(
+            "spec.workloadRef: Deployment {ns}/{} not found",
+            r.spec.workload_ref.name
+        );
+        return Decision::settled(with_condition(
+            status,
+            RolloutPhase::Initial,
+            Reason::Initializing,
+            message,
+            obs.now,
+        ));
+    };
+    let Some(canary_strategy) = strategy(r) else {
+        let message = "Lanes runs canary strategies only; this Rollout is not run".to_string();
+        return Decision::settled(with_condition(
+            status,
+            RolloutPhase::Disabled,
+            Reason::Disabled,
+            message,
+            obs.now,
+        ));
+    };
+    if r.spec.disabled.unwrap_or(false) {
+        status.canary_status = None;
+        return Decision {
+            actions: stand_down(obs, w),
+            ..Decision::settled(with_condition(
+                status,
+                RolloutPhase::Disabled,
+                Reason::Disabled,
+                "Rollout is disabled".into(),
+                obs.now,
+            ))
+        };
+    }
+    if w.is_releasing() || is_finalising(&status, w) {
+        crate::release::run(obs, w, canary_strategy, status)
+    } else {
+        settle(obs, w, canary_strategy.steps.len(), status)
+    }
+}
+
+/// Whether the release of the workload's current template went through its steps and
+/// the stable Deployment is being moved onto it (the release marks may be gone).
+fn is_finalising(status: &RolloutStatus, w: &Workload) -> bool {
+    status.canary_status.as_ref().is_some_and(|c| {
+        c.current_step_state == StepState::Completed
+            && c.canary_revision.as_deref() == Some(w.revision().as_str())
+    })
+}
+
+/// Tears down a release: canaries deleted, the workload resumed and unmarked.
+pub(crate) fn stand_down(obs: &Observed<'_>, w: &Workload) -> Vec<Action> {
+    let mut actions: Vec<Action> = obs
+        .canaries
+        .iter()
+        .map(|c| Action::DeleteCanary {
+            name: c.name.clone(),
+        })
+        .collect();
+    if w.stable_template.is_some() {
+        actions.push(Action::ClearWorkloadMarks);
+        if w.paused {
+            actions.push(Action::SetWorkloadPaused(false));
+        }
+    }
+    actions
+}
+
+/// No release, or one that was cancelled (undo, a rollback: the template is the stable
+/// one again): anything left of a release goes, and the status says how it ended.
+fn settle(obs: &Observed<'_>, w: &Workload, steps: usize, mut status: RolloutStatus) -> Decision {
+    let revision = w.revision();
+    let cancelled = w.stable_template.is_some() || !obs.canaries.is_empty();
+    let previous = status.canary_status.take();
+    // A failed release keeps saying how it failed until the next one starts.
+    let (reason, message) = match Reason::of(&status).filter(|r| r.failure().is_some()) {
+        Some(failed) => (failed, status.message.clone().unwrap_or_default()),
+        None if cancelled => (
+            Reason::Cancelled,
+            "release cancelled: the workload is back on the stable revision".to_string(),
+        ),
+        None => (
+            Reason::Completed,
+            "workload deployment is completed".to_string(),
+        ),
+    };
+    // A settled status is kept as it is (its time included): an idle Rollout is never
+    // rewritten.
+    let settled = previous.as_ref().is_some_and(|c| {
+        c.canary_revision.is_none()
+            && c.stable_revision.as_deref() == Some(revision.as_str())
+            && c.current_step_state == StepState::Completed
+            && c.finalising_step.is_none()
+    });
+    status.canary_status = if settled {
+        previous
+    } else {
+        Some(CanaryStatus {
+            stable_revision: Some(revision),
+            current_step_state: StepState::Completed,
+            current_step_index: steps as i32,
+            last_update_time: Some(obs.now.to_string()),
+            ..Default::default()
+        })
+    };
+    Decision {
+        actions: stand_down(obs, w),
+        ..Decision::settled(with_condition(
+            status,
+            RolloutPhase::Healthy,
+            reason,
+            message,
+            obs.now,
+        ))
+    }
+}

@@ -1,0 +1,465 @@
+//! A release's steps, as Kruise runs them: each step goes `StepUpgrade` (canary replicas
+//! up) → `StepTrafficRouting` → `StepMetricsAnalysis` → `StepPaused` (a duration, or
+//! approval) → `StepReady`, and after the last one the release is `Completed`: the
+//! stable Deployment rolls to the new template, then the canary goes. A reconcile moves
+//! through as many states as are ready.
+
+use lanes_model::rollout::{
+    Analysis, AnalysisStatus, CanaryStatus, CanaryStep, CanaryStrategy, OnFailure, Rollout,
+    RolloutPhase, RolloutStatus, Sample, StepState, Verdict,
+};
+
+use crate::analysis;
+use crate::decision::{Action, Decision, Failure, Reason, with_condition};
+use crate::observe::{Canary, Observed, Workload};
+use crate::plan::{canary_deployment, canary_name, plan_hash, step_replicas};
+
+/// What a step state decided.
+enum Flow {
+    /// On to this state, in this reconcile.
+    To(StepState),
+    /// This reconcile ends here.
+    Stop(Stop),
+}
+
+/// Where a reconcile of a release ends.
+enum Stop {
+    /// Waiting, saying why.
+    Wait(String),
+    /// The release failed: how it ends, and why.
+    Failed(Failure, String),
+    /// The stable Deployment runs the new revision: the release is over.
+    Finished,
+}
+
+fn wait(message: String) -> Flow {
+    Flow::Stop(Stop::Wait(message))
+}
+
+/// What a reconcile of a release reads.
+struct Release<'a> {
+    obs: &'a Observed<'a>,
+    r: &'a Rollout,
+    w: &'a Workload,
+    strategy: &'a CanaryStrategy,
+    revision: String,
+    /// The canary Deployment's name for the current template.
+    canary: String,
+    /// That canary, if it exists.
+    current: Option<&'a Canary>,
+    total_steps: i32,
+    /// The canary's counts now, stamped with the time.
+    sample_now: Option<Sample>,
+}
+
+/// What a reconcile of a release changes.
+struct Progress {
+    cs: CanaryStatus,
+    analysis: Option<AnalysisStatus>,
+    actions: Vec<Action>,
+    wake_at: Option<jiff::Timestamp>,
+}
+
+impl Progress {
+    /// Asks to be looked at again at `at`, at the latest.
+    fn wake(&mut self, at: jiff::Timestamp) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+}
+
+/// One reconcile of a release in flight (or finalising).
+pub(crate) fn run(
+    obs: &Observed<'_>,
+    w: &Workload,
+    strategy: &CanaryStrategy,
+    mut status: RolloutStatus,
+) -> Decision {
+    let rel = Release::new(obs, w, strategy);
+    let mut p = Progress {
+        cs: rel.canary_status(&status),
+        analysis: rel.analysis_status(&status),
+        actions: Vec::new(),
+        wake_at: None,
+    };
+    for c in obs.canaries.iter().filter(|c| c.name != rel.canary) {
+        p.actions.push(Action::DeleteCanary {
+            name: c.name.clone(),
+        });
+    }
+    if !w.paused && p.cs.current_step_state != StepState::Completed {
+        p.actions.push(Action::SetWorkloadPaused(true));
+    }
+    p.cs.canary_replicas = rel.want_at(p.cs.current_step_index);
+    p.cs.canary_ready_replicas = rel.current.map_or(0, |c| c.ready);
+    let stop = if rel.r.spec.strategy.paused.unwrap_or(false) {
+        Stop::Wait(format!(
+            "Rollout is paused in step {}/{} ({})",
+            p.cs.current_step_index, rel.total_steps, p.cs.current_step_state
+        ))
+    } else {
+        rel.advance(&mut p)
+    };
+    let (reason, message) = match stop {
+        Stop::Finished => return rel.finished(p.actions, status),
+        Stop::Failed(failure, why) => {
+            (Reason::of_failure(failure), rel.fail(&mut p, failure, &why))
+        }
+        Stop::Wait(message) => (Reason::InRolling, message),
+    };
+    p.cs.message = Some(message.clone());
+    status.canary_status = Some(p.cs);
+    status.analysis = p.analysis;
+    Decision {
+        actions: p.actions,
+        status: with_condition(status, RolloutPhase::Progressing, reason, message, obs.now),
+        wake_at: p.wake_at,
+    }
+}
+
+impl<'a> Release<'a> {
+    fn new(obs: &'a Observed<'a>, w: &'a Workload, strategy: &'a CanaryStrategy) -> Self {
+        let revision = w.revision();
+        let canary = canary_name(&w.name, &revision);
+        let current = obs.canaries.iter().find(|c| c.name == canary);
+        let sample_now = obs.sample.clone().map(|mut s| {
+            s.time = obs.now.to_string();
+            s
+        });
+        Release {
+            obs,
+            r: obs.rollout,
+            w,
+            strategy,
+            revision,
+            canary,
+            current,
+            total_steps: strategy.steps.len().max(1) as i32,
+            sample_now,
+        }
+    }
+
+    fn now(&self) -> String {
+        self.obs.now.to_string()
+    }
+
+    fn step_at(&self, idx: i32) -> Option<&'a CanaryStep> {
+        self.strategy.steps.get((idx - 1).max(0) as usize)
+    }
+
+    /// Canary replicas step `idx` wants.
+    fn want_at(&self, idx: i32) -> i32 {
+        let replicas = self.step_at(idx).and_then(|s| s.replicas.as_ref());
+        step_replicas(replicas, self.w.replicas)
+    }
+
+    fn analysis_cfg(&self) -> Option<&'a Analysis> {
+        self.strategy.analysis.as_ref()
+    }
+
+    /// The canary status to go on from: a fresh one for a new release (or a newer
+    /// template during one: start over at step 1), the current step redone when the plan
+    /// changed mid-release.
+    fn canary_status(&self, status: &RolloutStatus) -> CanaryStatus {
+        let plan = plan_hash(self.r);
+        let mut cs = status.canary_status.clone().unwrap_or_default();
+        if cs.canary_revision.as_deref() != Some(self.revision.as_str()) {
+            cs = CanaryStatus {
+                stable_revision: Some(self.w.stable_revision()),
+                canary_revision: Some(self.revision.clone()),
+                pod_template_hash: Some(self.revision.clone()),
+                current_step_index: 1,
+                current_step_state: StepState::Upgrade,
+                rollout_hash: Some(plan),
+                last_update_time: Some(self.now()),
+                ..Default::default()
+            };
+        } else if cs.rollout_hash.as_deref() != Some(plan.as_str())
+            && cs.current_step_state != StepState::Completed
+        {
+            cs.rollout_hash = Some(plan);
+            cs.current_step_index = cs.current_step_index.clamp(1, self.total_steps);
+            cs.current_step_state = StepState::Upgrade;
+            cs.last_update_time = Some(self.now());
+        }
+        cs.observed_workload_generation = Some(self.w.generation);
+        cs
+    }
+
+    /// The analysis record of this revision (a new one when the release has analysis).
+    fn analysis_status(&self, status: &RolloutStatus) -> Option<AnalysisStatus> {
+        let kept = status
+            .analysis
+            .clone()
+            .filter(|a| a.revision == self.revision);
+        match (kept, self.analysis_cfg()) {
+            (Some(a), _) => Some(a),
+            (None, Some(_)) => Some(AnalysisStatus {
+                revision: self.revision.clone(),
+                last_sample: self.sample_now.clone(),
+                ..Default::default()
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Moves through as many step states as are ready in this reconcile.
+    fn advance(&self, p: &mut Progress) -> Stop {
+        loop {
+            let idx = p.cs.current_step_index;
+            p.cs.canary_replicas = self.want_at(idx);
+            let flow = match p.cs.current_step_state {
+                StepState::Upgrade => self.upgrade(p),
+                StepState::TrafficRouting => {
+                    // Lanes route canary pods by their lane label: nothing to wait for.
+                    if let Some(a) = p.analysis.as_mut() {
+                        a.passes = 0;
+                    }
+                    Flow::To(StepState::MetricsAnalysis)
+                }
+                StepState::MetricsAnalysis => self.metrics_analysis(p),
+                StepState::Paused => self.paused(p),
+                StepState::Ready if idx < self.total_steps => {
+                    p.cs.current_step_index += 1;
+                    Flow::To(StepState::Upgrade)
+                }
+                StepState::Ready => Flow::To(StepState::Completed),
+                StepState::Completed => self.finalise(p),
+            };
+            match flow {
+                Flow::To(state) => {
+                    p.cs.current_step_state = state;
+                    p.cs.last_update_time = Some(self.now());
+                }
+                Flow::Stop(stop) => return stop,
+            }
+        }
+    }
+
+    /// When the current step state was entered.
+    fn since(&self, cs: &CanaryStatus) -> jiff::Timestamp {
+        cs.last_update_time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .unwrap_or(self.obs.now)
+    }
+
+    /// `StepUpgrade`: the canary Deployment at the step's replicas, and enough of them
+    /// ready (within `failureThreshold`) before the progress deadline.
+    fn upgrade(&self, p: &mut Progress) -> Flow {
+        let (idx, want) = (p.cs.current_step_index, p.cs.canary_replicas);
+        match self.current {
+            None => p.actions.push(Action::CreateCanary {
+                name: self.canary.clone(),
+                deployment: canary_deployment(self.r, self.ns(), self.w, &self.canary, want),
+            }),
+            Some(c) if c.replicas != want => p.actions.push(Action::ScaleCanary {
+                name: self.canary.clone(),
+                replicas: want,
+            }),
+            Some(_) => {}
+        }
+        let tolerated = match &self.strategy.failure_threshold {
+            Some(t) => step_replicas(Some(t), want).min(want),
+            None => 0,
+        };
+        let ready = self.current.map_or(0, |c| c.ready);
+        if self.current.is_some_and(|c| c.replicas == want) && ready >= want - tolerated {
+            return Flow::To(StepState::TrafficRouting);
+        }
+        if let Some(deadline) = self.strategy.progress_deadline_seconds {
+            let due = self.since(&p.cs) + jiff::SignedDuration::from_secs(deadline);
+            if self.obs.now > due {
+                let why = self
+                    .obs
+                    .canary_problem
+                    .clone()
+                    .unwrap_or_else(|| "its pods are not ready".into());
+                return Flow::Stop(Stop::Failed(
+                    Failure::RolledBack,
+                    format!(
+                        "the canary was not ready within progressDeadlineSeconds {deadline} ({ready}/{want} ready): {why}"
+                    ),
+                ));
+            }
+            p.wake(due + jiff::SignedDuration::from_secs(1));
+        }
+        wait(format!(
+            "Rollout is in step({idx}/{}), and upgrading the canary: {ready}/{want} ready",
+            self.total_steps
+        ))
+    }
+
+    fn ns(&self) -> &'a str {
+        self.r.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// `StepMetricsAnalysis`: a passed round moves on; failures beyond the limit end
+    /// the release.
+    fn metrics_analysis(&self, p: &mut Progress) -> Flow {
+        if self.analysis_cfg().is_none() {
+            return Flow::To(StepState::Paused);
+        }
+        if let Some((failure, why)) = self.analysis_round(p) {
+            return Flow::Stop(Stop::Failed(failure, why));
+        }
+        if p.analysis.as_ref().is_some_and(|a| a.passes >= 1) {
+            return Flow::To(StepState::Paused);
+        }
+        let last = p
+            .analysis
+            .as_ref()
+            .and_then(|a| a.measurements.last())
+            .and_then(|m| m.message.clone())
+            .unwrap_or_else(|| "waiting for the first measurement".into());
+        wait(format!(
+            "Rollout is in step({}/{}), analysing the canary: {last}",
+            p.cs.current_step_index, self.total_steps
+        ))
+    }
+
+    /// `StepPaused`: analysis goes on; the step waits out its pause duration, or for
+    /// approval when it has none.
+    fn paused(&self, p: &mut Progress) -> Flow {
+        if let Some((failure, why)) = self.analysis_round(p) {
+            return Flow::Stop(Stop::Failed(failure, why));
+        }
+        let idx = p.cs.current_step_index;
+        let Some(secs) = self
+            .step_at(idx)
+            .and_then(|s| s.pause.as_ref())
+            .and_then(|p| p.duration)
+        else {
+            return wait(format!(
+                "Rollout is in step({idx}/{}), and you need manually confirm to enter the next step",
+                self.total_steps
+            ));
+        };
+        // The pause counts from when the step entered it.
+        let until = self.since(&p.cs) + jiff::SignedDuration::from_secs(secs);
+        if self.obs.now >= until {
+            return Flow::To(StepState::Ready);
+        }
+        p.wake(until);
+        wait(format!(
+            "Rollout is in step({idx}/{}), paused until {until}",
+            self.total_steps
+        ))
+    }
+
+    /// `Completed`: the stable Deployment rolls to the new template; once it has, the
+    /// canary goes and the release marks are removed.
+    fn finalise(&self, p: &mut Progress) -> Flow {
+        let w = self.w;
+        if w.paused {
+            p.actions.push(Action::SetWorkloadPaused(false));
+            p.cs.finalising_step = Some("RestoreStableDeployment".into());
+            return wait(
+                "Rollout is finalising: the stable Deployment rolls to the new revision".into(),
+            );
+        }
+        if w.rolled_out() {
+            for c in &self.obs.canaries {
+                p.actions.push(Action::DeleteCanary {
+                    name: c.name.clone(),
+                });
+            }
+            p.actions.push(Action::ClearWorkloadMarks);
+            return Flow::Stop(Stop::Finished);
+        }
+        p.cs.finalising_step = Some("WaitStableDeploymentReady".into());
+        wait(format!(
+            "Rollout is finalising: stable Deployment {}/{} updated, {}/{} available",
+            w.updated, w.replicas, w.available, w.replicas
+        ))
+    }
+
+    /// The decision once the stable Deployment runs the new revision.
+    fn finished(&self, actions: Vec<Action>, mut status: RolloutStatus) -> Decision {
+        status.canary_status = Some(CanaryStatus {
+            stable_revision: Some(self.revision.clone()),
+            current_step_state: StepState::Completed,
+            current_step_index: self.total_steps,
+            finalising_step: Some("DeleteCanaryDeployment".into()),
+            last_update_time: Some(self.now()),
+            ..Default::default()
+        });
+        Decision {
+            actions,
+            ..Decision::settled(with_condition(
+                status,
+                RolloutPhase::Healthy,
+                Reason::Completed,
+                "workload deployment is completed".into(),
+                self.obs.now,
+            ))
+        }
+    }
+
+    /// Ends the release as `failure` says; returns the message.
+    fn fail(&self, p: &mut Progress, failure: Failure, why: &str) -> String {
+        p.actions.push(match failure {
+            Failure::RolledBack => Action::RestoreStableTemplate,
+            Failure::Paused => Action::PauseRollout,
+        });
+        format!("{} {why}", failure.prefix())
+    }
+
+    /// One analysis round when its interval has passed (a verdict per metric); the
+    /// release's failure when failed rounds now exceed `failureLimit`.
+    fn analysis_round(&self, p: &mut Progress) -> Option<(Failure, String)> {
+        let (cfg, a, cur) = (
+            self.analysis_cfg()?,
+            p.analysis.as_mut()?,
+            self.sample_now.as_ref()?,
+        );
+        let interval =
+            jiff::SignedDuration::from_millis(cfg.interval.millis().unwrap_or(60_000) as i64);
+        let Some(prev) = a.last_sample.clone() else {
+            a.last_sample = Some(cur.clone());
+            p.wake(self.obs.now + interval);
+            return None;
+        };
+        let due = prev.time.parse::<jiff::Timestamp>().unwrap_or(self.obs.now) + interval;
+        if self.obs.now < due {
+            p.wake(due);
+            return None;
+        }
+        let now = self.now();
+        let mut failed = None;
+        let mut all_passed = true;
+        for metric in &cfg.metrics {
+            let external = self.obs.external.get(&metric.name).cloned();
+            let m = analysis::judge(metric, &prev, cur, cfg.min_requests, external, &now);
+            if m.verdict == Verdict::Failed && failed.is_none() {
+                let why = m.message.clone().unwrap_or_default();
+                failed = Some(format!("{}: {why}", m.metric));
+            }
+            all_passed &= m.verdict == Verdict::Passed;
+            a.measurements.push(m);
+        }
+        let excess = a.measurements.len().saturating_sub(20);
+        a.measurements.drain(..excess);
+        a.last_sample = Some(cur.clone());
+        let Some(last) = failed else {
+            if all_passed {
+                a.passes += 1;
+            }
+            p.wake(self.obs.now + interval);
+            return None;
+        };
+        a.failures += 1;
+        let beyond = (a.failures > cfg.failure_limit).then(|| {
+            let failure = match cfg.on_failure {
+                OnFailure::Rollback => Failure::RolledBack,
+                OnFailure::Pause => Failure::Paused,
+            };
+            let why = format!(
+                "analysis failed {} times (failureLimit {}), last {last}",
+                a.failures, cfg.failure_limit
+            );
+            (failure, why)
+        });
+        p.wake(self.obs.now + interval);
+        beyond
+    }
+}

@@ -1,0 +1,645 @@
+//! Kruise's scenarios as a table: each row observes a situation and expects the
+//! state, phase and actions Kruise would produce.
+
+use super::*;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use lanes_model::rollout::{
+    CanaryStep, CanaryStrategy, Rollout, RolloutPause, RolloutPhase, RolloutSpec, RolloutStrategy,
+    Sample, StepState, Verdict, WorkloadRef,
+};
+use serde_json::{Value, json};
+
+fn rollout(steps: Vec<CanaryStep>) -> Rollout {
+    let mut r = Rollout::new(
+        "rollouts-mocka",
+        RolloutSpec {
+            workload_ref: WorkloadRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "mocka-v1".into(),
+            },
+            strategy: RolloutStrategy {
+                canary: Some(CanaryStrategy {
+                    steps,
+                    enable_extra_workload_for_canary: Some(true),
+                    patch_pod_template_metadata: Some(
+                        lanes_model::rollout::PatchPodTemplateMetadata {
+                            labels: [("ASM_TRAFFIC_TAG".to_string(), "canary".to_string())].into(),
+                            annotations: Default::default(),
+                        },
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            disabled: None,
+        },
+    );
+    r.metadata.namespace = Some("default".into());
+    r
+}
+
+fn step(replicas: IntOrString, pause: Option<i64>) -> CanaryStep {
+    CanaryStep {
+        replicas: Some(replicas),
+        pause: Some(RolloutPause { duration: pause }),
+        ..Default::default()
+    }
+}
+
+fn template(image: &str) -> Value {
+    json!({"metadata": {"labels": {"app": "mocka", "ASM_TRAFFIC_TAG": "base"}},
+           "spec": {"containers": [{"name": "default", "image": image}]}})
+}
+
+fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
+    Workload {
+        name: "mocka-v1".into(),
+        generation: 2,
+        replicas: 4,
+        selector: json!({"matchLabels": {"app": "mocka"}}),
+        template: template(image),
+        paused,
+        stable_template: stable.map(template),
+        observed_generation: 2,
+        updated: 4,
+        available: 4,
+        total: 4,
+    }
+}
+
+fn t0() -> jiff::Timestamp {
+    "2026-11-26T12:00:00Z".parse().unwrap()
+}
+
+/// Runs reconciles, feeding each decision's status back, as a driver would.
+fn run(
+    r: &mut Rollout,
+    w: Option<Workload>,
+    canaries: Vec<Canary>,
+    now: jiff::Timestamp,
+) -> Decision {
+    let d = reconcile(&Observed {
+        rollout: r,
+        generation: 1,
+        workload: w,
+        canaries,
+        now,
+        sample: None,
+        canary_problem: None,
+        external: Default::default(),
+    });
+    r.status = Some(d.status.clone());
+    d
+}
+
+fn st(r: &Rollout) -> (String, i32, String) {
+    let s = r.status.as_ref().unwrap();
+    let cs = s.canary_status.as_ref();
+    (
+        s.phase.map(|p| p.to_string()).unwrap_or_default(),
+        cs.map_or(0, |c| c.current_step_index),
+        cs.map(|c| c.current_step_state.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn canary(image: &str, replicas: i32, ready: i32) -> Canary {
+    Canary {
+        name: canary_name(
+            "mocka-v1",
+            &lanes_model::hash::template_hash(&template(image)),
+        ),
+        replicas,
+        ready,
+    }
+}
+
+#[test]
+fn canary_pods_are_known_by_their_deployment_or_its_replica_sets() {
+    let canaries = [Canary {
+        name: "a-v1-abc".into(),
+        replicas: 1,
+        ready: 0,
+    }];
+    let pod = |kind: &str, name: &str| json!({"metadata": {"ownerReferences": [{"kind": kind, "name": name}]}});
+    assert!(owned_by_canary(&pod("Deployment", "a-v1-abc"), &canaries));
+    assert!(owned_by_canary(
+        &pod("ReplicaSet", "a-v1-abc-5d9f"),
+        &canaries
+    ));
+    assert!(!owned_by_canary(&pod("Deployment", "a-v1"), &canaries));
+    assert!(!owned_by_canary(
+        &pod("ReplicaSet", "a-v1-abcdef"),
+        &canaries
+    ));
+    assert!(!owned_by_canary(&json!({"metadata": {}}), &canaries));
+}
+
+#[test]
+fn an_idle_healthy_rollout_keeps_its_status_to_the_timestamp() {
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    let w = || Some(workload("a:1", None, false));
+    let first = run(&mut r, w(), vec![], t0()).status;
+    for secs in [1, 60, 3600] {
+        let later = t0() + jiff::SignedDuration::from_secs(secs);
+        let d = run(&mut r, w(), vec![], later);
+        assert_eq!(d.status, first, "{secs} s later, nothing to write");
+        assert!(d.actions.is_empty());
+    }
+}
+
+#[test]
+fn kruise_scenarios() {
+    let two_steps = || {
+        vec![
+            step(IntOrString::Int(1), None),
+            step(IntOrString::String("50%".into()), Some(30)),
+        ]
+    };
+    // (name, steps, situation, expected (phase, index, state), expected actions kinds)
+    type Setup = fn(&mut Rollout) -> (Option<Workload>, Vec<Canary>, jiff::Timestamp);
+    type Row = (
+        &'static str,
+        Setup,
+        (&'static str, i32, &'static str),
+        Vec<&'static str>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "no workload",
+            |_| (None, vec![], t0()),
+            ("Initial", 0, ""),
+            vec![],
+        ),
+        (
+            "steady: healthy",
+            |_| (Some(workload("a:1", None, false)), vec![], t0()),
+            ("Healthy", 2, "Completed"),
+            vec![],
+        ),
+        (
+            "release starts: canary created for step 1",
+            |_| (Some(workload("a:2", Some("a:1"), true)), vec![], t0()),
+            ("Progressing", 1, "StepUpgrade"),
+            vec!["CreateCanary"],
+        ),
+        (
+            "canary ready: traffic, analysis, then paused for approval",
+            |_| {
+                (
+                    Some(workload("a:2", Some("a:1"), true)),
+                    vec![canary("a:2", 1, 1)],
+                    t0(),
+                )
+            },
+            ("Progressing", 1, "StepPaused"),
+            vec![],
+        ),
+        (
+            "workload found unpaused mid-release: paused again",
+            |_| {
+                (
+                    Some(workload("a:2", Some("a:1"), false)),
+                    vec![canary("a:2", 1, 0)],
+                    t0(),
+                )
+            },
+            ("Progressing", 1, "StepUpgrade"),
+            vec!["SetWorkloadPaused(true)"],
+        ),
+    ];
+    for (name, setup, want, actions) in rows {
+        let mut r = rollout(two_steps());
+        let (w, c, now) = setup(&mut r);
+        let d = run(&mut r, w, c, now);
+        let (phase, idx, state) = st(&r);
+        assert_eq!(
+            (phase.as_str(), idx, state.as_str()),
+            want,
+            "{name}: {:?}",
+            r.status
+        );
+        let kinds: Vec<String> = d
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::SetWorkloadPaused(p) => format!("SetWorkloadPaused({p})"),
+                other => format!("{other:?}")
+                    .split([' ', '{', '('])
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            })
+            .collect();
+        assert_eq!(kinds, actions, "{name}");
+    }
+}
+
+#[test]
+fn a_whole_release_with_approval_a_timed_pause_and_finalising() {
+    let mut r = rollout(vec![
+        step(IntOrString::Int(1), None),
+        step(IntOrString::String("50%".into()), Some(30)),
+    ]);
+    let w = workload("a:2", Some("a:1"), true);
+    run(&mut r, Some(w.clone()), vec![], t0());
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+    // Waits for approval.
+    run(
+        &mut r,
+        Some(w.clone()),
+        vec![canary("a:2", 1, 1)],
+        t0() + jiff::SignedDuration::from_secs(3600),
+    );
+    assert_eq!(st(&r).2, "StepPaused");
+    // Approve (the status patch kubectl-kruise sends).
+    r.status
+        .as_mut()
+        .unwrap()
+        .canary_status
+        .as_mut()
+        .unwrap()
+        .current_step_state = StepState::Ready;
+    let d = run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 2, "StepUpgrade".into()));
+    // 50% of 4 replicas: the canary scales to 2.
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleCanary { replicas: 2, .. })),
+        "{:?}",
+        d.actions
+    );
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 2, 2)], t0());
+    assert_eq!(st(&r).2, "StepPaused");
+    // The timed pause ends by itself, counted from entering it.
+    run(
+        &mut r,
+        Some(w.clone()),
+        vec![canary("a:2", 2, 2)],
+        t0() + jiff::SignedDuration::from_secs(10),
+    );
+    assert_eq!(st(&r).2, "StepPaused");
+    let d = run(
+        &mut r,
+        Some(w.clone()),
+        vec![canary("a:2", 2, 2)],
+        t0() + jiff::SignedDuration::from_secs(31),
+    );
+    assert_eq!(st(&r), ("Progressing".into(), 2, "Completed".into()));
+    assert_eq!(d.actions, vec![Action::SetWorkloadPaused(false)]);
+    // Finalising: the stable Deployment rolls; until it is done the canary stays.
+    let mut rolling = workload("a:2", Some("a:1"), false);
+    rolling.updated = 2;
+    let d = run(&mut r, Some(rolling), vec![canary("a:2", 2, 2)], t0());
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(st(&r).0, "Progressing");
+    let done = workload("a:2", Some("a:1"), false);
+    let d = run(&mut r, Some(done), vec![canary("a:2", 2, 2)], t0());
+    assert_eq!(st(&r).0, "Healthy");
+    assert!(matches!(d.actions[0], Action::DeleteCanary { .. }));
+    assert_eq!(d.actions[1], Action::ClearWorkloadMarks);
+}
+
+#[test]
+fn undo_continuous_release_plan_change_disable_and_pause() {
+    let steps = || vec![step(IntOrString::Int(1), None)];
+    // Undo: the stable template is back; the release is cancelled.
+    let mut r = rollout(steps());
+    run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    let d = run(
+        &mut r,
+        Some(workload("a:1", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    assert_eq!(st(&r).0, "Healthy");
+    assert!(d.actions.contains(&Action::ClearWorkloadMarks));
+    assert!(d.actions.contains(&Action::SetWorkloadPaused(false)));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteCanary { .. }))
+    );
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("cancelled")
+    );
+
+    // Continuous release: v2 in its pause, then v3: the v2 canary goes, step 1 again.
+    let mut r = rollout(steps());
+    run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    assert_eq!(st(&r).2, "StepPaused");
+    let d = run(
+        &mut r,
+        Some(workload("a:3", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepUpgrade".into()));
+    assert_eq!(
+        d.actions[0],
+        Action::DeleteCanary {
+            name: canary("a:2", 1, 1).name
+        }
+    );
+    assert!(
+        matches!(&d.actions[1], Action::CreateCanary { name, .. } if *name == canary("a:3", 1, 0).name)
+    );
+
+    // Plan change mid-release: the current step is redone under the new plan.
+    let mut r = rollout(vec![
+        step(IntOrString::Int(1), None),
+        step(IntOrString::Int(2), None),
+    ]);
+    run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    r.spec.strategy.canary.as_mut().unwrap().steps = vec![step(IntOrString::Int(3), None)];
+    let d = run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepUpgrade".into()));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleCanary { replicas: 3, .. }))
+    );
+
+    // Disabled mid-release: the release stands down.
+    let mut r = rollout(steps());
+    run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    r.spec.disabled = Some(true);
+    let d = run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    assert_eq!(
+        r.status.as_ref().unwrap().phase,
+        Some(RolloutPhase::Disabled)
+    );
+    assert!(d.actions.contains(&Action::SetWorkloadPaused(false)));
+
+    // strategy.paused holds the release where it stands.
+    let mut r = rollout(steps());
+    run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![],
+        t0(),
+    );
+    r.spec.strategy.paused = Some(true);
+    let d = run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 1, 1)],
+        t0(),
+    );
+    assert_eq!(st(&r).2, "StepUpgrade");
+    assert!(d.actions.is_empty());
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("paused")
+    );
+}
+
+fn with_analysis(r: &mut Rollout, on_failure: &str) {
+    r.spec.strategy.canary.as_mut().unwrap().analysis = Some(
+        serde_json::from_value(json!({
+            "interval": "5s", "failureLimit": 1, "minRequests": 10, "onFailure": on_failure,
+            "metrics": [{"name": "success-rate", "successRate": {"min": 0.95}}]
+        }))
+        .unwrap(),
+    );
+}
+
+fn observe(r: &mut Rollout, canaries: Vec<Canary>, at: i64, total: u64, failures: u64) -> Decision {
+    let sample = Sample {
+        time: String::new(),
+        total,
+        failures,
+        buckets: vec![0; 15],
+    };
+    let d = reconcile(&Observed {
+        rollout: r,
+        generation: 1,
+        workload: Some(workload("a:2", Some("a:1"), true)),
+        canaries,
+        now: t0() + jiff::SignedDuration::from_secs(at),
+        sample: Some(sample),
+        canary_problem: Some("ImageNotMapped: no local command".into()),
+        external: Default::default(),
+    });
+    r.status = Some(d.status.clone());
+    d
+}
+
+#[test]
+fn analysis_gates_the_step_and_fails_the_release() {
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    with_analysis(&mut r, "rollback");
+    observe(&mut r, vec![], 0, 0, 0);
+    // Canary ready: analysis starts; no traffic yet → inconclusive, no advance.
+    observe(&mut r, vec![canary("a:2", 1, 1)], 1, 0, 0);
+    assert_eq!(st(&r).2, "StepMetricsAnalysis");
+    observe(&mut r, vec![canary("a:2", 1, 1)], 7, 3, 0);
+    assert_eq!(st(&r).2, "StepMetricsAnalysis");
+    let a = r.status.as_ref().unwrap().analysis.clone().unwrap();
+    assert_eq!(
+        a.measurements.last().unwrap().verdict,
+        Verdict::Inconclusive
+    );
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("fewer than minRequests")
+    );
+    // Healthy traffic: a pass moves on to the pause.
+    observe(&mut r, vec![canary("a:2", 1, 1)], 13, 103, 1);
+    assert_eq!(st(&r).2, "StepPaused");
+    // Failing traffic while paused: one failure is tolerated, the second rolls back.
+    let d = observe(&mut r, vec![canary("a:2", 1, 1)], 19, 203, 51);
+    assert!(d.actions.is_empty());
+    let d = observe(&mut r, vec![canary("a:2", 1, 1)], 25, 303, 101);
+    assert_eq!(d.actions, vec![Action::RestoreStableTemplate]);
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with(Failure::RolledBack.prefix())
+    );
+    // Then the workload is back on the stable template: the release stands down and
+    // the reason stays in the message.
+    let d = reconcile(&Observed {
+        rollout: &r,
+        generation: 1,
+        workload: Some(workload("a:1", Some("a:1"), true)),
+        canaries: vec![canary("a:2", 1, 1)],
+        now: t0(),
+        sample: None,
+        canary_problem: None,
+        external: Default::default(),
+    });
+    assert_eq!(d.status.phase, Some(RolloutPhase::Healthy));
+    assert!(
+        d.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("analysis failed 2 times")
+    );
+    // onFailure: pause.
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    with_analysis(&mut r, "pause");
+    observe(&mut r, vec![], 0, 0, 0);
+    observe(&mut r, vec![canary("a:2", 1, 1)], 1, 0, 0);
+    observe(&mut r, vec![canary("a:2", 1, 1)], 7, 100, 90);
+    let d = observe(&mut r, vec![canary("a:2", 1, 1)], 13, 200, 180);
+    assert_eq!(d.actions, vec![Action::PauseRollout]);
+}
+
+#[test]
+fn a_canary_never_ready_fails_at_the_progress_deadline() {
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    r.spec
+        .strategy
+        .canary
+        .as_mut()
+        .unwrap()
+        .progress_deadline_seconds = Some(30);
+    observe(&mut r, vec![], 0, 0, 0);
+    let d = observe(&mut r, vec![canary("a:2", 1, 0)], 20, 0, 0);
+    assert!(d.actions.is_empty());
+    let d = observe(&mut r, vec![canary("a:2", 1, 0)], 31, 0, 0);
+    assert_eq!(d.actions, vec![Action::RestoreStableTemplate]);
+    let msg = r.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(
+        msg.contains("progressDeadlineSeconds 30") && msg.contains("ImageNotMapped"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn pausing_is_not_a_plan_change_and_an_approval_sent_while_paused_holds() {
+    let mut r = rollout(vec![
+        step(IntOrString::Int(1), None),
+        step(IntOrString::Int(2), None),
+    ]);
+    let hash = plan_hash(&r);
+    let w = workload("a:2", Some("a:1"), true);
+    run(&mut r, Some(w.clone()), vec![], t0());
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r).2, "StepPaused");
+    r.spec.strategy.paused = Some(true);
+    assert_eq!(plan_hash(&r), hash);
+    r.status
+        .as_mut()
+        .unwrap()
+        .canary_status
+        .as_mut()
+        .unwrap()
+        .current_step_state = StepState::Ready;
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepReady".into()));
+    assert!(
+        r.status
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("paused")
+    );
+    r.spec.strategy.paused = Some(false);
+    let d = run(&mut r, Some(w), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 2, "StepUpgrade".into()));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleCanary { replicas: 2, .. }))
+    );
+}
+
+#[test]
+fn which_rollouts_manage_which_deployments_and_what_a_waiting_pod_says() {
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    assert!(targets_deployment(&r, "default", "mocka-v1"));
+    assert!(!targets_deployment(&r, "other", "mocka-v1"));
+    assert!(!targets_deployment(&r, "default", "mockb-v1"));
+    assert!(manages(&r));
+    r.spec.disabled = Some(true);
+    assert!(!manages(&r));
+    r.spec.workload_ref.kind = "StatefulSet".into();
+    assert!(!targets_deployment(&r, "default", "mocka-v1"));
+    let waiting = json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]}});
+    assert_eq!(
+        pod_problem(&waiting).as_deref(),
+        Some("pod p: ImagePullBackOff: no such image")
+    );
+    assert_eq!(
+        pod_problem(&json!({"metadata": {"name": "p"}, "status": {}})),
+        None
+    );
+}
+
+#[test]
+fn step_replicas_round_up_percentages() {
+    assert_eq!(
+        step_replicas(Some(&IntOrString::String("20%".into())), 4),
+        1
+    );
+    assert_eq!(
+        step_replicas(Some(&IntOrString::String("50%".into())), 5),
+        3
+    );
+    assert_eq!(
+        step_replicas(Some(&IntOrString::String("100%".into())), 5),
+        5
+    );
+    assert_eq!(step_replicas(Some(&IntOrString::String("0%".into())), 5), 0);
+    assert_eq!(step_replicas(Some(&IntOrString::Int(2)), 5), 2);
+    assert_eq!(step_replicas(None, 5), 1);
+}
