@@ -155,6 +155,16 @@ pub struct PodIdentity {
     /// Container ports inbound traffic may target.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// The workload the pod belongs to (its Deployment); the pod's own name when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+}
+
+impl PodIdentity {
+    /// The pod's workload: its Deployment, else the pod itself (as Istio names it).
+    pub fn workload(&self) -> &str {
+        self.workload.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// The role of a standalone proxy.

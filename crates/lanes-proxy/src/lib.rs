@@ -10,6 +10,7 @@ pub mod budget;
 pub mod config;
 pub mod correlation;
 pub mod guard;
+pub mod istio;
 pub mod listener;
 pub mod matching;
 pub mod metrics;

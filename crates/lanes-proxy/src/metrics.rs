@@ -1,6 +1,7 @@
 //! The data plane's metrics, in Prometheus text on the admin listener: requests by
 //! role, service, namespace, lane, subset, code and fallback; latency by service and
-//! subset; fallbacks by reason; correlation-table size and evictions.
+//! subset; fallbacks by reason; correlation-table size and evictions; and Istio's
+//! standard series ([`crate::istio`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::istio::IstioMetrics;
 
 /// A label value shared by reference count: labels are built on every request, and
 /// cloning one of these does not allocate.
@@ -173,6 +176,8 @@ pub struct Metrics {
     /// `lanes_upstream_attempts_total`: every attempt, the retried ones included.
     pub attempts: Family<AttemptLabels, Counter>,
     attempt_counts: std::sync::RwLock<HashMap<(Label, Label, Label), Arc<AttemptCounts>>>,
+    /// Istio's standard series, under Istio's names.
+    pub istio: IstioMetrics,
 }
 
 impl Default for Metrics {
@@ -220,6 +225,7 @@ impl Metrics {
             attempts.clone(),
         );
         Metrics {
+            istio: IstioMetrics::default(),
             attempts,
             attempt_counts: std::sync::RwLock::new(HashMap::new()),
             registry,
@@ -314,10 +320,14 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition of every family.
+    /// Prometheus text exposition of every family: Lanes' own, then Istio's.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, self.istio.registry()))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
         out

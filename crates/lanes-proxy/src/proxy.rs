@@ -21,6 +21,7 @@ use crate::budget;
 use crate::config::{Endpoint, PodIdentity, Settings};
 use crate::correlation::CorrelationTable;
 use crate::guard::{self, OwnListeners};
+use crate::istio::{Destination, ResponseFlag, Served};
 use crate::matching::RequestView;
 use crate::metrics::{
     AttemptOutcome, FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels,
@@ -33,6 +34,9 @@ pub const FALLBACK_HEADER: &str = "x-lanes-fallback";
 /// Request header a sidecar's outbound side sets so the inbound side knows which
 /// container port the call is for.
 pub const TARGET_PORT_HEADER: &str = "x-lanes-target-port";
+/// Request header a client-side proxy sets to the Service it routed a call to
+/// (`name.namespace`), so the serving pod's sidecar reports it as Istio's does.
+pub const SERVICE_HEADER: &str = "x-lanes-service";
 /// Response header saying why a failed attempt was not retried.
 pub const NO_RETRY_HEADER: &str = "x-lanes-no-retry";
 
@@ -388,6 +392,7 @@ impl Mesh {
         sidecar: &Sidecar,
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
+        let started = Instant::now();
         let routing = self.routing();
         let traces: Vec<String> = trace_values(&routing, req.headers())
             .map(str::to_string)
@@ -427,6 +432,8 @@ impl Mesh {
         {
             target.set_port(port);
         }
+        let addressed = addressed_service(&routing, &mut req, &pod.namespace);
+        let grpc = is_grpc(req.headers());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let uri = match upstream_uri(target, &parts.uri) {
@@ -437,11 +444,15 @@ impl Mesh {
         let version = parts.version;
         let (body, fault) = watch_client_body(body);
         let req = Request::from_parts(parts, body);
-        let (resp, code) = match self.send(req, version, &fault, budget).await {
-            Attempt::ClientBody(e) => (client_body_error(&e), 400),
+        let (resp, code, flag) = match self.send(req, version, &fault, budget).await {
+            Attempt::ClientBody(e) => (
+                client_body_error(&e),
+                400,
+                ResponseFlag::DownstreamTermination,
+            ),
             Attempt::Response(resp) => {
                 let code = resp.status().as_u16();
-                (finish_response(resp, None), code)
+                (finish_response(resp, None), code, ResponseFlag::None)
             }
             Attempt::Connect(e) => (
                 error_response(
@@ -452,6 +463,7 @@ impl Mesh {
                     ),
                 ),
                 503,
+                ResponseFlag::ConnectFailure,
             ),
             Attempt::Reset(e) => (
                 error_response(
@@ -462,6 +474,7 @@ impl Mesh {
                     ),
                 ),
                 502,
+                ResponseFlag::Reset,
             ),
             Attempt::Timeout(took) => (
                 error_response(
@@ -473,8 +486,19 @@ impl Mesh {
                     ),
                 ),
                 504,
+                ResponseFlag::Timeout,
             ),
         };
+        self.metrics.istio.record(
+            &sidecar.destination,
+            &Served {
+                service: addressed.map(|s| (&*s.name, &*s.namespace)),
+                grpc,
+                code,
+                flag,
+            },
+            started.elapsed().as_secs_f64() * 1000.0,
+        );
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
@@ -639,6 +663,12 @@ impl Mesh {
             parts
                 .headers
                 .insert(TARGET_PORT_HEADER, HeaderValue::from(port));
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{}.{}",
+            routed.service.name, routed.service.namespace
+        )) {
+            parts.headers.insert(SERVICE_HEADER, v);
         }
         if parts.headers.get(header::HOST).is_none()
             && let Some(a) = parts.uri.authority()
@@ -933,9 +963,43 @@ pub struct Sidecar {
     pub arrivals: CorrelationTable<Arrival>,
     /// The pod's namespace as a metric label.
     pub namespace_label: Label,
+    /// The pod as Istio's destination labels name it.
+    pub destination: Destination,
     /// The pod's series of the correlation metrics, removed with the sidecar so pod
     /// churn does not grow the registry.
     series: (PodLabels, PodSeries),
+}
+
+/// The mesh Service a request arriving at a pod was addressed to: the one the calling
+/// proxy routed it to, else the one its authority or `Host` names. Only Services the
+/// route table knows are named, so no request can make up metric labels.
+fn addressed_service<'r, B>(
+    routing: &'r Routing,
+    req: &mut Request<B>,
+    namespace: &str,
+) -> Option<&'r Service> {
+    let routed = req.headers_mut().remove(SERVICE_HEADER);
+    if let Some(s) = routed
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|k| routing.service(k))
+    {
+        return Some(s);
+    }
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())?;
+    routing.service_for_host(host, namespace)
+}
+
+/// Whether a request is a gRPC call (its content type says so).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"))
 }
 
 /// Handles on the per-pod metric families.
@@ -982,6 +1046,7 @@ impl Sidecar {
         );
         Sidecar {
             namespace_label: pod.namespace.as_str().into(),
+            destination: Destination::new(pod.workload(), &pod.namespace, &pod.labels),
             pod,
             correlation,
             fallbacks,
@@ -1015,6 +1080,7 @@ mod tests {
             labels: BTreeMap::new(),
             app_address: SocketAddr::from(([127, 0, 0, 1], 9)),
             ports: vec![9],
+            workload: None,
         };
         let sidecar = Sidecar::new(pod, &Settings::default(), &metrics);
         sidecar.correlation.record("t", "canary".into());

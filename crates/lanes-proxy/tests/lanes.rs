@@ -29,6 +29,29 @@ async fn canary_requests_stay_canary_at_every_hop() {
     // Addresses in the answer are the pods' own.
     let (_, _, body) = c.get("base", "addr").await;
     assert!(body.contains(&format!("ip: {})", c.pod("mocka-v1-base").app_addr.ip())));
+    // Istio's standard series, as the serving pods' sidecars report them: the 20
+    // canary calls of mockb were served by mockb's canary workload.
+    let metrics = c.mesh.metrics().encode();
+    let served = |workload: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{reporter=\"destination\""))
+            .filter(|l| l.contains(&format!("destination_workload=\"{workload}\"")))
+            .filter(|l| l.contains("destination_service_name=\"mockb\""))
+            .filter(|l| l.contains("destination_version=\"v2\"") == workload.ends_with("canary"))
+            .filter(|l| l.contains("response_code=\"200\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(served("mockb-canary"), 20, "{metrics}");
+    assert_eq!(served("mockb-base"), 21, "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("istio_request_duration_milliseconds_bucket{le=\"+Inf\"")
+            && l.contains("destination_workload=\"mockb-canary\"")
+            && l.ends_with("} 20")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -320,6 +320,26 @@ async fn every_documented_metric_series_is_exported() {
             "lanes_correlation_evictions_total{",
             &["pod=\"mockb-v1-base\""][..],
         ),
+        (
+            "istio_requests_total{",
+            &[
+                "reporter=\"destination\"",
+                "destination_workload=\"mockc-canary\"",
+                "destination_workload_namespace=\"default\"",
+                "destination_app=\"mockc\"",
+                "destination_version=\"v2\"",
+                "destination_service=\"mockc.default.svc.cluster.local\"",
+                "destination_service_name=\"mockc\"",
+                "destination_service_namespace=\"default\"",
+                "request_protocol=\"http\"",
+                "response_code=\"200\"",
+                "response_flags=\"-\"",
+            ][..],
+        ),
+        (
+            "istio_request_duration_milliseconds_bucket{",
+            &["le=\"", "destination_workload=\"mocka-base\""][..],
+        ),
     ] {
         let found = m
             .lines()

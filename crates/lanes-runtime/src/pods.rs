@@ -305,6 +305,7 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
             } else {
                 ports.clone()
             },
+            workload: crate::deployments::owner(&pod),
         },
         ctx.mesh.settings(),
         &ctx.metrics,

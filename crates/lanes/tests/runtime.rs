@@ -216,6 +216,19 @@ fn a_failing_canary_is_served_by_the_baseline_through_fallback() {
         .unwrap_or_else(|| panic!("no upstream_status fallback of mockb in:\n{metrics}"));
     let n: f64 = retried.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 20.0, "{retried}");
+    // Istio's series, as the canary pod's sidecar reports it: its workload is its
+    // Deployment, and the failures are the canary's 500s.
+    let failed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_requests_total{reporter=\"destination\"")
+                && l.contains("destination_workload=\"mockb-canary\"")
+                && l.contains("destination_service_name=\"mockb\"")
+                && l.contains("response_code=\"500\"")
+        })
+        .unwrap_or_else(|| panic!("no istio series of mockb-canary's 500s in:\n{metrics}"));
+    let n: f64 = failed.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 20.0, "{failed}");
 }
 
 #[test]

@@ -242,6 +242,7 @@ impl Cluster {
                     labels,
                     app_address: app_addr,
                     ports: vec![app_addr.port()],
+                    workload: Some(format!("{}-{}", spec.service, spec.lane)),
                 },
                 &settings,
                 &metrics,
