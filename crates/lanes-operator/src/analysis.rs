@@ -1,17 +1,34 @@
-//! What a release's analysis measures: the canary's attempts (built-in `successRate` and
-//! `latencyP99`, from a [`Samples`] source) and the `prometheus` metrics (queried when a
-//! measurement is due).
+//! What a release's analysis measures: the canary's requests (built-in `successRate`
+//! and `latencyP99`, from a [`Samples`] source: the local data plane's counters in
+//! `lanes up`, Istio's standard series in the cluster's Prometheus on a cluster) and the
+//! `prometheus` metrics (queried when a measurement is due).
 
 use std::collections::BTreeMap;
 
+use futures_util::future::BoxFuture;
 use lanes_model::rollout::{Rollout, Sample};
+use lanes_rollout::analysis::BUCKETS_MS;
 
-use crate::prometheus::Prometheus;
+use crate::prometheus::{Prometheus, QueryError};
 
-/// The cumulative attempts the data plane counted on one lane of a Service.
+/// The canary a release measures: the Service and lane its pods join, and the canary
+/// Deployment they belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured<'a> {
+    /// The Service the canary serves.
+    pub service: &'a str,
+    /// The namespace of the Rollout.
+    pub namespace: &'a str,
+    /// The lane the canary's pods join.
+    pub lane: &'a str,
+    /// The canary Deployment.
+    pub workload: &'a str,
+}
+
+/// The cumulative requests the data plane counted on a canary.
 pub trait Samples: Send + Sync {
-    /// Attempts on `service` in `namespace` served by `lane`'s pods.
-    fn sample(&self, service: &str, namespace: &str, lane: &str) -> Sample;
+    /// The canary's requests so far, or why they cannot be read now.
+    fn sample<'a>(&'a self, canary: Measured<'a>) -> BoxFuture<'a, Result<Sample, QueryError>>;
 }
 
 /// No data plane to ask: every canary has seen no attempts.
@@ -19,8 +36,91 @@ pub trait Samples: Send + Sync {
 pub struct NoSamples;
 
 impl Samples for NoSamples {
-    fn sample(&self, _: &str, _: &str, _: &str) -> Sample {
-        Sample::default()
+    fn sample<'a>(&'a self, _: Measured<'a>) -> BoxFuture<'a, Result<Sample, QueryError>> {
+        Box::pin(std::future::ready(Ok(Sample::default())))
+    }
+}
+
+/// Istio's standard series in a Prometheus that scrapes the mesh's sidecars (Istio's,
+/// or Lanes' own, which export the same): the canary is its Deployment as the serving
+/// sidecars report it (`reporter="destination"`, `destination_workload`).
+#[derive(Debug, Clone)]
+pub struct IstioSeries {
+    /// The client.
+    pub prometheus: Prometheus,
+    /// The Prometheus (`http://` or `https://` URL).
+    pub address: String,
+}
+
+/// A PromQL string literal.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The label matchers of the requests the canary served.
+pub fn istio_selector(c: &Measured<'_>) -> String {
+    format!(
+        "reporter=\"destination\",destination_workload_namespace={},destination_workload={},destination_service_name={}",
+        quoted(c.namespace),
+        quoted(c.workload),
+        quoted(c.service)
+    )
+}
+
+/// Cumulative counts by `le` (ms) laid onto the built-in buckets: each bound takes the
+/// count at the largest `le` not above it (never fewer slow requests than there were),
+/// and the last bucket holds what is beyond every bound.
+pub fn onto_buckets(by_le: &[(String, f64)], total: u64) -> Vec<u64> {
+    let mut les: Vec<(f64, u64)> = by_le
+        .iter()
+        .filter_map(|(le, n)| Some((le.parse::<f64>().ok()?, *n as u64)))
+        .filter(|(le, _)| le.is_finite())
+        .collect();
+    les.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = Vec::with_capacity(BUCKETS_MS.len() + 1);
+    let mut below = 0;
+    for bound in BUCKETS_MS {
+        let upto = les
+            .iter()
+            .take_while(|(le, _)| *le <= bound)
+            .last()
+            .map_or(0, |(_, n)| *n)
+            .max(below);
+        out.push(upto - below);
+        below = upto;
+    }
+    out.push(total.saturating_sub(below));
+    out
+}
+
+impl Samples for IstioSeries {
+    fn sample<'a>(&'a self, canary: Measured<'a>) -> BoxFuture<'a, Result<Sample, QueryError>> {
+        Box::pin(async move {
+            let sel = istio_selector(&canary);
+            let count = |q: String| async move {
+                let v = self.prometheus.query(&self.address, &q).await?;
+                Ok::<u64, QueryError>(v.max(0.0) as u64)
+            };
+            let total = count(format!("sum(istio_requests_total{{{sel}}}) or vector(0)")).await?;
+            let failures = count(format!(
+                "sum(istio_requests_total{{{sel},response_code=~\"5..\"}}) or vector(0)"
+            ))
+            .await?;
+            let by_le = self
+                .prometheus
+                .query_by(
+                    &self.address,
+                    &format!("sum by (le) (istio_request_duration_milliseconds_bucket{{{sel}}})"),
+                    "le",
+                )
+                .await?;
+            Ok(Sample {
+                time: String::new(),
+                total,
+                failures,
+                buckets: onto_buckets(&by_le, total),
+            })
+        })
     }
 }
 
@@ -60,4 +160,39 @@ pub async fn external_values(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn istio_buckets_are_laid_onto_the_built_in_ones() {
+        let le = |pairs: &[(&str, f64)]| -> Vec<(String, f64)> {
+            pairs.iter().map(|(l, n)| (l.to_string(), *n)).collect()
+        };
+        // Lanes' own buckets: exact.
+        let b = onto_buckets(&le(&[("1.0", 2.0), ("10.0", 5.0), ("+Inf", 6.0)]), 6);
+        assert_eq!(b.len(), BUCKETS_MS.len() + 1);
+        assert_eq!((b[1], b[4], b[BUCKETS_MS.len()]), (2, 3, 1));
+        assert_eq!(b.iter().sum::<u64>(), 6);
+        // Istio's default buckets (no 2.5): what is within 5 ms counts at 5, not 2.5.
+        let b = onto_buckets(&le(&[("1", 1.0), ("5", 4.0), ("+Inf", 4.0)]), 4);
+        assert_eq!((b[1], b[2], b[3]), (1, 0, 3));
+    }
+
+    #[test]
+    fn the_selector_quotes_names() {
+        let c = Measured {
+            service: "mockb",
+            namespace: "default",
+            lane: "canary",
+            workload: "mockb-v1-5f6d",
+        };
+        assert_eq!(
+            istio_selector(&c),
+            "reporter=\"destination\",destination_workload_namespace=\"default\",destination_workload=\"mockb-v1-5f6d\",destination_service_name=\"mockb\""
+        );
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+    }
 }

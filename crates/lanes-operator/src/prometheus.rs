@@ -1,6 +1,7 @@
-//! Instant queries against Prometheus for the `prometheus` analysis metric: one number
-//! from `GET /api/v1/query`, over HTTP or HTTPS (hyper), with a bearer token when one is
-//! configured, a timeout, and a bounded answer.
+//! Instant queries against Prometheus (`GET /api/v1/query`) for the `prometheus`
+//! analysis metric (one number) and the built-in metrics on a cluster (a vector by
+//! label), over HTTP or HTTPS (hyper), with a bearer token when one is configured, a
+//! timeout, and a bounded answer.
 
 use std::time::Duration;
 
@@ -72,6 +73,28 @@ impl Prometheus {
 
     /// Runs `query` on the Prometheus at `address` and returns its one number.
     pub async fn query(&self, address: &str, query: &str) -> Result<f64, QueryError> {
+        let (status, body) = self.fetch(address, query).await?;
+        parse_answer(status, &body).map_err(QueryError::Answer)
+    }
+
+    /// Runs `query` on the Prometheus at `address` and returns each sample's `label`
+    /// value and number (an instant vector, say one series per histogram bucket).
+    pub async fn query_by(
+        &self,
+        address: &str,
+        query: &str,
+        label: &str,
+    ) -> Result<Vec<(String, f64)>, QueryError> {
+        let (status, body) = self.fetch(address, query).await?;
+        parse_vector(status, &body, label).map_err(QueryError::Answer)
+    }
+
+    /// The status and body of Prometheus' answer to an instant query.
+    async fn fetch(
+        &self,
+        address: &str,
+        query: &str,
+    ) -> Result<(hyper::StatusCode, Bytes), QueryError> {
         let base = address.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(QueryError::Address(address.to_string()));
@@ -107,10 +130,9 @@ impl Prometheus {
                 .to_bytes();
             Ok::<_, QueryError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(self.timeout, answer)
+        tokio::time::timeout(self.timeout, answer)
             .await
-            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))??;
-        parse_answer(status, &body).map_err(QueryError::Answer)
+            .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
     }
 }
 
@@ -122,9 +144,9 @@ fn no_roots() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// The one number of an answer: a scalar, or a vector of exactly one sample.
-pub fn parse_answer(status: hyper::StatusCode, body: &[u8]) -> Result<f64, String> {
-    let v: Value =
+/// The `data` of a successful answer.
+fn answer_data(status: hyper::StatusCode, body: &[u8]) -> Result<Value, String> {
+    let mut v: Value =
         serde_json::from_slice(body).map_err(|e| format!("answer {status} is not JSON ({e})"))?;
     if v["status"] != "success" {
         return Err(format!(
@@ -132,15 +154,47 @@ pub fn parse_answer(status: hyper::StatusCode, body: &[u8]) -> Result<f64, Strin
             v["error"].as_str().unwrap_or("unknown error")
         ));
     }
-    let number = |pair: &Value| -> Result<f64, String> {
-        pair.get(1)
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("unexpected sample {pair}"))
-    };
-    match v["data"]["resultType"].as_str() {
-        Some("scalar") => number(&v["data"]["result"]),
-        Some("vector") => match v["data"]["result"].as_array().map(Vec::as_slice) {
+    Ok(v["data"].take())
+}
+
+/// The number of a `[time, "value"]` pair.
+fn number(pair: &Value) -> Result<f64, String> {
+    pair.get(1)
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("unexpected sample {pair}"))
+}
+
+/// Each sample of an instant vector: its `label` value (empty when it has none) and
+/// its number.
+pub fn parse_vector(
+    status: hyper::StatusCode,
+    body: &[u8],
+    label: &str,
+) -> Result<Vec<(String, f64)>, String> {
+    let data = answer_data(status, body)?;
+    if data["resultType"] != "vector" {
+        return Err(format!(
+            "expected an instant vector, got {}",
+            data["resultType"]
+        ));
+    }
+    let samples = data["result"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    samples
+        .iter()
+        .map(|s| {
+            let key = s["metric"][label].as_str().unwrap_or_default().to_string();
+            Ok((key, number(&s["value"])?))
+        })
+        .collect()
+}
+
+/// The one number of an answer: a scalar, or a vector of exactly one sample.
+pub fn parse_answer(status: hyper::StatusCode, body: &[u8]) -> Result<f64, String> {
+    let v = answer_data(status, body)?;
+    match v["resultType"].as_str() {
+        Some("scalar") => number(&v["result"]),
+        Some("vector") => match v["result"].as_array().map(Vec::as_slice) {
             Some([one]) => number(&one["value"]),
             Some([]) | None => Err("the query returned no sample".into()),
             Some(many) => Err(format!(

@@ -20,7 +20,7 @@ use lanes_rollout::{
 };
 use serde_json::{Value, json};
 
-use crate::analysis::{NoSamples, Samples, external_values};
+use crate::analysis::{Measured, NoSamples, Samples, external_values};
 use crate::prometheus::Prometheus;
 use crate::{Error, FIELD_MANAGER, is_already_exists, is_not_found, kube_err, to_value};
 
@@ -163,15 +163,18 @@ pub async fn reconcile_rollout(
     }
 }
 
-/// The canary's attempts, when the Rollout is analysed: counted on the Service and lane
-/// its pods join (none seen when either is missing).
+/// The canary's requests, when the Rollout is analysed: counted on the Service and lane
+/// its pods join (none seen when either is missing). When they cannot be read now (the
+/// cluster's Prometheus does not answer), no round is judged: said in the log, and
+/// tried again at the next reconcile.
 async fn sample_of(
     ctx: &Context,
     ns: &str,
     rollout: &Rollout,
-    workload: Option<&Value>,
+    workload: Option<(&Value, &Workload)>,
 ) -> Result<Option<Sample>, Error> {
-    let (Some(workload), true) = (workload, lanes_rollout::analysis_of(rollout).is_some()) else {
+    let (Some((value, workload)), true) = (workload, lanes_rollout::analysis_of(rollout).is_some())
+    else {
         return Ok(None);
     };
     let services = Api::<Service>::namespaced(ctx.client.clone(), ns)
@@ -188,12 +191,26 @@ async fn sample_of(
     let lanes: Vec<Value> = (lanes.items.iter())
         .map(|l| to_value("ASMSwimLane", l))
         .collect::<Result<_, _>>()?;
-    let target = lanes_rollout::target::canary_target(rollout, workload, &services, &lanes);
-    Ok(Some(
-        target
-            .map(|(svc, lane)| ctx.samples.sample(&svc, ns, &lane))
-            .unwrap_or_default(),
-    ))
+    let Some((service, lane)) =
+        lanes_rollout::target::canary_target(rollout, value, &services, &lanes)
+    else {
+        return Ok(Some(Sample::default()));
+    };
+    let canary = lanes_rollout::canary_name(&workload.name, &workload.revision());
+    let measured = Measured {
+        service: &service,
+        namespace: ns,
+        lane: &lane,
+        workload: &canary,
+    };
+    match ctx.samples.sample(measured).await {
+        Ok(sample) => Ok(Some(sample)),
+        Err(e) => {
+            tracing::warn!(rollout = %format!("{ns}/{}", kube::ResourceExt::name_any(rollout)), error = %e,
+                "cannot read the canary's requests; no analysis round this time");
+            Ok(None)
+        }
+    }
 }
 
 /// The name of another Rollout that manages the workload `ns/wname` before `rollout`
@@ -254,7 +271,13 @@ async fn reconcile_once(
     let (sample, external) = match owner {
         Some(_) => (None, Default::default()),
         None => (
-            sample_of(ctx, ns, &rollout, workload_value.as_ref()).await?,
+            sample_of(
+                ctx,
+                ns,
+                &rollout,
+                workload_value.as_ref().zip(workload.as_ref()),
+            )
+            .await?,
             external_values(&ctx.prometheus, &rollout, now).await,
         ),
     };

@@ -255,6 +255,11 @@ enum Command {
         /// queries (a mounted Secret); read once at start.
         #[arg(long)]
         prometheus_token_file: Option<std::path::PathBuf>,
+        /// The cluster's Prometheus, scraping the mesh's sidecars (`http://` or
+        /// `https://` URL): the built-in `successRate` and `latencyP99` read Istio's
+        /// standard series from it. Without it they see no requests (no verdict).
+        #[arg(long, value_parser = operator_cmd::prometheus_url)]
+        mesh_prometheus: Option<String>,
     },
 }
 
@@ -536,6 +541,7 @@ fn main() -> ExitCode {
             ref webhook_cert_dir,
             webhook_addr,
             ref prometheus_token_file,
+            ref mesh_prometheus,
         } => operator_cmd::run(operator_cmd::Options {
             flavor,
             metrics_addr,
@@ -551,6 +557,7 @@ fn main() -> ExitCode {
                     cert_dir,
                 }),
             prometheus_token_file: prometheus_token_file.clone(),
+            mesh_prometheus: mesh_prometheus.clone(),
         }),
     };
     match result {

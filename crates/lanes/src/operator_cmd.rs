@@ -28,6 +28,18 @@ pub struct Options {
     pub webhook: Option<Webhook>,
     /// Where the bearer token for Prometheus is, if one is sent.
     pub prometheus_token_file: Option<std::path::PathBuf>,
+    /// The cluster's Prometheus, for the built-in analysis metrics.
+    pub mesh_prometheus: Option<String>,
+}
+
+/// `--mesh-prometheus`: an `http://` or `https://` URL.
+pub fn prometheus_url(s: &str) -> Result<String, String> {
+    match s.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => Err(format!("{s:?} is not an http:// or https:// URL")),
+    }
 }
 
 /// The Prometheus bearer token in `path`: its first line, which must not be empty.
@@ -145,10 +157,7 @@ async fn serve(o: Options) -> Result<()> {
     };
     tracing::info!(identity = %config.identity, lease = %format!("{}/{}", config.lease_namespace, config.lease_name), flavor = ?config.flavor, "lanes operator starting");
     let operator = tokio::spawn(lanes_operator::run(
-        lanes_operator::rollouts::Context {
-            prometheus: lanes_operator::prometheus::Prometheus::new(token),
-            ..lanes_operator::rollouts::Context::new(client)
-        },
+        context(client, token, o.mesh_prometheus),
         config,
         metrics.clone(),
         stop_rx,
@@ -162,4 +171,27 @@ async fn serve(o: Options) -> Result<()> {
         w.await.context("webhook server task")?;
     }
     Ok(())
+}
+
+/// The rollout controller's context: Prometheus with the configured token, and the
+/// built-in metrics read from the mesh's Prometheus when one is named.
+fn context(
+    client: kube::Client,
+    token: Option<String>,
+    mesh_prometheus: Option<String>,
+) -> lanes_operator::rollouts::Context {
+    let prometheus = lanes_operator::prometheus::Prometheus::new(token);
+    let base = lanes_operator::rollouts::Context::new(client);
+    let samples: Arc<dyn lanes_operator::analysis::Samples> = match mesh_prometheus {
+        Some(address) => Arc::new(lanes_operator::analysis::IstioSeries {
+            prometheus: prometheus.clone(),
+            address,
+        }),
+        None => base.samples.clone(),
+    };
+    lanes_operator::rollouts::Context {
+        prometheus,
+        samples,
+        ..base
+    }
 }

@@ -199,14 +199,22 @@ fn survive_file_size_limit() {
 struct ProxyCounts(Arc<lanes_proxy::Metrics>);
 
 impl lanes_operator::analysis::Samples for ProxyCounts {
-    fn sample(&self, service: &str, namespace: &str, lane: &str) -> lanes_model::rollout::Sample {
-        let s = self.0.attempt_sample(service, namespace, lane);
-        lanes_model::rollout::Sample {
+    fn sample<'a>(
+        &'a self,
+        canary: lanes_operator::analysis::Measured<'a>,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<lanes_model::rollout::Sample, lanes_operator::prometheus::QueryError>,
+    > {
+        let s = self
+            .0
+            .attempt_sample(canary.service, canary.namespace, canary.lane);
+        Box::pin(std::future::ready(Ok(lanes_model::rollout::Sample {
             time: String::new(),
             total: s.total,
             failures: s.failures,
             buckets: s.buckets,
-        }
+        })))
     }
 }
 

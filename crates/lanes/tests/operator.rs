@@ -340,7 +340,7 @@ fn the_webhook_over_tls_patches_as_the_in_process_admission_does() {
 /// A Prometheus token file that cannot be read, or holds nothing, stops the operator at
 /// start with the flag and the file named.
 #[test]
-fn a_bad_prometheus_token_file_is_refused_naming_it() {
+fn a_bad_prometheus_token_file_or_url_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty-token");
     std::fs::write(&empty, "\n").unwrap();
@@ -361,4 +361,182 @@ fn a_bad_prometheus_token_file_is_refused_naming_it() {
             "{err}"
         );
     }
+    for url in ["ftp://prometheus:9090", "prometheus:9090", "http://"] {
+        let out = Command::new(bin())
+            .args(["operator", "--mesh-prometheus", url])
+            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--mesh-prometheus") && err.contains("is not an http:// or https:// URL"),
+            "{err}"
+        );
+    }
+}
+
+/// What the Deployment controller reports once it has caught up with `d` (a paused
+/// Deployment keeps its updated count).
+fn caught_up(d: &Value) -> Value {
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let paused = d["spec"]["paused"].as_bool().unwrap_or(false);
+    let updated = match d["status"]["updatedReplicas"].as_i64() {
+        Some(n) if paused => n,
+        _ => replicas,
+    };
+    json!({
+        "observedGeneration": d["metadata"]["generation"].as_i64().unwrap_or(1),
+        "replicas": replicas, "updatedReplicas": updated,
+        "readyReplicas": replicas, "availableReplicas": replicas,
+    })
+}
+
+/// A Deployment for `lanes up` named as the cluster's canary `name` of `app`, in the
+/// canary lane; its application fails every request when `failing`.
+fn canary_for_lanes_up(name: &str, app: &str, upstream: &str, failing: bool) -> String {
+    let fail = if failing {
+        "            - name: FAIL_RATE\n              value: \"1\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {app}, ASM_TRAFFIC_TAG: canary}}\n  template:\n    metadata:\n      labels: {{app: {app}, ASM_TRAFFIC_TAG: canary, version: v2}}\n    spec:\n      containers:\n        - name: default\n          image: registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0\n          env:\n            - name: version\n              value: v2\n            - name: app\n              value: {app}\n            - name: upstream_url\n              value: \"{upstream}\"\n{fail}          ports:\n            - containerPort: 8000\n"
+    )
+}
+
+/// Built-in analysis on a cluster: `lanes operator --mesh-prometheus` against a mocked
+/// API server reads the canaries' requests from a real Prometheus scraping Istio's
+/// standard series — here from `lanes up`'s data plane, as a cluster's Prometheus
+/// scrapes Istio's sidecars. mockb's failing canary is rolled back; mocka's healthy one
+/// passes and waits for approval.
+#[test]
+fn built_in_analysis_on_a_cluster_reads_istios_series_from_a_real_prometheus() {
+    let d = common::Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    common::settled(&d, 3);
+    let p = common::prometheus(&d.api, &d.state.join("token"));
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, fake, kubeconfig) = mocked_cluster(dir.path());
+    for d in fake.list("apps/v1", "Deployment") {
+        let mut d = d.clone();
+        d["status"] = caught_up(&d);
+        fake.put(d);
+    }
+    let analysis = json!({"spec": {"strategy": {"canary": {"analysis": {
+        "interval": "2s", "failureLimit": 0, "minRequests": 5, "onFailure": "rollback",
+        "metrics": [{"name": "success-rate", "successRate": {"min": 0.95}}]}}}}});
+    let rollout = |name: &str| fake.get("rollouts.kruise.io/v1beta1", "Rollout", "default", name);
+    for name in ["rollouts-mocka", "rollouts-mockb"] {
+        fake.merge(
+            "rollouts.kruise.io/v1beta1",
+            "Rollout",
+            "default",
+            name,
+            &analysis,
+            false,
+        );
+    }
+    let (mut child, rx) = start_operator(&kubeconfig, &["--mesh-prometheus", &p.address]);
+    eventually(Duration::from_secs(30), || {
+        let _ = rx.try_recv();
+        ["rollouts-mocka", "rollouts-mockb"]
+            .iter()
+            .all(|r| rollout(r).is_some_and(|r| r["status"]["phase"] == "Healthy"))
+            .then_some(())
+    });
+    // Both workloads get version 2.0: the operator creates a canary Deployment of each.
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default",
+        "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0"}]}}}});
+    for w in ["mocka-v1", "mockb-v1"] {
+        fake.merge("apps/v1", "Deployment", "default", w, &image, false);
+    }
+    let canary_of = |w: &str| {
+        eventually(Duration::from_secs(30), || {
+            fake.list("apps/v1", "Deployment")
+                .into_iter()
+                .find(|d| d["metadata"]["labels"]["rollouts.kruise.io/canary-deployment"] == w)
+        })
+    };
+    let (canary_a, canary_b) = (canary_of("mocka-v1"), canary_of("mockb-v1"));
+    // The cluster's Deployment controller: every Deployment catches up (canaries ready).
+    for d in fake.list("apps/v1", "Deployment") {
+        let mut d = d.clone();
+        d["status"] = caught_up(&d);
+        fake.put(d);
+    }
+    // The same canaries run in lanes up's data plane: mocka's is healthy, mockb's fails.
+    let name = |d: &Value| d["metadata"]["name"].as_str().unwrap().to_string();
+    let (a, b) = (name(&canary_a), name(&canary_b));
+    common::apply_text(
+        &d,
+        &canary_for_lanes_up(&a, "mocka", "http://mockb:8000/", false),
+    );
+    common::apply_text(
+        &d,
+        &canary_for_lanes_up(&b, "mockb", "http://mockc:8000/", true),
+    );
+    common::settled(&d, 5);
+    // Canary traffic until both verdicts are in (the analysis interval is 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let verdicts = loop {
+        let (status, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+        assert_eq!(status, 200, "the caller never sees the canary fail: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+        let (ra, rb) = (
+            rollout("rollouts-mocka").unwrap(),
+            rollout("rollouts-mockb").unwrap(),
+        );
+        let rolled_back = rb["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("rolled back:"));
+        let passed = ra["status"]["analysis"]["measurements"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| m["verdict"] == "Passed"));
+        if rolled_back && passed {
+            break (ra, rb);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no verdicts within 90 s:\n{}\n{}",
+            ra["status"],
+            rb["status"]
+        );
+    };
+    let (ra, rb) = verdicts;
+    let why = rb["status"]["message"].as_str().unwrap();
+    assert!(
+        why.contains("success-rate") && why.contains("success rate 0.000"),
+        "{why}"
+    );
+    let workload = fake
+        .get("apps/v1", "Deployment", "default", "mockb-v1")
+        .unwrap();
+    let image = workload["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert!(
+        image.ends_with(":1.0"),
+        "mockb-v1 is back on its stable template: {image}"
+    );
+    let m = &ra["status"]["analysis"]["measurements"];
+    assert!(
+        m.as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["verdict"] != "Failed"),
+        "{m}"
+    );
+    assert_eq!(
+        ra["status"]["canaryStatus"]["currentStepState"], "StepPaused",
+        "{ra}"
+    );
+    // What the operator read is Istio's series of the canary workloads.
+    let q = format!(
+        "/api/v1/query?query=sum(istio_requests_total%7Bdestination_workload%3D%22{a}%22%2Cresponse_code%3D%22200%22%7D)"
+    );
+    let (_, _, body) = http_get(&p.address, &q, &[]);
+    assert!(body.contains("\"value\""), "{body}");
+    drop(p);
+    stop_cleanly(&mut child);
 }

@@ -417,3 +417,64 @@ pub fn settled(d: &Daemon, deployments: usize) {
         ok.then_some(())
     });
 }
+
+/// A real Prometheus (Debian's package) scraping the daemon's `/metrics` every second,
+/// on an address of its own; stopped on drop.
+pub struct Prometheus {
+    child: std::process::Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn prometheus(target: &str, token_file: &std::path::Path) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: lanes\n    scrape_interval: 1s\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{}']\n",
+            token_file.display(),
+            target.trim_start_matches("http://")
+        ),
+    )
+    .unwrap();
+    let host = format!(
+        "127.{}.{}.9",
+        30 + std::process::id() % 200,
+        1 + std::process::id() % 250
+    );
+    let address = format!("http://{host}:9090");
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={host}:9090"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the prometheus binary (Debian's prometheus package; .ci/run installs it)");
+    let p = Prometheus {
+        child,
+        address,
+        _dir: dir,
+    };
+    eventually(Duration::from_secs(60), || {
+        let (status, _, _) = http_get(&p.address, "/-/ready", &[]);
+        (status == 200).then_some(())
+    });
+    // Wait for the first scrape of the daemon.
+    eventually(Duration::from_secs(30), || {
+        let (_, _, body) = http_get(&p.address, "/api/v1/query?query=up", &[]);
+        body.contains("\"1\"").then_some(())
+    });
+    p
+}
