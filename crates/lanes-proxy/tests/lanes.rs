@@ -363,3 +363,16 @@ async fn an_endpoint_that_keeps_timing_out_is_ejected() {
 fn outlier_failures() -> usize {
     lanes_proxy::outlier::CONSECUTIVE_FAILURES as usize
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_canary_falls_back_the_next_hop_stays_in_the_canary_lane() {
+    let mut pods = chain_pods(&["mockb"]);
+    pods.push(pod("mocka", "v2", "canary", App::Status(500)));
+    let c = Cluster::start(&manifests(), pods, settings()).await;
+    for i in 0..5 {
+        let (status, headers, body) = c.get("canary", &format!("ff-{i}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers.get("x-lanes-fallback").unwrap(), "canary->base");
+        assert_eq!(versions(&body), ["v1", "v2", "v1"], "{body}");
+    }
+}
