@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lanes_compile::RouteTable;
+use lanes_routes::RouteTable;
 use serde::{Deserialize, Serialize};
 
 /// Tunables of the proxy. Durations are in milliseconds in the file.

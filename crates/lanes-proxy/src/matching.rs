@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use http::{HeaderMap, Method, Uri};
-use lanes_model::istio::{HttpMatchRequest, StringMatch};
+use lanes_routes::{HttpMatchRequest, StringMatch};
 use regex::Regex;
 
 /// A compiled string condition.
@@ -209,7 +209,7 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     if pattern == "*" {
         return true;
     }
-    let host = lanes_model::mesh::strip_port(host);
+    let host = lanes_routes::host::strip_port(host);
     if let Some(suffix) = pattern.strip_prefix('*') {
         return host.len() > suffix.len()
             && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix);

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use lanes_compile::RouteTable;
+use lanes_routes::RouteTable;
 
 use crate::body::{ClientBodyFault, Prepared, ProxyBody, boxed, full, prepare, watch_client_body};
 use crate::budget;
@@ -357,7 +357,7 @@ impl Mesh {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
             }
         };
-        let port = lanes_model::mesh::strip_port(&host).len();
+        let port = lanes_routes::host::strip_port(&host).len();
         let port = host.get(port + 1..).and_then(|p| p.parse().ok());
         let trace = group
             .and_then(|g| g.trace_header.as_ref())

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{HeaderMap, HeaderName};
-use lanes_compile::{IngressRoutes, PortMap, RouteTable};
-use lanes_model::mesh::{parse_mesh_host, selector_matches};
+use lanes_routes::host::{parse_mesh_host, selector_matches};
+use lanes_routes::{IngressRoutes, PortMap, RouteTable};
 
 use crate::config::Endpoint;
 use crate::matching::{MatchError, RequestMatcher, RequestView, host_matches};
@@ -651,7 +651,7 @@ pub fn baggage_member(headers: &HeaderMap, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lanes_compile::{
+    use lanes_routes::{
         GroupRoutes, IngressRouteRule, LaneRoutes, MeshService, ServiceName, ServiceRoutes,
         SubsetRoute,
     };
