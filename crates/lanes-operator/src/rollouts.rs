@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use lanes_model::lane::ASMSwimLane;
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::analysis::{Measured, NoSamples, Samples, external_values};
 use crate::prometheus::Prometheus;
-use crate::{Error, FIELD_MANAGER, is_already_exists, is_not_found, kube_err, to_value};
+use crate::{Error, FIELD_MANAGER, is_already_exists, is_not_found, kube_err};
 
 /// What the rollout controller works with.
 #[derive(Clone)]
@@ -129,7 +129,6 @@ async fn canary_problem(
         .await
         .map_err(kube_err(format!("list pods of {}", workload.name)))?;
     for p in list.items {
-        let p = to_value("Pod", &p)?;
         if lanes_rollout::owned_by_canary(&p, canaries)
             && let Some(problem) = lanes_rollout::pod_problem(&p)
         {
@@ -171,10 +170,9 @@ async fn sample_of(
     ctx: &Context,
     ns: &str,
     rollout: &Rollout,
-    workload: Option<(&Value, &Workload)>,
+    workload: Option<&Workload>,
 ) -> Result<Option<Sample>, Error> {
-    let (Some((value, workload)), true) = (workload, lanes_rollout::analysis_of(rollout).is_some())
-    else {
+    let (Some(workload), true) = (workload, lanes_rollout::analysis_of(rollout).is_some()) else {
         return Ok(None);
     };
     let services = Api::<Service>::namespaced(ctx.client.clone(), ns)
@@ -185,14 +183,8 @@ async fn sample_of(
         .list(&ListParams::default())
         .await
         .map_err(kube_err("list lanes"))?;
-    let services: Vec<Value> = (services.items.iter())
-        .map(|s| to_value("Service", s))
-        .collect::<Result<_, _>>()?;
-    let lanes: Vec<Value> = (lanes.items.iter())
-        .map(|l| to_value("ASMSwimLane", l))
-        .collect::<Result<_, _>>()?;
     let Some((service, lane)) =
-        lanes_rollout::target::canary_target(rollout, value, &services, &lanes)
+        lanes_rollout::target::canary_target(rollout, workload, &services.items, &lanes.items)
     else {
         return Ok(Some(Sample::default()));
     };
@@ -251,16 +243,14 @@ async fn reconcile_once(
         return Ok(Outcome::default());
     };
     let wname = rollout.spec.workload_ref.name.clone();
-    let mut workload_value = None;
-    if rollout.spec.workload_ref.kind == "Deployment"
-        && let Some(d) = deployments
+    let deployment = match rollout.spec.workload_ref.kind.as_str() {
+        "Deployment" => deployments
             .get_opt(&wname)
             .await
-            .map_err(kube_err(format!("get Deployment {ns}/{wname}")))?
-    {
-        workload_value = Some(to_value("Deployment", &d)?);
-    }
-    let workload = workload_value.as_ref().and_then(Workload::from_value);
+            .map_err(kube_err(format!("get Deployment {ns}/{wname}")))?,
+        _ => None,
+    };
+    let workload = deployment.as_ref().and_then(Workload::from_deployment);
     let canaries = canaries(&deployments, &wname).await?;
     let canary_problem = match &workload {
         Some(w) => canary_problem(&Api::namespaced(client.clone(), ns), w, &canaries).await?,
@@ -271,13 +261,7 @@ async fn reconcile_once(
     let (sample, external) = match owner {
         Some(_) => (None, Default::default()),
         None => (
-            sample_of(
-                ctx,
-                ns,
-                &rollout,
-                workload_value.as_ref().zip(workload.as_ref()),
-            )
-            .await?,
+            sample_of(ctx, ns, &rollout, workload.as_ref()).await?,
             external_values(&ctx.prometheus, &rollout, now).await,
         ),
     };
@@ -302,7 +286,7 @@ async fn reconcile_once(
             &rollouts,
             &rollout,
             &wname,
-            workload_value.as_ref(),
+            deployment.as_ref(),
             action,
         )
         .await?;
@@ -344,7 +328,7 @@ async fn act(
     rollouts: &Api<Rollout>,
     rollout: &Rollout,
     wname: &str,
-    workload: Option<&Value>,
+    workload: Option<&Deployment>,
     action: &Action,
 ) -> Result<Option<Rollout>, Error> {
     let patch_deployment = |name: String, patch: Value, what: &'static str| async move {
@@ -410,20 +394,14 @@ async fn act(
             // patch would keep labels the new template added). The resourceVersion of
             // the read makes a concurrent edit a 409, and the reconcile is redone.
             let stable = workload
-                .and_then(|w| w.pointer("/metadata/annotations"))
-                .and_then(|a| a.get(STABLE_TEMPLATE))
-                .and_then(Value::as_str)
-                .and_then(|s| serde_json::from_str::<Value>(s).ok());
+                .and_then(|w| w.metadata.annotations.as_ref()?.get(STABLE_TEMPLATE))
+                .and_then(|s| serde_json::from_str::<PodTemplateSpec>(s).ok());
             if let (Some(stable), Some(w)) = (stable, workload) {
-                let mut w = w.clone();
-                w["spec"]["template"] = stable;
-                if let Some(meta) = w.get_mut("metadata").and_then(Value::as_object_mut) {
-                    meta.remove("managedFields");
+                let mut d = w.clone();
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.template = stable;
                 }
-                let d: Deployment = serde_json::from_value(w).map_err(|source| Error::Json {
-                    what: format!("Deployment {wname}"),
-                    source,
-                })?;
+                d.metadata.managed_fields = None;
                 deployments
                     .replace(wname, &post(), &d)
                     .await

@@ -1,6 +1,8 @@
 //! What the controller observes: the workload, its canary Deployments, their pods and
 //! the canary's traffic, as plain values the state machine reads.
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use lanes_model::rollout::{Rollout, Sample};
 use serde_json::Value;
 
@@ -34,32 +36,30 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Reads a Deployment's JSON.
-    pub fn from_value(v: &Value) -> Option<Workload> {
-        let int = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-        let stable = v
-            .pointer("/metadata/annotations")
+    /// Reads a Deployment (its template and selector as JSON, as the hashes and the
+    /// canary take them).
+    pub fn from_deployment(d: &Deployment) -> Option<Workload> {
+        let spec = d.spec.as_ref();
+        let status = d.status.as_ref();
+        let json = |v: Option<Value>| v.unwrap_or(Value::Null);
+        let stable = d
+            .metadata
+            .annotations
+            .as_ref()
             .and_then(|a| a.get(STABLE_TEMPLATE))
-            .and_then(Value::as_str)
             .and_then(|s| serde_json::from_str(s).ok());
         Some(Workload {
-            name: v.pointer("/metadata/name")?.as_str()?.to_string(),
-            generation: int("/metadata/generation"),
-            replicas: v
-                .pointer("/spec/replicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1) as i32,
-            selector: v.pointer("/spec/selector").cloned().unwrap_or(Value::Null),
-            template: v.pointer("/spec/template").cloned().unwrap_or(Value::Null),
-            paused: v
-                .pointer("/spec/paused")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            name: d.metadata.name.clone()?,
+            generation: d.metadata.generation.unwrap_or(0),
+            replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+            selector: json(spec.and_then(|s| serde_json::to_value(&s.selector).ok())),
+            template: json(spec.and_then(|s| serde_json::to_value(&s.template).ok())),
+            paused: spec.and_then(|s| s.paused).unwrap_or(false),
             stable_template: stable,
-            observed_generation: int("/status/observedGeneration"),
-            updated: int("/status/updatedReplicas") as i32,
-            available: int("/status/availableReplicas") as i32,
-            total: int("/status/replicas") as i32,
+            observed_generation: status.and_then(|s| s.observed_generation).unwrap_or(0),
+            updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
+            available: status.and_then(|s| s.available_replicas).unwrap_or(0),
+            total: status.and_then(|s| s.replicas).unwrap_or(0),
         })
     }
 
@@ -124,37 +124,30 @@ pub struct Observed<'a> {
 
 /// Why a pod is not running, as its first container's status says (`pod NAME: REASON:
 /// MESSAGE`), for the progress deadline's message; `None` when it is not waiting.
-pub fn pod_problem(pod: &Value) -> Option<String> {
-    let w = pod.pointer("/status/containerStatuses/0/state/waiting")?;
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let name = pod
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+pub fn pod_problem(pod: &Pod) -> Option<String> {
+    let first = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let waiting = first.state.as_ref()?.waiting.as_ref()?;
     Some(format!(
-        "pod {name}: {}: {}",
-        s(w, "reason"),
-        s(w, "message")
+        "pod {}: {}: {}",
+        pod.metadata.name.as_deref().unwrap_or(""),
+        waiting.reason.as_deref().unwrap_or(""),
+        waiting.message.as_deref().unwrap_or("")
     ))
 }
 
 /// Whether a pod belongs to one of the canary Deployments: its controller is the
 /// Deployment itself (pods as `lanes up` runs them) or one of its ReplicaSets,
 /// `<deployment>-<hash>` (pods as a cluster runs them).
-pub fn owned_by_canary(pod: &Value, canaries: &[Canary]) -> bool {
-    let owners = pod
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array);
-    owners.into_iter().flatten().any(|o| {
-        let name = o.get("name").and_then(Value::as_str).unwrap_or("");
-        canaries
-            .iter()
-            .any(|c| match o.get("kind").and_then(Value::as_str) {
-                Some("Deployment") => name == c.name,
-                Some("ReplicaSet") => name
-                    .strip_prefix(c.name.as_str())
-                    .is_some_and(|rest| rest.starts_with('-')),
-                _ => false,
-            })
+pub fn owned_by_canary(pod: &Pod, canaries: &[Canary]) -> bool {
+    let owners = pod.metadata.owner_references.iter().flatten();
+    owners.into_iter().any(|o| {
+        canaries.iter().any(|c| match o.kind.as_str() {
+            "Deployment" => o.name == c.name,
+            "ReplicaSet" => o
+                .name
+                .strip_prefix(c.name.as_str())
+                .is_some_and(|rest| rest.starts_with('-')),
+            _ => false,
+        })
     })
 }

@@ -1,18 +1,20 @@
 //! Where the data plane counts a canary's attempts: the Service that selects its pods
 //! and the lane they join (pure: the driver passes what it read).
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+use lanes_model::lane::ASMSwimLane;
 use lanes_model::mesh::selector_matches;
 use lanes_model::object::string_map;
 use lanes_model::rollout::Rollout;
-use serde_json::Value;
+
+use crate::observe::Workload;
 
 /// The canary's pod labels: the workload's template labels with the Rollout's
 /// `patchPodTemplateMetadata` laid over them.
-fn canary_pod_labels(
-    rollout: &Rollout,
-    workload: &Value,
-) -> std::collections::BTreeMap<String, String> {
-    let mut labels = string_map(workload, "/spec/template/metadata/labels");
+fn canary_pod_labels(rollout: &Rollout, workload: &Workload) -> BTreeMap<String, String> {
+    let mut labels = string_map(&workload.template, "/metadata/labels");
     if let Some(meta) = rollout
         .spec
         .strategy
@@ -25,36 +27,27 @@ fn canary_pod_labels(
     labels
 }
 
-/// The first object of `candidates` whose selector at `ptr` is not empty and matches.
-fn first_selecting<'a>(
-    candidates: &'a [Value],
-    ptr: &str,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> Option<&'a Value> {
-    candidates.iter().find(|o| {
-        let sel = string_map(o, ptr);
-        !sel.is_empty() && selector_matches(&sel, labels)
-    })
+/// Whether a selector is not empty and matches `labels`.
+fn selects(selector: Option<&BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> bool {
+    selector.is_some_and(|s| !s.is_empty() && selector_matches(s, labels))
 }
 
 /// The names of the Service (among `services`, the workload's namespace) and the lane
 /// (among `lanes`) the canary's pods are part of; `None` when either is missing.
 pub fn canary_target(
     rollout: &Rollout,
-    workload: &Value,
-    services: &[Value],
-    lanes: &[Value],
+    workload: &Workload,
+    services: &[Service],
+    lanes: &[ASMSwimLane],
 ) -> Option<(String, String)> {
     let labels = canary_pod_labels(rollout, workload);
-    let name = |v: &Value| {
-        v.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    let service = first_selecting(services, "/spec/selector", &labels)?;
-    let lane = first_selecting(lanes, "/spec/labelSelector", &labels)?;
-    Some((name(service), name(lane)))
+    let service = services
+        .iter()
+        .find(|s| selects(s.spec.as_ref().and_then(|s| s.selector.as_ref()), &labels))?;
+    let lane = lanes
+        .iter()
+        .find(|l| selects(Some(&l.spec.label_selector), &labels))?;
+    Some((service.metadata.name.clone()?, lane.metadata.name.clone()?))
 }
 
 #[cfg(test)]
@@ -71,16 +64,25 @@ mod tests {
                                   {"labels": {"tag": "canary"}}}}}
         }))
         .unwrap();
-        let workload =
-            json!({"spec": {"template": {"metadata": {"labels": {"app": "a", "tag": "base"}}}}});
-        let services = vec![
-            json!({"metadata": {"name": "other"}, "spec": {"selector": {"app": "b"}}}),
-            json!({"metadata": {"name": "svc-a"}, "spec": {"selector": {"app": "a"}}}),
-        ];
-        let lanes = vec![
-            json!({"metadata": {"name": "base"}, "spec": {"labelSelector": {"tag": "base"}}}),
-            json!({"metadata": {"name": "canary"}, "spec": {"labelSelector": {"tag": "canary"}}}),
-        ];
+        let deployment = serde_json::from_value(json!({
+            "metadata": {"name": "a"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}},
+                     "template": {"metadata": {"labels": {"app": "a", "tag": "base"}}}}
+        }))
+        .unwrap();
+        let workload = Workload::from_deployment(&deployment).unwrap();
+        let services: Vec<Service> = serde_json::from_value(json!([
+            {"metadata": {"name": "other"}, "spec": {"selector": {"app": "b"}}},
+            {"metadata": {"name": "svc-a"}, "spec": {"selector": {"app": "a"}}},
+        ]))
+        .unwrap();
+        let lanes: Vec<ASMSwimLane> = serde_json::from_value(json!([
+            {"apiVersion": "istio.alibabacloud.com/v1", "kind": "ASMSwimLane",
+             "metadata": {"name": "base"}, "spec": {"labelSelector": {"tag": "base"}}},
+            {"apiVersion": "istio.alibabacloud.com/v1", "kind": "ASMSwimLane",
+             "metadata": {"name": "canary"}, "spec": {"labelSelector": {"tag": "canary"}}},
+        ]))
+        .unwrap();
         assert_eq!(
             canary_target(&rollout, &workload, &services, &lanes),
             Some(("svc-a".into(), "canary".into()))

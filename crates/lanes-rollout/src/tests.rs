@@ -2,6 +2,7 @@
 //! state, phase and actions Kruise would produce.
 
 use super::*;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lanes_model::rollout::{
     CanaryStep, CanaryStrategy, Rollout, RolloutPause, RolloutPhase, RolloutSpec, RolloutStrategy,
@@ -122,7 +123,11 @@ fn canary_pods_are_known_by_their_deployment_or_its_replica_sets() {
         replicas: 1,
         ready: 0,
     }];
-    let pod = |kind: &str, name: &str| json!({"metadata": {"ownerReferences": [{"kind": kind, "name": name}]}});
+    let pod = |kind: &str, name: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "u"}]}}))
+        .unwrap()
+    };
     assert!(owned_by_canary(&pod("Deployment", "a-v1-abc"), &canaries));
     assert!(owned_by_canary(
         &pod("ReplicaSet", "a-v1-abc-5d9f"),
@@ -133,7 +138,7 @@ fn canary_pods_are_known_by_their_deployment_or_its_replica_sets() {
         &pod("ReplicaSet", "a-v1-abcdef"),
         &canaries
     ));
-    assert!(!owned_by_canary(&json!({"metadata": {}}), &canaries));
+    assert!(!owned_by_canary(&Pod::default(), &canaries));
 }
 
 #[test]
@@ -613,14 +618,20 @@ fn which_rollouts_manage_which_deployments_and_what_a_waiting_pod_says() {
     assert!(!manages(&r));
     r.spec.workload_ref.kind = "StatefulSet".into();
     assert!(!targets_deployment(&r, "default", "mocka-v1"));
-    let waiting = json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [
-        {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]}});
+    let waiting: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+         "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]}}),
+    )
+    .unwrap();
     assert_eq!(
         pod_problem(&waiting).as_deref(),
         Some("pod p: ImagePullBackOff: no such image")
     );
     assert_eq!(
-        pod_problem(&json!({"metadata": {"name": "p"}, "status": {}})),
+        pod_problem(
+            &serde_json::from_value(json!({"metadata": {"name": "p"}, "status": {}})).unwrap()
+        ),
         None
     );
 }
