@@ -11,6 +11,7 @@ pub mod lanes;
 pub mod lease;
 pub mod metrics;
 pub mod prometheus;
+pub mod rollout_controller;
 pub mod rollouts;
 pub mod run;
 pub mod webhook;

@@ -7,14 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource};
 use lanes_compile::Flavor;
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
-use lanes_model::rollout::Rollout;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -157,7 +155,7 @@ fn controllers(
         metrics.clone(),
         stop.clone(),
     ));
-    tasks.spawn(rollouts_loop(
+    tasks.spawn(crate::rollout_controller::run(
         ctx.clone(),
         config.clone(),
         metrics.clone(),
@@ -167,7 +165,7 @@ fn controllers(
 }
 
 /// Resolves once `rx` says stop (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped here, not held across an await.
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -183,14 +181,14 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) ->
 
 /// The watches of one controller: each wakes `notify` on changes, and all stop on
 /// `stop`.
-struct Watches {
-    notify: Arc<Notify>,
-    tasks: JoinSet<()>,
+pub(crate) struct Watches {
+    pub(crate) notify: Arc<Notify>,
+    pub(crate) tasks: JoinSet<()>,
     stop: watch::Receiver<bool>,
 }
 
 impl Watches {
-    fn new(stop: &watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(stop: &watch::Receiver<bool>) -> Self {
         Watches {
             notify: Arc::new(Notify::new()),
             tasks: JoinSet::new(),
@@ -200,7 +198,7 @@ impl Watches {
 
     /// A watch cache of `api` (objects passed through `slim` first, to hold only what the
     /// controllers read), waking the controller on every change `wanted` says matters.
-    fn cache<K>(
+    pub(crate) fn cache<K>(
         &mut self,
         api: Api<K>,
         slim: fn(&mut K),
@@ -256,7 +254,7 @@ impl Watches {
 }
 
 /// Drops what no controller reads from a cached object.
-fn slim_meta<K: Resource>(o: &mut K) {
+pub(crate) fn slim_meta<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
@@ -290,7 +288,7 @@ fn slim_pod(p: &mut Pod) {
 }
 
 /// Waits until every cache has its first full list; false on stop.
-async fn ready<K>(store: &reflector::Store<K>, stop: &mut watch::Receiver<bool>) -> bool
+pub(crate) async fn ready<K>(store: &reflector::Store<K>, stop: &mut watch::Receiver<bool>) -> bool
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
@@ -304,7 +302,11 @@ where
 
 /// Waits for an event (then a short settle, so bursts become one reconcile), the resync
 /// period, or stop; returns false on stop.
-async fn next_round(notify: &Notify, wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+pub(crate) async fn next_round(
+    notify: &Notify,
+    wait: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     let stopped = tokio::select! {
         _ = notify.notified() => {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -381,179 +383,10 @@ async fn lanes_loop(
     w.tasks.shutdown().await;
 }
 
-async fn rollouts_loop(
-    ctx: Context,
-    config: Config,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let client = &ctx.client;
-    let mut w = Watches::new(&stop);
-    let rollouts = w.cache(Api::<Rollout>::all(client.clone()), slim_meta, |_| true);
-    // Deployment events wake the controller only when they concern a release.
-    let known = rollouts.clone();
-    let deployments = w.cache(
-        Api::<Deployment>::all(client.clone()),
-        slim_meta,
-        move |d| {
-            crate::rollouts::concerns(d, |ns, name| {
-                // A lookup in the cache, without copying it, on every Deployment event.
-                known
-                    .find(|r| lanes_rollout::targets_deployment(r, ns, name))
-                    .is_some()
-            })
-        },
-    );
-    let cached = ready(&rollouts, &mut stop).await && ready(&deployments, &mut stop).await;
-    let mut wait = Duration::ZERO;
-    while cached && next_round(&w.notify, wait, &mut stop).await {
-        let started = tokio::time::Instant::now();
-        let round = rollouts_round(&ctx, &config.identity, &metrics, &rollouts, &deployments).await;
-        metrics.timed("rollouts", started.elapsed());
-        wait = round.requeue(config.resync);
-    }
-    w.tasks.shutdown().await;
-}
-
-/// What a round of the rollout controller found.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Round {
-    /// Every reconcile succeeded.
-    ok: bool,
-    /// Some release is under way.
-    progressing: bool,
-    /// The soonest time a release waits on.
-    wake_after: Option<Duration>,
-}
-
-impl Round {
-    /// After a failure, when a release in flight waits on nothing timed (a missed event
-    /// must not stall it).
-    const RETRY: Duration = Duration::from_secs(1);
-    const PROGRESSING: Duration = Duration::from_secs(5);
-    /// No sooner than this, so a time just due is not polled in a tight loop.
-    const SOONEST: Duration = Duration::from_millis(200);
-
-    /// How long the controller sleeps before the next round when no event comes: until
-    /// the soonest time a release waits on (a pause's end, an analysis round, the
-    /// progress deadline), and at most `resync`.
-    fn requeue(&self, resync: Duration) -> Duration {
-        let mut wait = resync;
-        if !self.ok {
-            wait = wait.min(Self::RETRY);
-        }
-        if self.progressing {
-            wait = wait.min(Self::PROGRESSING);
-        }
-        if let Some(w) = self.wake_after {
-            wait = wait.min(w.max(Self::SOONEST));
-        }
-        wait
-    }
-}
-
-/// Reconciles every Rollout, then stands down orphaned releases.
-async fn rollouts_round(
-    ctx: &Context,
-    identity: &str,
-    metrics: &Metrics,
-    rollouts: &reflector::Store<Rollout>,
-    deployments: &reflector::Store<Deployment>,
-) -> Round {
-    let client = &ctx.client;
-    let (mut ok, mut progressing) = (true, false);
-    let mut wake_after: Option<Duration> = None;
-    let now = jiff::Timestamp::now();
-    for r in rollouts.state() {
-        let ns = r.metadata.namespace.clone().unwrap_or_default();
-        let name = r.metadata.name.clone().unwrap_or_default();
-        match crate::rollouts::reconcile_rollout(ctx, &ns, &name, now).await {
-            Ok(o) => {
-                metrics.reconciled("rollouts", true);
-                metrics.conflicts.inc_by(o.conflicts as u64);
-                progressing |= o.progressing;
-                if let Some(w) = o.wake_after {
-                    wake_after = Some(wake_after.map_or(w, |s| s.min(w)));
-                }
-                for a in &o.actions {
-                    tracing::info!(rollout = %format!("{ns}/{name}"), action = ?a, "rollout controller");
-                }
-                if let Some(t) = &o.transition {
-                    tracing::info!(rollout = %format!("{ns}/{name}"), reason = %t.reason, note = %t.note, "rollout transition");
-                    let recorded = crate::events::record(
-                        client,
-                        &ns,
-                        &name,
-                        t,
-                        identity,
-                        jiff::Timestamp::now(),
-                    )
-                    .await;
-                    if let Err(e) = recorded {
-                        tracing::warn!(error = %e, "event not recorded");
-                    }
-                }
-            }
-            Err(e) => {
-                ok = false;
-                metrics.reconciled("rollouts", false);
-                tracing::warn!(rollout = %format!("{ns}/{name}"), error = %e, "rollout controller");
-            }
-        }
-    }
-    let ds = deployments.state();
-    let rs = rollouts.state();
-    let result = crate::rollouts::sweep(
-        client,
-        &ds.iter().map(|d| d.as_ref()).collect::<Vec<_>>(),
-        &rs.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
-    )
-    .await;
-    if let Err(e) = result {
-        ok = false;
-        tracing::warn!(error = %e, "rollout controller: orphaned releases");
-    }
-    Round {
-        ok,
-        progressing,
-        wake_after,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn the_next_round_comes_when_a_release_waits_on_time_and_no_sooner_than_needed() {
-        let resync = Duration::from_secs(30);
-        let round = |ok, progressing, wake_after| Round {
-            ok,
-            progressing,
-            wake_after,
-        };
-        assert_eq!(round(true, false, None).requeue(resync), resync, "settled");
-        assert_eq!(
-            round(true, true, None).requeue(resync),
-            Round::PROGRESSING,
-            "waiting on events only"
-        );
-        assert_eq!(
-            round(true, true, Some(Duration::from_secs(2))).requeue(resync),
-            Duration::from_secs(2),
-            "a pause ends in 2 s"
-        );
-        assert_eq!(
-            round(true, true, Some(Duration::ZERO)).requeue(resync),
-            Round::SOONEST,
-            "due now"
-        );
-        assert_eq!(
-            round(false, true, Some(Duration::from_secs(20))).requeue(resync),
-            Round::RETRY
-        );
-    }
 
     #[test]
     fn a_slimmed_pod_still_validates_and_keeps_what_routing_reads() {

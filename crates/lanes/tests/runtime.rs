@@ -127,23 +127,27 @@ fn the_articles_first_curl_and_a_hand_made_canary() {
         assert_eq!(status, 200);
         assert_eq!(body, want, "base requests stay on the baseline");
     }
-    let dr: Value = serde_json::from_str(&d.ok(&[
-        "get",
-        "dr",
-        "trafficlabel-dr-rollout-default-mockb",
-        "-n",
-        "istio-system",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    let subsets: Vec<&str> = dr["spec"]["subsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(subsets, ["base", "canary"]);
+    // The lane controller writes the new subset into mockb's DestinationRule (the data
+    // plane's route feed may see the pod first).
+    eventually(Duration::from_secs(20), || {
+        let dr: Value = serde_json::from_str(&d.ok(&[
+            "get",
+            "dr",
+            "trafficlabel-dr-rollout-default-mockb",
+            "-n",
+            "istio-system",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        let subsets: Vec<String> = dr["spec"]["subsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect();
+        (subsets == ["base", "canary"]).then_some(())
+    });
     // Logs of a pod.
     let pod = pod_ips(&d)
         .into_keys()

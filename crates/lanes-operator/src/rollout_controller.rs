@@ -1,0 +1,228 @@
+//! The rollout controller as kube-rs runs controllers: a `Controller` over Rollouts,
+//! woken by the canary Deployments they own (`owns`) and by the workloads they target
+//! (`watches`), one reconcile per Rollout, requeued for when its release next waits on
+//! time, and an error policy that backs off per Rollout. Beside it, a sweep lets go of
+//! workloads a release marked whose Rollout is gone (deleted or retargeted).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use lanes_model::rollout::Rollout;
+use lanes_rollout::CANARY_LABEL;
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::metrics::Metrics;
+use crate::rollouts::{Context, Outcome};
+use crate::run::{Config, Watches, next_round, ready, slim_meta, stopped};
+
+/// What every reconcile shares.
+struct Shared {
+    ctx: Context,
+    identity: String,
+    metrics: Arc<Metrics>,
+    resync: Duration,
+    /// Failures in a row, per Rollout, for the error policy's back-off.
+    failures: Mutex<HashMap<ObjectRef<Rollout>, u32>>,
+}
+
+/// When to look at a Rollout again, without an event: when its release next waits on
+/// time (a pause's end, an analysis round, the progress deadline), no sooner than
+/// [`SOONEST`] (a time just due is not polled in a tight loop); at most
+/// [`PROGRESSING`] while a release is under way (a missed event must not stall it);
+/// else at the resync period.
+pub fn next_look(progressing: bool, wake_after: Option<Duration>, resync: Duration) -> Duration {
+    let mut wait = resync;
+    if progressing {
+        wait = wait.min(PROGRESSING);
+    }
+    if let Some(w) = wake_after {
+        wait = wait.min(w.max(SOONEST));
+    }
+    wait
+}
+
+/// The longest a release under way goes unlooked at.
+pub const PROGRESSING: Duration = Duration::from_secs(5);
+/// The soonest a Rollout is looked at again on time alone.
+pub const SOONEST: Duration = Duration::from_millis(200);
+
+/// The error policy's wait after `failures` failures in a row: 1 s, doubling, at most
+/// a minute.
+pub fn back_off(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    Duration::from_secs(1 << doublings).min(Duration::from_secs(60))
+}
+
+/// Runs the rollout controller and the sweep until `stop`.
+pub async fn run(ctx: Context, config: Config, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
+    let client = ctx.client.clone();
+    let sweep = tokio::spawn(sweep_loop(client.clone(), config.resync, stop.clone()));
+    let controller = Controller::new(
+        Api::<Rollout>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
+    let rollouts = controller.store();
+    let shared = Arc::new(Shared {
+        ctx,
+        identity: config.identity.clone(),
+        metrics,
+        resync: config.resync,
+        failures: Mutex::new(HashMap::new()),
+    });
+    controller
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default().labels(CANARY_LABEL),
+        )
+        .watches(
+            Api::<Deployment>::all(client),
+            watcher::Config::default(),
+            move |d| targeting(&rollouts, &d),
+        )
+        .graceful_shutdown_on(stop_signal(stop))
+        .run(reconcile, error_policy, shared)
+        .for_each(|_| async {})
+        .await;
+    let _ = sweep.await;
+}
+
+/// A future that resolves once `stop` says so (`Send + Sync`, as the controller wants).
+fn stop_signal(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        stopped(&mut stop).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.await;
+    }
+}
+
+/// The Rollouts an event on workload `d` concerns: those that target it, when the
+/// Deployment is one a release may act on.
+fn targeting(rollouts: &Store<Rollout>, d: &Deployment) -> Vec<ObjectRef<Rollout>> {
+    let ns = d.metadata.namespace.as_deref().unwrap_or("default");
+    let name = d.metadata.name.as_deref().unwrap_or("");
+    rollouts
+        .state()
+        .iter()
+        .filter(|r| lanes_rollout::targets_deployment(r, ns, name))
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+async fn reconcile(r: Arc<Rollout>, s: Arc<Shared>) -> Result<Action, Error> {
+    let (ns, name) = (r.namespace().unwrap_or_default(), r.name_any());
+    let started = tokio::time::Instant::now();
+    let outcome =
+        crate::rollouts::reconcile_rollout(&s.ctx, &ns, &name, jiff::Timestamp::now()).await;
+    s.metrics.timed("rollouts", started.elapsed());
+    let o = outcome?;
+    s.metrics.reconciled("rollouts", true);
+    s.metrics.conflicts.inc_by(o.conflicts as u64);
+    if let Ok(mut f) = s.failures.lock() {
+        f.remove(&ObjectRef::from_obj(r.as_ref()));
+    }
+    report(&s, &ns, &name, &o).await;
+    Ok(Action::requeue(next_look(
+        o.progressing,
+        o.wake_after,
+        s.resync,
+    )))
+}
+
+/// Logs what a reconcile did and records its transition as an Event.
+async fn report(s: &Shared, ns: &str, name: &str, o: &Outcome) {
+    for a in &o.actions {
+        tracing::info!(rollout = %format!("{ns}/{name}"), action = ?a, "rollout controller");
+    }
+    let Some(t) = &o.transition else {
+        return;
+    };
+    tracing::info!(rollout = %format!("{ns}/{name}"), reason = %t.reason, note = %t.note, "rollout transition");
+    let client = &s.ctx.client;
+    let now = jiff::Timestamp::now();
+    if let Err(e) = crate::events::record(client, ns, name, t, &s.identity, now).await {
+        tracing::warn!(error = %e, "event not recorded");
+    }
+}
+
+fn error_policy(r: Arc<Rollout>, e: &Error, s: Arc<Shared>) -> Action {
+    s.metrics.reconciled("rollouts", false);
+    let failures = match s.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(ObjectRef::from_obj(r.as_ref())).or_insert(0);
+            *n += 1;
+            *n
+        }
+        Err(_) => 1,
+    };
+    let wait = back_off(failures);
+    tracing::warn!(rollout = %format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+        error = %e, failures, retry_in = ?wait, "rollout controller");
+    Action::requeue(wait)
+}
+
+/// Lets go of workloads a release marked whose Rollout is gone: woken by changes of
+/// Rollouts and of marked Deployments, and at the resync period.
+async fn sweep_loop(client: Client, resync: Duration, mut stop: watch::Receiver<bool>) {
+    let mut w = Watches::new(&stop);
+    let rollouts = w.cache(Api::<Rollout>::all(client.clone()), slim_meta, |_| true);
+    let deployments = w.cache(Api::<Deployment>::all(client.clone()), slim_meta, |d| {
+        crate::rollouts::concerns(d, |_, _| false)
+    });
+    let cached = ready(&rollouts, &mut stop).await && ready(&deployments, &mut stop).await;
+    let mut wait = Duration::ZERO;
+    while cached && next_round(&w.notify, wait, &mut stop).await {
+        let (ds, rs) = (deployments.state(), rollouts.state());
+        let result = crate::rollouts::sweep(
+            &client,
+            &ds.iter().map(|d| d.as_ref()).collect::<Vec<_>>(),
+            &rs.iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
+        )
+        .await;
+        wait = match result {
+            Ok(_) => resync,
+            Err(e) => {
+                tracing::warn!(error = %e, "rollout controller: orphaned releases");
+                back_off(1)
+            }
+        };
+    }
+    w.tasks.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_look_comes_when_a_release_waits_on_time_and_no_sooner_than_needed() {
+        let resync = Duration::from_secs(30);
+        assert_eq!(next_look(false, None, resync), resync);
+        assert_eq!(next_look(true, None, resync), PROGRESSING);
+        let soon = Duration::from_millis(1_500);
+        assert_eq!(next_look(true, Some(soon), resync), soon);
+        assert_eq!(next_look(false, Some(Duration::ZERO), resync), SOONEST);
+        assert_eq!(
+            next_look(false, Some(Duration::from_secs(3_600)), resync),
+            resync
+        );
+    }
+
+    #[test]
+    fn failures_back_off_from_a_second_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|n| back_off(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}
