@@ -171,3 +171,62 @@ async fn the_scenarios_on_the_embedded_driver() {
 async fn the_scenarios_on_the_operator_driver() {
     run_table("operator", Operator::start()).await;
 }
+
+/// The operator driver with faults in every reconcile: the first read of the Rollout
+/// times out (504 `Timeout`) and the first status write loses to another writer (409
+/// `Conflict`). The controller's error policy tries again and the reconcile redoes
+/// itself on fresh reads, so the transitions are the table's.
+struct Faulty(Operator);
+
+impl Driver for Faulty {
+    async fn step(&mut self, s: &Step) {
+        let Step::Reconcile(secs) = s else {
+            return self.0.step(s).await;
+        };
+        let f = &self.0.fake;
+        if f.get("rollouts.kruise.io/v1beta1", "Rollout", NS, ROLLOUT)
+            .is_some()
+        {
+            f.fail_next("GET", &format!("/rollouts/{ROLLOUT}"), 504, "Timeout");
+            f.fail_next(
+                "PATCH",
+                &format!("/rollouts/{ROLLOUT}/status"),
+                409,
+                "Conflict",
+            );
+            f.fail_next(
+                "PUT",
+                &format!("/rollouts/{ROLLOUT}/status"),
+                409,
+                "Conflict",
+            );
+            let ctx = lanes_operator::rollouts::Context::new(self.0.client.clone());
+            let now = t0() + jiff::SignedDuration::from_secs(*secs);
+            let mut errors = 0;
+            while let Err(e) =
+                lanes_operator::rollouts::reconcile_rollout(&ctx, NS, ROLLOUT, now).await
+            {
+                errors += 1;
+                assert!(errors < 3, "the reconcile keeps failing: {e}");
+            }
+            assert_eq!(errors, 1, "the injected timeout failed one reconcile");
+            f.clear_faults();
+        }
+        lanes_operator::rollouts::sweep_orphans(&self.0.client)
+            .await
+            .unwrap();
+    }
+
+    async fn rollout(&self) -> Option<Value> {
+        self.0.rollout().await
+    }
+
+    async fn deployments(&self) -> Vec<Value> {
+        self.0.deployments().await
+    }
+}
+
+#[tokio::test]
+async fn the_scenarios_on_the_operator_driver_under_timeouts_and_conflicts() {
+    run_table("operator under faults", Faulty(Operator::start())).await;
+}

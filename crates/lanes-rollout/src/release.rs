@@ -86,9 +86,7 @@ pub(crate) fn run(
             name: c.name.clone(),
         });
     }
-    if !w.paused && p.cs.current_step_state != StepState::Completed {
-        p.actions.push(Action::SetWorkloadPaused(true));
-    }
+    let before_steps = p.actions.len();
     p.cs.canary_replicas = rel.want_at(p.cs.current_step_index);
     p.cs.canary_ready_replicas = rel.current.map_or(0, |c| c.ready);
     let stop = if rel.r.spec.strategy.paused.unwrap_or(false) {
@@ -99,6 +97,13 @@ pub(crate) fn run(
     } else {
         rel.advance(&mut p)
     };
+    // The workload stays paused until the release finalises — judged on the state this
+    // reconcile ends in, so a reconcile redone after its status write lost a conflict
+    // does not pause again a workload that the lost write's finalising unpaused.
+    if !w.paused && p.cs.current_step_state != StepState::Completed {
+        p.actions
+            .insert(before_steps, Action::SetWorkloadPaused(true));
+    }
     let (reason, message) = match stop {
         Stop::Finished => return rel.finished(p.actions, status),
         Stop::Failed(failure, why) => {

@@ -452,6 +452,11 @@ impl FakeApi {
             .push((method.into(), suffix.into(), code, reason.into()));
     }
 
+    /// Drops the faults no request has met yet.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
     /// The watch events after the request's resourceVersion, as JSON lines; waits a
     /// little for some when there are none (a watch that ends at once would spin).
     async fn watch(&self, path: &str, query: &str) -> Vec<u8> {
