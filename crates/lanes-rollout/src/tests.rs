@@ -309,6 +309,54 @@ fn a_whole_release_with_approval_a_timed_pause_and_finalising() {
 }
 
 #[test]
+fn a_reconcile_redone_after_its_status_write_was_lost_does_not_pause_again() {
+    let mut r = rollout(vec![step(IntOrString::Int(2), Some(30))]);
+    let paused = workload("a:2", Some("a:1"), true);
+    run(&mut r, Some(paused.clone()), vec![], t0());
+    run(&mut r, Some(paused), vec![canary("a:2", 2, 2)], t0());
+    assert_eq!(st(&r).2, "StepPaused");
+    // The pause is over: finalising unpauses the workload. Its status write is lost to
+    // a conflict, so the redo reads the old status and the unpaused workload.
+    let over = t0() + jiff::SignedDuration::from_secs(31);
+    let before = r.clone();
+    let d = run(
+        &mut r,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![canary("a:2", 2, 2)],
+        over,
+    );
+    assert_eq!(d.actions, vec![Action::SetWorkloadPaused(false)]);
+    let mut redo = before;
+    // Unpaused, the stable Deployment has begun to roll.
+    let mut unpaused = workload("a:2", Some("a:1"), false);
+    unpaused.updated = 2;
+    let d = run(
+        &mut redo,
+        Some(unpaused.clone()),
+        vec![canary("a:2", 2, 2)],
+        over,
+    );
+    assert_eq!(st(&redo), ("Progressing".into(), 1, "Completed".into()));
+    assert!(
+        d.actions.is_empty(),
+        "nothing pauses it again: {:?}",
+        d.actions
+    );
+    // A workload someone unpaused mid-step is paused again.
+    let mut early = redo.clone();
+    early.status = None;
+    run(
+        &mut early,
+        Some(workload("a:2", Some("a:1"), true)),
+        vec![],
+        t0(),
+    );
+    let d = run(&mut early, Some(unpaused), vec![canary("a:2", 2, 2)], t0());
+    assert_eq!(st(&early).2, "StepPaused");
+    assert_eq!(d.actions.first(), Some(&Action::SetWorkloadPaused(true)));
+}
+
+#[test]
 fn undo_continuous_release_plan_change_disable_and_pause() {
     let steps = || vec![step(IntOrString::Int(1), None)];
     // Undo: the stable template is back; the release is cancelled.
