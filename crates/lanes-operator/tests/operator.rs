@@ -827,3 +827,66 @@ async fn a_replica_that_loses_the_lease_stops_its_controllers() {
     // Shutting down does not give away a lease it does not hold.
     assert_eq!(lease(&fake).unwrap()["spec"]["holderIdentity"], "second");
 }
+
+/// Dropped watches and failing reads: the watches re-list and the reconciles back off
+/// and retry, and a release started meanwhile goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_go_on_through_dropped_watches_and_failed_reads() {
+    let (fake, client) = seeded();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = lanes_operator::Config {
+        leader_election: false,
+        ..Default::default()
+    };
+    let task = tokio::spawn(lanes_operator::run(
+        lanes_operator::rollouts::Context::new(client),
+        config,
+        Arc::new(Metrics::default()),
+        rx,
+    ));
+    let healthy = |fake: &FakeApi| {
+        fake.list("rollouts.kruise.io/v1beta1", "Rollout")
+            .iter()
+            .all(|r| r["status"]["phase"] == "Healthy")
+    };
+    until("the seed's Rollouts are healthy", || healthy(&fake)).await;
+    // The next requests for Deployments and Rollouts fail: watches re-established
+    // meanwhile end at once, and reads in reconciles fail.
+    for _ in 0..3 {
+        fake.fail_next("GET", "/deployments", 500, "InternalError");
+        fake.fail_next("GET", "/rollouts", 500, "InternalError");
+        fake.fail_next("GET", "/deployments/mocka-v1", 504, "Timeout");
+    }
+    let image = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0"}]}}}});
+    fake.merge(
+        "apps/v1",
+        "Deployment",
+        "default",
+        "mocka-v1",
+        &image,
+        false,
+    );
+    until("every injected fault is met", || fake.pending_faults() == 0).await;
+    until("the release creates its canary", || {
+        fake.list("apps/v1", "Deployment")
+            .iter()
+            .any(|d| d["metadata"]["labels"]["rollouts.kruise.io/canary-deployment"] == "mocka-v1")
+    })
+    .await;
+    until("the Rollout reports the release", || {
+        fake.get(
+            "rollouts.kruise.io/v1beta1",
+            "Rollout",
+            "default",
+            "rollouts-mocka",
+        )
+        .is_some_and(|r| r["status"]["phase"] == "Progressing")
+    })
+    .await;
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the operator stops")
+        .unwrap();
+}

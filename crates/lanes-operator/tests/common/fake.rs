@@ -452,6 +452,11 @@ impl FakeApi {
             .push((method.into(), suffix.into(), code, reason.into()));
     }
 
+    /// How many injected faults no request has met yet.
+    pub fn pending_faults(&self) -> usize {
+        self.state.lock().unwrap().faults.len()
+    }
+
     /// Drops the faults no request has met yet.
     pub fn clear_faults(&self) {
         self.state.lock().unwrap().faults.clear();
