@@ -142,21 +142,23 @@ impl Reason {
         }
     }
 
+    /// Every reason.
+    pub const ALL: [Reason; 8] = [
+        Reason::Initializing,
+        Reason::InRolling,
+        Reason::Completed,
+        Reason::Cancelled,
+        Reason::Disabled,
+        Reason::Conflict,
+        Reason::RolledBack,
+        Reason::PausedOnFailure,
+    ];
+
     /// The reason of `status`'s `Progressing` condition, when it is one of these.
     pub fn of(status: &RolloutStatus) -> Option<Reason> {
-        const ALL: [Reason; 8] = [
-            Reason::Initializing,
-            Reason::InRolling,
-            Reason::Completed,
-            Reason::Cancelled,
-            Reason::Disabled,
-            Reason::Conflict,
-            Reason::RolledBack,
-            Reason::PausedOnFailure,
-        ];
         let c = status.conditions.iter().find(|c| c.kind == PROGRESSING)?;
         let reason = c.reason.as_deref()?;
-        ALL.into_iter().find(|r| r.as_str() == reason)
+        Reason::ALL.into_iter().find(|r| r.as_str() == reason)
     }
 }
 
@@ -219,16 +221,7 @@ mod tests {
 
     #[test]
     fn every_reason_reads_back_from_its_condition() {
-        for reason in [
-            Reason::Initializing,
-            Reason::InRolling,
-            Reason::Completed,
-            Reason::Cancelled,
-            Reason::Disabled,
-            Reason::Conflict,
-            Reason::RolledBack,
-            Reason::PausedOnFailure,
-        ] {
+        for reason in Reason::ALL {
             let t: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
             let s = with_condition(
                 RolloutStatus::default(),

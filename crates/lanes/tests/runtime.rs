@@ -51,6 +51,26 @@ fn curl_when_routed(d: &Daemon, lane: &str, id: &str) -> (u16, Vec<(String, Stri
     }
 }
 
+/// The subsets of mockb's generated DestinationRule.
+fn mockb_subsets(d: &Daemon) -> Vec<String> {
+    let dr: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "dr",
+        "trafficlabel-dr-rollout-default-mockb",
+        "-n",
+        "istio-system",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    dr["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
@@ -130,23 +150,7 @@ fn the_articles_first_curl_and_a_hand_made_canary() {
     // The lane controller writes the new subset into mockb's DestinationRule (the data
     // plane's route feed may see the pod first).
     eventually(Duration::from_secs(20), || {
-        let dr: Value = serde_json::from_str(&d.ok(&[
-            "get",
-            "dr",
-            "trafficlabel-dr-rollout-default-mockb",
-            "-n",
-            "istio-system",
-            "-o",
-            "json",
-        ]))
-        .unwrap();
-        let subsets: Vec<String> = dr["spec"]["subsets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap().to_string())
-            .collect();
-        (subsets == ["base", "canary"]).then_some(())
+        (mockb_subsets(&d) == ["base", "canary"]).then_some(())
     });
     // Logs of a pod.
     let pod = pod_ips(&d)
@@ -183,16 +187,10 @@ fn a_failing_canary_is_served_by_the_baseline_through_fallback() {
     // The canary pod is ready and in mockb's subsets: requests reach it, fail with 500,
     // and are retried on the baseline.
     eventually(Duration::from_secs(20), || {
-        let dr = d.ok(&[
-            "get",
-            "dr",
-            "trafficlabel-dr-rollout-default-mockb",
-            "-n",
-            "istio-system",
-            "-o",
-            "json",
-        ]);
-        dr.contains("\"canary\"").then_some(())
+        mockb_subsets(&d)
+            .iter()
+            .any(|s| s == "canary")
+            .then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..20 {
