@@ -231,6 +231,16 @@ fn should_fail(rate: f64, n: u64) -> bool {
 }
 
 async fn answer(sample: Arc<Sample>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (req, mut body) = req.into_parts();
+    // The body is read to its end (and dropped) before answering, as a handler that
+    // takes a body does: one that breaks on the way is the client's 400, never an answer.
+    while let Some(frame) = body.frame().await {
+        if let Err(e) = frame {
+            let mut r = Response::new(Full::new(Bytes::from(format!("request body: {e}"))));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return r;
+        }
+    }
     let n = sample.served.fetch_add(1, Ordering::Relaxed);
     let c = &sample.config;
     if !c.latency.is_zero() {
@@ -247,7 +257,7 @@ async fn answer(sample: Arc<Sample>, req: Request<Incoming>) -> Response<Full<By
     let mut text = format!("-> {}(version: {}, ip: {})", c.app, c.version, c.ip);
     let mut status = StatusCode::OK;
     if let Some(url) = &c.upstream {
-        match call_upstream(&sample, url, req.headers()).await {
+        match call_upstream(&sample, url, &req.headers).await {
             Ok((s, body)) => {
                 if !s.is_success() {
                     status = s;
