@@ -3,12 +3,10 @@
 //! reason stop it (its generated objects are then left as they stand). A group that
 //! becomes not ready gets a Warning Event saying the same. Written only when it changes.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 use lanes_compile::Generated;
 use lanes_model::lane::{ASMSwimLaneGroup, GROUP_LABEL, LaneGroupStatus};
 
@@ -66,55 +64,50 @@ fn newly_invalid(old: Option<&LaneGroupStatus>, new: &LaneGroupStatus) -> bool {
     new_ready.as_ref().is_some_and(|(s, _)| s == "False") && old.and_then(ready) != new_ready
 }
 
-/// Writes each lane group's status from what was compiled (`objects`) and what stops
-/// which group (`frozen`), and records an Event for each group newly not ready.
+/// Writes lane group `group`'s status from what was compiled for it (`objects`) and
+/// what stops it (`invalid`), when it differs; records an Event when the group newly
+/// becomes not ready.
 pub async fn report(
     client: &Client,
+    group: &ASMSwimLaneGroup,
     objects: &[Generated],
-    frozen: &BTreeMap<String, Vec<String>>,
+    invalid: &[String],
 ) -> Result<(), Error> {
     let api: Api<ASMSwimLaneGroup> = Api::all(client.clone());
-    let groups = api
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err("list lane groups"))?;
+    let name = group.name_any();
     let now = jiff::Timestamp::now();
-    for g in groups.items {
-        let name = g.metadata.name.clone().unwrap_or_default();
-        let generated: Vec<String> = objects
-            .iter()
-            .filter(|o| o.meta().labels.get(GROUP_LABEL) == Some(&name))
-            .map(|o| format!("{}/{}", o.kind(), o.meta().name))
-            .collect();
-        let invalid = frozen.get(&name).map(Vec::as_slice).unwrap_or_default();
-        let want = desired(g.status.as_ref(), generated, invalid, now);
-        if g.status.as_ref() == Some(&want) {
-            continue;
-        }
-        api.patch_status(
-            &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(serde_json::json!({ "status": want })),
+    let generated: Vec<String> = objects
+        .iter()
+        .filter(|o| o.meta().labels.get(GROUP_LABEL) == Some(&name))
+        .map(|o| format!("{}/{}", o.kind(), o.meta().name))
+        .collect();
+    let want = desired(group.status.as_ref(), generated, invalid, now);
+    if group.status.as_ref() == Some(&want) {
+        return Ok(());
+    }
+    api.patch_status(
+        &name,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(serde_json::json!({ "status": want })),
+    )
+    .await
+    .map_err(kube_err(format!("update ASMSwimLaneGroup {name} status")))?;
+    if newly_invalid(group.status.as_ref(), &want) {
+        let regarding = ObjectReference {
+            api_version: Some("istio.alibabacloud.com/v1".into()),
+            kind: Some("ASMSwimLaneGroup".into()),
+            name: Some(name.clone()),
+            uid: group.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let message = want.message.clone().unwrap_or_default();
+        crate::events::emit(
+            client, "default", regarding, "Invalid", &message, true, "lanes", now,
         )
-        .await
-        .map_err(kube_err(format!("update ASMSwimLaneGroup {name} status")))?;
-        if newly_invalid(g.status.as_ref(), &want) {
-            let regarding = ObjectReference {
-                api_version: Some("istio.alibabacloud.com/v1".into()),
-                kind: Some("ASMSwimLaneGroup".into()),
-                name: Some(name.clone()),
-                uid: g.metadata.uid.clone(),
-                ..Default::default()
-            };
-            let message = want.message.clone().unwrap_or_default();
-            crate::events::emit(
-                client, "default", regarding, "Invalid", &message, true, "lanes", now,
-            )
-            .await?;
-        }
+        .await?;
     }
     Ok(())
 }

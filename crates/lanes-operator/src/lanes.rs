@@ -1,14 +1,15 @@
-//! The lane controller on a cluster: reads lane groups, lanes, Services and Pods,
-//! compiles them exactly as the embedded mode does, server-side applies every generated
-//! VirtualService and DestinationRule (field manager `lanes`), and deletes the generated
-//! ones it no longer produces.
+//! The lane controller's reconcile: one lane group at a time, with the lanes, Services
+//! and Pods it reads, compiled exactly as the route table of `lanes up` is; every
+//! generated VirtualService and DestinationRule is server-side applied (field manager
+//! `lanes`, owned by its group) and the group's ones no longer generated are deleted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use lanes_compile::{Flavor, compile};
 use lanes_model::Object;
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
@@ -46,8 +47,8 @@ pub fn istio_resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
-/// The lane controller's inputs: lane groups, lanes, Services and Pods as validated
-/// objects, in creation order, and the ones skipped (with why).
+/// The lane controller's inputs besides the group itself: lanes, Services and Pods as
+/// validated objects, in creation order, and the ones skipped (with why).
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     /// Objects the compiler takes.
@@ -98,19 +99,18 @@ impl Inputs {
 
     /// Puts the objects in creation order ([`lanes_compile::in_creation_order`]): the
     /// order the route table of `lanes up` is compiled in too.
-    fn sorted(mut self) -> Self {
+    pub fn sorted(mut self) -> Self {
         lanes_compile::in_creation_order(&mut self.objects);
         self
     }
 
-    /// Reads the inputs with one LIST per kind.
+    /// Reads the inputs (Services, Pods, lanes) with one LIST per kind.
     pub async fn list(client: &Client) -> Result<Inputs, Error> {
         let mut inputs = Inputs::default();
         inputs.add::<Service, _>(list::<Service>(client).await?)?;
         inputs.add::<Pod, _>(list::<Pod>(client).await?)?;
-        inputs.add::<ASMSwimLaneGroup, _>(list::<ASMSwimLaneGroup>(client).await?)?;
         inputs.add::<ASMSwimLane, _>(list::<ASMSwimLane>(client).await?)?;
-        Ok(inputs)
+        Ok(inputs.sorted())
     }
 }
 
@@ -136,7 +136,7 @@ fn key_of(v: &Value) -> String {
     )
 }
 
-/// Whether `current` already carries everything `desired` sets (spec and labels).
+/// Whether `current` already carries everything `desired` sets (spec, labels and owner).
 fn up_to_date(current: &Value, desired: &Value) -> bool {
     let labels_kept = desired
         .pointer("/metadata/labels")
@@ -145,102 +145,202 @@ fn up_to_date(current: &Value, desired: &Value) -> bool {
             want.iter()
                 .all(|(k, v)| current.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v))
         });
-    labels_kept && current.get("spec") == desired.get("spec")
+    let owners_kept = desired
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_none_or(|want| {
+            let have = current
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array);
+            want.iter()
+                .all(|w| have.is_some_and(|h| h.iter().any(|o| o.get("uid") == w.get("uid"))))
+        });
+    labels_kept && owners_kept && current.get("spec") == desired.get("spec")
 }
 
-/// One reconcile of every lane group in the cluster, reading the inputs with LISTs.
+/// The label selector of the objects generated for lane group `group`.
+pub fn generated_by(group: &str) -> String {
+    format!("asm-system=true,{GROUP_LABEL}={group}")
+}
+
+/// The lane group an object was generated for, by its `swimlane-group` label.
+pub fn group_of<K: Resource>(o: &K) -> Option<&str> {
+    o.meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(GROUP_LABEL))
+        .map(String::as_str)
+}
+
+/// One reconcile of every lane group in the cluster, reading the inputs with LISTs:
+/// each group as [`reconcile_group`] does it, then [`sweep`] for groups that are gone.
 pub async fn reconcile(client: &Client, flavor: Flavor) -> Result<Changes, Error> {
-    reconcile_inputs(client, flavor, Inputs::list(client).await?).await
+    let inputs = Inputs::list(client).await?;
+    let groups = list::<ASMSwimLaneGroup>(client).await?;
+    let mut all = Changes::default();
+    for group in &groups {
+        let c = reconcile_group(client, flavor, group, &inputs).await?;
+        all.applied.extend(c.applied);
+        all.unchanged.extend(c.unchanged);
+        all.deleted.extend(c.deleted);
+        all.frozen.extend(c.frozen);
+        for s in c.skipped {
+            if !all.skipped.contains(&s) {
+                all.skipped.push(s);
+            }
+        }
+    }
+    let names: BTreeSet<String> = groups.iter().map(ResourceExt::name_any).collect();
+    all.deleted.extend(sweep(client, &names).await?);
+    Ok(all)
 }
 
-/// One reconcile from given inputs (the run loop passes its watch caches): compile,
-/// apply what differs, delete what is no longer generated.
-pub async fn reconcile_inputs(
+/// One reconcile of lane group `group`, from `inputs` (Services, Pods and lanes; the
+/// run loop passes its watch caches): compile the group, apply each generated object
+/// that is missing or differs (owned by the group, so it goes with it), delete the
+/// group's objects it no longer generates, and write the group's status. A group that
+/// does not validate, or has a lane that does not, is left as it stands.
+pub async fn reconcile_group(
     client: &Client,
     flavor: Flavor,
-    inputs: Inputs,
+    group: &ASMSwimLaneGroup,
+    inputs: &Inputs,
 ) -> Result<Changes, Error> {
-    let inputs = inputs.sorted();
-    let frozen = inputs.frozen;
+    let name = group.name_any();
+    let mut own = Inputs::default();
+    own.add::<ASMSwimLaneGroup, _>([group])?;
+    let mut invalid = own.frozen.remove(&name).unwrap_or_default();
+    invalid.extend(inputs.frozen.get(&name).cloned().unwrap_or_default());
     let mut changes = Changes {
-        skipped: inputs.skipped,
-        frozen: frozen.keys().cloned().collect(),
+        skipped: inputs.skipped.iter().chain(&own.skipped).cloned().collect(),
         ..Default::default()
     };
-    let of_frozen = |v: &Value| {
-        v.pointer("/metadata/labels")
-            .and_then(|l| l.get(GROUP_LABEL))
-            .and_then(Value::as_str)
-            .is_some_and(|g| frozen.contains_key(g))
-    };
-    let all = inputs.objects;
-    let pods: Vec<PodView> = all.iter().filter_map(PodView::from_object).collect();
-    let refs: Vec<&Object> = all.iter().collect();
+    let refs: Vec<&Object> = inputs.objects.iter().chain(&own.objects).collect();
+    let pods: Vec<PodView> = inputs
+        .objects
+        .iter()
+        .filter_map(PodView::from_object)
+        .collect();
     let out = compile(&refs, &pods, flavor);
+    if invalid.is_empty() {
+        let owner = group.controller_owner_ref(&());
+        for kind in ["VirtualService", "DestinationRule"] {
+            let desired: Vec<Value> = out
+                .objects
+                .iter()
+                .map(|g| g.to_value())
+                .filter(|v| v["kind"] == kind)
+                .map(|v| owned(v, owner.as_ref()))
+                .collect();
+            converge(client, kind, &name, &desired, &mut changes).await?;
+        }
+    } else {
+        changes.frozen.push(name.clone());
+        tracing::warn!(group = %name, why = %invalid.join("; "),
+            "lane controller: group left as it stands until its objects validate");
+    }
+    crate::group_status::report(client, group, &out.objects, &invalid).await?;
+    Ok(changes)
+}
 
+/// `v` with `owner` as its controller owner reference (when the group has a uid).
+fn owned(mut v: Value, owner: Option<&OwnerReference>) -> Value {
+    if let (Some(meta), Some(owner)) = (v.get_mut("metadata").and_then(Value::as_object_mut), owner)
+        && let Ok(o) = serde_json::to_value(owner)
+    {
+        meta.insert("ownerReferences".into(), Value::Array(vec![o]));
+    }
+    v
+}
+
+/// Brings the objects of `kind` generated for `group` to `desired`: deletes those no
+/// longer generated, applies those missing or differing.
+async fn converge(
+    client: &Client,
+    kind: &str,
+    group: &str,
+    desired: &[Value],
+    changes: &mut Changes,
+) -> Result<(), Error> {
+    let ar = istio_resource(kind);
+    let existing = Api::<DynamicObject>::all_with(client.clone(), &ar)
+        .list(&ListParams::default().labels(&generated_by(group)))
+        .await
+        .map_err(kube_err(format!("list {}", ar.plural)))?;
+    let mut current: BTreeMap<(String, String), Value> = BTreeMap::new();
+    for o in existing.items {
+        let ns = o.metadata.namespace.clone().unwrap_or_default();
+        current.insert((ns, o.name_any()), to_value(kind, &o)?);
+    }
+    let key = |v: &Value| {
+        let s = |f: &str| v["metadata"][f].as_str().unwrap_or("").to_string();
+        (s("namespace"), s("name"))
+    };
+    let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
+    for ((ns, name), v) in &current {
+        if wanted.contains(&(ns.clone(), name.clone())) {
+            continue;
+        }
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => changes.deleted.push(key_of(v)),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(kube_err(format!("delete {kind} {ns}/{name}"))(e)),
+        }
+    }
+    for v in desired {
+        let (ns, name) = key(v);
+        if current
+            .get(&(ns.clone(), name.clone()))
+            .is_some_and(|c| up_to_date(c, v))
+        {
+            changes.unchanged.push(key_of(v));
+            continue;
+        }
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(v),
+        )
+        .await
+        .map_err(kube_err(format!("apply {kind} {ns}/{name}")))?;
+        tracing::info!(object = %key_of(v), "lane controller: applied");
+        changes.applied.push(key_of(v));
+    }
+    Ok(())
+}
+
+/// Deletes the generated objects of lane groups that are gone (not among `groups`):
+/// those the garbage collector did not take with their group, as objects generated
+/// before they carried an owner reference. Returns what it deleted.
+pub async fn sweep(client: &Client, groups: &BTreeSet<String>) -> Result<Vec<String>, Error> {
+    let mut deleted = Vec::new();
     for kind in ["VirtualService", "DestinationRule"] {
         let ar = istio_resource(kind);
-        let desired: BTreeMap<(String, String), Value> = out
-            .objects
-            .iter()
-            .map(|g| g.to_value())
-            .filter(|v| v["kind"] == kind && !of_frozen(v))
-            .map(|v| {
-                let ns = v["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default")
-                    .to_string();
-                let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
-                ((ns, name), v)
-            })
-            .collect();
         let existing = Api::<DynamicObject>::all_with(client.clone(), &ar)
             .list(&ListParams::default().labels(GENERATED_SELECTOR))
             .await
             .map_err(kube_err(format!("list {}", ar.plural)))?;
-        let mut current: BTreeMap<(String, String), Value> = BTreeMap::new();
         for o in existing.items {
-            let v = to_value(kind, &o)?;
-            let ns = o.metadata.namespace.clone().unwrap_or_default();
-            let name = o.metadata.name.clone().unwrap_or_default();
-            current.insert((ns, name), v);
-        }
-        for ((ns, name), v) in &current {
-            if desired.contains_key(&(ns.clone(), name.clone())) || of_frozen(v) {
+            if group_of(&o).is_some_and(|g| groups.contains(g)) {
                 continue;
             }
-            let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => changes.deleted.push(key_of(v)),
+            let (ns, name) = (
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.name_any(),
+            );
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    let what = format!("{kind} {ns}/{name}");
+                    tracing::info!(object = %what, "lane controller: deleted, its group is gone");
+                    deleted.push(what);
+                }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(kube_err(format!("delete {kind} {ns}/{name}"))(e)),
             }
         }
-        for ((ns, name), v) in &desired {
-            if current
-                .get(&(ns.clone(), name.clone()))
-                .is_some_and(|c| up_to_date(c, v))
-            {
-                changes.unchanged.push(key_of(v));
-                continue;
-            }
-            let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
-            api.patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(v),
-            )
-            .await
-            .map_err(kube_err(format!("apply {kind} {ns}/{name}")))?;
-            changes.applied.push(key_of(v));
-        }
     }
-    crate::group_status::report(client, &out.objects, &frozen).await?;
-    for s in &changes.skipped {
-        tracing::warn!(object = %s, "lane controller: input skipped");
-    }
-    for g in &changes.frozen {
-        tracing::warn!(group = %g, "lane controller: group left as it stands until its objects validate");
-    }
-    Ok(changes)
+    Ok(deleted)
 }

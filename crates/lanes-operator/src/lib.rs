@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod events;
 pub mod group_status;
+pub mod lane_controller;
 pub mod lanes;
 pub mod lease;
 pub mod metrics;

@@ -97,7 +97,9 @@ pub async fn run(ctx: Context, config: Config, metrics: Arc<Metrics>, stop: watc
 }
 
 /// A future that resolves once `stop` says so (`Send + Sync`, as the controller wants).
-fn stop_signal(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync {
+pub(crate) fn stop_signal(
+    mut stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + Sync {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         stopped(&mut stop).await;

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DynamicObject};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Client, Resource};
 use lanes_compile::Flavor;
-use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -149,7 +148,7 @@ fn controllers(
     stop: &watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
-    tasks.spawn(lanes_loop(
+    tasks.spawn(crate::lane_controller::run(
         ctx.client.clone(),
         config.clone(),
         metrics.clone(),
@@ -219,17 +218,6 @@ impl Watches {
         reader
     }
 
-    /// A watch that only wakes the controller (no cache).
-    fn trigger<K>(&mut self, api: Api<K>, config: watcher::Config)
-    where
-        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    {
-        let events = watcher(api, config)
-            .default_backoff()
-            .map(|e| e.map(|_| true));
-        self.spawn(events);
-    }
-
     fn spawn<E: std::fmt::Display>(
         &mut self,
         events: impl futures_util::Stream<Item = Result<bool, E>> + Send + 'static,
@@ -259,7 +247,7 @@ pub(crate) fn slim_meta<K: Resource>(o: &mut K) {
 }
 
 /// Pods are the bulk of a cluster: keep labels, containers, addresses and readiness only.
-fn slim_pod(p: &mut Pod) {
+pub(crate) fn slim_pod(p: &mut Pod) {
     p.metadata.managed_fields = None;
     p.metadata.annotations = None;
     // Containers by name and image only (validation wants one at least).
@@ -316,71 +304,6 @@ pub(crate) async fn next_round(
         _ = stopped(stop) => true,
     };
     !stopped && !*stop.borrow()
-}
-
-async fn lanes_loop(
-    client: Client,
-    config: Config,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut w = Watches::new(&stop);
-    let services = w.cache(Api::<Service>::all(client.clone()), slim_meta, |_| true);
-    let pods = w.cache(Api::<Pod>::all(client.clone()), slim_pod, |_| true);
-    let groups = w.cache(
-        Api::<ASMSwimLaneGroup>::all(client.clone()),
-        slim_meta,
-        |_| true,
-    );
-    let lanes = w.cache(Api::<ASMSwimLane>::all(client.clone()), slim_meta, |_| true);
-    // Generated objects edited or deleted by someone else are put back.
-    for kind in ["VirtualService", "DestinationRule"] {
-        let ar = crate::lanes::istio_resource(kind);
-        w.trigger(
-            Api::<DynamicObject>::all_with(client.clone(), &ar),
-            watcher::Config::default().labels(crate::lanes::GENERATED_SELECTOR),
-        );
-    }
-    let cached = ready(&services, &mut stop).await
-        && ready(&pods, &mut stop).await
-        && ready(&groups, &mut stop).await
-        && ready(&lanes, &mut stop).await;
-    let mut wait = Duration::ZERO;
-    while cached && next_round(&w.notify, wait, &mut stop).await {
-        let started = tokio::time::Instant::now();
-        let mut inputs = crate::lanes::Inputs::default();
-        let gathered = inputs
-            .add::<Service, _>(services.state())
-            .and_then(|_| inputs.add::<Pod, _>(pods.state()))
-            .and_then(|_| inputs.add::<ASMSwimLaneGroup, _>(groups.state()))
-            .and_then(|_| inputs.add::<ASMSwimLane, _>(lanes.state()));
-        let result = match gathered {
-            Ok(()) => crate::lanes::reconcile_inputs(&client, config.flavor, inputs).await,
-            Err(e) => Err(e),
-        };
-        metrics.timed("lanes", started.elapsed());
-        match result {
-            Ok(c) => {
-                metrics.reconciled("lanes", true);
-                metrics
-                    .generated
-                    .set((c.applied.len() + c.unchanged.len()) as i64);
-                for k in &c.applied {
-                    tracing::info!(object = %k, "lane controller: applied");
-                }
-                for k in &c.deleted {
-                    tracing::info!(object = %k, "lane controller: deleted");
-                }
-                wait = config.resync;
-            }
-            Err(e) => {
-                metrics.reconciled("lanes", false);
-                tracing::warn!(error = %e, "lane controller");
-                wait = Duration::from_secs(2);
-            }
-        }
-    }
-    w.tasks.shutdown().await;
 }
 
 #[cfg(test)]

@@ -721,6 +721,113 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     }
 }
 
+/// The objects generated for lane group `group`.
+fn generated_for(fake: &FakeApi, group: &str) -> Vec<Value> {
+    ["VirtualService", "DestinationRule"]
+        .iter()
+        .flat_map(|k| fake.list(ISTIO, k))
+        .filter(|v| v["metadata"]["labels"]["swimlane-group"] == group)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_lane_controller_looks_at_one_group_per_change_and_sweeps_a_deleted_groups_objects() {
+    let (fake, client) = seeded();
+    // A second group over the same gateway and services, with a lane of its own.
+    let mut second = lane_group(&fake);
+    second["metadata"] = json!({"name": "second"});
+    fake.put(second);
+    let mut lane = fake
+        .get("istio.alibabacloud.com/v1", "ASMSwimLane", "", "base")
+        .unwrap();
+    lane["metadata"] = json!({"name": "second-base", "labels": {"swimlane-group": "second"}});
+    fake.put(lane);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = lanes_operator::Config {
+        leader_election: false,
+        ..Default::default()
+    };
+    let task = tokio::spawn(lanes_operator::run(
+        lanes_operator::rollouts::Context::new(client),
+        config,
+        Arc::new(Metrics::default()),
+        rx,
+    ));
+    until("both groups are generated", || {
+        !generated_for(&fake, "second").is_empty() && generated_for(&fake, "rollout").len() == 8
+    })
+    .await;
+    // Each generated object is owned by its group, so it goes with it.
+    for group in ["rollout", "second"] {
+        let uid = fake
+            .get("istio.alibabacloud.com/v1", "ASMSwimLaneGroup", "", group)
+            .unwrap()["metadata"]["uid"]
+            .clone();
+        for v in generated_for(&fake, group) {
+            let owner = &v["metadata"]["ownerReferences"][0];
+            assert_eq!(
+                (
+                    &owner["kind"],
+                    &owner["name"],
+                    &owner["uid"],
+                    &owner["controller"]
+                ),
+                (
+                    &json!("ASMSwimLaneGroup"),
+                    &json!(group),
+                    &uid,
+                    &json!(true)
+                ),
+                "{v}"
+            );
+        }
+    }
+    // Someone edits an object generated for `rollout`: only that group is looked at
+    // (its objects listed by its label), and the edit is undone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fake.clear_requests();
+    let mut vs = generated_for(&fake, "rollout")
+        .into_iter()
+        .find(|v| v["kind"] == "VirtualService")
+        .unwrap();
+    let name = vs["metadata"]["name"].as_str().unwrap().to_string();
+    let ns = vs["metadata"]["namespace"].as_str().unwrap().to_string();
+    let spec = vs["spec"].clone();
+    vs["spec"]["hosts"] = json!(["edited"]);
+    fake.put(vs);
+    until("the edit is undone", || {
+        fake.get(ISTIO, "VirtualService", &ns, &name)
+            .is_some_and(|v| v["spec"] == spec)
+    })
+    .await;
+    let listed = |group: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.query.contains(&format!("swimlane-group%3D{group}")))
+            .count()
+    };
+    assert!(listed("rollout") >= 1, "{:?}", fake.requests());
+    assert_eq!(listed("second"), 0, "{:?}", fake.requests());
+    // A deleted group's objects are deleted (here by the sweep: the mocked API server
+    // has no garbage collector); the other group's stay.
+    fake.remove(
+        "istio.alibabacloud.com/v1",
+        "ASMSwimLaneGroup",
+        "",
+        "second",
+    );
+    until("the deleted group's objects are gone", || {
+        generated_for(&fake, "second").is_empty()
+    })
+    .await;
+    assert_eq!(generated_for(&fake, "rollout").len(), 8);
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn transitions_are_reported_once_and_failures_as_warnings() {
     let mut op = Operator::start();

@@ -588,6 +588,51 @@ fn kubectl_everyday_commands() {
         let deploys = k_ok(&d, &["get", "deploy", "-o", "name"]);
         (deploys.lines().count() == 3).then_some(())
     });
+
+    // The generated VirtualServices and DestinationRules are owned by their lane group:
+    // deleting the group deletes them.
+    let generated = |kind: &str| {
+        k_ok(
+            &d,
+            &[
+                "get",
+                kind,
+                "-A",
+                "-l",
+                "swimlane-group=rollout",
+                "-o",
+                "name",
+            ],
+        )
+        .lines()
+        .count()
+    };
+    assert_eq!(
+        (generated("virtualservices"), generated("destinationrules")),
+        (5, 3)
+    );
+    let owners = k_ok(
+        &d,
+        &[
+            "get",
+            "destinationrules",
+            "-A",
+            "-l",
+            "swimlane-group=rollout",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {end}",
+        ],
+    );
+    assert_eq!(
+        owners.split_whitespace().collect::<Vec<_>>(),
+        ["ASMSwimLaneGroup/rollout"; 3]
+    );
+    let deleted = k_ok(&d, &["delete", "asmswimlanegroup", "rollout"]);
+    assert!(deleted.contains("\"rollout\" deleted"), "{deleted}");
+    assert_eq!(
+        (generated("virtualservices"), generated("destinationrules")),
+        (0, 0)
+    );
 }
 
 /// Bad input through kubectl: each refused with the API server's status and a message

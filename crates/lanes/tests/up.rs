@@ -30,6 +30,18 @@ fn apply_seed_then_get_equals_render_and_reapply_is_unchanged() {
         let got = objects(&d.ok(&["get", "vs,dr", "-n", "istio-system", "-o", "yaml"]));
         (got.len() == 8).then_some(got)
     });
+    // What `render` shows, plus the owner reference to the lane group that the
+    // controller adds (render has no group uid to name).
+    let got: Vec<Value> = got
+        .into_iter()
+        .map(|mut o| {
+            let owners = o["metadata"]
+                .as_object_mut()
+                .and_then(|m| m.remove("ownerReferences"));
+            assert_eq!(owners.unwrap()[0]["name"], "rollout", "{o}");
+            o
+        })
+        .collect();
     assert_eq!(got, rendered);
 
     // A change is `configured`; get by name, json, selectors, all namespaces.

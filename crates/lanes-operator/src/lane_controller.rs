@@ -1,0 +1,182 @@
+//! The lane controller as kube-rs runs controllers: a `Controller` over lane groups,
+//! one reconcile per group. A group is looked at again when it changes, when one of the
+//! objects generated for it is edited or deleted by someone else (`watches`, by its
+//! `swimlane-group` label), when a Service, Pod or lane changes (their watch caches are
+//! what a reconcile reads, and a change there may concern any group), and at the resync
+//! period; an error policy backs off per group. Beside it, a sweep deletes what was
+//! generated for groups that are gone and that the garbage collector did not take.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use lanes_compile::Flavor;
+use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
+use tokio::sync::{Notify, watch};
+
+use crate::Error;
+use crate::lanes::{GENERATED_SELECTOR, Inputs, group_of, istio_resource};
+use crate::metrics::Metrics;
+use crate::rollout_controller::{back_off, stop_signal};
+use crate::run::{Config, Watches, next_round, ready, slim_meta, slim_pod};
+
+/// What every reconcile shares: the watch caches of its inputs.
+struct Shared {
+    client: Client,
+    flavor: Flavor,
+    services: Store<Service>,
+    pods: Store<Pod>,
+    lanes: Store<ASMSwimLane>,
+    groups: Store<ASMSwimLaneGroup>,
+    metrics: Arc<Metrics>,
+    resync: Duration,
+    /// Objects generated per group, for the `generated_objects` gauge.
+    generated: Mutex<BTreeMap<String, usize>>,
+    /// Failures in a row, per group, for the error policy's back-off.
+    failures: Mutex<HashMap<ObjectRef<ASMSwimLaneGroup>, u32>>,
+}
+
+/// Runs the lane controller and its sweep until `stop`.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut stop_wait = stop.clone();
+    let mut w = Watches::new(&stop);
+    let services = w.cache(Api::<Service>::all(client.clone()), slim_meta, |_| true);
+    let pods = w.cache(Api::<Pod>::all(client.clone()), slim_pod, |_| true);
+    let lanes = w.cache(Api::<ASMSwimLane>::all(client.clone()), slim_meta, |_| true);
+    let cached = ready(&services, &mut stop_wait).await
+        && ready(&pods, &mut stop_wait).await
+        && ready(&lanes, &mut stop_wait).await;
+    if !cached {
+        w.tasks.shutdown().await;
+        return;
+    }
+    let controller = Controller::new(
+        Api::<ASMSwimLaneGroup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
+    let sweep = tokio::spawn(sweep_loop(client.clone(), config.resync, stop.clone()));
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        flavor: config.flavor,
+        services,
+        pods,
+        lanes,
+        groups: controller.store(),
+        metrics,
+        resync: config.resync,
+        generated: Mutex::new(BTreeMap::new()),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let mut controller = controller.reconcile_all_on(notified(w.notify.clone()));
+    for kind in ["VirtualService", "DestinationRule"] {
+        let ar = istio_resource(kind);
+        controller = controller.watches_with(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            ar,
+            watcher::Config::default().labels(GENERATED_SELECTOR),
+            |o| group_of(&o).map(ObjectRef::new),
+        );
+    }
+    controller
+        .graceful_shutdown_on(stop_signal(stop))
+        .run(reconcile, error_policy, shared)
+        .for_each(|_| async {})
+        .await;
+    w.tasks.shutdown().await;
+    let _ = sweep.await;
+}
+
+/// A stream that yields each time `notify` is woken (wakes that come together count
+/// once).
+fn notified(notify: Arc<Notify>) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+    futures_util::stream::unfold(notify, |n| async move {
+        n.notified().await;
+        Some(((), n))
+    })
+}
+
+/// The inputs every group compiles from, out of the watch caches, in creation order.
+fn inputs(s: &Shared) -> Result<Inputs, Error> {
+    let mut inputs = Inputs::default();
+    inputs.add::<Service, _>(s.services.state())?;
+    inputs.add::<Pod, _>(s.pods.state())?;
+    inputs.add::<ASMSwimLane, _>(s.lanes.state())?;
+    Ok(inputs.sorted())
+}
+
+async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, Error> {
+    let started = tokio::time::Instant::now();
+    let result = match inputs(&s) {
+        Ok(inputs) => crate::lanes::reconcile_group(&s.client, s.flavor, &g, &inputs).await,
+        Err(e) => Err(e),
+    };
+    s.metrics.timed("lanes", started.elapsed());
+    let changes = result?;
+    s.metrics.reconciled("lanes", true);
+    if let Ok(mut f) = s.failures.lock() {
+        f.remove(&ObjectRef::from_obj(g.as_ref()));
+    }
+    if changes.frozen.is_empty()
+        && let Ok(mut generated) = s.generated.lock()
+    {
+        let count = changes.applied.len() + changes.unchanged.len();
+        generated.insert(g.name_any(), count);
+        generated.retain(|name, _| s.groups.get(&ObjectRef::new(name)).is_some());
+        s.metrics
+            .generated
+            .set(generated.values().sum::<usize>() as i64);
+    }
+    Ok(Action::requeue(s.resync))
+}
+
+fn error_policy(g: Arc<ASMSwimLaneGroup>, e: &Error, s: Arc<Shared>) -> Action {
+    s.metrics.reconciled("lanes", false);
+    let failures = match s.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(ObjectRef::from_obj(g.as_ref())).or_insert(0);
+            *n += 1;
+            *n
+        }
+        Err(_) => 1,
+    };
+    let wait = back_off(failures);
+    tracing::warn!(group = %g.name_any(), error = %e, failures, retry_in = ?wait, "lane controller");
+    Action::requeue(wait)
+}
+
+/// Deletes what was generated for lane groups that are gone: woken by changes of
+/// groups, and at the resync period.
+async fn sweep_loop(client: Client, resync: Duration, mut stop: watch::Receiver<bool>) {
+    let mut w = Watches::new(&stop);
+    let groups = w.cache(
+        Api::<ASMSwimLaneGroup>::all(client.clone()),
+        slim_meta,
+        |_| true,
+    );
+    let cached = ready(&groups, &mut stop).await;
+    let mut wait = Duration::ZERO;
+    while cached && next_round(&w.notify, wait, &mut stop).await {
+        let names: BTreeSet<String> = groups.state().iter().map(|g| g.name_any()).collect();
+        wait = match crate::lanes::sweep(&client, &names).await {
+            Ok(_) => resync,
+            Err(e) => {
+                tracing::warn!(error = %e, "lane controller: objects of groups that are gone");
+                back_off(1)
+            }
+        };
+    }
+    w.tasks.shutdown().await;
+}
