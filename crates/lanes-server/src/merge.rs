@@ -195,10 +195,24 @@ pub fn apply_patch(target: &Value, patch: &Value, kind: PatchType) -> Result<Val
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| format!("not a JSON patch (RFC 6902): {e}"))?;
-            json_patch::patch(&mut out, &ops).map_err(|e| format!("JSON patch failed: {e}"))?;
+            for op in ops.iter() {
+                if tests_absent_as_null(&out, op) {
+                    continue;
+                }
+                json_patch::patch(&mut out, std::slice::from_ref(op))
+                    .map_err(|e| format!("JSON patch failed: {e}"))?;
+            }
         }
     }
     Ok(out)
+}
+
+/// Whether `op` tests that a member `doc` lacks is null: it passes, as on the
+/// Kubernetes API server (a controller adding the first finalizer tests
+/// `/metadata/finalizers` against null before it adds the list).
+fn tests_absent_as_null(doc: &Value, op: &json_patch::PatchOperation) -> bool {
+    matches!(op, json_patch::PatchOperation::Test(t)
+        if t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
 }
 
 #[cfg(test)]
@@ -254,6 +268,13 @@ mod tests {
             )
             .is_err()
         );
+        // A member that is absent tests as null (the first finalizer's patch), and
+        // only then.
+        let first = json!([{"op": "test", "path": "/a/f", "value": null},
+                           {"op": "add", "path": "/a/f", "value": ["x/y"]}]);
+        let out = apply_patch(&v, &first, PatchType::Json).unwrap();
+        assert_eq!(out["a"]["f"], json!(["x/y"]));
+        assert!(apply_patch(&out, &first, PatchType::Json).is_err());
     }
 
     #[test]

@@ -61,6 +61,17 @@ pub enum StoreError {
     /// The request itself is wrong.
     #[error("{0}")]
     Invalid(String),
+    /// A change a field's rules forbid, such as a finalizer added to an object being
+    /// deleted.
+    #[error("{key}: {field}: Forbidden: {message}")]
+    Forbidden {
+        /// Object.
+        key: String,
+        /// The field, as a path (`metadata.finalizers`).
+        field: String,
+        /// Why.
+        message: String,
+    },
     /// The object is larger than the store takes.
     #[error(
         "{key}: the object is {size} bytes of JSON, more than the {max} bytes an object may have"
@@ -219,13 +230,37 @@ fn spec_part(v: &Value) -> Value {
     v
 }
 
-const SERVER_FIELDS: [&str; 5] = [
+const SERVER_FIELDS: [&str; 7] = [
     "uid",
     "resourceVersion",
     "generation",
     "creationTimestamp",
     "managedFields",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
 ];
+
+/// The metadata only a delete sets: a client can neither set nor clear it.
+const DELETION_FIELDS: [&str; 2] = ["deletionTimestamp", "deletionGracePeriodSeconds"];
+
+/// An object's `metadata.finalizers`.
+pub fn finalizers(v: &Value) -> Vec<&str> {
+    v.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a delete has been asked for an object that finalizers still hold.
+pub fn is_deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// Whether a write may finish deleting an object: it is being deleted and no
+/// finalizer holds it any more.
+pub fn is_finalised(v: &Value) -> bool {
+    is_deleting(v) && finalizers(v).is_empty()
+}
 
 /// An object without the fields the server sets, for comparisons.
 pub fn without_server_fields(v: &Value) -> Value {
@@ -326,6 +361,9 @@ impl Txn<'_, '_> {
         self.rv += 1;
         let mut value = object.raw.clone();
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            for f in DELETION_FIELDS {
+                meta.remove(f);
+            }
             meta.insert(
                 "uid".into(),
                 Value::String(uuid::Uuid::new_v4().to_string()),
@@ -366,11 +404,28 @@ impl Txn<'_, '_> {
         let mut value = object.raw.clone();
         let meta_of = |v: &Value, f: &str| v.pointer(&format!("/metadata/{f}")).cloned();
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
+            let kept = ["uid", "creationTimestamp", "generation", "resourceVersion"];
+            for f in kept.into_iter().chain(DELETION_FIELDS) {
                 match meta_of(&current, f) {
                     Some(v) => meta.insert(f.into(), v),
                     None => meta.remove(f),
                 };
+            }
+        }
+        if is_deleting(&current) {
+            let held = finalizers(&current);
+            let added: Vec<&str> = finalizers(&value)
+                .into_iter()
+                .filter(|f| !held.contains(f))
+                .collect();
+            if !added.is_empty() {
+                return Err(StoreError::Forbidden {
+                    key: object.key().to_string(),
+                    field: "metadata.finalizers".into(),
+                    message: format!(
+                        "no new finalizers can be added while the object is being deleted, found new finalizers {added:?}"
+                    ),
+                });
             }
         }
         match current.get("status") {
@@ -434,6 +489,49 @@ impl Txn<'_, '_> {
             o.insert("status".into(), status);
         }
         if let Some(meta) = current.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        }
+        self.store(&skey, &current, EventType::Modified)?;
+        Ok(current)
+    }
+
+    /// Marks an object held by finalizers as being deleted: sets `deletionTimestamp`
+    /// (once; a second delete changes nothing) and bumps `generation`, as the API
+    /// server does. The object goes when a write removes its last finalizer.
+    pub fn mark_deleting(
+        &mut self,
+        key: &ObjectKey,
+        expect: Option<u64>,
+    ) -> Result<Value, StoreError> {
+        let skey = storage_key(key);
+        let Some(mut current) = self.read(&skey)? else {
+            return Err(StoreError::NotFound(key.to_string()));
+        };
+        let current_rv = resource_version(&current);
+        if let Some(given) = expect
+            && given != current_rv
+        {
+            return Err(StoreError::Conflict {
+                key: key.to_string(),
+                given,
+                current: current_rv,
+            });
+        }
+        if is_deleting(&current) {
+            return Ok(current);
+        }
+        self.rv += 1;
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now());
+        if let Some(meta) = current.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("deletionTimestamp".into(), Value::String(now.to_string()));
+            meta.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+            meta.insert("generation".into(), Value::from(generation + 1));
             meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         }
         self.store(&skey, &current, EventType::Modified)?;
@@ -1124,6 +1222,51 @@ mod tests {
         assert!(matches!(e, StoreError::TooLarge { .. }), "{e}");
         assert!(store.get(&o.key()).unwrap().is_none());
         assert_eq!(store.resource_version().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_delete_of_an_object_held_by_finalizers_marks_it_and_keeps_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let held = |finalizers: Value| {
+            obj(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "a", "finalizers": finalizers,
+                             "deletionTimestamp": "2020-01-01T00:00:00Z"},
+                "spec": {"ports": [{"port": 80}]}}))
+        };
+        let created = store.write(|t| t.create(&held(json!(["x/y"])))).unwrap();
+        assert!(
+            !is_deleting(&created),
+            "a client cannot create an object as deleted"
+        );
+        let key = held(json!([])).key();
+        let marked = store.write(|t| t.mark_deleting(&key, None)).unwrap();
+        assert!(is_deleting(&marked) && !is_finalised(&marked));
+        assert_eq!(marked["metadata"]["generation"], 2);
+        let again = store.write(|t| t.mark_deleting(&key, None)).unwrap();
+        assert_eq!(again, marked, "a second delete changes nothing");
+        // No finalizer may be added now; the mark survives writes that omit it.
+        let e = store
+            .write(|t| t.replace(&held(json!(["x/y", "other"])), None))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("metadata.finalizers: Forbidden")
+                && e.to_string().contains("other"),
+            "{e}"
+        );
+        let mut unmarked = held(json!([]));
+        if let Some(m) = unmarked.raw["metadata"].as_object_mut() {
+            m.remove("deletionTimestamp");
+        }
+        let (released, _) = store.write(|t| t.replace(&unmarked, None)).unwrap();
+        assert_eq!(
+            released["metadata"]["deletionTimestamp"],
+            marked["metadata"]["deletionTimestamp"]
+        );
+        assert!(
+            is_finalised(&released),
+            "the last finalizer is gone: it may go"
+        );
     }
 
     #[test]

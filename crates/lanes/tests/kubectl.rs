@@ -717,3 +717,78 @@ fn kubectl_bad_input_is_refused_naming_the_field() {
         "{err}"
     );
 }
+
+/// Finalizers as the API server keeps them: a delete only marks an object they hold
+/// (`deletionTimestamp`), no finalizer may be added then, and the write that removes the
+/// last one deletes the object and what it owns.
+#[test]
+fn a_finalizer_holds_a_delete_until_the_last_one_is_removed() {
+    let d = Daemon::start();
+    let held = "apiVersion: v1\nkind: Service\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\nspec:\n  ports: [{port: 80}]\n";
+    let file = d.state.join("held.yaml");
+    std::fs::write(&file, held).unwrap();
+    k_ok(&d, &["apply", "-f", file.to_str().unwrap()]);
+    let uid = k_ok(
+        &d,
+        &["get", "svc", "held", "-o", "jsonpath={.metadata.uid}"],
+    );
+    let dependent = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: dependent\n  ownerReferences: [{{apiVersion: v1, kind: Service, name: held, uid: {uid}}}]\nspec:\n  ports: [{{port: 80}}]\n"
+    );
+    let file = d.state.join("dependent.yaml");
+    std::fs::write(&file, dependent).unwrap();
+    k_ok(&d, &["apply", "-f", file.to_str().unwrap()]);
+
+    k_ok(&d, &["delete", "svc", "held", "--wait=false"]);
+    let marked = k_ok(
+        &d,
+        &[
+            "get",
+            "svc",
+            "held",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ],
+    );
+    assert!(marked.parse::<jiff::Timestamp>().is_ok(), "{marked:?}");
+    let names = k_ok(&d, &["get", "svc", "-o", "name"]);
+    assert!(
+        names.contains("service/dependent"),
+        "dependents wait: {names}"
+    );
+    let refused = k_err(
+        &d,
+        &[
+            "patch",
+            "svc",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"metadata": {"finalizers": ["example.com/hold", "example.com/late"]}}"#,
+        ],
+    );
+    assert!(
+        refused.contains("Forbidden") && refused.contains("example.com/late"),
+        "{refused}"
+    );
+    // Removing the last finalizer (as kube-rs's finalizer helper does) finishes it.
+    k_ok(
+        &d,
+        &[
+            "patch",
+            "svc",
+            "held",
+            "--type=json",
+            "-p",
+            r#"[{"op": "test", "path": "/metadata/finalizers/0", "value": "example.com/hold"},
+                {"op": "remove", "path": "/metadata/finalizers/0"}]"#,
+        ],
+    );
+    let gone = k_err(&d, &["get", "svc", "held"]);
+    assert!(
+        gone.contains("NotFound") || gone.contains("not found"),
+        "{gone}"
+    );
+    let names = k_ok(&d, &["get", "svc", "-o", "name"]);
+    assert!(!names.contains("service/dependent"), "{names}");
+}

@@ -160,6 +160,16 @@ impl ApiError {
             )
             .about(resource, name),
             StoreError::Invalid(message) => invalid_message(resource, name, message),
+            StoreError::Forbidden { field, message, .. } => {
+                let message = format!("Forbidden: {message}");
+                let mut err = invalid_message(resource, name, format!("{field}: {message}"));
+                err.causes = vec![Cause {
+                    reason: "FieldValueForbidden",
+                    message,
+                    field,
+                }];
+                err
+            }
             other => other.into(),
         }
     }
@@ -268,7 +278,7 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists(_) => Reason::AlreadyExists,
             StoreError::Conflict { .. } => Reason::Conflict,
             StoreError::Gone(_) => Reason::Expired,
-            StoreError::Invalid(_) => Reason::Invalid,
+            StoreError::Invalid(_) | StoreError::Forbidden { .. } => Reason::Invalid,
             StoreError::TooLarge { .. } => Reason::RequestEntityTooLarge,
             StoreError::Corrupt { .. }
             | StoreError::Damaged(_)

@@ -1,7 +1,8 @@
 //! Garbage collection on delete: the objects whose `ownerReferences` name a deleted
 //! object go with it (`Background` and `Foreground`, at once and in the same
 //! transaction), or lose that reference (`Orphan`). Deleting a namespace deletes what
-//! is in it.
+//! is in it. An object with finalizers is marked (`deletionTimestamp`) instead, and goes
+//! when the last of them is removed.
 
 use lanes_model::{Kind, Object, ObjectKey};
 use lanes_store::{StoreError, Txn};
@@ -48,13 +49,21 @@ fn key_of(v: &Value) -> Option<ObjectKey> {
 }
 
 /// Deletes `key` and, by `policy`, what it owns (and, for a namespace, what is in it).
-/// Returns the deleted object.
+/// An object that finalizers hold is only marked as being deleted (its dependents wait
+/// for it to go): it goes with them once a write removes its last finalizer
+/// ([`finish`]). Returns the deleted or marked object.
 pub fn delete(
     txn: &mut Txn<'_, '_>,
     key: &ObjectKey,
     expect: Option<u64>,
     policy: Propagation,
 ) -> Result<Value, StoreError> {
+    let held = txn
+        .get(key)?
+        .is_some_and(|v| !lanes_store::finalizers(&v).is_empty());
+    if held {
+        return txn.mark_deleting(key, expect);
+    }
     let gone = txn.delete(key, expect)?;
     if key.kind == Kind::Namespace {
         for kind in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
@@ -94,6 +103,16 @@ pub fn delete(
         }
     }
     Ok(gone)
+}
+
+/// After a write of `stored`: an object being deleted that no finalizer holds any
+/// more goes now, with its dependents. Returns what the write leaves.
+pub fn finish(txn: &mut Txn<'_, '_>, key: &ObjectKey, stored: Value) -> Result<Value, StoreError> {
+    if lanes_store::is_finalised(&stored) {
+        delete(txn, key, None, Propagation::Background)
+    } else {
+        Ok(stored)
+    }
 }
 
 /// Drops the reference to `uid` from `dependent`.

@@ -525,6 +525,7 @@ pub async fn update(
             let object = decode(&r, value)?;
             let (stored, _) = t.replace(&object, expect).map_err(store_err(&r, &name))?;
             check_fallback_targets(t, &object).map_err(store_err(&r, &name))?;
+            let stored = gc::finish(t, &key, stored).map_err(store_err(&r, &name))?;
             Ok((stored, warnings))
         })
     })
@@ -670,7 +671,7 @@ pub async fn patch(
                 let object = decode(&r, patched)?;
                 let (stored, _) = t.replace(&object, expect).map_err(store_err(&r, &name))?;
                 check_fallback_targets(t, &object).map_err(store_err(&r, &name))?;
-                stored
+                gc::finish(t, &key, stored).map_err(store_err(&r, &name))?
             };
             Ok((stored, warnings, false))
         })
