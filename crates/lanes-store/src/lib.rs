@@ -664,6 +664,9 @@ pub struct Store {
     write_failure: std::sync::Mutex<Option<String>>,
     history: std::sync::Mutex<HistoryLimits>,
     events: broadcast::Sender<WatchEvent>,
+    /// Held by a write from its start until its changes are broadcast, so watches get
+    /// changes in resourceVersion order (redb orders the commits, not the broadcasts).
+    publishing: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -747,6 +750,7 @@ impl Store {
             write_failure: std::sync::Mutex::new(None),
             history: std::sync::Mutex::new(HistoryLimits::default()),
             events,
+            publishing: std::sync::Mutex::new(()),
         })
     }
 
@@ -892,6 +896,10 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_, '_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        let _in_order = self
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let db = self.db()?;
         let mut wtx = db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;
@@ -1222,6 +1230,33 @@ mod tests {
         assert!(matches!(e, StoreError::TooLarge { .. }), "{e}");
         assert!(store.get(&o.key()).unwrap().is_none());
         assert_eq!(store.resource_version().unwrap(), 0);
+    }
+
+    #[test]
+    fn concurrent_writes_are_broadcast_in_resource_version_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+        let mut rx = store.events.subscribe();
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        store
+                            .write(|t| t.create(&svc(&format!("w{w}-{i}"), 80)))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let mut seen = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            seen.push(e.resource_version);
+        }
+        assert_eq!(seen, (1..=400).collect::<Vec<u64>>());
     }
 
     #[test]
