@@ -158,7 +158,8 @@ fn error_policy(g: Arc<ASMSwimLaneGroup>, e: &Error, s: Arc<Shared>) -> Action {
 }
 
 /// Deletes what was generated for lane groups that are gone: woken by changes of
-/// groups, and at the resync period.
+/// groups and of generated objects (a reconcile that raced its group's deletion may
+/// apply an object after the group went), and at the resync period.
 async fn sweep_loop(client: Client, resync: Duration, mut stop: watch::Receiver<bool>) {
     let mut w = Watches::new(&stop);
     let groups = w.cache(
@@ -166,6 +167,13 @@ async fn sweep_loop(client: Client, resync: Duration, mut stop: watch::Receiver<
         slim_meta,
         |_| true,
     );
+    for kind in ["VirtualService", "DestinationRule"] {
+        let ar = istio_resource(kind);
+        w.trigger(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            watcher::Config::default().labels(GENERATED_SELECTOR),
+        );
+    }
     let cached = ready(&groups, &mut stop).await;
     let mut wait = Duration::ZERO;
     while cached && next_round(&w.notify, wait, &mut stop).await {

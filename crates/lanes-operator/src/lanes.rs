@@ -315,31 +315,48 @@ async fn converge(
 /// those the garbage collector did not take with their group, as objects generated
 /// before they carried an owner reference. Returns what it deleted.
 pub async fn sweep(client: &Client, groups: &BTreeSet<String>) -> Result<Vec<String>, Error> {
-    let mut deleted = Vec::new();
+    let mut orphans = Vec::new();
     for kind in ["VirtualService", "DestinationRule"] {
         let ar = istio_resource(kind);
         let existing = Api::<DynamicObject>::all_with(client.clone(), &ar)
             .list(&ListParams::default().labels(GENERATED_SELECTOR))
             .await
             .map_err(kube_err(format!("list {}", ar.plural)))?;
-        for o in existing.items {
-            if group_of(&o).is_some_and(|g| groups.contains(g)) {
-                continue;
+        orphans.extend(
+            existing
+                .items
+                .into_iter()
+                .filter(|o| !group_of(o).is_some_and(|g| groups.contains(g)))
+                .map(|o| (kind, ar.clone(), o)),
+        );
+    }
+    if orphans.is_empty() {
+        return Ok(Vec::new());
+    }
+    // What was read of the groups may lag (a group just created): confirm first.
+    let fresh: BTreeSet<String> = list::<ASMSwimLaneGroup>(client)
+        .await?
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let mut deleted = Vec::new();
+    for (kind, ar, o) in orphans {
+        if group_of(&o).is_some_and(|g| fresh.contains(g)) {
+            continue;
+        }
+        let (ns, name) = (
+            o.metadata.namespace.clone().unwrap_or_default(),
+            o.name_any(),
+        );
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                let what = format!("{kind} {ns}/{name}");
+                tracing::info!(object = %what, "lane controller: deleted, its group is gone");
+                deleted.push(what);
             }
-            let (ns, name) = (
-                o.metadata.namespace.clone().unwrap_or_default(),
-                o.name_any(),
-            );
-            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    let what = format!("{kind} {ns}/{name}");
-                    tracing::info!(object = %what, "lane controller: deleted, its group is gone");
-                    deleted.push(what);
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(kube_err(format!("delete {kind} {ns}/{name}"))(e)),
-            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(kube_err(format!("delete {kind} {ns}/{name}"))(e)),
         }
     }
     Ok(deleted)

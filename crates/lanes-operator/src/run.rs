@@ -218,6 +218,17 @@ impl Watches {
         reader
     }
 
+    /// A watch that only wakes the controller (no cache).
+    pub(crate) fn trigger<K>(&mut self, api: Api<K>, config: watcher::Config)
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let events = watcher(api, config)
+            .default_backoff()
+            .map(|e| e.map(|_| true));
+        self.spawn(events);
+    }
+
     fn spawn<E: std::fmt::Display>(
         &mut self,
         events: impl futures_util::Stream<Item = Result<bool, E>> + Send + 'static,
