@@ -34,6 +34,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Adding or removing a Rollout's finalizer failed, or standing its release down did.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     /// An object could not be (de)serialised.
     #[error("{what}: {source}")]
     Json {

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action};
+use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
@@ -123,7 +124,41 @@ fn targeting(rollouts: &Store<Rollout>, d: &Deployment) -> Vec<ObjectRef<Rollout
         .collect()
 }
 
+/// The finalizer on every Rollout (Kruise's name): a deleted Rollout stays until its
+/// release is stood down.
+pub const FINALIZER: &str = "rollouts.kruise.io/rollout";
+
+/// One reconcile of a Rollout, behind its finalizer: the release goes on while the
+/// Rollout lives, and is stood down before a deleted one goes.
 async fn reconcile(r: Arc<Rollout>, s: Arc<Shared>) -> Result<Action, Error> {
+    let api: Api<Rollout> =
+        Api::namespaced(s.ctx.client.clone(), &r.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, r, |event| async {
+        match event {
+            finalizer::Event::Apply(r) => release(r, &s).await,
+            finalizer::Event::Cleanup(r) => stand_down(r, &s).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A deleted Rollout's cleanup: its workload's release is stood down (canaries deleted,
+/// marks removed, the Deployment let go) unless another Rollout runs its releases.
+async fn stand_down(r: Arc<Rollout>, s: &Shared) -> Result<Action, Error> {
+    let ns = r.namespace().unwrap_or_default();
+    let workload = &r.spec.workload_ref;
+    if workload.kind == "Deployment"
+        && crate::rollouts::let_go(&s.ctx.client, &ns, &workload.name).await?
+    {
+        tracing::info!(rollout = %format!("{ns}/{}", r.name_any()), deployment = %workload.name,
+            "rollout deleted: its release is stood down");
+    }
+    Ok(Action::await_change())
+}
+
+/// The release a live Rollout runs.
+async fn release(r: Arc<Rollout>, s: &Shared) -> Result<Action, Error> {
     let (ns, name) = (r.namespace().unwrap_or_default(), r.name_any());
     let started = tokio::time::Instant::now();
     let outcome =
@@ -135,7 +170,7 @@ async fn reconcile(r: Arc<Rollout>, s: Arc<Shared>) -> Result<Action, Error> {
     if let Ok(mut f) = s.failures.lock() {
         f.remove(&ObjectRef::from_obj(r.as_ref()));
     }
-    report(&s, &ns, &name, &o).await;
+    report(s, &ns, &name, &o).await;
     Ok(Action::requeue(next_look(
         o.progressing,
         o.wake_after,

@@ -455,45 +455,66 @@ pub async fn sweep(
     for d in deployments {
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let name = d.metadata.name.clone().unwrap_or_default();
-        let ann = d.metadata.annotations.clone().unwrap_or_default();
-        if !ann.contains_key(STABLE_TEMPLATE) {
+        if !is_marked(d) || rollouts.iter().any(|r| runs_releases_of(r, &ns, &name)) {
             continue;
         }
-        let managed = rollouts.iter().any(|r| targets_deployment(r, &ns, &name));
-        if managed {
-            continue;
+        if let_go(client, &ns, &name).await? {
+            released.push(format!("{ns}/{name}"));
         }
-        // What was read may lag (a Rollout just created): confirm before letting go.
-        let fresh = Api::<Rollout>::namespaced(client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(kube_err(format!("list Rollouts in {ns}")))?;
-        if fresh
-            .items
-            .iter()
-            .any(|r| targets_deployment(r, &ns, &name))
-        {
-            continue;
-        }
-        let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        for c in canaries(&api, &name).await? {
-            match api.delete(&c.name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(kube_err(format!("delete Deployment {ns}/{}", c.name))(e)),
-            }
-        }
-        let patch = json!({
-            "metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null}},
-            "spec": {"paused": false},
-        });
-        api.patch(&name, &merge(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err(format!("release Deployment {ns}/{name}")))?;
-        tracing::info!(deployment = %format!("{ns}/{name}"), "no Rollout manages it: canaries removed, Deployment released");
-        released.push(format!("{ns}/{name}"));
     }
     Ok(released)
+}
+
+/// Whether a release marked Deployment `d` (it holds the stable template).
+fn is_marked(d: &Deployment) -> bool {
+    d.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STABLE_TEMPLATE))
+}
+
+/// Whether Rollout `r` targets Deployment `namespace/name` and is not being deleted.
+fn runs_releases_of(r: &Rollout, namespace: &str, name: &str) -> bool {
+    r.metadata.deletion_timestamp.is_none() && targets_deployment(r, namespace, name)
+}
+
+/// Stands down the release of Deployment `namespace/name` when no Rollout runs its
+/// releases any more (confirmed on a fresh read): its canaries are deleted, its release
+/// marks removed, and it is let go (unpaused, to roll on as an ordinary Deployment).
+/// Returns whether it let go of a marked Deployment.
+pub async fn let_go(client: &Client, ns: &str, name: &str) -> Result<bool, Error> {
+    let fresh = Api::<Rollout>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list Rollouts in {ns}")))?;
+    if fresh.items.iter().any(|r| runs_releases_of(r, ns, name)) {
+        return Ok(false);
+    }
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let marked = match api.get(name).await {
+        Ok(d) => is_marked(&d),
+        Err(e) if is_not_found(&e) => false,
+        Err(e) => return Err(kube_err(format!("get Deployment {ns}/{name}"))(e)),
+    };
+    if !marked {
+        return Ok(false);
+    }
+    for c in canaries(&api, name).await? {
+        match api.delete(&c.name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(kube_err(format!("delete Deployment {ns}/{}", c.name))(e)),
+        }
+    }
+    let patch = json!({
+        "metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null}},
+        "spec": {"paused": false},
+    });
+    api.patch(name, &merge(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_err(format!("release Deployment {ns}/{name}")))?;
+    tracing::info!(deployment = %format!("{ns}/{name}"), "no Rollout manages it: canaries removed, Deployment released");
+    Ok(true)
 }
 
 /// Whether an event on Deployment `d` concerns the rollout controller: a canary, a

@@ -829,6 +829,123 @@ async fn the_lane_controller_looks_at_one_group_per_change_and_sweeps_a_deleted_
 }
 
 #[tokio::test]
+async fn a_deleted_rollout_stays_until_its_release_is_stood_down() {
+    let (fake, client) = seeded();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = lanes_operator::Config {
+        leader_election: false,
+        ..Default::default()
+    };
+    let task = tokio::spawn(lanes_operator::run(
+        Context::new(client),
+        config,
+        Arc::new(Metrics::default()),
+        rx,
+    ));
+    let rollout = |fake: &FakeApi| {
+        fake.get(
+            "rollouts.kruise.io/v1beta1",
+            "Rollout",
+            "default",
+            "rollouts-mockb",
+        )
+    };
+    // Every Rollout carries Kruise's finalizer.
+    until("the finalizer is added", || {
+        fake.list("rollouts.kruise.io/v1beta1", "Rollout")
+            .iter()
+            .all(|r| r["metadata"]["finalizers"] == json!(["rollouts.kruise.io/rollout"]))
+    })
+    .await;
+    until("mockb's Rollout is reported", || {
+        rollout(&fake).is_some_and(|r| r["status"]["phase"] == "Healthy")
+    })
+    .await;
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "b:2"}]}}}});
+    fake.merge(
+        "apps/v1",
+        "Deployment",
+        "default",
+        "mockb-v1",
+        &image,
+        false,
+    );
+    until("a canary Deployment for mockb", || {
+        fake.list("apps/v1", "Deployment").len() == 4
+    })
+    .await;
+    let workload = || {
+        fake.get("apps/v1", "Deployment", "default", "mockb-v1")
+            .unwrap()
+    };
+    assert!(
+        workload()["metadata"]["annotations"][lanes_rollout::STABLE_TEMPLATE].is_string(),
+        "marked mid-release"
+    );
+    // Deleted mid-release: marked, stood down, then gone.
+    fake.clear_requests();
+    fake.remove(
+        "rollouts.kruise.io/v1beta1",
+        "Rollout",
+        "default",
+        "rollouts-mockb",
+    );
+    until("the Rollout goes once its release is stood down", || {
+        rollout(&fake).is_none()
+    })
+    .await;
+    assert_eq!(
+        fake.list("apps/v1", "Deployment").len(),
+        3,
+        "the canary is deleted"
+    );
+    let w = workload();
+    assert!(
+        w["metadata"]["annotations"]
+            .get(lanes_rollout::STABLE_TEMPLATE)
+            .is_none(),
+        "{w}"
+    );
+    assert_ne!(w["spec"]["paused"], true, "{w}");
+    let unfinalised: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.content_type == "application/json-patch+json" && r.path.ends_with("/rollouts-mockb")
+        })
+        .collect();
+    assert_eq!(unfinalised.len(), 1, "{unfinalised:?}");
+    assert_eq!(unfinalised[0].body.as_ref().unwrap()[1]["op"], "remove");
+    // The workload was let go before the finalizer came off.
+    let log = fake.requests();
+    let at = |f: &dyn Fn(&common::fake::Req) -> bool| log.iter().position(f).unwrap();
+    let let_go = at(&|r| {
+        r.method == "PATCH"
+            && r.path.ends_with("/deployments/mockb-v1")
+            && r.body
+                .as_ref()
+                .is_some_and(|b| b["spec"]["paused"] == false)
+    });
+    let released = at(&|r| r.content_type == "application/json-patch+json");
+    assert!(let_go < released, "{log:?}");
+    // The other Rollouts are untouched and keep their finalizer.
+    assert!(
+        fake.get(
+            "rollouts.kruise.io/v1beta1",
+            "Rollout",
+            "default",
+            "rollouts-mocka"
+        )
+        .is_some_and(|r| r["metadata"]["finalizers"] == json!(["rollouts.kruise.io/rollout"]))
+    );
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn transitions_are_reported_once_and_failures_as_warnings() {
     let mut op = Operator::start();
     let mut r = rollout();

@@ -12,9 +12,12 @@ pub fn targets_deployment(r: &Rollout, namespace: &str, name: &str) -> bool {
         && r.spec.workload_ref.name == name
 }
 
-/// Whether Rollout `r` runs releases of its workload: enabled, with a canary strategy.
+/// Whether Rollout `r` runs releases of its workload: enabled, with a canary strategy,
+/// and not being deleted.
 pub fn manages(r: &Rollout) -> bool {
-    !r.spec.disabled.unwrap_or(false) && r.spec.strategy.canary.is_some()
+    !r.spec.disabled.unwrap_or(false)
+        && r.spec.strategy.canary.is_some()
+        && r.metadata.deletion_timestamp.is_none()
 }
 
 /// The Rollout among `rollouts` that manages Deployment `namespace/name`: of the enabled

@@ -579,7 +579,28 @@ fn kubectl_everyday_commands() {
         ],
     );
     assert_eq!(owner, "Rollout/rollouts-mocka");
-    let deleted = k_ok(&d, &["delete", "-f", "examples/seed/30-rollouts.yaml"]);
+    let finalizers = k_ok(
+        &d,
+        &[
+            "get",
+            "rollout",
+            "rollouts-mocka",
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ],
+    );
+    assert_eq!(finalizers, r#"["rollouts.kruise.io/rollout"]"#);
+    // kubectl waits until each Rollout is gone: held by its finalizer until its
+    // release is stood down (bounded, so a lost watch event fails here, not hangs).
+    let deleted = k_ok(
+        &d,
+        &[
+            "delete",
+            "-f",
+            "examples/seed/30-rollouts.yaml",
+            "--timeout=60s",
+        ],
+    );
     assert!(
         deleted.contains("rollout.rollouts.kruise.io \"rollouts-mockb\" deleted"),
         "{deleted}"
@@ -588,6 +609,26 @@ fn kubectl_everyday_commands() {
         let deploys = k_ok(&d, &["get", "deploy", "-o", "name"]);
         (deploys.lines().count() == 3).then_some(())
     });
+    // The release was stood down before the Rollout went: mocka-v1 is an ordinary
+    // Deployment again, unpaused, rolling on to its new template.
+    let released = k_ok(
+        &d,
+        &[
+            "get",
+            "deploy",
+            "mocka-v1",
+            "-o",
+            "jsonpath={.spec.paused}|{.metadata.annotations}",
+        ],
+    );
+    assert!(
+        !released.starts_with("true") && !released.contains("lanes.dev/stable-template"),
+        "{released}"
+    );
+    k_ok(
+        &d,
+        &["rollout", "status", "deployment/mocka-v1", "--timeout=60s"],
+    );
 
     // The generated VirtualServices and DestinationRules are owned by their lane group:
     // deleting the group deletes them.
@@ -629,10 +670,11 @@ fn kubectl_everyday_commands() {
     );
     let deleted = k_ok(&d, &["delete", "asmswimlanegroup", "rollout"]);
     assert!(deleted.contains("\"rollout\" deleted"), "{deleted}");
-    assert_eq!(
-        (generated("virtualservices"), generated("destinationrules")),
-        (0, 0)
-    );
+    // Gone with the group; one a reconcile in flight applied after the group went is
+    // swept.
+    eventually(Duration::from_secs(10), || {
+        (generated("virtualservices") + generated("destinationrules") == 0).then_some(())
+    });
 }
 
 /// Bad input through kubectl: each refused with the API server's status and a message

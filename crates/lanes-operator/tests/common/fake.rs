@@ -124,6 +124,29 @@ impl State {
         lanes_rollout::admission::admit_deployment(old, v, managing);
     }
 
+    /// A client's delete: an object that finalizers hold is marked (`deletionTimestamp`,
+    /// once) and stays; any other goes.
+    fn delete_or_mark(&mut self, key: Collection, ns: &str, name: &str) -> Option<Value> {
+        let current = self
+            .objects
+            .get(&key)?
+            .get(&(ns.to_string(), name.to_string()))?
+            .clone();
+        if !held(&current) {
+            return self.delete(key, ns, name);
+        }
+        if current["metadata"].get("deletionTimestamp").is_none() {
+            let mut marked = current.clone();
+            marked["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+            self.rv += 1;
+            let rv = self.rv;
+            stamp(&mut marked, Some(&current), rv);
+            self.store(key, ns.to_string(), name.to_string(), marked.clone());
+            return Some(marked);
+        }
+        Some(current)
+    }
+
     /// Deletes an object and records the change.
     fn delete(&mut self, key: Collection, ns: &str, name: &str) -> Option<Value> {
         let gone = self
@@ -430,7 +453,7 @@ impl FakeApi {
     pub fn remove(&self, api_version: &str, kind: &str, ns: &str, name: &str) {
         let (prefix, plural, _) = resource_of(&json!({"apiVersion": api_version, "kind": kind}));
         let mut s = self.state.lock().unwrap();
-        s.delete((prefix, plural), ns, name);
+        s.delete_or_mark((prefix, plural), ns, name);
     }
 
     /// Every request so far.
@@ -601,11 +624,19 @@ impl FakeApi {
                 }
                 let mut next = if r.method == "PUT" {
                     body.clone()
+                } else if r.content_type.starts_with("application/json-patch") {
+                    match json_patch_of(&current, &body) {
+                        Ok(n) => n,
+                        Err(e) => return status(422, "Invalid", e),
+                    }
                 } else {
                     let mut n = current.clone();
                     merge_patch(&mut n, &body);
                     n
                 };
+                if let Some(t) = current["metadata"].get("deletionTimestamp") {
+                    next["metadata"]["deletionTimestamp"] = t.clone();
+                }
                 let is_status = p.sub.as_deref() == Some("status");
                 if is_status {
                     let st = next.get("status").cloned();
@@ -624,13 +655,19 @@ impl FakeApi {
                         }
                     }
                 }
+                // The write that removes the last finalizer of an object being
+                // deleted deletes it.
+                if next["metadata"].get("deletionTimestamp").is_some() && !held(&next) {
+                    s.delete(key, &ns, name);
+                    return (200, next);
+                }
                 s.rv += 1;
                 let rv = s.rv;
                 stamp(&mut next, Some(&current), rv);
                 s.store(key, ns, name.clone(), next.clone());
                 (200, next)
             }
-            ("DELETE", Some(name)) => match s.delete(key, &ns, name) {
+            ("DELETE", Some(name)) => match s.delete_or_mark(key, &ns, name) {
                 Some(_) => (
                     200,
                     json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 200}),
@@ -640,6 +677,31 @@ impl FakeApi {
             _ => status(405, "MethodNotAllowed", format!("{} {}", r.method, r.path)),
         }
     }
+}
+
+/// Whether finalizers hold an object.
+fn held(v: &Value) -> bool {
+    v["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
+}
+
+/// `current` with a JSON patch (RFC 6902) applied; a test of an absent member against
+/// null passes, as on the API server.
+fn json_patch_of(current: &Value, patch: &Value) -> Result<Value, String> {
+    let ops: json_patch_kube::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("not a JSON patch: {e}"))?;
+    let mut out = current.clone();
+    for op in ops.0 {
+        if let json_patch_kube::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && out.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch_kube::patch(&mut out, &[op]).map_err(|e| format!("JSON patch failed: {e}"))?;
+    }
+    Ok(out)
 }
 
 /// Sets the server's fields: uid, creation time and generation kept from `old`,
