@@ -405,6 +405,7 @@ pub fn delete(
     names: &[String],
     namespace: &str,
     files: &[PathBuf],
+    wait: Option<std::time::Duration>,
 ) -> Result<ExitCode> {
     let rt = runtime()?;
     let mut targets: Vec<(Kind, Option<String>, String)> = Vec::new();
@@ -440,17 +441,24 @@ pub fn delete(
             futures_util::stream::iter(targets.into_iter().map(
                 |(kind, namespace, name)| async move {
                     let r = client.delete(kind, namespace.as_deref(), &name).await;
-                    (kind, name, r)
+                    (kind, namespace, name, r)
                 },
             ))
             .buffered(16)
             .collect(),
         );
     let mut failed = false;
-    for (kind, name, r) in results {
+    let mut held = Vec::new();
+    for (kind, namespace, name, r) in results {
         let word = kind.name().to_ascii_lowercase();
         match r {
-            Ok(_) => println!("{word}/{name} deleted"),
+            Ok(v) => {
+                println!("{word}/{name} deleted");
+                if lanes_store::is_deleting(&v) {
+                    let uid = v.pointer("/metadata/uid").cloned();
+                    held.push((kind, namespace, name, uid));
+                }
+            }
             Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => {
                 eprintln!("error: {word}/{name} not found");
                 failed = true;
@@ -458,11 +466,55 @@ pub fn delete(
             Err(e) => return Err(e.into()),
         }
     }
+    if let Some(limit) = wait {
+        let deadline = tokio::time::Instant::now() + limit;
+        for (kind, namespace, name, uid) in held {
+            let gone = rt.block_on(until_gone(
+                client,
+                kind,
+                namespace.as_deref(),
+                &name,
+                uid,
+                deadline,
+            ))?;
+            if !gone {
+                let word = kind.name().to_ascii_lowercase();
+                eprintln!(
+                    "error: timed out waiting for {word}/{name} to go: finalizers still hold it"
+                );
+                failed = true;
+            }
+        }
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Waits until the object a delete marked is gone (or replaced by another with the
+/// same name); false at `deadline`.
+async fn until_gone(
+    client: &Client,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+    uid: Option<Value>,
+    deadline: tokio::time::Instant,
+) -> Result<bool, lanes_server::client::ClientError> {
+    loop {
+        match client.get(kind, namespace, name).await {
+            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => return Ok(true),
+            Err(e) => return Err(e),
+            Ok(v) if v.pointer("/metadata/uid").cloned() != uid => return Ok(true),
+            Ok(_) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// `lanes patch KIND NAME -p JSON [--type ...]`.

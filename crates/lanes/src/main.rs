@@ -169,6 +169,13 @@ enum Command {
         /// Files or directories of manifests.
         #[arg(short = 'f', long = "filename", num_args = 1..)]
         files: Vec<PathBuf>,
+        /// Wait until each object is gone (one that finalizers hold stays until they
+        /// are removed), as kubectl does.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        wait: bool,
+        /// How long to wait for that, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
     /// Patch an object.
     Patch {
@@ -500,9 +507,12 @@ fn main() -> ExitCode {
             ref names,
             ref namespace,
             ref files,
-        } => client()
-            .map_err(Into::into)
-            .and_then(|c| cli::delete(&c, kind.as_deref(), names, namespace, files)),
+            wait,
+            timeout,
+        } => client().map_err(Into::into).and_then(|c| {
+            let wait = wait.then_some(std::time::Duration::from_secs(timeout));
+            cli::delete(&c, kind.as_deref(), names, namespace, files, wait)
+        }),
         Command::Patch {
             ref kind,
             ref name,

@@ -833,4 +833,21 @@ fn a_finalizer_holds_a_delete_until_the_last_one_is_removed() {
     );
     let names = k_ok(&d, &["get", "svc", "-o", "name"]);
     assert!(!names.contains("service/dependent"), "{names}");
+
+    // `lanes delete` waits for a held object as kubectl does, within its timeout.
+    let file = d.state.join("held.yaml");
+    k_ok(&d, &["apply", "-f", file.to_str().unwrap()]);
+    let out = d.lanes(&["delete", "svc", "held", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("timed out waiting for service/held") && said.contains("finalizers"),
+        "{said}"
+    );
+    let out = d.lanes(&["delete", "svc", "held", "--wait=false"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
