@@ -659,29 +659,7 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     .await;
     // A release through the watch caches: a new image (marked by the admission, as the
     // webhook marks it on a cluster) gets a canary.
-    until("mockb's Rollout is reported", || {
-        fake.get(
-            "rollouts.kruise.io/v1beta1",
-            "Rollout",
-            "default",
-            "rollouts-mockb",
-        )
-        .is_some_and(|r| r["status"]["phase"] == "Healthy")
-    })
-    .await;
-    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "b:2"}]}}}});
-    fake.merge(
-        "apps/v1",
-        "Deployment",
-        "default",
-        "mockb-v1",
-        &image,
-        false,
-    );
-    until("a canary Deployment for mockb", || {
-        fake.list("apps/v1", "Deployment").len() == 4
-    })
-    .await;
+    release_mockb(&fake).await;
     // Graceful shutdown: controllers stop, the lease is given up.
     tx.send_replace(true);
     tokio::time::timeout(Duration::from_secs(10), task)
@@ -721,6 +699,56 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     }
 }
 
+/// The operator's loop as `lanes up` runs it (no leader election), until the sender
+/// says stop.
+fn unelected(
+    client: kube::Client,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = lanes_operator::Config {
+        leader_election: false,
+        ..Default::default()
+    };
+    let task = tokio::spawn(lanes_operator::run(
+        Context::new(client),
+        config,
+        Arc::new(Metrics::default()),
+        rx,
+    ));
+    (tx, task)
+}
+
+/// Releases mockb's new image `b:2` (its Rollout reported first) and waits for the
+/// canary Deployment.
+async fn release_mockb(fake: &FakeApi) {
+    until("mockb's Rollout is reported", || {
+        fake.get(
+            "rollouts.kruise.io/v1beta1",
+            "Rollout",
+            "default",
+            "rollouts-mockb",
+        )
+        .is_some_and(|r| r["status"]["phase"] == "Healthy")
+    })
+    .await;
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "b:2"}]}}}});
+    fake.merge(
+        "apps/v1",
+        "Deployment",
+        "default",
+        "mockb-v1",
+        &image,
+        false,
+    );
+    until("a canary Deployment for mockb", || {
+        fake.list("apps/v1", "Deployment").len() == 4
+    })
+    .await;
+}
+
 /// The objects generated for lane group `group`.
 fn generated_for(fake: &FakeApi, group: &str) -> Vec<Value> {
     ["VirtualService", "DestinationRule"]
@@ -742,17 +770,7 @@ async fn the_lane_controller_looks_at_one_group_per_change_and_sweeps_a_deleted_
         .unwrap();
     lane["metadata"] = json!({"name": "second-base", "labels": {"swimlane-group": "second"}});
     fake.put(lane);
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = lanes_operator::Config {
-        leader_election: false,
-        ..Default::default()
-    };
-    let task = tokio::spawn(lanes_operator::run(
-        lanes_operator::rollouts::Context::new(client),
-        config,
-        Arc::new(Metrics::default()),
-        rx,
-    ));
+    let (tx, task) = unelected(client);
     until("both groups are generated", || {
         !generated_for(&fake, "second").is_empty() && generated_for(&fake, "rollout").len() == 8
     })
@@ -831,17 +849,7 @@ async fn the_lane_controller_looks_at_one_group_per_change_and_sweeps_a_deleted_
 #[tokio::test]
 async fn a_deleted_rollout_stays_until_its_release_is_stood_down() {
     let (fake, client) = seeded();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = lanes_operator::Config {
-        leader_election: false,
-        ..Default::default()
-    };
-    let task = tokio::spawn(lanes_operator::run(
-        Context::new(client),
-        config,
-        Arc::new(Metrics::default()),
-        rx,
-    ));
+    let (tx, task) = unelected(client);
     let rollout = |fake: &FakeApi| {
         fake.get(
             "rollouts.kruise.io/v1beta1",
@@ -857,23 +865,7 @@ async fn a_deleted_rollout_stays_until_its_release_is_stood_down() {
             .all(|r| r["metadata"]["finalizers"] == json!(["rollouts.kruise.io/rollout"]))
     })
     .await;
-    until("mockb's Rollout is reported", || {
-        rollout(&fake).is_some_and(|r| r["status"]["phase"] == "Healthy")
-    })
-    .await;
-    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "b:2"}]}}}});
-    fake.merge(
-        "apps/v1",
-        "Deployment",
-        "default",
-        "mockb-v1",
-        &image,
-        false,
-    );
-    until("a canary Deployment for mockb", || {
-        fake.list("apps/v1", "Deployment").len() == 4
-    })
-    .await;
+    release_mockb(&fake).await;
     let workload = || {
         fake.get("apps/v1", "Deployment", "default", "mockb-v1")
             .unwrap()
@@ -1057,17 +1049,7 @@ async fn a_replica_that_loses_the_lease_stops_its_controllers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controllers_go_on_through_dropped_watches_and_failed_reads() {
     let (fake, client) = seeded();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = lanes_operator::Config {
-        leader_election: false,
-        ..Default::default()
-    };
-    let task = tokio::spawn(lanes_operator::run(
-        lanes_operator::rollouts::Context::new(client),
-        config,
-        Arc::new(Metrics::default()),
-        rx,
-    ));
+    let (tx, task) = unelected(client);
     let healthy = |fake: &FakeApi| {
         fake.list("rollouts.kruise.io/v1beta1", "Rollout")
             .iter()

@@ -460,15 +460,11 @@ impl Txn<'_, '_> {
         Ok((value, true))
     }
 
-    /// Replaces an object's status only.
-    pub fn replace_status(
-        &mut self,
-        key: &ObjectKey,
-        status: Value,
-        expect: Option<u64>,
-    ) -> Result<Value, StoreError> {
+    /// The stored object at `key` (with its storage key), which must be at resourceVersion
+    /// `expect` when one is given.
+    fn current(&self, key: &ObjectKey, expect: Option<u64>) -> Result<(String, Value), StoreError> {
         let skey = storage_key(key);
-        let Some(mut current) = self.read(&skey)? else {
+        let Some(current) = self.read(&skey)? else {
             return Err(StoreError::NotFound(key.to_string()));
         };
         let current_rv = resource_version(&current);
@@ -481,6 +477,17 @@ impl Txn<'_, '_> {
                 current: current_rv,
             });
         }
+        Ok((skey, current))
+    }
+
+    /// Replaces an object's status only.
+    pub fn replace_status(
+        &mut self,
+        key: &ObjectKey,
+        status: Value,
+        expect: Option<u64>,
+    ) -> Result<Value, StoreError> {
+        let (skey, mut current) = self.current(key, expect)?;
         if current.get("status") == Some(&status) {
             return Ok(current);
         }
@@ -503,20 +510,7 @@ impl Txn<'_, '_> {
         key: &ObjectKey,
         expect: Option<u64>,
     ) -> Result<Value, StoreError> {
-        let skey = storage_key(key);
-        let Some(mut current) = self.read(&skey)? else {
-            return Err(StoreError::NotFound(key.to_string()));
-        };
-        let current_rv = resource_version(&current);
-        if let Some(given) = expect
-            && given != current_rv
-        {
-            return Err(StoreError::Conflict {
-                key: key.to_string(),
-                given,
-                current: current_rv,
-            });
-        }
+        let (skey, mut current) = self.current(key, expect)?;
         if is_deleting(&current) {
             return Ok(current);
         }
@@ -540,20 +534,7 @@ impl Txn<'_, '_> {
 
     /// Deletes an object.
     pub fn delete(&mut self, key: &ObjectKey, expect: Option<u64>) -> Result<Value, StoreError> {
-        let skey = storage_key(key);
-        let Some(current) = self.read(&skey)? else {
-            return Err(StoreError::NotFound(key.to_string()));
-        };
-        if let Some(given) = expect {
-            let current_rv = resource_version(&current);
-            if given != current_rv {
-                return Err(StoreError::Conflict {
-                    key: key.to_string(),
-                    given,
-                    current: current_rv,
-                });
-            }
-        }
+        let (skey, current) = self.current(key, expect)?;
         self.objects.remove(skey.as_str())?;
         self.rv += 1;
         let mut gone = current;
