@@ -661,11 +661,7 @@ async fn the_operator_leads_reconciles_and_shuts_down_cleanly() {
     // webhook marks it on a cluster) gets a canary.
     release_mockb(&fake).await;
     // Graceful shutdown: controllers stop, the lease is given up.
-    tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(tx, task).await;
     let given_up = lease(&fake).unwrap();
     assert!(
         given_up["spec"].get("holderIdentity").is_none(),
@@ -719,6 +715,15 @@ fn unelected(
         rx,
     ));
     (tx, task)
+}
+
+/// Tells the operator's loop to stop, and waits (at most 10 s) until it has.
+async fn stop(tx: tokio::sync::watch::Sender<bool>, task: tokio::task::JoinHandle<()>) {
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// Releases mockb's new image `b:2` (its Rollout reported first) and waits for the
@@ -839,11 +844,7 @@ async fn the_lane_controller_looks_at_one_group_per_change_and_sweeps_a_deleted_
     })
     .await;
     assert_eq!(generated_for(&fake, "rollout").len(), 8);
-    tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(tx, task).await;
 }
 
 #[tokio::test]
@@ -930,11 +931,7 @@ async fn a_deleted_rollout_stays_until_its_release_is_stood_down() {
         )
         .is_some_and(|r| r["metadata"]["finalizers"] == json!(["rollouts.kruise.io/rollout"]))
     );
-    tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(tx, task).await;
 }
 
 #[tokio::test]
@@ -1035,11 +1032,7 @@ async fn a_replica_that_loses_the_lease_stops_its_controllers() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(fake.get(ISTIO, "DestinationRule", ns, name).is_none());
     assert_eq!(lease(&fake).unwrap()["spec"]["holderIdentity"], "second");
-    tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop(tx, task).await;
     // Shutting down does not give away a lease it does not hold.
     assert_eq!(lease(&fake).unwrap()["spec"]["holderIdentity"], "second");
 }
