@@ -6,7 +6,7 @@
 //! period; an error policy backs off per group. Beside it, a sweep deletes what was
 //! generated for groups that are gone and that the garbage collector did not take.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,9 +22,10 @@ use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
 use tokio::sync::{Notify, watch};
 
 use crate::Error;
+use crate::backoff::{Failures, back_off};
 use crate::lanes::{GENERATED_SELECTOR, Inputs, group_of, istio_resource};
 use crate::metrics::Metrics;
-use crate::rollout_controller::{back_off, stop_signal};
+use crate::rollout_controller::stop_signal;
 use crate::run::{Config, Watches, next_round, ready, slim_meta, slim_pod};
 
 /// What every reconcile shares: the watch caches of its inputs.
@@ -39,8 +40,8 @@ struct Shared {
     resync: Duration,
     /// Objects generated per group, for the `generated_objects` gauge.
     generated: Mutex<BTreeMap<String, usize>>,
-    /// Failures in a row, per group, for the error policy's back-off.
-    failures: Mutex<HashMap<ObjectRef<ASMSwimLaneGroup>, u32>>,
+    /// Failures in a row, for the error policy's back-off.
+    failures: Failures<ASMSwimLaneGroup>,
 }
 
 /// Runs the lane controller and its sweep until `stop`.
@@ -78,7 +79,7 @@ pub async fn run(
         metrics,
         resync: config.resync,
         generated: Mutex::new(BTreeMap::new()),
-        failures: Mutex::new(HashMap::new()),
+        failures: Failures::new(),
     });
     let mut controller = controller.reconcile_all_on(notified(w.notify.clone()));
     for kind in ["VirtualService", "DestinationRule"] {
@@ -126,9 +127,7 @@ async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, E
     s.metrics.timed("lanes", started.elapsed());
     let changes = result?;
     s.metrics.reconciled("lanes", true);
-    if let Ok(mut f) = s.failures.lock() {
-        f.remove(&ObjectRef::from_obj(g.as_ref()));
-    }
+    s.failures.succeeded(&g);
     if changes.frozen.is_empty()
         && let Ok(mut generated) = s.generated.lock()
     {
@@ -144,15 +143,7 @@ async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, E
 
 fn error_policy(g: Arc<ASMSwimLaneGroup>, e: &Error, s: Arc<Shared>) -> Action {
     s.metrics.reconciled("lanes", false);
-    let failures = match s.failures.lock() {
-        Ok(mut f) => {
-            let n = f.entry(ObjectRef::from_obj(g.as_ref())).or_insert(0);
-            *n += 1;
-            *n
-        }
-        Err(_) => 1,
-    };
-    let wait = back_off(failures);
+    let (failures, wait) = s.failures.failed(&g);
     tracing::warn!(group = %g.name_any(), error = %e, failures, retry_in = ?wait, "lane controller");
     Action::requeue(wait)
 }

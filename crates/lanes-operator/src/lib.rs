@@ -5,6 +5,7 @@
 //! through kube-rs, behind leader election on a Lease.
 
 pub mod analysis;
+pub mod backoff;
 pub mod events;
 pub mod group_status;
 pub mod lane_controller;

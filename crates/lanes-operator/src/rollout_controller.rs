@@ -4,8 +4,7 @@
 //! time, and an error policy that backs off per Rollout. Beside it, a sweep lets go of
 //! workloads a release marked whose Rollout is gone (deleted or retargeted).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -21,6 +20,7 @@ use lanes_rollout::CANARY_LABEL;
 use tokio::sync::watch;
 
 use crate::Error;
+use crate::backoff::{Failures, back_off};
 use crate::metrics::Metrics;
 use crate::rollouts::{Context, Outcome};
 use crate::run::{Config, Watches, next_round, ready, slim_meta, stopped};
@@ -31,8 +31,8 @@ struct Shared {
     identity: String,
     metrics: Arc<Metrics>,
     resync: Duration,
-    /// Failures in a row, per Rollout, for the error policy's back-off.
-    failures: Mutex<HashMap<ObjectRef<Rollout>, u32>>,
+    /// Failures in a row, for the error policy's back-off.
+    failures: Failures<Rollout>,
 }
 
 /// When to look at a Rollout again, without an event: when its release next waits on
@@ -56,13 +56,6 @@ pub const PROGRESSING: Duration = Duration::from_secs(5);
 /// The soonest a Rollout is looked at again on time alone.
 pub const SOONEST: Duration = Duration::from_millis(200);
 
-/// The error policy's wait after `failures` failures in a row: 1 s, doubling, at most
-/// a minute.
-pub fn back_off(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(6);
-    Duration::from_secs(1 << doublings).min(Duration::from_secs(60))
-}
-
 /// Runs the rollout controller and the sweep until `stop`.
 pub async fn run(ctx: Context, config: Config, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
     let client = ctx.client.clone();
@@ -78,7 +71,7 @@ pub async fn run(ctx: Context, config: Config, metrics: Arc<Metrics>, stop: watc
         identity: config.identity.clone(),
         metrics,
         resync: config.resync,
-        failures: Mutex::new(HashMap::new()),
+        failures: Failures::new(),
     });
     controller
         .owns(
@@ -167,9 +160,7 @@ async fn release(r: Arc<Rollout>, s: &Shared) -> Result<Action, Error> {
     let o = outcome?;
     s.metrics.reconciled("rollouts", true);
     s.metrics.conflicts.inc_by(o.conflicts as u64);
-    if let Ok(mut f) = s.failures.lock() {
-        f.remove(&ObjectRef::from_obj(r.as_ref()));
-    }
+    s.failures.succeeded(&r);
     report(s, &ns, &name, &o).await;
     Ok(Action::requeue(next_look(
         o.progressing,
@@ -196,15 +187,7 @@ async fn report(s: &Shared, ns: &str, name: &str, o: &Outcome) {
 
 fn error_policy(r: Arc<Rollout>, e: &Error, s: Arc<Shared>) -> Action {
     s.metrics.reconciled("rollouts", false);
-    let failures = match s.failures.lock() {
-        Ok(mut f) => {
-            let n = f.entry(ObjectRef::from_obj(r.as_ref())).or_insert(0);
-            *n += 1;
-            *n
-        }
-        Err(_) => 1,
-    };
-    let wait = back_off(failures);
+    let (failures, wait) = s.failures.failed(&r);
     tracing::warn!(rollout = %format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
         error = %e, failures, retry_in = ?wait, "rollout controller");
     Action::requeue(wait)
@@ -255,11 +238,5 @@ mod tests {
             next_look(false, Some(Duration::from_secs(3_600)), resync),
             resync
         );
-    }
-
-    #[test]
-    fn failures_back_off_from_a_second_to_a_minute() {
-        let waits: Vec<u64> = (1..=9).map(|n| back_off(n).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }
