@@ -7,6 +7,7 @@
 //! generated for groups that are gone and that the garbage collector did not take.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,11 @@ struct Shared {
     services: Store<Service>,
     pods: Store<Pod>,
     lanes: Store<ASMSwimLane>,
+    /// Moves on with every change to the three caches above.
+    epoch: Arc<AtomicU64>,
+    /// The inputs last built from the caches, and the epoch they were built at: the
+    /// reconciles of all groups after one change share them.
+    built: Mutex<Option<(u64, Arc<Inputs>)>>,
     groups: Store<ASMSwimLaneGroup>,
     metrics: Arc<Metrics>,
     resync: Duration,
@@ -53,9 +59,19 @@ pub async fn run(
 ) {
     let mut stop_wait = stop.clone();
     let mut w = Watches::new(&stop);
-    let services = w.cache(Api::<Service>::all(client.clone()), slim_meta, |_| true);
-    let pods = w.cache(Api::<Pod>::all(client.clone()), slim_pod, |_| true);
-    let lanes = w.cache(Api::<ASMSwimLane>::all(client.clone()), slim_meta, |_| true);
+    // Every change to the caches moves the epoch on, after the cache took it.
+    let epoch = Arc::new(AtomicU64::new(0));
+    let services = w.cache(
+        Api::<Service>::all(client.clone()),
+        slim_meta,
+        moves_on(&epoch),
+    );
+    let pods = w.cache(Api::<Pod>::all(client.clone()), slim_pod, moves_on(&epoch));
+    let lanes = w.cache(
+        Api::<ASMSwimLane>::all(client.clone()),
+        slim_meta,
+        moves_on(&epoch),
+    );
     let cached = ready(&services, &mut stop_wait).await
         && ready(&pods, &mut stop_wait).await
         && ready(&lanes, &mut stop_wait).await;
@@ -75,6 +91,8 @@ pub async fn run(
         services,
         pods,
         lanes,
+        epoch,
+        built: Mutex::new(None),
         groups: controller.store(),
         metrics,
         resync: config.resync,
@@ -100,6 +118,15 @@ pub async fn run(
     let _ = sweep.await;
 }
 
+/// A cache's `wanted`: every change moves `epoch` on and wakes the controller.
+fn moves_on<K>(epoch: &Arc<AtomicU64>) -> impl Fn(&K) -> bool + Send + 'static {
+    let epoch = epoch.clone();
+    move |_| {
+        epoch.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
 /// A stream that yields each time `notify` is woken (wakes that come together count
 /// once).
 fn notified(notify: Arc<Notify>) -> impl futures_util::Stream<Item = ()> + Send + 'static {
@@ -109,13 +136,26 @@ fn notified(notify: Arc<Notify>) -> impl futures_util::Stream<Item = ()> + Send 
     })
 }
 
-/// The inputs every group compiles from, out of the watch caches, in creation order.
-fn inputs(s: &Shared) -> Result<Inputs, Error> {
+/// The inputs every group compiles from, out of the watch caches, in creation order:
+/// built once per change of the caches, not once per group.
+fn inputs(s: &Shared) -> Result<Arc<Inputs>, Error> {
+    // Read the epoch before the caches: what is built is at least that new.
+    let epoch = s.epoch.load(Ordering::SeqCst);
+    if let Ok(built) = s.built.lock()
+        && let Some((at, inputs)) = built.as_ref()
+        && *at == epoch
+    {
+        return Ok(inputs.clone());
+    }
     let mut inputs = Inputs::default();
     inputs.add::<Service, _>(s.services.state())?;
     inputs.add::<Pod, _>(s.pods.state())?;
     inputs.add::<ASMSwimLane, _>(s.lanes.state())?;
-    Ok(inputs.sorted())
+    let inputs = Arc::new(inputs.sorted());
+    if let Ok(mut built) = s.built.lock() {
+        *built = Some((epoch, inputs.clone()));
+    }
+    Ok(inputs)
 }
 
 async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, Error> {
