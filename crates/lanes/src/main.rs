@@ -173,8 +173,8 @@ enum Command {
         /// are removed), as kubectl does.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         wait: bool,
-        /// How long to wait for that, in seconds.
-        #[arg(long, default_value_t = 60)]
+        /// How long to wait for that, in seconds (at most a day).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         timeout: u64,
     },
     /// Patch an object.

@@ -844,6 +844,9 @@ fn a_finalizer_holds_a_delete_until_the_last_one_is_removed() {
         said.contains("timed out waiting for service/held") && said.contains("finalizers"),
         "{said}"
     );
+    let out = d.lanes(&["delete", "svc", "held", "--timeout", "99999999999999999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout"));
     let out = d.lanes(&["delete", "svc", "held", "--wait=false"]);
     assert!(
         out.status.success(),
