@@ -70,6 +70,19 @@ enum Command {
         #[arg(long)]
         trace_header: Option<String>,
     },
+    /// Print a synthetic mesh (one lane group, its lanes, services and ready pods) as
+    /// a manifest stream, for the scale benchmark.
+    Synth {
+        /// Services in the group.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Lanes, the baseline included.
+        #[arg(long, default_value_t = 20)]
+        lanes: usize,
+        /// Leave the Pods out.
+        #[arg(long)]
+        no_pods: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -251,6 +264,19 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Upstream { listen, name } => rt.block_on(upstream(listen, name)),
+        Command::Synth {
+            services,
+            lanes,
+            no_pods,
+        } => {
+            let text = lanes_model::synthetic::mesh(lanes_model::synthetic::Shape {
+                services,
+                lanes,
+                pods: !no_pods,
+            });
+            std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+            Ok(())
+        }
         Command::Load {
             target,
             mode,

@@ -5,7 +5,7 @@
 
 pub mod routes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use lanes_model::istio::{
     Destination, DestinationRule, DestinationRuleSpec, Fallback, GeneratedMeta, HeaderOperations,
@@ -15,7 +15,9 @@ use lanes_model::istio::{
 use lanes_model::lane::{
     DEFAULT_ROUTE_HEADER, GROUP_LABEL, IngressStrategy, LaneGroupSpec, LaneSpec,
 };
-use lanes_model::mesh::{PodView, ServiceView, lane_contains, parse_mesh_host};
+use lanes_model::mesh::{
+    LaneView, PodIndex, PodView, ServiceIndex, ServiceView, lane_contains, parse_mesh_host,
+};
 use lanes_model::{Object, Typed};
 use serde::Serialize;
 
@@ -117,7 +119,7 @@ pub fn in_creation_order(objects: &mut [Object]) {
             .and_then(|s| s.parse::<jiff::Timestamp>().ok())
             .map_or(i64::MIN, |t| t.as_second())
     };
-    objects.sort_by(|a, b| second(a).cmp(&second(b)).then_with(|| a.name.cmp(&b.name)));
+    objects.sort_by_cached_key(|o| (second(o), o.name.clone()));
 }
 
 /// Compiles every lane group among `objects`, with `pods` as the pods that exist.
@@ -128,6 +130,10 @@ pub fn compile(objects: &[&Object], pods: &[PodView], flavor: Flavor) -> Output 
         .iter()
         .filter_map(|o| ServiceView::from_object(o))
         .collect();
+    let mesh = Mesh {
+        services: ServiceIndex::new(&services),
+        pods: PodIndex::new(pods),
+    };
     let mut out = Output {
         routes: RouteTable {
             services: services.iter().map(mesh_service).collect(),
@@ -135,30 +141,39 @@ pub fn compile(objects: &[&Object], pods: &[PodView], flavor: Flavor) -> Output 
         },
         ..Default::default()
     };
+    // Each group's lanes, in the order given, found in one pass.
+    let mut lanes: HashMap<&str, Vec<(&str, &LaneSpec)>> = HashMap::new();
+    for o in objects {
+        if let Typed::Lane(l) = &o.typed
+            && let Some(group) = o.label(GROUP_LABEL)
+        {
+            lanes
+                .entry(group)
+                .or_default()
+                .push((o.name.as_str(), &l.spec));
+        }
+    }
     for object in objects {
         let Typed::LaneGroup(group) = &object.typed else {
             continue;
         };
-        let lanes = objects
-            .iter()
-            .filter_map(|o| match &o.typed {
-                Typed::Lane(l)
-                    if o.labels().get(GROUP_LABEL).map(String::as_str)
-                        == Some(object.name.as_str()) =>
-                {
-                    Some((o.name.as_str(), &l.spec))
-                }
-                _ => None,
-            })
-            .collect();
         let input = GroupInput {
             name: &object.name,
             spec: &group.spec,
-            lanes,
+            lanes: lanes.remove(object.name.as_str()).unwrap_or_default(),
         };
-        compile_group(&input, &services, pods, flavor, &mut out);
+        compile_group(&input, &mesh, flavor, &mut out);
     }
     out
+}
+
+/// The services and pods a group compiles against, indexed.
+#[derive(Debug, Clone)]
+pub struct Mesh<'a> {
+    /// Services by namespace and name.
+    pub services: ServiceIndex<'a>,
+    /// Pods by label.
+    pub pods: PodIndex<'a>,
 }
 
 fn mesh_service(s: &ServiceView) -> MeshService {
@@ -274,13 +289,7 @@ impl GroupCtx<'_> {
 /// Compiles one lane group into `out`. Destination hosts are written fully qualified:
 /// the generated objects live in the gateway's namespace, where a short name would
 /// mean another service.
-pub fn compile_group(
-    input: &GroupInput<'_>,
-    services: &[ServiceView],
-    pods: &[PodView],
-    flavor: Flavor,
-    out: &mut Output,
-) {
+pub fn compile_group(input: &GroupInput<'_>, mesh: &Mesh<'_>, flavor: Flavor, out: &mut Output) {
     let spec = input.spec;
     let pmc = spec
         .permissive_mode_configuration
@@ -310,29 +319,38 @@ pub fn compile_group(
     };
 
     // Which lane holds which service: the subsets, fallback lane first.
-    let mut service_routes = Vec::new();
+    let lanes: Vec<(&str, LaneView<'_>)> = input
+        .lanes
+        .iter()
+        .map(|(name, lspec)| (*name, LaneView::new(lspec)))
+        .collect();
+    let mut service_routes = Vec::with_capacity(spec.services.len());
+    let mut by_name: HashMap<(&str, &str), usize> = HashMap::with_capacity(spec.services.len());
     for sref in &spec.services {
         let ns = sref.namespace();
-        let view = services
-            .iter()
-            .find(|s| s.name == sref.name && s.namespace == ns)
-            .cloned()
-            .unwrap_or_else(|| ServiceView {
-                name: sref.name.clone(),
-                namespace: ns.to_string(),
-                selector: BTreeMap::new(),
-                ports: Vec::new(),
-            });
+        let absent;
+        let view = match mesh.services.get(&sref.name, ns) {
+            Some(v) => v,
+            None => {
+                absent = ServiceView {
+                    name: sref.name.clone(),
+                    namespace: ns.to_string(),
+                    selector: BTreeMap::new(),
+                    ports: Vec::new(),
+                };
+                &absent
+            }
+        };
+        let ready = mesh.pods.ready_for(view);
         let fallback = ctx.fallback_for(&sref.name, ns);
-        let mut subsets: Vec<SubsetRoute> = input
-            .lanes
+        let mut subsets: Vec<SubsetRoute> = lanes
             .iter()
-            .filter(|(lane, lspec)| {
-                fallback.as_deref() == Some(*lane) || lane_contains(spec, lspec, &view, pods)
+            .filter(|(lane, lview)| {
+                fallback.as_deref() == Some(*lane) || lane_contains(spec, lview, view, &ready)
             })
             .map(|(lane, lspec)| SubsetRoute {
                 name: (*lane).to_string(),
-                labels: lspec.label_selector.clone(),
+                labels: lspec.spec.label_selector.clone(),
             })
             .collect();
         if let Some(f) = &fallback
@@ -346,6 +364,9 @@ pub fn compile_group(
                 input.name, sref.name
             ));
         }
+        by_name
+            .entry((sref.name.as_str(), ns))
+            .or_insert(service_routes.len());
         service_routes.push(ServiceRoutes {
             name: sref.name.clone(),
             namespace: ns.to_string(),
@@ -355,9 +376,7 @@ pub fn compile_group(
     }
     let find_service = |host: &str| -> Option<(String, String, Option<&ServiceRoutes>)> {
         let (name, ns) = parse_mesh_host(host, "default")?;
-        let routes = service_routes
-            .iter()
-            .find(|s| s.name == name && s.namespace == ns);
+        let routes = by_name.get(&(name, ns)).map(|&i| &service_routes[i]);
         Some((name.to_string(), ns.to_string(), routes))
     };
 
@@ -515,8 +534,8 @@ pub fn compile_group(
     };
 
     // Per-service VirtualServices and DestinationRules.
-    let mut service_vs = Vec::new();
-    let mut service_dr = Vec::new();
+    let mut service_vs = Vec::with_capacity(service_routes.len());
+    let mut service_dr = Vec::with_capacity(service_routes.len());
     for svc in &service_routes {
         let host = fqdn(&svc.name, &svc.namespace);
         let fallback = ctx.fallback_for(&svc.name, &svc.namespace);
@@ -578,6 +597,8 @@ pub fn compile_group(
             },
         }));
     }
+    out.objects
+        .reserve(ingress_objects.len() + service_vs.len() + service_dr.len());
     out.objects.extend(ingress_objects);
     out.objects.extend(service_vs);
     out.objects.extend(service_dr);

@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod object;
 pub mod podlog;
 pub mod rollout;
+pub mod synthetic;
 pub mod validate;
 
 pub use decode::{Diagnostic, Loaded, Severity, Source, decode_bytes, decode_str, load_paths};

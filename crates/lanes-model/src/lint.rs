@@ -5,18 +5,25 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::decode::{Diagnostic, Loaded, Severity, find_duplicates};
 use crate::lane::{GROUP_LABEL, IngressStrategy};
-use crate::mesh::{PodView, ServiceView, assumed_pods, lane_contains, parse_mesh_host};
+use crate::mesh::{
+    LaneView, PodIndex, PodView, ServiceIndex, ServiceView, assumed_pods, lane_contains,
+    parse_mesh_host,
+};
 use crate::object::Typed;
 
 struct Ctx<'a> {
     loaded: &'a [Loaded],
-    services: Vec<ServiceView>,
-    pods: Vec<PodView>,
+    services: &'a [ServiceView],
+    by_name: ServiceIndex<'a>,
+    /// The pods assumed to run.
+    pods: PodIndex<'a>,
+    /// Every Deployment's pod template, as a pod, whatever its replicas.
+    templates: PodIndex<'a>,
     namespaces: BTreeSet<String>,
     out: Vec<Diagnostic>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     fn report(&mut self, severity: Severity, l: &Loaded, path: &str, message: String) {
         self.out.push(Diagnostic::at(
             severity,
@@ -27,23 +34,36 @@ impl Ctx<'_> {
         ));
     }
 
-    fn service(&self, name: &str, namespace: &str) -> Option<&ServiceView> {
-        self.services
-            .iter()
-            .find(|s| s.name == name && s.namespace == namespace)
+    fn service(&self, name: &str, namespace: &str) -> Option<&'a ServiceView> {
+        self.by_name.get(name, namespace)
     }
 }
 
 /// Every cross-reference problem among `loaded`, errors and warnings, in input order.
 pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
-    let objects = loaded.iter().map(|l| &l.object);
+    let services: Vec<ServiceView> = loaded
+        .iter()
+        .filter_map(|l| ServiceView::from_object(&l.object))
+        .collect();
+    let pods = assumed_pods(loaded.iter().map(|l| &l.object));
+    let templates: Vec<PodView> = loaded
+        .iter()
+        .filter_map(|l| {
+            Some(PodView {
+                name: l.object.name.clone(),
+                namespace: l.object.namespace_or_empty().to_string(),
+                labels: crate::mesh::deployment_template_labels(&l.object)?,
+                ready: true,
+                ip: None,
+            })
+        })
+        .collect();
     let mut ctx = Ctx {
         loaded,
-        services: loaded
-            .iter()
-            .filter_map(|l| ServiceView::from_object(&l.object))
-            .collect(),
-        pods: assumed_pods(objects),
+        services: &services,
+        by_name: ServiceIndex::new(&services),
+        pods: PodIndex::new(&pods),
+        templates: PodIndex::new(&templates),
         namespaces: loaded
             .iter()
             .filter_map(|l| l.object.namespace.clone())
@@ -204,7 +224,7 @@ fn lint_group(ctx: &mut Ctx<'_>, l: &Loaded) {
     let lane_names: BTreeSet<&str> = lanes.iter().map(|x| x.object.name.as_str()).collect();
     for (i, s) in group.services.iter().enumerate() {
         let path = format!("spec.services[{i}]");
-        match ctx.service(&s.name, s.namespace()).cloned() {
+        match ctx.service(&s.name, s.namespace()) {
             None => ctx.report(
                 Severity::Error,
                 l,
@@ -212,13 +232,8 @@ fn lint_group(ctx: &mut Ctx<'_>, l: &Loaded) {
                 format!("Service {}/{} not found", s.namespace(), s.name),
             ),
             Some(svc) => {
-                let selected = ctx.loaded.iter().any(|o| {
-                    crate::mesh::deployment_template_labels(&o.object)
-                        .is_some_and(|labels| svc.selects(o.object.namespace_or_empty(), &labels))
-                }) || ctx
-                    .pods
-                    .iter()
-                    .any(|p| svc.selects(&p.namespace, &p.labels));
+                let selected = ctx.templates.selected_by(svc).next().is_some()
+                    || ctx.pods.selected_by(svc).next().is_some();
                 if !selected {
                     ctx.report(
                         Severity::Error,
@@ -263,11 +278,12 @@ fn lint_group(ctx: &mut Ctx<'_>, l: &Loaded) {
             let Typed::Lane(spec) = &lane.object.typed else {
                 continue;
             };
+            let view = LaneView::new(&spec.spec);
             for s in &group.services {
                 let Some(svc) = ctx.service(&s.name, s.namespace()) else {
                     continue;
                 };
-                if !lane_contains(group, &spec.spec, svc, &ctx.pods) {
+                if !lane_contains(group, &view, svc, &ctx.pods.ready_for(svc)) {
                     let message = format!(
                         "strict mode: lane {:?} lacks service {}/{}; requests in this lane cannot reach it",
                         lane.object.name, svc.namespace, svc.name

@@ -1,7 +1,7 @@
 //! A read-only view of the mesh that the compiler and lint share: services, pods, and
 //! which lane holds which service.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::lane::{LaneGroupSpec, LaneSpec};
 use crate::object::{Object, Typed};
@@ -153,26 +153,123 @@ pub fn assumed_pods<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Vec<Po
     pods
 }
 
-/// Whether `lane` holds `service`: the lane lists it, or (with `autoUpdate`) a ready pod
-/// of the service matches the lane's label selector.
+/// Pods indexed by namespace and label, so the pods a service selects are found without
+/// scanning every pod.
+#[derive(Debug, Clone)]
+pub struct PodIndex<'a> {
+    pods: &'a [PodView],
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> PodIndex<'a> {
+    /// Indexes `pods`.
+    pub fn new(pods: &'a [PodView]) -> PodIndex<'a> {
+        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        for (i, pod) in pods.iter().enumerate() {
+            for (k, v) in &pod.labels {
+                by_label
+                    .entry((pod.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        PodIndex { pods, by_label }
+    }
+
+    /// The pods `service` selects, ready or not, in the order given.
+    pub fn selected_by<'s>(
+        &'s self,
+        service: &'s ServiceView,
+    ) -> impl Iterator<Item = &'a PodView> + 's {
+        // Every selected pod carries the selector's first label: start from those.
+        let candidates = service
+            .selector
+            .iter()
+            .next()
+            .and_then(|(k, v)| {
+                self.by_label
+                    .get(&(service.namespace.as_str(), k.as_str(), v.as_str()))
+            })
+            .map_or(&[][..], Vec::as_slice);
+        candidates
+            .iter()
+            .map(|&i| &self.pods[i])
+            .filter(|p| service.selects(&p.namespace, &p.labels))
+    }
+
+    /// The ready pods `service` selects.
+    pub fn ready_for<'s>(&'s self, service: &'s ServiceView) -> Vec<&'a PodView> {
+        self.selected_by(service).filter(|p| p.ready).collect()
+    }
+}
+
+/// Services indexed by namespace and name.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceIndex<'a> {
+    by_name: HashMap<(&'a str, &'a str), &'a ServiceView>,
+}
+
+impl<'a> ServiceIndex<'a> {
+    /// Indexes `services`; of two with one name, the first counts.
+    pub fn new(services: &'a [ServiceView]) -> ServiceIndex<'a> {
+        let mut by_name = HashMap::with_capacity(services.len());
+        for s in services {
+            by_name
+                .entry((s.namespace.as_str(), s.name.as_str()))
+                .or_insert(s);
+        }
+        ServiceIndex { by_name }
+    }
+
+    /// Service `namespace/name`.
+    pub fn get(&self, name: &str, namespace: &str) -> Option<&'a ServiceView> {
+        self.by_name.get(&(namespace, name)).copied()
+    }
+}
+
+/// A lane with the services it lists indexed.
+#[derive(Debug, Clone)]
+pub struct LaneView<'a> {
+    /// The lane.
+    pub spec: &'a LaneSpec,
+    listed: HashSet<(&'a str, &'a str)>,
+}
+
+impl<'a> LaneView<'a> {
+    /// Indexes the services `spec` lists.
+    pub fn new(spec: &'a LaneSpec) -> LaneView<'a> {
+        LaneView {
+            spec,
+            listed: spec
+                .services
+                .iter()
+                .map(|s| (s.namespace(), s.name.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Whether the lane lists `service`.
+    pub fn lists(&self, service: &ServiceView) -> bool {
+        self.listed
+            .contains(&(service.namespace.as_str(), service.name.as_str()))
+    }
+}
+
+/// Whether `lane` holds `service`: the lane lists it, or (with `autoUpdate`) one of the
+/// service's ready pods, `ready_pods`, matches the lane's label selector.
 pub fn lane_contains(
     group: &LaneGroupSpec,
-    lane: &LaneSpec,
+    lane: &LaneView<'_>,
     service: &ServiceView,
-    pods: &[PodView],
+    ready_pods: &[&PodView],
 ) -> bool {
-    let listed = lane
-        .services
-        .iter()
-        .any(|s| s.name == service.name && s.namespace() == service.namespace);
-    if listed {
+    if lane.lists(service) {
         return true;
     }
+    let selector = &lane.spec.label_selector;
     group.auto_update.unwrap_or(false)
-        && !lane.label_selector.is_empty()
-        && pods.iter().any(|p| {
-            p.ready
-                && service.selects(&p.namespace, &p.labels)
-                && selector_matches(&lane.label_selector, &p.labels)
-        })
+        && !selector.is_empty()
+        && ready_pods
+            .iter()
+            .any(|p| p.ready && selector_matches(selector, &p.labels))
 }

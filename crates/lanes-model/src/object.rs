@@ -340,6 +340,11 @@ impl Object {
     pub fn labels(&self) -> BTreeMap<String, String> {
         string_map(&self.raw, "/metadata/labels")
     }
+
+    /// The value of one label, without copying the others.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.raw.get("metadata")?.get("labels")?.get(key)?.as_str()
+    }
 }
 
 #[cfg(test)]
