@@ -59,7 +59,7 @@ impl Rollouts {
 
 /// The patch the admission makes to an update of Deployment `new` (stored as `old`),
 /// with `rollouts` deciding whether one manages it; empty when it changes nothing.
-pub fn patch_for(old: &Value, new: &Value, rollouts: &[Rollout]) -> json_patch_kube::Patch {
+pub fn patch_for(old: &Value, new: &Value, rollouts: &[Rollout]) -> json_patch::Patch {
     let ns = new
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -71,7 +71,7 @@ pub fn patch_for(old: &Value, new: &Value, rollouts: &[Rollout]) -> json_patch_k
     let managing = lanes_rollout::admission::managing(rollouts, ns, name);
     let mut admitted = new.clone();
     lanes_rollout::admission::admit_deployment(Some(old), &mut admitted, managing);
-    json_patch_kube::diff(new, &admitted)
+    json_patch::diff(new, &admitted)
 }
 
 /// Whether the request is one the admission acts on: an update of a Deployment with
@@ -152,7 +152,7 @@ mod tests {
         let (old, new) = (deployment("d", "a:1"), deployment("d", "a:2"));
         let patch = patch_for(&old, &new, &rollouts());
         let mut out = new.clone();
-        json_patch_kube::patch(&mut out, &patch).unwrap();
+        json_patch::patch(&mut out, &patch).unwrap();
         let mut expected = new.clone();
         lanes_rollout::admission::admit_deployment(Some(&old), &mut expected, Some("r"));
         assert_eq!(out, expected);

@@ -689,17 +689,17 @@ fn held(v: &Value) -> bool {
 /// `current` with a JSON patch (RFC 6902) applied; a test of an absent member against
 /// null passes, as on the API server.
 fn json_patch_of(current: &Value, patch: &Value) -> Result<Value, String> {
-    let ops: json_patch_kube::Patch =
+    let ops: json_patch::Patch =
         serde_json::from_value(patch.clone()).map_err(|e| format!("not a JSON patch: {e}"))?;
     let mut out = current.clone();
     for op in ops.0 {
-        if let json_patch_kube::PatchOperation::Test(t) = &op
+        if let json_patch::PatchOperation::Test(t) = &op
             && t.value.is_null()
             && out.pointer(t.path.as_str()).is_none()
         {
             continue;
         }
-        json_patch_kube::patch(&mut out, &[op]).map_err(|e| format!("JSON patch failed: {e}"))?;
+        json_patch::patch(&mut out, &[op]).map_err(|e| format!("JSON patch failed: {e}"))?;
     }
     Ok(out)
 }
