@@ -107,25 +107,43 @@ pub struct GroupInput<'a> {
     pub lanes: Vec<(&'a str, &'a LaneSpec)>,
 }
 
-/// Puts objects in creation order, the order [`compile`] takes lanes and groups in: by
-/// `creationTimestamp` to the second (all a cluster records), then by name. Every driver
-/// sorts with this one definition, so the objects generated and the route table the
-/// data plane runs agree.
+/// Where an object sits in creation order: `creationTimestamp` to the second (all a
+/// cluster records), then the name.
+pub fn creation_key(object: &Object) -> (i64, String) {
+    let second = object
+        .raw
+        .pointer("/metadata/creationTimestamp")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        .map_or(i64::MIN, |t| t.as_second());
+    (second, object.name.clone())
+}
+
+/// Puts objects in creation order ([`creation_key`]; ties keep the order given), the
+/// order [`compile`] takes lanes and groups in. Every driver sorts with this one
+/// definition, so the objects generated and the route table the data plane runs agree.
 pub fn in_creation_order(objects: &mut [Object]) {
-    let second = |o: &Object| {
-        o.raw
-            .pointer("/metadata/creationTimestamp")
-            .and_then(serde_json::Value::as_str)
-            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-            .map_or(i64::MIN, |t| t.as_second())
-    };
-    objects.sort_by_cached_key(|o| (second(o), o.name.clone()));
+    objects.sort_by_cached_key(creation_key);
+}
+
+/// What a compile produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// The Istio objects and the route table.
+    Everything,
+    /// The route table alone (what the data plane runs); `Output::objects` stays empty.
+    RoutesOnly,
 }
 
 /// Compiles every lane group among `objects`, with `pods` as the pods that exist.
 /// Lanes join their group by the `swimlane-group` label; lanes and groups are taken
 /// in the order given (creation order).
 pub fn compile(objects: &[&Object], pods: &[PodView], flavor: Flavor) -> Output {
+    compile_with(objects, pods, flavor, Emit::Everything)
+}
+
+/// [`compile`], producing what `emit` asks for.
+pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit: Emit) -> Output {
     let services: Vec<ServiceView> = objects
         .iter()
         .filter_map(|o| ServiceView::from_object(o))
@@ -162,7 +180,7 @@ pub fn compile(objects: &[&Object], pods: &[PodView], flavor: Flavor) -> Output 
             spec: &group.spec,
             lanes: lanes.remove(object.name.as_str()).unwrap_or_default(),
         };
-        compile_group(&input, &mesh, flavor, &mut out);
+        compile_group(&input, &mesh, flavor, emit, &mut out);
     }
     out
 }
@@ -289,7 +307,13 @@ impl GroupCtx<'_> {
 /// Compiles one lane group into `out`. Destination hosts are written fully qualified:
 /// the generated objects live in the gateway's namespace, where a short name would
 /// mean another service.
-pub fn compile_group(input: &GroupInput<'_>, mesh: &Mesh<'_>, flavor: Flavor, out: &mut Output) {
+pub fn compile_group(
+    input: &GroupInput<'_>,
+    mesh: &Mesh<'_>,
+    flavor: Flavor,
+    emit: Emit,
+    out: &mut Output,
+) {
     let spec = input.spec;
     let pmc = spec
         .permissive_mode_configuration
@@ -536,7 +560,8 @@ pub fn compile_group(input: &GroupInput<'_>, mesh: &Mesh<'_>, flavor: Flavor, ou
     // Per-service VirtualServices and DestinationRules.
     let mut service_vs = Vec::with_capacity(service_routes.len());
     let mut service_dr = Vec::with_capacity(service_routes.len());
-    for svc in &service_routes {
+    let istio = emit == Emit::Everything;
+    for svc in service_routes.iter().filter(|_| istio) {
         let host = fqdn(&svc.name, &svc.namespace);
         let fallback = ctx.fallback_for(&svc.name, &svc.namespace);
         let http = match flavor {
@@ -597,11 +622,13 @@ pub fn compile_group(input: &GroupInput<'_>, mesh: &Mesh<'_>, flavor: Flavor, ou
             },
         }));
     }
-    out.objects
-        .reserve(ingress_objects.len() + service_vs.len() + service_dr.len());
-    out.objects.extend(ingress_objects);
-    out.objects.extend(service_vs);
-    out.objects.extend(service_dr);
+    if istio {
+        out.objects
+            .reserve(ingress_objects.len() + service_vs.len() + service_dr.len());
+        out.objects.extend(ingress_objects);
+        out.objects.extend(service_vs);
+        out.objects.extend(service_dr);
+    }
     out.routes.groups.push(GroupRoutes {
         name: input.name.to_string(),
         route_header: ctx.route_header.clone(),
