@@ -246,60 +246,112 @@ pub fn decode_str(file: &str, text: &str) -> (Vec<Loaded>, Vec<Diagnostic>) {
         ));
         return (objects, diags);
     }
-    for (i, doc) in docs.iter().enumerate() {
-        let source = Source {
-            file: file.to_string(),
-            doc: i + 1,
-            line: doc.first_line,
-        };
-        if doc.text.len() > MAX_DOCUMENT_BYTES {
+    for (object, mut found) in decode_all(file, &docs) {
+        objects.extend(object);
+        diags.append(&mut found);
+    }
+    (objects, diags)
+}
+
+/// Documents decoded per thread at least: fewer are not worth a thread.
+const DOCS_PER_THREAD: usize = 256;
+
+/// Decodes every document, in order; a long stream is split over the machine's cores.
+fn decode_all(file: &str, docs: &[RawDoc<'_>]) -> Vec<(Option<Loaded>, Vec<Diagnostic>)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(docs.len() / DOCS_PER_THREAD)
+        .max(1);
+    let sequential = |first: usize, docs: &[RawDoc<'_>]| -> Vec<_> {
+        docs.iter()
+            .enumerate()
+            .map(|(i, doc)| decode_doc(file, first + i, doc))
+            .collect()
+    };
+    if threads == 1 {
+        return sequential(0, docs);
+    }
+    let chunk = docs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = docs
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, part)| {
+                let spawned = std::thread::Builder::new()
+                    .spawn_scoped(scope, move || sequential(n * chunk, part));
+                (n, part, spawned)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(docs.len());
+        for (n, part, spawned) in handles {
+            // A thread that cannot start (or fails) leaves its share to this one.
+            match spawned
+                .map_err(|_| ())
+                .and_then(|h| h.join().map_err(|_| ()))
+            {
+                Ok(results) => out.extend(results),
+                Err(()) => out.extend(sequential(n * chunk, part)),
+            }
+        }
+        out
+    })
+}
+
+/// Decodes document `i` (0-based) of `file`: the object, or what is wrong with it.
+fn decode_doc(file: &str, i: usize, doc: &RawDoc<'_>) -> (Option<Loaded>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let source = Source {
+        file: file.to_string(),
+        doc: i + 1,
+        line: doc.first_line,
+    };
+    if doc.text.len() > MAX_DOCUMENT_BYTES {
+        diags.push(Diagnostic::at(
+            Severity::Error,
+            &source,
+            None,
+            None,
+            format!(
+                "document of {:.1} MiB starting at line {} is larger than the {} MiB limit",
+                doc.text.len() as f64 / (1024.0 * 1024.0),
+                doc.first_line,
+                MAX_DOCUMENT_BYTES / (1024 * 1024)
+            ),
+        ));
+        return (None, diags);
+    }
+    let value: Value = match serde_saphyr::from_str_with_options(&doc.text, yaml_options()) {
+        Ok(v) => v,
+        Err(e) => {
             diags.push(Diagnostic::at(
                 Severity::Error,
                 &source,
                 None,
                 None,
-                format!(
-                    "document of {:.1} MiB starting at line {} is larger than the {} MiB limit",
-                    doc.text.len() as f64 / (1024.0 * 1024.0),
-                    doc.first_line,
-                    MAX_DOCUMENT_BYTES / (1024 * 1024)
-                ),
+                yaml_error_message(&e, doc.first_line),
             ));
-            continue;
+            return (None, diags);
         }
-        let value: Value = match serde_saphyr::from_str_with_options(&doc.text, yaml_options()) {
-            Ok(v) => v,
-            Err(e) => {
+    };
+    if value.is_null() {
+        return (None, diags);
+    }
+    let described = describe_value(&value);
+    match Object::from_value(value) {
+        Ok(object) => (Some(Loaded { object, source }), diags),
+        Err(errors) => {
+            for e in errors {
                 diags.push(Diagnostic::at(
                     Severity::Error,
                     &source,
-                    None,
-                    None,
-                    yaml_error_message(&e, doc.first_line),
+                    described.clone(),
+                    Some(e.path),
+                    e.message,
                 ));
-                continue;
             }
-        };
-        if value.is_null() {
-            continue;
-        }
-        let described = describe_value(&value);
-        match Object::from_value(value) {
-            Ok(object) => objects.push(Loaded { object, source }),
-            Err(errors) => {
-                for e in errors {
-                    diags.push(Diagnostic::at(
-                        Severity::Error,
-                        &source,
-                        described.clone(),
-                        Some(e.path),
-                        e.message,
-                    ));
-                }
-            }
+            (None, diags)
         }
     }
-    (objects, diags)
 }
 
 /// Decodes raw bytes: refuses binary content and text that is not UTF-8.
