@@ -181,20 +181,25 @@ impl<'a> PodIndex<'a> {
         &'s self,
         service: &'s ServiceView,
     ) -> impl Iterator<Item = &'a PodView> + 's {
-        // Every selected pod carries the selector's first label: start from those.
-        let candidates = service
-            .selector
+        self.matching(&service.namespace, &service.selector)
+    }
+
+    /// The pods in `namespace` that a non-empty `selector` matches, in the order given.
+    pub fn matching<'s>(
+        &'s self,
+        namespace: &'s str,
+        selector: &'s BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a PodView> + 's {
+        // Every matching pod carries the selector's first label: start from those.
+        let candidates = selector
             .iter()
             .next()
-            .and_then(|(k, v)| {
-                self.by_label
-                    .get(&(service.namespace.as_str(), k.as_str(), v.as_str()))
-            })
+            .and_then(|(k, v)| self.by_label.get(&(namespace, k.as_str(), v.as_str())))
             .map_or(&[][..], Vec::as_slice);
         candidates
             .iter()
             .map(|&i| &self.pods[i])
-            .filter(|p| service.selects(&p.namespace, &p.labels))
+            .filter(move |p| p.namespace == namespace && selector_matches(selector, &p.labels))
     }
 
     /// The ready pods `service` selects.

@@ -717,25 +717,21 @@ fn start(ctx: &Arc<Context>, running: &mut HashMap<String, Running>, pod: Value)
 /// The endpoints of a snapshot: every pod with an address, at its sidecar's inbound
 /// port, for each Service that selects it.
 pub fn endpoints(snapshot: &Snapshot) -> Vec<lanes_proxy::Endpoint> {
+    let pods = lanes_model::mesh::PodIndex::new(&snapshot.pods);
     let mut out = Vec::new();
     for svc in &snapshot.routes.services {
-        for p in &snapshot.pods {
+        for p in pods.matching(&svc.namespace, &svc.selector) {
             let Some(ip) = p.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
                 continue;
             };
-            let selected = p.namespace == svc.namespace
-                && !svc.selector.is_empty()
-                && lanes_model::mesh::selector_matches(&svc.selector, &p.labels);
-            if selected {
-                out.push(lanes_proxy::Endpoint {
-                    service: svc.name.clone(),
-                    namespace: svc.namespace.clone(),
-                    address: SocketAddr::new(ip, INBOUND_PORT),
-                    labels: p.labels.clone(),
-                    ready: p.ready,
-                    pod: Some(p.name.clone()),
-                });
-            }
+            out.push(lanes_proxy::Endpoint {
+                service: svc.name.clone(),
+                namespace: svc.namespace.clone(),
+                address: SocketAddr::new(ip, INBOUND_PORT),
+                labels: p.labels.clone(),
+                ready: p.ready,
+                pod: Some(p.name.clone()),
+            });
         }
     }
     out

@@ -340,7 +340,12 @@ mod tests {
         assert_ne!(after.routes, first.routes);
         let svc4 = &after.routes.groups[0].services[4];
         assert!(svc4.subsets.iter().any(|s| s.name == "lane-02"), "{svc4:?}");
-        assert!(after.routes.groups[0].lanes.iter().all(|l| l.name != "lane-03"));
+        assert!(
+            after.routes.groups[0]
+                .lanes
+                .iter()
+                .all(|l| l.name != "lane-03")
+        );
     }
 
     #[test]
