@@ -4,6 +4,7 @@
 //! here: `lanes up` runs the operator's, against its own API.
 
 pub mod controller;
+pub mod data_plane;
 pub mod deployments;
 pub mod images;
 pub mod ipam;

@@ -17,7 +17,6 @@ use lanes_store::{EventType, Store, StoreError};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -36,6 +35,8 @@ pub struct Context {
     pub store: Arc<Store>,
     /// The data plane shared by the gateway and every sidecar.
     pub mesh: Arc<Mesh>,
+    /// The thread the sidecars serve on.
+    pub data_plane: Arc<crate::data_plane::DataPlaneThread>,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     /// Pod addresses.
@@ -314,11 +315,11 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     let mut sidecar_tasks = Vec::new();
     for (port, inbound) in [(INBOUND_PORT, true), (OUTBOUND_PORT, false)] {
         let addr = SocketAddr::new(IpAddr::V4(ip), port);
-        match TcpListener::bind(addr).await {
-            Ok(l) => {
+        match crate::data_plane::bind(addr) {
+            Ok(socket) => {
                 ctx.mesh.own_listeners().add(addr);
                 let (mesh, sc, rx) = (ctx.mesh.clone(), sidecar.clone(), sidecar_stop_rx.clone());
-                sidecar_tasks.push(tokio::spawn(async move {
+                sidecar_tasks.push(ctx.data_plane.serve(socket, move |l| async move {
                     if inbound {
                         server::serve_inbound(l, mesh, sc, rx).await;
                     } else {

@@ -285,17 +285,19 @@ async fn serve(opts: UpOptions) -> Result<()> {
     // pods' sidecars.
     let metrics = Arc::new(lanes_proxy::Metrics::new());
     let mesh = lanes_proxy::Mesh::new(lanes_proxy::Settings::default(), metrics.clone());
-    let gateway = TcpListener::bind(opts.gateway)
-        .await
+    let data_plane = Arc::new(
+        lanes_runtime::data_plane::DataPlaneThread::start()
+            .context("cannot start the data plane's thread")?,
+    );
+    let gateway = lanes_runtime::data_plane::bind(opts.gateway)
         .with_context(|| format!("cannot listen on {} (gateway)", opts.gateway))?;
     let gateway_addr = gateway.local_addr()?;
     mesh.own_listeners().add(gateway_addr);
     mesh.own_listeners().add(api_addr);
-    tasks.spawn(lanes_proxy::server::serve_gateway(
-        gateway,
-        mesh.clone(),
-        stop_rx.clone(),
-    ));
+    let (gateway_mesh, gateway_stop) = (mesh.clone(), stop_rx.clone());
+    let gateway_task = data_plane.serve(gateway, move |l| {
+        lanes_proxy::server::serve_gateway(l, gateway_mesh, gateway_stop)
+    });
     tasks.spawn(lanes_runtime::pods::follow(mesh.clone(), snap_rx.clone()));
 
     // Deployments become pods; pods become processes.
@@ -315,6 +317,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
     let ctx = Arc::new(lanes_runtime::pods::Context {
         store: store.clone(),
         mesh: mesh.clone(),
+        data_plane: data_plane.clone(),
         metrics,
         ipam: lanes_runtime::ipam::Ipam::new(opts.pod_network),
         images,
@@ -375,7 +378,10 @@ async fn serve(opts: UpOptions) -> Result<()> {
     let _ = stop_tx.send(true);
     // Open watches would hold the API server's graceful shutdown: give requests in
     // flight a few seconds, then stop regardless.
-    let drain = async { while tasks.join_next().await.is_some() {} };
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+        let _ = gateway_task.await;
+    };
     if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
         .await
         .is_err()
