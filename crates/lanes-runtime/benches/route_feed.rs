@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lanes_compile::Flavor;
-use lanes_model::synthetic::{NAMESPACE, Shape, canary_lane_of, mesh};
+use lanes_model::synthetic::{NAMESPACE, Shape, canary_lane_of};
 use lanes_model::{Kind, ObjectKey};
 use lanes_runtime::routes::RouteFeed;
 use lanes_store::Store;
@@ -24,21 +24,15 @@ fn status(ready: bool) -> serde_json::Value {
 fn feed(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open(&dir.path().join("lanes.redb")).expect("store"));
-    let text = mesh(Shape {
-        services: 1_000,
-        lanes: 20,
-        pods: true,
-    });
-    let (loaded, diags) = lanes_model::decode_str("synthetic", &text);
-    assert!(diags.is_empty(), "{diags:?}");
-    store
-        .write(|txn| {
-            for l in &loaded {
-                txn.create(&l.object)?;
-            }
-            Ok(())
-        })
-        .expect("load the mesh");
+    lanes_runtime::synthetic::load(
+        &store,
+        Shape {
+            services: 1_000,
+            lanes: 20,
+            pods: true,
+        },
+    )
+    .expect("load the mesh");
     let pod = ObjectKey {
         kind: Kind::Pod,
         namespace: Some(NAMESPACE.to_string()),

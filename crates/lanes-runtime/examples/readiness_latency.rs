@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lanes_compile::Flavor;
-use lanes_model::synthetic::{NAMESPACE, Shape, canary_lane_of, mesh, service_name};
+use lanes_model::synthetic::{NAMESPACE, Shape, canary_lane_of, service_name};
 use lanes_model::{Kind, ObjectKey};
 use lanes_runtime::pods::INBOUND_PORT;
 use lanes_runtime::routes::Snapshot;
@@ -65,27 +65,19 @@ async fn main() {
     let changes = arg("--changes", 100);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open(&dir.path().join("lanes.redb")).expect("store"));
-    let (loaded, diags) = lanes_model::decode_str(
-        "synthetic",
-        &mesh(Shape {
+    let loaded = lanes_runtime::synthetic::load(
+        &store,
+        Shape {
             services,
             lanes: 20,
             pods: true,
-        }),
-    );
-    assert!(diags.is_empty(), "{diags:?}");
-    store
-        .write(|txn| {
-            for l in &loaded {
-                txn.create(&l.object)?;
-            }
-            Ok(())
-        })
-        .expect("load the mesh");
+        },
+    )
+    .expect("load the mesh");
     let pods: Vec<(ObjectKey, serde_json::Value)> = loaded
         .iter()
-        .filter(|l| l.object.kind == Kind::Pod)
-        .map(|l| (l.object.key(), l.object.raw["status"].clone()))
+        .filter(|o| o.kind == Kind::Pod)
+        .map(|o| (o.key(), o.raw["status"].clone()))
         .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);

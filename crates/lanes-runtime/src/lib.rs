@@ -12,3 +12,4 @@ pub mod logs;
 pub mod pods;
 pub mod routes;
 pub mod sample;
+pub mod synthetic;

@@ -262,7 +262,7 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lanes_model::synthetic::{NAMESPACE, Shape, mesh};
+    use lanes_model::synthetic::{NAMESPACE, Shape};
     use serde_json::json;
 
     fn key(kind: Kind, name: &str) -> ObjectKey {
@@ -275,23 +275,12 @@ mod tests {
 
     fn loaded_store(dir: &tempfile::TempDir) -> Store {
         let store = Store::open(&dir.path().join("lanes.redb")).unwrap();
-        let (loaded, diags) = lanes_model::decode_str(
-            "synthetic",
-            &mesh(Shape {
-                services: 6,
-                lanes: 4,
-                pods: true,
-            }),
-        );
-        assert!(diags.is_empty(), "{diags:?}");
-        store
-            .write(|txn| {
-                for l in &loaded {
-                    txn.create(&l.object)?;
-                }
-                Ok(())
-            })
-            .unwrap();
+        let shape = Shape {
+            services: 6,
+            lanes: 4,
+            pods: true,
+        };
+        crate::synthetic::load(&store, shape).unwrap();
         store
     }
 
