@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::Error;
 use crate::backoff::{Failures, back_off};
-use crate::lanes::{GENERATED_SELECTOR, Inputs, group_of, istio_resource};
+use crate::lanes::{Conversions, GENERATED_SELECTOR, Inputs, group_of, istio_resource};
 use crate::metrics::Metrics;
 use crate::rollout_controller::stop_signal;
 use crate::run::{Config, Watches, next_round, ready, slim_meta, slim_pod};
@@ -41,6 +41,8 @@ struct Shared {
     /// The inputs last built from the caches, and the epoch they were built at: the
     /// reconciles of all groups after one change share them.
     built: Mutex<Option<(u64, Arc<Inputs>)>>,
+    /// Each cached object converted once per version, across builds of the inputs.
+    conversions: Mutex<Conversions>,
     groups: Store<ASMSwimLaneGroup>,
     metrics: Arc<Metrics>,
     resync: Duration,
@@ -93,6 +95,7 @@ pub async fn run(
         lanes,
         epoch,
         built: Mutex::new(None),
+        conversions: Mutex::new(Conversions::default()),
         groups: controller.store(),
         metrics,
         resync: config.resync,
@@ -147,11 +150,19 @@ fn inputs(s: &Shared) -> Result<Arc<Inputs>, Error> {
     {
         return Ok(inputs.clone());
     }
-    let mut inputs = Inputs::default();
-    inputs.add::<Service, _>(s.services.state())?;
-    inputs.add::<Pod, _>(s.pods.state())?;
-    inputs.add::<ASMSwimLane, _>(s.lanes.state())?;
-    let inputs = Arc::new(inputs.sorted());
+    let inputs = {
+        // A cache keyed by version stays right even if a panic poisoned its lock.
+        let mut kept = s
+            .conversions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::new(Inputs::from_caches(
+            s.services.state(),
+            s.pods.state(),
+            s.lanes.state(),
+            &mut kept,
+        )?)
+    };
     if let Ok(mut built) = s.built.lock() {
         *built = Some((epoch, inputs.clone()));
     }

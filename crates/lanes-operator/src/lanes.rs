@@ -3,7 +3,8 @@
 //! generated VirtualService and DestinationRule is server-side applied (field manager
 //! `lanes`, owned by its group) and the group's ones no longer generated are deleted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -52,12 +53,73 @@ pub fn istio_resource(kind: &str) -> ApiResource {
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
     /// Objects the compiler takes.
-    pub objects: Vec<Object>,
+    pub objects: Vec<Arc<Object>>,
     /// Objects that do not validate, as `Kind name: why`.
     pub skipped: Vec<String>,
     /// Lane groups with an object that does not validate (the group, or a lane of
     /// it), each with what does not, as `Kind name: why`.
     pub frozen: BTreeMap<String, Vec<String>>,
+}
+
+/// One object as the lane controller reads it: validated, or why not.
+type Converted = Result<Arc<Object>, Vec<String>>;
+
+/// Where an object's conversion is kept: kind, namespace, name.
+type ConversionKey = (String, String, String);
+
+/// Objects converted and validated once per resourceVersion, kept across builds of the
+/// inputs: after one change of the watch caches only the changed object is converted
+/// again, not every cached one.
+#[derive(Debug, Default)]
+pub struct Conversions {
+    kept: HashMap<ConversionKey, (String, Converted)>,
+    /// Keys met in the build under way; the others are dropped when it ends.
+    seen: HashSet<ConversionKey>,
+    /// Conversions done (not taken from what was kept), for tests and metrics.
+    pub converted: u64,
+}
+
+impl Conversions {
+    /// The conversion of `item`, kept or made now.
+    fn get<K: Resource<DynamicType = ()> + Serialize>(
+        &mut self,
+        item: &K,
+    ) -> Result<Converted, Error> {
+        let meta = item.meta();
+        let key = (
+            K::kind(&()).to_string(),
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        self.seen.insert(key.clone());
+        let version = meta.resource_version.clone();
+        if let Some(v) = &version
+            && let Some((kept_version, kept)) = self.kept.get(&key)
+            && kept_version == v
+        {
+            return Ok(kept.clone());
+        }
+        self.converted += 1;
+        let converted = convert(item)?;
+        if let Some(v) = version {
+            self.kept.insert(key, (v, converted.clone()));
+        }
+        Ok(converted)
+    }
+
+    /// Ends a build: forgets the objects it did not meet (deleted from the caches).
+    fn finish(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.kept.retain(|k, _| seen.contains(k));
+    }
+}
+
+/// Converts and validates one object.
+fn convert<K: Resource<DynamicType = ()> + Serialize>(item: &K) -> Result<Converted, Error> {
+    let v = to_value(&K::kind(&()), item)?;
+    Ok(Object::from_value(v)
+        .map(Arc::new)
+        .map_err(|errs| errs.iter().map(ToString::to_string).collect()))
 }
 
 impl Inputs {
@@ -69,39 +131,77 @@ impl Inputs {
     {
         for item in items {
             let item: &K = std::borrow::Borrow::borrow(&item);
-            let v = to_value(&K::kind(&()), item)?;
-            match Object::from_value(v) {
-                Ok(o) => self.objects.push(o),
-                Err(errs) => {
-                    let name = item.meta().name.clone().unwrap_or_default();
-                    let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                    let what = format!("{} {name}: {}", K::kind(&()), why.join("; "));
-                    // A broken group or lane must not make its objects vanish.
-                    let group = match K::kind(&()).as_ref() {
-                        "ASMSwimLaneGroup" => Some(name.clone()),
-                        "ASMSwimLane" => item
-                            .meta()
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(GROUP_LABEL))
-                            .cloned(),
-                        _ => None,
-                    };
-                    if let Some(g) = group {
-                        self.frozen.entry(g).or_default().push(what.clone());
-                    }
-                    self.skipped.push(what);
-                }
-            }
+            self.take(item, convert(item)?);
         }
         Ok(())
     }
 
-    /// Puts the objects in creation order ([`lanes_compile::in_creation_order`]): the
-    /// order the route table of `lanes up` is compiled in too.
+    /// Adds objects of one kind, their conversions taken from `kept` where their
+    /// resourceVersion has not moved.
+    pub fn add_kept<K, T>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        kept: &mut Conversions,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Serialize,
+        T: std::borrow::Borrow<K>,
+    {
+        for item in items {
+            let item: &K = std::borrow::Borrow::borrow(&item);
+            self.take(item, kept.get(item)?);
+        }
+        Ok(())
+    }
+
+    /// Takes one converted object in, or records why it is skipped.
+    fn take<K: Resource<DynamicType = ()>>(&mut self, item: &K, converted: Converted) {
+        let why = match converted {
+            Ok(o) => return self.objects.push(o),
+            Err(why) => why,
+        };
+        let name = item.meta().name.clone().unwrap_or_default();
+        let what = format!("{} {name}: {}", K::kind(&()), why.join("; "));
+        // A broken group or lane must not make its objects vanish.
+        let group = match K::kind(&()).as_ref() {
+            "ASMSwimLaneGroup" => Some(name.clone()),
+            "ASMSwimLane" => item
+                .meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(GROUP_LABEL))
+                .cloned(),
+            _ => None,
+        };
+        if let Some(g) = group {
+            self.frozen.entry(g).or_default().push(what.clone());
+        }
+        self.skipped.push(what);
+    }
+
+    /// Puts the objects in creation order ([`lanes_compile::creation_key`], the order
+    /// [`lanes_compile::in_creation_order`] gives): the order the route table of
+    /// `lanes up` is compiled in too.
     pub fn sorted(mut self) -> Self {
-        lanes_compile::in_creation_order(&mut self.objects);
+        self.objects
+            .sort_by_cached_key(|o| lanes_compile::creation_key(o));
         self
+    }
+
+    /// Reads the inputs from the watch caches, converting only what changed since the
+    /// last build with `kept`.
+    pub fn from_caches(
+        services: impl IntoIterator<Item = Arc<Service>>,
+        pods: impl IntoIterator<Item = Arc<Pod>>,
+        lanes: impl IntoIterator<Item = Arc<ASMSwimLane>>,
+        kept: &mut Conversions,
+    ) -> Result<Inputs, Error> {
+        let mut inputs = Inputs::default();
+        inputs.add_kept::<Service, _>(services, kept)?;
+        inputs.add_kept::<Pod, _>(pods, kept)?;
+        inputs.add_kept::<ASMSwimLane, _>(lanes, kept)?;
+        kept.finish();
+        Ok(inputs.sorted())
     }
 
     /// Reads the inputs (Services, Pods, lanes) with one LIST per kind.
@@ -215,11 +315,16 @@ pub async fn reconcile_group(
         skipped: inputs.skipped.iter().chain(&own.skipped).cloned().collect(),
         ..Default::default()
     };
-    let refs: Vec<&Object> = inputs.objects.iter().chain(&own.objects).collect();
+    let refs: Vec<&Object> = inputs
+        .objects
+        .iter()
+        .chain(&own.objects)
+        .map(|o| &**o)
+        .collect();
     let pods: Vec<PodView> = inputs
         .objects
         .iter()
-        .filter_map(PodView::from_object)
+        .filter_map(|o| PodView::from_object(o))
         .collect();
     let out = compile(&refs, &pods, flavor);
     if invalid.is_empty() {
@@ -360,4 +465,97 @@ pub async fn sweep(client: &Client, groups: &BTreeSet<String>) -> Result<Vec<Str
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, version: &str, lane: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default", "resourceVersion": version,
+                             "labels": {"app": "a", "ASM_TRAFFIC_TAG": lane}},
+                "spec": {"containers": [{"name": "app", "image": "x"}]},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn service() -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "a", "namespace": "default", "resourceVersion": "1"},
+                "spec": {"selector": {"app": "a"}, "ports": [{"port": 8000}]},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn lane(version: &str, selector: Value) -> Arc<ASMSwimLane> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "istio.alibabacloud.com/v1", "kind": "ASMSwimLane",
+                "metadata": {"name": "canary", "resourceVersion": version,
+                             "labels": {"swimlane-group": "g"}},
+                "spec": {"labelSelector": selector},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn fresh(pods: &[Arc<Pod>], lanes: &[Arc<ASMSwimLane>]) -> Inputs {
+        let mut inputs = Inputs::default();
+        inputs.add::<Service, _>([service()]).unwrap();
+        inputs.add::<Pod, _>(pods.iter().cloned()).unwrap();
+        inputs.add::<ASMSwimLane, _>(lanes.iter().cloned()).unwrap();
+        inputs.sorted()
+    }
+
+    fn same(a: &Inputs, b: &Inputs) {
+        let objects = |i: &Inputs| i.objects.iter().map(|o| (**o).clone()).collect::<Vec<_>>();
+        assert_eq!(objects(a), objects(b));
+        assert_eq!(a.skipped, b.skipped);
+        assert_eq!(a.frozen, b.frozen);
+    }
+
+    #[test]
+    fn only_what_changed_is_converted_again_and_the_inputs_match_a_fresh_read() {
+        let mut kept = Conversions::default();
+        let mut pods = vec![pod("p1", "5", "base"), pod("p2", "6", "canary")];
+        let lanes = vec![lane("7", json!({"ASM_TRAFFIC_TAG": "canary"}))];
+        let build = |pods: &[Arc<Pod>], lanes: &[Arc<ASMSwimLane>], kept: &mut Conversions| {
+            Inputs::from_caches([service()], pods.to_vec(), lanes.to_vec(), kept).unwrap()
+        };
+        same(&build(&pods, &lanes, &mut kept), &fresh(&pods, &lanes));
+        assert_eq!(kept.converted, 4);
+
+        same(&build(&pods, &lanes, &mut kept), &fresh(&pods, &lanes));
+        assert_eq!(kept.converted, 4, "nothing changed, nothing converted");
+
+        pods[1] = pod("p2", "9", "base");
+        let after = build(&pods, &lanes, &mut kept);
+        same(&after, &fresh(&pods, &lanes));
+        assert_eq!(kept.converted, 5, "the one changed pod");
+
+        pods.remove(0);
+        same(&build(&pods, &lanes, &mut kept), &fresh(&pods, &lanes));
+        assert_eq!(kept.kept.len(), 3, "the deleted pod is forgotten");
+    }
+
+    #[test]
+    fn a_kept_invalid_lane_still_freezes_its_group() {
+        let mut kept = Conversions::default();
+        let bad = vec![lane("3", json!({}))];
+        for _ in 0..2 {
+            let inputs =
+                Inputs::from_caches([service()], Vec::new(), bad.clone(), &mut kept).unwrap();
+            same(&inputs, &fresh(&[], &bad));
+            assert!(inputs.frozen.contains_key("g"), "{:?}", inputs.frozen);
+        }
+        assert_eq!(kept.converted, 2);
+    }
 }
