@@ -75,7 +75,7 @@ pub struct Conversions {
     kept: HashMap<ConversionKey, (String, Converted)>,
     /// Keys met in the build under way; the others are dropped when it ends.
     seen: HashSet<ConversionKey>,
-    /// Conversions done (not taken from what was kept), for tests and metrics.
+    /// Conversions done (not taken from what was kept), read by the tests.
     pub converted: u64,
 }
 
