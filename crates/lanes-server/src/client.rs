@@ -334,7 +334,7 @@ impl Client {
             .await?;
         let result = match before {
             None => "created",
-            Some(b) if same_but_status(&b, &after) => "unchanged",
+            Some(b) if same_but_status(&b, &after, &t.body) => "unchanged",
             Some(_) => "configured",
         };
         Ok(ApplyResult {
@@ -557,7 +557,14 @@ const APPLY: &str = "application/apply-patch+yaml";
 /// and the resourceVersion and managed fields that follow any write) or in the version
 /// they were read at: a status written between the read and the apply is no change the
 /// apply made.
-fn same_but_status(a: &Value, b: &Value) -> bool {
+/// Whether an apply left the object as it was, but for what the server and controllers
+/// keep: status, versions, field managers, and the finalizers a controller may add
+/// between the read before the apply and the apply itself (unless the manifest names
+/// finalizers of its own).
+fn same_but_status(a: &Value, b: &Value, applied: &Value) -> bool {
+    let keeps_finalizers = applied
+        .get("metadata")
+        .is_some_and(|m| m.get("finalizers").is_some());
     let user_part = |v: &Value| {
         let mut v = v.clone();
         if let Some(o) = v.as_object_mut() {
@@ -567,8 +574,30 @@ fn same_but_status(a: &Value, b: &Value) -> bool {
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
             m.remove("managedFields");
+            if !keeps_finalizers {
+                m.remove("finalizers");
+            }
         }
         v
     };
     user_part(a) == user_part(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_finalizer_a_controller_added_meanwhile_leaves_an_apply_unchanged() {
+        let manifest = json!({"metadata": {"name": "r"}, "spec": {"a": 1}});
+        let before = json!({"metadata": {"name": "r", "resourceVersion": "1"}, "spec": {"a": 1}});
+        let after = json!({"metadata": {"name": "r", "resourceVersion": "2",
+            "finalizers": ["rollouts.kruise.io/rollout"]}, "spec": {"a": 1}, "status": {"x": 1}});
+        assert!(same_but_status(&before, &after, &manifest));
+        let changed = json!({"metadata": {"name": "r"}, "spec": {"a": 2}});
+        assert!(!same_but_status(&before, &changed, &manifest));
+        let own = json!({"metadata": {"name": "r", "finalizers": ["mine"]}, "spec": {"a": 1}});
+        assert!(!same_but_status(&before, &after, &own));
+    }
 }
