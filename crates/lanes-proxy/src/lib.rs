@@ -12,6 +12,7 @@ pub mod correlation;
 pub mod guard;
 pub mod istio;
 pub mod listener;
+pub mod local;
 pub mod matching;
 pub mod metrics;
 pub mod outlier;

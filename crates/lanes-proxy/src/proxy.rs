@@ -16,12 +16,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lanes_routes::RouteTable;
 
-use crate::body::{ClientBodyFault, Prepared, ProxyBody, boxed, full, prepare, watch_client_body};
+use crate::body::{
+    BoxError, ClientBodyFault, Prepared, ProxyBody, boxed, full, prepare, watch_client_body,
+};
 use crate::budget;
 use crate::config::{Endpoint, PodIdentity, Settings};
 use crate::correlation::CorrelationTable;
 use crate::guard::{self, OwnListeners};
 use crate::istio::{Destination, ResponseFlag, Served};
+use crate::local::LocalInbound;
 use crate::matching::RequestView;
 use crate::metrics::{
     AttemptOutcome, FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels,
@@ -49,6 +52,7 @@ pub struct Mesh {
     http1: Client<HttpConnector, ProxyBody>,
     http2: Client<HttpConnector, ProxyBody>,
     own: OwnListeners,
+    local: LocalInbound,
     outliers: Outliers,
 }
 
@@ -146,7 +150,7 @@ fn authority(req: &Request<Incoming>) -> Option<String> {
 
 /// One outcome of sending a request upstream.
 enum Attempt {
-    Response(Response<Incoming>),
+    Response(Response<ProxyBody>),
     Connect(String),
     Reset(String),
     /// No answer within the try's time.
@@ -197,6 +201,7 @@ impl Mesh {
             settings,
             metrics,
             own: OwnListeners::default(),
+            local: LocalInbound::default(),
             outliers: Outliers::default(),
         })
     }
@@ -205,6 +210,12 @@ impl Mesh {
     /// sidecar): pass-through calls to them are refused.
     pub fn own_listeners(&self) -> &OwnListeners {
         &self.own
+    }
+
+    /// The inbound sides of this process's sidecars, which routed calls reach in
+    /// memory.
+    pub fn local_inbound(&self) -> &LocalInbound {
+        &self.local
     }
 
     /// The answer to a request that has taken `hops` hops already, when it may take no
@@ -387,11 +398,11 @@ impl Mesh {
 
     /// Handles mesh traffic arriving at a pod: records the lane of its trace for the
     /// pod's own outbound calls, then hands it to the application.
-    pub async fn inbound(
-        &self,
-        sidecar: &Sidecar,
-        mut req: Request<Incoming>,
-    ) -> Response<ProxyBody> {
+    pub async fn inbound<B>(&self, sidecar: &Sidecar, mut req: Request<B>) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = Instant::now();
         let routing = self.routing();
         let traces: Vec<String> = trace_values(&routing, req.headers())
@@ -636,10 +647,37 @@ impl Mesh {
         };
         match tokio::time::timeout(limit, client.request(req)).await {
             Err(_) => Attempt::Timeout(limit),
-            Ok(Ok(resp)) => Attempt::Response(resp),
+            Ok(Ok(resp)) => Attempt::Response(resp.map(boxed::<Incoming>)),
             Ok(Err(e)) if fault.is_set() => Attempt::ClientBody(error_chain(&e)),
             Ok(Err(e)) if e.is_connect() => Attempt::Connect(error_chain(&e)),
             Ok(Err(e)) => Attempt::Reset(error_chain(&e)),
+        }
+    }
+
+    /// Sends a routed request to `addr`: in memory when a sidecar of this process
+    /// listens there (as it would arrive off the wire: HTTP/1.1 unless HTTP/2, the
+    /// target in origin form), else over the wire.
+    async fn send_routed(
+        &self,
+        mut req: Request<ProxyBody>,
+        addr: SocketAddr,
+        version: Version,
+        fault: &ClientBodyFault,
+        limit: Duration,
+    ) -> Attempt {
+        let Some(sidecar) = self.local.get(addr) else {
+            return self.send(req, version, fault, limit).await;
+        };
+        if version != Version::HTTP_2 {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = origin_form(req.uri());
+        }
+        match tokio::time::timeout(limit, self.inbound(&sidecar, req)).await {
+            Err(_) => Attempt::Timeout(limit),
+            Ok(_) if fault.is_set() => {
+                Attempt::ClientBody("the request body failed as it was sent on".into())
+            }
+            Ok(resp) => Attempt::Response(resp),
         }
     }
 
@@ -723,7 +761,7 @@ impl Mesh {
             );
             budget::set(req.headers_mut(), budget::for_next_hop(this_try));
             let attempt_started = Instant::now();
-            let attempt = self.send(req, version, &fault, this_try).await;
+            let attempt = self.send_routed(req, addr, version, &fault, this_try).await;
             let outcome = match &attempt {
                 Attempt::Response(r) if r.status().is_server_error() => AttemptOutcome::Failure,
                 Attempt::Response(_) => AttemptOutcome::Success,
@@ -923,8 +961,14 @@ fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Result<Uri, Box<Response<ProxyBo
     })
 }
 
+/// A request target as an HTTP/1.1 client sends it: the path and query alone.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()))
+}
+
 fn finish_response(
-    resp: Response<Incoming>,
+    resp: Response<ProxyBody>,
     fallback: Option<(&str, &str)>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
@@ -934,7 +978,7 @@ fn finish_response(
     {
         parts.headers.insert(FALLBACK_HEADER, v);
     }
-    Response::from_parts(parts, boxed::<Incoming>(body))
+    Response::from_parts(parts, body)
 }
 
 /// What a sidecar remembers of a request that came into its pod: how many hops it had

@@ -327,14 +327,34 @@ async fn serve_sidecar(
     .await;
 }
 
-/// Serves a sidecar's inbound side.
+/// Serves a sidecar's inbound side: on its listener, and in memory to the gateway and
+/// sidecars of this process until `shutdown`.
 pub async fn serve_inbound(
     listener: TcpListener,
     mesh: Arc<Mesh>,
     sidecar: Arc<Sidecar>,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_sidecar(listener, mesh, sidecar, shutdown, SidecarSide::Inbound).await;
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    mesh.local_inbound().add(addr, sidecar.clone());
+    let forget = {
+        let (mesh, shutdown) = (mesh.clone(), shutdown.clone());
+        async move {
+            wait_for(shutdown).await;
+            mesh.local_inbound().remove(addr);
+        }
+    };
+    let serving = serve_sidecar(
+        listener,
+        mesh.clone(),
+        sidecar,
+        shutdown,
+        SidecarSide::Inbound,
+    );
+    tokio::join!(serving, forget);
+    mesh.local_inbound().remove(addr);
 }
 
 /// Serves a sidecar's outbound side (the application's `HTTP_PROXY`).
