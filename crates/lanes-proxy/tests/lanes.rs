@@ -376,3 +376,44 @@ async fn after_a_failed_canary_falls_back_the_next_hop_stays_in_the_canary_lane(
         assert_eq!(versions(&body), ["v1", "v2", "v1"], "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_sides_answer_alike_in_memory_and_over_the_wire() {
+    let c = Cluster::start(
+        &manifests(),
+        chain_pods(&["mocka", "mockb", "mockc"]),
+        settings(),
+    )
+    .await;
+    let local = c.mesh.local_inbound();
+    eventually_async(|| local.len() == c.pods.len()).await;
+    for p in &c.pods {
+        assert_eq!(local.get(p.inbound).unwrap().pod.name, p.spec.name);
+    }
+    let (status, _, in_memory) = c.get("canary", "mem").await;
+    assert_eq!(status, StatusCode::OK, "{in_memory}");
+    // Forgotten here, the inbound sides still listen: the same calls go over loopback.
+    for p in &c.pods {
+        local.remove(p.inbound);
+    }
+    let (status, _, wire) = c.get("canary", "wire").await;
+    assert_eq!(status, StatusCode::OK, "{wire}");
+    assert_eq!(versions(&in_memory), ["v2", "v2", "v2"]);
+    assert_eq!(versions(&wire), versions(&in_memory));
+    // A sidecar that stops is forgotten: nothing routes to it in memory afterwards.
+    let c2 = Cluster::start(&manifests(), chain_pods(&["mocka"]), settings()).await;
+    eventually_async(|| !c2.mesh.local_inbound().is_empty()).await;
+    c2.stop.send(true).unwrap();
+    eventually_async(|| c2.mesh.local_inbound().is_empty()).await;
+}
+
+/// Waits up to 5 s for `done`.
+async fn eventually_async(done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("not within 5 s");
+}

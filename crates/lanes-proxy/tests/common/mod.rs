@@ -96,7 +96,7 @@ pub struct Cluster {
     pub admin: SocketAddr,
     pub pods: Vec<PodHandle>,
     pub manifests: String,
-    stop: watch::Sender<bool>,
+    pub stop: watch::Sender<bool>,
 }
 
 impl Drop for Cluster {
