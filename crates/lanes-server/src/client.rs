@@ -334,7 +334,7 @@ impl Client {
             .await?;
         let result = match before {
             None => "created",
-            Some(b) if same_but_status(&b, &after, &t.body) => "unchanged",
+            Some(b) if unchanged_by_apply(&b, &after, &t.body) => "unchanged",
             Some(_) => "configured",
         };
         Ok(ApplyResult {
@@ -561,7 +561,7 @@ const APPLY: &str = "application/apply-patch+yaml";
 /// keep: status, versions, field managers, and the finalizers a controller may add
 /// between the read before the apply and the apply itself (unless the manifest names
 /// finalizers of its own).
-fn same_but_status(a: &Value, b: &Value, applied: &Value) -> bool {
+fn unchanged_by_apply(a: &Value, b: &Value, applied: &Value) -> bool {
     let keeps_finalizers = applied
         .get("metadata")
         .is_some_and(|m| m.get("finalizers").is_some());
@@ -594,10 +594,10 @@ mod tests {
         let before = json!({"metadata": {"name": "r", "resourceVersion": "1"}, "spec": {"a": 1}});
         let after = json!({"metadata": {"name": "r", "resourceVersion": "2",
             "finalizers": ["rollouts.kruise.io/rollout"]}, "spec": {"a": 1}, "status": {"x": 1}});
-        assert!(same_but_status(&before, &after, &manifest));
+        assert!(unchanged_by_apply(&before, &after, &manifest));
         let changed = json!({"metadata": {"name": "r"}, "spec": {"a": 2}});
-        assert!(!same_but_status(&before, &changed, &manifest));
+        assert!(!unchanged_by_apply(&before, &changed, &manifest));
         let own = json!({"metadata": {"name": "r", "finalizers": ["mine"]}, "spec": {"a": 1}});
-        assert!(!same_but_status(&before, &after, &own));
+        assert!(!unchanged_by_apply(&before, &after, &own));
     }
 }
