@@ -59,6 +59,7 @@ pub struct LaneGroupStatus {
     /// `Ready`: whether the group compiles (`False` names the object, field and reason
     /// that stop it; its generated objects are then left as they stand).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<crate::schema::ConditionSchema>")]
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }
 

@@ -90,6 +90,7 @@ pub struct CanaryStrategy {
     pub patch_pod_template_metadata: Option<PatchPodTemplateMetadata>,
     /// Unavailable canary pods tolerated before a step counts as ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::schema::IntOrStringSchema>")]
     pub failure_threshold: Option<IntOrString>,
     /// Kruise: do not create the canary Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,6 +222,7 @@ pub struct PrometheusMetric {
 pub struct CanaryStep {
     /// Canary replicas: an integer or a percentage of the workload's replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::schema::IntOrStringSchema>")]
     pub replicas: Option<IntOrString>,
     /// Share of traffic to the canary, as a percentage string.
     #[serde(default, skip_serializing_if = "Option::is_none")]

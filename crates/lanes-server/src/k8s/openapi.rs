@@ -33,8 +33,63 @@ fn schema_name(r: &Resource) -> String {
 
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
-fn builtin<T: JsonSchema>(gen_: &mut schemars::SchemaGenerator) {
-    let _ = gen_.subschema_for::<T>();
+/// The OpenAPI 3 schemas of the built-in kinds Lanes serves and of every definition
+/// they refer to, by name, as k8s-openapi's `schemars` feature generates them. They are
+/// a committed file so that normal builds leave that feature (and its build time) out;
+/// `tests/builtin_schemas.rs` generates them afresh and compares
+/// (`LANES_UPDATE_FIXTURES=1` rewrites the file).
+pub const BUILTIN_SCHEMAS: &str = include_str!("builtin_schemas.json");
+
+/// The names of the built-in kinds' root schemas in [`BUILTIN_SCHEMAS`].
+pub const BUILTIN_KINDS: [&str; 8] = [
+    OBJECT_META,
+    "io.k8s.api.core.v1.Pod",
+    "io.k8s.api.core.v1.Service",
+    "io.k8s.api.core.v1.Namespace",
+    "io.k8s.api.core.v1.Event",
+    "io.k8s.api.events.v1.Event",
+    "io.k8s.api.apps.v1.Deployment",
+    "io.k8s.api.coordination.v1.Lease",
+];
+
+fn builtin_schemas() -> &'static Map<String, Value> {
+    static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
+    // A test holds that the committed file parses and holds every kind.
+    SCHEMAS.get_or_init(|| serde_json::from_str(BUILTIN_SCHEMAS).unwrap_or_default())
+}
+
+/// Adds the built-in schema `name` and every built-in schema it refers to, at any
+/// depth, to `out`.
+fn builtin(name: &str, out: &mut Map<String, Value>) {
+    let mut todo = vec![name.to_string()];
+    while let Some(name) = todo.pop() {
+        if out.contains_key(&name) {
+            continue;
+        }
+        if let Some(schema) = builtin_schemas().get(&name) {
+            refs_in(schema, &mut todo);
+            out.insert(name, schema.clone());
+        }
+    }
+}
+
+/// The schema names `schema` refers to (`$ref: #/components/schemas/NAME`).
+fn refs_in(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                {
+                    Some(name) if k == "$ref" => out.push(name.to_string()),
+                    _ => refs_in(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs_in(v, out)),
+        _ => {}
+    }
 }
 
 /// The CRD `openAPIV3Schema` of one of Lanes' kinds, its metadata typed as ObjectMeta.
@@ -83,37 +138,37 @@ fn schemas(group: &str, version: &str) -> Map<String, Value> {
         .filter(|r| r.group == group && r.version == version)
         .collect();
     let mut own = Map::new();
-    use k8s_openapi::api as k;
-    builtin::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(&mut generator);
+    let mut builtins = Map::new();
+    builtin(OBJECT_META, &mut builtins);
     for r in &resources {
-        match (r.kind, r.group) {
-            (Kind::Pod, _) => builtin::<k::core::v1::Pod>(&mut generator),
-            (Kind::Service, _) => builtin::<k::core::v1::Service>(&mut generator),
-            (Kind::Namespace, _) => builtin::<k::core::v1::Namespace>(&mut generator),
-            (Kind::Event, "") => builtin::<k::core::v1::Event>(&mut generator),
-            (Kind::Event, _) => builtin::<k::events::v1::Event>(&mut generator),
-            (Kind::Deployment, _) => builtin::<k::apps::v1::Deployment>(&mut generator),
-            (Kind::Lease, _) => builtin::<k::coordination::v1::Lease>(&mut generator),
-            (Kind::Gateway, _) => {
+        match r.kind {
+            Kind::Pod
+            | Kind::Service
+            | Kind::Namespace
+            | Kind::Event
+            | Kind::Deployment
+            | Kind::Lease => builtin(&schema_name(r), &mut builtins),
+            Kind::Gateway => {
                 let s = istio_schema::<lanes_model::istio::GatewaySpec>(r.kind, &mut generator);
                 own.insert(schema_name(r), s);
             }
-            (Kind::VirtualService, _) => {
+            Kind::VirtualService => {
                 let s =
                     istio_schema::<lanes_model::istio::VirtualServiceSpec>(r.kind, &mut generator);
                 own.insert(schema_name(r), s);
             }
-            (Kind::DestinationRule, _) => {
+            Kind::DestinationRule => {
                 let s =
                     istio_schema::<lanes_model::istio::DestinationRuleSpec>(r.kind, &mut generator);
                 own.insert(schema_name(r), s);
             }
-            (Kind::LaneGroup | Kind::Lane | Kind::Rollout, _) => {
+            Kind::LaneGroup | Kind::Lane | Kind::Rollout => {
                 own.insert(schema_name(r), crd_schema(r.kind));
             }
         }
     }
     let mut all: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    all.extend(builtins);
     all.extend(own);
     for r in &resources {
         if let Some(s) = all.get_mut(&schema_name(r)) {
