@@ -3,7 +3,8 @@
 //! objects generated for it is edited or deleted by someone else (`watches`, by its
 //! `swimlane-group` label), when a Service, Pod or lane changes (their watch caches are
 //! what a reconcile reads, and a change there may concern any group), and at the resync
-//! period; an error policy backs off per group. Beside it, a sweep deletes what was
+//! period; a reconcile compares with the generated objects in their own watch caches
+//! (no LIST). An error policy backs off per group. Beside it, a sweep deletes what was
 //! generated for groups that are gone and that the garbage collector did not take.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::Error;
 use crate::backoff::{Failures, back_off};
-use crate::lanes::{Conversions, GENERATED_SELECTOR, Inputs, group_of, istio_resource};
+use crate::lanes::{
+    Conversions, Existing, GENERATED_SELECTOR, GeneratedCache, Inputs, Memo, group_of,
+    istio_resource,
+};
 use crate::metrics::Metrics;
 use crate::rollout_controller::stop_signal;
 use crate::run::{Config, Watches, next_round, ready, slim_meta, slim_pod};
@@ -44,6 +48,8 @@ struct Shared {
     /// Each cached object converted once per version, across builds of the inputs.
     conversions: Mutex<Conversions>,
     groups: Store<ASMSwimLaneGroup>,
+    /// The objects generated before, as a reconcile compares them.
+    existing: GeneratedCache,
     metrics: Arc<Metrics>,
     resync: Duration,
     /// Objects generated per group, for the `generated_objects` gauge.
@@ -74,9 +80,30 @@ pub async fn run(
         slim_meta,
         moves_on(&epoch),
     );
+    // The generated objects: a change this controller did not make itself (an edit or
+    // delete by someone else, or a re-list) wakes every group, in case the per-group
+    // watch below woke its group before this cache held the change.
+    let memo = Arc::new(Memo::default());
+    let [virtual_services, destination_rules] = ["VirtualService", "DestinationRule"].map(|kind| {
+        let ar = istio_resource(kind);
+        let memo = memo.clone();
+        w.cache_with(
+            Api::<DynamicObject>::all_with(client.clone(), &ar),
+            ar,
+            watcher::Config::default().labels(GENERATED_SELECTOR),
+            slim_meta,
+            move |e| match e {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => !memo.knows(kind, o),
+                watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+                watcher::Event::Init => false,
+            },
+        )
+    });
     let cached = ready(&services, &mut stop_wait).await
         && ready(&pods, &mut stop_wait).await
-        && ready(&lanes, &mut stop_wait).await;
+        && ready(&lanes, &mut stop_wait).await
+        && ready(&virtual_services, &mut stop_wait).await
+        && ready(&destination_rules, &mut stop_wait).await;
     if !cached {
         w.tasks.shutdown().await;
         return;
@@ -97,6 +124,7 @@ pub async fn run(
         built: Mutex::new(None),
         conversions: Mutex::new(Conversions::default()),
         groups: controller.store(),
+        existing: GeneratedCache::new(virtual_services, destination_rules, memo),
         metrics,
         resync: config.resync,
         generated: Mutex::new(BTreeMap::new()),
@@ -172,7 +200,10 @@ fn inputs(s: &Shared) -> Result<Arc<Inputs>, Error> {
 async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, Error> {
     let started = tokio::time::Instant::now();
     let result = match inputs(&s) {
-        Ok(inputs) => crate::lanes::reconcile_group(&s.client, s.flavor, &g, &inputs).await,
+        Ok(inputs) => {
+            let existing = Existing::Cached(&s.existing);
+            crate::lanes::reconcile_group(&s.client, s.flavor, &g, &inputs, existing).await
+        }
         Err(e) => Err(e),
     };
     s.metrics.timed("lanes", started.elapsed());
@@ -185,6 +216,8 @@ async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, E
         let count = changes.applied.len() + changes.unchanged.len();
         generated.insert(g.name_any(), count);
         generated.retain(|name, _| s.groups.get(&ObjectRef::new(name)).is_some());
+        s.existing
+            .retain(|name| s.groups.get(&ObjectRef::new(name)).is_some());
         s.metrics
             .generated
             .set(generated.values().sum::<usize>() as i64);

@@ -4,14 +4,15 @@
 //! `lanes`, owned by its group) and the group's ones no longer generated are deleted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
-use lanes_compile::{Flavor, compile};
+use lanes_compile::{Flavor, Generated, compile};
 use lanes_model::Object;
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
 use lanes_model::mesh::PodView;
@@ -226,14 +227,129 @@ where
         .items)
 }
 
-fn key_of(v: &Value) -> String {
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
-    format!(
-        "{} {}/{}",
-        s("/kind"),
-        s("/metadata/namespace"),
-        s("/metadata/name")
+/// `Kind namespace/name`, as [`Changes`] lists objects.
+fn key_of(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind} {ns}/{name}")
+}
+
+/// The lane controller's watch caches of the objects it generated (those with the
+/// [`GENERATED_SELECTOR`] labels), and what it knows of them.
+pub struct GeneratedCache {
+    /// Generated VirtualServices.
+    pub virtual_services: Store<DynamicObject>,
+    /// Generated DestinationRules.
+    pub destination_rules: Store<DynamicObject>,
+    memo: Arc<Memo>,
+}
+
+/// A generated object: kind, namespace, name.
+type Id = (String, String, String);
+
+/// Per generated object: the resourceVersion it was last found up to date at, the owner
+/// uid and the object desired then. While none of them moves the object is not
+/// compared again.
+type Found = HashMap<Id, (String, Option<String>, Generated)>;
+
+/// What the lane controller knows of the objects it generated: per lane group, what it
+/// last found up to date, and the versions its own latest writes made.
+#[derive(Default)]
+pub struct Memo {
+    found: Mutex<HashMap<String, Arc<Found>>>,
+    written: Mutex<HashMap<Id, String>>,
+}
+
+fn id_of(kind: &str, o: &DynamicObject) -> Id {
+    (
+        kind.to_string(),
+        o.namespace().unwrap_or_default(),
+        o.name_any(),
     )
+}
+
+impl Memo {
+    /// Whether `o`, as a watch cache now holds it, is as this controller last found or
+    /// wrote it: a change it does not know (an edit by someone else) needs a reconcile.
+    pub fn knows(&self, kind: &str, o: &DynamicObject) -> bool {
+        let (Some(version), Some(group)) = (o.resource_version(), group_of(o)) else {
+            return false;
+        };
+        let id = id_of(kind, o);
+        let wrote = self
+            .written
+            .lock()
+            .is_ok_and(|w| w.get(&id) == Some(&version));
+        wrote
+            || self.found.lock().is_ok_and(|f| {
+                f.get(group)
+                    .and_then(|found| found.get(&id))
+                    .is_some_and(|(v, _, _)| *v == version)
+            })
+    }
+
+    fn found(&self, group: &str) -> Arc<Found> {
+        self.found
+            .lock()
+            .ok()
+            .and_then(|all| all.get(group).cloned())
+            .unwrap_or_default()
+    }
+
+    fn keep(&self, group: &str, found: Found) {
+        if let Ok(mut written) = self.written.lock() {
+            written.retain(|id, _| !found.contains_key(id));
+        }
+        if let Ok(mut all) = self.found.lock() {
+            all.insert(group.to_string(), Arc::new(found));
+        }
+    }
+
+    fn wrote(&self, id: Id, version: String) {
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(id, version);
+        }
+    }
+}
+
+impl GeneratedCache {
+    /// The caches of generated VirtualServices and DestinationRules, and the memo their
+    /// watches consult.
+    pub fn new(
+        virtual_services: Store<DynamicObject>,
+        destination_rules: Store<DynamicObject>,
+        memo: Arc<Memo>,
+    ) -> GeneratedCache {
+        GeneratedCache {
+            virtual_services,
+            destination_rules,
+            memo,
+        }
+    }
+
+    fn store(&self, kind: &str) -> &Store<DynamicObject> {
+        if kind == "VirtualService" {
+            &self.virtual_services
+        } else {
+            &self.destination_rules
+        }
+    }
+
+    /// Forgets what was found for the lane groups not among `groups`.
+    pub fn retain(&self, groups: impl Fn(&str) -> bool) {
+        if let Ok(mut found) = self.memo.found.lock() {
+            found.retain(|g, _| groups(g));
+        }
+    }
+}
+
+/// Where a reconcile reads the objects generated for its group before.
+#[derive(Clone, Copy)]
+pub enum Existing<'a> {
+    /// One LIST per kind, by the group's label.
+    Listed,
+    /// The lane controller's watch caches. They may lag the writes a reconcile just
+    /// made; the next reconcile then applies an object again as it stands, or finds one
+    /// deleted already, and the result is the same.
+    Cached(&'a GeneratedCache),
 }
 
 /// Whether `current` already carries everything `desired` sets (spec, labels and owner).
@@ -279,7 +395,7 @@ pub async fn reconcile(client: &Client, flavor: Flavor) -> Result<Changes, Error
     let groups = list::<ASMSwimLaneGroup>(client).await?;
     let mut all = Changes::default();
     for group in &groups {
-        let c = reconcile_group(client, flavor, group, &inputs).await?;
+        let c = reconcile_group(client, flavor, group, &inputs, Existing::Listed).await?;
         all.applied.extend(c.applied);
         all.unchanged.extend(c.unchanged);
         all.deleted.extend(c.deleted);
@@ -297,14 +413,16 @@ pub async fn reconcile(client: &Client, flavor: Flavor) -> Result<Changes, Error
 
 /// One reconcile of lane group `group`, from `inputs` (Services, Pods and lanes; the
 /// run loop passes its watch caches): compile the group, apply each generated object
-/// that is missing or differs (owned by the group, so it goes with it), delete the
-/// group's objects it no longer generates, and write the group's status. A group that
-/// does not validate, or has a lane that does not, is left as it stands.
+/// that is missing or differs from what `existing` holds (owned by the group, so it
+/// goes with it), delete the group's objects it no longer generates, and write the
+/// group's status. A group that does not validate, or has a lane that does not, is left
+/// as it stands.
 pub async fn reconcile_group(
     client: &Client,
     flavor: Flavor,
     group: &ASMSwimLaneGroup,
     inputs: &Inputs,
+    existing: Existing<'_>,
 ) -> Result<Changes, Error> {
     let name = group.name_any();
     let mut own = Inputs::default();
@@ -329,15 +447,24 @@ pub async fn reconcile_group(
     let out = compile(&refs, &pods, flavor);
     if invalid.is_empty() {
         let owner = group.controller_owner_ref(&());
+        let before = match existing {
+            Existing::Cached(cache) => cache.memo.found(&name),
+            Existing::Listed => Arc::default(),
+        };
+        let mut found = Found::new();
         for kind in ["VirtualService", "DestinationRule"] {
-            let desired: Vec<Value> = out
-                .objects
-                .iter()
-                .map(|g| g.to_value())
-                .filter(|v| v["kind"] == kind)
-                .map(|v| owned(v, owner.as_ref()))
-                .collect();
-            converge(client, kind, &name, &desired, &mut changes).await?;
+            let desired: Vec<&Generated> =
+                out.objects.iter().filter(|g| g.kind() == kind).collect();
+            let target = Target {
+                kind,
+                group: &name,
+                owner: owner.as_ref(),
+            };
+            let memo = (&*before, &mut found);
+            converge(client, &target, &desired, existing, memo, &mut changes).await?;
+        }
+        if let Existing::Cached(cache) = existing {
+            cache.memo.keep(&name, found);
         }
     } else {
         changes.frozen.push(name.clone());
@@ -358,60 +485,123 @@ fn owned(mut v: Value, owner: Option<&OwnerReference>) -> Value {
     v
 }
 
-/// Brings the objects of `kind` generated for `group` to `desired`: deletes those no
-/// longer generated, applies those missing or differing.
+/// What one [`converge`] brings to its desired state: the objects of `kind` generated
+/// for `group`, owned by `owner`.
+struct Target<'a> {
+    kind: &'a str,
+    group: &'a str,
+    owner: Option<&'a OwnerReference>,
+}
+
+/// The objects of the target's kind generated for its group before, by namespace and
+/// name.
+async fn current(
+    client: &Client,
+    t: &Target<'_>,
+    existing: Existing<'_>,
+) -> Result<BTreeMap<(String, String), Arc<DynamicObject>>, Error> {
+    let objects = match existing {
+        Existing::Listed => {
+            let ar = istio_resource(t.kind);
+            Api::<DynamicObject>::all_with(client.clone(), &ar)
+                .list(&ListParams::default().labels(&generated_by(t.group)))
+                .await
+                .map_err(kube_err(format!("list {}", ar.plural)))?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()
+        }
+        Existing::Cached(cache) => cache
+            .store(t.kind)
+            .state()
+            .into_iter()
+            .filter(|o| group_of(&**o) == Some(t.group))
+            .collect::<Vec<_>>(),
+    };
+    Ok(objects
+        .into_iter()
+        .map(|o| ((o.namespace().unwrap_or_default(), o.name_any()), o))
+        .collect())
+}
+
+/// Whether `current` already is `desired` as the target owns it: known from `was` (what
+/// it was found up to date with before) while neither moved, else compared.
+fn found_up_to_date(
+    t: &Target<'_>,
+    current: &DynamicObject,
+    desired: &Generated,
+    was: Option<&(String, Option<String>, Generated)>,
+) -> Result<Option<(String, Option<String>, Generated)>, Error> {
+    let version = current.resource_version().unwrap_or_default();
+    let uid = t.owner.map(|o| o.uid.clone());
+    if let Some((v, u, d)) = was
+        && *v == version
+        && *u == uid
+        && d == desired
+    {
+        return Ok(was.cloned());
+    }
+    let have = to_value(t.kind, current)?;
+    Ok(up_to_date(&have, &owned(desired.to_value(), t.owner))
+        .then(|| (version, uid, desired.clone())))
+}
+
+/// Brings the objects of the target's kind generated for its group to `desired`:
+/// deletes those no longer generated, applies those missing or differing. `found` is
+/// what the last reconcile found up to date, and where this one records what it finds.
 async fn converge(
     client: &Client,
-    kind: &str,
-    group: &str,
-    desired: &[Value],
+    t: &Target<'_>,
+    desired: &[&Generated],
+    existing: Existing<'_>,
+    (before, found): (&Found, &mut Found),
     changes: &mut Changes,
 ) -> Result<(), Error> {
-    let ar = istio_resource(kind);
-    let existing = Api::<DynamicObject>::all_with(client.clone(), &ar)
-        .list(&ListParams::default().labels(&generated_by(group)))
-        .await
-        .map_err(kube_err(format!("list {}", ar.plural)))?;
-    let mut current: BTreeMap<(String, String), Value> = BTreeMap::new();
-    for o in existing.items {
-        let ns = o.metadata.namespace.clone().unwrap_or_default();
-        current.insert((ns, o.name_any()), to_value(kind, &o)?);
-    }
-    let key = |v: &Value| {
-        let s = |f: &str| v["metadata"][f].as_str().unwrap_or("").to_string();
-        (s("namespace"), s("name"))
-    };
-    let wanted: BTreeSet<(String, String)> = desired.iter().map(key).collect();
-    for ((ns, name), v) in &current {
-        if wanted.contains(&(ns.clone(), name.clone())) {
+    let ar = istio_resource(t.kind);
+    let kind = t.kind;
+    let current = current(client, t, existing).await?;
+    let wanted: BTreeSet<(&str, &str)> = desired
+        .iter()
+        .map(|g| (g.meta().namespace.as_str(), g.meta().name.as_str()))
+        .collect();
+    for (ns, name) in current.keys() {
+        if wanted.contains(&(ns.as_str(), name.as_str())) {
             continue;
         }
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => changes.deleted.push(key_of(v)),
+            Ok(_) => changes.deleted.push(key_of(kind, ns, name)),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(kube_err(format!("delete {kind} {ns}/{name}"))(e)),
         }
     }
-    for v in desired {
-        let (ns, name) = key(v);
-        if current
-            .get(&(ns.clone(), name.clone()))
-            .is_some_and(|c| up_to_date(c, v))
+    for g in desired {
+        let (ns, name) = (g.meta().namespace.clone(), g.meta().name.clone());
+        let id = (kind.to_string(), ns.clone(), name.clone());
+        if let Some(c) = current.get(&(ns.clone(), name.clone()))
+            && let Some(now) = found_up_to_date(t, c, g, before.get(&id))?
         {
-            changes.unchanged.push(key_of(v));
+            found.insert(id, now);
+            changes.unchanged.push(key_of(kind, &ns, &name));
             continue;
         }
+        let v = owned(g.to_value(), t.owner);
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar);
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(v),
-        )
-        .await
-        .map_err(kube_err(format!("apply {kind} {ns}/{name}")))?;
-        tracing::info!(object = %key_of(v), "lane controller: applied");
-        changes.applied.push(key_of(v));
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&v),
+            )
+            .await
+            .map_err(kube_err(format!("apply {kind} {ns}/{name}")))?;
+        if let (Existing::Cached(cache), Some(version)) = (existing, applied.resource_version()) {
+            cache.memo.wrote(id, version);
+        }
+        let what = key_of(kind, &ns, &name);
+        tracing::info!(object = %what, "lane controller: applied");
+        changes.applied.push(what);
     }
     Ok(())
 }
@@ -544,6 +734,47 @@ mod tests {
         pods.remove(0);
         same(&build(&pods, &lanes, &mut kept), &fresh(&pods, &lanes));
         assert_eq!(kept.kept.len(), 3, "the deleted pod is forgotten");
+    }
+
+    fn generated_dr(version: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1alpha3", "kind": "DestinationRule",
+            "metadata": {"name": "dr-a", "namespace": "istio-system", "resourceVersion": version,
+                         "labels": {"asm-system": "true", "swimlane-group": "g"}},
+            "spec": {"host": "a.default.svc.cluster.local"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_memo_knows_only_the_versions_this_controller_found_or_wrote() {
+        let memo = Memo::default();
+        let kind = "DestinationRule";
+        assert!(!memo.knows(kind, &generated_dr("5")), "nothing known yet");
+        let id = id_of(kind, &generated_dr("5"));
+        memo.wrote(id.clone(), "5".into());
+        assert!(memo.knows(kind, &generated_dr("5")), "its own write");
+        assert!(
+            !memo.knows(kind, &generated_dr("6")),
+            "someone else's edit after it"
+        );
+        let desired = lanes_compile::Generated::DestinationRule(lanes_model::istio::IstioObject {
+            api_version: "networking.istio.io/v1alpha3".into(),
+            kind: kind.into(),
+            metadata: Default::default(),
+            spec: Default::default(),
+        });
+        let found = Found::from([(id, ("7".to_string(), None, desired))]);
+        memo.keep("g", found);
+        assert!(memo.knows(kind, &generated_dr("7")), "found up to date");
+        assert!(
+            !memo.knows(kind, &generated_dr("5")),
+            "the write was taken into what was found"
+        );
+        assert!(
+            !memo.knows("VirtualService", &generated_dr("7")),
+            "another kind"
+        );
     }
 
     #[test]

@@ -207,13 +207,42 @@ impl Watches {
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
     {
-        let (reader, writer) = reflector::store();
-        let events = watcher(api, watcher::Config::default())
+        let wanted = move |e: &watcher::Event<K>| match e {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
+                wanted(o)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => false,
+        };
+        self.cache_with(
+            api,
+            Default::default(),
+            watcher::Config::default(),
+            slim,
+            wanted,
+        )
+    }
+
+    /// [`Watches::cache`] of a kind known at run time (`dyntype`), with `config`
+    /// (a label selector), waking the controller on the events `wanted` says matter.
+    pub(crate) fn cache_with<K>(
+        &mut self,
+        api: Api<K>,
+        dyntype: K::DynamicType,
+        config: watcher::Config,
+        slim: fn(&mut K),
+        wanted: impl Fn(&watcher::Event<K>) -> bool + Send + 'static,
+    ) -> reflector::Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let writer = reflector::store::Writer::new(dyntype);
+        let reader = writer.as_reader();
+        let events = watcher(api, config)
             .default_backoff()
             .modify(slim)
             .reflect(writer)
-            .touched_objects()
-            .map(move |e| e.map(|o| wanted(&o)));
+            .map(move |e| e.map(|e| wanted(&e)));
         self.spawn(events);
         reader
     }

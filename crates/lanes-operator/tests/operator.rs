@@ -805,8 +805,9 @@ async fn the_lane_controller_looks_at_one_group_per_change_and_sweeps_a_deleted_
             );
         }
     }
-    // Someone edits an object generated for `rollout`: only that group is looked at
-    // (its objects listed by its label), and the edit is undone.
+    // Someone edits an object generated for `rollout`: the edit is undone, compared
+    // with the generated objects' watch caches (no LIST), and nothing of `second` is
+    // written.
     tokio::time::sleep(Duration::from_millis(500)).await;
     fake.clear_requests();
     let mut vs = generated_for(&fake, "rollout")
@@ -829,8 +830,20 @@ async fn the_lane_controller_looks_at_one_group_per_change_and_sweeps_a_deleted_
             .filter(|r| r.method == "GET" && r.query.contains(&format!("swimlane-group%3D{group}")))
             .count()
     };
-    assert!(listed("rollout") >= 1, "{:?}", fake.requests());
-    assert_eq!(listed("second"), 0, "{:?}", fake.requests());
+    let applied = |group: &str| {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.contains(&format!("-{group}-")))
+            .count()
+    };
+    assert!(applied("rollout") >= 1, "{:?}", fake.requests());
+    assert_eq!(applied("second"), 0, "{:?}", fake.requests());
+    assert_eq!(
+        listed("rollout") + listed("second"),
+        0,
+        "{:?}",
+        fake.requests()
+    );
     // A deleted group's objects are deleted (here by the sweep: the mocked API server
     // has no garbage collector); the other group's stay.
     fake.remove(
