@@ -110,13 +110,18 @@ pub struct GroupInput<'a> {
 /// Where an object sits in creation order: `creationTimestamp` to the second (all a
 /// cluster records), then the name.
 pub fn creation_key(object: &Object) -> (i64, String) {
-    let second = object
+    (creation_second(object), object.name.clone())
+}
+
+/// The first part of [`creation_key`]: `creationTimestamp` in seconds (the earliest
+/// possible when it is missing or unreadable), for drivers that keep it per object.
+pub fn creation_second(object: &Object) -> i64 {
+    object
         .raw
         .pointer("/metadata/creationTimestamp")
         .and_then(serde_json::Value::as_str)
         .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-        .map_or(i64::MIN, |t| t.as_second());
-    (second, object.name.clone())
+        .map_or(i64::MIN, |t| t.as_second())
 }
 
 /// Puts objects in creation order ([`creation_key`]; ties keep the order given), the

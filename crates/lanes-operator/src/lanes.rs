@@ -3,7 +3,7 @@
 //! generated VirtualService and DestinationRule is server-side applied (field manager
 //! `lanes`, owned by its group) and the group's ones no longer generated are deleted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -73,45 +73,65 @@ type ConversionKey = (String, String, String);
 /// again, not every cached one.
 #[derive(Debug, Default)]
 pub struct Conversions {
-    kept: HashMap<ConversionKey, (String, Converted)>,
-    /// Keys met in the build under way; the others are dropped when it ends.
-    seen: HashSet<ConversionKey>,
+    kept: HashMap<ConversionKey, Kept>,
+    /// The build under way; what a build does not meet is dropped when it ends.
+    build: u64,
     /// Conversions done (not taken from what was kept), read by the tests.
     pub converted: u64,
 }
 
+/// One kept conversion.
+#[derive(Debug)]
+struct Kept {
+    version: String,
+    converted: Converted,
+    /// [`lanes_compile::creation_second`] of the object.
+    second: i64,
+    /// The last build that met it.
+    build: u64,
+}
+
 impl Conversions {
-    /// The conversion of `item`, kept or made now.
+    /// The conversion of `item`, kept or made now, with its creation second.
     fn get<K: Resource<DynamicType = ()> + Serialize>(
         &mut self,
         item: &K,
-    ) -> Result<Converted, Error> {
+    ) -> Result<(Converted, i64), Error> {
         let meta = item.meta();
         let key = (
             K::kind(&()).to_string(),
             meta.namespace.clone().unwrap_or_default(),
             meta.name.clone().unwrap_or_default(),
         );
-        self.seen.insert(key.clone());
-        let version = meta.resource_version.clone();
-        if let Some(v) = &version
-            && let Some((kept_version, kept)) = self.kept.get(&key)
-            && kept_version == v
+        if let Some(v) = &meta.resource_version
+            && let Some(kept) = self.kept.get_mut(&key)
+            && kept.version == *v
         {
-            return Ok(kept.clone());
+            kept.build = self.build;
+            return Ok((kept.converted.clone(), kept.second));
         }
         self.converted += 1;
         let converted = convert(item)?;
-        if let Some(v) = version {
-            self.kept.insert(key, (v, converted.clone()));
+        let second = converted
+            .as_ref()
+            .map_or(i64::MIN, |o| lanes_compile::creation_second(o));
+        if let Some(version) = meta.resource_version.clone() {
+            let kept = Kept {
+                version,
+                converted: converted.clone(),
+                second,
+                build: self.build,
+            };
+            self.kept.insert(key, kept);
         }
-        Ok(converted)
+        Ok((converted, second))
     }
 
     /// Ends a build: forgets the objects it did not meet (deleted from the caches).
     fn finish(&mut self) {
-        let seen = std::mem::take(&mut self.seen);
-        self.kept.retain(|k, _| seen.contains(k));
+        let build = self.build;
+        self.kept.retain(|_, k| k.build == build);
+        self.build += 1;
     }
 }
 
@@ -138,11 +158,13 @@ impl Inputs {
     }
 
     /// Adds objects of one kind, their conversions taken from `kept` where their
-    /// resourceVersion has not moved.
-    pub fn add_kept<K, T>(
+    /// resourceVersion has not moved; `seconds` gets the creation second of each object
+    /// taken in.
+    fn add_kept<K, T>(
         &mut self,
         items: impl IntoIterator<Item = T>,
         kept: &mut Conversions,
+        seconds: &mut Vec<i64>,
     ) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + Serialize,
@@ -150,7 +172,11 @@ impl Inputs {
     {
         for item in items {
             let item: &K = std::borrow::Borrow::borrow(&item);
-            self.take(item, kept.get(item)?);
+            let (converted, second) = kept.get(item)?;
+            if converted.is_ok() {
+                seconds.push(second);
+            }
+            self.take(item, converted);
         }
         Ok(())
     }
@@ -198,11 +224,17 @@ impl Inputs {
         kept: &mut Conversions,
     ) -> Result<Inputs, Error> {
         let mut inputs = Inputs::default();
-        inputs.add_kept::<Service, _>(services, kept)?;
-        inputs.add_kept::<Pod, _>(pods, kept)?;
-        inputs.add_kept::<ASMSwimLane, _>(lanes, kept)?;
+        let mut seconds = Vec::new();
+        inputs.add_kept::<Service, _>(services, kept, &mut seconds)?;
+        inputs.add_kept::<Pod, _>(pods, kept, &mut seconds)?;
+        inputs.add_kept::<ASMSwimLane, _>(lanes, kept, &mut seconds)?;
         kept.finish();
-        Ok(inputs.sorted())
+        // Creation order as `sorted` puts it, from the kept seconds: a stable sort by
+        // (second, name), which is `creation_key`.
+        let mut order: Vec<(i64, Arc<Object>)> = seconds.into_iter().zip(inputs.objects).collect();
+        order.sort_by(|(a, x), (b, y)| (a, &x.name).cmp(&(b, &y.name)));
+        inputs.objects = order.into_iter().map(|(_, o)| o).collect();
+        Ok(inputs)
     }
 
     /// Reads the inputs (Services, Pods, lanes) with one LIST per kind.
@@ -425,8 +457,14 @@ pub async fn reconcile_group(
     existing: Existing<'_>,
 ) -> Result<Changes, Error> {
     let name = group.name_any();
+    // The group as the compiler reads it: its status (every generated name) is no input.
+    let spec_only = ASMSwimLaneGroup {
+        metadata: group.metadata.clone(),
+        spec: group.spec.clone(),
+        status: None,
+    };
     let mut own = Inputs::default();
-    own.add::<ASMSwimLaneGroup, _>([group])?;
+    own.add::<ASMSwimLaneGroup, _>([spec_only])?;
     let mut invalid = own.frozen.remove(&name).unwrap_or_default();
     invalid.extend(inputs.frozen.get(&name).cloned().unwrap_or_default());
     let mut changes = Changes {
