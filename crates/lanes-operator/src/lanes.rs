@@ -282,12 +282,22 @@ type Id = (String, String, String);
 /// compared again.
 type Found = HashMap<Id, (String, Option<String>, Generated)>;
 
+/// The versions a reconcile's own writes made, per generated object.
+type Written = HashMap<Id, String>;
+
 /// What the lane controller knows of the objects it generated: per lane group, what it
-/// last found up to date, and the versions its own latest writes made.
+/// last found up to date, and the versions its latest reconcile's writes made.
 #[derive(Default)]
 pub struct Memo {
     found: Mutex<HashMap<String, Arc<Found>>>,
-    written: Mutex<HashMap<Id, String>>,
+    written: Mutex<HashMap<String, Written>>,
+}
+
+/// What one reconcile of a group learns for the [`Memo`].
+#[derive(Default)]
+struct Learned {
+    found: Found,
+    written: Written,
 }
 
 fn id_of(kind: &str, o: &DynamicObject) -> Id {
@@ -306,10 +316,11 @@ impl Memo {
             return false;
         };
         let id = id_of(kind, o);
-        let wrote = self
-            .written
-            .lock()
-            .is_ok_and(|w| w.get(&id) == Some(&version));
+        let wrote = self.written.lock().is_ok_and(|w| {
+            w.get(group)
+                .and_then(|written| written.get(&id))
+                .is_some_and(|v| *v == version)
+        });
         wrote
             || self.found.lock().is_ok_and(|f| {
                 f.get(group)
@@ -326,18 +337,24 @@ impl Memo {
             .unwrap_or_default()
     }
 
-    fn keep(&self, group: &str, found: Found) {
-        if let Ok(mut written) = self.written.lock() {
-            written.retain(|id, _| !found.contains_key(id));
+    /// Keeps what a reconcile of `group` learned, in place of what the one before did:
+    /// an object an earlier reconcile wrote is now found, written again or gone.
+    fn keep(&self, group: &str, learned: Learned) {
+        if let Ok(mut all) = self.written.lock() {
+            all.insert(group.to_string(), learned.written);
         }
         if let Ok(mut all) = self.found.lock() {
-            all.insert(group.to_string(), Arc::new(found));
+            all.insert(group.to_string(), Arc::new(learned.found));
         }
     }
 
-    fn wrote(&self, id: Id, version: String) {
-        if let Ok(mut written) = self.written.lock() {
-            written.insert(id, version);
+    /// Records a write as soon as it is made: its watch event may come before the
+    /// reconcile ends.
+    fn wrote(&self, group: &str, id: Id, version: String) {
+        if let Ok(mut all) = self.written.lock() {
+            all.entry(group.to_string())
+                .or_default()
+                .insert(id, version);
         }
     }
 }
@@ -365,10 +382,13 @@ impl GeneratedCache {
         }
     }
 
-    /// Forgets what was found for the lane groups not among `groups`.
+    /// Forgets what is known of the lane groups not among `groups`.
     pub fn retain(&self, groups: impl Fn(&str) -> bool) {
         if let Ok(mut found) = self.memo.found.lock() {
             found.retain(|g, _| groups(g));
+        }
+        if let Ok(mut written) = self.memo.written.lock() {
+            written.retain(|g, _| groups(g));
         }
     }
 }
@@ -489,7 +509,7 @@ pub async fn reconcile_group(
             Existing::Cached(cache) => cache.memo.found(&name),
             Existing::Listed => Arc::default(),
         };
-        let mut found = Found::new();
+        let mut learned = Learned::default();
         for kind in ["VirtualService", "DestinationRule"] {
             let desired: Vec<&Generated> =
                 out.objects.iter().filter(|g| g.kind() == kind).collect();
@@ -498,11 +518,11 @@ pub async fn reconcile_group(
                 group: &name,
                 owner: owner.as_ref(),
             };
-            let memo = (&*before, &mut found);
+            let memo = (&*before, &mut learned);
             converge(client, &target, &desired, existing, memo, &mut changes).await?;
         }
         if let Existing::Cached(cache) = existing {
-            cache.memo.keep(&name, found);
+            cache.memo.keep(&name, learned);
         }
     } else {
         changes.frozen.push(name.clone());
@@ -586,14 +606,15 @@ fn found_up_to_date(
 }
 
 /// Brings the objects of the target's kind generated for its group to `desired`:
-/// deletes those no longer generated, applies those missing or differing. `found` is
-/// what the last reconcile found up to date, and where this one records what it finds.
+/// deletes those no longer generated, applies those missing or differing. `before` is
+/// what the last reconcile found up to date; `learned` gets what this one finds and
+/// writes.
 async fn converge(
     client: &Client,
     t: &Target<'_>,
     desired: &[&Generated],
     existing: Existing<'_>,
-    (before, found): (&Found, &mut Found),
+    (before, learned): (&Found, &mut Learned),
     changes: &mut Changes,
 ) -> Result<(), Error> {
     let ar = istio_resource(t.kind);
@@ -620,7 +641,7 @@ async fn converge(
         if let Some(c) = current.get(&(ns.clone(), name.clone()))
             && let Some(now) = found_up_to_date(t, c, g, before.get(&id))?
         {
-            found.insert(id, now);
+            learned.found.insert(id, now);
             changes.unchanged.push(key_of(kind, &ns, &name));
             continue;
         }
@@ -635,7 +656,8 @@ async fn converge(
             .await
             .map_err(kube_err(format!("apply {kind} {ns}/{name}")))?;
         if let (Existing::Cached(cache), Some(version)) = (existing, applied.resource_version()) {
-            cache.memo.wrote(id, version);
+            cache.memo.wrote(t.group, id.clone(), version.clone());
+            learned.written.insert(id, version);
         }
         let what = key_of(kind, &ns, &name);
         tracing::info!(object = %what, "lane controller: applied");
@@ -790,7 +812,7 @@ mod tests {
         let kind = "DestinationRule";
         assert!(!memo.knows(kind, &generated_dr("5")), "nothing known yet");
         let id = id_of(kind, &generated_dr("5"));
-        memo.wrote(id.clone(), "5".into());
+        memo.wrote("g", id.clone(), "5".into());
         assert!(memo.knows(kind, &generated_dr("5")), "its own write");
         assert!(
             !memo.knows(kind, &generated_dr("6")),
@@ -803,11 +825,17 @@ mod tests {
             spec: Default::default(),
         });
         let found = Found::from([(id, ("7".to_string(), None, desired))]);
-        memo.keep("g", found);
+        memo.keep(
+            "g",
+            Learned {
+                found,
+                written: Written::new(),
+            },
+        );
         assert!(memo.knows(kind, &generated_dr("7")), "found up to date");
         assert!(
             !memo.knows(kind, &generated_dr("5")),
-            "the write was taken into what was found"
+            "the next reconcile found it: the earlier write is forgotten"
         );
         assert!(
             !memo.knows("VirtualService", &generated_dr("7")),
