@@ -279,8 +279,12 @@ type Id = (String, String, String);
 
 /// Per generated object: the resourceVersion it was last found up to date at, the owner
 /// uid and the object desired then. While none of them moves the object is not
-/// compared again.
-type Found = HashMap<Id, (String, Option<String>, Generated)>;
+/// compared again. Shared, so that carrying an entry from one reconcile to the next
+/// copies no object.
+type Found = HashMap<Id, Finding>;
+
+/// One entry of [`Found`]: resourceVersion, owner uid, the object desired.
+type Finding = (String, Option<String>, Arc<Generated>);
 
 /// The versions a reconcile's own writes made, per generated object.
 type Written = HashMap<Id, String>;
@@ -589,20 +593,20 @@ fn found_up_to_date(
     t: &Target<'_>,
     current: &DynamicObject,
     desired: &Generated,
-    was: Option<&(String, Option<String>, Generated)>,
-) -> Result<Option<(String, Option<String>, Generated)>, Error> {
+    was: Option<&Finding>,
+) -> Result<Option<Finding>, Error> {
     let version = current.resource_version().unwrap_or_default();
     let uid = t.owner.map(|o| o.uid.clone());
     if let Some((v, u, d)) = was
         && *v == version
         && *u == uid
-        && d == desired
+        && **d == *desired
     {
         return Ok(was.cloned());
     }
     let have = to_value(t.kind, current)?;
     Ok(up_to_date(&have, &owned(desired.to_value(), t.owner))
-        .then(|| (version, uid, desired.clone())))
+        .then(|| (version, uid, Arc::new(desired.clone()))))
 }
 
 /// Brings the objects of the target's kind generated for its group to `desired`:
@@ -824,7 +828,7 @@ mod tests {
             metadata: Default::default(),
             spec: Default::default(),
         });
-        let found = Found::from([(id, ("7".to_string(), None, desired))]);
+        let found = Found::from([(id, ("7".to_string(), None, Arc::new(desired)))]);
         memo.keep(
             "g",
             Learned {
