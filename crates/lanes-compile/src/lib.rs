@@ -309,6 +309,29 @@ impl GroupCtx<'_> {
     }
 }
 
+/// The services (name, namespace) a group's ingress routes to, as its lanes' online
+/// ingress rules and ingress weights name them: the ingress objects read the routes of
+/// these services and of no other, so a change elsewhere leaves them as they are.
+pub fn ingress_services<'a>(lanes: &[(&'a str, &'a LaneSpec)]) -> Vec<(&'a str, &'a str)> {
+    let rules = lanes.iter().flat_map(|(_, l)| {
+        l.ingress_rules
+            .iter()
+            .filter(|r| r.online)
+            .map(|r| r.route.destination.host.as_str())
+    });
+    let weights = lanes
+        .iter()
+        .filter_map(|(_, l)| l.ingress_weight.as_ref())
+        .map(|w| w.destination.host.as_str());
+    let mut out: Vec<(&str, &str)> = rules
+        .chain(weights)
+        .filter_map(|h| parse_mesh_host(h, "default"))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Compiles one lane group into `out`. Destination hosts are written fully qualified:
 /// the generated objects live in the gateway's namespace, where a short name would
 /// mean another service.
@@ -710,4 +733,33 @@ fn istio_service_routes(
         });
     }
     http
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(yaml: &str) -> LaneSpec {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn the_ingress_reads_the_services_its_online_rules_and_weights_name() {
+        let rules = lane(
+            "ingressRules:\n\
+             - {name: a, hosts: ['*'], online: true, route: {destination: {host: web.shop.svc.cluster.local}}}\n\
+             - {name: b, hosts: ['*'], online: false, route: {destination: {host: old}}}\n\
+             - {name: c, hosts: ['*'], online: true, route: {destination: {host: web.shop}}}\n\
+             labelSelector: {tag: a}\n",
+        );
+        let weighted = lane(
+            "ingressWeight: {weight: 10, destination: {host: api}}\nlabelSelector: {tag: b}\n",
+        );
+        let lanes = [("a", &rules), ("b", &weighted)];
+        assert_eq!(
+            ingress_services(&lanes),
+            [("api", "default"), ("web", "shop")],
+            "offline rules left out, one entry per service"
+        );
+    }
 }

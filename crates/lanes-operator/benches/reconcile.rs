@@ -1,10 +1,11 @@
 //! The lane controller at scale, against the mocked API server of the operator's tests:
 //! one lane group of 1,000 synthetic services × 20 lanes (three pods each) whose
 //! generated objects are in place; one canary pod turns unready or ready again, and the
-//! controller rebuilds its inputs from the watch caches (converting only what changed)
-//! and reconciles the group (compile, compare with the generated objects in their watch
-//! caches, apply what differs, write the status). What is timed is that reconcile; the
-//! caches are brought up to date between rounds, as their watches would.
+//! controller takes that pod into its held inputs (converting it alone) and reconciles
+//! the group (compile what the change touches, compare with the generated objects in
+//! their watch caches, apply what differs, write the status). What is timed is that
+//! reconcile, from the pod as its watch delivers it; the generated objects' cache is
+//! brought up to date between rounds, as its watch would.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,9 +25,8 @@ use kube::runtime::watcher::Event;
 use lanes_compile::Flavor;
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
 use lanes_model::synthetic::{GROUP, NAMESPACE, Shape, canary_lane_of, mesh};
-use lanes_operator::lanes::{
-    Conversions, Existing, GeneratedCache, Inputs, istio_resource, reconcile_group,
-};
+use lanes_operator::held::Held;
+use lanes_operator::lanes::{Existing, GeneratedCache, istio_resource, reconcile_group};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -57,32 +57,28 @@ fn reconcile(c: &mut Criterion) {
         api.put(l.object.raw);
     }
     const LANES: &str = "istio.alibabacloud.com/v1";
-    let services = typed::<Service>(&api, "v1", "Service");
-    let mut pods = typed::<Pod>(&api, "v1", "Pod");
-    let lanes = typed::<ASMSwimLane>(&api, LANES, "ASMSwimLane");
+    let mut held = Held::new(Flavor::Asm);
+    held.replace::<Service, _>(typed::<Service>(&api, "v1", "Service"))
+        .unwrap();
+    held.replace::<Pod, _>(typed::<Pod>(&api, "v1", "Pod"))
+        .unwrap();
+    held.replace::<ASMSwimLane, _>(typed::<ASMSwimLane>(&api, LANES, "ASMSwimLane"))
+        .unwrap();
     // The group as the controller's cache holds it: read again after its status is written.
     let read_group = || -> ASMSwimLaneGroup {
         serde_json::from_value(api.get(LANES, "ASMSwimLaneGroup", "", GROUP).unwrap()).unwrap()
     };
-    let mut kept = Conversions::default();
     let mut writers = ["VirtualService", "DestinationRule"]
         .map(|kind| Writer::<DynamicObject>::new(istio_resource(kind)));
     let memo = Default::default();
     let cache = GeneratedCache::new(writers[0].as_reader(), writers[1].as_reader(), memo);
-    let run = |group: &ASMSwimLaneGroup, pods: &[Arc<Pod>], kept: &mut Conversions| {
-        let inputs =
-            Inputs::from_caches(services.clone(), pods.to_vec(), lanes.clone(), kept).unwrap();
+    let run = |group: &ASMSwimLaneGroup, held: &mut Held| {
+        let compiled = held.compile(group).unwrap();
         let existing = Existing::Cached(&cache);
-        rt.block_on(reconcile_group(
-            &client,
-            Flavor::Asm,
-            group,
-            &inputs,
-            existing,
-        ))
-        .unwrap()
+        rt.block_on(reconcile_group(&client, group, &compiled, existing))
+            .unwrap()
     };
-    let first = run(&read_group(), &pods, &mut kept);
+    let first = run(&read_group(), &mut held);
     assert_eq!(first.applied.len(), 2 * 1_000 + 20, "{:?}", first.skipped);
     const ISTIO: &str = "networking.istio.io/v1alpha3";
     for (writer, kind) in writers
@@ -100,15 +96,12 @@ fn reconcile(c: &mut Criterion) {
         group.status.is_some(),
         "the first reconcile wrote the status"
     );
-    let second = run(&group, &pods, &mut kept);
+    let second = run(&group, &mut held);
     assert!(second.applied.is_empty(), "{:?}", second.applied);
 
     let name = format!("svc-00500-{}-2", canary_lane_of(500, 20));
-    let at = pods
-        .iter()
-        .position(|p| p.metadata.name.as_deref() == Some(&name))
-        .expect("the canary pod");
     let mut ready = true;
+    let wholes = held.full_compiles;
     let mut group_ = c.benchmark_group("operator");
     group_.sample_size(10);
     group_.bench_function("one_pod_change_1000_services_x20_lanes", |b| {
@@ -120,14 +113,15 @@ fn reconcile(c: &mut Criterion) {
                 pod["status"]["conditions"] =
                     json!([{"type": "Ready", "status": if ready { "True" } else { "False" }}]);
                 api.put(pod);
-                pods[at] = Arc::new(
+                let pod: Pod =
                     serde_json::from_value(api.get("v1", "Pod", NAMESPACE, &name).unwrap())
-                        .unwrap(),
-                );
+                        .unwrap();
                 api.clear_requests();
                 let started = Instant::now();
-                let changes = run(&group, &pods, &mut kept);
+                held.put(&pod).unwrap();
+                let changes = run(&group, &mut held);
                 spent += started.elapsed();
+                assert_eq!(held.full_compiles, wholes, "a pod change compiles in part");
                 assert_eq!(changes.applied.len(), 1, "the service's DestinationRule");
                 assert!(
                     !api.requests().iter().any(|r| r.path.ends_with("/status")),

@@ -70,17 +70,35 @@ fn newly_invalid(old: Option<&LaneGroupStatus>, new: &LaneGroupStatus) -> bool {
 pub async fn report(
     client: &Client,
     group: &ASMSwimLaneGroup,
-    objects: &[Generated],
+    objects: &[std::sync::Arc<Generated>],
     invalid: &[String],
 ) -> Result<(), Error> {
     let api: Api<ASMSwimLaneGroup> = Api::all(client.clone());
     let name = group.name_any();
     let now = jiff::Timestamp::now();
-    let generated: Vec<String> = objects
-        .iter()
-        .filter(|o| o.meta().labels.get(GROUP_LABEL) == Some(&name))
-        .map(|o| format!("{}/{}", o.kind(), o.meta().name))
-        .collect();
+    let ours = || {
+        objects
+            .iter()
+            .filter(|o| o.meta().labels.get(GROUP_LABEL) == Some(&name))
+    };
+    // What the status lists already, when it lists these objects (most reconciles).
+    let listed = group
+        .status
+        .as_ref()
+        .map(|s| &s.generated)
+        .filter(|listed| {
+            listed.len() == ours().count()
+                && listed
+                    .iter()
+                    .zip(ours())
+                    .all(|(l, o)| l.split_once('/') == Some((o.kind(), o.meta().name.as_str())))
+        });
+    let generated: Vec<String> = match listed {
+        Some(listed) => listed.clone(),
+        None => ours()
+            .map(|o| format!("{}/{}", o.kind(), o.meta().name))
+            .collect(),
+    };
     let want = desired(group.status.as_ref(), generated, invalid, now);
     if group.status.as_ref() == Some(&want) {
         return Ok(());

@@ -7,9 +7,8 @@
 //! (no LIST). An error policy backs off per group. Beside it, a sweep deletes what was
 //! generated for groups that are gone and that the garbage collector did not take.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,16 +18,13 @@ use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
-use lanes_compile::Flavor;
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
 use tokio::sync::{Notify, watch};
 
 use crate::Error;
 use crate::backoff::{Failures, back_off};
-use crate::lanes::{
-    Conversions, Existing, GENERATED_SELECTOR, GeneratedCache, Inputs, Memo, group_of,
-    istio_resource,
-};
+use crate::held::{Compiled, Held};
+use crate::lanes::{Existing, GENERATED_SELECTOR, GeneratedCache, Memo, group_of, istio_resource};
 use crate::metrics::Metrics;
 use crate::rollout_controller::stop_signal;
 use crate::run::{Config, Watches, next_round, ready, slim_meta, slim_pod};
@@ -36,17 +32,13 @@ use crate::run::{Config, Watches, next_round, ready, slim_meta, slim_pod};
 /// What every reconcile shares: the watch caches of its inputs.
 struct Shared {
     client: Client,
-    flavor: Flavor,
     services: Store<Service>,
     pods: Store<Pod>,
     lanes: Store<ASMSwimLane>,
-    /// Moves on with every change to the three caches above.
-    epoch: Arc<AtomicU64>,
-    /// The inputs last built from the caches, and the epoch they were built at: the
-    /// reconciles of all groups after one change share them.
-    built: Mutex<Option<(u64, Arc<Inputs>)>>,
-    /// Each cached object converted once per version, across builds of the inputs.
-    conversions: Mutex<Conversions>,
+    /// What changed in the three caches above since the inputs last took it in.
+    dirty: Arc<Mutex<Dirty>>,
+    /// The inputs, held between reconciles, and what each group last compiled to.
+    held: Mutex<Held>,
     groups: Store<ASMSwimLaneGroup>,
     /// The objects generated before, as a reconcile compares them.
     existing: GeneratedCache,
@@ -67,18 +59,32 @@ pub async fn run(
 ) {
     let mut stop_wait = stop.clone();
     let mut w = Watches::new(&stop);
-    // Every change to the caches moves the epoch on, after the cache took it.
-    let epoch = Arc::new(AtomicU64::new(0));
-    let services = w.cache(
+    // Every change to the caches is noted, after the cache took it: the first
+    // reconcile reads them whole.
+    let dirty = Arc::new(Mutex::new(Dirty {
+        relisted: true,
+        ..Dirty::default()
+    }));
+    let services = w.cache_with(
         Api::<Service>::all(client.clone()),
+        (),
+        watcher::Config::default(),
         slim_meta,
-        moves_on(&epoch),
+        notes(&dirty, |d| &mut d.services),
     );
-    let pods = w.cache(Api::<Pod>::all(client.clone()), slim_pod, moves_on(&epoch));
-    let lanes = w.cache(
+    let pods = w.cache_with(
+        Api::<Pod>::all(client.clone()),
+        (),
+        watcher::Config::default(),
+        slim_pod,
+        notes(&dirty, |d| &mut d.pods),
+    );
+    let lanes = w.cache_with(
         Api::<ASMSwimLane>::all(client.clone()),
+        (),
+        watcher::Config::default(),
         slim_meta,
-        moves_on(&epoch),
+        notes(&dirty, |d| &mut d.lanes),
     );
     // The generated objects: a change this controller did not make itself (an edit or
     // delete by someone else, or a re-list) wakes every group, in case the per-group
@@ -116,13 +122,11 @@ pub async fn run(
     let sweep = tokio::spawn(sweep_loop(client.clone(), config.resync, stop.clone()));
     let shared = Arc::new(Shared {
         client: client.clone(),
-        flavor: config.flavor,
         services,
         pods,
         lanes,
-        epoch,
-        built: Mutex::new(None),
-        conversions: Mutex::new(Conversions::default()),
+        dirty,
+        held: Mutex::new(Held::new(config.flavor)),
         groups: controller.store(),
         existing: GeneratedCache::new(virtual_services, destination_rules, memo),
         metrics,
@@ -149,12 +153,39 @@ pub async fn run(
     let _ = sweep.await;
 }
 
-/// A cache's `wanted`: every change moves `epoch` on and wakes the controller.
-fn moves_on<K>(epoch: &Arc<AtomicU64>) -> impl Fn(&K) -> bool + Send + 'static {
-    let epoch = epoch.clone();
-    move |_| {
-        epoch.fetch_add(1, Ordering::SeqCst);
-        true
+/// The changes of the input caches not yet taken into the held inputs.
+#[derive(Default)]
+struct Dirty {
+    services: HashSet<ObjectRef<Service>>,
+    pods: HashSet<ObjectRef<Pod>>,
+    lanes: HashSet<ObjectRef<ASMSwimLane>>,
+    /// A cache was listed afresh (or nothing was taken in yet): read them whole.
+    relisted: bool,
+}
+
+/// An input cache's `wanted`: notes each change in `dirty` (in the set `pick` gives)
+/// and wakes the controller.
+fn notes<K>(
+    dirty: &Arc<Mutex<Dirty>>,
+    pick: fn(&mut Dirty) -> &mut HashSet<ObjectRef<K>>,
+) -> impl Fn(&watcher::Event<K>) -> bool + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + 'static,
+{
+    let dirty = dirty.clone();
+    move |e| {
+        let mut d = dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        match e {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                pick(&mut d).insert(ObjectRef::from_obj(o));
+                true
+            }
+            watcher::Event::InitDone => {
+                d.relisted = true;
+                true
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => false,
+        }
     }
 }
 
@@ -167,42 +198,56 @@ fn notified(notify: Arc<Notify>) -> impl futures_util::Stream<Item = ()> + Send 
     })
 }
 
-/// The inputs every group compiles from, out of the watch caches, in creation order:
-/// built once per change of the caches, not once per group.
-fn inputs(s: &Shared) -> Result<Arc<Inputs>, Error> {
-    // Read the epoch before the caches: what is built is at least that new.
-    let epoch = s.epoch.load(Ordering::SeqCst);
-    if let Ok(built) = s.built.lock()
-        && let Some((at, inputs)) = built.as_ref()
-        && *at == epoch
-    {
-        return Ok(inputs.clone());
-    }
-    let inputs = {
-        // A cache keyed by version stays right even if a panic poisoned its lock.
-        let mut kept = s
-            .conversions
+/// Takes what changed in the input caches into the held inputs (all of them after a
+/// fresh list), then compiles group `g` from them.
+fn compile(s: &Shared, g: &ASMSwimLaneGroup) -> Result<Compiled, Error> {
+    let dirty = std::mem::take(&mut *s.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut held = s.held.lock().unwrap_or_else(PoisonError::into_inner);
+    let taken = take_in(s, &mut held, dirty);
+    if taken.is_err() {
+        // Read the caches whole next time: nothing noted is lost.
+        s.dirty
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::new(Inputs::from_caches(
-            s.services.state(),
-            s.pods.state(),
-            s.lanes.state(),
-            &mut kept,
-        )?)
-    };
-    if let Ok(mut built) = s.built.lock() {
-        *built = Some((epoch, inputs.clone()));
+            .unwrap_or_else(PoisonError::into_inner)
+            .relisted = true;
     }
-    Ok(inputs)
+    taken?;
+    held.compile(g)
+}
+
+fn take_in(s: &Shared, held: &mut Held, dirty: Dirty) -> Result<(), Error> {
+    if dirty.relisted {
+        held.replace::<Service, _>(s.services.state())?;
+        held.replace::<Pod, _>(s.pods.state())?;
+        return held.replace::<ASMSwimLane, _>(s.lanes.state());
+    }
+    for r in dirty.services {
+        match s.services.get(&r) {
+            Some(o) => held.put(&*o)?,
+            None => held.remove::<Service>(r.namespace.as_deref().unwrap_or_default(), &r.name),
+        }
+    }
+    for r in dirty.pods {
+        match s.pods.get(&r) {
+            Some(o) => held.put(&*o)?,
+            None => held.remove::<Pod>(r.namespace.as_deref().unwrap_or_default(), &r.name),
+        }
+    }
+    for r in dirty.lanes {
+        match s.lanes.get(&r) {
+            Some(o) => held.put(&*o)?,
+            None => held.remove::<ASMSwimLane>(r.namespace.as_deref().unwrap_or_default(), &r.name),
+        }
+    }
+    Ok(())
 }
 
 async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, Error> {
     let started = tokio::time::Instant::now();
-    let result = match inputs(&s) {
-        Ok(inputs) => {
+    let result = match compile(&s, &g) {
+        Ok(compiled) => {
             let existing = Existing::Cached(&s.existing);
-            crate::lanes::reconcile_group(&s.client, s.flavor, &g, &inputs, existing).await
+            crate::lanes::reconcile_group(&s.client, &g, &compiled, existing).await
         }
         Err(e) => Err(e),
     };
@@ -213,11 +258,15 @@ async fn reconcile(g: Arc<ASMSwimLaneGroup>, s: Arc<Shared>) -> Result<Action, E
     if changes.frozen.is_empty()
         && let Ok(mut generated) = s.generated.lock()
     {
-        let count = changes.applied.len() + changes.unchanged.len();
+        let count = changes.applied.len() + changes.unchanged;
         generated.insert(g.name_any(), count);
         generated.retain(|name, _| s.groups.get(&ObjectRef::new(name)).is_some());
         s.existing
             .retain(|name| s.groups.get(&ObjectRef::new(name)).is_some());
+        s.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain_groups(|name| s.groups.get(&ObjectRef::new(name)).is_some());
         s.metrics
             .generated
             .set(generated.values().sum::<usize>() as i64);

@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod backoff;
 pub mod events;
 pub mod group_status;
+pub mod held;
 pub mod lane_controller;
 pub mod lanes;
 pub mod lease;

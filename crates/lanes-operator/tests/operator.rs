@@ -109,7 +109,7 @@ async fn the_seed_reconciles_into_the_articles_eight_objects_by_server_side_appl
     let again = lanes_operator::lanes::reconcile(&client, Flavor::Asm)
         .await
         .unwrap();
-    assert_eq!((again.applied.len(), again.unchanged.len()), (0, 8));
+    assert_eq!((again.applied.len(), again.unchanged), (0, 8));
     assert!(applies(&fake).is_empty());
     assert!(
         fake.requests().iter().all(|r| r.method == "GET"),
