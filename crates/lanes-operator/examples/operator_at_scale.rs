@@ -112,14 +112,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (api, addr) = rt.block_on(async {
-        let (api, _client) = fake::FakeApi::start();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = api.clone();
-        tokio::spawn(async move { server.serve_http(listener).await });
-        (api, addr)
-    });
+    let (api, addr) = fake::FakeApi::on_loopback(&rt);
     let shape = Shape {
         services: a.services,
         lanes: a.lanes,
@@ -132,15 +125,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: http://{addr}\n\
-             users:\n- name: bench\n  user:\n    token: bench\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: bench\n\
-             current-context: mock\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, fake::kubeconfig(addr)).unwrap();
 
     let mut child = operator(&a.lanes_bin, &kubeconfig);
     let expected = 2 * a.services + a.lanes;

@@ -610,15 +610,20 @@ mod tests {
             typed(&self.get("ASMSwimLaneGroup", GROUP))
         }
 
-        /// What a controller that read everything afresh compiles.
-        fn fresh(&self, flavor: Flavor) -> Compiled {
+        /// Everything read afresh, nothing compiled yet.
+        fn read(&self, flavor: Flavor) -> Held {
             let mut held = Held::new(flavor);
             held.replace::<Service, _>(self.of::<Service>("Service"))
                 .unwrap();
             held.replace::<Pod, _>(self.of::<Pod>("Pod")).unwrap();
             held.replace::<ASMSwimLane, _>(self.of::<ASMSwimLane>("ASMSwimLane"))
                 .unwrap();
-            held.compile(&self.group()).unwrap()
+            held
+        }
+
+        /// What a controller that read everything afresh compiles.
+        fn fresh(&self, flavor: Flavor) -> Compiled {
+            self.read(flavor).compile(&self.group()).unwrap()
         }
     }
 
@@ -646,12 +651,7 @@ mod tests {
     fn a_group_compiled_in_part_is_what_a_fresh_whole_compile_gives() {
         for flavor in [Flavor::Asm, Flavor::Istio] {
             let mut world = World::new();
-            let mut held = Held::new(flavor);
-            held.replace::<Service, _>(world.of::<Service>("Service"))
-                .unwrap();
-            held.replace::<Pod, _>(world.of::<Pod>("Pod")).unwrap();
-            held.replace::<ASMSwimLane, _>(world.of::<ASMSwimLane>("ASMSwimLane"))
-                .unwrap();
+            let mut held = world.read(flavor);
             let (first, whole) = step(&world, &mut held, flavor);
             assert!(whole, "the first compile is whole");
             assert_eq!(first.objects.len(), 2 * SERVICES + LANES);

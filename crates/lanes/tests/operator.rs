@@ -56,25 +56,10 @@ fn mocked_cluster(
         .enable_all()
         .build()
         .unwrap();
-    let (fake, addr) = rt.block_on(async {
-        let (fake, _client) = fake::FakeApi::start();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = fake.clone();
-        tokio::spawn(async move { server.serve_http(listener).await });
-        (fake, addr)
-    });
+    let (fake, addr) = fake::FakeApi::on_loopback(&rt);
     seed_cluster(&fake);
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: http://{addr}\n\
-             users:\n- name: test\n  user:\n    token: test-token\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: test\n    namespace: default\n\
-             current-context: mock\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, fake::kubeconfig(addr)).unwrap();
     (rt, fake, kubeconfig)
 }
 

@@ -324,6 +324,19 @@ impl FakeApi {
         (fake, kube::Client::new(svc, "default"))
     }
 
+    /// A mocked API server served over loopback HTTP on `rt` (for the `lanes` binary),
+    /// and its address.
+    pub fn on_loopback(rt: &tokio::runtime::Runtime) -> (FakeApi, std::net::SocketAddr) {
+        rt.block_on(async {
+            let (fake, _client) = FakeApi::start();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = fake.clone();
+            tokio::spawn(async move { server.serve_http(listener).await });
+            (fake, addr)
+        })
+    }
+
     /// Serves the mocked API over real HTTP on `listener` (for the `lanes` binary).
     pub async fn serve_http(&self, listener: tokio::net::TcpListener) {
         let fake = self.clone();
@@ -731,4 +744,14 @@ fn stamp(v: &mut Value, old: Option<&Value>, rv: u64) {
     });
     m["generation"] = json!(generation);
     m["resourceVersion"] = json!(rv.to_string());
+}
+
+/// A kubeconfig naming the mocked API server at `addr` (a bearer token, namespace
+/// `default`).
+pub fn kubeconfig(addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: mock\n  cluster:\n    server: http://{addr}\n\
+         users:\n- name: test\n  user:\n    token: test-token\ncontexts:\n- name: mock\n  context:\n    cluster: mock\n    user: test\n    namespace: default\n\
+         current-context: mock\n"
+    )
 }
