@@ -5,7 +5,9 @@
 
 pub mod routes;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use lanes_model::istio::{
     Destination, DestinationRule, DestinationRuleSpec, Fallback, GeneratedMeta, HeaderOperations,
@@ -157,13 +159,7 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
         services: ServiceIndex::new(&services),
         pods: PodIndex::new(pods),
     };
-    let mut out = Output {
-        routes: RouteTable {
-            services: services.iter().map(mesh_service).collect(),
-            groups: Vec::new(),
-        },
-        ..Default::default()
-    };
+    let mut out = Output::default();
     // Each group's lanes, in the order given, found in one pass.
     let mut lanes: HashMap<&str, Vec<(&str, &LaneSpec)>> = HashMap::new();
     for o in objects {
@@ -187,6 +183,9 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
         };
         compile_group(&input, &mesh, flavor, emit, &mut out);
     }
+    // The route table takes the services over once the groups are compiled.
+    drop(mesh);
+    out.routes.services = services.into_iter().map(mesh_service).collect();
     out
 }
 
@@ -199,10 +198,10 @@ pub struct Mesh<'a> {
     pub pods: PodIndex<'a>,
 }
 
-fn mesh_service(s: &ServiceView) -> MeshService {
+fn mesh_service(s: ServiceView) -> MeshService {
     MeshService {
-        name: s.name.clone(),
-        namespace: s.namespace.clone(),
+        name: s.name,
+        namespace: s.namespace,
         ports: s
             .ports
             .iter()
@@ -211,7 +210,7 @@ fn mesh_service(s: &ServiceView) -> MeshService {
                 target_port: p.target_port,
             })
             .collect(),
-        selector: s.selector.clone(),
+        selector: s.selector,
     }
 }
 
@@ -221,7 +220,6 @@ fn fqdn(name: &str, namespace: &str) -> String {
 
 /// The group's settings that every generated object depends on.
 struct GroupCtx<'a> {
-    name: &'a str,
     gateway_ns: String,
     gateway: String,
     route_header: String,
@@ -229,30 +227,55 @@ struct GroupCtx<'a> {
     fallback: Option<String>,
     service_fallback: &'a BTreeMap<String, String>,
     flavor: Flavor,
+    /// The labels of every object the group generates.
+    labels: SharedLabels,
+}
+
+/// The labels of the objects a group generates.
+fn generated_labels(group: &str, flavor: Flavor) -> SharedLabels {
+    let provider = match flavor {
+        Flavor::Asm => "asm",
+        Flavor::Istio => "lanes",
+    };
+    Arc::new(BTreeMap::from([
+        ("asm-system".to_string(), "true".to_string()),
+        ("provider".to_string(), provider.to_string()),
+        (GROUP_LABEL.to_string(), group.to_string()),
+    ]))
 }
 
 impl GroupCtx<'_> {
     fn meta(&self, name: String) -> GeneratedMeta {
-        let provider = match self.flavor {
-            Flavor::Asm => "asm",
-            Flavor::Istio => "lanes",
-        };
         GeneratedMeta {
-            labels: BTreeMap::from([
-                ("asm-system".to_string(), "true".to_string()),
-                ("provider".to_string(), provider.to_string()),
-                (GROUP_LABEL.to_string(), self.name.to_string()),
-            ]),
+            labels: Arc::clone(&self.labels),
             name,
             namespace: self.gateway_ns.clone(),
         }
     }
 
+    fn virtual_service(&self, name: String, spec: VirtualServiceSpec) -> Generated {
+        Generated::VirtualService(IstioObject {
+            api_version: Cow::Borrowed(ISTIO_API_VERSION),
+            kind: Cow::Borrowed("VirtualService"),
+            metadata: self.meta(name),
+            spec,
+        })
+    }
+
+    fn destination_rule(&self, name: String, spec: DestinationRuleSpec) -> Generated {
+        Generated::DestinationRule(IstioObject {
+            api_version: Cow::Borrowed(ISTIO_API_VERSION),
+            kind: Cow::Borrowed("DestinationRule"),
+            metadata: self.meta(name),
+            spec,
+        })
+    }
+
     fn fallback_for(&self, name: &str, namespace: &str) -> Option<String> {
-        self.service_fallback
-            .get(&format!("{namespace}/{name}"))
-            .cloned()
-            .or_else(|| self.fallback.clone())
+        let own = (!self.service_fallback.is_empty())
+            .then(|| self.service_fallback.get(&format!("{namespace}/{name}")))
+            .flatten();
+        own.or(self.fallback.as_ref()).cloned()
     }
 
     fn set_lane_header(&self, lane: &str) -> Headers {
@@ -349,7 +372,6 @@ pub fn compile_group(
         .unwrap_or_default();
     let empty = BTreeMap::new();
     let ctx = GroupCtx {
-        name: input.name,
         gateway_ns: spec
             .ingress
             .gateway
@@ -368,13 +390,17 @@ pub fn compile_group(
             .as_ref()
             .map_or(&empty, |p| &p.service_level_fallback_target),
         flavor,
+        labels: generated_labels(input.name, flavor),
     };
 
     // Which lane holds which service: the subsets, fallback lane first.
-    let lanes: Vec<(&str, LaneView<'_>)> = input
+    let lanes: Vec<(&str, LaneView<'_>, SharedLabels)> = input
         .lanes
         .iter()
-        .map(|(name, lspec)| (*name, LaneView::new(lspec)))
+        .map(|(name, lspec)| {
+            let labels = Arc::new(lspec.label_selector.clone());
+            (*name, LaneView::new(lspec), labels)
+        })
         .collect();
     let mut service_routes = Vec::with_capacity(spec.services.len());
     let mut by_name: HashMap<(&str, &str), usize> = HashMap::with_capacity(spec.services.len());
@@ -397,12 +423,12 @@ pub fn compile_group(
         let fallback = ctx.fallback_for(&sref.name, ns);
         let mut subsets: Vec<SubsetRoute> = lanes
             .iter()
-            .filter(|(lane, lview)| {
+            .filter(|(lane, lview, _)| {
                 fallback.as_deref() == Some(*lane) || lane_contains(spec, lview, view, &ready)
             })
-            .map(|(lane, lspec)| SubsetRoute {
+            .map(|(lane, _, labels)| SubsetRoute {
                 name: (*lane).to_string(),
-                labels: lspec.spec.label_selector.clone(),
+                labels: Arc::clone(labels),
             })
             .collect();
         if let Some(f) = &fallback
@@ -483,16 +509,14 @@ pub fn compile_group(
                     });
                 }
                 if !http.is_empty() {
-                    ingress_objects.push(Generated::VirtualService(IstioObject {
-                        api_version: ISTIO_API_VERSION.to_string(),
-                        kind: "VirtualService".to_string(),
-                        metadata: ctx.meta(format!("swimlane-ingress-vs-{}-{lane}", input.name)),
-                        spec: VirtualServiceSpec {
+                    ingress_objects.push(ctx.virtual_service(
+                        format!("swimlane-ingress-vs-{}-{lane}", input.name),
+                        VirtualServiceSpec {
                             gateways: vec![format!("{}/{}", ctx.gateway_ns, ctx.gateway)],
                             hosts,
                             http,
                         },
-                    }));
+                    ));
                 }
             }
             IngressRoutes::RuleBased { rules }
@@ -566,16 +590,14 @@ pub fn compile_group(
                 });
             }
             if !http.is_empty() {
-                ingress_objects.push(Generated::VirtualService(IstioObject {
-                    api_version: ISTIO_API_VERSION.to_string(),
-                    kind: "VirtualService".to_string(),
-                    metadata: ctx.meta(format!("swimlane-ingress-vs-{}", input.name)),
-                    spec: VirtualServiceSpec {
+                ingress_objects.push(ctx.virtual_service(
+                    format!("swimlane-ingress-vs-{}", input.name),
+                    VirtualServiceSpec {
                         gateways: vec![format!("{}/{}", ctx.gateway_ns, ctx.gateway)],
                         hosts: rule.hosts.clone(),
                         http,
                     },
-                }));
+                ));
             }
             IngressRoutes::Weighted {
                 hosts: rule.hosts.clone(),
@@ -617,38 +639,36 @@ pub fn compile_group(
             }],
             Flavor::Istio => istio_service_routes(&ctx, input, svc, &host, fallback.as_deref()),
         };
-        service_vs.push(Generated::VirtualService(IstioObject {
-            api_version: ISTIO_API_VERSION.to_string(),
-            kind: "VirtualService".to_string(),
-            metadata: ctx.meta(format!(
+        service_vs.push(ctx.virtual_service(
+            format!(
                 "trafficlabel-vs-{}-{}-{}",
                 input.name, svc.namespace, svc.name
-            )),
-            spec: VirtualServiceSpec {
+            ),
+            VirtualServiceSpec {
                 gateways: Vec::new(),
                 hosts: vec![host.clone()],
                 http,
             },
-        }));
-        service_dr.push(Generated::DestinationRule(IstioObject {
-            api_version: ISTIO_API_VERSION.to_string(),
-            kind: "DestinationRule".to_string(),
-            metadata: ctx.meta(format!(
-                "trafficlabel-dr-{}-{}-{}",
-                input.name, svc.namespace, svc.name
-            )),
-            spec: DestinationRuleSpec {
-                host,
-                subsets: svc
-                    .subsets
-                    .iter()
-                    .map(|s| Subset {
-                        labels: s.labels.clone(),
-                        name: s.name.clone(),
-                    })
-                    .collect(),
-            },
-        }));
+        ));
+        service_dr.push(
+            ctx.destination_rule(
+                format!(
+                    "trafficlabel-dr-{}-{}-{}",
+                    input.name, svc.namespace, svc.name
+                ),
+                DestinationRuleSpec {
+                    host,
+                    subsets: svc
+                        .subsets
+                        .iter()
+                        .map(|s| Subset {
+                            labels: Arc::clone(&s.labels),
+                            name: s.name.clone(),
+                        })
+                        .collect(),
+                },
+            ),
+        );
     }
     if istio {
         out.objects

@@ -4,11 +4,13 @@
 //! Only what Lanes reads or writes is typed; a decoded object keeps every other field
 //! in its raw form (see [`crate::Object`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use lanes_routes::SharedLabels;
 pub use lanes_routes::matching::{HttpMatchRequest, StringMatch};
 
 /// A route destination: a host and optionally a subset and port.
@@ -122,9 +124,9 @@ pub struct VirtualServiceSpec {
 /// A subset of a service's endpoints, by pod labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Subset {
-    /// Pod labels the subset selects.
+    /// Pod labels the subset selects (shared with the lane's selector).
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: SharedLabels,
     /// Subset name.
     pub name: String,
 }
@@ -178,23 +180,27 @@ pub struct GatewaySpec {
 /// Metadata of a generated Istio object (only what Lanes sets).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GeneratedMeta {
-    /// Labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    /// Labels (one set shared by every object of a lane group).
+    #[serde(default, skip_serializing_if = "no_labels")]
+    pub labels: SharedLabels,
     /// Name.
     pub name: String,
     /// Namespace.
     pub namespace: String,
 }
 
+fn no_labels(labels: &SharedLabels) -> bool {
+    labels.is_empty()
+}
+
 /// An Istio object as Lanes generates it, in the field order the article prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IstioObject<S> {
-    /// `networking.istio.io/v1alpha3`.
-    pub api_version: String,
+    /// `networking.istio.io/v1alpha3` (a constant where Lanes generates the object).
+    pub api_version: Cow<'static, str>,
     /// `VirtualService` or `DestinationRule`.
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// Name, namespace and labels.
     pub metadata: GeneratedMeta,
     /// The spec.

@@ -667,12 +667,12 @@ mod tests {
         let svc = |name: &str, canary: bool| {
             let mut subsets = vec![SubsetRoute {
                 name: "base".into(),
-                labels: labels(&[("tag", "base")]),
+                labels: labels(&[("tag", "base")]).into(),
             }];
             if canary {
                 subsets.push(SubsetRoute {
                     name: "canary".into(),
-                    labels: labels(&[("tag", "canary")]),
+                    labels: labels(&[("tag", "canary")]).into(),
                 });
             }
             ServiceRoutes {

@@ -2,9 +2,16 @@
 //! per lane group, its lanes, subsets, ingress rules and fallbacks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::matching::HttpMatchRequest;
 use serde::{Deserialize, Serialize};
+
+/// Labels shared by the many objects that carry the same set: a lane's selector is the
+/// labels of its subset in every service it holds, and a group's labels are on every
+/// object it generates. Shared, a 1,000-service group holds one copy of each, not one
+/// per object.
+pub type SharedLabels = Arc<BTreeMap<String, String>>;
 
 /// Everything a gateway or sidecar needs to pick a lane and a destination.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -110,7 +117,7 @@ pub struct SubsetRoute {
     /// Subset name (the lane's).
     pub name: String,
     /// Pod labels of the subset.
-    pub labels: BTreeMap<String, String>,
+    pub labels: SharedLabels,
 }
 
 /// A service addressed by a route.
