@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version, uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -33,15 +33,15 @@ use crate::outlier::{Outliers, is_gateway_failure};
 use crate::routing::{Choice, FallbackReason, Routing, RoutingError, Service, Subset};
 
 /// Response header naming the lanes of a fallback: `<from>-><to>`.
-pub const FALLBACK_HEADER: &str = "x-lanes-fallback";
+pub const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-lanes-fallback");
 /// Request header a sidecar's outbound side sets so the inbound side knows which
 /// container port the call is for.
-pub const TARGET_PORT_HEADER: &str = "x-lanes-target-port";
+pub const TARGET_PORT_HEADER: HeaderName = HeaderName::from_static("x-lanes-target-port");
 /// Request header a client-side proxy sets to the Service it routed a call to
 /// (`name.namespace`), so the serving pod's sidecar reports it as Istio's does.
-pub const SERVICE_HEADER: &str = "x-lanes-service";
+pub const SERVICE_HEADER: HeaderName = HeaderName::from_static("x-lanes-service");
 /// Response header saying why a failed attempt was not retried.
-pub const NO_RETRY_HEADER: &str = "x-lanes-no-retry";
+pub const NO_RETRY_HEADER: HeaderName = HeaderName::from_static("x-lanes-no-retry");
 
 /// What every gateway and sidecar of a process shares: the routing state, upstream
 /// connection pools, settings and metrics.
@@ -106,7 +106,7 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
     resp
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::PROXY_AUTHORIZATION,
     header::TE,
@@ -114,9 +114,19 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
 
+/// Whether `name` is a hop-by-hop header, one a proxy never passes on.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests carry none: one pass over the names spares a lookup per kind.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers
         .get(header::CONNECTION)
         .and_then(|v| v.to_str().ok())
@@ -132,7 +142,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for h in &HOP_BY_HOP {
         headers.remove(h);
     }
-    headers.remove("proxy-connection");
 }
 
 /// The authority a request names: the URI's (absolute form, HTTP/2) or the Host header.
@@ -219,13 +228,14 @@ impl Mesh {
     }
 
     /// The answer to a request that has taken `hops` hops already, when it may take no
-    /// more.
-    fn refuse_loop(&self, hops: u32, at: &str) -> Option<Response<ProxyBody>> {
+    /// more; `at` names the proxy (only called then).
+    fn refuse_loop(&self, hops: u32, at: impl FnOnce() -> String) -> Option<Response<ProxyBody>> {
         guard::is_looping(hops, self.settings.max_hops).then(|| {
             error_response(
                 StatusCode::LOOP_DETECTED,
                 format!(
-                    "{at}: the request has passed {hops} proxy hops ({} at most; header {}): refused as a loop",
+                    "{}: the request has passed {hops} proxy hops ({} at most; header {}): refused as a loop",
+                    at(),
                     self.settings.max_hops,
                     guard::HOPS_HEADER
                 ),
@@ -260,7 +270,7 @@ impl Mesh {
     pub async fn gateway(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let hops = guard::hops(req.headers());
-        if let Some(refused) = self.refuse_loop(hops, "gateway") {
+        if let Some(refused) = self.refuse_loop(hops, || "gateway".into()) {
             self.count(Side::Gateway, None, None, Label::default(), 508, "none");
             return refused;
         }
@@ -323,7 +333,7 @@ impl Mesh {
         let hops = arrived
             .map_or(0, |a| a.hops)
             .max(guard::hops(req.headers()));
-        if let Some(refused) = self.refuse_loop(hops, &format!("pod {} outbound", pod.name)) {
+        if let Some(refused) = self.refuse_loop(hops, || format!("pod {} outbound", pod.name)) {
             self.count(Side::Outbound, None, None, Label::default(), 508, "none");
             return refused;
         }
@@ -409,7 +419,8 @@ impl Mesh {
             .map(str::to_string)
             .collect();
         let hops = guard::hops(req.headers());
-        if let Some(refused) = self.refuse_loop(hops, &format!("pod {} inbound", sidecar.pod.name))
+        if let Some(refused) =
+            self.refuse_loop(hops, || format!("pod {} inbound", sidecar.pod.name))
         {
             return refused;
         }
@@ -702,11 +713,8 @@ impl Mesh {
                 .headers
                 .insert(TARGET_PORT_HEADER, HeaderValue::from(port));
         }
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{}.{}",
-            routed.service.name, routed.service.namespace
-        )) {
-            parts.headers.insert(SERVICE_HEADER, v);
+        if let Some(v) = &routed.service.routed_as {
+            parts.headers.insert(SERVICE_HEADER, v.clone());
         }
         if parts.headers.get(header::HOST).is_none()
             && let Some(a) = parts.uri.authority()
@@ -951,9 +959,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The absolute URI of a request sent on to `addr`: the request's path and query (shared,
+/// not copied), at `addr`.
 fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Result<Uri, Box<Response<ProxyBody>>> {
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("http://{addr}{pq}").parse().map_err(|_| {
+    let mut parts = uri::Parts::default();
+    parts.scheme = Some(uri::Scheme::HTTP);
+    parts.authority = uri::Authority::try_from(addr.to_string()).ok();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|_| {
         Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "invalid request target",
@@ -1114,6 +1131,47 @@ impl Sidecar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_stripped_and_no_other() {
+        let mut h = headers(&[
+            ("host", "svc"),
+            ("connection", "x-private, keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("proxy-connection", "keep-alive"),
+            ("x-request-id", "r1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host", "x-request-id"]);
+
+        let plain = headers(&[("host", "svc"), ("x-lane", "canary")]);
+        let mut h = plain.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, plain);
+    }
+
+    #[test]
+    fn the_upstream_uri_keeps_path_and_query_and_names_the_endpoint() {
+        let addr = SocketAddr::from(([127, 0, 0, 7], 8080));
+        let uri: Uri = "http://svc.default:8000/a/b?x=1&y=%20".parse().unwrap();
+        let up = upstream_uri(addr, &uri).unwrap();
+        assert_eq!(up.to_string(), "http://127.0.0.7:8080/a/b?x=1&y=%20");
+        let up = upstream_uri(addr, &Uri::from_static("/only/path")).unwrap();
+        assert_eq!(up.to_string(), "http://127.0.0.7:8080/only/path");
+        let v6 = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9));
+        let up = upstream_uri(v6, &Uri::from_static("svc:8000")).unwrap();
+        assert_eq!(up.to_string(), "http://[::1]:9/");
+    }
 
     #[test]
     fn a_dropped_sidecar_takes_its_series_with_it() {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use lanes_routes::host::{parse_mesh_host, selector_matches};
 use lanes_routes::{IngressRoutes, PortMap, RouteTable};
 
@@ -88,6 +88,9 @@ pub struct Service {
     pub fallback: Option<Arc<str>>,
     /// Subsets of the lanes holding the service, fallback first.
     pub subsets: Vec<Subset>,
+    /// `name.namespace`, as the header a client-side proxy names the service it routed a
+    /// call to in (built once, not per request).
+    pub routed_as: Option<HeaderValue>,
 }
 
 impl Service {
@@ -311,7 +314,7 @@ impl Routing {
                 .map(|v| v.iter().map(|e| e.address).collect())
                 .unwrap_or_default();
             services.insert(
-                k,
+                k.clone(),
                 Service {
                     name: s.name.as_str().into(),
                     namespace: s.namespace.as_str().into(),
@@ -320,6 +323,7 @@ impl Routing {
                     group: None,
                     fallback: None,
                     subsets: Vec::new(),
+                    routed_as: HeaderValue::from_str(&k).ok(),
                 },
             );
         }
@@ -343,6 +347,7 @@ impl Routing {
             for gs in &g.services {
                 let k = key(&gs.name, &gs.namespace);
                 let eps = by_service.get(&k).cloned().unwrap_or_default();
+                let routed_as = HeaderValue::from_str(&k).ok();
                 let service = services.entry(k).or_insert_with(|| Service {
                     name: gs.name.as_str().into(),
                     namespace: gs.namespace.as_str().into(),
@@ -351,6 +356,7 @@ impl Routing {
                     group: None,
                     fallback: None,
                     subsets: Vec::new(),
+                    routed_as,
                 });
                 if service.group.is_some() {
                     continue; // The first group that holds a service routes it.
@@ -632,9 +638,12 @@ impl Routing {
     }
 }
 
+/// W3C baggage, where a lane may travel as a member named like the route header.
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
 /// The value of the W3C `baggage` member named `key`, if present.
 pub fn baggage_member(headers: &HeaderMap, key: &str) -> Option<String> {
-    for value in headers.get_all("baggage") {
+    for value in headers.get_all(BAGGAGE) {
         let Ok(value) = value.to_str() else { continue };
         for member in value.split(',') {
             let kv = member.split(';').next().unwrap_or("");
