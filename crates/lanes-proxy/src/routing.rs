@@ -267,8 +267,13 @@ pub struct Routing {
     pub groups: Vec<Group>,
 }
 
+/// A service's key, `name.namespace` (built on every routed request: no formatter).
 fn key(name: &str, namespace: &str) -> String {
-    format!("{name}.{namespace}")
+    let mut k = String::with_capacity(name.len() + 1 + namespace.len());
+    k.push_str(name);
+    k.push('.');
+    k.push_str(namespace);
+    k
 }
 
 fn subset(lane: Arc<str>, endpoints: Vec<SocketAddr>) -> Subset {

@@ -16,17 +16,27 @@ pub fn selector_matches(
 /// `None` for names of another shape (outside the mesh).
 pub fn parse_mesh_host<'a>(host: &'a str, namespace: &'a str) -> Option<(&'a str, &'a str)> {
     let name = strip_port(host).trim_end_matches('.');
-    if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" {
+    if name.is_empty() || is_ip_literal(name) || name == "localhost" {
         return None;
     }
-    let labels: Vec<&str> = name.split('.').collect();
-    match labels.as_slice() {
-        [svc] => Some((svc, namespace)),
-        [svc, ns] => Some((svc, ns)),
-        [svc, ns, "svc"] => Some((svc, ns)),
-        [svc, ns, "svc", "cluster", "local"] => Some((svc, ns)),
+    // Read on every routed request: the labels are taken in place, not collected.
+    let mut labels = name.split('.');
+    let svc = labels.next()?;
+    let Some(ns) = labels.next() else {
+        return Some((svc, namespace));
+    };
+    match [labels.next(), labels.next(), labels.next(), labels.next()] {
+        [None, ..] | [Some("svc"), None, ..] => Some((svc, ns)),
+        [Some("svc"), Some("cluster"), Some("local"), None] => Some((svc, ns)),
         _ => None,
     }
+}
+
+/// Whether `name` is an IP address. Only a name that starts with a digit (IPv4) or
+/// holds a colon (IPv6) can be one, so service names skip the parse.
+fn is_ip_literal(name: &str) -> bool {
+    (name.starts_with(|c: char| c.is_ascii_digit()) || name.contains(':'))
+        && name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// The host without a `:port` suffix (IPv6 literals in brackets kept whole).
@@ -60,6 +70,12 @@ mod tests {
             Some(("a", "b"))
         );
         assert_eq!(parse_mesh_host("api.example.com", "x"), None);
+        assert_eq!(parse_mesh_host("a.b.svc.cluster", "x"), None);
+        assert_eq!(parse_mesh_host("a.b.svc.cluster.local.extra", "x"), None);
+        assert_eq!(parse_mesh_host("a.b.cluster.local", "x"), None);
+        assert_eq!(parse_mesh_host("web.", "x"), Some(("web", "x")));
+        assert_eq!(parse_mesh_host("[::1]:80", "x"), None);
+        assert_eq!(parse_mesh_host("10.0.0.1", "x"), None);
         assert_eq!(parse_mesh_host("127.0.0.1:80", "x"), None);
         assert_eq!(parse_mesh_host("localhost:80", "x"), None);
     }
