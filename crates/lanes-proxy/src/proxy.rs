@@ -30,7 +30,9 @@ use crate::metrics::{
     AttemptOutcome, FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels,
 };
 use crate::outlier::{Outliers, is_gateway_failure};
-use crate::routing::{Choice, FallbackReason, Routing, RoutingError, Service, Subset};
+use crate::routing::{
+    Choice, FallbackReason, Routing, RoutingError, Service, Subset, endpoint_authority,
+};
 
 /// Response header naming the lanes of a fallback: `<from>-><to>`.
 pub const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-lanes-fallback");
@@ -458,7 +460,7 @@ impl Mesh {
         let grpc = is_grpc(req.headers());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let uri = match upstream_uri(target, &parts.uri) {
+        let uri = match upstream_uri(endpoint_authority(target), &parts.uri) {
             Ok(u) => u,
             Err(resp) => return *resp,
         };
@@ -585,7 +587,7 @@ impl Mesh {
         {
             parts.headers.insert(header::HOST, v);
         }
-        parts.uri = match upstream_uri(target, &parts.uri) {
+        parts.uri = match upstream_uri(endpoint_authority(target), &parts.uri) {
             Ok(u) => u,
             Err(resp) => return *resp,
         };
@@ -747,7 +749,11 @@ impl Mesh {
             let Some(addr) = subset.pick_healthy(|a| self.outliers.is_ejected(a, now)) else {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, "no endpoint");
             };
-            let uri = match upstream_uri(addr, &parts.uri) {
+            let authority = match subset.authority(addr) {
+                Some(a) => Some(a.clone()),
+                None => endpoint_authority(addr),
+            };
+            let uri = match upstream_uri(authority, &parts.uri) {
                 Ok(u) => u,
                 Err(resp) => return *resp,
             };
@@ -768,7 +774,8 @@ impl Mesh {
                 fallback_may_follow,
             );
             budget::set(req.headers_mut(), budget::for_next_hop(this_try));
-            let attempt_started = Instant::now();
+            // One clock read for the pick above and the attempt's own latency.
+            let attempt_started = now;
             let attempt = self.send_routed(req, addr, version, &fault, this_try).await;
             let outcome = match &attempt {
                 Attempt::Response(r) if r.status().is_server_error() => AttemptOutcome::Failure,
@@ -959,12 +966,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The absolute URI of a request sent on to `addr`: the request's path and query (shared,
-/// not copied), at `addr`.
-fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Result<Uri, Box<Response<ProxyBody>>> {
+/// The absolute URI of a request sent on to the endpoint `authority` names: the request's
+/// path and query (shared, not copied), at that `ip:port`.
+fn upstream_uri(
+    authority: Option<uri::Authority>,
+    uri: &Uri,
+) -> Result<Uri, Box<Response<ProxyBody>>> {
     let mut parts = uri::Parts::default();
     parts.scheme = Some(uri::Scheme::HTTP);
-    parts.authority = uri::Authority::try_from(addr.to_string()).ok();
+    parts.authority = authority;
     parts.path_and_query = Some(
         uri.path_and_query()
             .cloned()
@@ -1164,13 +1174,16 @@ mod tests {
     fn the_upstream_uri_keeps_path_and_query_and_names_the_endpoint() {
         let addr = SocketAddr::from(([127, 0, 0, 7], 8080));
         let uri: Uri = "http://svc.default:8000/a/b?x=1&y=%20".parse().unwrap();
-        let up = upstream_uri(addr, &uri).unwrap();
+        let up = upstream_uri(endpoint_authority(addr), &uri).unwrap();
         assert_eq!(up.to_string(), "http://127.0.0.7:8080/a/b?x=1&y=%20");
-        let up = upstream_uri(addr, &Uri::from_static("/only/path")).unwrap();
+        let up = upstream_uri(endpoint_authority(addr), &Uri::from_static("/only/path")).unwrap();
         assert_eq!(up.to_string(), "http://127.0.0.7:8080/only/path");
         let v6 = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9));
-        let up = upstream_uri(v6, &Uri::from_static("svc:8000")).unwrap();
+        let up = upstream_uri(endpoint_authority(v6), &Uri::from_static("svc:8000")).unwrap();
         assert_eq!(up.to_string(), "http://[::1]:9/");
+        // Without an authority there is no absolute URI to send: refused, not guessed.
+        let refused = upstream_uri(None, &uri).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use lanes_routes::host::{parse_mesh_host, selector_matches};
 use lanes_routes::{IngressRoutes, PortMap, RouteTable};
@@ -44,6 +45,9 @@ pub struct Subset {
     pub lane: Arc<str>,
     /// Ready endpoints.
     pub endpoints: Vec<SocketAddr>,
+    /// Each endpoint's `ip:port` as an upstream URI's authority, formatted once here
+    /// rather than on every request (same order as `endpoints`).
+    authorities: Vec<Option<Authority>>,
     rr: AtomicUsize,
 }
 
@@ -69,6 +73,18 @@ impl Subset {
             .find(|a| !is_ejected(*a))
             .or(Some(first))
     }
+
+    /// The authority an upstream request to `addr`, one of this subset's endpoints,
+    /// names (`None` for an address that is not one of them).
+    pub fn authority(&self, addr: SocketAddr) -> Option<&Authority> {
+        let i = self.endpoints.iter().position(|e| *e == addr)?;
+        self.authorities.get(i)?.as_ref()
+    }
+}
+
+/// `addr` as a URI authority: `ip:port`, an IPv6 address in brackets.
+pub fn endpoint_authority(addr: SocketAddr) -> Option<Authority> {
+    Authority::try_from(addr.to_string()).ok()
 }
 
 /// A mesh service.
@@ -279,6 +295,7 @@ fn key(name: &str, namespace: &str) -> String {
 fn subset(lane: Arc<str>, endpoints: Vec<SocketAddr>) -> Subset {
     Subset {
         lane,
+        authorities: endpoints.iter().map(|a| endpoint_authority(*a)).collect(),
         endpoints,
         rr: AtomicUsize::new(0),
     }
@@ -791,6 +808,27 @@ mod tests {
             r.resolve_lane(g, &h, none, None).map(|l| l.1),
             Some(LaneSource::Baggage)
         );
+    }
+
+    #[test]
+    fn each_endpoint_has_its_authority_and_an_outside_address_none() {
+        let eps = [ep("a", 1, "base"), ep("a", 2, "base")];
+        let r = Routing::build(&table(true), &eps).unwrap();
+        let base = r
+            .service_for_host("a:8000", "default")
+            .unwrap()
+            .subset("base")
+            .unwrap();
+        for addr in base.endpoints.clone() {
+            let a = base.authority(addr).map(|a| a.as_str().to_string());
+            assert_eq!(a, Some(addr.to_string()));
+        }
+        assert!(
+            base.authority(SocketAddr::from(([127, 0, 0, 9], 1)))
+                .is_none()
+        );
+        let v6 = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 80));
+        assert_eq!(endpoint_authority(v6).unwrap().as_str(), "[::1]:80");
     }
 
     #[test]
