@@ -4,8 +4,8 @@
 //! standard series ([`crate::istio`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -109,6 +109,14 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    fn index(self) -> usize {
+        match self {
+            AttemptOutcome::Success => 0,
+            AttemptOutcome::Failure => 1,
+            AttemptOutcome::ClientError => 2,
+        }
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -131,6 +139,104 @@ struct AttemptCounts {
     failures: AtomicU64,
     /// Per bucket (not cumulative), the last one for slower than every bound.
     buckets: [AtomicU64; ATTEMPT_BUCKETS_MS.len() + 1],
+}
+
+impl AttemptCounts {
+    fn record(&self, failed: bool, took: Duration) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let ms = took.as_secs_f64() * 1000.0;
+        let i = ATTEMPT_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(ATTEMPT_BUCKETS_MS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The labels that name one subset's series: its service, namespace and lane.
+#[derive(Debug, Clone, Copy)]
+pub struct SubsetKey<'a> {
+    /// Destination service.
+    pub service: &'a Arc<str>,
+    /// Destination namespace.
+    pub namespace: &'a Arc<str>,
+    /// The subset (its lane; empty for a service's endpoints as a whole).
+    pub subset: &'a Arc<str>,
+}
+
+/// Handles to one subset's series, taken from the families when first used so that the
+/// requests after skip the families' label lookups. A series is taken only when it is
+/// first recorded, as the family itself would create it, and the families never remove
+/// these series, so a handle always counts into the series that is exported. The
+/// handles belong to the first `Metrics` they were taken from; another is served by
+/// lookups, as before.
+#[derive(Debug, Default)]
+pub struct SubsetSeries {
+    owner: OnceLock<u64>,
+    latency: OnceLock<Histogram>,
+    attempts: [OnceLock<Counter>; 3],
+    counts: OnceLock<Arc<AttemptCounts>>,
+}
+
+impl SubsetSeries {
+    fn is_for(&self, metrics: &Metrics) -> bool {
+        *self.owner.get_or_init(|| metrics.id) == metrics.id
+    }
+
+    /// Records one attempt on the subset. An attempt the client spoiled is counted
+    /// under `client_error` and is no sample of the subset's health.
+    pub fn record_attempt(
+        &self,
+        metrics: &Metrics,
+        key: SubsetKey<'_>,
+        outcome: AttemptOutcome,
+        took: Duration,
+    ) {
+        if !self.is_for(metrics) {
+            return SubsetSeries::default().record_attempt(metrics, key, outcome, took);
+        }
+        self.attempts[outcome.index()]
+            .get_or_init(|| {
+                metrics
+                    .attempts
+                    .get_or_create(&AttemptLabels {
+                        service: key.service.into(),
+                        namespace: key.namespace.into(),
+                        subset: key.subset.into(),
+                        outcome: outcome.as_str(),
+                    })
+                    .clone()
+            })
+            .inc();
+        if outcome == AttemptOutcome::ClientError {
+            return;
+        }
+        self.counts
+            .get_or_init(|| metrics.attempt_counts(key))
+            .record(outcome == AttemptOutcome::Failure, took);
+    }
+
+    /// Records a request's time until the response head came from this subset.
+    pub fn observe_latency(&self, metrics: &Metrics, key: SubsetKey<'_>, took: Duration) {
+        if !self.is_for(metrics) {
+            return SubsetSeries::default().observe_latency(metrics, key, took);
+        }
+        self.latency
+            .get_or_init(|| {
+                metrics
+                    .latency
+                    .get_or_create(&LatencyLabels {
+                        service: key.service.into(),
+                        namespace: key.namespace.into(),
+                        subset: key.subset.into(),
+                    })
+                    .clone()
+            })
+            .observe(took.as_secs_f64());
+    }
 }
 
 /// A reading of a subset's attempts.
@@ -162,6 +268,8 @@ fn latency_histogram() -> Histogram {
 /// The proxy's metric families and their registry.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Tells one set of families from another (see [`SubsetSeries`]).
+    id: u64,
     registry: Registry,
     /// `lanes_requests_total`.
     pub requests: Family<RequestLabels, Counter>,
@@ -224,7 +332,9 @@ impl Metrics {
             "Attempts on an upstream subset, by outcome (a fallback retry is a second attempt)",
             attempts.clone(),
         );
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             istio: IstioMetrics::default(),
             attempts,
             attempt_counts: std::sync::RwLock::new(HashMap::new()),
@@ -242,53 +352,23 @@ impl Metrics {
         &mut self.registry
     }
 
-    /// Records one attempt on `subset` of a service. An attempt the client spoiled is
-    /// counted under `client_error` and is no sample of the subset's health.
-    pub fn record_attempt(
-        &self,
-        service: &Label,
-        namespace: &Label,
-        subset: &Label,
-        outcome: AttemptOutcome,
-        took: Duration,
-    ) {
-        self.attempts
-            .get_or_create(&AttemptLabels {
-                service: service.clone(),
-                namespace: namespace.clone(),
-                subset: subset.clone(),
-                outcome: outcome.as_str(),
-            })
-            .inc();
-        if outcome == AttemptOutcome::ClientError {
-            return;
-        }
-        let failed = outcome == AttemptOutcome::Failure;
-        let key = (service.clone(), namespace.clone(), subset.clone());
+    /// The attempt counts of one subset, created when first asked for.
+    fn attempt_counts(&self, key: SubsetKey<'_>) -> Arc<AttemptCounts> {
+        let key = (key.service.into(), key.namespace.into(), key.subset.into());
         let found = self
             .attempt_counts
             .read()
-            .ok()
-            .and_then(|m| m.get(&key).cloned());
-        let counts = match found {
-            Some(c) => c,
-            None => {
-                let Ok(mut map) = self.attempt_counts.write() else {
-                    return;
-                };
-                map.entry(key).or_default().clone()
-            }
-        };
-        counts.total.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            counts.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let ms = took.as_secs_f64() * 1000.0;
-        let i = ATTEMPT_BUCKETS_MS
-            .iter()
-            .position(|b| ms <= *b)
-            .unwrap_or(ATTEMPT_BUCKETS_MS.len());
-        counts.buckets[i].fetch_add(1, Ordering::Relaxed);
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        found.unwrap_or_else(|| {
+            self.attempt_counts
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default()
+                .clone()
+        })
     }
 
     /// The attempts on `subset` of a service so far (zero when none).
@@ -331,5 +411,79 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series_line<'a>(text: &'a str, prefix: &str, outcome: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(&format!("outcome=\"{outcome}\"")))
+    }
+
+    #[test]
+    fn subset_handles_count_into_the_exported_series_and_create_none_early() {
+        let metrics = Metrics::new();
+        let (svc, ns, lane): (Arc<str>, Arc<str>, Arc<str>) =
+            ("mocka".into(), "default".into(), "canary".into());
+        let key = SubsetKey {
+            service: &svc,
+            namespace: &ns,
+            subset: &lane,
+        };
+        let series = SubsetSeries::default();
+        let ms = Duration::from_millis;
+        series.record_attempt(&metrics, key, AttemptOutcome::Success, ms(2));
+        series.record_attempt(&metrics, key, AttemptOutcome::Success, ms(30));
+        let text = metrics.encode();
+        let attempts = "lanes_upstream_attempts_total{";
+        assert!(series_line(&text, attempts, "success").is_some_and(|l| l.ends_with(" 2")));
+        // Outcomes that have not happened have no series yet, as with the family alone.
+        assert!(series_line(&text, attempts, "failure").is_none());
+        assert!(!text.contains("lanes_request_duration_seconds_count{"));
+
+        series.record_attempt(&metrics, key, AttemptOutcome::Failure, ms(700));
+        series.record_attempt(&metrics, key, AttemptOutcome::ClientError, ms(1));
+        series.observe_latency(&metrics, key, ms(3));
+        let text = metrics.encode();
+        assert!(series_line(&text, attempts, "failure").is_some_and(|l| l.ends_with(" 1")));
+        assert!(series_line(&text, attempts, "client_error").is_some_and(|l| l.ends_with(" 1")));
+        assert!(text.lines().any(|l| {
+            l.starts_with("lanes_request_duration_seconds_count{")
+                && l.contains("subset=\"canary\"")
+                && l.ends_with(" 1")
+        }));
+        // The analysis reads the same counts; the client's error is no sample of health.
+        let sample = metrics.attempt_sample("mocka", "default", "canary");
+        assert_eq!((sample.total, sample.failures), (3, 1));
+        assert_eq!(sample.buckets.iter().sum::<u64>(), 3);
+        // 2 ms falls in the bucket up to 2.5 ms, 30 ms up to 50, 700 ms up to 1,000.
+        assert_eq!(
+            (sample.buckets[2], sample.buckets[6], sample.buckets[10]),
+            (1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn handles_taken_from_one_set_of_families_never_count_into_another() {
+        let (first, second) = (Metrics::new(), Metrics::new());
+        let (svc, ns, lane): (Arc<str>, Arc<str>, Arc<str>) =
+            ("mockb".into(), "default".into(), "base".into());
+        let key = SubsetKey {
+            service: &svc,
+            namespace: &ns,
+            subset: &lane,
+        };
+        let series = SubsetSeries::default();
+        let took = Duration::from_millis(1);
+        series.record_attempt(&first, key, AttemptOutcome::Success, took);
+        series.record_attempt(&second, key, AttemptOutcome::Failure, took);
+        series.record_attempt(&second, key, AttemptOutcome::Success, took);
+        let one = first.attempt_sample("mockb", "default", "base");
+        let two = second.attempt_sample("mockb", "default", "base");
+        assert_eq!((one.total, one.failures), (1, 0));
+        assert_eq!((two.total, two.failures), (2, 1));
     }
 }

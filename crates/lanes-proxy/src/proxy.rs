@@ -27,7 +27,7 @@ use crate::istio::{Destination, ResponseFlag, Served};
 use crate::local::LocalInbound;
 use crate::matching::RequestView;
 use crate::metrics::{
-    AttemptOutcome, FallbackLabels, Label, LatencyLabels, Metrics, PodLabels, RequestLabels,
+    AttemptOutcome, FallbackLabels, Label, Metrics, PodLabels, RequestLabels, SubsetKey,
 };
 use crate::outlier::{Outliers, is_gateway_failure};
 use crate::routing::{
@@ -796,10 +796,9 @@ impl Mesh {
                 tracing::warn!(service = %routed.service.name, subset = %subset.lane, %addr,
                     "endpoint ejected after {} failures in a row", crate::outlier::CONSECUTIVE_FAILURES);
             }
-            self.metrics.record_attempt(
-                &(&routed.service.name).into(),
-                &(&routed.service.namespace).into(),
-                &(&subset.lane).into(),
+            subset.series.record_attempt(
+                &self.metrics,
+                subset_key(routed.service, subset),
                 outcome,
                 attempt_started.elapsed(),
             );
@@ -897,14 +896,11 @@ impl Mesh {
             resp.status().as_u16(),
             reason,
         );
-        self.metrics
-            .latency
-            .get_or_create(&LatencyLabels {
-                service: (&routed.service.name).into(),
-                namespace: (&routed.service.namespace).into(),
-                subset: (&subset.lane).into(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+        subset.series.observe_latency(
+            &self.metrics,
+            subset_key(routed.service, subset),
+            started.elapsed(),
+        );
         if let Some((from, to, reason)) = fallback {
             self.metrics
                 .fallbacks
@@ -939,6 +935,15 @@ impl Mesh {
                 fallback,
             })
             .inc();
+    }
+}
+
+/// The labels of `subset`'s series, a subset of `service`.
+fn subset_key<'a>(service: &'a Service, subset: &'a Subset) -> SubsetKey<'a> {
+    SubsetKey {
+        service: &service.name,
+        namespace: &service.namespace,
+        subset: &subset.lane,
     }
 }
 

@@ -14,6 +14,7 @@ use lanes_routes::{IngressRoutes, PortMap, RouteTable};
 
 use crate::config::Endpoint;
 use crate::matching::{MatchError, RequestMatcher, RequestView, host_matches};
+use crate::metrics::SubsetSeries;
 
 /// A problem building the routing state.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub struct Subset {
     /// Each endpoint's `ip:port` as an upstream URI's authority, formatted once here
     /// rather than on every request (same order as `endpoints`).
     authorities: Vec<Option<Authority>>,
+    /// Handles to the subset's metric series, taken on first use.
+    pub(crate) series: SubsetSeries,
     rr: AtomicUsize,
 }
 
@@ -297,6 +300,7 @@ fn subset(lane: Arc<str>, endpoints: Vec<SocketAddr>) -> Subset {
         lane,
         authorities: endpoints.iter().map(|a| endpoint_authority(*a)).collect(),
         endpoints,
+        series: SubsetSeries::default(),
         rr: AtomicUsize::new(0),
     }
 }
