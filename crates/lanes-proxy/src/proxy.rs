@@ -746,13 +746,14 @@ impl Mesh {
         let mut tried_retry = false;
         loop {
             let now = Instant::now();
-            let Some(addr) = subset.pick_healthy(|a| self.outliers.is_ejected(a, now)) else {
+            let Some(picked) = subset.pick_healthy(|a| self.outliers.is_ejected(a, now)) else {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, "no endpoint");
             };
-            let authority = match subset.authority(addr) {
-                Some(a) => Some(a.clone()),
-                None => endpoint_authority(addr),
-            };
+            let addr = picked.addr;
+            let authority = picked
+                .authority
+                .cloned()
+                .or_else(|| endpoint_authority(addr));
             let uri = match upstream_uri(authority, &parts.uri) {
                 Ok(u) => u,
                 Err(resp) => return *resp,

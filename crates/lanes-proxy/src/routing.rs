@@ -54,34 +54,43 @@ pub struct Subset {
     rr: AtomicUsize,
 }
 
+/// One endpoint of a subset, as picked for a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Picked<'a> {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The authority an upstream request to it names (formatted when the routing was
+    /// built; `None` only if that failed).
+    pub authority: Option<&'a Authority>,
+}
+
 impl Subset {
-    /// The next endpoint, round robin; `None` when the subset has none ready.
-    pub fn pick(&self) -> Option<SocketAddr> {
+    /// The index of the next endpoint, round robin; `None` when there is none ready.
+    fn next(&self) -> Option<usize> {
         if self.endpoints.is_empty() {
             return None;
         }
-        let i = self.rr.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        Some(self.endpoints[i])
+        Some(self.rr.fetch_add(1, Ordering::Relaxed) % self.endpoints.len())
+    }
+
+    fn picked(&self, i: usize) -> Picked<'_> {
+        Picked {
+            addr: self.endpoints[i],
+            authority: self.authorities.get(i).and_then(Option::as_ref),
+        }
     }
 
     /// The next endpoint that `is_ejected` does not rule out, round robin; when every
     /// one is ejected, the next one regardless (better a try than no endpoint).
-    pub fn pick_healthy(&self, is_ejected: impl Fn(SocketAddr) -> bool) -> Option<SocketAddr> {
-        let first = self.pick()?;
-        if !is_ejected(first) {
-            return Some(first);
+    pub fn pick_healthy(&self, is_ejected: impl Fn(SocketAddr) -> bool) -> Option<Picked<'_>> {
+        let first = self.next()?;
+        if !is_ejected(self.endpoints[first]) {
+            return Some(self.picked(first));
         }
-        (1..self.endpoints.len())
-            .filter_map(|_| self.pick())
-            .find(|a| !is_ejected(*a))
-            .or(Some(first))
-    }
-
-    /// The authority an upstream request to `addr`, one of this subset's endpoints,
-    /// names (`None` for an address that is not one of them).
-    pub fn authority(&self, addr: SocketAddr) -> Option<&Authority> {
-        let i = self.endpoints.iter().position(|e| *e == addr)?;
-        self.authorities.get(i)?.as_ref()
+        let healthy = (1..self.endpoints.len())
+            .filter_map(|_| self.next())
+            .find(|i| !is_ejected(self.endpoints[*i]));
+        Some(self.picked(healthy.unwrap_or(first)))
     }
 }
 
@@ -815,7 +824,7 @@ mod tests {
     }
 
     #[test]
-    fn each_endpoint_has_its_authority_and_an_outside_address_none() {
+    fn each_picked_endpoint_comes_with_its_authority_round_robin() {
         let eps = [ep("a", 1, "base"), ep("a", 2, "base")];
         let r = Routing::build(&table(true), &eps).unwrap();
         let base = r
@@ -823,14 +832,23 @@ mod tests {
             .unwrap()
             .subset("base")
             .unwrap();
-        for addr in base.endpoints.clone() {
-            let a = base.authority(addr).map(|a| a.as_str().to_string());
-            assert_eq!(a, Some(addr.to_string()));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let p = base.pick_healthy(|_| false).unwrap();
+            assert_eq!(
+                p.authority.map(|a| a.as_str().to_string()),
+                Some(p.addr.to_string())
+            );
+            seen.push(p.addr.port());
         }
-        assert!(
-            base.authority(SocketAddr::from(([127, 0, 0, 9], 1)))
-                .is_none()
-        );
+        assert!(seen == [1, 2, 1, 2] || seen == [2, 1, 2, 1], "{seen:?}");
+        // An ejected endpoint is passed over while another is healthy.
+        let ejected = SocketAddr::from(([127, 0, 0, 1], 1));
+        for _ in 0..3 {
+            assert_eq!(base.pick_healthy(|a| a == ejected).unwrap().addr.port(), 2);
+        }
+        // With every endpoint ejected, one is still tried.
+        assert!(base.pick_healthy(|_| true).is_some());
         let v6 = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 80));
         assert_eq!(endpoint_authority(v6).unwrap().as_str(), "[::1]:80");
     }
