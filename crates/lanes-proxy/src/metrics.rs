@@ -418,6 +418,18 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn names(service: &str, subset: &str) -> [Arc<str>; 3] {
+        [service.into(), "default".into(), subset.into()]
+    }
+
+    fn key(names: &[Arc<str>; 3]) -> SubsetKey<'_> {
+        SubsetKey {
+            service: &names[0],
+            namespace: &names[1],
+            subset: &names[2],
+        }
+    }
+
     fn series_line<'a>(text: &'a str, prefix: &str, outcome: &str) -> Option<&'a str> {
         text.lines()
             .find(|l| l.starts_with(prefix) && l.contains(&format!("outcome=\"{outcome}\"")))
@@ -426,13 +438,8 @@ mod tests {
     #[test]
     fn subset_handles_count_into_the_exported_series_and_create_none_early() {
         let metrics = Metrics::new();
-        let (svc, ns, lane): (Arc<str>, Arc<str>, Arc<str>) =
-            ("mocka".into(), "default".into(), "canary".into());
-        let key = SubsetKey {
-            service: &svc,
-            namespace: &ns,
-            subset: &lane,
-        };
+        let names = names("mocka", "canary");
+        let key = key(&names);
         let series = SubsetSeries::default();
         let ms = Duration::from_millis;
         series.record_attempt(&metrics, key, AttemptOutcome::Success, ms(2));
@@ -469,13 +476,8 @@ mod tests {
     #[test]
     fn handles_taken_from_one_set_of_families_never_count_into_another() {
         let (first, second) = (Metrics::new(), Metrics::new());
-        let (svc, ns, lane): (Arc<str>, Arc<str>, Arc<str>) =
-            ("mockb".into(), "default".into(), "base".into());
-        let key = SubsetKey {
-            service: &svc,
-            namespace: &ns,
-            subset: &lane,
-        };
+        let names = names("mockb", "base");
+        let key = key(&names);
         let series = SubsetSeries::default();
         let took = Duration::from_millis(1);
         series.record_attempt(&first, key, AttemptOutcome::Success, took);
