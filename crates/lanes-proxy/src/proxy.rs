@@ -750,11 +750,7 @@ impl Mesh {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, "no endpoint");
             };
             let addr = picked.addr;
-            let authority = picked
-                .authority
-                .cloned()
-                .or_else(|| endpoint_authority(addr));
-            let uri = match upstream_uri(authority, &parts.uri) {
+            let uri = match upstream_uri(picked.authority.cloned(), &parts.uri) {
                 Ok(u) => u,
                 Err(resp) => return *resp,
             };
