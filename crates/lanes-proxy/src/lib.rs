@@ -19,6 +19,7 @@ pub mod outlier;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod upstream;
 
 pub use config::{Endpoint, ListenerLimits, PodIdentity, ProxyFile, Role, Settings};
 pub use metrics::Metrics;

@@ -33,6 +33,7 @@ use crate::outlier::{Outliers, is_gateway_failure};
 use crate::routing::{
     Choice, FallbackReason, Routing, RoutingError, Service, Subset, endpoint_authority,
 };
+use crate::upstream::{Http1Pool, PoolSettings};
 
 /// Response header naming the lanes of a fallback: `<from>-><to>`.
 pub const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-lanes-fallback");
@@ -51,7 +52,7 @@ pub struct Mesh {
     routing: ArcSwap<Routing>,
     settings: Settings,
     metrics: Arc<Metrics>,
-    http1: Client<HttpConnector, ProxyBody>,
+    http1: Http1Pool,
     http2: Client<HttpConnector, ProxyBody>,
     own: OwnListeners,
     local: LocalInbound,
@@ -200,14 +201,16 @@ impl Mesh {
         // closes idle keep-alive connections at its header-read timeout, Node.js after
         // 5 s): reusing one the server is closing fails a request for nothing.
         let idle = Duration::from_secs(4);
-        let mut h1 = Client::builder(TokioExecutor::new());
-        h1.pool_idle_timeout(idle)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host);
+        let http1 = Http1Pool::new(PoolSettings {
+            connect_timeout: settings.connect_timeout(),
+            max_idle_per_endpoint: settings.pool_max_idle_per_host,
+            idle_timeout: idle,
+        });
         let mut h2 = Client::builder(TokioExecutor::new());
         h2.http2_only(true).pool_idle_timeout(idle);
         Arc::new(Mesh {
             routing: ArcSwap::from_pointee(Routing::default()),
-            http1: h1.build(connector(&settings)),
+            http1,
             http2: h2.build(connector(&settings)),
             settings,
             metrics,
@@ -468,7 +471,7 @@ impl Mesh {
         let version = parts.version;
         let (body, fault) = watch_client_body(body);
         let req = Request::from_parts(parts, body);
-        let (resp, code, flag) = match self.send(req, version, &fault, budget).await {
+        let (resp, code, flag) = match self.send(req, target, version, &fault, budget).await {
             Attempt::ClientBody(e) => (
                 client_body_error(&e),
                 400,
@@ -594,7 +597,13 @@ impl Mesh {
         let version = parts.version;
         let (body, fault) = watch_client_body(body);
         match self
-            .send(Request::from_parts(parts, body), version, &fault, budget)
+            .send(
+                Request::from_parts(parts, body),
+                target,
+                version,
+                &fault,
+                budget,
+            )
             .await
         {
             Attempt::Response(r) => finish_response(r, None),
@@ -643,27 +652,35 @@ impl Mesh {
         addrs.first().copied().ok_or_else(invalid)
     }
 
-    /// Sends a request with the request timeout, classifying failures: one that comes
-    /// of the client's body failing (`fault`) is the client's.
+    /// Sends a request to the endpoint at `addr` with the request timeout, classifying
+    /// failures: one that comes of the client's body failing (`fault`) is the client's.
     async fn send(
         &self,
-        mut req: Request<ProxyBody>,
+        req: Request<ProxyBody>,
+        addr: SocketAddr,
         version: Version,
         fault: &ClientBodyFault,
         limit: Duration,
     ) -> Attempt {
-        let client = if version == Version::HTTP_2 {
-            &self.http2
-        } else {
-            *req.version_mut() = Version::HTTP_11;
-            &self.http1
+        let sent = async {
+            if version == Version::HTTP_2 {
+                match self.http2.request(req).await {
+                    Ok(resp) => Ok(resp.map(boxed::<Incoming>)),
+                    Err(e) => Err((e.is_connect(), error_chain(&e))),
+                }
+            } else {
+                self.http1
+                    .send(addr, http1_request(req))
+                    .await
+                    .map_err(|e| (e.is_connect(), error_chain(&e)))
+            }
         };
-        match tokio::time::timeout(limit, client.request(req)).await {
+        match tokio::time::timeout(limit, sent).await {
             Err(_) => Attempt::Timeout(limit),
-            Ok(Ok(resp)) => Attempt::Response(resp.map(boxed::<Incoming>)),
-            Ok(Err(e)) if fault.is_set() => Attempt::ClientBody(error_chain(&e)),
-            Ok(Err(e)) if e.is_connect() => Attempt::Connect(error_chain(&e)),
-            Ok(Err(e)) => Attempt::Reset(error_chain(&e)),
+            Ok(Ok(resp)) => Attempt::Response(resp),
+            Ok(Err((_, e))) if fault.is_set() => Attempt::ClientBody(e),
+            Ok(Err((true, e))) => Attempt::Connect(e),
+            Ok(Err((false, e))) => Attempt::Reset(e),
         }
     }
 
@@ -679,7 +696,7 @@ impl Mesh {
         limit: Duration,
     ) -> Attempt {
         let Some(sidecar) = self.local.get(addr) else {
-            return self.send(req, version, fault, limit).await;
+            return self.send(req, addr, version, fault, limit).await;
         };
         if version != Version::HTTP_2 {
             *req.version_mut() = Version::HTTP_11;
@@ -988,6 +1005,20 @@ fn upstream_uri(
             "invalid request target",
         ))
     })
+}
+
+/// `req` as it goes over an HTTP/1.1 connection to its endpoint: HTTP/1.1, the target in
+/// origin form, a Host header (the endpoint's authority when the client sent none).
+fn http1_request(mut req: Request<ProxyBody>) -> Request<ProxyBody> {
+    *req.version_mut() = Version::HTTP_11;
+    if !req.headers().contains_key(header::HOST)
+        && let Some(a) = req.uri().authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    *req.uri_mut() = origin_form(req.uri());
+    req
 }
 
 /// A request target as an HTTP/1.1 client sends it: the path and query alone.
