@@ -97,15 +97,17 @@ impl Samples for IstioSeries {
     fn sample<'a>(&'a self, canary: Measured<'a>) -> BoxFuture<'a, Result<Sample, QueryError>> {
         Box::pin(async move {
             let sel = istio_selector(&canary);
-            let count = |q: String| async move {
-                let v = self.prometheus.query(&self.address, &q).await?;
-                Ok::<u64, QueryError>(v.max(0.0) as u64)
-            };
-            let total = count(format!("sum(istio_requests_total{{{sel}}}) or vector(0)")).await?;
-            let failures = count(format!(
-                "sum(istio_requests_total{{{sel},response_code=~\"5..\"}}) or vector(0)"
-            ))
-            .await?;
+            // Totals and failures from one query, so both are of the same evaluation:
+            // two queries could straddle a scrape and count more failures than requests.
+            let by_code = self
+                .prometheus
+                .query_by(
+                    &self.address,
+                    &format!("sum by (response_code) (istio_requests_total{{{sel}}})"),
+                    "response_code",
+                )
+                .await?;
+            let (total, failures) = totals_by_code(&by_code);
             let by_le = self
                 .prometheus
                 .query_by(
@@ -122,6 +124,23 @@ impl Samples for IstioSeries {
             })
         })
     }
+}
+
+/// Requests in all, and those answered with a 5xx, of per-response-code counters.
+pub fn totals_by_code(by_code: &[(String, f64)]) -> (u64, u64) {
+    let count = |v: f64| v.max(0.0) as u64;
+    let total = by_code.iter().map(|(_, v)| count(*v)).sum();
+    let failures = by_code
+        .iter()
+        .filter(|(code, _)| is_server_error_code(code))
+        .map(|(_, v)| count(*v))
+        .sum();
+    (total, failures)
+}
+
+/// Whether a `response_code` label names a 5xx answer.
+fn is_server_error_code(code: &str) -> bool {
+    code.len() == 3 && code.starts_with('5') && code.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether a measurement is due: never taken, or the interval has passed since.
@@ -194,5 +213,33 @@ mod tests {
             "reporter=\"destination\",destination_workload_namespace=\"default\",destination_workload=\"mockb-v1-5f6d\",destination_service_name=\"mockb\""
         );
         assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+    }
+
+    #[test]
+    fn totals_and_failures_come_of_one_set_of_counters() {
+        let by_code = |pairs: &[(&str, f64)]| -> Vec<(String, f64)> {
+            pairs.iter().map(|(c, n)| (c.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            totals_by_code(&by_code(&[
+                ("200", 70.0),
+                ("503", 20.0),
+                ("500", 5.0),
+                ("404", 3.0)
+            ])),
+            (98, 25)
+        );
+        // No series yet: nothing counted.
+        assert_eq!(totals_by_code(&[]), (0, 0));
+        // Only three-digit 5xx codes fail.
+        assert_eq!(
+            totals_by_code(&by_code(&[
+                ("5", 1.0),
+                ("5000", 1.0),
+                ("", 1.0),
+                ("599", 1.0)
+            ])),
+            (4, 1)
+        );
     }
 }

@@ -88,7 +88,8 @@ pub fn judge(
             ),
         );
     }
-    let failures = cur.failures.saturating_sub(base.failures);
+    // Never more failures than requests, should a source read its two counters apart.
+    let failures = cur.failures.saturating_sub(base.failures).min(requests);
     if let Some(sr) = &metric.success_rate {
         let rate = 1.0 - failures as f64 / requests as f64;
         let text = format!(

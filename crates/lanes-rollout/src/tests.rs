@@ -702,3 +702,28 @@ fn step_replicas_round_up_percentages() {
     assert_eq!(step_replicas(Some(&IntOrString::Int(2)), 5), 2);
     assert_eq!(step_replicas(None, 5), 1);
 }
+
+#[test]
+fn a_success_rate_is_never_below_zero_when_failures_outrun_requests() {
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    with_analysis(&mut r, "pause");
+    observe(&mut r, vec![], 0, 0, 0);
+    observe(&mut r, vec![canary("a:2", 1, 1)], 1, 0, 0);
+    // A source that read its failure counter after a later scrape than its total.
+    let d = observe(&mut r, vec![canary("a:2", 1, 1)], 7, 26, 70);
+    let last = d
+        .status
+        .analysis
+        .as_ref()
+        .unwrap()
+        .measurements
+        .last()
+        .unwrap();
+    assert_eq!(last.value, Some(0.0), "{last:?}");
+    assert!(
+        last.message
+            .as_deref()
+            .is_some_and(|m| m.contains("success rate 0.000 over 26")),
+        "{last:?}"
+    );
+}
