@@ -272,7 +272,7 @@ impl Mesh {
     }
 
     /// Handles a request at the ingress gateway.
-    pub async fn gateway(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn gateway(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let hops = guard::hops(req.headers());
         if let Some(refused) = self.refuse_loop(hops, || "gateway".into()) {
@@ -310,6 +310,7 @@ impl Mesh {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
             }
         };
+        with_trace_id(req.headers_mut(), group.trace_header.as_ref());
         let routed = Routed {
             side: Side::Gateway,
             service,
@@ -961,6 +962,22 @@ fn subset_key<'a>(service: &'a Service, subset: &'a Subset) -> SubsetKey<'a> {
     }
 }
 
+/// Gives a request entering the mesh its lane group's trace header when it has none: a
+/// random id (as Envoy does for `x-request-id`), so the lane can be found again by trace
+/// at a baseline hop although the client sent no id.
+fn with_trace_id(headers: &mut HeaderMap, trace_header: Option<&HeaderName>) {
+    if let Some(h) = trace_header
+        && !headers.contains_key(h)
+    {
+        let id = uuid::Uuid::new_v4();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut text);
+        if let Ok(v) = HeaderValue::from_str(text) {
+            headers.insert(h.clone(), v);
+        }
+    }
+}
+
 /// The values of every lane group's trace header a request carries.
 fn trace_values<'h>(routing: &'h Routing, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> {
     routing
@@ -1180,6 +1197,25 @@ mod tests {
             .iter()
             .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
             .collect()
+    }
+
+    #[test]
+    fn a_request_without_its_groups_trace_header_gets_a_random_one_and_keeps_its_own() {
+        let h = HeaderName::from_static("my-request-id");
+        let mut none = HeaderMap::new();
+        with_trace_id(&mut none, Some(&h));
+        let mut other = HeaderMap::new();
+        with_trace_id(&mut other, Some(&h));
+        let (a, b) = (&none[&h], &other[&h]);
+        assert_eq!(a.len(), 36, "{a:?}");
+        assert!(uuid::Uuid::parse_str(a.to_str().unwrap()).is_ok(), "{a:?}");
+        assert_ne!(a, b, "each request its own id");
+        let mut own = headers(&[("my-request-id", "client-1")]);
+        with_trace_id(&mut own, Some(&h));
+        assert_eq!(own[&h], "client-1");
+        let mut no_group_header = HeaderMap::new();
+        with_trace_id(&mut no_group_header, None);
+        assert!(no_group_header.is_empty());
     }
 
     #[test]

@@ -85,6 +85,26 @@ async fn the_lane_survives_a_fallback_hop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_no_trace_id_keeps_its_lane_across_a_baseline_hop() {
+    // The gateway gives each request the group's trace header (my-request-id), which the
+    // applications forward: mockb's baseline still calls mockc's canary.
+    let c = Cluster::start(&manifests(), chain_pods(&["mocka", "mockc"]), settings()).await;
+    for _ in 0..10 {
+        let (status, _, body) = c
+            .request(
+                Request::get("/mock")
+                    .header("host", "example.com")
+                    .header("x-asm-prefer-tag", "canary")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(versions(&body), ["v2", "v1", "v2"], "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_canary_lane_falls_back_everywhere() {
     let c = Cluster::start(&manifests(), chain_pods(&[]), settings()).await;
     let (status, headers, body) = c.get("canary", "10000").await;
