@@ -32,6 +32,7 @@ use crate::metrics::{
 use crate::outlier::{Outliers, is_gateway_failure};
 use crate::routing::{
     Choice, FallbackReason, Routing, RoutingError, Service, Subset, endpoint_authority,
+    traceparent_id,
 };
 use crate::upstream::{Http1Pool, PoolSettings};
 
@@ -387,9 +388,7 @@ impl Mesh {
         let port = lanes_routes::host::strip_port(&host).len();
         let port = host.get(port + 1..).and_then(|p| p.parse().ok());
         let trace = group
-            .and_then(|g| g.trace_header.as_ref())
-            .and_then(|h| req.headers().get(h))
-            .and_then(|v| v.to_str().ok())
+            .and_then(|g| g.trace_keys(req.headers()).next())
             .map(str::to_string);
         let routed = Routed {
             side: Side::Outbound,
@@ -441,13 +440,10 @@ impl Mesh {
                 .get(&group.route_header)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| group.lane(v.trim()));
-            let trace = group
-                .trace_header
-                .as_ref()
-                .and_then(|h| req.headers().get(h))
-                .and_then(|v| v.to_str().ok());
-            if let (Some(lane), Some(trace)) = (lane, trace) {
-                sidecar.correlation.record(trace, lane.clone());
+            if let Some(lane) = lane {
+                for key in group.trace_keys(req.headers()) {
+                    sidecar.correlation.record(key, lane.clone());
+                }
             }
         }
         let pod = &sidecar.pod;
@@ -978,7 +974,8 @@ fn with_trace_id(headers: &mut HeaderMap, trace_header: Option<&HeaderName>) {
     }
 }
 
-/// The values of every lane group's trace header a request carries.
+/// The values of every lane group's trace header a request carries, then the trace id
+/// of its W3C `traceparent`.
 fn trace_values<'h>(routing: &'h Routing, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> {
     routing
         .groups
@@ -986,6 +983,7 @@ fn trace_values<'h>(routing: &'h Routing, headers: &'h HeaderMap) -> impl Iterat
         .filter_map(|g| g.trace_header.as_ref())
         .filter_map(|h| headers.get(h))
         .filter_map(|v| v.to_str().ok())
+        .chain(traceparent_id(headers))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

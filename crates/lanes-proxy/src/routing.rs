@@ -211,6 +211,17 @@ impl Group {
         self.lanes.iter().map(|l| &l.name).find(|l| &***l == name)
     }
 
+    /// The keys a request's trace is known by, in order: the group's trace header value,
+    /// then the trace id of its W3C `traceparent`.
+    pub fn trace_keys<'h>(&self, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> {
+        let own = self
+            .trace_header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok());
+        own.into_iter().chain(traceparent_id(headers))
+    }
+
     /// The lane whose selector a pod's labels match.
     pub fn lane_of_pod(&self, labels: &BTreeMap<String, String>) -> Option<&Arc<str>> {
         self.lanes
@@ -575,7 +586,7 @@ impl Routing {
         &self,
         group: &Group,
         headers: &HeaderMap,
-        correlate: impl FnOnce(&str) -> Option<Arc<str>>,
+        correlate: impl Fn(&str) -> Option<Arc<str>>,
         pod_labels: Option<&BTreeMap<String, String>>,
     ) -> Option<(Arc<str>, LaneSource)> {
         if let Some(lane) = headers
@@ -591,13 +602,9 @@ impl Routing {
             return Some((lane.clone(), LaneSource::Baggage));
         }
         if group.permissive
-            && let Some(trace) = group
-                .trace_header
-                .as_ref()
-                .and_then(|h| headers.get(h))
-                .and_then(|v| v.to_str().ok())
-            && let Some(lane) = correlate(trace)
-            && let Some(lane) = group.lane(&lane)
+            && let Some(lane) = group
+                .trace_keys(headers)
+                .find_map(|key| correlate(key).and_then(|lane| group.lane(&lane)))
         {
             return Some((lane.clone(), LaneSource::Correlation));
         }
@@ -673,6 +680,35 @@ impl Routing {
     }
 }
 
+/// W3C trace context, whose trace id OpenTelemetry applications forward on their calls.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`, the
+/// trace id not all zeros): a second trace key, for applications that forward only it.
+pub fn traceparent_id(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim();
+    let mut fields = value.split('-');
+    let (version, trace, parent, flags) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let is_hex = |f: &str, len: usize| {
+        f.len() == len
+            && f.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = is_hex(version, 2)
+        && version != "ff"
+        && (version != "00" || fields.next().is_none())
+        && is_hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && is_hex(parent, 16)
+        && is_hex(flags, 2);
+    valid.then_some(trace)
+}
+
 /// W3C baggage, where a lane may travel as a member named like the route header.
 const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
@@ -695,6 +731,33 @@ pub fn baggage_member(headers: &HeaderMap, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_traceparent_gives_its_trace_id_and_a_malformed_one_nothing() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(TRACEPARENT, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let ok = with(&format!("00-{id}-00f067aa0ba902b7-01"));
+        assert_eq!(traceparent_id(&ok), Some(id));
+        // A later version may add fields.
+        let later = with(&format!("01-{id}-00f067aa0ba902b7-01-extra"));
+        assert_eq!(traceparent_id(&later), Some(id));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string(),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}-00f067aa0ba902b7"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("00-{id}x-00f067aa0ba902b7-01"),
+            "garbage".to_string(),
+        ] {
+            assert_eq!(traceparent_id(&with(&bad)), None, "{bad}");
+        }
+        assert_eq!(traceparent_id(&HeaderMap::new()), None);
+    }
     use lanes_routes::{
         GroupRoutes, IngressRouteRule, LaneRoutes, MeshService, ServiceName, ServiceRoutes,
         SubsetRoute,

@@ -105,6 +105,51 @@ async fn a_client_that_sends_no_trace_id_keeps_its_lane_across_a_baseline_hop() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applications_that_forward_only_traceparent_keep_the_lane_across_a_baseline_hop() {
+    // The applications pass on W3C traceparent alone (not my-request-id): the sidecars
+    // correlate by its trace id.
+    let c = Cluster::start(
+        &manifests(),
+        w3c_chain_pods(&["mocka", "mockc"]),
+        settings(),
+    )
+    .await;
+    for i in 0..10 {
+        let (status, headers, body) = c
+            .request(
+                Request::get("/mock")
+                    .header("host", "example.com")
+                    .header("x-asm-prefer-tag", "canary")
+                    .header(
+                        "traceparent",
+                        format!("00-4bf92f3577b34da6a3ce929d0e0e{i:04x}-00f067aa0ba902b7-01"),
+                    )
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(versions(&body), ["v2", "v1", "v2"], "{body}");
+        assert_eq!(headers.get("x-lanes-fallback").unwrap(), "canary->base");
+    }
+    // A traceparent that is no valid one is no key: the lane is lost at the baseline hop.
+    let (_, _, body) = c
+        .request(
+            Request::get("/mock")
+                .header("host", "example.com")
+                .header("x-asm-prefer-tag", "canary")
+                .header(
+                    "traceparent",
+                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                )
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(versions(&body), ["v2", "v1", "v1"], "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_canary_lane_falls_back_everywhere() {
     let c = Cluster::start(&manifests(), chain_pods(&[]), settings()).await;
     let (status, headers, body) = c.get("canary", "10000").await;

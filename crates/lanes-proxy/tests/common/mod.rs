@@ -26,8 +26,12 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub enum App {
     /// `-> <app>(version: <v>, ip: <addr>)` then the body of its upstream call, made
-    /// through its sidecar with only the trace header.
-    Sample { upstream: Option<String> },
+    /// through its sidecar with only the trace header `forwards` (`my-request-id`, or
+    /// `traceparent` as an OpenTelemetry application passes it on).
+    Sample {
+        upstream: Option<String>,
+        forwards: &'static str,
+    },
     /// Echo the request body.
     Echo,
     /// Answer this status.
@@ -112,8 +116,8 @@ async fn answer(
     outbound: SocketAddr,
 ) -> Response<Full<Bytes>> {
     match &spec.app {
-        App::Sample { upstream } => {
-            let trace = req.headers().get("my-request-id").cloned();
+        App::Sample { upstream, forwards } => {
+            let trace = req.headers().get(*forwards).cloned();
             let mut text = format!(
                 "-> {}(version: {}, ip: {})",
                 spec.service,
@@ -123,7 +127,7 @@ async fn answer(
             if let Some(url) = upstream {
                 let mut up = Request::get(url.as_str());
                 if let Some(t) = trace {
-                    up = up.header("my-request-id", t);
+                    up = up.header(*forwards, t);
                 }
                 match send_via(outbound, up.body(Full::new(Bytes::new())).unwrap()).await {
                     Ok((_, body)) => text.push_str(&body),
@@ -377,7 +381,19 @@ pub fn versions(body: &str) -> Vec<String> {
 pub fn sample(upstream: Option<&str>) -> App {
     App::Sample {
         upstream: upstream.map(str::to_string),
+        forwards: "my-request-id",
     }
+}
+
+/// The article's chain, its applications forwarding only `traceparent`.
+pub fn w3c_chain_pods(canaries: &[&str]) -> Vec<PodSpec> {
+    let mut pods = chain_pods(canaries);
+    for p in &mut pods {
+        if let App::Sample { forwards, .. } = &mut p.app {
+            *forwards = "traceparent";
+        }
+    }
+    pods
 }
 
 /// The article's three-hop chain: mocka → mockb → mockc.
