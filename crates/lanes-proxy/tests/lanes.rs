@@ -84,21 +84,25 @@ async fn the_lane_survives_a_fallback_hop() {
     );
 }
 
+/// GET /mock through the gateway in the canary lane with `headers` and no
+/// `my-request-id` of the client's.
+fn canary_without_trace_id(headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::get("/mock")
+        .header("host", "example.com")
+        .header("x-asm-prefer-tag", "canary");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::new(Bytes::new())).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_no_trace_id_keeps_its_lane_across_a_baseline_hop() {
     // The gateway gives each request the group's trace header (my-request-id), which the
     // applications forward: mockb's baseline still calls mockc's canary.
     let c = Cluster::start(&manifests(), chain_pods(&["mocka", "mockc"]), settings()).await;
     for _ in 0..10 {
-        let (status, _, body) = c
-            .request(
-                Request::get("/mock")
-                    .header("host", "example.com")
-                    .header("x-asm-prefer-tag", "canary")
-                    .body(Full::new(Bytes::new()))
-                    .unwrap(),
-            )
-            .await;
+        let (status, _, body) = c.request(canary_without_trace_id(&[])).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(versions(&body), ["v2", "v1", "v2"], "{body}");
     }
@@ -115,36 +119,18 @@ async fn applications_that_forward_only_traceparent_keep_the_lane_across_a_basel
     )
     .await;
     for i in 0..10 {
+        let parent = format!("00-4bf92f3577b34da6a3ce929d0e0e{i:04x}-00f067aa0ba902b7-01");
         let (status, headers, body) = c
-            .request(
-                Request::get("/mock")
-                    .header("host", "example.com")
-                    .header("x-asm-prefer-tag", "canary")
-                    .header(
-                        "traceparent",
-                        format!("00-4bf92f3577b34da6a3ce929d0e0e{i:04x}-00f067aa0ba902b7-01"),
-                    )
-                    .body(Full::new(Bytes::new()))
-                    .unwrap(),
-            )
+            .request(canary_without_trace_id(&[("traceparent", &parent)]))
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(versions(&body), ["v2", "v1", "v2"], "{body}");
         assert_eq!(headers.get("x-lanes-fallback").unwrap(), "canary->base");
     }
     // A traceparent that is no valid one is no key: the lane is lost at the baseline hop.
+    let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
     let (_, _, body) = c
-        .request(
-            Request::get("/mock")
-                .header("host", "example.com")
-                .header("x-asm-prefer-tag", "canary")
-                .header(
-                    "traceparent",
-                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-                )
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
+        .request(canary_without_trace_id(&[("traceparent", zero)]))
         .await;
     assert_eq!(versions(&body), ["v2", "v1", "v1"], "{body}");
 }
