@@ -2,7 +2,9 @@
 //! answers any path with `-> <app>(version: <version>, ip: <POD_IP>)` followed by the
 //! body of its `upstream_url`, called through `HTTP_PROXY` with the trace headers of the
 //! request it serves (never the route header). `FAIL_RATE` (0..1) answers that share of
-//! requests with 500, `LATENCY_MS` delays every answer.
+//! requests with 500, `LATENCY_MS` delays every answer, `FORWARD_HEADERS` (a comma-separated
+//! subset of the trace headers, say `traceparent` alone, as an OpenTelemetry application
+//! passes on) narrows what is forwarded.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -52,6 +54,8 @@ pub struct SampleConfig {
     pub fail_rate: f64,
     /// Delay of every answer.
     pub latency: Duration,
+    /// The trace headers forwarded on the upstream call (all of them by default).
+    pub forward: Vec<&'static str>,
 }
 
 /// `v<major>` of an image's tag (`go-http-sample:2.0` → `v2`), if it has one.
@@ -71,7 +75,7 @@ impl SampleConfig {
     /// Reads the configuration from environment variables: `app`, `version` (overridden
     /// by the major of `LANES_IMAGE`'s tag), `POD_IP`, `LANES_LISTEN` (or
     /// `POD_IP:PORT`, port 8000 by default), `upstream_url`, `HTTP_PROXY`, `FAIL_RATE`,
-    /// `LATENCY_MS`.
+    /// `LATENCY_MS`, `FORWARD_HEADERS`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<SampleConfig, String> {
         let ip = get("POD_IP").unwrap_or_else(|| "127.0.0.1".into());
         let port = get("PORT").unwrap_or_else(|| "8000".into());
@@ -106,6 +110,10 @@ impl SampleConfig {
                     format!("LATENCY_MS {s:?} must be a whole number of milliseconds")
                 })?),
             };
+        let forward = match get("FORWARD_HEADERS") {
+            None => TRACE_HEADERS.to_vec(),
+            Some(list) => forwarded_headers(&list)?,
+        };
         let version = get("LANES_IMAGE")
             .and_then(|i| version_of_image(&i))
             .or_else(|| get("version"))
@@ -119,8 +127,30 @@ impl SampleConfig {
             proxy,
             fail_rate,
             latency,
+            forward,
         })
     }
+}
+
+/// The trace headers a `FORWARD_HEADERS` list names (case-insensitive, comma-separated);
+/// a name that is no trace header is an error naming it.
+fn forwarded_headers(list: &str) -> Result<Vec<&'static str>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            TRACE_HEADERS
+                .iter()
+                .find(|t| t.eq_ignore_ascii_case(n))
+                .copied()
+                .ok_or_else(|| {
+                    format!(
+                        "FORWARD_HEADERS names {n:?}, which is no trace header ({})",
+                        TRACE_HEADERS.join(", ")
+                    )
+                })
+        })
+        .collect()
 }
 
 /// A connection to the proxy, marked as proxied so requests go in absolute form.
@@ -282,9 +312,9 @@ async fn call_upstream(
 ) -> Result<(StatusCode, String), String> {
     let uri: Uri = url.parse().map_err(|_| format!("invalid url {url:?}"))?;
     let mut req = Request::get(uri);
-    for name in TRACE_HEADERS {
-        for v in incoming.get_all(name) {
-            req = req.header(name, v);
+    for name in &sample.config.forward {
+        for v in incoming.get_all(*name) {
+            req = req.header(*name, v);
         }
     }
     let req = req
@@ -417,6 +447,16 @@ mod tests {
             SampleConfig::from_env(env(&[("LATENCY_MS", "x")]))
                 .unwrap_err()
                 .contains("LATENCY_MS")
+        );
+        assert_eq!(c.forward, TRACE_HEADERS);
+        let only = SampleConfig::from_env(env(&[("FORWARD_HEADERS", " TraceParent ,tracestate")]));
+        assert_eq!(only.unwrap().forward, ["traceparent", "tracestate"]);
+        let err =
+            SampleConfig::from_env(env(&[("FORWARD_HEADERS", "traceparent,x-asm-prefer-tag")]))
+                .unwrap_err();
+        assert!(
+            err.contains("\"x-asm-prefer-tag\"") && err.contains("FORWARD_HEADERS"),
+            "{err}"
         );
     }
 }

@@ -373,3 +373,80 @@ fn stopping_lanes_up_stops_its_pods() {
         );
     }
 }
+
+/// A canary (v2) of `APP` calling `UPSTREAM`, forwarding only W3C traceparent.
+const W3C_CANARY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: APP-canary
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: APP
+      ASM_TRAFFIC_TAG: canary
+  template:
+    metadata:
+      labels:
+        app: APP
+        ASM_TRAFFIC_TAG: canary
+    spec:
+      containers:
+        - name: default
+          image: registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0
+          env:
+            - name: app
+              value: APP
+            - name: upstream_url
+              value: "UPSTREAM"
+            - name: FORWARD_HEADERS
+              value: traceparent
+          ports:
+            - containerPort: 8000
+"#;
+
+/// The article's v2 -> v1 -> v2 case (mockb has no canary) with applications that pass
+/// on only W3C traceparent, as OpenTelemetry-instrumented ones do, and a client that
+/// sends no my-request-id: mockb's baseline sidecar finds the lane by the trace id.
+#[test]
+fn applications_forwarding_only_traceparent_keep_the_canary_lane() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/00-gateway.yaml"]);
+    let apps = std::fs::read_to_string(repo().join("examples/seed/10-apps.yaml")).unwrap();
+    let only_traceparent = apps.replace(
+        "          env:\n",
+        "          env:\n            - name: FORWARD_HEADERS\n              value: traceparent\n",
+    );
+    assert_eq!(only_traceparent.matches("FORWARD_HEADERS").count(), 3);
+    apply_text(&d, &only_traceparent);
+    d.ok(&["apply", "-f", "examples/seed/20-lanes.yaml"]);
+    for (app, upstream) in [("mocka", "http://mockb:8000/"), ("mockc", "")] {
+        apply_text(
+            &d,
+            &W3C_CANARY.replace("APP", app).replace("UPSTREAM", upstream),
+        );
+    }
+    settled(&d, 5);
+    let canary = |i: u32| {
+        let parent = format!("00-0af7651916cd43dd8448eb211c80{i:04x}-b7ad6b7169203331-01");
+        http_get(
+            &d.gateway,
+            "/mock",
+            &[("x-asm-prefer-tag", "canary"), ("traceparent", &parent)],
+        )
+    };
+    eventually(Duration::from_secs(30), || {
+        (versions(&canary(0).2) == ["v2", "v1", "v2"]).then_some(())
+    });
+    for i in 1..=20 {
+        let (status, headers, body) = canary(i);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(versions(&body), ["v2", "v1", "v2"], "{body}");
+        assert_eq!(header(&headers, "x-lanes-fallback"), Some("canary->base"));
+    }
+    // The samples did forward traceparent alone: mockb's baseline got no trace id of
+    // the gateway's to correlate by.
+    let pods = d.ok(&["get", "po", "-l", "app=mockb", "-o", "json"]);
+    assert!(pods.contains("FORWARD_HEADERS"), "{pods}");
+}
