@@ -42,6 +42,8 @@ pub enum App {
     Hang,
     /// Nothing listens (connection refused).
     Refuse,
+    /// The test's own server at this address is the pod's application.
+    At(SocketAddr),
 }
 
 /// A pod to start.
@@ -149,7 +151,7 @@ async fn answer(
             *r.status_mut() = StatusCode::from_u16(*code).unwrap();
             r
         }
-        App::Reset | App::Hang | App::Refuse => unreachable!(),
+        App::Reset | App::Hang | App::Refuse | App::At(_) => unreachable!(),
     }
 }
 
@@ -176,6 +178,9 @@ pub async fn send_via(
 }
 
 async fn start_app(spec: PodSpec, outbound: SocketAddr, stop: watch::Receiver<bool>) -> SocketAddr {
+    if let App::At(addr) = spec.app {
+        return addr;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let me = listener.local_addr().unwrap();
     if matches!(spec.app, App::Refuse) {
