@@ -81,21 +81,22 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-const MOCKB_CANARY: &str = r#"
+/// A canary (v2) Deployment of `APP` calling `UPSTREAM`, `EXTRAENV` for more variables.
+const CANARY: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: mockb-canary
+  name: APP-canary
 spec:
   replicas: 1
   selector:
     matchLabels:
-      app: mockb
+      app: APP
       ASM_TRAFFIC_TAG: canary
   template:
     metadata:
       labels:
-        app: mockb
+        app: APP
         ASM_TRAFFIC_TAG: canary
     spec:
       containers:
@@ -105,13 +106,26 @@ spec:
             - name: version
               value: v1
             - name: app
-              value: mockb
+              value: APP
             - name: upstream_url
-              value: "http://mockc:8000/"
-            FAILENV
+              value: "UPSTREAM"
+            EXTRAENV
           ports:
             - containerPort: 8000
 "#;
+
+/// The canary of `app` calling `upstream`, with `extra_env` (YAML list items) added.
+fn canary_deployment(app: &str, upstream: &str, extra_env: &str) -> String {
+    CANARY
+        .replace("APP", app)
+        .replace("UPSTREAM", upstream)
+        .replace("            EXTRAENV\n", extra_env)
+}
+
+/// mockb's canary, calling mockc.
+fn mockb_canary(extra_env: &str) -> String {
+    canary_deployment("mockb", "http://mockc:8000/", extra_env)
+}
 
 #[test]
 fn the_articles_first_curl_and_a_hand_made_canary() {
@@ -139,7 +153,7 @@ fn the_articles_first_curl_and_a_hand_made_canary() {
     assert_eq!(header(&headers, "x-lanes-fallback"), Some("canary->base"));
 
     // A hand-made canary of mockb.
-    apply_text(&d, &MOCKB_CANARY.replace("            FAILENV\n", ""));
+    apply_text(&d, &mockb_canary(""));
     settled(&d, 4);
     eventually(Duration::from_secs(20), || {
         let (_, _, body) = curl(&d, "canary", "10001");
@@ -175,10 +189,7 @@ fn a_failing_canary_is_served_by_the_baseline_through_fallback() {
     d.ok(&["apply", "-f", "examples/seed/"]);
     apply_text(
         &d,
-        &MOCKB_CANARY.replace(
-            "            FAILENV\n",
-            "            - name: FAIL_RATE\n              value: \"1\"\n",
-        ),
+        &mockb_canary("            - name: FAIL_RATE\n              value: \"1\"\n"),
     );
     settled(&d, 4);
     let base = {
@@ -374,37 +385,9 @@ fn stopping_lanes_up_stops_its_pods() {
     }
 }
 
-/// A canary (v2) of `APP` calling `UPSTREAM`, forwarding only W3C traceparent.
-const W3C_CANARY: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: APP-canary
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: APP
-      ASM_TRAFFIC_TAG: canary
-  template:
-    metadata:
-      labels:
-        app: APP
-        ASM_TRAFFIC_TAG: canary
-    spec:
-      containers:
-        - name: default
-          image: registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0
-          env:
-            - name: app
-              value: APP
-            - name: upstream_url
-              value: "UPSTREAM"
-            - name: FORWARD_HEADERS
-              value: traceparent
-          ports:
-            - containerPort: 8000
-"#;
+/// The sample's variable to pass on W3C traceparent alone, as a YAML env list item.
+const FORWARD_ONLY_TRACEPARENT: &str =
+    "            - name: FORWARD_HEADERS\n              value: traceparent\n";
 
 /// The article's v2 -> v1 -> v2 case (mockb has no canary) with applications that pass
 /// on only W3C traceparent, as OpenTelemetry-instrumented ones do, and a client that
@@ -416,7 +399,7 @@ fn applications_forwarding_only_traceparent_keep_the_canary_lane() {
     let apps = std::fs::read_to_string(repo().join("examples/seed/10-apps.yaml")).unwrap();
     let only_traceparent = apps.replace(
         "          env:\n",
-        "          env:\n            - name: FORWARD_HEADERS\n              value: traceparent\n",
+        &format!("          env:\n{FORWARD_ONLY_TRACEPARENT}"),
     );
     assert_eq!(only_traceparent.matches("FORWARD_HEADERS").count(), 3);
     apply_text(&d, &only_traceparent);
@@ -424,7 +407,7 @@ fn applications_forwarding_only_traceparent_keep_the_canary_lane() {
     for (app, upstream) in [("mocka", "http://mockb:8000/"), ("mockc", "")] {
         apply_text(
             &d,
-            &W3C_CANARY.replace("APP", app).replace("UPSTREAM", upstream),
+            &canary_deployment(app, upstream, FORWARD_ONLY_TRACEPARENT),
         );
     }
     settled(&d, 5);
