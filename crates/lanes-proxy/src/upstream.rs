@@ -140,12 +140,11 @@ impl Http1Pool {
         })
     }
 
-    /// The newest idle connection to `addr` that is still open, once it is ready.
+    /// The newest idle connection to `addr` that is still open and ready.
     async fn checkout(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
         loop {
             let mut sender = self.inner.take_idle(addr)?;
-            // A connection goes back when its response body ends, which may be a moment
-            // before the connection itself has taken that in.
+            // Only ready connections are kept; one that has closed since fails here.
             if sender.ready().await.is_ok() {
                 return Some(sender);
             }
@@ -270,10 +269,35 @@ struct Checkin {
 }
 
 impl Checkin {
+    /// Back to the pool: at once when the connection is ready for another request (the
+    /// rule), else once it is (its request body may still be going out after an early
+    /// answer), so that no later request waits on it.
     fn give_back(self) {
-        if let Some(pool) = self.pool.upgrade() {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if self.sender.is_ready() {
             pool.put_idle(self.addr, self.sender);
+            return;
         }
+        if self.sender.is_closed() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Checkin {
+            pool,
+            addr,
+            mut sender,
+        } = self;
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok()
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.put_idle(addr, sender);
+            }
+        });
     }
 }
 

@@ -29,6 +29,8 @@ enum Answer {
     KeepAlive,
     /// `hello`, then the server closes the connection.
     Close,
+    /// `hello` at once, the request body read to its end afterwards.
+    Early,
 }
 
 /// A server on 127.0.0.1 port 0 answering `answer`; returns its address and a count of
@@ -51,7 +53,9 @@ async fn server(answer: Answer) -> (SocketAddr, Arc<AtomicUsize>) {
                         resp.headers_mut()
                             .insert(header::CONNECTION, "close".parse().unwrap());
                     }
-                    drop(req);
+                    if let Answer::Early = answer {
+                        tokio::spawn(async move { req.into_body().collect().await });
+                    }
                     Ok::<_, Infallible>(resp)
                 });
                 let _ = http1::Builder::new()
@@ -214,4 +218,38 @@ async fn a_stale_connection_the_server_dropped_while_idle_is_passed_over() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_connection_still_sending_a_request_body_is_not_lent_to_the_next_request() {
+    // The server answers at once, before the request body has arrived; the first
+    // request's body then stays open (a slow upload), its connection busy.
+    let (addr, accepted) = server(Answer::Early).await;
+    let pool = pool(Duration::from_secs(30));
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(http_body::Frame::data(b)), rx))
+    });
+    let upload = Request::post("/")
+        .header(header::HOST, addr.to_string())
+        .body(lanes_proxy::body::boxed(http_body_util::StreamBody::new(
+            frames,
+        )))
+        .unwrap();
+    let (status, _) = read(pool.send(addr, upload).await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    // The next request does not wait for the upload to end: it gets a connection of
+    // its own.
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), async {
+        read(pool.send(addr, get(addr)).await.unwrap()).await
+    })
+    .await
+    .expect("the second request is not held behind the first one's upload");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Once the upload ends, its connection comes back to the pool too.
+    drop(body_tx);
+    assert_eq!(until_idle(&pool, addr, 2).await, 2);
 }
