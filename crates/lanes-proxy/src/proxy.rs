@@ -172,6 +172,23 @@ enum Attempt {
     ClientBody(String),
 }
 
+/// A failed exchange with an endpoint as an attempt: the client's when its body failed
+/// on the way, a connect failure when no connection was made, else a reset.
+fn failed_attempt(
+    no_connection: bool,
+    e: &dyn std::error::Error,
+    fault: &ClientBodyFault,
+) -> Attempt {
+    let text = error_chain(e);
+    if fault.is_set() {
+        Attempt::ClientBody(text)
+    } else if no_connection {
+        Attempt::Connect(text)
+    } else {
+        Attempt::Reset(text)
+    }
+}
+
 /// The answer to a request whose body the client spoiled: a 400, and nothing held
 /// against the upstream.
 fn client_body_error(e: &str) -> Response<ProxyBody> {
@@ -662,23 +679,19 @@ impl Mesh {
         let sent = async {
             if version == Version::HTTP_2 {
                 match self.http2.request(req).await {
-                    Ok(resp) => Ok(resp.map(boxed::<Incoming>)),
-                    Err(e) => Err((e.is_connect(), error_chain(&e))),
+                    Ok(resp) => Attempt::Response(resp.map(boxed::<Incoming>)),
+                    Err(e) => failed_attempt(e.is_connect(), &e, fault),
                 }
             } else {
-                self.http1
-                    .send(addr, http1_request(req))
-                    .await
-                    .map_err(|e| (e.is_connect(), error_chain(&e)))
+                match self.http1.send(addr, http1_request(req)).await {
+                    Ok(resp) => Attempt::Response(resp),
+                    Err(e) => failed_attempt(e.is_connect(), &e, fault),
+                }
             }
         };
-        match tokio::time::timeout(limit, sent).await {
-            Err(_) => Attempt::Timeout(limit),
-            Ok(Ok(resp)) => Attempt::Response(resp),
-            Ok(Err((_, e))) if fault.is_set() => Attempt::ClientBody(e),
-            Ok(Err((true, e))) => Attempt::Connect(e),
-            Ok(Err((false, e))) => Attempt::Reset(e),
-        }
+        tokio::time::timeout(limit, sent)
+            .await
+            .unwrap_or(Attempt::Timeout(limit))
     }
 
     /// Sends a routed request to `addr`: in memory when a sidecar of this process
