@@ -17,13 +17,15 @@ pub const HOP_MARGIN: Duration = Duration::from_millis(250);
 /// The least budget handed on (a hop always gets some time).
 const FLOOR: Duration = Duration::from_millis(50);
 
-/// The time a request has left: what it says, never more than `limit`.
+/// The time a request has left: what it says (its budget header, a gRPC call's
+/// `grpc-timeout`, the shorter of both), never more than `limit`.
 pub fn remaining(headers: &HeaderMap, limit: Duration) -> Duration {
-    headers
+    let budget = headers
         .get(&BUDGET_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(limit, |ms| Duration::from_millis(ms).min(limit))
+        .map_or(limit, |ms| Duration::from_millis(ms).min(limit));
+    crate::grpc::timeout(headers).map_or(budget, |t| t.min(budget))
 }
 
 /// The budget the next hop gets when this hop waits `this_hop` for it.
@@ -56,6 +58,15 @@ mod tests {
         assert_eq!(remaining(&h, limit), limit, "a client cannot raise it");
         set(&mut h, Duration::from_millis(900));
         assert_eq!(remaining(&h, limit), Duration::from_millis(900));
+        h.insert(crate::grpc::TIMEOUT, HeaderValue::from_static("300m"));
+        assert_eq!(
+            remaining(&h, limit),
+            Duration::from_millis(300),
+            "a gRPC deadline"
+        );
+        h.insert(crate::grpc::TIMEOUT, HeaderValue::from_static("2S"));
+        assert_eq!(remaining(&h, limit), Duration::from_millis(900));
+        h.remove(crate::grpc::TIMEOUT);
         // Each hop hands on a margin less: the innermost times out first.
         let hops: Vec<u128> = std::iter::successors(Some(limit), |b| Some(for_next_hop(*b)))
             .take(4)

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -53,10 +55,25 @@ pub struct IstioLabels {
     pub request_protocol: &'static str,
     /// The response status.
     pub response_code: u16,
+    /// The call's `grpc-status` (empty when not a gRPC call, or it ended without one).
+    pub grpc_response_status: GrpcStatus,
     /// Envoy's response flags: `-` when none.
     pub response_flags: &'static str,
     /// `none`: Lanes' sidecars do not speak mutual TLS.
     pub connection_security_policy: &'static str,
+}
+
+/// A `grpc-status` as a label value: the number, or empty when there is none.
+#[derive(Debug, Clone, Copy, Default, Hash, PartialEq, Eq)]
+pub struct GrpcStatus(pub Option<u32>);
+
+impl EncodeLabelValue for GrpcStatus {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self.0 {
+            Some(s) => write!(encoder, "{s}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Envoy's response flag for why the proxy answered instead of the application.
@@ -130,6 +147,8 @@ pub struct Served<'a> {
     pub grpc: bool,
     /// The response status.
     pub code: u16,
+    /// The call's `grpc-status`, when it ended with one.
+    pub grpc_status: Option<u32>,
     /// Why the proxy answered, if it did.
     pub flag: ResponseFlag,
 }
@@ -200,6 +219,7 @@ impl IstioMetrics {
             destination_canonical_revision: to.canonical_revision.clone(),
             request_protocol: if served.grpc { "grpc" } else { "http" },
             response_code: served.code,
+            grpc_response_status: GrpcStatus(served.grpc_status),
             response_flags: served.flag.as_str(),
             connection_security_policy: "none",
         };
@@ -234,6 +254,7 @@ mod tests {
             service: Some(("mocka", "default")),
             grpc: false,
             code: 200,
+            grpc_status: None,
             flag: ResponseFlag::None,
         };
         m.record(&to, &ok, 3.0);
@@ -255,11 +276,26 @@ mod tests {
             destination_service=\"mocka.default.svc.cluster.local\",destination_service_name=\"mocka\",\
             destination_service_namespace=\"default\",destination_canonical_service=\"mocka\",\
             destination_canonical_revision=\"v1\",request_protocol=\"http\",response_code=\"200\",\
-            response_flags=\"-\",connection_security_policy=\"none\"} 2";
+            grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"none\"} 2";
         assert!(t.contains(ok_series), "{t}");
         assert!(
-            t.contains("response_code=\"503\",response_flags=\"UF\""),
+            t.contains("response_code=\"503\",grpc_response_status=\"\",response_flags=\"UF\""),
             "{t}"
+        );
+        m.record(
+            &to,
+            &Served {
+                grpc: true,
+                grpc_status: Some(14),
+                ..ok
+            },
+            1.0,
+        );
+        assert!(
+            text(&m).contains(
+                "request_protocol=\"grpc\",response_code=\"200\",grpc_response_status=\"14\""
+            ),
+            "a failed call is counted with its status whatever the HTTP status: {t}"
         );
         let bucket = |le: &str, code: &str| {
             t.lines()

@@ -22,6 +22,7 @@ use crate::body::{
 use crate::budget;
 use crate::config::{Endpoint, PodIdentity, Settings};
 use crate::correlation::CorrelationTable;
+use crate::grpc;
 use crate::guard::{self, OwnListeners};
 use crate::istio::{Destination, ResponseFlag, Served};
 use crate::local::LocalInbound;
@@ -131,6 +132,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // `te: trailers` is the one TE an HTTP/2 peer may send, and gRPC servers ask for it:
+    // as Envoy does, the proxy passes it on (even when `Connection` names it).
+    let keep_te = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if let Some(conn) = headers
         .get(header::CONNECTION)
         .and_then(|v| v.to_str().ok())
@@ -145,6 +151,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for h in &HOP_BY_HOP {
         headers.remove(h);
+    }
+    if keep_te {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -474,7 +483,7 @@ impl Mesh {
             target.set_port(port);
         }
         let addressed = addressed_service(&routing, &mut req, &pod.namespace);
-        let grpc = is_grpc(req.headers());
+        let grpc = grpc::is_grpc(req.headers());
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let uri = match upstream_uri(endpoint_authority(target), &parts.uri) {
@@ -530,16 +539,16 @@ impl Mesh {
                 ResponseFlag::Timeout,
             ),
         };
-        self.metrics.istio.record(
-            &sidecar.destination,
-            &Served {
-                service: addressed.map(|s| (&*s.name, &*s.namespace)),
-                grpc,
-                code,
-                flag,
-            },
-            started.elapsed().as_secs_f64() * 1000.0,
-        );
+        let report = IstioReport {
+            metrics: self.metrics.clone(),
+            destination: sidecar.destination.clone(),
+            service: addressed.map(|s| (s.name.clone(), s.namespace.clone())),
+            grpc,
+            code,
+            flag,
+            started,
+        };
+        let resp = report.when_done(resp);
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
@@ -802,7 +811,11 @@ impl Mesh {
             let attempt_started = now;
             let attempt = self.send_routed(req, addr, version, &fault, this_try).await;
             let outcome = match &attempt {
-                Attempt::Response(r) if r.status().is_server_error() => AttemptOutcome::Failure,
+                Attempt::Response(r)
+                    if r.status().is_server_error() || grpc::is_failed_call(r.headers()) =>
+                {
+                    AttemptOutcome::Failure
+                }
                 Attempt::Response(_) => AttemptOutcome::Success,
                 Attempt::ClientBody(_) => AttemptOutcome::ClientError,
                 _ => AttemptOutcome::Failure,
@@ -837,6 +850,11 @@ impl Mesh {
                         && !tried_retry =>
                 {
                     Some(FallbackReason::UpstreamStatus)
+                }
+                Attempt::Response(r)
+                    if grpc::is_unavailable(r.headers()) && retry.is_some() && !tried_retry =>
+                {
+                    Some(FallbackReason::GrpcUnavailable)
                 }
                 Attempt::Connect(_) if retry.is_some() && !tried_retry => {
                     Some(FallbackReason::ConnectError)
@@ -1126,12 +1144,49 @@ fn addressed_service<'r, B>(
     routing.service_for_host(host, namespace)
 }
 
-/// Whether a request is a gRPC call (its content type says so).
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/grpc"))
+/// What the Istio series of one request a pod served need, kept until its outcome is
+/// known: at once for plain HTTP, at the trailers for a gRPC call that streams.
+struct IstioReport {
+    metrics: Arc<Metrics>,
+    destination: Destination,
+    service: Option<(Arc<str>, Arc<str>)>,
+    grpc: bool,
+    code: u16,
+    flag: ResponseFlag,
+    started: Instant,
+}
+
+impl IstioReport {
+    /// Reports now when the answer's head says how it ended, else when its body ends.
+    fn when_done(self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        let in_head = grpc::status(resp.headers());
+        if !self.grpc || in_head.is_some() || self.flag != ResponseFlag::None {
+            self.record(in_head);
+            return resp;
+        }
+        resp.map(|body| {
+            boxed(grpc::Outcome::new(body, move |ended| {
+                self.record(match ended {
+                    grpc::Ended::Trailers(s) => s,
+                    grpc::Ended::Cut => None,
+                });
+            }))
+        })
+    }
+
+    fn record(&self, grpc_status: Option<u32>) {
+        self.metrics.istio.record(
+            &self.destination,
+            &Served {
+                service: self.service.as_ref().map(|(n, ns)| (&**n, &**ns)),
+                grpc: self.grpc,
+                code: self.code,
+                grpc_status,
+                flag: self.flag,
+            },
+            self.started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
 }
 
 /// Handles on the per-pod metric families.
@@ -1236,13 +1291,17 @@ mod tests {
             ("connection", "x-private, keep-alive"),
             ("keep-alive", "timeout=5"),
             ("x-private", "1"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("proxy-connection", "keep-alive"),
             ("x-request-id", "r1"),
         ]);
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["host", "x-request-id"]);
+        // gRPC's `te: trailers` is the one TE passed on.
+        let mut h = headers(&[("te", "trailers"), ("connection", "te")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, headers(&[("te", "trailers")]));
 
         let plain = headers(&[("host", "svc"), ("x-lane", "canary")]);
         let mut h = plain.clone();

@@ -261,6 +261,8 @@ pub enum FallbackReason {
     Reset,
     /// The lane's endpoint answered a failure status (500, 502, 503, 504 by default).
     UpstreamStatus,
+    /// The lane's endpoint answered a gRPC call `UNAVAILABLE` in a trailers-only answer.
+    GrpcUnavailable,
     /// The lane's endpoint did not answer within the try's share of the budget.
     Timeout,
 }
@@ -274,6 +276,7 @@ impl FallbackReason {
             FallbackReason::ConnectError => "connect_error",
             FallbackReason::Reset => "reset",
             FallbackReason::UpstreamStatus => "upstream_status",
+            FallbackReason::GrpcUnavailable => "grpc_unavailable",
             FallbackReason::Timeout => "timeout",
         }
     }

@@ -44,6 +44,72 @@ pub enum App {
     Refuse,
     /// The test's own server at this address is the pod's application.
     At(SocketAddr),
+    /// A gRPC application on Python's grpcio (`tests/grpc/peer.py`): `Call` answers
+    /// `-> <app>(version: <v>)` then its upstream's `Call` (a `host:port`), made through
+    /// its sidecar; `unavailable` fails every call `UNAVAILABLE`.
+    Grpc {
+        upstream: Option<&'static str>,
+        unavailable: bool,
+    },
+}
+
+/// A child process, killed with its handle.
+pub struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Python that runs the gRPC peer: `LANES_PYTHON` (the virtual environment
+/// `scripts/test` installs grpcio into), else `python3`.
+pub fn python() -> String {
+    std::env::var("LANES_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The gRPC peer script.
+pub fn grpc_peer() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc/peer.py")
+}
+
+/// Starts the gRPC peer for a pod and waits for its port.
+fn start_grpc_app(spec: &PodSpec, outbound: SocketAddr) -> (SocketAddr, Process) {
+    use std::io::BufRead;
+    let App::Grpc {
+        upstream,
+        unavailable,
+    } = &spec.app
+    else {
+        unreachable!()
+    };
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(grpc_peer())
+        .args(["serve", &spec.service, &spec.version, &outbound.to_string()]);
+    if let Some(u) = upstream {
+        cmd.arg(u);
+    }
+    if *unavailable {
+        cmd.arg("--unavailable");
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python for the gRPC peer");
+    let stdout = child.stdout.take().unwrap();
+    let process = Process(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the gRPC peer did not start (is grpcio installed?): {line:?}"));
+    (SocketAddr::from(([127, 0, 0, 1], port)), process)
 }
 
 /// A pod to start.
@@ -73,6 +139,7 @@ pub struct PodHandle {
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub sidecar: Arc<Sidecar>,
+    pub process: Option<Process>,
 }
 
 impl PodHandle {
@@ -151,7 +218,7 @@ async fn answer(
             *r.status_mut() = StatusCode::from_u16(*code).unwrap();
             r
         }
-        App::Reset | App::Hang | App::Refuse | App::At(_) => unreachable!(),
+        App::Reset | App::Hang | App::Refuse | App::At(_) | App::Grpc { .. } => unreachable!(),
     }
 }
 
@@ -238,7 +305,15 @@ impl Cluster {
             let outbound_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let outbound = outbound_l.local_addr().unwrap();
             let inbound = inbound_l.local_addr().unwrap();
-            let app_addr = start_app(spec.clone(), outbound, stop_rx.clone()).await;
+            let (app_addr, process) = if matches!(spec.app, App::Grpc { .. }) {
+                let (addr, p) = start_grpc_app(&spec, outbound);
+                (addr, Some(p))
+            } else {
+                (
+                    start_app(spec.clone(), outbound, stop_rx.clone()).await,
+                    None,
+                )
+            };
             let labels = BTreeMap::from([
                 ("app".to_string(), spec.service.clone()),
                 ("version".to_string(), spec.version.clone()),
@@ -274,6 +349,7 @@ impl Cluster {
                 inbound,
                 outbound,
                 sidecar,
+                process,
             });
         }
         let gw = TcpListener::bind("127.0.0.1:0").await.unwrap();
