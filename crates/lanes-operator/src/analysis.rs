@@ -99,15 +99,11 @@ impl Samples for IstioSeries {
             let sel = istio_selector(&canary);
             // Totals and failures from one query, so both are of the same evaluation:
             // two queries could straddle a scrape and count more failures than requests.
-            let by_code = self
+            let by_outcome = self
                 .prometheus
-                .query_by(
-                    &self.address,
-                    &format!("sum by (response_code) (istio_requests_total{{{sel}}})"),
-                    "response_code",
-                )
+                .query_by(&self.address, &outcome_query(&sel), OUTCOME)
                 .await?;
-            let (total, failures) = totals_by_code(&by_code);
+            let (total, failures) = totals_by_outcome(&by_outcome);
             let by_le = self
                 .prometheus
                 .query_by(
@@ -126,21 +122,33 @@ impl Samples for IstioSeries {
     }
 }
 
-/// Requests in all, and those answered with a 5xx, of per-response-code counters.
-pub fn totals_by_code(by_code: &[(String, f64)]) -> (u64, u64) {
+/// The label [`outcome_query`] sorts requests by.
+const OUTCOME: &str = "outcome";
+
+/// The canary's requests summed by outcome: `failure` for a 5xx answer (three digits)
+/// or a gRPC call that ended with a status other than `OK` (whatever its HTTP status),
+/// no label for the others.
+pub fn outcome_query(selector: &str) -> String {
+    let series = format!("istio_requests_total{{{selector}}}");
+    let by_code = format!(
+        "label_replace({series}, \"{OUTCOME}\", \"failure\", \"response_code\", \"5[0-9][0-9]\")"
+    );
+    let by_grpc = format!(
+        "label_replace({by_code}, \"{OUTCOME}\", \"failure\", \"grpc_response_status\", \"[1-9][0-9]*\")"
+    );
+    format!("sum by ({OUTCOME}) ({by_grpc})")
+}
+
+/// Requests in all, and the failed ones, of the sums of [`outcome_query`].
+pub fn totals_by_outcome(by_outcome: &[(String, f64)]) -> (u64, u64) {
     let count = |v: f64| v.max(0.0) as u64;
-    let total = by_code.iter().map(|(_, v)| count(*v)).sum();
-    let failures = by_code
+    let total = by_outcome.iter().map(|(_, v)| count(*v)).sum();
+    let failures = by_outcome
         .iter()
-        .filter(|(code, _)| is_server_error_code(code))
+        .filter(|(outcome, _)| outcome == "failure")
         .map(|(_, v)| count(*v))
         .sum();
     (total, failures)
-}
-
-/// Whether a `response_code` label names a 5xx answer.
-fn is_server_error_code(code: &str) -> bool {
-    code.len() == 3 && code.starts_with('5') && code.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether a measurement is due: never taken, or the interval has passed since.
@@ -216,30 +224,31 @@ mod tests {
     }
 
     #[test]
-    fn totals_and_failures_come_of_one_set_of_counters() {
-        let by_code = |pairs: &[(&str, f64)]| -> Vec<(String, f64)> {
+    fn totals_and_failures_come_of_one_set_of_sums() {
+        let by = |pairs: &[(&str, f64)]| -> Vec<(String, f64)> {
             pairs.iter().map(|(c, n)| (c.to_string(), *n)).collect()
         };
         assert_eq!(
-            totals_by_code(&by_code(&[
-                ("200", 70.0),
-                ("503", 20.0),
-                ("500", 5.0),
-                ("404", 3.0)
-            ])),
+            totals_by_outcome(&by(&[("", 73.0), ("failure", 25.0)])),
             (98, 25)
         );
         // No series yet: nothing counted.
-        assert_eq!(totals_by_code(&[]), (0, 0));
-        // Only three-digit 5xx codes fail.
+        assert_eq!(totals_by_outcome(&[]), (0, 0));
+        // A counter reset read as a negative sum counts nothing.
         assert_eq!(
-            totals_by_code(&by_code(&[
-                ("5", 1.0),
-                ("5000", 1.0),
-                ("", 1.0),
-                ("599", 1.0)
-            ])),
-            (4, 1)
+            totals_by_outcome(&by(&[("", 5.0), ("failure", -1.0)])),
+            (5, 0)
+        );
+    }
+
+    #[test]
+    fn the_outcome_query_marks_5xx_answers_and_failed_grpc_calls() {
+        let q = outcome_query("destination_workload=\"w\"");
+        assert!(q.starts_with("sum by (outcome) (label_replace(label_replace(istio_requests_total{destination_workload=\"w\"}"), "{q}");
+        assert!(q.contains("\"response_code\", \"5[0-9][0-9]\""), "{q}");
+        assert!(
+            q.contains("\"grpc_response_status\", \"[1-9][0-9]*\""),
+            "{q}"
         );
     }
 }
