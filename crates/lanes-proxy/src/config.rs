@@ -43,6 +43,11 @@ pub struct Settings {
     /// Upstream statuses that count as a failed attempt and are retried once on the
     /// fallback lane (with connect errors and resets before the response head).
     pub fallback_on_status: Vec<u16>,
+    /// An upgraded connection (a WebSocket) with no byte either way for this long is
+    /// closed.
+    pub upgrade_idle_timeout_ms: u64,
+    /// An upgraded connection is closed this long after it opened; 0: no limit.
+    pub upgrade_max_duration_ms: u64,
 }
 
 impl Default for Settings {
@@ -61,6 +66,8 @@ impl Default for Settings {
             pool_max_idle_per_host: 64,
             max_hops: 32,
             fallback_on_status: vec![500, 502, 503, 504],
+            upgrade_idle_timeout_ms: 300_000,
+            upgrade_max_duration_ms: 0,
         }
     }
 }
@@ -85,6 +92,14 @@ impl Settings {
             first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_connections: self.max_connections.max(1),
+        }
+    }
+    /// The limits of an upgraded connection's tunnel.
+    pub fn tunnel_limits(&self) -> crate::upgrade::TunnelLimits {
+        crate::upgrade::TunnelLimits {
+            idle: Duration::from_millis(self.upgrade_idle_timeout_ms.max(1)),
+            max_duration: (self.upgrade_max_duration_ms > 0)
+                .then(|| Duration::from_millis(self.upgrade_max_duration_ms)),
         }
     }
     /// Correlation TTL.

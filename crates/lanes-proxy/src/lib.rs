@@ -20,6 +20,7 @@ pub mod outlier;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod upgrade;
 pub mod upstream;
 
 pub use config::{Endpoint, ListenerLimits, PodIdentity, ProxyFile, Role, Settings};

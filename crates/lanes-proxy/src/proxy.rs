@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version, uri};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -35,6 +36,7 @@ use crate::routing::{
     Choice, FallbackReason, Routing, RoutingError, Service, Subset, endpoint_authority,
     traceparent_id,
 };
+use crate::upgrade;
 use crate::upstream::{Http1Pool, PoolSettings};
 
 /// Response header naming the lanes of a fallback: `<from>-><to>`.
@@ -154,6 +156,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     if keep_te {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Strips a request's hop-by-hop headers but those of an upgrade it asks for, which
+/// the next hop needs to switch too.
+fn strip_request_hop_by_hop(parts: &mut http::request::Parts) {
+    let protocol = upgrade::requested(parts.version, &parts.headers);
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        upgrade::restore(&mut parts.headers, p);
     }
 }
 
@@ -485,7 +497,7 @@ impl Mesh {
         let addressed = addressed_service(&routing, &mut req, &pod.namespace);
         let grpc = grpc::is_grpc(req.headers());
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_request_hop_by_hop(&mut parts);
         let uri = match upstream_uri(endpoint_authority(target), &parts.uri) {
             Ok(u) => u,
             Err(resp) => return *resp,
@@ -605,7 +617,7 @@ impl Mesh {
             Err(resp) => return resp,
         };
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_request_hop_by_hop(&mut parts);
         guard::set_next_hop(&mut parts.headers, hops);
         budget::set(&mut parts.headers, budget::for_next_hop(budget));
         if !parts.headers.contains_key(header::HOST)
@@ -679,7 +691,7 @@ impl Mesh {
     /// failures: one that comes of the client's body failing (`fault`) is the client's.
     async fn send(
         &self,
-        req: Request<ProxyBody>,
+        mut req: Request<ProxyBody>,
         addr: SocketAddr,
         version: Version,
         fault: &ClientBodyFault,
@@ -692,8 +704,17 @@ impl Mesh {
                     Err(e) => failed_attempt(e.is_connect(), &e, fault),
                 }
             } else {
+                let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
                 match self.http1.send(addr, http1_request(req)).await {
-                    Ok(resp) => Attempt::Response(resp),
+                    Ok(mut resp) => {
+                        if let Some(client) = client_upgrade
+                            && upgrade::is_switching(resp.status())
+                        {
+                            let upstream = hyper::upgrade::on(&mut resp);
+                            upgrade::spawn_tunnel(client, upstream, self.settings.tunnel_limits());
+                        }
+                        Attempt::Response(resp)
+                    }
                     Err(e) => failed_attempt(e.is_connect(), &e, fault),
                 }
             }
@@ -739,7 +760,7 @@ impl Mesh {
         started: Instant,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        strip_request_hop_by_hop(&mut parts);
         guard::set_next_hop(&mut parts.headers, routed.hops);
         if let (Some(h), Some(lane)) = (routed.route_header, &routed.lane)
             && let Ok(v) = HeaderValue::from_str(lane)
@@ -792,6 +813,10 @@ impl Mesh {
             };
             let fallback_may_follow_body = body.replayable();
             let mut req = Request::new(body.take());
+            // The client's side of an upgrade goes along to the hop that switches.
+            if let Some(client) = parts.extensions.get::<OnUpgrade>() {
+                req.extensions_mut().insert(client.clone());
+            }
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;
             *req.version_mut() = version;
@@ -1078,7 +1103,13 @@ fn finish_response(
     fallback: Option<(&str, &str)>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
+    let switched_to = upgrade::is_switching(parts.status)
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = switched_to {
+        upgrade::restore(&mut parts.headers, p);
+    }
     if let Some((from, to)) = fallback
         && let Ok(v) = HeaderValue::from_str(&format!("{from}->{to}"))
     {

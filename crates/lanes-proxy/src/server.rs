@@ -177,7 +177,7 @@ async fn serve_io<I, F, Fut>(
             }
         })
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     loop {

@@ -179,6 +179,10 @@ impl Http1Pool {
         resp: Response<Incoming>,
     ) -> Response<ProxyBody> {
         let (parts, body) = resp.into_parts();
+        if crate::upgrade::is_switching(parts.status) {
+            // The connection now belongs to the upgrade: never lent again.
+            return Response::from_parts(parts, crate::body::boxed(body));
+        }
         let back = Checkin {
             pool: Arc::downgrade(&self.inner),
             addr,
