@@ -16,10 +16,12 @@ pub mod listener;
 pub mod local;
 pub mod matching;
 pub mod metrics;
+pub mod otlp;
 pub mod outlier;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod trace;
 pub mod upgrade;
 pub mod upstream;
 

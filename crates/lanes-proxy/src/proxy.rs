@@ -36,6 +36,7 @@ use crate::routing::{
     Choice, FallbackReason, Routing, RoutingError, Service, Subset, endpoint_authority,
     traceparent_id,
 };
+use crate::trace::{HopFallback, Hops, Span, SpanContext};
 use crate::upgrade;
 use crate::upstream::{Http1Pool, PoolSettings};
 
@@ -61,6 +62,7 @@ pub struct Mesh {
     own: OwnListeners,
     local: LocalInbound,
     outliers: Outliers,
+    hops: Option<Arc<Hops>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -231,11 +233,25 @@ struct Routed<'a> {
     hops: u32,
     /// The time this hop has for the request, fallback included.
     budget: Duration,
+    /// This hop's span, when hops are recorded.
+    span: Option<Span>,
+    /// The pod whose sidecar routes it (none at the gateway).
+    pod: Option<&'a Arc<str>>,
 }
 
 impl Mesh {
-    /// A mesh with empty routing.
+    /// A mesh with empty routing, recording no hops.
     pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Arc<Mesh> {
+        Mesh::with_hops(settings, metrics, None)
+    }
+
+    /// A mesh with empty routing that records every routed hop to `hops`, continuing
+    /// and passing on each request's W3C trace.
+    pub fn with_hops(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        hops: Option<Arc<Hops>>,
+    ) -> Arc<Mesh> {
         // Idle upstream connections are dropped well before a server closes them (hyper
         // closes idle keep-alive connections at its header-read timeout, Node.js after
         // 5 s): reusing one the server is closing fails a request for nothing.
@@ -256,6 +272,7 @@ impl Mesh {
             own: OwnListeners::default(),
             local: LocalInbound::default(),
             outliers: Outliers::default(),
+            hops,
         })
     }
 
@@ -305,6 +322,20 @@ impl Mesh {
         &self.settings
     }
 
+    /// Where hops are recorded, when they are.
+    pub fn hops(&self) -> Option<&Arc<Hops>> {
+        self.hops.as_ref()
+    }
+
+    /// Begins a hop's span when hops are recorded: under `parent`, passed on to the next
+    /// hop in `headers`.
+    fn begin_span(&self, parent: Option<SpanContext>, headers: &mut HeaderMap) -> Option<Span> {
+        self.hops.as_ref()?;
+        let span = Span::begin(parent);
+        span.context.propagate(headers);
+        Some(span)
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -350,7 +381,11 @@ impl Mesh {
             }
         };
         with_trace_id(req.headers_mut(), group.trace_header.as_ref());
+        let parent = SpanContext::from_headers(req.headers());
+        let span = self.begin_span(parent, req.headers_mut());
         let routed = Routed {
+            span,
+            pod: None,
             side: Side::Gateway,
             service,
             lane: Some(lane),
@@ -428,7 +463,12 @@ impl Mesh {
         let trace = group
             .and_then(|g| g.trace_keys(req.headers()).next())
             .map(str::to_string);
+        let parent = SpanContext::from_headers(req.headers()).or(arrived.and_then(|a| a.span));
+        let mut req = req;
+        let span = self.begin_span(parent, req.headers_mut());
         let routed = Routed {
+            span,
+            pod: Some(&sidecar.pod_name),
             side: Side::Outbound,
             service,
             lane,
@@ -469,9 +509,17 @@ impl Mesh {
         }
         let budget = budget::remaining(req.headers(), self.settings.request_timeout());
         let deadline = Instant::now() + budget;
+        let parent = SpanContext::from_headers(req.headers());
+        let span = self.begin_span(parent, req.headers_mut());
+        let arrival = Arrival {
+            hops,
+            deadline,
+            span: span.map(|s| s.context),
+        };
         for trace in &traces {
-            sidecar.arrivals.record(trace, Arrival { hops, deadline });
+            sidecar.arrivals.record(trace, arrival);
         }
+        let mut asked = None;
         for group in routing.groups.iter().filter(|g| g.permissive) {
             let lane = req
                 .headers()
@@ -482,6 +530,7 @@ impl Mesh {
                 for key in group.trace_keys(req.headers()) {
                     sidecar.correlation.record(key, lane.clone());
                 }
+                asked.get_or_insert(lane);
             }
         }
         let pod = &sidecar.pod;
@@ -551,6 +600,18 @@ impl Mesh {
                 ResponseFlag::Timeout,
             ),
         };
+        if let (Some(hops), Some(span)) = (&self.hops, &span) {
+            let mut hop = span.record(Side::Inbound.as_str(), code);
+            hop.service = addressed.map(|s| s.name.clone());
+            hop.namespace = Some(addressed.map_or_else(
+                || sidecar.pod.namespace.as_str().into(),
+                |s| s.namespace.clone(),
+            ));
+            hop.pod = Some(sidecar.pod_name.clone());
+            hop.lane = asked.cloned();
+            hop.grpc_status = grpc::status(resp.headers());
+            hops.push(hop);
+        }
         let report = IstioReport {
             metrics: self.metrics.clone(),
             destination: sidecar.destination.clone(),
@@ -968,6 +1029,21 @@ impl Mesh {
             subset_key(routed.service, subset),
             started.elapsed(),
         );
+        if let (Some(hops), Some(span)) = (&self.hops, &routed.span) {
+            let mut hop = span.record(routed.side.as_str(), resp.status().as_u16());
+            hop.service = Some(routed.service.name.clone());
+            hop.namespace = Some(routed.service.namespace.clone());
+            hop.pod = routed.pod.cloned();
+            hop.lane = routed.lane.clone();
+            hop.subset = Some(subset.lane.clone());
+            hop.fallback = fallback.map(|(from, to, reason)| HopFallback {
+                from: from.clone(),
+                to: to.clone(),
+                reason: reason.as_str().into(),
+            });
+            hop.grpc_status = grpc::status(resp.headers());
+            hops.push(hop);
+        }
         if let Some((from, to, reason)) = fallback {
             self.metrics
                 .fallbacks
@@ -1126,6 +1202,9 @@ pub struct Arrival {
     pub hops: u32,
     /// When its budget runs out.
     pub deadline: Instant,
+    /// The span of its inbound hop, when hops are recorded: the parent of the pod's
+    /// outbound calls of the same trace that carry no `traceparent`.
+    pub span: Option<SpanContext>,
 }
 
 /// A sidecar: the pod it serves and its correlation tables.
@@ -1146,6 +1225,8 @@ pub struct Sidecar {
     pub namespace_label: Label,
     /// The pod as Istio's destination labels name it.
     pub destination: Destination,
+    /// The pod's name, shared by its hop records.
+    pub pod_name: Arc<str>,
     /// The pod's series of the correlation metrics, removed with the sidecar so pod
     /// churn does not grow the registry.
     series: (PodLabels, PodSeries),
@@ -1265,6 +1346,7 @@ impl Sidecar {
         Sidecar {
             namespace_label: pod.namespace.as_str().into(),
             destination: Destination::new(pod.workload(), &pod.namespace, &pod.labels),
+            pod_name: pod.name.as_str().into(),
             pod,
             correlation,
             fallbacks,

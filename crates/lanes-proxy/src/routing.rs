@@ -683,33 +683,10 @@ impl Routing {
     }
 }
 
-/// W3C trace context, whose trace id OpenTelemetry applications forward on their calls.
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`, the
-/// trace id not all zeros): a second trace key, for applications that forward only it.
+/// The trace id of a valid W3C `traceparent` header: a second trace key, for
+/// applications that forward only it.
 pub fn traceparent_id(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim();
-    let mut fields = value.split('-');
-    let (version, trace, parent, flags) = (
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-    );
-    let is_hex = |f: &str, len: usize| {
-        f.len() == len
-            && f.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let valid = is_hex(version, 2)
-        && version != "ff"
-        && (version != "00" || fields.next().is_none())
-        && is_hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && is_hex(parent, 16)
-        && is_hex(flags, 2);
-    valid.then_some(trace)
+    crate::trace::traceparent_fields(headers).map(|(trace, _)| trace)
 }
 
 /// W3C baggage, where a lane may travel as a member named like the route header.
@@ -739,7 +716,7 @@ mod tests {
     fn a_traceparent_gives_its_trace_id_and_a_malformed_one_nothing() {
         let with = |v: &str| {
             let mut h = HeaderMap::new();
-            h.insert(TRACEPARENT, HeaderValue::from_str(v).unwrap());
+            h.insert(crate::trace::TRACEPARENT, HeaderValue::from_str(v).unwrap());
             h
         };
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -56,6 +56,12 @@ pub enum App {
 /// A child process, killed with its handle.
 pub struct Process(std::process::Child);
 
+impl From<std::process::Child> for Process {
+    fn from(child: std::process::Child) -> Self {
+        Process(child)
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -296,9 +302,19 @@ pub fn settings() -> Settings {
 impl Cluster {
     /// Starts pods, sidecars, a gateway and an admin listener for the given manifests.
     pub async fn start(manifests: &str, specs: Vec<PodSpec>, settings: Settings) -> Cluster {
+        Cluster::start_with_hops(manifests, specs, settings, None).await
+    }
+
+    /// [`Cluster::start`], recording every hop to `hops`.
+    pub async fn start_with_hops(
+        manifests: &str,
+        specs: Vec<PodSpec>,
+        settings: Settings,
+        hops: Option<Arc<lanes_proxy::trace::Hops>>,
+    ) -> Cluster {
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
-        let mesh = Mesh::new(settings.clone(), metrics.clone());
+        let mesh = Mesh::with_hops(settings.clone(), metrics.clone(), hops);
         let mut pods = Vec::new();
         for spec in specs {
             let inbound_l = TcpListener::bind("127.0.0.1:0").await.unwrap();

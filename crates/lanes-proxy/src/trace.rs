@@ -1,0 +1,443 @@
+//! Hop records: every routed hop of a request (the gateway, a sidecar's outbound call,
+//! the pod's inbound side) is one span of its W3C trace, with the lane asked for, the
+//! subset that served and any fallback. A hop continues the trace its request carries
+//! in `traceparent` (or, when the application passed on only the lane group's trace
+//! header, the trace of the request that brought it into the pod), and hands the next
+//! hop a `traceparent` naming itself as parent. Records go to a bounded ring (what
+//! `lanes trace` reads), to an OTLP exporter and to the access log, each if enabled.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+/// W3C trace context header.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// A trace id: 16 bytes, not all zero.
+pub type TraceId = [u8; 16];
+
+/// A span id: 8 bytes, not all zero.
+pub type SpanId = [u8; 8];
+
+/// The fields of a valid `traceparent` (`<version>-<32 hex>-<16 hex>-<2 hex>`, ids not
+/// all zeros): its trace id and parent span id, as written.
+pub fn traceparent_fields(headers: &HeaderMap) -> Option<(&str, &str)> {
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim();
+    let mut fields = value.split('-');
+    let (version, trace, parent, flags) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let is_hex = |f: &str, len: usize| {
+        f.len() == len
+            && f.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let non_zero = |f: &str| f.bytes().any(|b| b != b'0');
+    let valid = is_hex(version, 2)
+        && version != "ff"
+        && (version != "00" || fields.next().is_none())
+        && is_hex(trace, 32)
+        && non_zero(trace)
+        && is_hex(parent, 16)
+        && non_zero(parent)
+        && is_hex(flags, 2);
+    valid.then_some((trace, parent))
+}
+
+/// Where a hop sits in its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanContext {
+    /// The trace.
+    pub trace_id: TraceId,
+    /// This span.
+    pub span_id: SpanId,
+}
+
+impl SpanContext {
+    /// The span a request's `traceparent` names, if valid.
+    pub fn from_headers(headers: &HeaderMap) -> Option<SpanContext> {
+        let (trace, parent) = traceparent_fields(headers)?;
+        Some(SpanContext {
+            trace_id: from_hex(trace)?,
+            span_id: from_hex(parent)?,
+        })
+    }
+
+    /// A new span under `parent`, or the first span of a new trace.
+    pub fn child_of(parent: Option<&SpanContext>) -> SpanContext {
+        let random = uuid::Uuid::new_v4().into_bytes();
+        let mut span_id = [0u8; 8];
+        span_id.copy_from_slice(&random[..8]);
+        if span_id == [0; 8] {
+            span_id[7] = 1;
+        }
+        let trace_id = match parent {
+            Some(p) => p.trace_id,
+            None => uuid::Uuid::new_v4().into_bytes(),
+        };
+        SpanContext { trace_id, span_id }
+    }
+
+    /// Names this span as the parent of the next hop (sampled).
+    pub fn propagate(&self, headers: &mut HeaderMap) {
+        let text = format!("00-{}-{}-01", hex(&self.trace_id), hex(&self.span_id));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.insert(TRACEPARENT, v);
+        }
+    }
+}
+
+/// Lower-case hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of lower- or upper-case hex, if it is hex.
+pub fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A fallback a hop took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopFallback {
+    /// The lane asked for.
+    pub from: Arc<str>,
+    /// The lane that served.
+    pub to: Arc<str>,
+    /// Why (`lane_lacks_service`, `connect_error`, `upstream_status`, ...).
+    pub reason: Arc<str>,
+}
+
+/// One hop of a request: a span.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hop {
+    /// The trace (32 hex digits).
+    pub trace_id: String,
+    /// This hop's span (16 hex digits).
+    pub span_id: String,
+    /// The span this hop continues, when the request came with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+    /// `gateway`, `outbound` or `inbound`.
+    pub role: Arc<str>,
+    /// The Service routed to (gateway, outbound) or addressed (inbound), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<Arc<str>>,
+    /// Its namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Arc<str>>,
+    /// The pod whose sidecar handled the hop (none at the gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Arc<str>>,
+    /// The lane the request asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lane: Option<Arc<str>>,
+    /// The lane whose subset served it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<Arc<str>>,
+    /// The fallback taken, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<HopFallback>,
+    /// The response status.
+    pub status: u16,
+    /// A gRPC call's status, when its answer's head carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// When the hop began, in nanoseconds since the Unix epoch.
+    pub start_unix_nano: u64,
+    /// From the request's arrival to the response head, in nanoseconds.
+    pub duration_nano: u64,
+}
+
+/// A hop under way: its span and when it began.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    /// This hop's place in the trace.
+    pub context: SpanContext,
+    /// The span it continues.
+    pub parent: Option<SpanId>,
+    /// When it began.
+    pub started: SystemTime,
+}
+
+impl Span {
+    /// Begins a hop continuing `parent` (a new trace without one).
+    pub fn begin(parent: Option<SpanContext>) -> Span {
+        Span {
+            context: SpanContext::child_of(parent.as_ref()),
+            parent: parent.map(|p| p.span_id),
+            started: SystemTime::now(),
+        }
+    }
+
+    /// The record of this hop, ended now, with the rest of its fields empty.
+    pub fn record(&self, role: &str, status: u16) -> Hop {
+        let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Hop {
+            trace_id: hex(&self.context.trace_id),
+            span_id: hex(&self.context.span_id),
+            parent_span_id: self.parent.as_ref().map(|p| hex(p)),
+            role: role.into(),
+            service: None,
+            namespace: None,
+            pod: None,
+            lane: None,
+            subset: None,
+            fallback: None,
+            status,
+            grpc_status: None,
+            start_unix_nano: nanos(since_epoch(self.started)),
+            duration_nano: nanos(self.started.elapsed().unwrap_or(Duration::ZERO)),
+        }
+    }
+}
+
+/// Somewhere else a hop goes (an exporter, the access log).
+pub type HopSink = Box<dyn Fn(&Hop) + Send + Sync>;
+
+/// Where hop records go: a ring of the newest, and each to `also` (the exporter, the
+/// access log) when set.
+pub struct Hops {
+    ring: Mutex<VecDeque<Hop>>,
+    capacity: usize,
+    also: Vec<HopSink>,
+}
+
+impl std::fmt::Debug for Hops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hops")
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Hops {
+    /// Keeps the newest `capacity` hops (none at 0) and hands each to every `also`.
+    pub fn new(capacity: usize, also: Vec<HopSink>) -> Hops {
+        Hops {
+            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+            also,
+        }
+    }
+
+    /// Takes one hop.
+    pub fn push(&self, hop: Hop) {
+        for f in &self.also {
+            f(&hop);
+        }
+        if self.capacity == 0 {
+            return;
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        if ring.len() == self.capacity {
+            ring.pop_front();
+        }
+        ring.push_back(hop);
+    }
+
+    /// The hops of a trace still in the ring, oldest first.
+    pub fn trace(&self, trace_id: &str) -> Vec<Hop> {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.iter()
+            .filter(|h| h.trace_id.eq_ignore_ascii_case(trace_id))
+            .cloned()
+            .collect()
+    }
+
+    /// The trace of the newest hop (the last request answered), oldest hop first.
+    pub fn last_trace(&self) -> Vec<Hop> {
+        let newest = {
+            let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+            ring.back().map(|h| h.trace_id.clone())
+        };
+        newest.map(|t| self.trace(&t)).unwrap_or_default()
+    }
+}
+
+/// A trace's hops as a tree by parent links: each line `<indent><role> ...`, roots (no
+/// parent among the hops) first, children in start order.
+pub fn render_tree(hops: &[Hop]) -> String {
+    let mut sorted: Vec<&Hop> = hops.iter().collect();
+    sorted.sort_by_key(|h| h.start_unix_nano);
+    let is_child = |h: &Hop| {
+        h.parent_span_id
+            .as_ref()
+            .is_some_and(|p| sorted.iter().any(|o| &o.span_id == p))
+    };
+    let mut out = String::new();
+    if let Some(first) = sorted.first() {
+        out.push_str(&format!("trace {}\n", first.trace_id));
+    }
+    for root in sorted.iter().filter(|h| !is_child(h)) {
+        render_node(&sorted, root, "", true, &mut out);
+    }
+    out
+}
+
+fn render_node(all: &[&Hop], hop: &Hop, prefix: &str, last: bool, out: &mut String) {
+    let (branch, carry) = if last {
+        ("└─ ", "   ")
+    } else {
+        ("├─ ", "│  ")
+    };
+    out.push_str(&format!("{prefix}{branch}{}\n", describe(hop)));
+    let children: Vec<&&Hop> = all
+        .iter()
+        .filter(|h| h.parent_span_id.as_deref() == Some(&hop.span_id))
+        .collect();
+    let next = format!("{prefix}{carry}");
+    for (i, child) in children.iter().enumerate() {
+        render_node(all, child, &next, i + 1 == children.len(), out);
+    }
+}
+
+/// One line for a hop: role, where, lane → subset, fallback, status, duration.
+fn describe(h: &Hop) -> String {
+    let mut s = h.role.to_string();
+    if let Some(pod) = &h.pod {
+        s.push_str(&format!(" pod {pod}"));
+    }
+    if let Some(svc) = &h.service {
+        let ns = h.namespace.as_deref().unwrap_or("");
+        s.push_str(&format!(" → {svc}.{ns}"));
+    }
+    match (&h.lane, &h.subset) {
+        (Some(l), Some(sub)) => s.push_str(&format!(" lane {l} served by {sub}")),
+        (Some(l), None) => s.push_str(&format!(" lane {l}")),
+        (None, Some(sub)) => s.push_str(&format!(" served by {sub}")),
+        (None, None) => {}
+    }
+    if let Some(f) = &h.fallback {
+        s.push_str(&format!(" (fallback {}->{}: {})", f.from, f.to, f.reason));
+    }
+    s.push_str(&format!(" {}", h.status));
+    if let Some(g) = h.grpc_status {
+        s.push_str(&format!(" grpc-status {g}"));
+    }
+    s.push_str(&format!(" {:.2} ms", h.duration_nano as f64 / 1e6));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_traceparent(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_continued_and_a_bad_one_starts_a_new_trace() {
+        let h = with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let parent = SpanContext::from_headers(&h).unwrap();
+        assert_eq!(hex(&parent.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&parent.span_id), "00f067aa0ba902b7");
+        let span = Span::begin(Some(parent));
+        assert_eq!(span.context.trace_id, parent.trace_id);
+        assert_ne!(span.context.span_id, parent.span_id);
+        assert_eq!(span.parent, Some(parent.span_id));
+        let mut next = HeaderMap::new();
+        span.context.propagate(&mut next);
+        assert_eq!(SpanContext::from_headers(&next), Some(span.context));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            assert_eq!(
+                SpanContext::from_headers(&with_traceparent(bad)),
+                None,
+                "{bad}"
+            );
+        }
+        let root = Span::begin(None);
+        assert_eq!(root.parent, None);
+        assert_ne!(root.context.trace_id, [0; 16]);
+    }
+
+    fn hop(span: &str, parent: Option<&str>, role: &str, start: u64) -> Hop {
+        Hop {
+            trace_id: "t".into(),
+            span_id: span.into(),
+            parent_span_id: parent.map(str::to_string),
+            role: role.into(),
+            service: Some("mocka".into()),
+            namespace: Some("default".into()),
+            pod: None,
+            lane: Some("canary".into()),
+            subset: Some("base".into()),
+            fallback: None,
+            status: 200,
+            grpc_status: None,
+            start_unix_nano: start,
+            duration_nano: 1_500_000,
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_newest_and_finds_a_trace_and_the_last() {
+        let hops = Hops::new(3, Vec::new());
+        for (i, t) in ["a", "b", "b", "c"].iter().enumerate() {
+            let mut h = hop(&format!("s{i}"), None, "gateway", i as u64);
+            h.trace_id = t.to_string();
+            hops.push(h);
+        }
+        assert!(hops.trace("a").is_empty(), "the oldest went");
+        assert_eq!(hops.trace("b").len(), 2);
+        assert_eq!(hops.last_trace()[0].trace_id, "c");
+        let none = Hops::new(0, Vec::new());
+        none.push(hop("x", None, "gateway", 0));
+        assert!(none.last_trace().is_empty());
+    }
+
+    #[test]
+    fn a_trace_renders_as_a_tree_by_parent_links() {
+        let tree = render_tree(&[
+            hop("i2", Some("o1"), "inbound", 4),
+            hop("g", Some("client"), "gateway", 1),
+            hop("i1", Some("g"), "inbound", 2),
+            hop("o1", Some("i1"), "outbound", 3),
+        ]);
+        let lines: Vec<&str> = tree.lines().collect();
+        assert_eq!(lines[0], "trace t");
+        assert!(
+            lines[1]
+                .starts_with("└─ gateway → mocka.default lane canary served by base 200 1.50 ms"),
+            "{tree}"
+        );
+        assert!(lines[2].starts_with("   └─ inbound"), "{tree}");
+        assert!(lines[3].starts_with("      └─ outbound"), "{tree}");
+        assert!(lines[4].starts_with("         └─ inbound"), "{tree}");
+    }
+}
