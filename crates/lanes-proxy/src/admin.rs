@@ -1,11 +1,12 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, and `/routes` (the
-//! services and subsets the proxy runs now, as JSON).
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/routes` (the
+//! services and subsets the proxy runs now, as JSON), and `/traces/{trace-id}` and
+//! `/traces/last` (the hops of a request still in the ring, as JSON).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -13,18 +14,67 @@ use tokio::sync::watch;
 
 use crate::proxy::Mesh;
 use crate::server::serve_router;
+use crate::trace::Hop;
 
 /// The admin routes.
 pub fn router(mesh: Arc<Mesh>) -> Router {
     observability(mesh).route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// `/metrics` and `/routes` alone, to mount beside another server's routes.
+/// `/metrics`, `/routes` and `/traces` alone, to mount beside another server's routes.
 pub fn observability(mesh: Arc<Mesh>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/routes", get(routes))
+        .route("/traces/{trace}", get(trace))
         .with_state(mesh)
+}
+
+/// Why a trace cannot be shown.
+#[derive(Debug, thiserror::Error)]
+enum TraceError {
+    #[error("this proxy records no hops")]
+    NotRecorded,
+    #[error("{0:?} is no trace id (32 hex digits) nor `last`")]
+    BadId(String),
+    #[error("no hop of trace {0} is among the newest kept")]
+    NotFound(String),
+    #[error("no request has been recorded yet")]
+    NoneYet,
+}
+
+impl IntoResponse for TraceError {
+    fn into_response(self) -> axum::response::Response {
+        let status = match self {
+            TraceError::BadId(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::NOT_FOUND,
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+/// The hops of one trace (`last`: the newest request's), oldest first.
+async fn trace(
+    State(mesh): State<Arc<Mesh>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vec<Hop>>, TraceError> {
+    let hops = mesh.hops().ok_or(TraceError::NotRecorded)?;
+    if id == "last" {
+        let found = hops.last_trace();
+        return if found.is_empty() {
+            Err(TraceError::NoneYet)
+        } else {
+            Ok(axum::Json(found))
+        };
+    }
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TraceError::BadId(id));
+    }
+    let found = hops.trace(&id);
+    if found.is_empty() {
+        return Err(TraceError::NotFound(id));
+    }
+    Ok(axum::Json(found))
 }
 
 async fn metrics(State(mesh): State<Arc<Mesh>>) -> impl IntoResponse {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use lanes_model::Kind;
 use lanes_server::Client;
 use lanes_server::merge::PatchType;
@@ -551,5 +551,43 @@ pub fn patch(
 pub fn logs(client: &Client, namespace: &str, pod: &str, previous: bool) -> Result<ExitCode> {
     let text = runtime()?.block_on(client.log(namespace, pod, previous))?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes trace`: the hops of a trace (or the newest request's) as a tree, or JSON.
+pub fn trace(client: &Client, id: Option<&str>, last: bool, json: bool) -> Result<ExitCode> {
+    let which = match (id, last) {
+        (_, true) => "last".to_string(),
+        (Some(id), false) => {
+            let id = id.trim().to_ascii_lowercase();
+            if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("{id:?} is no trace id: 32 hex digits, as in a traceparent");
+            }
+            id
+        }
+        (None, false) => bail!("name a trace id, or --last"),
+    };
+    let (status, body) = runtime()?.block_on(client.send(
+        hyper::Method::GET,
+        &format!("/traces/{which}"),
+        None,
+        None,
+    ))?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        anyhow::bail!("{message}");
+    }
+    let hops: Vec<lanes_proxy::trace::Hop> =
+        serde_json::from_slice(&body).context("the API's hops are not the expected JSON")?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &hops)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(lanes_proxy::trace::render_tree(&hops).as_bytes())?;
+    }
     Ok(ExitCode::SUCCESS)
 }

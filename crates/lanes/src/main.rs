@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod hops;
 mod kubeconfig;
 mod limits;
 mod offline;
@@ -79,6 +80,8 @@ enum Command {
         /// root, else the user running it). Naming the daemon's own user keeps it.
         #[arg(long)]
         pod_user: Option<String>,
+        #[command(flatten)]
+        hops: hops::HopOptions,
     },
     /// Follow and steer releases (Kruise Rollout).
     Rollout {
@@ -225,6 +228,21 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        #[command(flatten)]
+        hops: hops::HopOptions,
+    },
+    /// Print the hops of a request `lanes up` routed, as a tree: gateway and sidecars,
+    /// the lane asked for, the lane that served, fallbacks, statuses and times.
+    Trace {
+        /// The trace id (32 hex digits: the trace-id of its `traceparent`).
+        #[arg(required_unless_present = "last", conflicts_with = "last")]
+        trace_id: Option<String>,
+        /// The newest request's trace.
+        #[arg(long)]
+        last: bool,
+        /// Print the hops as JSON instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the lane and rollout controllers against a Kubernetes cluster (in-cluster
     /// config, or KUBECONFIG). Replicas elect a leader on a Lease; stops cleanly on
@@ -400,6 +418,7 @@ fn main() -> ExitCode {
             ref pod_network,
             ref config,
             ref pod_user,
+            ref hops,
         } => up::parse_pod_network(pod_network)
             .map_err(anyhow::Error::msg)
             .and_then(|pod_network| {
@@ -420,6 +439,7 @@ fn main() -> ExitCode {
                     pod_user: pod_user.clone(),
                     recover,
                     max_replicas,
+                    hops: hops.clone(),
                 })
             }),
         Command::Sample => sample::run(),
@@ -539,7 +559,15 @@ fn main() -> ExitCode {
         Command::Proxy {
             ref config,
             threads,
-        } => proxy_cmd::run(config, threads),
+            ref hops,
+        } => proxy_cmd::run(config, threads, hops),
+        Command::Trace {
+            ref trace_id,
+            last,
+            json,
+        } => client()
+            .map_err(Into::into)
+            .and_then(|c| cli::trace(&c, trace_id.as_deref(), last, json)),
         Command::Operator {
             flavor,
             metrics_addr,

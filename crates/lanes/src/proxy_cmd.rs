@@ -9,6 +9,8 @@ use lanes_proxy::{Mesh, Metrics, ProxyFile, Role, Sidecar, admin, server};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::hops::HopOptions;
+
 /// Starts logging to standard error (`RUST_LOG` filters, default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -57,7 +59,7 @@ async fn bind(mesh: &Mesh, addr: std::net::SocketAddr, what: &str) -> Result<Tcp
 }
 
 /// Runs the proxy until a stop signal.
-pub fn run(config: &Path, threads: Option<usize>) -> Result<ExitCode> {
+pub fn run(config: &Path, threads: Option<usize>, hops: &HopOptions) -> Result<ExitCode> {
     crate::limits::raise_open_files("lanes proxy");
     init_logging();
     let text = std::fs::read_to_string(config)
@@ -75,13 +77,16 @@ pub fn run(config: &Path, threads: Option<usize>) -> Result<ExitCode> {
         rt.worker_threads(n);
     }
     let rt = rt.build()?;
-    rt.block_on(serve(file))?;
+    rt.block_on(serve(file, hops))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(file: ProxyFile) -> Result<()> {
+async fn serve(file: ProxyFile, hops: &HopOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let mesh = Mesh::new(file.settings.clone(), metrics.clone());
+    // The ring `/traces` reads is kept only when hops are recorded for another reason.
+    let ring = if hops.records() { crate::hops::RING } else { 0 };
+    let hops = hops.hops(ring)?;
+    let mesh = Mesh::with_hops(file.settings.clone(), metrics.clone(), hops);
     mesh.update(&file.routes, &file.endpoints)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub recover: bool,
     /// `--max-replicas`.
     pub max_replicas: i64,
+    /// `--otlp-endpoint`, `--access-log`.
+    pub hops: crate::hops::HopOptions,
 }
 
 /// Opens the store. After a `kill -9` the old process may hold the file a moment
@@ -284,7 +286,9 @@ async fn serve(opts: UpOptions) -> Result<()> {
     // The gateway and the sidecars run the newest route table, with endpoints at the
     // pods' sidecars.
     let metrics = Arc::new(lanes_proxy::Metrics::new());
-    let mesh = lanes_proxy::Mesh::new(lanes_proxy::Settings::default(), metrics.clone());
+    let hops = opts.hops.hops(crate::hops::RING)?;
+    let mesh =
+        lanes_proxy::Mesh::with_hops(lanes_proxy::Settings::default(), metrics.clone(), hops);
     let data_plane = Arc::new(
         lanes_runtime::data_plane::DataPlaneThread::start()
             .context("cannot start the data plane's thread")?,

@@ -112,6 +112,7 @@ fn a_gateway_from_a_config_file_routes_by_lane() {
                 path.to_str().unwrap(),
                 "--threads",
                 "1",
+                "--access-log",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -135,6 +136,22 @@ fn a_gateway_from_a_config_file_routes_by_lane() {
     assert!(answer.ends_with("mocka-v2 lane=canary"), "{answer}");
     let answer = get(&gateway, "base");
     assert!(answer.ends_with("mocka-v1 lane=base"), "{answer}");
+    // --access-log: one JSON line per hop on standard output, in the README's format.
+    let logged: Vec<serde_json::Value> = (0..2)
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    for (entry, lane) in logged.iter().zip(["canary", "base"]) {
+        assert_eq!(entry["role"], "gateway", "{entry}");
+        assert_eq!(entry["service"], "mocka", "{entry}");
+        assert_eq!(entry["namespace"], "default", "{entry}");
+        assert_eq!(entry["lane"], lane, "{entry}");
+        assert_eq!(entry["subset"], lane, "{entry}");
+        assert_eq!(entry["status"], 200, "{entry}");
+        assert_eq!(entry["traceId"].as_str().unwrap().len(), 32, "{entry}");
+        assert_eq!(entry["spanId"].as_str().unwrap().len(), 16, "{entry}");
+        assert!(entry["durationNano"].as_u64().unwrap() > 0, "{entry}");
+        assert!(entry.get("parentSpanId").is_none(), "the client sent no trace: {entry}");
+    }
 
     let mut s = TcpStream::connect(&admin).unwrap();
     write!(

@@ -432,4 +432,36 @@ fn applications_forwarding_only_traceparent_keep_the_canary_lane() {
     // the gateway's to correlate by.
     let pods = d.ok(&["get", "po", "-l", "app=mockb", "-o", "json"]);
     assert!(pods.contains("FORWARD_HEADERS"), "{pods}");
+    // `lanes trace` shows the last request's six hops as one path, each with its lane.
+    let tree = d.ok(&["trace", "0af7651916cd43dd8448eb211c800014"]);
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines.len(), 7, "{tree}");
+    assert_eq!(lines[0], "trace 0af7651916cd43dd8448eb211c800014");
+    let expect = [
+        "└─ gateway → mocka.default lane canary served by canary 200",
+        "   └─ inbound pod mocka-canary-",
+        "      └─ outbound pod mocka-canary-",
+        "         └─ inbound pod mockb-v1-",
+        "            └─ outbound pod mockb-v1-",
+        "               └─ inbound pod mockc-canary-",
+    ];
+    for (line, want) in lines[1..].iter().zip(expect) {
+        assert!(line.starts_with(want), "{line:?} is not {want:?}…:\n{tree}");
+    }
+    assert!(
+        lines[3].contains("→ mockb.default lane canary served by base (fallback canary->base: lane_lacks_service) 200"),
+        "{tree}"
+    );
+    assert!(
+        lines[5].contains("→ mockc.default lane canary served by canary 200"),
+        "{tree}"
+    );
+    assert_eq!(d.ok(&["trace", "--last"]), tree);
+    let unknown = d.lanes(&["trace", "0af7651916cd43dd8448eb211c80ffff"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("no hop of trace 0af7651916cd43dd8448eb211c80ffff"),
+        "{unknown:?}"
+    );
 }
