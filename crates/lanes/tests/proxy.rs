@@ -150,7 +150,10 @@ fn a_gateway_from_a_config_file_routes_by_lane() {
         assert_eq!(entry["traceId"].as_str().unwrap().len(), 32, "{entry}");
         assert_eq!(entry["spanId"].as_str().unwrap().len(), 16, "{entry}");
         assert!(entry["durationNano"].as_u64().unwrap() > 0, "{entry}");
-        assert!(entry.get("parentSpanId").is_none(), "the client sent no trace: {entry}");
+        assert!(
+            entry.get("parentSpanId").is_none(),
+            "the client sent no trace: {entry}"
+        );
     }
 
     let mut s = TcpStream::connect(&admin).unwrap();
