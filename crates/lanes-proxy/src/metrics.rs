@@ -286,6 +286,8 @@ pub struct Metrics {
     attempt_counts: std::sync::RwLock<HashMap<(Label, Label, Label), Arc<AttemptCounts>>>,
     /// Istio's standard series, under Istio's names.
     pub istio: IstioMetrics,
+    /// `lanes_trace_spans_exported_total` and `lanes_trace_spans_dropped_total`.
+    pub spans: crate::otlp::ExportCounts,
 }
 
 impl Default for Metrics {
@@ -332,8 +334,20 @@ impl Metrics {
             "Attempts on an upstream subset, by outcome (a fallback retry is a second attempt)",
             attempts.clone(),
         );
+        let spans = crate::otlp::ExportCounts::default();
+        registry.register(
+            "trace_spans_exported",
+            "Hop spans an OTLP collector accepted",
+            spans.exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Hop spans dropped: the export queue was full, or the collector failed or refused them",
+            spans.dropped.clone(),
+        );
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
+            spans,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             istio: IstioMetrics::default(),
             attempts,

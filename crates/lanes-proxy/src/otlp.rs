@@ -3,8 +3,6 @@
 //! in batches by a task of their own, so a slow or absent collector costs the request
 //! path nothing.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +16,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, status,
 };
+use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use tokio::sync::mpsc;
 
@@ -63,28 +62,28 @@ pub fn traces_url(endpoint: &str) -> Result<Uri, OtlpError> {
     Ok(uri)
 }
 
-/// What the exporter did, for the metrics.
-#[derive(Debug, Default)]
+/// What the exporter did (counters of the proxy's metrics).
+#[derive(Debug, Clone, Default)]
 pub struct ExportCounts {
     /// Spans a collector accepted.
-    pub exported: AtomicU64,
+    pub exported: Counter,
     /// Spans dropped: the queue was full, or the collector failed or refused them.
-    pub dropped: AtomicU64,
+    pub dropped: Counter,
 }
 
 /// The sending side of an exporter: hands hops to its task.
 #[derive(Debug, Clone)]
 pub struct Exporter {
     queue: mpsc::Sender<Hop>,
-    counts: Arc<ExportCounts>,
+    counts: ExportCounts,
 }
 
 impl Exporter {
-    /// Starts an exporter posting to `endpoint` (a task on the current runtime).
-    pub fn spawn(endpoint: &str) -> Result<Exporter, OtlpError> {
+    /// Starts an exporter posting to `endpoint` (a task on the current runtime),
+    /// counting in `counts`.
+    pub fn spawn(endpoint: &str, counts: ExportCounts) -> Result<Exporter, OtlpError> {
         let url = traces_url(endpoint)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let counts = Arc::new(ExportCounts::default());
         tokio::spawn(run(url, rx, counts.clone()));
         Ok(Exporter { queue: tx, counts })
     }
@@ -92,18 +91,18 @@ impl Exporter {
     /// Queues a hop, or drops it when the queue is full: never waits.
     pub fn offer(&self, hop: &Hop) {
         if self.queue.try_send(hop.clone()).is_err() {
-            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counts.dropped.inc();
         }
     }
 
     /// What it has done so far.
-    pub fn counts(&self) -> &Arc<ExportCounts> {
+    pub fn counts(&self) -> &ExportCounts {
         &self.counts
     }
 }
 
 /// Collects batches and posts them until every sender is gone.
-async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: Arc<ExportCounts>) {
+async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: ExportCounts) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
@@ -122,12 +121,12 @@ async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: Arc<ExportCounts>) {
             .header(header::CONTENT_TYPE, "application/x-protobuf")
             .body(Full::new(Bytes::from(body)));
         let Ok(req) = req else {
-            counts.dropped.fetch_add(n, Ordering::Relaxed);
+            counts.dropped.inc_by(n);
             continue;
         };
         match tokio::time::timeout(EXPORT_TIMEOUT, client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => {
-                counts.exported.fetch_add(n, Ordering::Relaxed);
+                counts.exported.inc_by(n);
             }
             outcome => {
                 let why = match outcome {
@@ -136,7 +135,7 @@ async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: Arc<ExportCounts>) {
                     Err(_) => "timed out".to_string(),
                 };
                 tracing::debug!(%url, %why, spans = n, "OTLP export failed; spans dropped");
-                counts.dropped.fetch_add(n, Ordering::Relaxed);
+                counts.dropped.inc_by(n);
             }
         }
     }

@@ -70,17 +70,14 @@ impl SpanContext {
         })
     }
 
-    /// A new span under `parent`, or the first span of a new trace.
+    /// A new span under `parent`, or the first span of a new trace. Ids come of a
+    /// fast per-thread generator (as OpenTelemetry's SDKs make them): unique enough to
+    /// tell spans apart, not secrets.
     pub fn child_of(parent: Option<&SpanContext>) -> SpanContext {
-        let random = uuid::Uuid::new_v4().into_bytes();
-        let mut span_id = [0u8; 8];
-        span_id.copy_from_slice(&random[..8]);
-        if span_id == [0; 8] {
-            span_id[7] = 1;
-        }
+        let span_id = fastrand::u64(1..).to_be_bytes();
         let trace_id = match parent {
             Some(p) => p.trace_id,
-            None => uuid::Uuid::new_v4().into_bytes(),
+            None => fastrand::u128(1..).to_be_bytes(),
         };
         SpanContext { trace_id, span_id }
     }
@@ -96,7 +93,13 @@ impl SpanContext {
 
 /// Lower-case hex of some bytes.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The bytes of lower- or upper-case hex, if it is hex.
@@ -352,6 +355,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(TRACEPARENT, HeaderValue::from_static(v));
         h
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes = [0x00, 0x0f, 0xa5, 0xff];
+        assert_eq!(hex(&bytes), "000fa5ff");
+        assert_eq!(hex_bytes("000fa5ff"), Some(bytes.to_vec()));
+        assert_eq!(hex_bytes("000"), None);
+        assert_eq!(hex_bytes("zz"), None);
     }
 
     #[test]

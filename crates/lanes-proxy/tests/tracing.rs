@@ -84,7 +84,8 @@ fn path<'a>(spans: &[&'a Value]) -> Vec<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hop_is_one_otlp_span_with_parent_links_and_the_lanes_it_took() {
     let (port, _receiver, spans) = receiver();
-    let exporter = Exporter::spawn(&format!("http://127.0.0.1:{port}")).unwrap();
+    let exporter =
+        Exporter::spawn(&format!("http://127.0.0.1:{port}"), Default::default()).unwrap();
     let hops = Arc::new(Hops::new(
         1000,
         vec![Box::new(move |h: &Hop| exporter.offer(h))],
@@ -207,7 +208,8 @@ async fn a_collector_that_is_down_costs_requests_nothing_and_its_spans_are_count
         .local_addr()
         .unwrap()
         .port();
-    let exporter = Exporter::spawn(&format!("http://127.0.0.1:{port}")).unwrap();
+    let exporter =
+        Exporter::spawn(&format!("http://127.0.0.1:{port}"), Default::default()).unwrap();
     let counts = exporter.counts().clone();
     let hops = Arc::new(Hops::new(
         0,
@@ -218,15 +220,12 @@ async fn a_collector_that_is_down_costs_requests_nothing_and_its_spans_are_count
         get(&c, "base", &[("my-request-id", &format!("down-{i}"))]).await;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while counts.dropped.load(std::sync::atomic::Ordering::Relaxed) < 120 {
+    while counts.dropped.get() < 120 {
         assert!(
             std::time::Instant::now() < deadline,
             "the 120 spans are counted dropped"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        counts.exported.load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(counts.exported.get(), 0);
 }

@@ -6,6 +6,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Result;
+use lanes_proxy::Metrics;
 use lanes_proxy::otlp::Exporter;
 use lanes_proxy::trace::{Hop, HopSink, Hops};
 
@@ -32,11 +33,11 @@ impl HopOptions {
     }
 
     /// Where hops go, keeping the newest `ring` of them; none when nothing would take
-    /// them. Starts the exporter on the current runtime.
-    pub fn hops(&self, ring: usize) -> Result<Option<Arc<Hops>>> {
+    /// them. Starts the exporter on the current runtime, counting in `metrics`.
+    pub fn hops(&self, ring: usize, metrics: &Metrics) -> Result<Option<Arc<Hops>>> {
         let mut sinks: Vec<HopSink> = Vec::new();
         if let Some(endpoint) = self.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
-            let exporter = Exporter::spawn(endpoint)?;
+            let exporter = Exporter::spawn(endpoint, metrics.spans.clone())?;
             sinks.push(Box::new(move |h: &Hop| exporter.offer(h)));
         }
         if self.access_log {

@@ -85,7 +85,7 @@ async fn serve(file: ProxyFile, hops: &HopOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     // The ring `/traces` reads is kept only when hops are recorded for another reason.
     let ring = if hops.records() { crate::hops::RING } else { 0 };
-    let hops = hops.hops(ring)?;
+    let hops = hops.hops(ring, &metrics)?;
     let mesh = Mesh::with_hops(file.settings.clone(), metrics.clone(), hops);
     mesh.update(&file.routes, &file.endpoints)?;
     let (stop_tx, stop_rx) = watch::channel(false);

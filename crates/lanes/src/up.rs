@@ -286,7 +286,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
     // The gateway and the sidecars run the newest route table, with endpoints at the
     // pods' sidecars.
     let metrics = Arc::new(lanes_proxy::Metrics::new());
-    let hops = opts.hops.hops(crate::hops::RING)?;
+    let hops = opts.hops.hops(crate::hops::RING, &metrics)?;
     let mesh =
         lanes_proxy::Mesh::with_hops(lanes_proxy::Settings::default(), metrics.clone(), hops);
     let data_plane = Arc::new(
