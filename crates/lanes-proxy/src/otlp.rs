@@ -3,6 +3,8 @@
 //! in batches by a task of their own, so a slow or absent collector costs the request
 //! path nothing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +35,44 @@ const LINGER: Duration = Duration::from_millis(500);
 
 /// How long one export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a failed export, spans are dropped at once (not queued, copied nor encoded)
+/// for this long, doubling on each failure in a row up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest pause after failed exports.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// Until when spans are dropped at once: a collector that is down costs nothing.
+#[derive(Debug)]
+struct Pause {
+    base: std::time::Instant,
+    /// Milliseconds since `base`.
+    until: AtomicU64,
+}
+
+impl Pause {
+    fn new() -> Pause {
+        Pause {
+            base: std::time::Instant::now(),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_paused(&self) -> bool {
+        self.now_ms() < self.until.load(Ordering::Relaxed)
+    }
+
+    fn pause_for(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.until
+            .store(self.now_ms().saturating_add(ms), Ordering::Relaxed);
+    }
+}
 
 /// Why an exporter cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +116,7 @@ pub struct ExportCounts {
 pub struct Exporter {
     queue: mpsc::Sender<Hop>,
     counts: ExportCounts,
+    pause: Arc<Pause>,
 }
 
 impl Exporter {
@@ -84,13 +125,19 @@ impl Exporter {
     pub fn spawn(endpoint: &str, counts: ExportCounts) -> Result<Exporter, OtlpError> {
         let url = traces_url(endpoint)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(url, rx, counts.clone()));
-        Ok(Exporter { queue: tx, counts })
+        let pause = Arc::new(Pause::new());
+        tokio::spawn(run(url, rx, counts.clone(), pause.clone()));
+        Ok(Exporter {
+            queue: tx,
+            counts,
+            pause,
+        })
     }
 
-    /// Queues a hop, or drops it when the queue is full: never waits.
+    /// Queues a hop, or drops it when the queue is full or the collector failed
+    /// lately: never waits.
     pub fn offer(&self, hop: &Hop) {
-        if self.queue.try_send(hop.clone()).is_err() {
+        if self.pause.is_paused() || self.queue.try_send(hop.clone()).is_err() {
             self.counts.dropped.inc();
         }
     }
@@ -102,9 +149,10 @@ impl Exporter {
 }
 
 /// Collects batches and posts them until every sender is gone.
-async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: ExportCounts) {
+async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: ExportCounts, pause: Arc<Pause>) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut batch = Vec::with_capacity(BATCH);
+    let mut next_pause = FIRST_PAUSE;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -127,6 +175,7 @@ async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: ExportCounts) {
         match tokio::time::timeout(EXPORT_TIMEOUT, client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => {
                 counts.exported.inc_by(n);
+                next_pause = FIRST_PAUSE;
             }
             outcome => {
                 let why = match outcome {
@@ -134,8 +183,17 @@ async fn run(url: Uri, mut rx: mpsc::Receiver<Hop>, counts: ExportCounts) {
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "timed out".to_string(),
                 };
-                tracing::debug!(%url, %why, spans = n, "OTLP export failed; spans dropped");
+                tracing::debug!(%url, %why, spans = n, pause = ?next_pause,
+                    "OTLP export failed; spans dropped");
                 counts.dropped.inc_by(n);
+                // What waits was meant for the same collector: dropped with it.
+                let mut queued = 0;
+                while rx.try_recv().is_ok() {
+                    queued += 1;
+                }
+                counts.dropped.inc_by(queued);
+                pause.pause_for(next_pause);
+                next_pause = (next_pause * 2).min(MAX_PAUSE);
             }
         }
     }
@@ -243,6 +301,16 @@ fn int(key: &str, v: i64) -> KeyValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_drops_until_it_ends() {
+        let p = Pause::new();
+        assert!(!p.is_paused());
+        p.pause_for(Duration::from_secs(60));
+        assert!(p.is_paused());
+        p.pause_for(Duration::ZERO);
+        assert!(!p.is_paused());
+    }
 
     #[test]
     fn the_endpoint_gets_v1_traces_unless_it_names_it_and_only_http_urls_pass() {
