@@ -106,6 +106,25 @@ impl Settings {
     pub fn correlation_ttl(&self) -> Duration {
         Duration::from_secs(self.correlation_ttl_seconds)
     }
+
+    /// The first setting that cannot be zero but is, by its name in the file.
+    pub fn first_zero(&self) -> Option<&'static str> {
+        let must_be_positive = [
+            ("connectTimeoutMs", self.connect_timeout_ms),
+            ("requestTimeoutMs", self.request_timeout_ms),
+            ("headerReadTimeoutMs", self.header_read_timeout_ms),
+            ("firstByteTimeoutMs", self.first_byte_timeout_ms),
+            ("idleTimeoutMs", self.idle_timeout_ms),
+            ("maxConnections", self.max_connections as u64),
+            ("correlationTtlSeconds", self.correlation_ttl_seconds),
+            ("maxHops", u64::from(self.max_hops)),
+            ("upgradeIdleTimeoutMs", self.upgrade_idle_timeout_ms),
+        ];
+        must_be_positive
+            .into_iter()
+            .find(|(_, value)| *value == 0)
+            .map(|(name, _)| name)
+    }
 }
 
 /// What a listener allows its client connections.
@@ -257,6 +276,12 @@ impl ProxyFile {
             path: path.to_string(),
             message: message.to_string(),
         };
+        if let Some(name) = file.settings.first_zero() {
+            return Err(invalid(
+                &format!("settings.{name}"),
+                "must be greater than 0 (there is no \"no limit\" for it)",
+            ));
+        }
         match file.role {
             Role::Gateway => {
                 if file.listeners.gateway.is_none() {
@@ -284,5 +309,29 @@ impl ProxyFile {
         crate::routing::Routing::build(&file.routes, &file.endpoints)
             .map_err(|e| invalid("routes", &e.to_string()))?;
         Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATEWAY: &str = "role: gateway\nlisteners:\n  gateway: 127.0.0.1:0\n";
+
+    #[test]
+    fn a_zero_where_no_limit_is_meaningless_is_refused_by_name() {
+        assert!(ProxyFile::parse(GATEWAY).is_ok());
+        let zero_idle = format!("{GATEWAY}settings:\n  upgradeIdleTimeoutMs: 0\n");
+        let err = ProxyFile::parse(&zero_idle).unwrap_err().to_string();
+        assert!(
+            err.starts_with("settings.upgradeIdleTimeoutMs: must be greater than 0"),
+            "{err}"
+        );
+        let zero_cap = format!("{GATEWAY}settings:\n  maxConnections: 0\n");
+        let err = ProxyFile::parse(&zero_cap).unwrap_err().to_string();
+        assert!(err.starts_with("settings.maxConnections:"), "{err}");
+        // 0 is "no limit" for a tunnel's life, and accepted.
+        let no_max = format!("{GATEWAY}settings:\n  upgradeMaxDurationMs: 0\n");
+        assert!(ProxyFile::parse(&no_max).is_ok());
     }
 }

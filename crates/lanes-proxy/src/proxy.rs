@@ -36,6 +36,7 @@ use crate::routing::{
     Choice, FallbackReason, Routing, RoutingError, Service, Subset, endpoint_authority,
     traceparent_id,
 };
+use crate::server::ConnectionHold;
 use crate::trace::{HopFallback, Hops, Span, SpanContext};
 use crate::upgrade;
 use crate::upstream::{Http1Pool, PoolSettings};
@@ -766,13 +767,19 @@ impl Mesh {
                 }
             } else {
                 let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
+                let hold = req.extensions_mut().remove::<ConnectionHold>();
                 match self.http1.send(addr, http1_request(req)).await {
                     Ok(mut resp) => {
                         if let Some(client) = client_upgrade
                             && upgrade::is_switching(resp.status())
                         {
                             let upstream = hyper::upgrade::on(&mut resp);
-                            upgrade::spawn_tunnel(client, upstream, self.settings.tunnel_limits());
+                            upgrade::spawn_tunnel(
+                                client,
+                                upstream,
+                                self.settings.tunnel_limits(),
+                                hold,
+                            );
                         }
                         Attempt::Response(resp)
                     }
@@ -877,6 +884,9 @@ impl Mesh {
             // The client's side of an upgrade goes along to the hop that switches.
             if let Some(client) = parts.extensions.get::<OnUpgrade>() {
                 req.extensions_mut().insert(client.clone());
+                if let Some(hold) = parts.extensions.get::<ConnectionHold>() {
+                    req.extensions_mut().insert(hold.clone());
+                }
             }
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri;

@@ -11,6 +11,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +28,22 @@ pub async fn wait_for(mut shutdown: watch::Receiver<bool>) {
         if shutdown.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// What an upgraded connection keeps of the client connection it came from: the
+/// listener's connection slot (so a tunnel counts against `max_connections` as long as
+/// it lives) and the listener's shutdown signal (so a drain closes it).
+#[derive(Debug, Clone)]
+pub struct ConnectionHold {
+    _slot: Arc<OwnedSemaphorePermit>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ConnectionHold {
+    /// Resolves when the listener shuts down.
+    pub async fn shutting_down(&self) {
+        wait_for(self.shutdown.clone()).await;
     }
 }
 
@@ -124,7 +141,7 @@ async fn connection<F, Fut>(
     limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
     handler: F,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
@@ -132,27 +149,32 @@ async fn connection<F, Fut>(
     let Some(first) = peek_first_byte(&stream, limits.first_byte_timeout).await else {
         return;
     };
+    let hold = ConnectionHold {
+        _slot: Arc::new(permit),
+        shutdown: shutdown.clone(),
+    };
     match tls {
         Some(acceptor) if is_tls_handshake(first) => {
             let handshake = acceptor.accept(stream);
             match tokio::time::timeout(limits.header_read_timeout, handshake).await {
                 Ok(Ok(tls_stream)) => {
-                    serve_io(tls_stream, builder, limits, shutdown, handler).await;
+                    serve_io(tls_stream, builder, limits, hold, handler).await;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         }
-        _ => serve_io(stream, builder, limits, shutdown, handler).await,
+        _ => serve_io(stream, builder, limits, hold, handler).await,
     }
 }
 
-/// Serves HTTP on one connection's byte stream (plain or TLS).
+/// Serves HTTP on one connection's byte stream (plain or TLS). A request that asks to
+/// upgrade carries the connection's [`ConnectionHold`] in its extensions.
 async fn serve_io<I, F, Fut>(
     stream: I,
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: ListenerLimits,
-    shutdown: watch::Receiver<bool>,
+    hold: ConnectionHold,
     handler: F,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -160,9 +182,13 @@ async fn serve_io<I, F, Fut>(
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let activity = Activity::new();
+    let shutdown = hold.shutdown.clone();
     let service = {
         let activity = activity.clone();
-        service_fn(move |req| {
+        service_fn(move |mut req: Request<Incoming>| {
+            if req.extensions().get::<OnUpgrade>().is_some() {
+                req.extensions_mut().insert(hold.clone());
+            }
             let handler = handler.clone();
             let in_flight = activity.begin();
             async move {

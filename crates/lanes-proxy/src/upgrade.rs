@@ -20,6 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::server::ConnectionHold;
+
 /// How long a tunnel may live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelLimits {
@@ -60,8 +62,14 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Joins the client's connection to the endpoint's once both have switched, in a task
-/// of its own; either failing to switch ends it.
-pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, limits: TunnelLimits) {
+/// of its own; either failing to switch ends it. With the client connection's `hold`,
+/// the tunnel keeps its listener slot and closes when the listener shuts down.
+pub fn spawn_tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    limits: TunnelLimits,
+    hold: Option<ConnectionHold>,
+) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -70,7 +78,15 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, limits: TunnelLimits
                 return;
             }
         };
-        let ended = tunnel(TokioIo::new(client), TokioIo::new(upstream), limits).await;
+        let copying = tunnel(TokioIo::new(client), TokioIo::new(upstream), limits);
+        let ended = match &hold {
+            Some(hold) => tokio::select! {
+                ended = copying => ended,
+                () = hold.shutting_down() => TunnelEnd::Shutdown,
+            },
+            None => copying.await,
+        };
+        drop(hold);
         tracing::debug!(?ended, "tunnel closed");
     });
 }
@@ -84,6 +100,8 @@ pub enum TunnelEnd {
     Idle,
     /// It reached its longest life.
     MaxDuration,
+    /// Its listener shut down.
+    Shutdown,
 }
 
 /// Copies bytes both ways between `a` and `b` within `limits`.

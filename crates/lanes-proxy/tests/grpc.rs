@@ -81,18 +81,21 @@ async fn a_grpc_call_chain_keeps_the_canary_lane_past_a_baseline_hop() {
         "{base}"
     );
     let metrics = c.metrics().await;
-    let served = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("istio_requests_total{")
-                && l.contains("destination_workload=\"mockb-canary\"")
-        })
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let served = istio_line(&metrics, "mockb-canary");
     assert!(
         served
             .contains("request_protocol=\"grpc\",response_code=\"200\",grpc_response_status=\"0\""),
         "{served}"
     );
+}
+
+/// The `istio_requests_total` series of calls served by `workload`.
+fn istio_line<'m>(metrics: &'m str, workload: &str) -> &'m str {
+    let wanted = format!("destination_workload=\"{workload}\"");
+    metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains(&wanted))
+        .unwrap_or_else(|| panic!("no series for {workload}: {metrics}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,13 +141,7 @@ async fn a_canary_answering_unavailable_is_served_by_the_baseline_with_the_fallb
                 && l.contains("from=\"canary\",to=\"base\"")),
         "{metrics}"
     );
-    let refused = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("istio_requests_total{")
-                && l.contains("destination_workload=\"mockb-canary\"")
-        })
-        .unwrap_or_else(|| panic!("{metrics}"));
+    let refused = istio_line(&metrics, "mockb-canary");
     assert!(
         refused.contains("grpc_response_status=\"14\""),
         "the canary's failed call is counted as one: {refused}"

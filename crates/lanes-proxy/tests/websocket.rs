@@ -204,3 +204,52 @@ async fn a_quiet_tunnel_is_closed_at_the_idle_limit() {
     );
     eprintln!("tunnel closed after {:?} of quiet", started.elapsed());
 }
+
+/// A plain GET in the baseline lane through the gateway, on a fresh connection.
+async fn plain_get(c: &Cluster) -> Result<(http::StatusCode, String), String> {
+    common::send_via(
+        c.gateway,
+        http::Request::get("/mock")
+            .header("host", "example.com")
+            .header("x-asm-prefer-tag", "base")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_open_tunnel_keeps_its_connection_slot_until_it_closes() {
+    let s = lanes_proxy::Settings {
+        max_connections: 1,
+        ..settings()
+    };
+    let c = mesh(s).await;
+    let mut ws = connect(&c, "canary").await;
+    ws.send(Message::text("hello")).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(reply.to_text().unwrap(), "mocka-v2>mockb-v2:hello");
+    // The gateway's only slot is the tunnel's: another client is turned away.
+    let refused = plain_get(&c).await;
+    assert!(
+        refused.is_err(),
+        "a second connection was served: {refused:?}"
+    );
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+    {}
+    drop(ws);
+    // Once the tunnel has closed, its slot serves the next client.
+    let mut served = None;
+    for _ in 0..50 {
+        if let Ok(answer) = plain_get(&c).await {
+            served = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = served.expect("the slot is freed when the tunnel closes");
+    assert_eq!(status, http::StatusCode::OK);
+}

@@ -194,4 +194,21 @@ fn a_bad_config_file_is_refused_with_the_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pod: the sidecar role needs its pod"), "{err}");
+
+    let gateway = "role: gateway\nlisteners:\n  gateway: 127.0.0.1:0\n";
+    std::fs::write(
+        &path,
+        format!("{gateway}settings:\n  upgradeIdleTimeoutMs: 0\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lanes"))
+        .args(["proxy", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("settings.upgradeIdleTimeoutMs: must be greater than 0"),
+        "{err}"
+    );
 }
