@@ -12,9 +12,10 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::correlation::{MAX_KEY_BYTES, trace_id_of};
 use crate::proxy::Mesh;
 use crate::server::serve_router;
-use crate::trace::Hop;
+use crate::trace::{Hex, Hop};
 
 /// The admin routes.
 pub fn router(mesh: Arc<Mesh>) -> Router {
@@ -35,8 +36,8 @@ pub fn observability(mesh: Arc<Mesh>) -> Router {
 enum TraceError {
     #[error("this proxy records no hops")]
     NotRecorded,
-    #[error("{0:?} is no trace id (32 hex digits) nor `last`")]
-    BadId(String),
+    #[error("a trace is named by at most {MAX_KEY_BYTES} bytes")]
+    BadId,
     #[error("no hop of trace {0} is among the newest kept")]
     NotFound(String),
     #[error("no request has been recorded yet")]
@@ -46,7 +47,7 @@ enum TraceError {
 impl IntoResponse for TraceError {
     fn into_response(self) -> axum::response::Response {
         let status = match self {
-            TraceError::BadId(_) => StatusCode::BAD_REQUEST,
+            TraceError::BadId => StatusCode::BAD_REQUEST,
             _ => StatusCode::NOT_FOUND,
         };
         (status, format!("{self}\n")).into_response()
@@ -67,10 +68,11 @@ async fn trace(
             Ok(axum::Json(found))
         };
     }
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(TraceError::BadId(id));
+    if id.len() > MAX_KEY_BYTES {
+        return Err(TraceError::BadId);
     }
-    let found = hops.trace(&id);
+    // A trace-id, or the trace header's value the gateway began the trace for.
+    let found = hops.trace(&Hex(trace_id_of(&id)));
     if found.is_empty() {
         return Err(TraceError::NotFound(id));
     }

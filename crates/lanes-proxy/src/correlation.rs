@@ -22,10 +22,92 @@ struct Entry<V> {
     at: Instant,
 }
 
+/// The 16 bytes of a trace value that spells an id of 16 bytes: a UUID (`8-4-4-4-12`
+/// hex digits, as a trace header usually holds) or 32 hex digits (as a `traceparent`
+/// trace-id is).
+fn id_bytes(trace: &str) -> Option<[u8; 16]> {
+    let b = trace.as_bytes();
+    let at: &[u8; 32] = match b.len() {
+        32 => &PLAIN_DIGITS,
+        36 if [b[8], b[13], b[18], b[23]] == [b'-'; 4] => &UUID_DIGITS,
+        _ => return None,
+    };
+    let mut out = [0u8; 16];
+    for (o, pair) in out.iter_mut().zip(at.chunks_exact(2)) {
+        let high = NIBBLE[usize::from(*b.get(usize::from(pair[0]))?)];
+        let low = NIBBLE[usize::from(*b.get(usize::from(pair[1]))?)];
+        if high > 15 || low > 15 {
+            return None;
+        }
+        *o = (high << 4) | low;
+    }
+    Some(out)
+}
+
+/// Where the 32 digits of an id stand in its plain and its UUID spelling.
+const PLAIN_DIGITS: [u8; 32] = digit_positions(&[(0, 32)]);
+const UUID_DIGITS: [u8; 32] = digit_positions(&[(0, 8), (9, 4), (14, 4), (19, 4), (24, 12)]);
+
+const fn digit_positions(runs: &[(u8, u8)]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let (mut n, mut r) = (0, 0);
+    while r < runs.len() {
+        let (start, len) = runs[r];
+        let mut k = 0;
+        while k < len {
+            out[n] = start + k;
+            n += 1;
+            k += 1;
+        }
+        r += 1;
+    }
+    out
+}
+
+/// Each byte's value as a hex digit (either case), or 16 when it is none.
+const NIBBLE: [u8; 256] = {
+    let mut t = [16u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 16,
+        };
+        b += 1;
+    }
+    t
+};
+
+/// The trace a trace value names, as 16 bytes: the id it spells (a UUID, or the 32
+/// hex digits of a `traceparent` trace-id), else a 128-bit FNV-1a hash of it, never all
+/// zero. The gateway gives a trace it starts for a request with a trace header this id,
+/// so the header and the trace-id of `traceparent` name one trace: one correlation
+/// entry, and `lanes trace` finds the request by the id its client sent.
+pub fn trace_id_of(trace: &str) -> [u8; 16] {
+    if let Some(id) = id_bytes(trace) {
+        return id;
+    }
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let hash = trace
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+    hash.max(1).to_be_bytes()
+}
+
+/// Whether two trace values name the same trace (see [`trace_id_of`]).
+pub fn same_trace(a: &str, b: &str) -> bool {
+    a == b || trace_id_of(a) == trace_id_of(b)
+}
+
 /// A bounded trace → value map: the lane of a trace by default; a sidecar also keeps a
-/// trace's fallback and hop count this way.
+/// trace's fallback and hop count this way. Keyed by the trace a value names, so a
+/// trace header and a `traceparent` of the same trace share an entry.
 pub struct CorrelationTable<V = Arc<str>> {
-    shards: Vec<Mutex<LruCache<Box<str>, Entry<V>>>>,
+    shards: Vec<Mutex<LruCache<[u8; 16], Entry<V>>>>,
     capacity: usize,
     ttl: Duration,
     entries: Gauge,
@@ -42,15 +124,9 @@ impl<V: Clone> std::fmt::Debug for CorrelationTable<V> {
     }
 }
 
-fn shard_of(key: &str) -> usize {
-    // FNV-1a: cheap, and keys are not attacker-chosen to collide in a useful way since
-    // each shard is bounded on its own.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % SHARDS as u64) as usize
+fn shard_of(key: &[u8; 16]) -> usize {
+    // The key is an id or a hash: its last byte is spread evenly enough.
+    usize::from(key[15]) % SHARDS
 }
 
 impl<V: Clone> CorrelationTable<V> {
@@ -106,15 +182,16 @@ impl<V: Clone> CorrelationTable<V> {
         if trace.is_empty() || trace.len() > MAX_KEY_BYTES {
             return;
         }
-        let Ok(mut shard) = self.shards[shard_of(trace)].lock() else {
+        let key = trace_id_of(trace);
+        let Ok(mut shard) = self.shards[shard_of(&key)].lock() else {
             return;
         };
-        if let Some(e) = shard.get_mut(trace) {
+        if let Some(e) = shard.get_mut(&key) {
             e.lane = lane;
             e.at = now;
             return;
         }
-        if shard.push(trace.into(), Entry { lane, at: now }).is_some() {
+        if shard.push(key, Entry { lane, at: now }).is_some() {
             self.evictions.inc();
         } else {
             self.entries.inc();
@@ -131,10 +208,11 @@ impl<V: Clone> CorrelationTable<V> {
         if trace.is_empty() || trace.len() > MAX_KEY_BYTES {
             return None;
         }
-        let mut shard = self.shards[shard_of(trace)].lock().ok()?;
-        let entry = shard.get(trace)?;
+        let key = trace_id_of(trace);
+        let mut shard = self.shards[shard_of(&key)].lock().ok()?;
+        let entry = shard.get(&key)?;
         if now.duration_since(entry.at) > self.ttl {
-            shard.pop(trace);
+            shard.pop(&key);
             self.entries.dec();
             return None;
         }
@@ -174,6 +252,40 @@ mod tests {
         assert_eq!(t.evictions(), 50_000 - t.capacity() as u64);
         // The newest survive.
         assert!(t.lookup_at("trace-49999", now).is_some());
+    }
+
+    #[test]
+    fn any_other_value_names_a_trace_of_its_hash() {
+        let a = trace_id_of("request-1");
+        assert_ne!(a, [0; 16]);
+        assert_eq!(a, trace_id_of("request-1"), "the same in every process");
+        assert_ne!(a, trace_id_of("request-2"));
+        assert!(same_trace("request-1", &crate::trace::Hex(a).to_string()));
+        assert!(!same_trace("request-1", "request-2"));
+    }
+
+    #[test]
+    fn a_uuid_and_the_trace_id_of_its_bytes_are_one_entry() {
+        let t: CorrelationTable = CorrelationTable::new(100, Duration::from_secs(60));
+        let uuid = "4BF92F35-77B3-4DA6-A3CE-929D0E0E4736";
+        let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert!(same_trace(uuid, trace_id));
+        t.record(uuid, "canary".into());
+        t.record(trace_id, "canary".into());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.lookup(trace_id).as_deref(), Some("canary"));
+        assert_eq!(t.lookup(&uuid.to_lowercase()).as_deref(), Some("canary"));
+        for other in [
+            "4bf92f3577b34da6a3ce929d0e0e4737",
+            "4bf92f35-77b3-4da6-a3ce-929d0e0e473",
+            "4bf92f35+77b3-4da6-a3ce-929d0e0e4736",
+            "4bf92f3577b34da6a3ce929d0e0e473g",
+            "request-1",
+        ] {
+            assert!(!same_trace(uuid, other), "{other}");
+            assert_eq!(t.lookup(other), None, "{other}");
+        }
+        assert!(same_trace("request-1", "request-1"));
     }
 
     #[test]

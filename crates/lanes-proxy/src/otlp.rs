@@ -226,8 +226,7 @@ pub fn encode(hops: &[Hop]) -> Vec<u8> {
 
 /// One hop as a span, with the attributes the README documents.
 fn span_of(h: &Hop) -> Span {
-    let bytes = |hex: &str| crate::trace::hex_bytes(hex).unwrap_or_default();
-    let mut attributes = vec![text("lanes.role", &h.role)];
+    let mut attributes = vec![text("lanes.role", h.role.as_str())];
     let mut add = |key: &str, v: Option<&str>| {
         if let Some(v) = v {
             attributes.push(text(key, v));
@@ -252,15 +251,15 @@ fn span_of(h: &Hop) -> Span {
         (Some(s), Some(ns)) => format!("{} {s}.{ns}", h.role),
         _ => h.role.to_string(),
     };
-    let kind = if &*h.role == "outbound" {
+    let kind = if h.role == crate::proxy::Side::Outbound {
         span::SpanKind::Client
     } else {
         span::SpanKind::Server
     };
     Span {
-        trace_id: bytes(&h.trace_id),
-        span_id: bytes(&h.span_id),
-        parent_span_id: h.parent_span_id.as_deref().map(bytes).unwrap_or_default(),
+        trace_id: h.trace_id.0.to_vec(),
+        span_id: h.span_id.0.to_vec(),
+        parent_span_id: h.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default(),
         name,
         kind: kind as i32,
         start_time_unix_nano: h.start_unix_nano,
@@ -334,20 +333,20 @@ mod tests {
     #[test]
     fn a_hop_becomes_a_span_with_its_ids_times_and_attributes() {
         let hop = Hop {
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            span_id: "00f067aa0ba902b7".into(),
-            parent_span_id: Some("1111111111111111".into()),
-            role: "outbound".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap(),
+            span_id: "00f067aa0ba902b7".parse().unwrap(),
+            parent_span_id: Some("1111111111111111".parse().unwrap()),
+            role: crate::proxy::Side::Outbound,
             service: Some("mockb".into()),
             namespace: Some("default".into()),
             pod: Some("mocka-v1-x".into()),
             lane: Some("canary".into()),
             subset: Some("base".into()),
-            fallback: Some(crate::trace::HopFallback {
+            fallback: Some(Box::new(crate::trace::HopFallback {
                 from: "canary".into(),
                 to: "base".into(),
                 reason: "lane_lacks_service".into(),
-            }),
+            })),
             status: 503,
             grpc_status: None,
             start_unix_nano: 1_000,

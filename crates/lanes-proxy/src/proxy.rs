@@ -22,7 +22,7 @@ use crate::body::{
 };
 use crate::budget;
 use crate::config::{Endpoint, PodIdentity, Settings};
-use crate::correlation::CorrelationTable;
+use crate::correlation::{CorrelationTable, same_trace, trace_id_of};
 use crate::grpc;
 use crate::guard::{self, OwnListeners};
 use crate::istio::{Destination, ResponseFlag, Served};
@@ -37,7 +37,7 @@ use crate::routing::{
     traceparent_id,
 };
 use crate::server::ConnectionHold;
-use crate::trace::{HopFallback, Hops, Span, SpanContext};
+use crate::trace::{HopFallback, Hops, Span, SpanContext, TraceId};
 use crate::upgrade;
 use crate::upstream::{Http1Pool, PoolSettings};
 
@@ -74,8 +74,9 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
-/// Which side of the proxy handled a request (a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which side of the proxy handled a request (a metric label, a hop's role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Side {
     /// The ingress gateway.
     Gateway,
@@ -85,8 +86,15 @@ pub enum Side {
     Outbound,
 }
 
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Side {
-    fn as_str(self) -> &'static str {
+    /// Its name, as metrics and hop records write it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Side::Gateway => "gateway",
             Side::Inbound => "inbound",
@@ -337,6 +345,14 @@ impl Mesh {
         Some(span)
     }
 
+    /// Begins the first span of a trace, `trace` or a new one, when hops are recorded.
+    fn begin_trace(&self, trace: Option<TraceId>, headers: &mut HeaderMap) -> Option<Span> {
+        self.hops.as_ref()?;
+        let span = Span::begin_trace(trace);
+        span.context.propagate(headers);
+        Some(span)
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -383,7 +399,17 @@ impl Mesh {
         };
         with_trace_id(req.headers_mut(), group.trace_header.as_ref());
         let parent = SpanContext::from_headers(req.headers());
-        let span = self.begin_span(parent, req.headers_mut());
+        let span = match parent {
+            Some(_) => self.begin_span(parent, req.headers_mut()),
+            None => {
+                let trace = group
+                    .trace_header
+                    .as_ref()
+                    .and_then(|h| req.headers().get(h)?.to_str().ok())
+                    .map(trace_id_of);
+                self.begin_trace(trace, req.headers_mut())
+            }
+        };
         let routed = Routed {
             span,
             pod: None,
@@ -602,10 +628,10 @@ impl Mesh {
             ),
         };
         if let (Some(hops), Some(span)) = (&self.hops, &span) {
-            let mut hop = span.record(Side::Inbound.as_str(), code);
+            let mut hop = span.record(Side::Inbound, code);
             hop.service = addressed.map(|s| s.name.clone());
             hop.namespace = Some(addressed.map_or_else(
-                || sidecar.pod.namespace.as_str().into(),
+                || sidecar.namespace_label.0.clone(),
                 |s| s.namespace.clone(),
             ));
             hop.pod = Some(sidecar.pod_name.clone());
@@ -1040,16 +1066,18 @@ impl Mesh {
             started.elapsed(),
         );
         if let (Some(hops), Some(span)) = (&self.hops, &routed.span) {
-            let mut hop = span.record(routed.side.as_str(), resp.status().as_u16());
+            let mut hop = span.record(routed.side, resp.status().as_u16());
             hop.service = Some(routed.service.name.clone());
             hop.namespace = Some(routed.service.namespace.clone());
             hop.pod = routed.pod.cloned();
             hop.lane = routed.lane.clone();
             hop.subset = Some(subset.lane.clone());
-            hop.fallback = fallback.map(|(from, to, reason)| HopFallback {
-                from: from.clone(),
-                to: to.clone(),
-                reason: reason.as_str().into(),
+            hop.fallback = fallback.map(|(from, to, reason)| {
+                Box::new(HopFallback {
+                    from: from.clone(),
+                    to: to.clone(),
+                    reason: reason.as_str().into(),
+                })
             });
             hop.grpc_status = grpc::status(resp.headers());
             hops.push(hop);
@@ -1107,7 +1135,8 @@ fn with_trace_id(headers: &mut HeaderMap, trace_header: Option<&HeaderName>) {
     if let Some(h) = trace_header
         && !headers.contains_key(h)
     {
-        let id = uuid::Uuid::new_v4();
+        // Random from a fast per-thread generator, as span ids are: an id, not a secret.
+        let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_ne_bytes()).into_uuid();
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let text = id.hyphenated().encode_lower(&mut text);
         if let Ok(v) = HeaderValue::from_str(text) {
@@ -1117,15 +1146,16 @@ fn with_trace_id(headers: &mut HeaderMap, trace_header: Option<&HeaderName>) {
 }
 
 /// The values of every lane group's trace header a request carries, then the trace id
-/// of its W3C `traceparent`.
+/// of its W3C `traceparent` unless one of those names the same trace.
 fn trace_values<'h>(routing: &'h Routing, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> {
-    routing
+    let own = routing
         .groups
         .iter()
         .filter_map(|g| g.trace_header.as_ref())
         .filter_map(|h| headers.get(h))
-        .filter_map(|v| v.to_str().ok())
-        .chain(traceparent_id(headers))
+        .filter_map(|v| v.to_str().ok());
+    let w3c = traceparent_id(headers).filter(|id| !own.clone().any(|o| same_trace(o, id)));
+    own.chain(w3c)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

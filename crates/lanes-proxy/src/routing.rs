@@ -219,7 +219,9 @@ impl Group {
             .as_ref()
             .and_then(|h| headers.get(h))
             .and_then(|v| v.to_str().ok());
-        own.into_iter().chain(traceparent_id(headers))
+        let w3c = traceparent_id(headers)
+            .filter(|id| !own.is_some_and(|o| crate::correlation::same_trace(o, id)));
+        own.into_iter().chain(w3c)
     }
 
     /// The lane whose selector a pod's labels match.

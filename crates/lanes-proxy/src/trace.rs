@@ -6,13 +6,17 @@
 //! hop a `traceparent` naming itself as parent. Records go to a bounded ring (what
 //! `lanes trace` reads), to an OTLP exporter and to the access log, each if enabled.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
+
+use crate::proxy::Side;
 
 /// W3C trace context header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -26,29 +30,36 @@ pub type SpanId = [u8; 8];
 /// The fields of a valid `traceparent` (`<version>-<32 hex>-<16 hex>-<2 hex>`, ids not
 /// all zeros): its trace id and parent span id, as written.
 pub fn traceparent_fields(headers: &HeaderMap) -> Option<(&str, &str)> {
-    let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim();
-    let mut fields = value.split('-');
-    let (version, trace, parent, flags) = (
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-    );
-    let is_hex = |f: &str, len: usize| {
-        f.len() == len
-            && f.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    // Fixed positions: `vv-` 32 hex `-` 16 hex `-ff`, and for a version above 00
+    // perhaps more after a `-` at 55. Visible ASCII only, so byte offsets are chars.
+    let value = headers.get(TRACEPARENT)?.to_str().ok()?.trim_ascii();
+    let b = value.as_bytes();
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let version = &b[..2];
+    let ends_right = if version == b"00" {
+        b.len() == 55
+    } else {
+        version != b"ff" && b.get(55).is_none_or(|&c| c == b'-')
     };
-    let non_zero = |f: &str| f.bytes().any(|b| b != b'0');
-    let valid = is_hex(version, 2)
-        && version != "ff"
-        && (version != "00" || fields.next().is_none())
-        && is_hex(trace, 32)
+    let is_hex = |f: &[u8]| {
+        f.iter()
+            .all(|&c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    };
+    let non_zero = |f: &[u8]| f.iter().any(|&c| c != b'0');
+    let (trace, parent) = (&b[3..35], &b[36..52]);
+    let valid = ends_right
+        && is_hex(version)
+        && is_hex(trace)
         && non_zero(trace)
-        && is_hex(parent, 16)
+        && is_hex(parent)
         && non_zero(parent)
-        && is_hex(flags, 2);
-    valid.then_some((trace, parent))
+        && is_hex(&b[53..55]);
+    if !valid {
+        return None;
+    }
+    Some((value.get(3..35)?, value.get(36..52)?))
 }
 
 /// Where a hop sits in its trace.
@@ -84,43 +95,86 @@ impl SpanContext {
 
     /// Names this span as the parent of the next hop (sampled).
     pub fn propagate(&self, headers: &mut HeaderMap) {
-        let text = format!("00-{}-{}-01", hex(&self.trace_id), hex(&self.span_id));
-        if let Ok(v) = HeaderValue::from_str(&text) {
+        // "00-" 32 hex "-" 16 hex "-01", written in place.
+        let mut text = [0u8; 55];
+        text[..3].copy_from_slice(b"00-");
+        write_hex(&self.trace_id, &mut text[3..35]);
+        text[35] = b'-';
+        write_hex(&self.span_id, &mut text[36..52]);
+        text[52..].copy_from_slice(b"-01");
+        if let Ok(v) = HeaderValue::from_bytes(&text) {
             headers.insert(TRACEPARENT, v);
         }
     }
 }
 
-/// Lower-case hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
+/// Writes the lower-case hex of `bytes` into `out` (twice as long).
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    out
-}
-
-/// The bytes of lower- or upper-case hex, if it is hex.
-pub fn hex_bytes(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
 }
 
 fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
         return None;
     }
+    let nibble = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
+}
+
+/// An id's bytes, written as lower-case hex (in JSON, in logs, in `lanes trace`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hex<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> fmt::Display for Hex<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for b in self.0 {
+            f.write_char(char::from(DIGITS[usize::from(b >> 4)]))?;
+            f.write_char(char::from(DIGITS[usize::from(b & 0xf)]))?;
+        }
+        Ok(())
+    }
+}
+
+impl<const N: usize> fmt::Debug for Hex<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl<const N: usize> std::str::FromStr for Hex<N> {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        from_hex(text)
+            .map(Hex)
+            .ok_or_else(|| format!("{text:?} is not {} hex digits", 2 * N))
+    }
+}
+
+impl<const N: usize> Serialize for Hex<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A fallback a hop took.
@@ -131,7 +185,7 @@ pub struct HopFallback {
     /// The lane that served.
     pub to: Arc<str>,
     /// Why (`lane_lacks_service`, `connect_error`, `upstream_status`, ...).
-    pub reason: Arc<str>,
+    pub reason: Cow<'static, str>,
 }
 
 /// One hop of a request: a span.
@@ -139,14 +193,14 @@ pub struct HopFallback {
 #[serde(rename_all = "camelCase")]
 pub struct Hop {
     /// The trace (32 hex digits).
-    pub trace_id: String,
+    pub trace_id: Hex<16>,
     /// This hop's span (16 hex digits).
-    pub span_id: String,
+    pub span_id: Hex<8>,
     /// The span this hop continues, when the request came with one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent_span_id: Option<String>,
+    pub parent_span_id: Option<Hex<8>>,
     /// `gateway`, `outbound` or `inbound`.
-    pub role: Arc<str>,
+    pub role: Side,
     /// The Service routed to (gateway, outbound) or addressed (inbound), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<Arc<str>>,
@@ -162,9 +216,9 @@ pub struct Hop {
     /// The lane whose subset served it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subset: Option<Arc<str>>,
-    /// The fallback taken, if any.
+    /// The fallback taken, if any (boxed: rare, and a hop is moved whole).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<HopFallback>,
+    pub fallback: Option<Box<HopFallback>>,
     /// The response status.
     pub status: u16,
     /// A gRPC call's status, when its answer's head carries one.
@@ -197,15 +251,28 @@ impl Span {
         }
     }
 
+    /// Begins the first hop of trace `trace` (a new trace without one).
+    pub fn begin_trace(trace: Option<TraceId>) -> Span {
+        let mut context = SpanContext::child_of(None);
+        if let Some(t) = trace {
+            context.trace_id = t;
+        }
+        Span {
+            context,
+            parent: None,
+            started: SystemTime::now(),
+        }
+    }
+
     /// The record of this hop, ended now, with the rest of its fields empty.
-    pub fn record(&self, role: &str, status: u16) -> Hop {
+    pub fn record(&self, role: Side, status: u16) -> Hop {
         let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Hop {
-            trace_id: hex(&self.context.trace_id),
-            span_id: hex(&self.context.span_id),
-            parent_span_id: self.parent.as_ref().map(|p| hex(p)),
-            role: role.into(),
+            trace_id: Hex(self.context.trace_id),
+            span_id: Hex(self.context.span_id),
+            parent_span_id: self.parent.map(Hex),
+            role,
             service: None,
             namespace: None,
             pod: None,
@@ -265,10 +332,10 @@ impl Hops {
     }
 
     /// The hops of a trace still in the ring, oldest first.
-    pub fn trace(&self, trace_id: &str) -> Vec<Hop> {
+    pub fn trace(&self, trace_id: &Hex<16>) -> Vec<Hop> {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         ring.iter()
-            .filter(|h| h.trace_id.eq_ignore_ascii_case(trace_id))
+            .filter(|h| h.trace_id == *trace_id)
             .cloned()
             .collect()
     }
@@ -277,7 +344,7 @@ impl Hops {
     pub fn last_trace(&self) -> Vec<Hop> {
         let newest = {
             let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-            ring.back().map(|h| h.trace_id.clone())
+            ring.back().map(|h| h.trace_id)
         };
         newest.map(|t| self.trace(&t)).unwrap_or_default()
     }
@@ -291,7 +358,7 @@ pub fn render_tree(hops: &[Hop]) -> String {
     let is_child = |h: &Hop| {
         h.parent_span_id
             .as_ref()
-            .is_some_and(|p| sorted.iter().any(|o| &o.span_id == p))
+            .is_some_and(|p| sorted.iter().any(|o| o.span_id == *p))
     };
     let mut out = String::new();
     if let Some(first) = sorted.first() {
@@ -312,7 +379,7 @@ fn render_node(all: &[&Hop], hop: &Hop, prefix: &str, last: bool, out: &mut Stri
     out.push_str(&format!("{prefix}{branch}{}\n", describe(hop)));
     let children: Vec<&&Hop> = all
         .iter()
-        .filter(|h| h.parent_span_id.as_deref() == Some(&hop.span_id))
+        .filter(|h| h.parent_span_id == Some(hop.span_id))
         .collect();
     let next = format!("{prefix}{carry}");
     for (i, child) in children.iter().enumerate() {
@@ -358,20 +425,27 @@ mod tests {
     }
 
     #[test]
-    fn hex_round_trips() {
-        let bytes = [0x00, 0x0f, 0xa5, 0xff];
-        assert_eq!(hex(&bytes), "000fa5ff");
-        assert_eq!(hex_bytes("000fa5ff"), Some(bytes.to_vec()));
-        assert_eq!(hex_bytes("000"), None);
-        assert_eq!(hex_bytes("zz"), None);
+    fn hex_ids_round_trip_and_refuse_what_is_not_theirs() {
+        let id = Hex([0x00, 0x0f, 0xa5, 0xff]);
+        assert_eq!(id.to_string(), "000fa5ff");
+        assert_eq!("000FA5ff".parse::<Hex<4>>(), Ok(id));
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"000fa5ff\"");
+        assert_eq!(serde_json::from_str::<Hex<4>>("\"000fa5ff\"").unwrap(), id);
+        for bad in ["000fa5f", "000fa5ff00", "+00fa5ff", "zz0fa5ff"] {
+            assert!(bad.parse::<Hex<4>>().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Hex<4>>("\"zz\"").is_err());
     }
 
     #[test]
     fn a_valid_traceparent_is_continued_and_a_bad_one_starts_a_new_trace() {
         let h = with_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let parent = SpanContext::from_headers(&h).unwrap();
-        assert_eq!(hex(&parent.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(hex(&parent.span_id), "00f067aa0ba902b7");
+        assert_eq!(
+            Hex(parent.trace_id).to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(Hex(parent.span_id).to_string(), "00f067aa0ba902b7");
         let span = Span::begin(Some(parent));
         assert_eq!(span.context.trace_id, parent.trace_id);
         assert_ne!(span.context.span_id, parent.span_id);
@@ -379,12 +453,22 @@ mod tests {
         let mut next = HeaderMap::new();
         span.context.propagate(&mut next);
         assert_eq!(SpanContext::from_headers(&next), Some(span.context));
+        assert_eq!(
+            next[TRACEPARENT],
+            format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+                Hex(span.context.span_id)
+            )
+        );
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "garbage",
         ] {
             assert_eq!(
@@ -393,17 +477,27 @@ mod tests {
                 "{bad}"
             );
         }
+        // A later version may carry more after the flags; spaces around are allowed.
+        let later =
+            with_traceparent(" 01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future ");
+        assert_eq!(SpanContext::from_headers(&later), Some(parent));
         let root = Span::begin(None);
         assert_eq!(root.parent, None);
         assert_ne!(root.context.trace_id, [0; 16]);
     }
 
-    fn hop(span: &str, parent: Option<&str>, role: &str, start: u64) -> Hop {
+    const TRACE: Hex<16> = Hex([7; 16]);
+
+    fn id(n: u8) -> Hex<8> {
+        Hex([n; 8])
+    }
+
+    fn hop(span: u8, parent: Option<u8>, role: Side, start: u64) -> Hop {
         Hop {
-            trace_id: "t".into(),
-            span_id: span.into(),
-            parent_span_id: parent.map(str::to_string),
-            role: role.into(),
+            trace_id: TRACE,
+            span_id: id(span),
+            parent_span_id: parent.map(id),
+            role,
             service: Some("mocka".into()),
             namespace: Some("default".into()),
             pod: None,
@@ -420,29 +514,30 @@ mod tests {
     #[test]
     fn the_ring_keeps_the_newest_and_finds_a_trace_and_the_last() {
         let hops = Hops::new(3, Vec::new());
-        for (i, t) in ["a", "b", "b", "c"].iter().enumerate() {
-            let mut h = hop(&format!("s{i}"), None, "gateway", i as u64);
-            h.trace_id = t.to_string();
+        for (i, t) in [1u8, 2, 2, 3].into_iter().enumerate() {
+            let mut h = hop(t, None, Side::Gateway, i as u64);
+            h.trace_id = Hex([t; 16]);
             hops.push(h);
         }
-        assert!(hops.trace("a").is_empty(), "the oldest went");
-        assert_eq!(hops.trace("b").len(), 2);
-        assert_eq!(hops.last_trace()[0].trace_id, "c");
+        assert!(hops.trace(&Hex([1; 16])).is_empty(), "the oldest went");
+        assert_eq!(hops.trace(&Hex([2; 16])).len(), 2);
+        assert_eq!(hops.last_trace()[0].trace_id, Hex([3; 16]));
         let none = Hops::new(0, Vec::new());
-        none.push(hop("x", None, "gateway", 0));
+        none.push(hop(9, None, Side::Gateway, 0));
         assert!(none.last_trace().is_empty());
     }
 
     #[test]
     fn a_trace_renders_as_a_tree_by_parent_links() {
+        // Span ids: the client 1, the gateway 2, inbound 3 and 5, outbound 4.
         let tree = render_tree(&[
-            hop("i2", Some("o1"), "inbound", 4),
-            hop("g", Some("client"), "gateway", 1),
-            hop("i1", Some("g"), "inbound", 2),
-            hop("o1", Some("i1"), "outbound", 3),
+            hop(5, Some(4), Side::Inbound, 4),
+            hop(2, Some(1), Side::Gateway, 1),
+            hop(3, Some(2), Side::Inbound, 2),
+            hop(4, Some(3), Side::Outbound, 3),
         ]);
         let lines: Vec<&str> = tree.lines().collect();
-        assert_eq!(lines[0], "trace t");
+        assert_eq!(lines[0], format!("trace {TRACE}"));
         assert!(
             lines[1]
                 .starts_with("└─ gateway → mocka.default lane canary served by base 200 1.50 ms"),

@@ -161,7 +161,7 @@ async fn every_hop_is_one_otlp_span_with_parent_links_and_the_lanes_it_took() {
     assert!(p[0]["end"].as_u64() >= p[5]["end"].as_u64());
     // The ring holds the same hops.
     let trace_id = p[0]["trace_id"].as_str().unwrap();
-    assert_eq!(hops.trace(trace_id).len(), 6);
+    assert_eq!(hops.trace(&trace_id.parse().unwrap()).len(), 6);
 }
 
 #[tokio::test]
@@ -177,7 +177,7 @@ async fn a_clients_traceparent_is_continued_through_applications_that_forward_on
     let client = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let body = get(&c, "canary", &[("traceparent", client)]).await;
     assert_eq!(common::versions(&body), ["v1", "v2", "v1"], "{body}");
-    let trace = hops.trace("0af7651916cd43dd8448eb211c80319c");
+    let trace = hops.trace(&"0af7651916cd43dd8448eb211c80319c".parse().unwrap());
     assert_eq!(trace.len(), 6, "{trace:?}");
     let as_json: Vec<Value> = trace
         .iter()

@@ -559,11 +559,15 @@ pub fn trace(client: &Client, id: Option<&str>, last: bool, json: bool) -> Resul
     let which = match (id, last) {
         (_, true) => "last".to_string(),
         (Some(id), false) => {
-            let id = id.trim().to_ascii_lowercase();
-            if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!("{id:?} is no trace id: 32 hex digits, as in a traceparent");
+            let id = id.trim();
+            let url_safe = |c: char| c.is_ascii_alphanumeric() || "-._~".contains(c);
+            if id.is_empty() || !id.chars().all(url_safe) {
+                bail!(
+                    "{id:?} names no trace: give its trace-id (32 hex digits, as in a \
+                     traceparent) or the trace header's value (letters, digits, - . _ ~)"
+                );
             }
-            id
+            id.to_string()
         }
         (None, false) => bail!("name a trace id, or --last"),
     };

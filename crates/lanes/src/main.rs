@@ -234,7 +234,9 @@ enum Command {
     /// Print the hops of a request `lanes up` routed, as a tree: gateway and sidecars,
     /// the lane asked for, the lane that served, fallbacks, statuses and times.
     Trace {
-        /// The trace id (32 hex digits: the trace-id of its `traceparent`).
+        /// The trace: its trace-id (32 hex digits, as in its `traceparent`), or the
+        /// value of its trace header (`my-request-id`) when it came without a
+        /// `traceparent`.
         #[arg(required_unless_present = "last", conflicts_with = "last")]
         trace_id: Option<String>,
         /// The newest request's trace.

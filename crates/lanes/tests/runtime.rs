@@ -464,4 +464,34 @@ fn applications_forwarding_only_traceparent_keep_the_canary_lane() {
             .contains("no hop of trace 0af7651916cd43dd8448eb211c80ffff"),
         "{unknown:?}"
     );
+    // Requests without a traceparent: each trace is found by the trace header's value,
+    // a UUID (the trace-id is its bytes) or any other id.
+    for (request_id, trace_id) in [
+        (
+            "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+            Some("6f1c2a3b4d5e4f608a7b9c0d1e2f3a4b"),
+        ),
+        ("order-4711", None),
+    ] {
+        let (status, _, body) = http_get(
+            &d.gateway,
+            "/mock",
+            &[
+                ("x-asm-prefer-tag", "canary"),
+                ("my-request-id", request_id),
+            ],
+        );
+        assert_eq!(status, 200, "{body}");
+        let tree = d.ok(&["trace", request_id]);
+        let lines: Vec<&str> = tree.lines().collect();
+        assert_eq!(lines.len(), 7, "{tree}");
+        if let Some(id) = trace_id {
+            assert_eq!(lines[0], format!("trace {id}"));
+        }
+        assert!(
+            lines[1].starts_with("└─ gateway → mocka.default lane canary"),
+            "{tree}"
+        );
+        assert_eq!(d.ok(&["trace", &lines[0]["trace ".len()..]]), tree);
+    }
 }
