@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
+
+use crate::trace::from_hex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -27,59 +29,24 @@ struct Entry<V> {
 /// trace-id is).
 fn id_bytes(trace: &str) -> Option<[u8; 16]> {
     let b = trace.as_bytes();
-    let at: &[u8; 32] = match b.len() {
-        32 => &PLAIN_DIGITS,
-        36 if [b[8], b[13], b[18], b[23]] == [b'-'; 4] => &UUID_DIGITS,
-        _ => return None,
-    };
-    let mut out = [0u8; 16];
-    for (o, pair) in out.iter_mut().zip(at.chunks_exact(2)) {
-        let high = NIBBLE[usize::from(*b.get(usize::from(pair[0]))?)];
-        let low = NIBBLE[usize::from(*b.get(usize::from(pair[1]))?)];
-        if high > 15 || low > 15 {
-            return None;
+    match b.len() {
+        32 => from_hex(trace),
+        36 if [b[8], b[13], b[18], b[23]] == [b'-'; 4] => {
+            let mut digits = [0u8; 32];
+            for (d, &at) in digits.iter_mut().zip(&UUID_DIGITS) {
+                *d = *b.get(at)?;
+            }
+            from_hex(std::str::from_utf8(&digits).ok()?)
         }
-        *o = (high << 4) | low;
+        _ => None,
     }
-    Some(out)
 }
 
-/// Where the 32 digits of an id stand in its plain and its UUID spelling.
-const PLAIN_DIGITS: [u8; 32] = digit_positions(&[(0, 32)]);
-const UUID_DIGITS: [u8; 32] = digit_positions(&[(0, 8), (9, 4), (14, 4), (19, 4), (24, 12)]);
-
-const fn digit_positions(runs: &[(u8, u8)]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let (mut n, mut r) = (0, 0);
-    while r < runs.len() {
-        let (start, len) = runs[r];
-        let mut k = 0;
-        while k < len {
-            out[n] = start + k;
-            n += 1;
-            k += 1;
-        }
-        r += 1;
-    }
-    out
-}
-
-/// Each byte's value as a hex digit (either case), or 16 when it is none.
-const NIBBLE: [u8; 256] = {
-    let mut t = [16u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => 16,
-        };
-        b += 1;
-    }
-    t
-};
+/// Where the 32 digits of a UUID stand in its `8-4-4-4-12` spelling.
+const UUID_DIGITS: [usize; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35,
+];
 
 /// The trace a trace value names, as 16 bytes: the id it spells (a UUID, or the 32
 /// hex digits of a `traceparent` trace-id), else a 128-bit FNV-1a hash of it, never all

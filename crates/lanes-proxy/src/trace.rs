@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -117,7 +117,8 @@ fn write_hex(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+/// The bytes `text` spells in hex (either case), if it is exactly `2 * N` hex digits.
+pub(crate) fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let digits = text.as_bytes();
     if digits.len() != 2 * N {
         return None;
@@ -140,10 +141,11 @@ pub struct Hex<const N: usize>(pub [u8; N]);
 
 impl<const N: usize> fmt::Display for Hex<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for b in self.0 {
-            f.write_char(char::from(DIGITS[usize::from(b >> 4)]))?;
-            f.write_char(char::from(DIGITS[usize::from(b & 0xf)]))?;
+        for chunk in self.0.chunks(32) {
+            let mut text = [0u8; 64];
+            let text = &mut text[..2 * chunk.len()];
+            write_hex(chunk, text);
+            f.write_str(std::str::from_utf8(text).map_err(|_| fmt::Error)?)?;
         }
         Ok(())
     }
