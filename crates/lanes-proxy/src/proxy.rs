@@ -1154,8 +1154,13 @@ fn trace_values<'h>(routing: &'h Routing, headers: &'h HeaderMap) -> impl Iterat
         .filter_map(|g| g.trace_header.as_ref())
         .filter_map(|h| headers.get(h))
         .filter_map(|v| v.to_str().ok());
-    let w3c = traceparent_id(headers).filter(|id| !own.clone().any(|o| same_trace(o, id)));
-    own.chain(w3c)
+    // Read only when the caller goes past the trace headers (a lookup that found its
+    // entry by one does not).
+    let others = own.clone();
+    let w3c = std::iter::once_with(move || {
+        traceparent_id(headers).filter(|id| !others.clone().any(|o| same_trace(o, id)))
+    });
+    own.chain(w3c.flatten())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

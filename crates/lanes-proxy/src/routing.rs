@@ -212,16 +212,20 @@ impl Group {
     }
 
     /// The keys a request's trace is known by, in order: the group's trace header value,
-    /// then the trace id of its W3C `traceparent`.
+    /// then the trace id of its W3C `traceparent` unless that names the same trace.
     pub fn trace_keys<'h>(&self, headers: &'h HeaderMap) -> impl Iterator<Item = &'h str> {
         let own = self
             .trace_header
             .as_ref()
             .and_then(|h| headers.get(h))
             .and_then(|v| v.to_str().ok());
-        let w3c = traceparent_id(headers)
-            .filter(|id| !own.is_some_and(|o| crate::correlation::same_trace(o, id)));
-        own.into_iter().chain(w3c)
+        // Read only when the caller goes past the group's own header (a lookup that
+        // found the lane by it does not).
+        let w3c = std::iter::once_with(move || {
+            traceparent_id(headers)
+                .filter(|id| !own.is_some_and(|o| crate::correlation::same_trace(o, id)))
+        });
+        own.into_iter().chain(w3c.flatten())
     }
 
     /// The lane whose selector a pod's labels match.
