@@ -54,7 +54,7 @@ const UUID_DIGITS: [usize; 32] = [
 /// so the header and the trace-id of `traceparent` name one trace: one correlation
 /// entry, and `lanes trace` finds the request by the id its client sent.
 pub fn trace_id_of(trace: &str) -> [u8; 16] {
-    if let Some(id) = id_bytes(trace) {
+    if let Some(id) = id_bytes(trace).filter(|id| *id != [0; 16]) {
         return id;
     }
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
@@ -229,6 +229,8 @@ mod tests {
         assert_ne!(a, trace_id_of("request-2"));
         assert!(same_trace("request-1", &crate::trace::Hex(a).to_string()));
         assert!(!same_trace("request-1", "request-2"));
+        // The nil UUID spells no valid trace-id: it is hashed like any other value.
+        assert_ne!(trace_id_of("00000000-0000-0000-0000-000000000000"), [0; 16]);
     }
 
     #[test]
