@@ -182,17 +182,29 @@ async fn a_thousand_messages_cross_the_gateway_and_two_sidecars_in_the_canary_la
     );
 }
 
+/// The mesh with `settings`, and a WebSocket in the canary lane that has said hello
+/// through both relays.
+async fn greeted(
+    settings: lanes_proxy::Settings,
+) -> (
+    Cluster,
+    WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+) {
+    let c = mesh(settings).await;
+    let mut ws = connect(&c, "canary").await;
+    ws.send(Message::text("hello")).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(reply.to_text().unwrap(), "mocka-v2>mockb-v2:hello");
+    (c, ws)
+}
+
 #[tokio::test]
 async fn a_quiet_tunnel_is_closed_at_the_idle_limit() {
     let s = lanes_proxy::Settings {
         upgrade_idle_timeout_ms: 300,
         ..settings()
     };
-    let c = mesh(s).await;
-    let mut ws = connect(&c, "canary").await;
-    ws.send(Message::text("hello")).await.unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
-    assert_eq!(reply.to_text().unwrap(), "mocka-v2>mockb-v2:hello");
+    let (_cluster, mut ws) = greeted(s).await;
     // Nothing more is said: the proxy closes the tunnel, and the client sees its end.
     let started = std::time::Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -224,11 +236,7 @@ async fn an_open_tunnel_keeps_its_connection_slot_until_it_closes() {
         max_connections: 1,
         ..settings()
     };
-    let c = mesh(s).await;
-    let mut ws = connect(&c, "canary").await;
-    ws.send(Message::text("hello")).await.unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
-    assert_eq!(reply.to_text().unwrap(), "mocka-v2>mockb-v2:hello");
+    let (c, mut ws) = greeted(s).await;
     // The gateway's only slot is the tunnel's: another client is turned away.
     let refused = plain_get(&c).await;
     assert!(

@@ -182,31 +182,26 @@ fn a_gateway_from_a_config_file_routes_by_lane() {
     assert!(status.success(), "{status:?}");
 }
 
-#[test]
-fn a_bad_config_file_is_refused_with_the_reason() {
+/// What `lanes proxy --config` says on standard error when it refuses the file `text`.
+fn refusal(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxy.yaml");
-    std::fs::write(&path, "role: sidecar\nlisteners:\n  inbound: 127.0.0.1:0\n").unwrap();
+    std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lanes"))
         .args(["proxy", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pod: the sidecar role needs its pod"), "{err}");
+    assert!(!out.status.success(), "{text:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
-    let gateway = "role: gateway\nlisteners:\n  gateway: 127.0.0.1:0\n";
-    std::fs::write(
-        &path,
-        format!("{gateway}settings:\n  upgradeIdleTimeoutMs: 0\n"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lanes"))
-        .args(["proxy", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+#[test]
+fn a_bad_config_file_is_refused_with_the_reason() {
+    let err = refusal("role: sidecar\nlisteners:\n  inbound: 127.0.0.1:0\n");
+    assert!(err.contains("pod: the sidecar role needs its pod"), "{err}");
+    let err = refusal(
+        "role: gateway\nlisteners:\n  gateway: 127.0.0.1:0\nsettings:\n  upgradeIdleTimeoutMs: 0\n",
+    );
     assert!(
         err.contains("settings.upgradeIdleTimeoutMs: must be greater than 0"),
         "{err}"
