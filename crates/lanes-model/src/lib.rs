@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod object;
 pub mod podlog;
 pub mod rollout;
+pub mod rollout_rules;
 pub mod schema;
 pub mod synthetic;
 pub mod validate;

@@ -88,56 +88,58 @@ fn lint_rollout(ctx: &mut Ctx<'_>, l: &Loaded) {
     };
     let ns = l.object.namespace_or_empty();
     let wref = &r.spec.workload_ref;
-    if wref.kind != "Deployment" {
-        ctx.report(
-            Severity::Warning,
-            l,
-            "spec.workloadRef.kind",
+    let exists = ctx.loaded.iter().any(|o| {
+        matches!(o.object.typed, Typed::Deployment(_))
+            && o.object.name == wref.name
+            && o.object.namespace_or_empty() == ns
+    });
+    if !exists {
+        let elsewhere: Vec<String> = ctx
+            .loaded
+            .iter()
+            .filter(|o| {
+                matches!(o.object.typed, Typed::Deployment(_)) && o.object.name == wref.name
+            })
+            .map(|o| o.object.namespace_or_empty().to_string())
+            .collect();
+        let hint = if elsewhere.is_empty() {
+            String::new()
+        } else {
             format!(
-                "Lanes releases Deployments only; a {} is not run",
-                wref.kind
+                " (there is one in namespace {}; a Rollout acts on its own namespace)",
+                elsewhere.join(", ")
+            )
+        };
+        ctx.report(
+            Severity::Error,
+            l,
+            "spec.workloadRef.name",
+            format!(
+                "Deployment {:?} not found in namespace {ns:?}{hint}",
+                wref.name
             ),
         );
-    } else {
-        let exists = ctx.loaded.iter().any(|o| {
-            matches!(o.object.typed, Typed::Deployment(_))
-                && o.object.name == wref.name
-                && o.object.namespace_or_empty() == ns
-        });
-        if !exists {
-            let elsewhere: Vec<String> = ctx
-                .loaded
-                .iter()
-                .filter(|o| {
-                    matches!(o.object.typed, Typed::Deployment(_)) && o.object.name == wref.name
-                })
-                .map(|o| o.object.namespace_or_empty().to_string())
-                .collect();
-            let hint = if elsewhere.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (there is one in namespace {}; a Rollout acts on its own namespace)",
-                    elsewhere.join(", ")
-                )
-            };
-            ctx.report(
-                Severity::Error,
-                l,
-                "spec.workloadRef.name",
-                format!(
-                    "Deployment {:?} not found in namespace {ns:?}{hint}",
-                    wref.name
-                ),
-            );
-        }
     }
-    if r.spec.strategy.blue_green.is_some() {
+    // Kruise's webhook: one Rollout per workload. The later one is reported.
+    let earlier = ctx
+        .loaded
+        .iter()
+        .take_while(|o| !std::ptr::eq(*o, l))
+        .find(|o| match &o.object.typed {
+            Typed::Rollout(other) => {
+                o.object.namespace_or_empty() == ns && other.spec.workload_ref == *wref
+            }
+            _ => false,
+        });
+    if let Some(first) = earlier {
         ctx.report(
-            Severity::Warning,
+            Severity::Error,
             l,
-            "spec.strategy.blueGreen",
-            "Lanes runs canary strategies only: this Rollout is accepted but not run".into(),
+            "spec.workloadRef",
+            format!(
+                "Rollout/{} ({}) already releases Deployment {:?}; a workload has one Rollout",
+                first.object.name, first.source, wref.name
+            ),
         );
     }
 }

@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::istio::{HttpMatchRequest, StringMatch};
+
 /// A release plan for one workload.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -236,6 +238,93 @@ pub struct CanaryStep {
     /// Header changes for canary requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_header_modifier: Option<HeaderModifier>,
+}
+
+impl CanaryStep {
+    /// The step's `matches` as the route table's conditions (Gateway API semantics:
+    /// a header or query parameter matches `Exact` unless `RegularExpression` is
+    /// named; a path matches `PathPrefix` unless `Exact` or `RegularExpression` is).
+    /// `Err` names the condition, relative to the step, whose type is unknown.
+    pub fn route_matches(&self) -> Result<Vec<HttpMatchRequest>, (String, String)> {
+        self.matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.to_route(&format!("matches[{i}]")))
+            .collect()
+    }
+
+    /// The percentage of traffic the step sends into the canary, if it names one.
+    pub fn traffic_percent(&self) -> Option<u32> {
+        self.traffic
+            .as_deref()
+            .and_then(crate::validate::parse_percent)
+    }
+}
+
+impl HttpRouteMatch {
+    fn to_route(&self, at: &str) -> Result<HttpMatchRequest, (String, String)> {
+        let named = |list: &[NamedMatch], field: &str| {
+            list.iter()
+                .enumerate()
+                .map(|(j, n)| {
+                    let sm = string_match(n.kind.as_deref(), "Exact", &n.value)
+                        .ok_or_else(|| unknown_type(&format!("{at}.{field}[{j}].type"), &n.kind))?;
+                    Ok((n.name.to_ascii_lowercase(), sm))
+                })
+                .collect::<Result<BTreeMap<_, _>, (String, String)>>()
+        };
+        let uri = match &self.path {
+            None => None,
+            Some(p) => Some(
+                string_match(
+                    p.kind.as_deref(),
+                    "PathPrefix",
+                    p.value.as_deref().unwrap_or("/"),
+                )
+                .ok_or_else(|| unknown_type(&format!("{at}.path.type"), &p.kind))?,
+            ),
+        };
+        Ok(HttpMatchRequest {
+            headers: named(&self.headers, "headers")?,
+            query_params: named(&self.query_params, "queryParams")?,
+            uri,
+            ..Default::default()
+        })
+    }
+}
+
+fn unknown_type(at: &str, kind: &Option<String>) -> (String, String) {
+    (
+        at.to_string(),
+        format!(
+            "unknown match type {:?} (Exact, PathPrefix for a path, or RegularExpression)",
+            kind.as_deref().unwrap_or("")
+        ),
+    )
+}
+
+fn string_match(kind: Option<&str>, default: &str, value: &str) -> Option<StringMatch> {
+    let value = Some(value.to_string());
+    let none = StringMatch {
+        exact: None,
+        prefix: None,
+        regex: None,
+    };
+    match kind.unwrap_or(default) {
+        "Exact" => Some(StringMatch {
+            exact: value,
+            ..none
+        }),
+        "PathPrefix" if default == "PathPrefix" => Some(StringMatch {
+            prefix: value,
+            ..none
+        }),
+        "RegularExpression" => Some(StringMatch {
+            regex: value,
+            ..none
+        }),
+        _ => None,
+    }
 }
 
 /// A step's pause.
@@ -673,6 +762,10 @@ pub fn convert_v1alpha1(raw: &mut Value) {
                     Value::String(s) => format!("{s}%"),
                     other => other.to_string(),
                 };
+                // v1alpha1: a step without replicas runs as many canary pods as its
+                // weight's share of the workload's.
+                step.entry("replicas")
+                    .or_insert_with(|| Value::String(traffic.clone()));
                 step.entry("traffic").or_insert(Value::String(traffic));
             }
         }
@@ -706,6 +799,15 @@ mod tests {
         assert_eq!(
             raw["spec"]["strategy"]["canary"]["enableExtraWorkloadForCanary"],
             false
+        );
+        // A weight-only step runs its weight's share of pods; replicas given are kept.
+        assert_eq!(
+            raw["spec"]["strategy"]["canary"]["steps"][0]["replicas"],
+            "20%"
+        );
+        assert_eq!(
+            raw["spec"]["strategy"]["canary"]["steps"][1]["replicas"],
+            "50%"
         );
     }
 }

@@ -3,12 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-
 use crate::istio::{HttpMatchRequest, StringMatch};
 use crate::lane::{GROUP_LABEL, IngressStrategy};
 use crate::object::{FieldError, Object, Typed};
-use crate::rollout::CanaryStrategy;
 
 /// Every problem of one object; empty when it is valid.
 pub fn validate(object: &Object) -> Vec<FieldError> {
@@ -171,27 +168,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
                 }
             }
         }
-        Typed::Rollout(r) => {
-            let spec = &r.spec;
-            if spec.workload_ref.name.is_empty() {
-                errs.push(FieldError::new("spec.workloadRef.name", "is required"));
-            }
-            if spec.workload_ref.kind.is_empty() {
-                errs.push(FieldError::new("spec.workloadRef.kind", "is required"));
-            }
-            match (&spec.strategy.canary, &spec.strategy.blue_green) {
-                (None, None) => errs.push(FieldError::new(
-                    "spec.strategy",
-                    "one of canary or blueGreen is required",
-                )),
-                (Some(_), Some(_)) => errs.push(FieldError::new(
-                    "spec.strategy",
-                    "canary and blueGreen are mutually exclusive",
-                )),
-                (Some(c), None) => check_steps(&mut errs, "spec.strategy.canary", c),
-                (None, Some(b)) => check_steps(&mut errs, "spec.strategy.blueGreen", b),
-            }
-        }
+        Typed::Rollout(r) => crate::rollout_rules::check(&mut errs, &r.spec),
     }
     errs
 }
@@ -286,124 +263,6 @@ fn validate_group(errs: &mut Vec<FieldError>, spec: &crate::lane::LaneGroupSpec)
     }
 }
 
-fn check_steps(errs: &mut Vec<FieldError>, at: &str, strategy: &CanaryStrategy) {
-    if strategy.steps.is_empty() {
-        errs.push(FieldError::new(
-            format!("{at}.steps"),
-            "at least one step is required",
-        ));
-    }
-    for (i, step) in strategy.steps.iter().enumerate() {
-        let here = format!("{at}.steps[{i}]");
-        if let Some(r) = &step.replicas {
-            match r {
-                IntOrString::Int(n) if *n < 0 => errs.push(FieldError::new(
-                    format!("{here}.replicas"),
-                    format!("must be 0 or more, got {n}"),
-                )),
-                IntOrString::Int(_) => {}
-                IntOrString::String(s) => {
-                    if parse_percent(s).is_none() {
-                        errs.push(FieldError::new(
-                            format!("{here}.replicas"),
-                            format!("expected an integer or a percentage, got {s:?}"),
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(t) = &step.traffic
-            && parse_percent(t).is_none()
-        {
-            errs.push(FieldError::new(
-                format!("{here}.traffic"),
-                format!("expected a percentage such as \"20%\", got {t:?}"),
-            ));
-        }
-        if let Some(d) = step.pause.as_ref().and_then(|p| p.duration)
-            && d < 0
-        {
-            errs.push(FieldError::new(
-                format!("{here}.pause.duration"),
-                format!("must be 0 or more seconds, got {d}"),
-            ));
-        }
-    }
-    if let Some(IntOrString::String(s)) = &strategy.failure_threshold
-        && parse_percent(s).is_none()
-    {
-        errs.push(FieldError::new(
-            format!("{at}.failureThreshold"),
-            format!("expected an integer or a percentage, got {s:?}"),
-        ));
-    }
-    if let Some(a) = &strategy.analysis {
-        if a.interval.millis().is_none() {
-            errs.push(FieldError::new(
-                format!("{at}.analysis.interval"),
-                format!(
-                    "expected a duration such as \"5s\" or \"1m\", or whole seconds, got {:?}",
-                    a.interval
-                ),
-            ));
-        }
-        if a.metrics.is_empty() {
-            errs.push(FieldError::new(
-                format!("{at}.analysis.metrics"),
-                "at least one metric is required",
-            ));
-        }
-        for (i, m) in a.metrics.iter().enumerate() {
-            let kinds = [
-                m.success_rate.is_some(),
-                m.latency_p99.is_some(),
-                m.prometheus.is_some(),
-            ]
-            .iter()
-            .filter(|k| **k)
-            .count();
-            if kinds != 1 {
-                errs.push(FieldError::new(
-                    format!("{at}.analysis.metrics[{i}]"),
-                    "exactly one of successRate, latencyP99 or prometheus is required",
-                ));
-            }
-            if let Some(sr) = &m.success_rate
-                && !(0.0..=1.0).contains(&sr.min)
-            {
-                errs.push(FieldError::new(
-                    format!("{at}.analysis.metrics[{i}].successRate.min"),
-                    format!("must be between 0 and 1, got {}", sr.min),
-                ));
-            }
-            if let Some(p) = &m.prometheus
-                && p.min.is_none()
-                && p.max.is_none()
-            {
-                errs.push(FieldError::new(
-                    format!("{at}.analysis.metrics[{i}].prometheus"),
-                    "min or max is required",
-                ));
-            }
-        }
-    }
-    if let Some(d) = strategy.progress_deadline_seconds
-        && d <= 0
-    {
-        errs.push(FieldError::new(
-            format!("{at}.progressDeadlineSeconds"),
-            format!("must be a positive number of seconds, got {d}"),
-        ));
-    }
-    if let Some(meta) = &strategy.patch_pod_template_metadata {
-        check_labels(
-            errs,
-            &format!("{at}.patchPodTemplateMetadata.labels"),
-            &meta.labels,
-        );
-    }
-}
-
 /// Parses `"N%"` with N in 0..=100.
 pub fn parse_percent(s: &str) -> Option<u32> {
     let n: u32 = s.strip_suffix('%')?.trim().parse().ok()?;
@@ -434,7 +293,7 @@ fn check_containers(
     }
 }
 
-fn check_match(errs: &mut Vec<FieldError>, at: &str, m: &HttpMatchRequest) {
+pub(crate) fn check_match(errs: &mut Vec<FieldError>, at: &str, m: &HttpMatchRequest) {
     let mut check = |path: String, sm: &StringMatch| {
         let set = [&sm.exact, &sm.prefix, &sm.regex]
             .iter()
@@ -539,7 +398,11 @@ fn label_part_ok(s: &str, max: usize) -> bool {
         && s.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
 }
 
-fn check_labels(errs: &mut Vec<FieldError>, at: &str, labels: &BTreeMap<String, String>) {
+pub(crate) fn check_labels(
+    errs: &mut Vec<FieldError>,
+    at: &str,
+    labels: &BTreeMap<String, String>,
+) {
     for (key, value) in labels {
         let (prefix, name) = match key.rsplit_once('/') {
             Some((p, n)) => (Some(p), n),

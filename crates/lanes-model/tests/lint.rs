@@ -158,69 +158,81 @@ fn a_fallback_target_that_is_no_lane() {
     ));
 }
 
-/// Kruise's end-to-end manifests: each Rollout decodes (v1alpha1 converted) and lints
-/// clean with its Deployment; the blue-green one with a warning.
+/// Kruise's end-to-end manifests: what Lanes does not run is refused, each refusal naming
+/// its field; nothing decodes and then does nothing.
 #[test]
-fn kruise_end_to_end_manifests() {
+fn kruise_end_to_end_manifests_are_refused_where_lanes_does_not_run_them() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kruise");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let pairs = [
-        ("e2e-rollout_canary_base.yaml", "e2e-deployment.yaml", false),
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "e2e-rollout_canary_base.yaml",
+            &[
+                "spec.strategy.canary.trafficRoutings[0].ingress: Lanes routes a release's traffic through the lane group",
+            ],
+        ),
         (
             "e2e-rollout_disabled.yaml",
-            "e2e-deployment_disabled.yaml",
-            false,
+            &[
+                "spec.strategy.canary.enableExtraWorkloadForCanary: false asks for a partition-style release",
+            ],
         ),
         (
             "e2e-rollout_v1beta1_canary_base.yaml",
-            "e2e-deployment.yaml",
-            false,
+            &["spec.strategy.canary.trafficRoutings[0].ingress: "],
         ),
         (
             "e2e-rollout_v1beta1_partition_base.yaml",
-            "e2e-deployment.yaml",
-            false,
+            &[
+                "spec.strategy.canary.enableExtraWorkloadForCanary: false asks for a partition-style release",
+                "spec.strategy.canary.trafficRoutings[0].ingress: ",
+            ],
         ),
         (
             "e2e-rollout_v1beta1_bluegreen_base.yaml",
-            "e2e-deployment.yaml",
-            true,
+            &["spec.strategy.blueGreen: Lanes does not run blue-green releases"],
         ),
     ];
-    for (rollout, deployment, blue_green) in pairs {
-        let files = [
-            (rollout, read(rollout)),
-            (deployment, read(deployment)),
-            ("e2e-service.yaml", read("e2e-service.yaml")),
-            ("e2e-destinationrule.yaml", read("e2e-destinationrule.yaml")),
-        ];
-        let mut loaded = Vec::new();
-        for (name, text) in &files {
-            let (objs, diags) = decode_str(name, text);
-            assert!(diags.is_empty(), "{name}: {diags:?}");
-            loaded.extend(objs);
-        }
-        let r = loaded
-            .iter()
-            .find_map(|l| match &l.object.typed {
-                Typed::Rollout(r) => Some(r.clone()),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(r.spec.workload_ref.kind, "Deployment", "{rollout}");
-        assert!(!r.spec.workload_ref.name.is_empty(), "{rollout}");
-        let diags = lint(&loaded);
-        if blue_green {
-            assert_eq!(diags.len(), 1, "{rollout}: {diags:?}");
-            assert!(!diags[0].is_error());
+    for (file, wanted) in cases {
+        let (objs, diags) = decode_str(file, &read(file));
+        assert!(objs.is_empty(), "{file}: accepted");
+        let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(lines.len(), wanted.len(), "{file}: {lines:#?}");
+        for (line, want) in lines.iter().zip(wanted) {
+            assert!(diags.iter().all(|d| d.is_error()));
             assert!(
-                diags[0]
-                    .to_string()
-                    .contains("Lanes runs canary strategies only")
+                line.starts_with(&format!("{file}:1 Rollout/rollouts-")) && line.contains(want),
+                "{file}: {line:?} lacks {want:?}"
             );
-        } else {
-            assert!(diags.is_empty(), "{rollout}: {diags:?}");
         }
+    }
+}
+
+/// The same manifests as Lanes runs them (the canary as an extra Deployment, traffic
+/// through the lanes rather than an Ingress) decode and lint clean with their
+/// Deployment.
+#[test]
+fn kruise_end_to_end_manifests_run_as_lanes_releases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kruise");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    for file in [
+        "e2e-rollout_canary_base.yaml",
+        "e2e-rollout_v1beta1_canary_base.yaml",
+        "e2e-rollout_v1beta1_partition_base.yaml",
+    ] {
+        let text = read(file);
+        let cut = text.find("      trafficRoutings:").unwrap();
+        let text = text[..cut].replace(
+            "enableExtraWorkloadForCanary: false",
+            "enableExtraWorkloadForCanary: true",
+        );
+        let files = [
+            (file, text),
+            ("e2e-deployment.yaml", read("e2e-deployment.yaml")),
+            ("e2e-service.yaml", read("e2e-service.yaml")),
+        ];
+        let diags = lint_texts(&files);
+        assert!(diags.is_empty(), "{file}: {diags:?}");
     }
 }
 
@@ -228,8 +240,10 @@ fn kruise_end_to_end_manifests() {
 fn v1alpha1_is_read_as_v1beta1() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kruise");
     let text = std::fs::read_to_string(dir.join("e2e-rollout_canary_base.yaml")).unwrap();
-    let (objs, diags) = decode_str("r.yaml", &text);
-    assert!(diags.is_empty());
+    // Without its Ingress (which Lanes refuses), the v1alpha1 Rollout reads as v1beta1.
+    let text = &text[..text.find("      trafficRoutings:").unwrap()];
+    let (objs, diags) = decode_str("r.yaml", text);
+    assert!(diags.is_empty(), "{diags:?}");
     let o = &objs[0].object;
     assert_eq!(o.raw["apiVersion"], "rollouts.kruise.io/v1beta1");
     assert_eq!(o.raw["spec"]["workloadRef"]["name"], "echoserver");
@@ -240,9 +254,28 @@ fn v1alpha1_is_read_as_v1beta1() {
     let traffic: Vec<_> = steps.iter().map(|s| s.traffic.clone().unwrap()).collect();
     assert_eq!(traffic, ["20%", "40%", "60%", "80%", "100%"]);
     assert_eq!(steps[1].pause.as_ref().unwrap().duration, Some(10));
-    // Unknown fields of known kinds are kept.
+    // Weight-only steps run their weight's share of pods.
     assert_eq!(
-        o.raw["spec"]["strategy"]["canary"]["trafficRoutings"][0]["ingress"]["classType"],
-        "nginx"
+        o.raw["spec"]["strategy"]["canary"]["steps"][0]["replicas"],
+        "20%"
+    );
+}
+
+/// Kruise's webhook: one Rollout per workload; the second is an error naming the first.
+#[test]
+fn two_rollouts_on_one_workload() {
+    let mut files = seed_files();
+    let first = files[3].1.split("---").next().unwrap().to_string();
+    files.push((
+        "40-again.yaml",
+        first.replace("name: rollouts-mocka", "name: rollouts-mocka-again"),
+    ));
+    let lines: Vec<String> = lint_texts(&files).iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "40-again.yaml:1 Rollout/rollouts-mocka-again: spec.workloadRef: Rollout/rollouts-mocka (30-rollouts.yaml:1) already releases Deployment \"mocka-v1\"; a workload has one Rollout"
+        ],
+        "{lines:#?}"
     );
 }

@@ -52,6 +52,64 @@ pub fn managing<'a>(
     crate::manager_of(rollouts, namespace, name).and_then(|r| r.metadata.name.as_deref())
 }
 
+/// Kruise's Rollout webhook, the rules that look beyond the one object: a workload has
+/// one Rollout (`others` are the other Rollouts of the namespace), and while a release
+/// is in flight (`old`'s phase `Progressing` or `Terminating`) the workload it releases
+/// and the number of its steps stay as they are. Each refusal names its field.
+pub fn check_rollout(
+    old: Option<&lanes_model::rollout::Rollout>,
+    new: &lanes_model::rollout::Rollout,
+    others: &[lanes_model::rollout::Rollout],
+) -> Vec<lanes_model::FieldError> {
+    use lanes_model::FieldError;
+    use lanes_model::rollout::RolloutPhase;
+    let mut errs = Vec::new();
+    let name = new.metadata.name.as_deref().unwrap_or("");
+    if let Some(other) = others.iter().find(|o| {
+        o.metadata.name.as_deref() != Some(name) && o.spec.workload_ref == new.spec.workload_ref
+    }) {
+        errs.push(FieldError::new(
+            "spec.workloadRef",
+            format!(
+                "Rollout {:?} already releases {} {:?}; a workload has one Rollout",
+                other.metadata.name.as_deref().unwrap_or(""),
+                new.spec.workload_ref.kind,
+                new.spec.workload_ref.name
+            ),
+        ));
+    }
+    let Some(old) = old else {
+        return errs;
+    };
+    let phase = old.status.as_ref().and_then(|s| s.phase);
+    if !matches!(
+        phase,
+        Some(RolloutPhase::Progressing | RolloutPhase::Terminating)
+    ) {
+        return errs;
+    }
+    if old.spec.workload_ref != new.spec.workload_ref {
+        errs.push(FieldError::new(
+            "spec.workloadRef",
+            "is immutable while a release is in flight (phase Progressing)",
+        ));
+    }
+    let steps = |r: &lanes_model::rollout::Rollout| {
+        r.spec.strategy.canary.as_ref().map_or(0, |c| c.steps.len())
+    };
+    if steps(old) != steps(new) {
+        errs.push(FieldError::new(
+            "spec.strategy.canary.steps",
+            format!(
+                "the number of steps ({}) is immutable while a release is in flight (phase \
+                 Progressing); a step may change, not be added or removed",
+                steps(old)
+            ),
+        ));
+    }
+    errs
+}
+
 fn set_annotation(v: &mut Value, key: &str, value: Value) {
     let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;

@@ -27,8 +27,16 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
             obs.now,
         ));
     };
-    let Some(canary_strategy) = strategy(r) else {
-        let message = "Lanes runs canary strategies only; this Rollout is not run".to_string();
+    // What the API's admission refuses, a Rollout written past it (on a cluster without
+    // the operator's webhook) is not run either, and says why.
+    let mut refused = Vec::new();
+    lanes_model::rollout_rules::check(&mut refused, &r.spec);
+    let canary_strategy = strategy(r).filter(|_| refused.is_empty());
+    let Some(canary_strategy) = canary_strategy else {
+        let message = match refused.first() {
+            Some(e) => format!("not run: {}: {}", e.path, e.message),
+            None => "Lanes runs canary strategies only; this Rollout is not run".to_string(),
+        };
         return Decision::settled(with_condition(
             status,
             RolloutPhase::Disabled,

@@ -92,6 +92,36 @@ pub fn check_fallback_targets(txn: &Txn<'_, '_>, object: &Object) -> Result<(), 
     ))
 }
 
+/// Kruise's Rollout webhook, in the write path: one Rollout per workload, and the
+/// workload and step count of a release in flight unchanged.
+pub fn check_rollout(
+    txn: &Txn<'_, '_>,
+    current: Option<&Value>,
+    object: &Object,
+) -> Result<(), StoreError> {
+    let lanes_model::Typed::Rollout(new) = &object.typed else {
+        return Ok(());
+    };
+    let others: Vec<lanes_model::rollout::Rollout> = txn
+        .list(Kind::Rollout, object.namespace.as_deref())?
+        .into_iter()
+        .filter_map(|r| serde_json::from_value(r).ok())
+        .collect();
+    let old: Option<lanes_model::rollout::Rollout> =
+        current.and_then(|c| serde_json::from_value(c.clone()).ok());
+    let errors = lanes_rollout::admission::check_rollout(old.as_ref(), new, &others);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Invalid(
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ))
+}
+
 /// A status must keep the object decodable (its typed status has the right shape).
 pub fn check_status(resource: &Resource, current: &Value, status: &Value) -> ApiResult<()> {
     let mut candidate = current.clone();

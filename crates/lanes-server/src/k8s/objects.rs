@@ -491,6 +491,7 @@ fn create_in(
     }
     admission::admit(t, None, &mut value, max).map_err(store_err(r, &name))?;
     let object = decode(r, value)?;
+    admission::check_rollout(t, None, &object).map_err(store_err(r, &name))?;
     let created = t.create(&object).map_err(store_err(r, &name))?;
     check_fallback_targets(t, &object).map_err(store_err(r, &name))?;
     Ok(created)
@@ -523,6 +524,7 @@ pub async fn update(
             managed::record_update(Some(&current), &mut value, &manager, &r.api_version());
             admission::admit(t, Some(&current), &mut value, max).map_err(store_err(&r, &name))?;
             let object = decode(&r, value)?;
+            admission::check_rollout(t, Some(&current), &object).map_err(store_err(&r, &name))?;
             let (stored, _) = t.replace(&object, expect).map_err(store_err(&r, &name))?;
             check_fallback_targets(t, &object).map_err(store_err(&r, &name))?;
             let stored = gc::finish(t, &key, stored).map_err(store_err(&r, &name))?;
@@ -669,6 +671,8 @@ pub async fn patch(
                 admission::admit(t, Some(&current), &mut patched, max)
                     .map_err(store_err(&r, &name))?;
                 let object = decode(&r, patched)?;
+                admission::check_rollout(t, Some(&current), &object)
+                    .map_err(store_err(&r, &name))?;
                 let (stored, _) = t.replace(&object, expect).map_err(store_err(&r, &name))?;
                 check_fallback_targets(t, &object).map_err(store_err(&r, &name))?;
                 gc::finish(t, &key, stored).map_err(store_err(&r, &name))?
