@@ -3,6 +3,7 @@
 //! ASM's flavor (what the article shows) or open-source Istio's, and (b) the
 //! [`RouteTable`] the Lanes data plane runs. No I/O.
 
+pub mod release;
 pub mod routes;
 
 use std::borrow::Cow;
@@ -107,6 +108,9 @@ pub struct GroupInput<'a> {
     pub spec: &'a LaneGroupSpec,
     /// Lanes of the group, in creation order: (name, spec).
     pub lanes: Vec<(&'a str, &'a LaneSpec)>,
+    /// Releases whose steps route traffic, in Rollout creation order; those of the
+    /// group's services take a share of its ingress.
+    pub releases: &'a [release::ReleaseInput],
 }
 
 /// Where an object sits in creation order: `creationTimestamp` to the second (all a
@@ -160,6 +164,7 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
         pods: PodIndex::new(pods),
     };
     let mut out = Output::default();
+    let releases = release::releases(objects);
     // Each group's lanes, in the order given, found in one pass.
     let mut lanes: HashMap<&str, Vec<(&str, &LaneSpec)>> = HashMap::new();
     for o in objects {
@@ -180,6 +185,7 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
             name: &object.name,
             spec: &group.spec,
             lanes: lanes.remove(object.name.as_str()).unwrap_or_default(),
+            releases: &releases,
         };
         compile_group(&input, &mesh, flavor, emit, &mut out);
     }
@@ -214,12 +220,12 @@ fn mesh_service(s: ServiceView) -> MeshService {
     }
 }
 
-fn fqdn(name: &str, namespace: &str) -> String {
+pub(crate) fn fqdn(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}.svc.cluster.local")
 }
 
 /// The group's settings that every generated object depends on.
-struct GroupCtx<'a> {
+pub(crate) struct GroupCtx<'a> {
     gateway_ns: String,
     gateway: String,
     route_header: String,
@@ -271,14 +277,14 @@ impl GroupCtx<'_> {
         })
     }
 
-    fn fallback_for(&self, name: &str, namespace: &str) -> Option<String> {
+    pub(crate) fn fallback_for(&self, name: &str, namespace: &str) -> Option<String> {
         let own = (!self.service_fallback.is_empty())
             .then(|| self.service_fallback.get(&format!("{namespace}/{name}")))
             .flatten();
         own.or(self.fallback.as_ref()).cloned()
     }
 
-    fn set_lane_header(&self, lane: &str) -> Headers {
+    pub(crate) fn set_lane_header(&self, lane: &str) -> Headers {
         Headers {
             request: Some(HeaderOperations {
                 set: BTreeMap::from([(self.route_header.clone(), lane.to_string())]),
@@ -291,7 +297,7 @@ impl GroupCtx<'_> {
     /// A route destination into `lane` of a service, with ASM's fallback when the
     /// group is permissive. In the Istio flavor a lane that lacks the service is routed
     /// straight to the fallback subset, since Istio has no fallback.
-    fn lane_destination(
+    pub(crate) fn lane_destination(
         &self,
         host: &str,
         svc: Option<&ServiceRoutes>,
@@ -611,6 +617,69 @@ pub fn compile_group(
     let mut service_vs = Vec::with_capacity(service_routes.len());
     let mut service_dr = Vec::with_capacity(service_routes.len());
     let istio = emit == Emit::Everything;
+    // Releases whose steps route traffic into a lane of the group.
+    let mut releases = Vec::new();
+    let rule = spec
+        .ingress
+        .ingress_routing
+        .weighted_routing_rule
+        .clone()
+        .unwrap_or_default();
+    let hosts = if rule.hosts.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        rule.hosts.clone()
+    };
+    for r in input.releases {
+        let ours = spec.services.iter().any(|s| {
+            mesh.services
+                .get(&s.name, s.namespace())
+                .is_some_and(|v| r.selected_by(v))
+        });
+        if !ours || (matches!(strategy, IngressStrategy::Weighted) && !r.is_routing()) {
+            continue;
+        }
+        let (baseline, canary) =
+            match release_entries(input, ctx.fallback.as_deref(), r, &find_service) {
+                Ok(entries) => entries,
+                Err(why) => {
+                    out.warnings.push(release::unroutable(input.name, r, &why));
+                    continue;
+                }
+            };
+        if istio {
+            ingress_objects.push(ctx.virtual_service(
+                format!(
+                    "swimlane-ingress-vs-{}-release-{}",
+                    input.name,
+                    r.rollout.replace('/', "-")
+                ),
+                VirtualServiceSpec {
+                    gateways: vec![format!("{}/{}", ctx.gateway_ns, ctx.gateway)],
+                    hosts: hosts.clone(),
+                    http: release::istio_routes(&ctx, r, &rule.request_matches, &baseline, &canary),
+                },
+            ));
+        }
+        let entry = |e: &release::Entry<'_>| LaneEntry {
+            lane: e.lane.to_string(),
+            destination: ServiceName {
+                name: e.name.clone(),
+                namespace: e.namespace.clone(),
+                port: e.port,
+            },
+        };
+        releases.push(ReleaseRoute {
+            rollout: r.rollout.clone(),
+            hosts: hosts.clone(),
+            matches: rule.request_matches.clone(),
+            baseline: entry(&baseline),
+            canary: entry(&canary),
+            percent: r.percent.min(100),
+            canary_matches: r.matches.clone(),
+            canary_headers: r.headers.clone(),
+        });
+    }
     for svc in service_routes.iter().filter(|_| istio) {
         let host = fqdn(&svc.name, &svc.namespace);
         let fallback = ctx.fallback_for(&svc.name, &svc.namespace);
@@ -693,7 +762,58 @@ pub fn compile_group(
             .collect(),
         services: service_routes,
         ingress,
+        releases,
     });
+}
+
+/// The baseline and canary lanes of a release in a group, with the service a request
+/// entering each goes to; or why the release cannot route there. The canary lane is the
+/// first whose selector the canary's pods satisfy and the workload's own do not; the
+/// baseline lane the first the workload's pods satisfy, else the group's fallback.
+fn release_entries<'s>(
+    input: &GroupInput<'s>,
+    fallback: Option<&str>,
+    r: &release::ReleaseInput,
+    find_service: &impl Fn(&str) -> Option<(String, String, Option<&'s ServiceRoutes>)>,
+) -> Result<(release::Entry<'s>, release::Entry<'s>), String> {
+    let canary = release::lane_of(&input.lanes, &r.canary_labels, Some(&r.stable_labels))
+        .ok_or_else(|| {
+            format!(
+                "no lane selects its canary pods ({})",
+                r.canary_labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })?;
+    let baseline = release::lane_of(&input.lanes, &r.stable_labels, None)
+        .or_else(|| {
+            let f = fallback?;
+            input.lanes.iter().copied().find(|(n, _)| *n == f)
+        })
+        .ok_or("neither a lane selecting the workload's pods nor a fallback lane")?;
+    let canary_host = release::entry_host(canary.1);
+    let baseline_host = release::entry_host(baseline.1);
+    let entry = |lane: &'s str, host: Option<(&str, Option<u16>)>| {
+        let (host, port) = host
+            .or(canary_host)
+            .or(baseline_host)
+            .ok_or_else(|| format!("lane {lane:?} has no ingress destination"))?;
+        let (name, namespace, routes) = find_service(host)
+            .ok_or_else(|| format!("lane {lane:?} routes to {host:?}, which is no mesh service"))?;
+        Ok::<_, String>(release::Entry {
+            lane,
+            name,
+            namespace,
+            port,
+            routes,
+        })
+    };
+    Ok((
+        entry(baseline.0, baseline_host)?,
+        entry(canary.0, canary_host)?,
+    ))
 }
 
 /// Open-source Istio routes of one service: per lane holding the service, a route for

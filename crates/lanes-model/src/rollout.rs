@@ -261,6 +261,47 @@ impl CanaryStep {
     }
 }
 
+impl Rollout {
+    /// Whether the release routes traffic into the canary lane in steps: some step
+    /// names `traffic` or `matches`.
+    pub fn routes_traffic(&self) -> bool {
+        self.spec.strategy.canary.as_ref().is_some_and(|c| {
+            c.steps
+                .iter()
+                .any(|s| s.traffic.is_some() || !s.matches.is_empty())
+        })
+    }
+
+    /// The step whose traffic the ingress carries now, 0-based, if any: while a release
+    /// is in flight, the current step once its canary is up (`StepTrafficRouting` and
+    /// after), the step before while the current one's canary comes up, and a step that
+    /// names neither traffic nor matches keeps the one before it. None at rest, when
+    /// finalising and after a rollback: all traffic is the baseline's.
+    pub fn routed_step(&self) -> Option<(usize, &CanaryStep)> {
+        let steps = &self.spec.strategy.canary.as_ref()?.steps;
+        let status = self.status.as_ref()?;
+        if status.phase != Some(RolloutPhase::Progressing) {
+            return None;
+        }
+        let canary = status.canary_status.as_ref()?;
+        let current = usize::try_from(canary.current_step_index).ok()?;
+        let upto = match canary.current_step_state {
+            StepState::Upgrade => current.checked_sub(1)?,
+            StepState::Completed => return None,
+            StepState::TrafficRouting
+            | StepState::MetricsAnalysis
+            | StepState::Paused
+            | StepState::Ready => current,
+        };
+        steps
+            .iter()
+            .enumerate()
+            .take(upto.min(steps.len()))
+            .rev()
+            .find(|(_, s)| s.traffic.is_some() || !s.matches.is_empty())
+    }
+}
+
 impl HttpRouteMatch {
     fn to_route(&self, at: &str) -> Result<HttpMatchRequest, (String, String)> {
         let named = |list: &[NamedMatch], field: &str| {

@@ -246,6 +246,17 @@ fn check_step(errs: &mut Vec<FieldError>, here: &str, step: &CanaryStep) {
                 ));
             }
         }
+        for v in h.set.iter().chain(&h.add) {
+            if !v.value.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b)) {
+                errs.push(FieldError::new(
+                    format!("{here}.requestHeaderModifier"),
+                    format!(
+                        "the value of {:?} is not a valid HTTP header value (visible ASCII, spaces and tabs)",
+                        v.name
+                    ),
+                ));
+            }
+        }
     }
 }
 
@@ -399,6 +410,11 @@ mod tests {
             "      steps:\n        - replicas: 1\n          requestHeaderModifier: {remove: ['bad header']}\n",
             "spec.strategy.canary.steps[0].requestHeaderModifier",
             "not a valid HTTP header name",
+        );
+        refused(
+            "      steps:\n        - replicas: 1\n          requestHeaderModifier: {set: [{name: x-a, value: \"caf\u{00e9}\"}]}\n",
+            "spec.strategy.canary.steps[0].requestHeaderModifier",
+            "not a valid HTTP header value",
         );
     }
 

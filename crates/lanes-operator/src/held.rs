@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use kube::{Resource, ResourceExt};
+use lanes_compile::release::ReleaseInput;
 use lanes_compile::{
     Emit, Flavor, Generated, GroupInput, Mesh, Output, compile_group, creation_second,
     ingress_services,
@@ -120,6 +121,8 @@ pub struct Held {
     /// The last change dropped from `log`.
     forgotten: u64,
     groups: HashMap<String, GroupMemo>,
+    /// Releases whose steps route traffic (Rollouts with their workloads' labels).
+    releases: Vec<ReleaseInput>,
     /// Objects converted so far (read by the tests and benchmarks).
     pub converted: u64,
     /// Whole-group compiles so far.
@@ -142,6 +145,7 @@ impl Held {
             seq: 0,
             forgotten: 0,
             groups: HashMap::new(),
+            releases: Vec::new(),
             converted: 0,
             full_compiles: 0,
         }
@@ -202,6 +206,17 @@ impl Held {
         let version = meta.resource_version.clone();
         self.entries.insert(key, Entry { version, state });
         Ok(())
+    }
+
+    /// Takes in the releases as they now stand; a change recompiles every group whole
+    /// (a release step is rare beside pod churn).
+    pub fn set_releases(&mut self, releases: Vec<ReleaseInput>) {
+        if releases == self.releases {
+            return;
+        }
+        self.releases = releases;
+        self.seq += 1;
+        self.log.push_back((self.seq, Touch::Lane));
     }
 
     /// Forgets one object (deleted).
@@ -427,7 +442,12 @@ impl Held {
             services: ServiceIndex::new(&services),
             pods: PodIndex::new(&pods),
         };
-        let input = GroupInput { name, spec, lanes };
+        let input = GroupInput {
+            name,
+            spec,
+            lanes,
+            releases: &self.releases,
+        };
         let mut out = Output::default();
         compile_group(&input, &mesh, self.flavor, Emit::Everything, &mut out);
         out
@@ -485,6 +505,12 @@ impl Held {
         let lanes = self.lanes_of(name);
         touched.extend(ingress_services(&lanes));
         drop(lanes);
+        // A release's route needs the Service of its workload beside the ingress ones.
+        touched.extend(
+            self.services()
+                .filter(|s| self.releases.iter().any(|r| r.selected_by(s)))
+                .map(|s| (s.name.as_str(), s.namespace.as_str())),
+        );
         let spec = &*memo.spec;
         let part = LaneGroupSpec {
             ingress: spec.ingress.clone(),

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{self, Action};
@@ -19,12 +20,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
+use lanes_model::rollout::Rollout;
 use tokio::sync::{Notify, watch};
 
 use crate::Error;
 use crate::backoff::{Failures, back_off};
 use crate::held::{Compiled, Held};
-use crate::lanes::{Existing, GENERATED_SELECTOR, GeneratedCache, Memo, group_of, istio_resource};
+use crate::lanes::{
+    Existing, GENERATED_SELECTOR, GeneratedCache, Memo, group_of, istio_resource, releases_of,
+};
 use crate::metrics::Metrics;
 use crate::rollout_controller::stop_signal;
 use crate::run::{Config, Watches, next_round, ready, slim_meta, slim_pod};
@@ -35,6 +39,9 @@ struct Shared {
     services: Store<Service>,
     pods: Store<Pod>,
     lanes: Store<ASMSwimLane>,
+    /// Rollouts and Deployments: the releases whose steps route traffic.
+    rollouts: Store<Rollout>,
+    deployments: Store<Deployment>,
     /// What changed in the three caches above since the inputs last took it in.
     dirty: Arc<Mutex<Dirty>>,
     /// The inputs, held between reconciles, and what each group last compiled to.
@@ -86,6 +93,10 @@ pub async fn run(
         slim_meta,
         notes(&dirty, |d| &mut d.lanes),
     );
+    // A Rollout's change (a release step) wakes every group; a Deployment's does not
+    // (its template changes start a release, which the Rollout's status shows).
+    let rollouts = w.cache(Api::<Rollout>::all(client.clone()), slim_meta, |_| true);
+    let deployments = w.cache(Api::<Deployment>::all(client.clone()), slim_meta, |_| false);
     // The generated objects: a change this controller did not make itself (an edit or
     // delete by someone else, or a re-list) wakes every group, in case the per-group
     // watch below woke its group before this cache held the change.
@@ -108,6 +119,8 @@ pub async fn run(
     let cached = ready(&services, &mut stop_wait).await
         && ready(&pods, &mut stop_wait).await
         && ready(&lanes, &mut stop_wait).await
+        && ready(&rollouts, &mut stop_wait).await
+        && ready(&deployments, &mut stop_wait).await
         && ready(&virtual_services, &mut stop_wait).await
         && ready(&destination_rules, &mut stop_wait).await;
     if !cached {
@@ -125,6 +138,8 @@ pub async fn run(
         services,
         pods,
         lanes,
+        rollouts,
+        deployments,
         dirty,
         held: Mutex::new(Held::new(config.flavor)),
         groups: controller.store(),
@@ -212,6 +227,14 @@ fn compile(s: &Shared, g: &ASMSwimLaneGroup) -> Result<Compiled, Error> {
             .relisted = true;
     }
     taken?;
+    held.set_releases(releases_of(
+        s.rollouts.state().iter().map(|r| &**r),
+        |ns, name| {
+            s.deployments
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|d| (*d).clone())
+        },
+    ));
     held.compile(g)
 }
 

@@ -7,14 +7,17 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
+use lanes_compile::release::ReleaseInput;
 use lanes_compile::{Flavor, Generated};
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
+use lanes_model::rollout::Rollout;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -48,13 +51,42 @@ pub fn istio_resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
-/// Reads the inputs (Services, Pods, lanes) with one LIST per kind.
+/// Reads the inputs (Services, Pods, lanes, Rollouts and their Deployments) with one
+/// LIST per kind.
 pub async fn list_inputs(client: &Client, flavor: Flavor) -> Result<Held, Error> {
     let mut held = Held::new(flavor);
     held.replace::<Service, _>(list::<Service>(client).await?)?;
     held.replace::<Pod, _>(list::<Pod>(client).await?)?;
     held.replace::<ASMSwimLane, _>(list::<ASMSwimLane>(client).await?)?;
+    let rollouts = list::<Rollout>(client).await?;
+    let deployments = list::<Deployment>(client).await?;
+    held.set_releases(releases_of(rollouts.iter(), |ns, name| {
+        deployments
+            .iter()
+            .find(|d| d.namespace().as_deref() == Some(ns) && d.name_any() == name)
+            .cloned()
+    }));
     Ok(held)
+}
+
+/// The releases whose steps route traffic: each Rollout with the pod labels of the
+/// Deployment it names (`deployment` finds it by namespace and name), in creation order.
+pub fn releases_of<'a>(
+    rollouts: impl Iterator<Item = &'a Rollout>,
+    deployment: impl Fn(&str, &str) -> Option<Deployment>,
+) -> Vec<ReleaseInput> {
+    let mut found: Vec<(Option<Time>, String, ReleaseInput)> = rollouts
+        .filter(|r| r.routes_traffic())
+        .filter_map(|r| {
+            let ns = r.namespace().unwrap_or_default();
+            let d = deployment(&ns, &r.spec.workload_ref.name)?;
+            let labels = d.spec?.template.metadata?.labels?;
+            let release = ReleaseInput::of(r, &labels)?;
+            Some((r.creation_timestamp(), r.name_any(), release))
+        })
+        .collect();
+    found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    found.into_iter().map(|(_, _, r)| r).collect()
 }
 
 async fn list<K>(client: &Client) -> Result<Vec<K>, Error>

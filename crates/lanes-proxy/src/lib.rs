@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod outlier;
 pub mod proxy;
+pub mod release;
 pub mod routing;
 pub mod server;
 pub mod trace;

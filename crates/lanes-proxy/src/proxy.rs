@@ -33,8 +33,8 @@ use crate::metrics::{
 };
 use crate::outlier::{Outliers, is_gateway_failure};
 use crate::routing::{
-    Choice, FallbackReason, Routing, RoutingError, Service, Subset, endpoint_authority,
-    traceparent_id,
+    Choice, FallbackReason, IngressChoice, Routing, RoutingError, Service, Subset,
+    endpoint_authority, traceparent_id,
 };
 use crate::server::ConnectionHold;
 use crate::trace::{HopFallback, Hops, Span, SpanContext, TraceId};
@@ -375,7 +375,14 @@ impl Mesh {
             headers: req.headers(),
             source_labels: None,
         };
-        let Some((group, lane, service, port)) = routing.ingress(&view) else {
+        let Some(IngressChoice {
+            group,
+            lane,
+            service,
+            port,
+            headers: edits,
+        }) = routing.ingress(&view)
+        else {
             let path = req.uri().path().to_string();
             self.count(Side::Gateway, None, None, Label::default(), 404, "none");
             return error_response(
@@ -397,6 +404,9 @@ impl Mesh {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
             }
         };
+        if let Some(edits) = edits {
+            edits.apply(req.headers_mut());
+        }
         with_trace_id(req.headers_mut(), group.trace_header.as_ref());
         let parent = SpanContext::from_headers(req.headers());
         let span = match parent {

@@ -15,6 +15,7 @@ use lanes_routes::{IngressRoutes, PortMap, RouteTable};
 use crate::config::Endpoint;
 use crate::matching::{MatchError, RequestMatcher, RequestView, host_matches};
 use crate::metrics::SubsetSeries;
+use crate::release::{HeaderEdits, Release, ReleaseError};
 
 /// A problem building the routing state.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,16 @@ pub enum RoutingError {
         lane: String,
         /// Why.
         source: MatchError,
+    },
+    /// A release's route does not build.
+    #[error("lane group {group:?}, release of Rollout {rollout}: {why}")]
+    Release {
+        /// Group.
+        group: String,
+        /// Rollout (`namespace/name`).
+        rollout: String,
+        /// Why.
+        why: String,
     },
 }
 
@@ -202,6 +213,8 @@ pub struct Group {
     pub lanes: Vec<Lane>,
     /// Ingress.
     pub ingress: Ingress,
+    /// Releases holding a share of the ingress, after the lanes' own rules.
+    pub releases: Vec<Release>,
     weighted_rr: AtomicUsize,
 }
 
@@ -316,7 +329,7 @@ pub struct Routing {
 }
 
 /// A service's key, `name.namespace` (built on every routed request: no formatter).
-fn key(name: &str, namespace: &str) -> String {
+pub(crate) fn key(name: &str, namespace: &str) -> String {
     let mut k = String::with_capacity(name.len() + 1 + namespace.len());
     k.push_str(name);
     k.push('.');
@@ -481,6 +494,20 @@ impl Routing {
                     }
                 }
             };
+            let releases = g
+                .releases
+                .iter()
+                .map(|r| {
+                    Release::build(r, lane_arc).map_err(|e| RoutingError::Release {
+                        group: g.name.clone(),
+                        rollout: r.rollout.clone(),
+                        why: match e {
+                            ReleaseError::Match(m) => m.to_string(),
+                            ReleaseError::Header(h) => format!("invalid header change {h}"),
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             groups.push(Group {
                 name: g.name.clone(),
                 route_header: header(&g.name, &g.route_header)?,
@@ -493,6 +520,7 @@ impl Routing {
                 fallback: g.fallback.as_deref().map(lane_arc),
                 lanes,
                 ingress,
+                releases,
                 weighted_rr: AtomicUsize::new(0),
             });
         }
@@ -626,67 +654,152 @@ impl Routing {
             .map(|f| (f.clone(), LaneSource::Fallback))
     }
 
-    /// Ingress lane choice: the first group whose rule matches the request picks the
-    /// lane and the destination service.
-    pub fn ingress(
-        &self,
+    /// Ingress lane choice: the first group that takes the request picks the lane and
+    /// the destination service — by a lane's own rule (or, under `weighted`, the lane
+    /// the request names), then by a release's share, then by the weighted split.
+    pub fn ingress(&self, req: &RequestView<'_>) -> Option<IngressChoice<'_>> {
+        self.groups.iter().find_map(|group| {
+            self.lane_rule(group, req)
+                .or_else(|| self.release_share(group, req))
+                .or_else(|| self.weighted_split(group, req))
+        })
+    }
+
+    fn choice<'a>(
+        &'a self,
+        group: &'a Group,
+        lane: &Arc<str>,
+        service: &str,
+        port: Option<u16>,
+        headers: Option<&'a HeaderEdits>,
+    ) -> Option<IngressChoice<'a>> {
+        let service = self.services.get(service)?;
+        Some(IngressChoice {
+            group,
+            lane: lane.clone(),
+            service,
+            port,
+            headers: headers.filter(|h| !h.is_empty()),
+        })
+    }
+
+    /// A lane's own rule (rule-based), or the lane of the split a request names
+    /// (weighted).
+    fn lane_rule<'a>(
+        &'a self,
+        group: &'a Group,
         req: &RequestView<'_>,
-    ) -> Option<(&Group, Arc<str>, &Service, Option<u16>)> {
-        for group in &self.groups {
-            match &group.ingress {
-                Ingress::RuleBased(rules) => {
-                    for rule in rules {
-                        if rule.hosts.iter().any(|h| host_matches(h, req.authority))
-                            && rule.matcher.matches(req)
-                            && let Some(svc) = self.services.get(&rule.service)
-                        {
-                            return Some((group, rule.lane.clone(), svc, rule.port));
-                        }
-                    }
+    ) -> Option<IngressChoice<'a>> {
+        match &group.ingress {
+            Ingress::RuleBased(rules) => rules.iter().find_map(|rule| {
+                let hit = rule.hosts.iter().any(|h| host_matches(h, req.authority))
+                    && rule.matcher.matches(req);
+                hit.then(|| self.choice(group, &rule.lane, &rule.service, rule.port, None))
+                    .flatten()
+            }),
+            Ingress::Weighted { targets, total, .. } => {
+                if *total == 0 || !weighted_rule_matches(&group.ingress, req) {
+                    return None;
                 }
-                Ingress::Weighted {
-                    hosts,
-                    matchers,
-                    targets,
-                    total,
-                } => {
-                    let host_ok = hosts.iter().any(|h| host_matches(h, req.authority));
-                    let match_ok = matchers.is_empty() || matchers.iter().any(|m| m.matches(req));
-                    if !(host_ok && match_ok) || *total == 0 {
-                        continue;
-                    }
-                    // A request that already names a lane of the split keeps it.
-                    let named = req
-                        .headers
-                        .get(&group.route_header)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| targets.iter().find(|t| &*t.0 == v.trim()));
-                    let target = named.or_else(|| {
-                        let ticket =
-                            match group.trace_header.as_ref().and_then(|h| req.headers.get(h)) {
-                                Some(trace) => (hash(trace.as_bytes()) % u64::from(*total)) as u32,
-                                None => {
-                                    (group.weighted_rr.fetch_add(1, Ordering::Relaxed)
-                                        % *total as usize)
-                                        as u32
-                                }
-                            };
-                        let mut acc = 0;
-                        targets.iter().find(|t| {
-                            acc += t.1;
-                            ticket < acc
-                        })
-                    });
-                    if let Some((lane, _, service)) = target
-                        && let Some(svc) = self.services.get(service)
-                    {
-                        return Some((group, lane.clone(), svc, None));
-                    }
-                }
+                let named = req
+                    .headers
+                    .get(&group.route_header)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| targets.iter().find(|t| &*t.0 == v.trim()))?;
+                self.choice(group, &named.0, &named.2, None, None)
             }
         }
-        None
     }
+
+    /// The first release whose group rule the request falls under: the canary lane for
+    /// its share, else the baseline lane.
+    fn release_share<'a>(
+        &'a self,
+        group: &'a Group,
+        req: &RequestView<'_>,
+    ) -> Option<IngressChoice<'a>> {
+        // A request that names a lane is the lanes' own, whatever rule it missed.
+        if req
+            .headers
+            .get(&group.route_header)
+            .is_some_and(|v| !v.is_empty())
+        {
+            return None;
+        }
+        let release = group.releases.iter().find(|r| r.applies_to(req))?;
+        let ticket = (self.ticket(group, req) % 100) as u32;
+        if release.is_canary(req, ticket) {
+            let c = &release.canary;
+            self.choice(
+                group,
+                &c.lane,
+                &c.service,
+                c.port,
+                Some(&release.canary_headers),
+            )
+        } else {
+            let b = &release.baseline;
+            self.choice(group, &b.lane, &b.service, b.port, None)
+        }
+    }
+
+    /// The weighted split of the group rule, sticky per trace-header value.
+    fn weighted_split<'a>(
+        &'a self,
+        group: &'a Group,
+        req: &RequestView<'_>,
+    ) -> Option<IngressChoice<'a>> {
+        let Ingress::Weighted { targets, total, .. } = &group.ingress else {
+            return None;
+        };
+        if *total == 0 || !weighted_rule_matches(&group.ingress, req) {
+            return None;
+        }
+        let ticket = (self.ticket(group, req) % u64::from(*total)) as u32;
+        let mut acc = 0;
+        let (lane, _, service) = targets.iter().find(|t| {
+            acc += t.1;
+            ticket < acc
+        })?;
+        self.choice(group, lane, service, None, None)
+    }
+
+    /// A request's draw for a split: the hash of its trace-header value (sticky), or
+    /// the next in turn when it has none.
+    fn ticket(&self, group: &Group, req: &RequestView<'_>) -> u64 {
+        match group.trace_header.as_ref().and_then(|h| req.headers.get(h)) {
+            Some(trace) => hash(trace.as_bytes()),
+            None => group.weighted_rr.fetch_add(1, Ordering::Relaxed) as u64,
+        }
+    }
+}
+
+/// Whether the request falls under a weighted group's rule (hosts and any condition).
+fn weighted_rule_matches(ingress: &Ingress, req: &RequestView<'_>) -> bool {
+    let Ingress::Weighted {
+        hosts, matchers, ..
+    } = ingress
+    else {
+        return false;
+    };
+    hosts.iter().any(|h| host_matches(h, req.authority))
+        && (matchers.is_empty() || matchers.iter().any(|m| m.matches(req)))
+}
+
+/// Where the gateway sends a request: the group, the lane, the destination service and
+/// port, and the header changes a release asks of it.
+#[derive(Debug)]
+pub struct IngressChoice<'a> {
+    /// The group that took the request.
+    pub group: &'a Group,
+    /// The lane it enters.
+    pub lane: Arc<str>,
+    /// The destination service.
+    pub service: &'a Service,
+    /// The destination port, when the route names one.
+    pub port: Option<u16>,
+    /// Header changes to make to the request (a release step's).
+    pub headers: Option<&'a HeaderEdits>,
 }
 
 /// The trace id of a valid W3C `traceparent` header: a second trace key, for
@@ -821,8 +934,107 @@ mod tests {
                         },
                     }],
                 },
+                releases: Vec::new(),
             }],
         }
+    }
+
+    /// The table with a release holding `percent` of `/mock` (and every request with
+    /// header `x-beta: yes`), whose canary requests get `x-canary: 1`.
+    fn released(percent: u32) -> RouteTable {
+        let mut t = table(true);
+        let entry = |lane: &str| lanes_routes::LaneEntry {
+            lane: lane.into(),
+            destination: ServiceName {
+                name: "a".into(),
+                namespace: "default".into(),
+                port: None,
+            },
+        };
+        t.groups[0].releases.push(lanes_routes::ReleaseRoute {
+            rollout: "default/r".into(),
+            hosts: vec!["*".into()],
+            matches: vec![
+                serde_json::from_value(serde_json::json!({"uri": {"exact": "/mock"}})).unwrap(),
+            ],
+            baseline: entry("base"),
+            canary: entry("canary"),
+            percent,
+            canary_matches: vec![
+                serde_json::from_value(
+                    serde_json::json!({"headers": {"x-beta": {"exact": "yes"}}}),
+                )
+                .unwrap(),
+            ],
+            canary_headers: lanes_routes::HeaderChanges {
+                set: vec![("x-canary".into(), "1".into())],
+                ..Default::default()
+            },
+        });
+        t
+    }
+
+    #[test]
+    fn a_release_takes_its_share_of_the_requests_that_name_no_lane_sticky_per_trace() {
+        let uri: http::Uri = "/mock".parse().unwrap();
+        let lane_of = |r: &Routing, h: &HeaderMap| {
+            let v = RequestView {
+                method: &http::Method::GET,
+                uri: &uri,
+                authority: "x",
+                headers: h,
+                source_labels: None,
+            };
+            r.ingress(&v)
+                .map(|c| (c.lane.to_string(), c.headers.is_some()))
+        };
+        let trace = |i: usize| {
+            let mut h = HeaderMap::new();
+            h.insert("x-trace", format!("order-{i}").parse().unwrap());
+            h
+        };
+        let mut canary_at = Vec::new();
+        for percent in [0, 10, 50, 100] {
+            let r = Routing::build(&released(percent), &[]).unwrap();
+            let lanes: Vec<(String, bool)> =
+                (0..2000).map(|i| lane_of(&r, &trace(i)).unwrap()).collect();
+            let canary: Vec<usize> = (0..2000).filter(|i| lanes[*i].0 == "canary").collect();
+            // Canary requests carry the step's header change; the others do not.
+            assert!(lanes.iter().all(|(l, edited)| (l == "canary") == *edited));
+            let share = canary.len() as f64 / 20.0;
+            assert!(
+                (share - f64::from(percent)).abs() <= 3.0,
+                "{percent}%: {share}% entered the canary lane"
+            );
+            // Sticky: the same trace lands in the same lane again.
+            for i in [0, 7, 1999] {
+                assert_eq!(lane_of(&r, &trace(i)).unwrap(), lanes[i]);
+            }
+            canary_at.push(canary);
+        }
+        // A growing share keeps every trace already in the canary lane there.
+        for pair in canary_at.windows(2) {
+            assert!(pair[0].iter().all(|i| pair[1].contains(i)));
+        }
+        let r = Routing::build(&released(0), &[]).unwrap();
+        // The step's matches enter the canary lane whatever the share.
+        let mut beta = trace(1);
+        beta.insert("x-beta", "yes".parse().unwrap());
+        assert_eq!(lane_of(&r, &beta), Some(("canary".into(), true)));
+        // A request naming a lane keeps to the lanes' rules.
+        let mut named = trace(1);
+        named.insert("x-lane", "base".parse().unwrap());
+        assert_eq!(lane_of(&r, &named), None);
+        // Outside the group rule, the release takes nothing.
+        let other: http::Uri = "/other".parse().unwrap();
+        let v = RequestView {
+            method: &http::Method::GET,
+            uri: &other,
+            authority: "x",
+            headers: &beta,
+            source_labels: None,
+        };
+        assert!(r.ingress(&v).is_none());
     }
 
     fn ep(svc: &str, port: u16, tag: &str) -> Endpoint {
@@ -963,8 +1175,13 @@ mod tests {
                 headers: h,
                 source_labels: None,
             };
-            r.ingress(&v)
-                .map(|(g, lane, s, _)| (g.name.clone(), lane.to_string(), s.name.to_string()))
+            r.ingress(&v).map(|c| {
+                (
+                    c.group.name.clone(),
+                    c.lane.to_string(),
+                    c.service.name.to_string(),
+                )
+            })
         };
         assert_eq!(view(&h), None);
         h.insert("x-lane", "canary".parse().unwrap());

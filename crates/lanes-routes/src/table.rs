@@ -75,6 +75,10 @@ pub struct GroupRoutes {
     pub services: Vec<ServiceRoutes>,
     /// How ingress traffic picks a lane.
     pub ingress: IngressRoutes,
+    /// Releases whose steps route traffic into a lane, in Rollout creation order:
+    /// after the lanes' own rules, before a weighted split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<ReleaseRoute>,
 }
 
 /// A lane of a group.
@@ -186,4 +190,64 @@ pub struct WeightedTarget {
     pub weight: u32,
     /// The destination service.
     pub destination: ServiceName,
+}
+
+/// A release's hold on a group's ingress (a Kruise Rollout step's `traffic`, `matches`
+/// and `requestHeaderModifier`): of the requests that match the group rule and name no
+/// lane, those matching `canary_matches`, and `percent` of the rest (sticky per
+/// trace-header value), enter the canary lane; the others enter the baseline lane.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRoute {
+    /// The Rollout, as `namespace/name`.
+    pub rollout: String,
+    /// Hosts of the group rule (`*` for any).
+    pub hosts: Vec<String>,
+    /// Conditions of the group rule, any of which matches; none matches every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatchRequest>,
+    /// The lane the other requests enter, and the service they go to.
+    pub baseline: LaneEntry,
+    /// The lane the release's share enters, and the service it goes to.
+    pub canary: LaneEntry,
+    /// Share of the requests that enter the canary lane, 0..=100.
+    pub percent: u32,
+    /// Requests that enter the canary lane whatever the share.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_matches: Vec<HttpMatchRequest>,
+    /// Header changes of the requests the release sends into the canary lane.
+    #[serde(default, skip_serializing_if = "HeaderChanges::is_empty")]
+    pub canary_headers: HeaderChanges,
+}
+
+/// A lane and the service a request entering it goes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneEntry {
+    /// Lane.
+    pub lane: String,
+    /// The destination service.
+    pub destination: ServiceName,
+}
+
+/// Changes to a request's headers (lower-case names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderChanges {
+    /// Set, replacing any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    /// Appended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    /// Removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderChanges {
+    /// Whether there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use std::collections::{BTreeMap, HashMap};
 
 use lanes_compile::{Emit, Flavor, RouteTable, compile_with, creation_key};
-use lanes_model::mesh::PodView;
-use lanes_model::{Kind, Object, ObjectKey};
+use lanes_model::mesh::{PodView, deployment_template_labels};
+use lanes_model::{Kind, Object, ObjectKey, Typed};
 use lanes_store::{EventType, Store, StoreError, WatchEvent};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
@@ -26,8 +26,16 @@ pub struct Snapshot {
     pub resource_version: u64,
 }
 
-/// The kinds the route table is compiled from.
-const INPUTS: [Kind; 4] = [Kind::Service, Kind::Pod, Kind::LaneGroup, Kind::Lane];
+/// The kinds the route table is compiled from: Rollouts and their Deployments for the
+/// releases whose steps route traffic into a lane.
+const INPUTS: [Kind; 6] = [
+    Kind::Service,
+    Kind::Pod,
+    Kind::LaneGroup,
+    Kind::Lane,
+    Kind::Rollout,
+    Kind::Deployment,
+];
 
 fn is_input(kind: Kind) -> bool {
     INPUTS.contains(&kind)
@@ -97,13 +105,21 @@ impl RouteFeed {
             return false;
         }
         self.resource_version = self.resource_version.max(event.resource_version);
-        if let Some(old) = self.positions.remove(&key) {
-            self.entries.remove(&old);
+        let old = self
+            .positions
+            .remove(&key)
+            .and_then(|p| self.entries.remove(&p));
+        if event.kind == EventType::Deleted {
+            return true;
         }
-        if event.kind != EventType::Deleted {
-            self.put(event.object.clone());
+        self.put(event.object.clone());
+        // A Deployment's status, or a Rollout's between steps, changes no route.
+        let new = self.positions.get(&key).and_then(|p| self.entries.get(p));
+        match (old, new) {
+            (Some(old), Some(new)) => !same_routes(&old.object, &new.object),
+            (None, None) => false,
+            _ => true,
         }
-        true
     }
 
     /// Stores one object, when it validates (the lane controller leaves out those that
@@ -137,6 +153,21 @@ impl RouteFeed {
             pods,
             resource_version: self.resource_version,
         }
+    }
+}
+
+/// Whether two versions of an object route alike: a Deployment with the same pod
+/// template labels, a Rollout with the same spec at the same routed step. Other kinds
+/// are taken as changed.
+fn same_routes(old: &Object, new: &Object) -> bool {
+    match (&old.typed, &new.typed) {
+        (Typed::Deployment(_), Typed::Deployment(_)) => {
+            deployment_template_labels(old) == deployment_template_labels(new)
+        }
+        (Typed::Rollout(a), Typed::Rollout(b)) => {
+            a.spec == b.spec && a.routed_step().map(|(i, _)| i) == b.routed_step().map(|(i, _)| i)
+        }
+        _ => false,
     }
 }
 

@@ -33,6 +33,15 @@ pub fn cases() -> Vec<(&'static str, Vec<PathBuf>)> {
         ("weighted", with(case("weighted"))),
         ("strict", with(case("strict"))),
         ("service-fallback", with(case("service-fallback"))),
+        (
+            "traffic-step",
+            vec![
+                seed.join("00-gateway.yaml"),
+                seed.join("10-apps.yaml"),
+                seed.join("20-lanes.yaml"),
+                case("traffic-step"),
+            ],
+        ),
     ]
 }
 
