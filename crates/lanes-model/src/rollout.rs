@@ -286,7 +286,7 @@ impl Rollout {
         let canary = status.canary_status.as_ref()?;
         let current = usize::try_from(canary.current_step_index).ok()?;
         let upto = match canary.current_step_state {
-            StepState::Upgrade => current.checked_sub(1)?,
+            StepState::BeforeUpgrade | StepState::Upgrade => current.checked_sub(1)?,
             StepState::Completed => return None,
             StepState::TrafficRouting
             | StepState::MetricsAnalysis
@@ -573,10 +573,13 @@ impl std::fmt::Display for RolloutPhase {
 }
 
 /// The state of a release's current step, with Kruise's names: a step goes
-/// `StepUpgrade` → `StepTrafficRouting` → `StepMetricsAnalysis` → `StepPaused` →
+/// (`BeforeStepUpgrade` →) `StepUpgrade` → `StepTrafficRouting` → `StepMetricsAnalysis` → `StepPaused` →
 /// `StepReady`, and the release ends `Completed`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StepState {
+    /// A step about to begin (after a step jump or the step before).
+    #[serde(rename = "BeforeStepUpgrade")]
+    BeforeUpgrade,
     /// Canary replicas being brought up.
     #[default]
     #[serde(rename = "StepUpgrade")]
@@ -601,6 +604,7 @@ impl StepState {
     /// Kruise's name of the state.
     pub fn as_str(self) -> &'static str {
         match self {
+            StepState::BeforeUpgrade => "BeforeStepUpgrade",
             StepState::Upgrade => "StepUpgrade",
             StepState::TrafficRouting => "StepTrafficRouting",
             StepState::MetricsAnalysis => "StepMetricsAnalysis",

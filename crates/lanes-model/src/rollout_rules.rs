@@ -247,7 +247,11 @@ fn check_step(errs: &mut Vec<FieldError>, here: &str, step: &CanaryStep) {
             }
         }
         for v in h.set.iter().chain(&h.add) {
-            if !v.value.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b)) {
+            if !v
+                .value
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
+            {
                 errs.push(FieldError::new(
                     format!("{here}.requestHeaderModifier"),
                     format!(

@@ -96,6 +96,10 @@ pub enum Reason {
     Initializing,
     /// A release is in flight.
     InRolling,
+    /// The last step is through: the stable Deployment rolls to the new revision.
+    Finalising,
+    /// `spec.strategy.paused` holds the release.
+    Paused,
     /// The last release completed.
     Completed,
     /// The last release was cancelled (undo, or the template set back).
@@ -116,6 +120,8 @@ impl Reason {
         match self {
             Reason::Initializing => "Initializing",
             Reason::InRolling => "InRolling",
+            Reason::Finalising => "Finalising",
+            Reason::Paused => "Paused",
             Reason::Completed => "Completed",
             Reason::Cancelled => "Cancelled",
             Reason::Disabled => "Disabled",
@@ -143,9 +149,11 @@ impl Reason {
     }
 
     /// Every reason.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Initializing,
         Reason::InRolling,
+        Reason::Finalising,
+        Reason::Paused,
         Reason::Completed,
         Reason::Cancelled,
         Reason::Disabled,
@@ -164,6 +172,9 @@ impl Reason {
 
 /// The condition type Lanes keeps.
 const PROGRESSING: &str = "Progressing";
+
+/// Kruise's condition that a release succeeded.
+const SUCCEEDED: &str = "Succeeded";
 
 /// `status` in `phase`, with `message` and a `Progressing` condition for `reason`. The
 /// condition's times move only when it changes (its transition time only when its
@@ -189,7 +200,7 @@ pub(crate) fn with_condition(
         reason: Some(reason.as_str().into()),
         message: Some(message),
         last_update_time: Some(now.clone()),
-        last_transition_time: Some(now),
+        last_transition_time: Some(now.clone()),
     };
     if let Some(p) = status.conditions.iter().find(|p| p.kind == PROGRESSING)
         && p.status == c.status
@@ -202,6 +213,37 @@ pub(crate) fn with_condition(
     }
     status.conditions.retain(|c| c.kind != PROGRESSING);
     status.conditions.push(c);
+    // Kruise's `Succeeded`: true once a release completed, false while one runs or
+    // after one failed or was cancelled.
+    let succeeded = match reason {
+        Reason::Completed => Some("True"),
+        Reason::InRolling
+        | Reason::Finalising
+        | Reason::Paused
+        | Reason::Cancelled
+        | Reason::RolledBack
+        | Reason::PausedOnFailure => Some("False"),
+        Reason::Initializing | Reason::Disabled | Reason::Conflict => None,
+    };
+    if let Some(value) = succeeded {
+        let kept = status
+            .conditions
+            .iter()
+            .find(|c| c.kind == SUCCEEDED)
+            .filter(|c| c.status == value && c.reason.as_deref() == Some(reason.as_str()))
+            .cloned();
+        status.conditions.retain(|c| c.kind != SUCCEEDED);
+        status
+            .conditions
+            .push(kept.unwrap_or_else(|| RolloutCondition {
+                kind: SUCCEEDED.into(),
+                status: value.into(),
+                reason: Some(reason.as_str().into()),
+                message: None,
+                last_update_time: Some(now.clone()),
+                last_transition_time: Some(now.clone()),
+            }));
+    }
     match &status.canary_status {
         Some(cs) => {
             status.current_step_index = Some(cs.current_step_index);

@@ -68,10 +68,11 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
 /// Whether the release of the workload's current template went through its steps and
 /// the stable Deployment is being moved onto it (the release marks may be gone).
 fn is_finalising(status: &RolloutStatus, w: &Workload) -> bool {
-    status.canary_status.as_ref().is_some_and(|c| {
-        c.current_step_state == StepState::Completed
-            && c.canary_revision.as_deref() == Some(w.revision().as_str())
-    })
+    status.phase == Some(RolloutPhase::Progressing)
+        && status.canary_status.as_ref().is_some_and(|c| {
+            c.current_step_state == StepState::Completed
+                && c.canary_revision.as_deref() == Some(w.revision().as_str())
+        })
 }
 
 /// Tears down a release: canaries deleted, the workload resumed and unmarked.
@@ -111,23 +112,26 @@ fn settle(obs: &Observed<'_>, w: &Workload, steps: usize, mut status: RolloutSta
         ),
     };
     // A settled status is kept as it is (its time included): an idle Rollout is never
-    // rewritten.
-    let settled = previous.as_ref().is_some_and(|c| {
-        c.canary_revision.is_none()
-            && c.stable_revision.as_deref() == Some(revision.as_str())
-            && c.current_step_state == StepState::Completed
-            && c.finalising_step.is_none()
-    });
-    status.canary_status = if settled {
-        previous
-    } else {
-        Some(CanaryStatus {
+    // rewritten. A completed release's is kept as Kruise keeps it (its revision, the
+    // workload generation and rollout id it observed), its finalising step done.
+    status.canary_status = match previous {
+        Some(mut c)
+            if c.stable_revision.as_deref() == Some(revision.as_str())
+                && c.current_step_state == StepState::Completed =>
+        {
+            if c.finalising_step.take().is_some() {
+                c.last_update_time = Some(obs.now.to_string());
+            }
+            Some(c)
+        }
+        _ => Some(CanaryStatus {
             stable_revision: Some(revision),
+            observed_workload_generation: Some(w.generation),
             current_step_state: StepState::Completed,
             current_step_index: steps as i32,
             last_update_time: Some(obs.now.to_string()),
             ..Default::default()
-        })
+        }),
     };
     Decision {
         actions: stand_down(obs, w),

@@ -9,6 +9,8 @@ use lanes_model::rollout::{
     RolloutPhase, RolloutStatus, Sample, StepState, Verdict,
 };
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use crate::analysis;
 use crate::decision::{Action, Decision, Failure, Reason, with_condition};
 use crate::observe::{Canary, Observed, Workload};
@@ -87,7 +89,8 @@ pub(crate) fn run(
         });
     }
     let before_steps = p.actions.len();
-    p.cs.canary_replicas = rel.want_at(p.cs.current_step_index);
+    // What the canary has (Kruise's canaryReplicas), not what the step wants.
+    p.cs.canary_replicas = rel.current.map_or(0, |c| c.replicas);
     p.cs.canary_ready_replicas = rel.current.map_or(0, |c| c.ready);
     let stop = if rel.r.spec.strategy.paused.unwrap_or(false) {
         Stop::Wait(format!(
@@ -108,6 +111,12 @@ pub(crate) fn run(
         Stop::Finished => return rel.finished(p.actions, status),
         Stop::Failed(failure, why) => {
             (Reason::of_failure(failure), rel.fail(&mut p, failure, &why))
+        }
+        Stop::Wait(message) if rel.r.spec.strategy.paused.unwrap_or(false) => {
+            (Reason::Paused, message)
+        }
+        Stop::Wait(message) if p.cs.current_step_state == StepState::Completed => {
+            (Reason::Finalising, message)
         }
         Stop::Wait(message) => (Reason::InRolling, message),
     };
@@ -174,6 +183,7 @@ impl<'a> Release<'a> {
                 pod_template_hash: Some(self.revision.clone()),
                 current_step_index: 1,
                 current_step_state: StepState::Upgrade,
+                next_step_index: Some(self.after(1)),
                 rollout_hash: Some(plan),
                 last_update_time: Some(self.now()),
                 ..Default::default()
@@ -183,6 +193,7 @@ impl<'a> Release<'a> {
         {
             cs.rollout_hash = Some(plan);
             cs.current_step_index = cs.current_step_index.clamp(1, self.total_steps);
+            cs.next_step_index = Some(self.after(cs.current_step_index));
             cs.current_step_state = StepState::Upgrade;
             cs.last_update_time = Some(self.now());
         }
@@ -210,8 +221,6 @@ impl<'a> Release<'a> {
     /// Moves through as many step states as are ready in this reconcile.
     fn advance(&self, p: &mut Progress) -> Stop {
         loop {
-            let idx = p.cs.current_step_index;
-            p.cs.canary_replicas = self.want_at(idx);
             let flow = match p.cs.current_step_state {
                 StepState::Upgrade => self.upgrade(p),
                 StepState::TrafficRouting => {
@@ -223,11 +232,16 @@ impl<'a> Release<'a> {
                 }
                 StepState::MetricsAnalysis => self.metrics_analysis(p),
                 StepState::Paused => self.paused(p),
-                StepState::Ready if idx < self.total_steps => {
-                    p.cs.current_step_index += 1;
-                    Flow::To(StepState::Upgrade)
-                }
-                StepState::Ready => Flow::To(StepState::Completed),
+                StepState::Ready => match self.next_step(&p.cs) {
+                    Ok(Some(next)) => {
+                        p.cs.current_step_index = next;
+                        p.cs.next_step_index = Some(self.after(next));
+                        Flow::To(StepState::BeforeUpgrade)
+                    }
+                    Ok(None) => Flow::To(StepState::Completed),
+                    Err(why) => wait(why),
+                },
+                StepState::BeforeUpgrade => Flow::To(StepState::Upgrade),
                 StepState::Completed => self.finalise(p),
             };
             match flow {
@@ -237,6 +251,28 @@ impl<'a> Release<'a> {
                 }
                 Flow::Stop(stop) => return stop,
             }
+        }
+    }
+
+    /// Kruise's `nextStepIndex` after step `idx`: the next step, or -1 after the last.
+    fn after(&self, idx: i32) -> i32 {
+        if idx < self.total_steps { idx + 1 } else { -1 }
+    }
+
+    /// The step a ready step goes on to: `nextStepIndex` as published, or as a status
+    /// patch set it (Kruise's step jump, back or forward); `None` when the release is
+    /// through its steps.
+    fn next_step(&self, cs: &CanaryStatus) -> Result<Option<i32>, String> {
+        let next = cs
+            .next_step_index
+            .unwrap_or_else(|| self.after(cs.current_step_index));
+        match next {
+            -1 => Ok(None),
+            n if (1..=self.total_steps).contains(&n) => Ok(Some(n)),
+            n => Err(format!(
+                "status.canaryStatus.nextStepIndex {n} names no step: steps are 1 to {} (or -1 to finish)",
+                self.total_steps
+            )),
         }
     }
 
@@ -251,7 +287,8 @@ impl<'a> Release<'a> {
     /// `StepUpgrade`: the canary Deployment at the step's replicas, and enough of them
     /// ready (within `failureThreshold`) before the progress deadline.
     fn upgrade(&self, p: &mut Progress) -> Flow {
-        let (idx, want) = (p.cs.current_step_index, p.cs.canary_replicas);
+        let idx = p.cs.current_step_index;
+        let want = self.want_at(idx);
         match self.current {
             None => p.actions.push(Action::CreateCanary {
                 name: self.canary.clone(),
@@ -294,6 +331,14 @@ impl<'a> Release<'a> {
         ))
     }
 
+    /// Whether step `idx` runs the canary at 100% of the workload's pods.
+    fn is_whole(&self, idx: i32) -> bool {
+        matches!(
+            self.step_at(idx).and_then(|s| s.replicas.as_ref()),
+            Some(IntOrString::String(s)) if lanes_model::validate::parse_percent(s) == Some(100)
+        )
+    }
+
     fn ns(&self) -> &'a str {
         self.r.metadata.namespace.as_deref().unwrap_or("default")
     }
@@ -329,6 +374,10 @@ impl<'a> Release<'a> {
             return Flow::Stop(Stop::Failed(failure, why));
         }
         let idx = p.cs.current_step_index;
+        if idx == self.total_steps && self.is_whole(idx) {
+            // Kruise: a last step of every pod needs no approval.
+            return Flow::To(StepState::Ready);
+        }
         let Some(secs) = self
             .step_at(idx)
             .and_then(|s| s.pause.as_ref())
@@ -380,10 +429,19 @@ impl<'a> Release<'a> {
 
     /// The decision once the stable Deployment runs the new revision.
     fn finished(&self, actions: Vec<Action>, mut status: RolloutStatus) -> Decision {
+        let before = status.canary_status.take().unwrap_or_default();
+        // What Kruise keeps at rest: the release's revision, the workload generation and
+        // rollout id it observed, the plan's hash.
         status.canary_status = Some(CanaryStatus {
+            observed_rollout_id: before.observed_rollout_id,
+            observed_workload_generation: Some(self.w.generation),
+            rollout_hash: before.rollout_hash,
             stable_revision: Some(self.revision.clone()),
+            canary_revision: Some(self.revision.clone()),
+            pod_template_hash: before.pod_template_hash,
             current_step_state: StepState::Completed,
             current_step_index: self.total_steps,
+            next_step_index: Some(-1),
             finalising_step: Some("DeleteCanaryDeployment".into()),
             last_update_time: Some(self.now()),
             ..Default::default()

@@ -727,3 +727,102 @@ fn a_success_rate_is_never_below_zero_when_failures_outrun_requests() {
         "{last:?}"
     );
 }
+
+/// Kruise's step jump (a status patch of `nextStepIndex`, then approval), the last step
+/// of every pod needing no approval, and what a completed release keeps at rest.
+#[test]
+fn a_step_jump_the_last_step_shortcut_and_the_status_kept_at_rest() {
+    let mut r = rollout(vec![
+        step(IntOrString::Int(1), None),
+        step(IntOrString::Int(2), None),
+        step(IntOrString::String("100%".into()), None),
+    ]);
+    let w = workload("a:2", Some("a:1"), true);
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+    let cs = |r: &Rollout| r.status.clone().unwrap().canary_status.unwrap();
+    assert_eq!(cs(&r).next_step_index, Some(2));
+    // Jump over step 2: the patch sets nextStepIndex, the approval moves on to it.
+    {
+        let c = r.status.as_mut().unwrap().canary_status.as_mut().unwrap();
+        c.next_step_index = Some(3);
+        c.current_step_state = StepState::Ready;
+    }
+    let d = run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 3, "StepUpgrade".into()));
+    assert_eq!(cs(&r).next_step_index, Some(-1));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleCanary { replicas: 4, .. })),
+        "{:?}",
+        d.actions
+    );
+    // canaryReplicas says what the canary has, not what the step wants.
+    assert_eq!(cs(&r).canary_replicas, 1);
+    // The last step runs every pod: no approval, straight to finalising.
+    let d = run(&mut r, Some(w.clone()), vec![canary("a:2", 4, 4)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 3, "Completed".into()));
+    assert_eq!(d.actions, vec![Action::SetWorkloadPaused(false)]);
+    let reason = |r: &Rollout, kind: &str| {
+        let c = r
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.kind == kind);
+        c.map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+    };
+    assert_eq!(
+        reason(&r, "Progressing"),
+        Some(("True".into(), "Finalising".into()))
+    );
+    assert_eq!(
+        reason(&r, "Succeeded"),
+        Some(("False".into(), "Finalising".into()))
+    );
+    let done = workload("a:2", Some("a:1"), false);
+    run(&mut r, Some(done), vec![canary("a:2", 4, 4)], t0());
+    run(&mut r, Some(workload("a:2", None, false)), vec![], t0());
+    assert_eq!(st(&r), ("Healthy".into(), 3, "Completed".into()));
+    assert_eq!(
+        reason(&r, "Succeeded"),
+        Some(("True".into(), "Completed".into()))
+    );
+    let rest = cs(&r);
+    let revision = lanes_model::hash::template_hash(&template("a:2"));
+    assert_eq!(rest.canary_revision.as_deref(), Some(revision.as_str()));
+    assert_eq!(rest.stable_revision.as_deref(), Some(revision.as_str()));
+    assert_eq!(rest.observed_workload_generation, Some(2));
+    assert_eq!(rest.finalising_step, None);
+    // At rest the status stays as it is.
+    let before = r.status.clone();
+    run(
+        &mut r,
+        Some(workload("a:2", None, false)),
+        vec![],
+        t0() + jiff::SignedDuration::from_secs(60),
+    );
+    assert_eq!(r.status, before);
+    // A nextStepIndex that names no step holds the release and says why.
+    let mut r = rollout(vec![
+        step(IntOrString::Int(1), None),
+        step(IntOrString::Int(2), None),
+    ]);
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 1, 1)], t0());
+    {
+        let c = r.status.as_mut().unwrap().canary_status.as_mut().unwrap();
+        c.next_step_index = Some(7);
+        c.current_step_state = StepState::Ready;
+    }
+    run(&mut r, Some(w), vec![canary("a:2", 1, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepReady".into()));
+    assert!(
+        r.status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("nextStepIndex 7 names no step")
+    );
+}
