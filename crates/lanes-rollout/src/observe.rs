@@ -23,6 +23,8 @@ pub struct Workload {
     pub template: Value,
     /// `spec.paused`.
     pub paused: bool,
+    /// `spec.minReadySeconds` (the canary inherits it).
+    pub min_ready_seconds: Option<i32>,
     /// The stable template recorded when the release started.
     pub stable_template: Option<Value>,
     /// `status.observedGeneration`.
@@ -55,6 +57,7 @@ impl Workload {
             selector: json(spec.and_then(|s| serde_json::to_value(&s.selector).ok())),
             template: json(spec.and_then(|s| serde_json::to_value(&s.template).ok())),
             paused: spec.and_then(|s| s.paused).unwrap_or(false),
+            min_ready_seconds: spec.and_then(|s| s.min_ready_seconds),
             stable_template: stable,
             observed_generation: status.and_then(|s| s.observed_generation).unwrap_or(0),
             updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),

@@ -75,7 +75,7 @@ pub(crate) fn canary_deployment(
     name: &str,
     replicas: i32,
 ) -> Value {
-    json!({
+    let mut d = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
@@ -89,5 +89,9 @@ pub(crate) fn canary_deployment(
             "selector": w.selector,
             "template": canary_template(r, w),
         }
-    })
+    });
+    if let Some(secs) = w.min_ready_seconds {
+        d["spec"]["minReadySeconds"] = json!(secs);
+    }
+    d
 }

@@ -160,10 +160,11 @@ impl<'a> Release<'a> {
         self.strategy.steps.get((idx - 1).max(0) as usize)
     }
 
-    /// Canary replicas step `idx` wants.
+    /// Canary replicas step `idx` wants: never more than the workload has (none for a
+    /// workload of none).
     fn want_at(&self, idx: i32) -> i32 {
         let replicas = self.step_at(idx).and_then(|s| s.replicas.as_ref());
-        step_replicas(replicas, self.w.replicas)
+        step_replicas(replicas, self.w.replicas).min(self.w.replicas.max(0))
     }
 
     fn analysis_cfg(&self) -> Option<&'a Analysis> {
@@ -294,7 +295,9 @@ impl<'a> Release<'a> {
                 name: self.canary.clone(),
                 deployment: canary_deployment(self.r, self.ns(), self.w, &self.canary, want),
             }),
-            Some(c) if c.replicas != want => p.actions.push(Action::ScaleCanary {
+            // As in Kruise, a release never scales its canary down (a jump back, or a
+            // step changed to fewer pods, keeps the pods it has).
+            Some(c) if c.replicas < want => p.actions.push(Action::ScaleCanary {
                 name: self.canary.clone(),
                 replicas: want,
             }),
@@ -305,7 +308,9 @@ impl<'a> Release<'a> {
             None => 0,
         };
         let ready = self.current.map_or(0, |c| c.ready);
-        if self.current.is_some_and(|c| c.replicas == want) && ready >= want - tolerated {
+        // The threshold tolerates unavailable pods, never a step without a ready one.
+        let needed = (want - tolerated).max(want.min(1));
+        if self.current.is_some_and(|c| c.replicas >= want) && ready >= needed {
             return Flow::To(StepState::TrafficRouting);
         }
         if let Some(deadline) = self.strategy.progress_deadline_seconds {

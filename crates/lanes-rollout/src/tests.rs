@@ -61,6 +61,7 @@ fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
         selector: json!({"matchLabels": {"app": "mocka"}}),
         template: template(image),
         paused,
+        min_ready_seconds: None,
         stable_template: stable.map(template),
         observed_generation: 2,
         updated: 4,
@@ -824,5 +825,55 @@ fn a_step_jump_the_last_step_shortcut_and_the_status_kept_at_rest() {
             .message
             .unwrap()
             .contains("nextStepIndex 7 names no step")
+    );
+}
+
+/// A step's count is capped at the workload's, a jump back keeps the canary's pods (as
+/// Kruise: "won't scale down"), `failureThreshold` never passes a step with no ready
+/// pod, and the canary inherits `minReadySeconds`.
+#[test]
+fn canary_counts_as_kruise_keeps_them() {
+    let mut r = rollout(vec![
+        step(IntOrString::Int(9), None),
+        step(IntOrString::Int(9), None),
+    ]);
+    r.spec.strategy.canary.as_mut().unwrap().failure_threshold =
+        Some(IntOrString::String("100%".into()));
+    let mut w = workload("a:2", Some("a:1"), true);
+    w.min_ready_seconds = Some(7);
+    let d = run(&mut r, Some(w.clone()), vec![], t0());
+    let Some(Action::CreateCanary { deployment, .. }) = d
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::CreateCanary { .. }))
+    else {
+        panic!("{:?}", d.actions)
+    };
+    assert_eq!(
+        deployment["spec"]["replicas"], 4,
+        "capped at the workload's 4"
+    );
+    assert_eq!(deployment["spec"]["minReadySeconds"], 7);
+    // Four pods, none ready: a threshold of 100% still wants one ready.
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 4, 0)], t0());
+    assert_eq!(st(&r).2, "StepUpgrade");
+    run(&mut r, Some(w.clone()), vec![canary("a:2", 4, 1)], t0());
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+    // Step 2 asks for fewer pods than the canary has: it keeps them.
+    r.spec.strategy.canary.as_mut().unwrap().steps[1].replicas = Some(IntOrString::Int(1));
+    r.status
+        .as_mut()
+        .unwrap()
+        .canary_status
+        .as_mut()
+        .unwrap()
+        .current_step_state = StepState::Ready;
+    let d = run(&mut r, Some(w), vec![canary("a:2", 4, 4)], t0());
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleCanary { .. })),
+        "{:?}",
+        d.actions
     );
 }
