@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use lanes_model::lane::ASMSwimLane;
 use lanes_model::rollout::{Rollout, RolloutPhase, Sample};
@@ -82,6 +82,41 @@ fn post() -> PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     }
+}
+
+/// The canary's share in each ingress route generated for the release of `rollout` (one
+/// per lane group routing it); empty when its steps route no traffic or none does.
+async fn routed_shares(client: &Client, rollout: &Rollout) -> Result<Vec<u32>, Error> {
+    if !rollout.routes_traffic() {
+        return Ok(Vec::new());
+    }
+    let route = format!(
+        "release-{}-{}",
+        rollout.metadata.namespace.as_deref().unwrap_or("default"),
+        rollout.metadata.name.as_deref().unwrap_or("")
+    );
+    let ar = crate::lanes::istio_resource("VirtualService");
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let list = api
+        .list(&ListParams::default().labels(crate::lanes::GENERATED_SELECTOR))
+        .await
+        .map_err(kube_err("list generated VirtualServices".to_string()))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|vs| {
+            vs.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.ends_with(&format!("-{route}")))
+        })
+        .filter_map(|vs| {
+            let http = vs.data.pointer("/spec/http")?.as_array()?;
+            let split = http.iter().find(|h| h["name"] == route.as_str())?;
+            let weight = split.pointer("/route/0/weight")?.as_u64()?;
+            u32::try_from(weight).ok()
+        })
+        .collect())
 }
 
 fn canary_of(d: &Deployment) -> Canary {
@@ -265,7 +300,9 @@ async fn reconcile_once(
             external_values(&ctx.prometheus, &rollout, now).await,
         ),
     };
+    let routed = routed_shares(client, &rollout).await?;
     let observed = Observed {
+        routed,
         rollout: &rollout,
         generation: rollout.metadata.generation.unwrap_or(1),
         workload,

@@ -100,6 +100,8 @@ pub enum Reason {
     Finalising,
     /// `spec.strategy.paused` holds the release.
     Paused,
+    /// A cancelled release's traffic goes back to the baseline lane.
+    Cancelling,
     /// The last release completed.
     Completed,
     /// The last release was cancelled (undo, or the template set back).
@@ -122,6 +124,7 @@ impl Reason {
             Reason::InRolling => "InRolling",
             Reason::Finalising => "Finalising",
             Reason::Paused => "Paused",
+            Reason::Cancelling => "Cancelling",
             Reason::Completed => "Completed",
             Reason::Cancelled => "Cancelled",
             Reason::Disabled => "Disabled",
@@ -149,11 +152,12 @@ impl Reason {
     }
 
     /// Every reason.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Initializing,
         Reason::InRolling,
         Reason::Finalising,
         Reason::Paused,
+        Reason::Cancelling,
         Reason::Completed,
         Reason::Cancelled,
         Reason::Disabled,
@@ -220,6 +224,7 @@ pub(crate) fn with_condition(
         Reason::InRolling
         | Reason::Finalising
         | Reason::Paused
+        | Reason::Cancelling
         | Reason::Cancelled
         | Reason::RolledBack
         | Reason::PausedOnFailure => Some("False"),

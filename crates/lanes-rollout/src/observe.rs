@@ -123,6 +123,9 @@ pub struct Observed<'a> {
     pub canary_problem: Option<String>,
     /// Values of the `prometheus` metrics, by metric name, when the driver queried them.
     pub external: std::collections::BTreeMap<String, Result<f64, String>>,
+    /// The canary's share in each generated ingress route of the release (one per lane
+    /// group that routes it), for a Rollout whose steps route traffic.
+    pub routed: Vec<u32>,
 }
 
 /// Why a pod is not running, as its first container's status says (`pod NAME: REASON:

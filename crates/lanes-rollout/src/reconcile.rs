@@ -93,11 +93,41 @@ pub(crate) fn stand_down(obs: &Observed<'_>, w: &Workload) -> Vec<Action> {
     actions
 }
 
+/// A cancelled release whose traffic still goes to the canary lane: the canary stays
+/// until the lanes' ingress routes all of it back to the baseline (Kruise's
+/// `Cancelling`); the step state `Completed` takes the release's share away.
+fn cancelling(obs: &Observed<'_>, mut status: RolloutStatus) -> Decision {
+    let mut cs = status.canary_status.take().unwrap_or_default();
+    if cs.current_step_state != StepState::Completed {
+        cs.current_step_state = StepState::Completed;
+        cs.last_update_time = Some(obs.now.to_string());
+    }
+    cs.finalising_step = Some("RestoreStableService".into());
+    status.canary_status = Some(cs);
+    let message = format!(
+        "release cancelled: routing all traffic back to the baseline lane (canary share now {:?})",
+        obs.routed
+    );
+    Decision {
+        wake_at: Some(obs.now + jiff::SignedDuration::from_secs(1)),
+        ..Decision::settled(with_condition(
+            status,
+            RolloutPhase::Progressing,
+            Reason::Cancelling,
+            message,
+            obs.now,
+        ))
+    }
+}
+
 /// No release, or one that was cancelled (undo, a rollback: the template is the stable
 /// one again): anything left of a release goes, and the status says how it ended.
 fn settle(obs: &Observed<'_>, w: &Workload, steps: usize, mut status: RolloutStatus) -> Decision {
     let revision = w.revision();
     let cancelled = w.stable_template.is_some() || !obs.canaries.is_empty();
+    if cancelled && obs.rollout.routes_traffic() && obs.routed.iter().any(|w| *w > 0) {
+        return cancelling(obs, status);
+    }
     let previous = status.canary_status.take();
     // A failed release keeps saying how it failed until the next one starts.
     let (reason, message) = match Reason::of(&status).filter(|r| r.failure().is_some()) {

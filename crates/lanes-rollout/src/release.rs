@@ -224,13 +224,15 @@ impl<'a> Release<'a> {
         loop {
             let flow = match p.cs.current_step_state {
                 StepState::Upgrade => self.upgrade(p),
-                StepState::TrafficRouting => {
-                    // Lanes route canary pods by their lane label: nothing to wait for.
-                    if let Some(a) = p.analysis.as_mut() {
-                        a.passes = 0;
+                StepState::TrafficRouting => match self.unrouted(p) {
+                    Some(why) => wait(why),
+                    None => {
+                        if let Some(a) = p.analysis.as_mut() {
+                            a.passes = 0;
+                        }
+                        Flow::To(StepState::MetricsAnalysis)
                     }
-                    Flow::To(StepState::MetricsAnalysis)
-                }
+                },
                 StepState::MetricsAnalysis => self.metrics_analysis(p),
                 StepState::Paused => self.paused(p),
                 StepState::Ready => match self.next_step(&p.cs) {
@@ -275,6 +277,44 @@ impl<'a> Release<'a> {
                 self.total_steps
             )),
         }
+    }
+
+    /// Why the lanes' ingress does not carry the step's share yet, if it does not: a
+    /// Rollout whose steps route traffic waits until every generated ingress route of
+    /// the release gives the canary the step's share (none: no lane group routes it).
+    fn unrouted(&self, p: &mut Progress) -> Option<String> {
+        if !self.r.routes_traffic() {
+            return None;
+        }
+        let want = self.routed_share(p.cs.current_step_index);
+        let routed = &self.obs.routed;
+        if !routed.is_empty() && routed.iter().all(|w| *w == want) {
+            return None;
+        }
+        p.wake(self.obs.now + jiff::SignedDuration::from_secs(1));
+        Some(if routed.is_empty() {
+            format!(
+                "Rollout is in step({}/{}), waiting for a lane group to route its traffic: none holds the workload's Service with a lane selecting the canary's pods",
+                p.cs.current_step_index, self.total_steps
+            )
+        } else {
+            format!(
+                "Rollout is in step({}/{}), waiting for the lanes' ingress to route {want}% to the canary (now {routed:?})",
+                p.cs.current_step_index, self.total_steps
+            )
+        })
+    }
+
+    /// The share step `idx` routes: its traffic, or the last one named before it.
+    fn routed_share(&self, idx: i32) -> u32 {
+        self.strategy
+            .steps
+            .iter()
+            .take(idx.max(0) as usize)
+            .rev()
+            .find(|s| s.traffic.is_some() || !s.matches.is_empty())
+            .and_then(CanaryStep::traffic_percent)
+            .unwrap_or(0)
     }
 
     /// When the current step state was entered.
@@ -409,6 +449,15 @@ impl<'a> Release<'a> {
     /// canary goes and the release marks are removed.
     fn finalise(&self, p: &mut Progress) -> Flow {
         let w = self.w;
+        if w.paused && self.r.routes_traffic() && self.obs.routed.iter().any(|w| *w > 0) {
+            // Traffic goes back to the baseline before it rolls.
+            p.cs.finalising_step = Some("RestoreStableService".into());
+            p.wake(self.obs.now + jiff::SignedDuration::from_secs(1));
+            return wait(format!(
+                "Rollout is finalising: routing all traffic back to the baseline lane (canary share now {:?})",
+                self.obs.routed
+            ));
+        }
         if w.paused {
             p.actions.push(Action::SetWorkloadPaused(false));
             p.cs.finalising_step = Some("RestoreStableDeployment".into());

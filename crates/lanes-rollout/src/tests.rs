@@ -90,6 +90,7 @@ fn run(
         sample: None,
         canary_problem: None,
         external: Default::default(),
+        routed: Vec::new(),
     });
     r.status = Some(d.status.clone());
     d
@@ -518,6 +519,7 @@ fn observe(r: &mut Rollout, canaries: Vec<Canary>, at: i64, total: u64, failures
         sample: Some(sample),
         canary_problem: Some("ImageNotMapped: no local command".into()),
         external: Default::default(),
+        routed: Vec::new(),
     });
     r.status = Some(d.status.clone());
     d
@@ -575,6 +577,7 @@ fn analysis_gates_the_step_and_fails_the_release() {
         sample: None,
         canary_problem: None,
         external: Default::default(),
+        routed: Vec::new(),
     });
     assert_eq!(d.status.phase, Some(RolloutPhase::Healthy));
     assert!(
@@ -876,4 +879,56 @@ fn canary_counts_as_kruise_keeps_them() {
         "{:?}",
         d.actions
     );
+}
+
+/// A step that routes traffic waits in `StepTrafficRouting` until the lanes' ingress gives
+/// the canary its share; finalising waits until the share is back to 0.
+#[test]
+fn traffic_routing_waits_for_the_lanes_ingress() {
+    let mut r = rollout(vec![CanaryStep {
+        traffic: Some("30%".into()),
+        ..step(IntOrString::Int(1), None)
+    }]);
+    let w = workload("a:2", Some("a:1"), true);
+    let mut at = |r: &mut Rollout, routed: Vec<u32>, w: &Workload| {
+        let d = reconcile(&Observed {
+            rollout: r,
+            generation: 1,
+            workload: Some(w.clone()),
+            canaries: vec![canary("a:2", 1, 1)],
+            now: t0(),
+            sample: None,
+            canary_problem: None,
+            external: Default::default(),
+            routed,
+        });
+        r.status = Some(d.status.clone());
+        d
+    };
+    let d = at(&mut r, vec![], &w);
+    assert_eq!(st(&r).2, "StepTrafficRouting");
+    assert!(
+        d.status
+            .message
+            .unwrap()
+            .contains("waiting for a lane group to route")
+    );
+    assert!(d.wake_at.is_some());
+    at(&mut r, vec![0], &w);
+    assert_eq!(st(&r).2, "StepTrafficRouting");
+    at(&mut r, vec![30], &w);
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+    // Approved: finalising holds the workload until the share is back to 0.
+    r.status
+        .as_mut()
+        .unwrap()
+        .canary_status
+        .as_mut()
+        .unwrap()
+        .current_step_state = StepState::Ready;
+    let d = at(&mut r, vec![30], &w);
+    assert_eq!(st(&r).2, "Completed");
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let d = at(&mut r, vec![0], &w);
+    assert_eq!(d.actions, vec![Action::SetWorkloadPaused(false)]);
 }
