@@ -890,7 +890,7 @@ fn traffic_routing_waits_for_the_lanes_ingress() {
         ..step(IntOrString::Int(1), None)
     }]);
     let w = workload("a:2", Some("a:1"), true);
-    let mut at = |r: &mut Rollout, routed: Vec<u32>, w: &Workload| {
+    let at = |r: &mut Rollout, routed: Vec<u32>, w: &Workload| {
         let d = reconcile(&Observed {
             rollout: r,
             generation: 1,
