@@ -33,14 +33,24 @@ fn set_image(d: &Daemon, deploy: &str, tag: &str) {
 
 /// Waits until the Rollout is `phase` at step `index` in `state` (any step: 0).
 fn wait_step(d: &Daemon, name: &str, phase: &str, index: i64, state: &str) -> Value {
-    eventually(Duration::from_secs(90), || {
+    let start = std::time::Instant::now();
+    loop {
         let r = rollout(d, name);
         let cs = &r["status"]["canaryStatus"];
         let ok = r["status"]["phase"] == phase
             && (index == 0 || cs["currentStepIndex"] == index)
             && cs["currentStepState"] == state;
-        ok.then_some(r)
-    })
+        if ok {
+            return r;
+        }
+
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not {phase} at step {index} {state} within 90 s: {}",
+            r["status"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The mocka version that answered each of the requests `prefix-0` .. `prefix-{n-1}`
@@ -255,4 +265,360 @@ fn traffic_steps_take_their_share_of_the_lane_groups_ingress() {
         failures.len()
     );
     assert!(ok > 100, "only {ok} requests under load");
+}
+
+/// A Rollout on `mocka-v1` whose canary strategy is `canary` (YAML flow mapping
+/// entries), as JSON.
+fn rollout_json(name: &str, canary: Value) -> Value {
+    json!({
+        "apiVersion": "rollouts.kruise.io/v1beta1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mocka-v1"},
+            "strategy": {"canary": canary},
+        },
+    })
+}
+
+/// What Lanes does not run is refused at the API with a 422 naming the field (and by
+/// `lanes lint` as an error); Kruise's webhook rules hold: one Rollout per workload, and
+/// a release in flight keeps its workload and its number of steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_lanes_does_not_run_and_what_kruise_forbids() {
+    let d = Daemon::start();
+    seed(&d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    let c = d.client();
+    let base = json!({"enableExtraWorkloadForCanary": true, "steps": [{"replicas": 1}]});
+    let with = |extra: Value| {
+        let mut canary = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            canary[k] = v.clone();
+        }
+        canary
+    };
+    let mut blue_green = rollout_json("r", base.clone());
+    blue_green["spec"]["strategy"] = json!({"blueGreen": {"steps": [{"replicas": "50%"}]}});
+    let mut stateful = rollout_json("r", base.clone());
+    stateful["spec"]["workloadRef"]["kind"] = json!("StatefulSet");
+    let refused = [
+        (blue_green, "spec.strategy.blueGreen"),
+        (stateful, "spec.workloadRef"),
+        (
+            rollout_json("r", json!({"steps": [{"replicas": 1}]})),
+            "spec.strategy.canary.enableExtraWorkloadForCanary",
+        ),
+        (
+            rollout_json(
+                "r",
+                with(json!({"trafficRoutings": [{"service": "mocka", "ingress": {"name": "i"}}]})),
+            ),
+            "spec.strategy.canary.trafficRoutings[0].ingress",
+        ),
+        (
+            rollout_json(
+                "r",
+                with(
+                    json!({"trafficRoutings": [{"service": "mocka", "gateway": {"httpRouteName": "h"}}]}),
+                ),
+            ),
+            "spec.strategy.canary.trafficRoutings[0].gateway",
+        ),
+        (
+            rollout_json("r", with(json!({"trafficRoutingRef": "tr"}))),
+            "spec.strategy.canary.trafficRoutingRef",
+        ),
+        (
+            rollout_json("r", with(json!({"steps": [{"traffic": "10%"}]}))),
+            "spec.strategy.canary.steps[0].replicas",
+        ),
+        (
+            rollout_json(
+                "r",
+                with(json!({"steps": [{"replicas": 1, "traffic": "0%"}]})),
+            ),
+            "spec.strategy.canary.steps[0].traffic",
+        ),
+        (
+            rollout_json(
+                "r",
+                with(json!({"steps": [{"replicas": "50%"}, {"replicas": "20%"}]})),
+            ),
+            "spec.strategy.canary.steps[1].replicas",
+        ),
+    ];
+    for (object, field) in &refused {
+        let err = c.create(object).await.unwrap_err();
+        assert_eq!(
+            err.status().map(|s| s.as_u16()),
+            Some(422),
+            "{field}: {err}"
+        );
+        assert!(err.to_string().contains(field), "{field}: {err}");
+        // lint says the same, as an error.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.yaml");
+        std::fs::write(&f, serde_json::to_string(object).unwrap()).unwrap();
+        let out = d.lanes(&["lint", "-f", f.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{field}: {text}");
+        assert!(
+            text.contains(&format!("Rollout/r: {field}: ")),
+            "{field}: {text}"
+        );
+    }
+    assert!(
+        c.list(lanes_model::Kind::Rollout, None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // One Rollout per workload.
+    let good = json!({"enableExtraWorkloadForCanary": true,
+        "steps": [{"replicas": 1}, {"replicas": 1}],
+        "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}});
+    c.create(&rollout_json("rollouts-mocka", good.clone()))
+        .await
+        .unwrap();
+    let err = c
+        .create(&rollout_json("again", good.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
+    assert!(
+        err.to_string().contains(
+            "spec.workloadRef: Rollout \"rollouts-mocka\" already releases Deployment \"mocka-v1\""
+        ),
+        "{err}"
+    );
+    // While Progressing, the number of steps and the workload stay; a step may change.
+    settled(&d, 3);
+    set_image(&d, "mocka-v1", "2.0");
+    wait_step(&d, "rollouts-mocka", "Progressing", 1, "StepPaused");
+    let fewer = json!({"spec": {"strategy": {"canary": {"steps": [{"replicas": 1}]}}}});
+    let err = c
+        .patch(
+            lanes_model::Kind::Rollout,
+            Some("default"),
+            "rollouts-mocka",
+            lanes_server::merge::PatchType::Merge,
+            &fewer,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
+    assert!(
+        err.to_string()
+            .contains("spec.strategy.canary.steps: the number of steps (2) is immutable"),
+        "{err}"
+    );
+    let other = json!({"spec": {"workloadRef": {"name": "mockb-v1"}}});
+    let err = c
+        .patch(
+            lanes_model::Kind::Rollout,
+            Some("default"),
+            "rollouts-mocka",
+            lanes_server::merge::PatchType::Merge,
+            &other,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("spec.workloadRef: is immutable"),
+        "{err}"
+    );
+    let changed = json!({"spec": {"strategy": {"canary": {"steps": [{"replicas": 1}, {"replicas": 1, "pause": {"duration": 5}}]}}}});
+    c.patch(
+        lanes_model::Kind::Rollout,
+        Some("default"),
+        "rollouts-mocka",
+        lanes_server::merge::PatchType::Merge,
+        &changed,
+        false,
+    )
+    .await
+    .unwrap();
+}
+
+/// Kruise's status patch of a step jump (`kubectl-kruise rollout approve --step`, and
+/// the e2e suite's `RolloutJumpCanaryStep`): the step to go to, and approval.
+async fn jump(c: &lanes_server::Client, to: i64) {
+    let patch =
+        json!({"status": {"canaryStatus": {"nextStepIndex": to, "currentStepState": "StepReady"}}});
+    c.patch(
+        lanes_model::Kind::Rollout,
+        Some("default"),
+        "rollouts-mocka",
+        lanes_server::merge::PatchType::Merge,
+        &patch,
+        true,
+    )
+    .await
+    .unwrap();
+}
+
+/// The replicas of the canary Deployment of `mocka-v1` and how many are available.
+fn canary_replicas(d: &Daemon) -> (i64, i64) {
+    let list: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "deploy",
+        "-l",
+        "rollouts.kruise.io/canary-deployment=mocka-v1",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let c = &list["items"][0];
+    (
+        c["spec"]["replicas"].as_i64().unwrap_or(-1),
+        c["status"]["availableReplicas"].as_i64().unwrap_or(0),
+    )
+}
+
+/// At step `index` (paused): Kruise's `nextStepIndex`, the canary's pods, and the share
+/// the lanes' ingress gives it.
+fn at_step(d: &Daemon, index: i64, next: i64, canary: i64, weight: i64) {
+    let r = wait_step(d, "rollouts-mocka", "Progressing", index, "StepPaused");
+    assert_eq!(
+        r["status"]["canaryStatus"]["nextStepIndex"], next,
+        "step {index}"
+    );
+    eventually(Duration::from_secs(30), || {
+        (canary_replicas(d) == (canary, canary)).then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        (release_weight(d, "rollouts-mocka") == weight).then_some(())
+    });
+}
+
+/// Kruise's e2e case "Step Jump: V1->V2: Deployment, Canary, patch nextStepIndex to
+/// jump" (`test/e2e/rollout_v1beta1_test.go`), on lanes: steps 20/40/60/80/100% of a
+/// 5-replica Deployment, each with its traffic share; step 1 -> 2 -> 3 -> 4 -> jump to 3
+/// (the canary keeps its 4 pods) -> step 3 changed (redone, no jump) -> jump to 2 -> 1 ->
+/// 5, and the release completes. Then `kubectl get rollouts -o yaml` at rest shows what
+/// Kruise keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_step_jump_deployment_canary() {
+    let d = Daemon::start();
+    seed(&d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    d.ok(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"spec": {"replicas": 5}}"#,
+    ]);
+    let step =
+        |r: &str, t: &str, pause: Value| json!({"replicas": r, "traffic": t, "pause": pause});
+    let steps = json!([
+        step("20%", "20%", json!({})),
+        step("40%", "40%", json!({"duration": 10})),
+        step("60%", "60%", json!({"duration": 10})),
+        step("80%", "80%", json!({"duration": 10})),
+        step("100%", "100%", json!({"duration": 0})),
+    ]);
+    let c = d.client();
+    c.create(&rollout_json(
+        "rollouts-mocka",
+        json!({"enableExtraWorkloadForCanary": true, "steps": steps,
+            "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}}),
+    ))
+    .await
+    .unwrap();
+    settled(&d, 3);
+    set_image(&d, "mocka-v1", "2.0");
+    at_step(&d, 1, 2, 1, 20);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at_step(&d, 2, 3, 2, 40);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at_step(&d, 3, 4, 3, 60);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at_step(&d, 4, 5, 4, 80);
+    // The workload's own pods stay on v1 throughout.
+    let w: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    assert_eq!(w["status"]["availableReplicas"], 5);
+    assert_eq!(w["spec"]["paused"], true);
+
+    jump(&c, 3).await;
+    at_step(&d, 3, 4, 4, 60);
+    // Step 3 changed (an integer count, the same share): redone, no jump.
+    let hash = rollout(&d, "rollouts-mocka")["status"]["canaryStatus"]["rolloutHash"].clone();
+    let mut changed = steps.clone();
+    changed[2] = json!({"replicas": 3, "traffic": "60%", "pause": {"duration": 10}});
+    c.patch(
+        lanes_model::Kind::Rollout,
+        Some("default"),
+        "rollouts-mocka",
+        lanes_server::merge::PatchType::Merge,
+        &json!({"spec": {"strategy": {"canary": {"steps": changed}}}}),
+        false,
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(30), || {
+        let r = rollout(&d, "rollouts-mocka");
+        (r["status"]["canaryStatus"]["rolloutHash"] != hash).then_some(())
+    });
+    at_step(&d, 3, 4, 4, 60);
+    jump(&c, 2).await;
+    at_step(&d, 2, 3, 4, 40);
+    jump(&c, 1).await;
+    at_step(&d, 1, 2, 4, 20);
+    // To the last step: every pod, no approval needed, and the release completes.
+    jump(&c, 5).await;
+    let r = wait_step(&d, "rollouts-mocka", "Healthy", 5, "Completed");
+    assert_eq!(r["status"]["canaryStatus"]["nextStepIndex"], -1);
+    settled(&d, 3);
+    assert_eq!(release_weight(&d, "rollouts-mocka"), 0);
+    assert_eq!(share(&answers(&d, "done", 50, &[]), "v2"), 100.0);
+
+    // At rest, what Kruise keeps, as kubectl shows it.
+    let kubeconfig = d.state.join("kubeconfig");
+    let out = std::process::Command::new("kubectl")
+        .args(["get", "rollouts", "rollouts-mocka", "-o", "yaml"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", &d.state)
+        .output()
+        .expect("kubectl on the PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let status = &r["status"];
+    let cs = &status["canaryStatus"];
+    assert_eq!(status["phase"], "Healthy");
+    assert_eq!(cs["currentStepIndex"], 5);
+    assert_eq!(cs["currentStepState"], "Completed");
+    assert_eq!(cs["nextStepIndex"], -1);
+    assert!(cs["canaryRevision"].is_string(), "{cs}");
+    assert_eq!(cs["canaryRevision"], cs["stableRevision"], "{cs}");
+    assert!(cs["podTemplateHash"].is_string(), "{cs}");
+    assert!(cs["rolloutHash"].is_string(), "{cs}");
+    assert_eq!(
+        cs["observedWorkloadGeneration"],
+        w["metadata"]["generation"].as_i64().unwrap() + 1
+    );
+    let condition = |kind: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .map(|c| (c["status"].clone(), c["reason"].clone()))
+    };
+    assert_eq!(
+        condition("Progressing"),
+        Some((json!("False"), json!("Completed")))
+    );
+    assert_eq!(
+        condition("Succeeded"),
+        Some((json!("True"), json!("Completed")))
+    );
 }
