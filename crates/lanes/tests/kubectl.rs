@@ -102,18 +102,21 @@ fn wait_rollout(d: &Daemon, name: &str, phase: &str, state: Option<&str>) {
 /// The subsets of a service's DestinationRule, from `kubectl get ... -o yaml`.
 fn subsets(d: &Daemon, svc: &str) -> Vec<String> {
     let name = format!("trafficlabel-dr-rollout-default-{svc}");
-    let yaml = k_ok(
-        d,
-        &[
-            "get",
-            "destinationrule",
-            &name,
-            "-n",
-            "istio-system",
-            "-o",
-            "yaml",
-        ],
-    );
+    let args = [
+        "get",
+        "destinationrule",
+        &name,
+        "-n",
+        "istio-system",
+        "-o",
+        "yaml",
+    ];
+    // Not generated yet: no subsets (the callers wait).
+    let out = kubectl(d, &args);
+    if String::from_utf8_lossy(&out.stderr).contains("NotFound") {
+        return Vec::new();
+    }
+    let yaml = k_ok(d, &args);
     let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(v["apiVersion"], "networking.istio.io/v1alpha3", "{yaml}");
     v["spec"]["subsets"]
