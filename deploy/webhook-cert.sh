@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Provisions the webhook's serving certificate: a CA and a certificate for the Service
 # lanes-operator-webhook.lanes-system.svc (openssl), the Secret the operator mounts, and
-# the CA as the MutatingWebhookConfiguration's caBundle. Run after applying deploy/.
+# the CA as the webhook configurations' caBundle. Run after applying deploy/.
 set -euo pipefail
 ns=lanes-system
 svc=lanes-operator-webhook
@@ -18,6 +18,8 @@ openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
 kubectl -n "$ns" create secret tls lanes-operator-webhook-tls \
   --cert="$dir/tls.crt" --key="$dir/tls.key" --dry-run=client -o yaml | kubectl apply -f -
 ca=$(base64 -w0 < "$dir/ca.crt")
-kubectl patch mutatingwebhookconfiguration lanes-operator --type=json \
-  -p "[{\"op\":\"replace\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"$ca\"}]"
+for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
+  kubectl patch "$kind" lanes-operator --type=json \
+    -p "[{\"op\":\"replace\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"$ca\"}]"
+done
 kubectl -n "$ns" rollout restart deployment/lanes-operator

@@ -120,6 +120,11 @@ fn lint_rollout(ctx: &mut Ctx<'_>, l: &Loaded) {
             ),
         );
     }
+    if r.routes_traffic()
+        && let Some(message) = unrouted_release(ctx, l, r)
+    {
+        ctx.report(Severity::Warning, l, "spec.strategy.canary.steps", message);
+    }
     // Kruise's webhook: one Rollout per workload. The later one is reported.
     let earlier = ctx
         .loaded
@@ -142,6 +147,73 @@ fn lint_rollout(ctx: &mut Ctx<'_>, l: &Loaded) {
             ),
         );
     }
+}
+
+/// Why the traffic steps of Rollout `r` would route nothing (its `StepTrafficRouting`
+/// would wait): no lane group holds a Service of its workload, or none of that group's
+/// lanes selects the canary's pods.
+fn unrouted_release(ctx: &Ctx<'_>, l: &Loaded, r: &crate::rollout::Rollout) -> Option<String> {
+    let ns = l.object.namespace_or_empty();
+    let workload = &r.spec.workload_ref.name;
+    let stable = ctx.loaded.iter().find_map(|o| {
+        (matches!(o.object.typed, Typed::Deployment(_))
+            && o.object.name == *workload
+            && o.object.namespace_or_empty() == ns)
+            .then(|| crate::mesh::deployment_template_labels(&o.object))
+            .flatten()
+    })?;
+    let mut canary = stable.clone();
+    if let Some(patch) = r
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.patch_pod_template_metadata.as_ref())
+    {
+        canary.extend(patch.labels.clone());
+    }
+    let services: Vec<&ServiceView> = ctx
+        .services
+        .iter()
+        .filter(|s| s.namespace == ns && !s.selector.is_empty() && s.selects(ns, &stable))
+        .collect();
+    let groups: Vec<&Loaded> = ctx
+        .loaded
+        .iter()
+        .filter(|g| match &g.object.typed {
+            Typed::LaneGroup(group) => group.spec.services.iter().any(|sr| {
+                services
+                    .iter()
+                    .any(|s| s.name == sr.name && s.namespace == sr.namespace())
+            }),
+            _ => false,
+        })
+        .collect();
+    if groups.is_empty() {
+        return Some(format!(
+            "the steps route traffic, but no lane group holds a Service of Deployment {workload:?}: StepTrafficRouting would wait"
+        ));
+    }
+    let lane_selects = groups.iter().any(|g| {
+        lanes_of(ctx.loaded, &g.object.name)
+            .iter()
+            .any(|lane| match &lane.object.typed {
+                Typed::Lane(lane) => {
+                    let sel = &lane.spec.label_selector;
+                    !sel.is_empty()
+                        && crate::mesh::selector_matches(sel, &canary)
+                        && !crate::mesh::selector_matches(sel, &stable)
+                }
+                _ => false,
+            })
+    });
+    (!lane_selects).then(|| {
+        format!(
+            "the steps route traffic, but no lane of group {:?} selects the canary's pods ({}): StepTrafficRouting would wait",
+            groups[0].object.name,
+            fmt_labels(&canary)
+        )
+    })
 }
 
 /// The host of an `http://` or `https://` URL, with its port.

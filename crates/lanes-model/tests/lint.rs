@@ -231,9 +231,43 @@ fn kruise_end_to_end_manifests_run_as_lanes_releases() {
             ("e2e-deployment.yaml", read("e2e-deployment.yaml")),
             ("e2e-service.yaml", read("e2e-service.yaml")),
         ];
+        // Their steps route traffic, and no lane group holds the Service: said, as a
+        // warning (the release would wait in StepTrafficRouting).
         let diags = lint_texts(&files);
-        assert!(diags.is_empty(), "{file}: {diags:?}");
+        assert_eq!(diags.len(), 1, "{file}: {diags:?}");
+        assert!(!diags[0].is_error());
+        assert!(
+            diags[0].to_string().contains(
+                "Rollout/rollouts-demo: warning: spec.strategy.canary.steps: the steps route traffic, but no lane group holds a Service of Deployment \"echoserver\""
+            ),
+            "{file}: {diags:?}"
+        );
     }
+}
+
+/// A Rollout whose steps route traffic lints clean when a lane of its workload's group
+/// selects the canary's pods, and is warned about when none does.
+#[test]
+fn traffic_steps_need_a_lane_for_the_canary() {
+    let mut files = seed_files();
+    files[3].1 = files[3].1.replacen(
+        "        - replicas: 1\n",
+        "        - replicas: 1\n          traffic: 10%\n",
+        1,
+    );
+    assert!(files[3].1.contains("traffic: 10%"));
+    assert!(lint_texts(&files).is_empty());
+    files[3].1 = files[3].1.replacen(
+        "          ASM_TRAFFIC_TAG: canary",
+        "          ASM_TRAFFIC_TAG: blue",
+        1,
+    );
+    let lines: Vec<String> = lint_texts(&files).iter().map(|d| d.to_string()).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("Rollout/rollouts-mocka: warning: spec.strategy.canary.steps: the steps route traffic, but no lane of group \"rollout\" selects the canary's pods (ASM_TRAFFIC_TAG=blue,app=mocka,version=v1): StepTrafficRouting would wait"),
+        "{lines:#?}"
+    );
 }
 
 #[test]

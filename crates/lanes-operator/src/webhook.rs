@@ -1,4 +1,5 @@
-//! The mutating admission webhook for Deployments, as Kruise Rollout has one: on a
+//! The admission webhooks, as Kruise Rollout has them: Rollouts validated (below), and
+//! the mutating admission webhook for Deployments: on a
 //! cluster the API server sends every Deployment update here (an `AdmissionReview`,
 //! over TLS), and the answer is the JSON Patch of what
 //! [`lanes_rollout::admission::admit_deployment`] — the function `lanes up` calls
@@ -110,6 +111,63 @@ pub fn review(
     }
 }
 
+/// The path the `ValidatingWebhookConfiguration` names for Rollouts.
+pub const ROLLOUT_PATH: &str = "/validate-rollouts-kruise-io-rollout";
+
+/// Kruise's Rollout webhook, as `lanes up`'s API runs it: a Rollout is refused, naming
+/// the field, when Lanes does not run it or Kruise's rules forbid it (its steps, one
+/// Rollout per workload from `rollouts`, the workload and step count of a release in
+/// flight). Anything but a Rollout's create or update is allowed.
+pub fn validate_rollout(
+    body: AdmissionReview<DynamicObject>,
+    rollouts: &[Rollout],
+) -> AdmissionReview<DynamicObject> {
+    let req: AdmissionRequest<DynamicObject> = match body.try_into() {
+        Ok(r) => r,
+        Err(e) => return AdmissionResponse::invalid(e.to_string()).into_review(),
+    };
+    let answer = AdmissionResponse::from(&req);
+    let is_write = matches!(req.operation, Operation::Create | Operation::Update);
+    let (true, Some(new)) = (is_write && req.kind.kind == "Rollout", req.object.as_ref()) else {
+        return answer.into_review();
+    };
+    let errors = match serde_json::to_value(new).map(lanes_model::Object::from_value) {
+        Err(e) => vec![format!("the Rollout does not read: {e}")],
+        Ok(Err(errs)) => errs.iter().map(ToString::to_string).collect(),
+        Ok(Ok(object)) => {
+            let lanes_model::Typed::Rollout(r) = &object.typed else {
+                return answer.into_review();
+            };
+            let old: Option<Rollout> = req
+                .old_object
+                .as_ref()
+                .and_then(|o| serde_json::to_value(o).ok())
+                .and_then(|v| serde_json::from_value(v).ok());
+            let others: Vec<Rollout> = rollouts
+                .iter()
+                .filter(|o| o.metadata.namespace == object.namespace)
+                .cloned()
+                .collect();
+            lanes_rollout::admission::check_rollout(old.as_ref(), r, &others)
+                .iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect()
+        }
+    };
+    if errors.is_empty() {
+        answer.into_review()
+    } else {
+        answer.deny(errors.join("; ")).into_review()
+    }
+}
+
+async fn validate(
+    State(rollouts): State<Rollouts>,
+    Json(body): Json<AdmissionReview<DynamicObject>>,
+) -> Json<AdmissionReview<DynamicObject>> {
+    Json(validate_rollout(body, &rollouts.all()))
+}
+
 async fn mutate(
     State(rollouts): State<Rollouts>,
     Json(body): Json<AdmissionReview<DynamicObject>>,
@@ -121,6 +179,7 @@ async fn mutate(
 pub fn router(rollouts: Rollouts) -> axum::Router {
     axum::Router::new()
         .route(PATH, post(mutate))
+        .route(ROLLOUT_PATH, post(validate))
         .with_state(rollouts)
 }
 
@@ -165,6 +224,71 @@ mod tests {
         );
         assert!(other.0.is_empty());
         assert!(patch_for(&old, &old, &rollouts()).0.is_empty());
+    }
+
+    fn rollout_review(op: &str, object: Value, old: Option<Value>) -> Value {
+        let mut request = json!({
+            "uid": "u2", "operation": op,
+            "kind": {"group": "rollouts.kruise.io", "version": "v1beta1", "kind": "Rollout"},
+            "resource": {"group": "rollouts.kruise.io", "version": "v1beta1", "resource": "rollouts"},
+            "userInfo": {}, "object": object,
+        });
+        if let Some(old) = old {
+            request["oldObject"] = old;
+        }
+        let body: AdmissionReview<DynamicObject> = serde_json::from_value(
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}),
+        )
+        .unwrap();
+        serde_json::to_value(validate_rollout(body, &rollouts())).unwrap()["response"].clone()
+    }
+
+    fn a_rollout(name: &str, workload: &str, strategy: Value) -> Value {
+        json!({"apiVersion": "rollouts.kruise.io/v1beta1", "kind": "Rollout",
+               "metadata": {"name": name, "namespace": "default"},
+               "spec": {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload},
+                        "strategy": strategy}})
+    }
+
+    #[test]
+    fn the_rollout_webhook_refuses_what_the_api_refuses() {
+        let canary =
+            json!({"canary": {"enableExtraWorkloadForCanary": true, "steps": [{"replicas": 1}]}});
+        let ok = rollout_review("CREATE", a_rollout("s", "e", canary.clone()), None);
+        assert_eq!(ok["allowed"], true, "{ok}");
+        let blue = json!({"blueGreen": {"steps": [{"replicas": 1}]}});
+        let refused = rollout_review("CREATE", a_rollout("s", "e", blue), None);
+        assert_eq!(refused["allowed"], false);
+        assert!(
+            refused["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.strategy.blueGreen: Lanes does not run blue-green releases"),
+            "{refused}"
+        );
+        // Rollout "r" already releases Deployment "d".
+        let taken = rollout_review("CREATE", a_rollout("s", "d", canary.clone()), None);
+        assert_eq!(taken["allowed"], false);
+        assert!(
+            taken["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.workloadRef: Rollout \"r\" already releases Deployment \"d\""),
+            "{taken}"
+        );
+        // While Progressing, the step count stays.
+        let mut old = a_rollout("s", "e", canary.clone());
+        old["status"] = json!({"phase": "Progressing"});
+        let two = json!({"canary": {"enableExtraWorkloadForCanary": true, "steps": [{"replicas": 1}, {"replicas": 2}]}});
+        let changed = rollout_review("UPDATE", a_rollout("s", "e", two), Some(old));
+        assert_eq!(changed["allowed"], false);
+        assert!(
+            changed["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("the number of steps (1) is immutable"),
+            "{changed}"
+        );
     }
 
     #[test]

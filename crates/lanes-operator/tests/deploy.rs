@@ -61,6 +61,10 @@ fn every_manifest_in_deploy_parses_as_its_kubernetes_type() {
                 k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
             >(d.clone())
             .is_ok(),
+            "ValidatingWebhookConfiguration" => serde_json::from_value::<
+                k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+            >(d.clone())
+            .is_ok(),
             "CustomResourceDefinition" => {
                 serde_json::from_value::<CustomResourceDefinition>(d.clone()).is_ok()
             }
@@ -80,6 +84,7 @@ fn every_manifest_in_deploy_parses_as_its_kubernetes_type() {
         "CustomResourceDefinition",
         "Service",
         "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
     ] {
         assert!(kinds.contains(k), "deploy/ has no {k}");
     }
@@ -100,6 +105,9 @@ fn every_manifest_in_deploy_parses_as_its_kubernetes_type() {
             .1
             .clone()
     };
+    let rollouts = find("ValidatingWebhookConfiguration");
+    let client = &rollouts["webhooks"][0]["clientConfig"]["service"];
+    assert_eq!(client["path"], lanes_operator::webhook::ROLLOUT_PATH);
     let hook = find("MutatingWebhookConfiguration");
     let client = &hook["webhooks"][0]["clientConfig"]["service"];
     assert_eq!(client["path"], lanes_operator::webhook::PATH);

@@ -304,13 +304,17 @@ enum RolloutAction {
         #[arg(short = 'w', long)]
         watch: bool,
     },
-    /// Approve a release waiting in StepPaused.
+    /// Approve a release waiting in StepPaused (with --to-step, jump to that step).
     Approve {
         /// rollout/NAME.
         target: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = "default")]
         namespace: String,
+        /// Go on to step N (1-based; back or forward) instead of the next one, as a status
+        /// patch of Kruise's nextStepIndex does.
+        #[arg(long = "to-step", value_name = "N")]
+        to_step: Option<i32>,
     },
     /// Cancel a release: the workload goes back to its stable template.
     Undo {
@@ -463,9 +467,11 @@ fn main() -> ExitCode {
                     namespace,
                     watch,
                 } => rollout_cmd::status(&c, target, namespace, *watch),
-                RolloutAction::Approve { target, namespace } => {
-                    rollout_cmd::approve(&c, target, namespace)
-                }
+                RolloutAction::Approve {
+                    target,
+                    namespace,
+                    to_step,
+                } => rollout_cmd::approve(&c, target, namespace, *to_step),
                 RolloutAction::Undo { target, namespace } => {
                     rollout_cmd::undo(&c, target, namespace)
                 }

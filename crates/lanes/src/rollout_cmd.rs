@@ -120,8 +120,9 @@ pub fn status(client: &Client, target: &str, ns: &str, watch: bool) -> Result<Ex
 }
 
 /// `lanes rollout approve`: the status patch `kubectl-kruise rollout approve` sends,
-/// refused unless the release waits in `StepPaused`.
-pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+/// refused unless the release waits in `StepPaused`; with `to_step`, Kruise's step jump
+/// (`nextStepIndex` set in the same patch).
+pub fn approve(client: &Client, target: &str, ns: &str, to_step: Option<i32>) -> Result<ExitCode> {
     let name = rollout_name(target)?;
     let rt = runtime()?;
     let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
@@ -137,11 +138,21 @@ pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
             StepState::Paused
         );
     }
-    let patch = json!({
+    let mut patch = json!({
         "metadata": {"resourceVersion": r["metadata"]["resourceVersion"]},
         "status": {"canaryStatus": {"currentStepState": StepState::Ready,
                                     "lastUpdateTime": jiff::Timestamp::now().to_string()}},
     });
+    if let Some(step) = to_step {
+        let steps = r
+            .pointer("/spec/strategy/canary/steps")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if step < 1 || step as usize > steps {
+            bail!("rollout/{name}: --to-step {step} names no step: it has steps 1 to {steps}");
+        }
+        patch["status"]["canaryStatus"]["nextStepIndex"] = json!(step);
+    }
     rt.block_on(client.patch(
         Kind::Rollout,
         Some(ns),
@@ -151,7 +162,10 @@ pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
         true,
     ))
     .map_err(|e| anyhow!("rollout/{name} changed while approving ({e}); run approve again"))?;
-    println!("rollout/{name} approved");
+    match to_step {
+        Some(step) => println!("rollout/{name} approved, on to step {step}"),
+        None => println!("rollout/{name} approved"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -192,8 +206,21 @@ pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
 /// `lanes rollout pause|resume`.
 pub fn set_paused(client: &Client, target: &str, ns: &str, paused: bool) -> Result<ExitCode> {
     let name = rollout_name(target)?;
+    let rt = runtime()?;
+    let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+    let now = r
+        .pointer("/spec/strategy/paused")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if now == paused {
+        println!(
+            "rollout/{name} is already {}",
+            if paused { "paused" } else { "resumed" }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let patch = json!({"spec": {"strategy": {"paused": paused}}});
-    runtime()?.block_on(client.patch(
+    rt.block_on(client.patch(
         Kind::Rollout,
         Some(ns),
         name,

@@ -569,8 +569,46 @@ async fn kruise_step_jump_deployment_canary() {
     at_step(&d, 2, 3, 4, 40);
     jump(&c, 1).await;
     at_step(&d, 1, 2, 4, 20);
-    // To the last step: every pod, no approval needed, and the release completes.
-    jump(&c, 5).await;
+    // pause and resume say when there is nothing to do; a jump to no step is refused.
+    assert_eq!(
+        d.ok(&["rollout", "pause", "rollout/rollouts-mocka"]),
+        "rollout/rollouts-mocka paused\n"
+    );
+    assert_eq!(
+        d.ok(&["rollout", "pause", "rollout/rollouts-mocka"]),
+        "rollout/rollouts-mocka is already paused\n"
+    );
+    d.ok(&["rollout", "resume", "rollout/rollouts-mocka"]);
+    assert_eq!(
+        d.ok(&["rollout", "resume", "rollout/rollouts-mocka"]),
+        "rollout/rollouts-mocka is already resumed\n"
+    );
+    let out = d.lanes(&[
+        "rollout",
+        "approve",
+        "rollout/rollouts-mocka",
+        "--to-step",
+        "9",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--to-step 9 names no step: it has steps 1 to 5"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // To the last step (the CLI's jump): every pod, no approval needed, and the release
+    // completes.
+    assert_eq!(
+        d.ok(&[
+            "rollout",
+            "approve",
+            "rollout/rollouts-mocka",
+            "--to-step",
+            "5"
+        ]),
+        "rollout/rollouts-mocka approved, on to step 5\n"
+    );
     let r = wait_step(&d, "rollouts-mocka", "Healthy", 5, "Completed");
     assert_eq!(r["status"]["canaryStatus"]["nextStepIndex"], -1);
     settled(&d, 3);
