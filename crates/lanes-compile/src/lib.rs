@@ -464,7 +464,13 @@ pub fn compile_group(
         Some((name.to_string(), ns.to_string(), routes))
     };
 
-    // Ingress.
+    // Ingress. The group rule: the weighted split's, and the one releases take a share of.
+    let rule = spec
+        .ingress
+        .ingress_routing
+        .weighted_routing_rule
+        .clone()
+        .unwrap_or_default();
     let mut ingress_objects = Vec::new();
     let strategy = spec.ingress.ingress_routing.ingress_routing_strategy;
     let ingress = match strategy {
@@ -528,12 +534,6 @@ pub fn compile_group(
             IngressRoutes::RuleBased { rules }
         }
         IngressStrategy::Weighted => {
-            let rule = spec
-                .ingress
-                .ingress_routing
-                .weighted_routing_rule
-                .clone()
-                .unwrap_or_default();
             let mut http = Vec::new();
             let mut targets = Vec::new();
             let mut weighted = Vec::new();
@@ -619,12 +619,6 @@ pub fn compile_group(
     let istio = emit == Emit::Everything;
     // Releases whose steps route traffic into a lane of the group.
     let mut releases = Vec::new();
-    let rule = spec
-        .ingress
-        .ingress_routing
-        .weighted_routing_rule
-        .clone()
-        .unwrap_or_default();
     let hosts = if rule.hosts.is_empty() {
         vec!["*".to_string()]
     } else {

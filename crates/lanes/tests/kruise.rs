@@ -267,6 +267,23 @@ fn traffic_steps_take_their_share_of_the_lane_groups_ingress() {
     assert!(ok > 100, "only {ok} requests under load");
 }
 
+/// A merge patch of Rollout `rollouts-mocka` (its status with `status`).
+async fn patch_rollout(
+    c: &lanes_server::Client,
+    patch: &Value,
+    status: bool,
+) -> Result<Value, lanes_server::client::ClientError> {
+    c.patch(
+        lanes_model::Kind::Rollout,
+        Some("default"),
+        "rollouts-mocka",
+        lanes_server::merge::PatchType::Merge,
+        patch,
+        status,
+    )
+    .await
+}
+
 /// A Rollout on `mocka-v1` whose canary strategy is `canary` (YAML flow mapping
 /// entries), as JSON.
 fn rollout_json(name: &str, canary: Value) -> Value {
@@ -398,17 +415,7 @@ async fn the_api_refuses_what_lanes_does_not_run_and_what_kruise_forbids() {
     set_image(&d, "mocka-v1", "2.0");
     wait_step(&d, "rollouts-mocka", "Progressing", 1, "StepPaused");
     let fewer = json!({"spec": {"strategy": {"canary": {"steps": [{"replicas": 1}]}}}});
-    let err = c
-        .patch(
-            lanes_model::Kind::Rollout,
-            Some("default"),
-            "rollouts-mocka",
-            lanes_server::merge::PatchType::Merge,
-            &fewer,
-            false,
-        )
-        .await
-        .unwrap_err();
+    let err = patch_rollout(&c, &fewer, false).await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
     assert!(
         err.to_string()
@@ -416,32 +423,13 @@ async fn the_api_refuses_what_lanes_does_not_run_and_what_kruise_forbids() {
         "{err}"
     );
     let other = json!({"spec": {"workloadRef": {"name": "mockb-v1"}}});
-    let err = c
-        .patch(
-            lanes_model::Kind::Rollout,
-            Some("default"),
-            "rollouts-mocka",
-            lanes_server::merge::PatchType::Merge,
-            &other,
-            false,
-        )
-        .await
-        .unwrap_err();
+    let err = patch_rollout(&c, &other, false).await.unwrap_err();
     assert!(
         err.to_string().contains("spec.workloadRef: is immutable"),
         "{err}"
     );
     let changed = json!({"spec": {"strategy": {"canary": {"steps": [{"replicas": 1}, {"replicas": 1, "pause": {"duration": 5}}]}}}});
-    c.patch(
-        lanes_model::Kind::Rollout,
-        Some("default"),
-        "rollouts-mocka",
-        lanes_server::merge::PatchType::Merge,
-        &changed,
-        false,
-    )
-    .await
-    .unwrap();
+    patch_rollout(&c, &changed, false).await.unwrap();
 }
 
 /// Kruise's status patch of a step jump (`kubectl-kruise rollout approve --step`, and
@@ -449,16 +437,7 @@ async fn the_api_refuses_what_lanes_does_not_run_and_what_kruise_forbids() {
 async fn jump(c: &lanes_server::Client, to: i64) {
     let patch =
         json!({"status": {"canaryStatus": {"nextStepIndex": to, "currentStepState": "StepReady"}}});
-    c.patch(
-        lanes_model::Kind::Rollout,
-        Some("default"),
-        "rollouts-mocka",
-        lanes_server::merge::PatchType::Merge,
-        &patch,
-        true,
-    )
-    .await
-    .unwrap();
+    patch_rollout(c, &patch, true).await.unwrap();
 }
 
 /// The replicas of the canary Deployment of `mocka-v1` and how many are available.
@@ -550,11 +529,8 @@ async fn kruise_step_jump_deployment_canary() {
     let hash = rollout(&d, "rollouts-mocka")["status"]["canaryStatus"]["rolloutHash"].clone();
     let mut changed = steps.clone();
     changed[2] = json!({"replicas": 3, "traffic": "60%", "pause": {"duration": 10}});
-    c.patch(
-        lanes_model::Kind::Rollout,
-        Some("default"),
-        "rollouts-mocka",
-        lanes_server::merge::PatchType::Merge,
+    patch_rollout(
+        &c,
         &json!({"spec": {"strategy": {"canary": {"steps": changed}}}}),
         false,
     )
