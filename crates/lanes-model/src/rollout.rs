@@ -691,8 +691,12 @@ pub enum Verdict {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
-    /// Rollout id observed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Rollout id observed (Kruise spells it `observedRolloutID`).
+    #[serde(
+        default,
+        rename = "observedRolloutID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub observed_rollout_id: Option<String>,
     /// Workload generation observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

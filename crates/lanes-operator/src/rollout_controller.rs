@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
-use lanes_model::rollout::Rollout;
+use lanes_model::rollout::{Rollout, RolloutPhase};
 use lanes_rollout::CANARY_LABEL;
 use tokio::sync::watch;
 
@@ -140,6 +140,7 @@ async fn reconcile(r: Arc<Rollout>, s: Arc<Shared>) -> Result<Action, Error> {
 /// marks removed, the Deployment let go) unless another Rollout runs its releases.
 async fn stand_down(r: Arc<Rollout>, s: &Shared) -> Result<Action, Error> {
     let ns = r.namespace().unwrap_or_default();
+    terminating(&r, s).await?;
     let workload = &r.spec.workload_ref;
     if workload.kind == "Deployment"
         && crate::rollouts::let_go(&s.ctx.client, &ns, &workload.name).await?
@@ -148,6 +149,33 @@ async fn stand_down(r: Arc<Rollout>, s: &Shared) -> Result<Action, Error> {
             "rollout deleted: its release is stood down");
     }
     Ok(Action::await_change())
+}
+
+/// Kruise's status of a Rollout being deleted: phase `Terminating` while its release is
+/// stood down (shown until the finalizer lets the Rollout go).
+async fn terminating(r: &Rollout, s: &Shared) -> Result<(), Error> {
+    let phase = r.status.as_ref().and_then(|st| st.phase);
+    if phase == Some(RolloutPhase::Terminating) {
+        return Ok(());
+    }
+    let (ns, name) = (r.namespace().unwrap_or_default(), r.name_any());
+    let api: Api<Rollout> = Api::namespaced(s.ctx.client.clone(), &ns);
+    let patch = serde_json::json!({"status": {
+        "phase": "Terminating",
+        "message": "Rollout is being deleted: its release is stood down",
+    }});
+    let params = PatchParams {
+        field_manager: Some(crate::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api
+        .patch_status(&name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if crate::is_not_found(&e) => Ok(()),
+        Err(e) => Err(crate::kube_err(format!("mark Rollout {ns}/{name} Terminating"))(e)),
+    }
 }
 
 /// The release a live Rollout runs.

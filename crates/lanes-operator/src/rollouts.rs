@@ -15,7 +15,7 @@ use kube::{Client, Resource};
 use lanes_model::lane::ASMSwimLane;
 use lanes_model::rollout::{Rollout, RolloutPhase, Sample};
 use lanes_rollout::{
-    Action, CANARY_LABEL, Canary, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
+    Action, CANARY_LABEL, Canary, CanaryPod, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
     targets_deployment,
 };
 use serde_json::{Value, json};
@@ -139,14 +139,17 @@ async fn canaries(deployments: &Api<Deployment>, workload: &str) -> Result<Vec<C
     Ok(list.items.iter().map(canary_of).collect())
 }
 
-/// Why the canary's pods are not ready, as their statuses say.
-async fn canary_problem(
+/// The canary's pods, read when they say something the release needs: why they are not
+/// ready (for the progress deadline), or their release labels (a workload naming its
+/// release with a rollout id). Empty otherwise, without a request.
+async fn canary_pods(
     pods: &Api<Pod>,
     workload: &Workload,
     canaries: &[Canary],
-) -> Result<Option<String>, Error> {
-    if canaries.iter().all(|c| c.ready >= c.replicas) {
-        return Ok(None);
+) -> Result<Vec<Pod>, Error> {
+    let unready = canaries.iter().any(|c| c.ready < c.replicas);
+    if canaries.is_empty() || !(unready || workload.rollout_id.is_some()) {
+        return Ok(Vec::new());
     }
     let selector = workload
         .selector
@@ -163,14 +166,11 @@ async fn canary_problem(
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(kube_err(format!("list pods of {}", workload.name)))?;
-    for p in list.items {
-        if lanes_rollout::owned_by_canary(&p, canaries)
-            && let Some(problem) = lanes_rollout::pod_problem(&p)
-        {
-            return Ok(Some(problem));
-        }
-    }
-    Ok(None)
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| lanes_rollout::owned_by_canary(p, canaries))
+        .collect())
 }
 
 /// Reconciles one Rollout, redoing the whole reconcile on 409 Conflict (up to
@@ -287,10 +287,12 @@ async fn reconcile_once(
     };
     let workload = deployment.as_ref().and_then(Workload::from_deployment);
     let canaries = canaries(&deployments, &wname).await?;
-    let canary_problem = match &workload {
-        Some(w) => canary_problem(&Api::namespaced(client.clone(), ns), w, &canaries).await?,
-        None => None,
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let canary_pods = match &workload {
+        Some(w) => canary_pods(&pods, w, &canaries).await?,
+        None => Vec::new(),
     };
+    let canary_problem = canary_pods.iter().find_map(lanes_rollout::pod_problem);
     // A Rollout on a workload another one manages measures nothing and acts on nothing.
     let owner = other_manager(&rollouts, &rollout, ns, &wname).await?;
     let (sample, external) = match owner {
@@ -305,6 +307,10 @@ async fn reconcile_once(
         routed,
         rollout: &rollout,
         generation: rollout.metadata.generation.unwrap_or(1),
+        canary_pods: match workload.as_ref().and_then(|w| w.rollout_id.as_ref()) {
+            Some(_) => canary_pods.iter().map(CanaryPod::of).collect(),
+            None => Vec::new(),
+        },
         workload,
         canaries,
         now,
@@ -320,6 +326,7 @@ async fn reconcile_once(
     for action in &decision.actions {
         let done = act(
             &deployments,
+            &pods,
             &rollouts,
             &rollout,
             &wname,
@@ -362,6 +369,7 @@ async fn reconcile_once(
 /// Carries out one action; returns the Rollout when the action rewrote it.
 async fn act(
     deployments: &Api<Deployment>,
+    pods: &Api<Pod>,
     rollouts: &Api<Rollout>,
     rollout: &Rollout,
     wname: &str,
@@ -443,6 +451,22 @@ async fn act(
                     .replace(wname, &post(), &d)
                     .await
                     .map_err(kube_err(format!("roll back Deployment {wname}")))?;
+            }
+        }
+        Action::LabelPod {
+            name,
+            rollout_id,
+            batch,
+        } => {
+            let labels = json!({"metadata": {"labels": {
+                lanes_rollout::ROLLOUT_ID_LABEL: rollout_id,
+                lanes_rollout::BATCH_ID_LABEL: batch,
+            }}});
+            match pods.patch(name, &merge(), &Patch::Merge(&labels)).await {
+                Ok(_) => {}
+                // A pod gone meanwhile (scaled down, replaced) needs no label.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(kube_err(format!("label pod {name}"))(e)),
             }
         }
         Action::PauseRollout => {

@@ -34,6 +34,15 @@ pub enum Action {
     RestoreStableTemplate,
     /// Set the Rollout's `spec.strategy.paused`.
     PauseRollout,
+    /// Label a canary pod with its release and batch ([`crate::batch`]).
+    LabelPod {
+        /// Pod name.
+        name: String,
+        /// `rollouts.kruise.io/rollout-id`.
+        rollout_id: String,
+        /// `rollouts.kruise.io/rollout-batch-id`.
+        batch: String,
+    },
 }
 
 /// The controller's decision: actions and the new status.

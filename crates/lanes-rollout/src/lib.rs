@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod analysis;
+pub mod batch;
 mod decision;
 pub mod events;
 mod observe;
@@ -18,6 +19,7 @@ mod release;
 pub mod status;
 pub mod target;
 
+pub use batch::{BATCH_ID_LABEL, CanaryPod, ROLLOUT_ID_LABEL};
 pub use decision::{Action, Decision, Failure, Reason};
 pub use observe::{Canary, Observed, Workload, owned_by_canary, pod_problem};
 pub use ownership::{analysis_of, conflicting, manager_of, manages, targets_deployment};

@@ -35,6 +35,8 @@ pub struct Workload {
     pub available: i32,
     /// `status.replicas`.
     pub total: i32,
+    /// The release's id, the label `rollouts.kruise.io/rollout-id`.
+    pub rollout_id: Option<String>,
 }
 
 impl Workload {
@@ -63,6 +65,12 @@ impl Workload {
             updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
             available: status.and_then(|s| s.available_replicas).unwrap_or(0),
             total: status.and_then(|s| s.replicas).unwrap_or(0),
+            rollout_id: d
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::ROLLOUT_ID_LABEL))
+                .cloned(),
         })
     }
 
@@ -115,6 +123,9 @@ pub struct Observed<'a> {
     pub workload: Option<Workload>,
     /// Canary Deployments of the workload.
     pub canaries: Vec<Canary>,
+    /// The canary's pods and their release labels (read when the workload names a
+    /// release with `rollouts.kruise.io/rollout-id`).
+    pub canary_pods: Vec<crate::CanaryPod>,
     /// Now.
     pub now: jiff::Timestamp,
     /// Cumulative counts of the canary's attempts now (for analysis).

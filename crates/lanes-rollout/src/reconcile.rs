@@ -59,10 +59,26 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
         };
     }
     if w.is_releasing() || is_finalising(&status, w) {
-        crate::release::run(obs, w, canary_strategy, status)
+        with_release_labels(obs, w, crate::release::run(obs, w, canary_strategy, status))
     } else {
         settle(obs, w, canary_strategy.steps.len(), status)
     }
+}
+
+/// A release under way observes the workload's rollout id and labels the canary's pods
+/// with it and their batch ([`crate::batch`]).
+fn with_release_labels(obs: &Observed<'_>, w: &Workload, mut d: Decision) -> Decision {
+    let (Some(id), Some(cs)) = (w.rollout_id.as_deref(), d.status.canary_status.as_mut())
+    else {
+        return d;
+    };
+    if d.status.phase == Some(RolloutPhase::Progressing) {
+        cs.observed_rollout_id = Some(id.to_string());
+    }
+    let step = cs.current_step_index.max(1);
+    d.actions
+        .extend(crate::batch::batch_labels(id, step, &obs.canary_pods));
+    d
 }
 
 /// Whether the release of the workload's current template went through its steps and

@@ -67,6 +67,7 @@ fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
         updated: 4,
         available: 4,
         total: 4,
+        rollout_id: None,
     }
 }
 
@@ -86,6 +87,7 @@ fn run(
         generation: 1,
         workload: w,
         canaries,
+        canary_pods: Vec::new(),
         now,
         sample: None,
         canary_problem: None,
@@ -515,6 +517,7 @@ fn observe(r: &mut Rollout, canaries: Vec<Canary>, at: i64, total: u64, failures
         generation: 1,
         workload: Some(workload("a:2", Some("a:1"), true)),
         canaries,
+        canary_pods: Vec::new(),
         now: t0() + jiff::SignedDuration::from_secs(at),
         sample: Some(sample),
         canary_problem: Some("ImageNotMapped: no local command".into()),
@@ -573,6 +576,7 @@ fn analysis_gates_the_step_and_fails_the_release() {
         generation: 1,
         workload: Some(workload("a:1", Some("a:1"), true)),
         canaries: vec![canary("a:2", 1, 1)],
+        canary_pods: Vec::new(),
         now: t0(),
         sample: None,
         canary_problem: None,
@@ -896,6 +900,7 @@ fn traffic_routing_waits_for_the_lanes_ingress() {
             generation: 1,
             workload: Some(w.clone()),
             canaries: vec![canary("a:2", 1, 1)],
+            canary_pods: Vec::new(),
             now: t0(),
             sample: None,
             canary_problem: None,
@@ -931,4 +936,57 @@ fn traffic_routing_waits_for_the_lanes_ingress() {
     assert!(d.actions.is_empty(), "{:?}", d.actions);
     let d = at(&mut r, vec![0], &w);
     assert_eq!(d.actions, vec![Action::SetWorkloadPaused(false)]);
+}
+
+#[test]
+fn a_release_with_a_rollout_id_observes_it_and_labels_the_canarys_pods_with_their_batch() {
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    let mut w = workload("a:2", Some("a:1"), true);
+    w.rollout_id = Some("r7".into());
+    let obs = |r: &Rollout, w: &Workload, pods: Vec<CanaryPod>| {
+        reconcile(&Observed {
+            rollout: r,
+            generation: 1,
+            workload: Some(w.clone()),
+            canaries: vec![canary("a:2", 1, 1)],
+            canary_pods: pods,
+            now: t0(),
+            sample: None,
+            canary_problem: None,
+            external: Default::default(),
+            routed: Vec::new(),
+        })
+    };
+    let d = obs(&r, &w, Vec::new());
+    r.status = Some(d.status.clone());
+    let pod = CanaryPod {
+        name: "mocka-v1-x-1".into(),
+        rollout_id: None,
+        batch: None,
+    };
+    let d = obs(&r, &w, vec![pod]);
+    let cs = d.status.canary_status.as_ref().unwrap();
+    assert_eq!(cs.observed_rollout_id.as_deref(), Some("r7"));
+    assert!(
+        d.actions.contains(&Action::LabelPod {
+            name: "mocka-v1-x-1".into(),
+            rollout_id: "r7".into(),
+            batch: "1".into(),
+        }),
+        "{:?}",
+        d.actions
+    );
+    // Without a rollout id, no pod is labelled.
+    w.rollout_id = None;
+    let unlabelled = CanaryPod {
+        name: "p".into(),
+        rollout_id: None,
+        batch: None,
+    };
+    let d = obs(&r, &w, vec![unlabelled]);
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::LabelPod { .. }))
+    );
 }

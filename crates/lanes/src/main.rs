@@ -304,6 +304,14 @@ enum RolloutAction {
         #[arg(short = 'w', long)]
         watch: bool,
     },
+    /// Show the release, its steps, and the canary's and the stable pods.
+    Describe {
+        /// rollout/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
     /// Approve a release waiting in StepPaused (with --to-step, jump to that step).
     Approve {
         /// rollout/NAME.
@@ -472,6 +480,9 @@ fn main() -> ExitCode {
                     namespace,
                     to_step,
                 } => rollout_cmd::approve(&c, target, namespace, *to_step),
+                RolloutAction::Describe { target, namespace } => {
+                    rollout_cmd::describe(&c, target, namespace)
+                }
                 RolloutAction::Undo { target, namespace } => {
                     rollout_cmd::undo(&c, target, namespace)
                 }

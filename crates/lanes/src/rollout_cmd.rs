@@ -277,3 +277,112 @@ pub fn set_image(client: &Client, target: &str, pairs: &[String], ns: &str) -> R
     println!("deployment/{name} image updated");
     Ok(ExitCode::SUCCESS)
 }
+
+/// A selector string (`k=v,...`) from a Deployment's `spec.selector.matchLabels`.
+fn match_labels(d: &Value) -> String {
+    d.pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+/// One line per pod: name, ready, phase, the release labels Kruise puts on canary pods.
+fn pod_lines(out: &mut String, title: &str, pods: &[&Value]) {
+    out.push_str(&format!("{title} ({}):\n", pods.len()));
+    for p in pods {
+        let ready = p
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let label = |k: &str| {
+            p.pointer("/metadata/labels")
+                .and_then(|l| l.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_string()
+        };
+        out.push_str(&format!(
+            "  {:<40} ready={:<5} {:<9} batch={} rollout-id={}\n",
+            str_at(p, "/metadata/name"),
+            ready,
+            str_at(p, "/status/phase"),
+            label(lanes_rollout::BATCH_ID_LABEL),
+            label(lanes_rollout::ROLLOUT_ID_LABEL),
+        ));
+    }
+}
+
+/// `lanes rollout describe`: the state line, each step, and the workload's pods split
+/// into the canary's and the stable ones (as `kubectl-kruise describe rollout` lists
+/// them).
+pub fn describe(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let name = rollout_name(target)?;
+    let rt = runtime()?;
+    let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+    let mut out = describe_line(name, &r);
+    out.push('\n');
+    let current = r
+        .pointer("/status/canaryStatus/currentStepIndex")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let steps = r
+        .pointer("/spec/strategy/canary/steps")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    out.push_str("Steps:\n");
+    for (i, s) in steps.iter().enumerate() {
+        let n = i as i64 + 1;
+        let mark = match n.cmp(&current) {
+            std::cmp::Ordering::Less => "done",
+            std::cmp::Ordering::Equal => "current",
+            std::cmp::Ordering::Greater => "",
+        };
+        let field = |k: &str| match &s[k] {
+            Value::Null => "-".to_string(),
+            Value::String(v) => v.clone(),
+            v => v.to_string(),
+        };
+        out.push_str(&format!(
+            "  {n}. replicas={} traffic={} pause={} {mark}\n",
+            field("replicas"),
+            field("traffic"),
+            s["pause"]["duration"]
+                .as_i64()
+                .map_or("manual".to_string(), |d| format!("{d}s")),
+        ));
+    }
+    let workload = str_at(&r, "/spec/workloadRef/name").to_string();
+    let d = rt.block_on(client.get(Kind::Deployment, Some(ns), &workload))?;
+    let selector = match_labels(&d);
+    let pods = rt.block_on(client.list(Kind::Pod, Some(ns), Some(&selector)))?;
+    let canary_deployments = rt.block_on(client.list(
+        Kind::Deployment,
+        Some(ns),
+        Some(&format!("{}={workload}", lanes_rollout::CANARY_LABEL)),
+    ))?;
+    let canaries: Vec<lanes_rollout::Canary> = canary_deployments
+        .iter()
+        .map(|c| lanes_rollout::Canary {
+            name: str_at(c, "/metadata/name").to_string(),
+            replicas: 0,
+            ready: 0,
+        })
+        .collect();
+    let is_canary = |p: &Value| {
+        serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(p.clone())
+            .is_ok_and(|p| lanes_rollout::owned_by_canary(&p, &canaries))
+    };
+    let (canary, stable): (Vec<&Value>, Vec<&Value>) = pods.iter().partition(|p| is_canary(p));
+    pod_lines(&mut out, "Canary pods", &canary);
+    pod_lines(&mut out, "Stable pods", &stable);
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -636,3 +636,123 @@ async fn kruise_step_jump_deployment_canary() {
         Some((json!("True"), json!("Completed")))
     );
 }
+
+/// The canary's pods labelled with rollout id `id` and batch `batch`.
+fn batch_pods(d: &Daemon, id: &str, batch: &str) -> usize {
+    let list: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("app=mocka,rollouts.kruise.io/rollout-id={id},rollouts.kruise.io/rollout-batch-id={batch}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    list["items"].as_array().map_or(0, Vec::len)
+}
+
+/// Kruise's e2e case "Step Jump: V1->V2: Deployment, Canary, remove 2-4 steps"
+/// (`test/e2e/rollout_v1beta1_test.go`), on lanes: step 1, a jump to step 3 (3 canary
+/// pods, 60% of the lane group's ingress), then taking steps 2-4 out while the release
+/// runs is refused (Kruise's webhook forbids changing the number of steps). With it, what
+/// the suite checks of a workload labelled `rollouts.kruise.io/rollout-id`: the Rollout
+/// observes the id and each canary pod carries it and the batch it came up in;
+/// `lanes rollout describe` lists the canary's and the stable pods; and, as Kruise's
+/// "delete rollout" cases, deleting the Rollout mid-release stands the release down and
+/// lets the workload roll to the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_remove_steps_while_progressing_and_batch_labels() {
+    let d = Daemon::start();
+    seed(&d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    d.ok(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"metadata": {"labels": {"rollouts.kruise.io/rollout-id": "1"}}, "spec": {"replicas": 5}}"#,
+    ]);
+    let step =
+        |r: &str, t: &str, pause: Value| json!({"replicas": r, "traffic": t, "pause": pause});
+    let steps = json!([
+        step("20%", "20%", json!({})),
+        step("40%", "40%", json!({"duration": 10})),
+        step("60%", "60%", json!({"duration": 10})),
+        step("80%", "80%", json!({"duration": 10})),
+        step("100%", "100%", json!({"duration": 0})),
+    ]);
+    let c = d.client();
+    c.create(&rollout_json(
+        "rollouts-mocka",
+        json!({"enableExtraWorkloadForCanary": true, "steps": steps,
+            "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}}),
+    ))
+    .await
+    .unwrap();
+    settled(&d, 3);
+    set_image(&d, "mocka-v1", "2.0");
+    at_step(&d, 1, 2, 1, 20);
+    eventually(Duration::from_secs(30), || {
+        (batch_pods(&d, "1", "1") == 1).then_some(())
+    });
+    jump(&c, 3).await;
+    at_step(&d, 3, 4, 3, 60);
+    // The pods that came up in step 3 carry its batch; the first keeps its own.
+    eventually(Duration::from_secs(30), || {
+        (batch_pods(&d, "1", "3") == 2).then_some(())
+    });
+    assert_eq!(batch_pods(&d, "1", "1"), 1);
+    let r = rollout(&d, "rollouts-mocka");
+    assert_eq!(r["status"]["canaryStatus"]["observedRolloutID"], "1");
+
+    // Steps 2-4 taken out mid-release: refused, and the release goes on unchanged.
+    let one = json!({"spec": {"strategy": {"canary": {"steps": [step("20%", "20%", json!({}))]}}}});
+    let err = patch_rollout(&c, &one, false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("is invalid: spec.strategy.canary.steps: the number of steps (5) is immutable"),
+        "{err}"
+    );
+    let r = rollout(&d, "rollouts-mocka");
+    assert_eq!(
+        r["spec"]["strategy"]["canary"]["steps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    at_step(&d, 3, 4, 3, 60);
+
+    // describe: the canary's pods (with their batches) and the stable ones.
+    let out = d.ok(&["rollout", "describe", "rollout/rollouts-mocka"]);
+    assert!(out.contains("Canary pods (3):"), "{out}");
+    assert!(out.contains("Stable pods (5):"), "{out}");
+    assert!(out.contains("batch=3 rollout-id=1"), "{out}");
+    assert!(out.contains("3. replicas=60% traffic=60% pause=10s current"), "{out}");
+
+    // Deleted mid-release: the canary goes, the workload is let go and rolls to v2.
+    d.ok(&["delete", "rollout", "rollouts-mocka"]);
+    eventually(Duration::from_secs(60), || {
+        let gone = d
+            .lanes(&["get", "rollout", "rollouts-mocka"])
+            .status
+            .code()
+            == Some(1);
+        gone.then_some(())
+    });
+    eventually(Duration::from_secs(90), || {
+        let w: Value =
+            serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+        let rolled = w["spec"]["paused"] != true
+            && w["status"]["updatedReplicas"] == 5
+            && w["status"]["availableReplicas"] == 5
+            && w["status"]["replicas"] == 5;
+        rolled.then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        let (replicas, _) = canary_replicas(&d);
+        (replicas == -1).then_some(())
+    });
+    // Without the Rollout's traffic steps the group routes by lane rule alone (the seed's
+    // rule_based ingress): the baseline lane serves the new version.
+    let base = [("x-asm-prefer-tag", "base")];
+    assert_eq!(share(&answers(&d, "after", 30, &base), "v2"), 100.0);
+}

@@ -237,9 +237,14 @@ impl Resource {
     pub fn subresources(&self) -> &'static [Sub] {
         match (self.kind, self.form) {
             (Kind::Pod, _) => &[Sub::Status, Sub::Log],
-            (Kind::Deployment | Kind::Service | Kind::Namespace | Kind::Rollout, Form::Stored) => {
-                &[Sub::Status]
-            }
+            (
+                Kind::Deployment
+                | Kind::Service
+                | Kind::Namespace
+                | Kind::Rollout
+                | Kind::LaneGroup,
+                Form::Stored,
+            ) => &[Sub::Status],
             _ => &[],
         }
     }

@@ -1,0 +1,110 @@
+//! Kruise's release labels on canary pods: a workload labelled
+//! `rollouts.kruise.io/rollout-id` names its release, and each pod the canary gains is
+//! labelled with that id and the step (batch) it came up in,
+//! `rollouts.kruise.io/rollout-batch-id`, so a pod's batch can be told afterwards. A new
+//! id on the workload while the release runs relabels the canary's pods with it (their
+//! batches kept). Without a rollout id no pod is labelled, as with Kruise.
+
+use crate::decision::Action;
+
+/// The workload label naming a release.
+pub const ROLLOUT_ID_LABEL: &str = "rollouts.kruise.io/rollout-id";
+/// The pod label carrying the step (batch) a canary pod came up in.
+pub const BATCH_ID_LABEL: &str = "rollouts.kruise.io/rollout-batch-id";
+
+/// A canary pod's release labels, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryPod {
+    /// Name.
+    pub name: String,
+    /// Its `rollouts.kruise.io/rollout-id` label.
+    pub rollout_id: Option<String>,
+    /// Its `rollouts.kruise.io/rollout-batch-id` label.
+    pub batch: Option<String>,
+}
+
+impl CanaryPod {
+    /// Reads a pod's release labels.
+    pub fn of(pod: &k8s_openapi::api::core::v1::Pod) -> CanaryPod {
+        let label = |k: &str| pod.metadata.labels.as_ref()?.get(k).cloned();
+        CanaryPod {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            rollout_id: label(ROLLOUT_ID_LABEL),
+            batch: label(BATCH_ID_LABEL),
+        }
+    }
+
+    /// Whether the pod's labels already say release `id`, with a batch.
+    fn is_labelled(&self, id: &str) -> bool {
+        self.rollout_id.as_deref() == Some(id) && self.batch.is_some()
+    }
+}
+
+/// The labels the canary's pods need while release `id` is at step `step` (1-based): a
+/// pod without a batch came up in this step; a pod of an older id keeps its batch.
+pub fn batch_labels(id: &str, step: i32, pods: &[CanaryPod]) -> Vec<Action> {
+    pods.iter()
+        .filter(|p| !p.is_labelled(id))
+        .map(|p| Action::LabelPod {
+            name: p.name.clone(),
+            rollout_id: id.to_string(),
+            batch: p.batch.clone().unwrap_or_else(|| step.to_string()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, id: Option<&str>, batch: Option<&str>) -> CanaryPod {
+        CanaryPod {
+            name: name.into(),
+            rollout_id: id.map(Into::into),
+            batch: batch.map(Into::into),
+        }
+    }
+
+    fn labelled(actions: &[Action]) -> Vec<(String, String, String)> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::LabelPod {
+                    name,
+                    rollout_id,
+                    batch,
+                } => (name.clone(), rollout_id.clone(), batch.clone()),
+                other => panic!("not a label: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_pods_take_the_current_step_and_labelled_ones_are_left_alone() {
+        let pods = [
+            pod("a", Some("r1"), Some("1")),
+            pod("b", None, None),
+            pod("c", Some("r1"), None),
+        ];
+        assert_eq!(
+            labelled(&batch_labels("r1", 2, &pods)),
+            vec![
+                ("b".into(), "r1".into(), "2".into()),
+                ("c".into(), "r1".into(), "2".into()),
+            ]
+        );
+        assert!(batch_labels("r1", 3, &pods[..1]).is_empty());
+    }
+
+    #[test]
+    fn a_new_rollout_id_relabels_the_pods_and_keeps_their_batches() {
+        let pods = [pod("a", Some("r1"), Some("1")), pod("b", Some("r1"), Some("2"))];
+        assert_eq!(
+            labelled(&batch_labels("r2", 3, &pods)),
+            vec![
+                ("a".into(), "r2".into(), "1".into()),
+                ("b".into(), "r2".into(), "2".into()),
+            ]
+        );
+    }
+}
