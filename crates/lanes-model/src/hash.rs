@@ -4,13 +4,27 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+/// Whether a field says nothing: null, or an empty list or map (or one that holds only
+/// such fields). Kubernetes' clients write these where a field is unset
+/// (`creationTimestamp: null`, `resources: {}`), so a template read back and written
+/// again (`kubectl rollout undo`) is the same template.
+fn says_nothing(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.values().all(says_nothing),
+        _ => false,
+    }
+}
+
 /// A stable hash of a pod template: the same template always hashes the same, whatever
-/// the order of its keys.
+/// the order of its keys and whether unset fields are written out empty.
 pub fn template_hash(template: &Value) -> String {
     fn canonical(v: &Value, out: &mut String) {
         match v {
             Value::Object(m) => {
-                let sorted: BTreeMap<&String, &Value> = m.iter().collect();
+                let sorted: BTreeMap<&String, &Value> =
+                    m.iter().filter(|(_, v)| !says_nothing(v)).collect();
                 out.push('{');
                 for (k, v) in sorted {
                     out.push_str(k);
@@ -60,6 +74,24 @@ mod tests {
         assert_eq!(template_hash(&a), template_hash(&b));
         assert_eq!(template_hash(&a).len(), 10);
         let c: Value = serde_json::from_str(r#"{"spec":{"c":[2]}}"#).unwrap();
+        assert_ne!(template_hash(&a), template_hash(&c));
+    }
+
+    #[test]
+    fn unset_fields_written_out_empty_hash_as_absent() {
+        let a: Value = serde_json::from_str(
+            r#"{"metadata":{"labels":{"x":"1"}},"spec":{"containers":[{"name":"a"}]}}"#,
+        )
+        .unwrap();
+        let b: Value = serde_json::from_str(
+            r#"{"metadata":{"creationTimestamp":null,"labels":{"x":"1"}},"spec":{"containers":[{"name":"a","resources":{},"env":[]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(template_hash(&a), template_hash(&b));
+        let c: Value = serde_json::from_str(
+            r#"{"metadata":{"labels":{"x":"1"}},"spec":{"containers":[{"name":"a","resources":{"limits":{"cpu":"1"}}}]}}"#,
+        )
+        .unwrap();
         assert_ne!(template_hash(&a), template_hash(&c));
     }
 }

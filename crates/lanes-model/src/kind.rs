@@ -11,6 +11,9 @@ pub enum Kind {
     Pod,
     /// `apps/v1` Deployment.
     Deployment,
+    /// `apps/v1` ReplicaSet (in `lanes up`, a record of each of a Deployment's
+    /// templates: its revision history).
+    ReplicaSet,
     /// Istio Gateway.
     Gateway,
     /// Istio VirtualService.
@@ -54,10 +57,11 @@ const ISTIO_VERSIONS: &[&str] = &["v1alpha3", "v1beta1", "v1"];
 
 impl Kind {
     /// Every kind, in the order `lanes get all` and listings use.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Service,
         Kind::Pod,
         Kind::Deployment,
+        Kind::ReplicaSet,
         Kind::Gateway,
         Kind::VirtualService,
         Kind::DestinationRule,
@@ -97,6 +101,15 @@ impl Kind {
                 accepted_versions: &["v1"],
                 plural: "deployments",
                 short_names: &["deploy"],
+                namespaced: true,
+            },
+            Kind::ReplicaSet => KindInfo {
+                name: "ReplicaSet",
+                group: "apps",
+                version: "v1",
+                accepted_versions: &["v1"],
+                plural: "replicasets",
+                short_names: &["rs"],
                 namespaced: true,
             },
             Kind::Gateway => KindInfo {
@@ -277,6 +290,8 @@ mod tests {
         for (word, kind) in [
             ("deploy", Kind::Deployment),
             ("Deployments", Kind::Deployment),
+            ("rs", Kind::ReplicaSet),
+            ("replicasets.apps", Kind::ReplicaSet),
             ("svc", Kind::Service),
             ("po", Kind::Pod),
             ("vs", Kind::VirtualService),

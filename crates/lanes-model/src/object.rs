@@ -79,6 +79,8 @@ pub enum Typed {
     Pod(Box<Pod>),
     /// A Deployment.
     Deployment(Box<Deployment>),
+    /// A ReplicaSet.
+    ReplicaSet(Box<k8s_openapi::api::apps::v1::ReplicaSet>),
     /// An Istio Gateway.
     Gateway(Box<IstioInput<GatewaySpec>>),
     /// An Istio VirtualService.
@@ -288,6 +290,7 @@ impl Object {
             Kind::Service => Typed::Service(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Pod => Typed::Pod(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Deployment => Typed::Deployment(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::ReplicaSet => Typed::ReplicaSet(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Gateway => Typed::Gateway(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::VirtualService => {
                 Typed::VirtualService(Box::new(typed(&raw).map_err(|e| vec![e])?))

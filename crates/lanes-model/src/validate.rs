@@ -38,6 +38,20 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
                 check_labels(&mut errs, "spec.selector", sel);
             }
         }
+        Typed::ReplicaSet(rs) => {
+            // ReplicaSets are the records of a Deployment's revisions; none runs pods of
+            // its own.
+            let by_deployment = rs.metadata.owner_references.iter().flatten().any(|o| {
+                o.kind == "Deployment" && o.api_version == "apps/v1" && o.controller == Some(true)
+            });
+            if !by_deployment {
+                errs.push(FieldError::new(
+                    "metadata.ownerReferences",
+                    "Lanes keeps ReplicaSets only as the revisions of a Deployment (controller \
+                     ownerReference to an apps/v1 Deployment); create a Deployment to run pods",
+                ));
+            }
+        }
         Typed::Pod(pod) => {
             let containers = pod.spec.as_ref().map(|s| s.containers.as_slice());
             check_containers(&mut errs, "spec.containers", containers.unwrap_or(&[]));

@@ -266,7 +266,13 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
     if deploy.get("status") != Some(&status) {
         txn.replace_status(&object.key(), status, None)?;
     }
-    Ok(())
+    let mut after: Vec<PodState> = remaining.into_iter().cloned().collect();
+    after.extend((0..step.create).map(|_| PodState {
+        name: String::new(),
+        hash: hash.clone(),
+        ready: false,
+    }));
+    crate::revisions::record(txn, deploy, &hash, &after, replicas)
 }
 
 fn relevant(kind: Kind) -> bool {

@@ -10,6 +10,7 @@ pub mod images;
 pub mod ipam;
 pub mod logs;
 pub mod pods;
+pub mod revisions;
 pub mod routes;
 pub mod sample;
 pub mod synthetic;

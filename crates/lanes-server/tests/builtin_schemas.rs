@@ -20,6 +20,7 @@ fn generated() -> Map<String, Value> {
     let _ = generator.subschema_for::<k::core::v1::Event>();
     let _ = generator.subschema_for::<k::events::v1::Event>();
     let _ = generator.subschema_for::<k::apps::v1::Deployment>();
+    let _ = generator.subschema_for::<k::apps::v1::ReplicaSet>();
     let _ = generator.subschema_for::<k::coordination::v1::Lease>();
     generator.take_definitions(true).into_iter().collect()
 }

@@ -324,9 +324,32 @@ enum RolloutAction {
         #[arg(long = "to-step", value_name = "N")]
         to_step: Option<i32>,
     },
-    /// Cancel a release: the workload goes back to its stable template.
+    /// Cancel a release: the workload goes back to its stable template (with
+    /// --to-revision, to that revision of its history; also for deployment/NAME).
     Undo {
-        /// rollout/NAME.
+        /// rollout/NAME or deployment/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The revision to go back to (`lanes rollout history` lists them).
+        #[arg(long = "to-revision", value_name = "N")]
+        to_revision: Option<i64>,
+    },
+    /// List a workload's revisions (with --revision, show that one's pod template).
+    History {
+        /// rollout/NAME or deployment/NAME.
+        target: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The revision to show.
+        #[arg(long, value_name = "N")]
+        revision: Option<i64>,
+    },
+    /// Restart a workload's pods (a new revision; under a Rollout, a release).
+    Restart {
+        /// rollout/NAME or deployment/NAME.
         target: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = "default")]
@@ -483,8 +506,23 @@ fn main() -> ExitCode {
                 RolloutAction::Describe { target, namespace } => {
                     rollout_cmd::describe(&c, target, namespace)
                 }
-                RolloutAction::Undo { target, namespace } => {
-                    rollout_cmd::undo(&c, target, namespace)
+                RolloutAction::Undo {
+                    target,
+                    namespace,
+                    to_revision: None,
+                } => rollout_cmd::undo(&c, target, namespace),
+                RolloutAction::Undo {
+                    target,
+                    namespace,
+                    to_revision: Some(n),
+                } => rollout_cmd::undo_to_revision(&c, target, namespace, *n),
+                RolloutAction::History {
+                    target,
+                    namespace,
+                    revision,
+                } => rollout_cmd::history(&c, target, namespace, *revision),
+                RolloutAction::Restart { target, namespace } => {
+                    rollout_cmd::restart(&c, target, namespace)
                 }
                 RolloutAction::Pause { target, namespace } => {
                     rollout_cmd::set_paused(&c, target, namespace, true)

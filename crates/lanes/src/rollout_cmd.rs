@@ -172,6 +172,18 @@ pub fn approve(client: &Client, target: &str, ns: &str, to_step: Option<i32>) ->
 /// `lanes rollout undo`: writes the stable template back to the workload; the
 /// controller then cancels the release.
 pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    if let Some((kind, name)) = target.split_once('/')
+        && Kind::resolve(kind) == Some(Kind::Deployment)
+    {
+        // A Deployment goes back to its previous revision, as `kubectl rollout undo`.
+        let rt = runtime()?;
+        let d = rt.block_on(client.get(Kind::Deployment, Some(ns), name))?;
+        let revs = revisions(&rt, client, &d, ns)?;
+        let Some((previous, _)) = revs.iter().rev().nth(1) else {
+            bail!("deployment/{name} has no previous revision to go back to");
+        };
+        return undo_to(&rt, client, name, ns, *previous);
+    }
     let name = rollout_name(target)?;
     let rt = runtime()?;
     let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
@@ -384,5 +396,197 @@ pub fn describe(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
     pod_lines(&mut out, "Canary pods", &canary);
     pod_lines(&mut out, "Stable pods", &stable);
     print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Deployment a target names: `deployment/NAME`, or `rollout/NAME`'s workload.
+fn workload_of(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    target: &str,
+    ns: &str,
+) -> Result<String> {
+    let Some((kind, name)) = target.split_once('/') else {
+        bail!("{target:?}: expected rollout/NAME or deployment/NAME");
+    };
+    match Kind::resolve(kind) {
+        Some(Kind::Deployment) => Ok(name.to_string()),
+        Some(Kind::Rollout) => {
+            let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+            Ok(str_at(&r, "/spec/workloadRef/name").to_string())
+        }
+        _ => bail!("{target:?}: expected rollout/NAME or deployment/NAME, not a {kind}"),
+    }
+}
+
+/// A Deployment's revisions, oldest first: (revision, its ReplicaSet), from the
+/// ReplicaSets it controls.
+fn revisions(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    d: &Value,
+    ns: &str,
+) -> Result<Vec<(i64, Value)>> {
+    let uid = str_at(d, "/metadata/uid");
+    let selector = match_labels(d);
+    let all = rt.block_on(client.list(Kind::ReplicaSet, Some(ns), Some(&selector)))?;
+    let mut out: Vec<(i64, Value)> = all
+        .into_iter()
+        .filter(|rs| {
+            rs.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|os| {
+                    os.iter()
+                        .any(|o| o["uid"] == uid && o["controller"] == true)
+                })
+        })
+        .filter_map(|rs| {
+            let n = rs
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(REVISION))
+                .and_then(Value::as_str)?
+                .parse()
+                .ok()?;
+            Some((n, rs))
+        })
+        .collect();
+    out.sort_by_key(|(n, _)| *n);
+    Ok(out)
+}
+
+/// Kubernetes' annotation of a ReplicaSet's revision.
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// A revision's pod template, without the hash label its ReplicaSet adds.
+fn template_of(rs: &Value) -> Value {
+    let mut t = rs.pointer("/spec/template").cloned().unwrap_or(Value::Null);
+    if let Some(labels) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove("pod-template-hash");
+    }
+    t
+}
+
+/// `lanes rollout history`: a workload's revisions as `kubectl rollout history` lists
+/// them (with the image each ran); with `revision`, that revision's pod template.
+pub fn history(client: &Client, target: &str, ns: &str, revision: Option<i64>) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let name = workload_of(&rt, client, target, ns)?;
+    let d = rt.block_on(client.get(Kind::Deployment, Some(ns), &name))?;
+    let revs = revisions(&rt, client, &d, ns)?;
+    if let Some(n) = revision {
+        let Some((_, rs)) = revs.iter().find(|(r, _)| *r == n) else {
+            bail!("deployment/{name} has no revision {n}");
+        };
+        println!("deployment/{name} with revision #{n}");
+        print!("{}", serde_saphyr::to_string(&template_of(rs))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("deployment/{name}");
+    println!("REVISION  CHANGE-CAUSE  IMAGES");
+    for (n, rs) in &revs {
+        let cause = rs
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get("kubernetes.io/change-cause"))
+            .and_then(Value::as_str)
+            .unwrap_or("<none>");
+        let images: Vec<&str> = rs
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["image"].as_str())
+            .collect();
+        println!("{n:<10}{cause:<14}{}", images.join(","));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes rollout undo --to-revision N`: the workload's pod template set to revision
+/// N's (as `kubectl rollout undo` does). Under a Rollout this is a release of that
+/// template (or the release's cancellation, when it is the stable one); a paused
+/// Deployment no Rollout manages is refused, as kubectl refuses it.
+pub fn undo_to_revision(client: &Client, target: &str, ns: &str, n: i64) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let name = workload_of(&rt, client, target, ns)?;
+    undo_to(&rt, client, &name, ns, n)
+}
+
+/// Sets Deployment `name`'s pod template to revision `n`'s.
+fn undo_to(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    name: &str,
+    ns: &str,
+    n: i64,
+) -> Result<ExitCode> {
+    let d = rt.block_on(client.get(Kind::Deployment, Some(ns), name))?;
+    let managed = d
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(STABLE_TEMPLATE))
+        .is_some();
+    if d.pointer("/spec/paused") == Some(&Value::Bool(true)) && !managed {
+        bail!(
+            "deployment/{name} is paused: resume it first (lanes rollout resume, or kubectl rollout resume) and try again"
+        );
+    }
+    let revs = revisions(rt, client, &d, ns)?;
+    let Some((_, rs)) = revs.iter().find(|(r, _)| *r == n) else {
+        let known: Vec<String> = revs.iter().map(|(r, _)| r.to_string()).collect();
+        bail!(
+            "deployment/{name} has no revision {n} (it has {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let template = template_of(rs);
+    if lanes_model::hash::template_hash(&template)
+        == lanes_model::hash::template_hash(d.pointer("/spec/template").unwrap_or(&Value::Null))
+    {
+        println!(
+            "deployment/{name} skipped rollback (current template already matches revision {n})"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let patch = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": d["metadata"]["resourceVersion"]},
+        {"op": "replace", "path": "/spec/template", "value": template},
+    ]);
+    rt.block_on(client.patch(
+        Kind::Deployment,
+        Some(ns),
+        name,
+        PatchType::Json,
+        &patch,
+        false,
+    ))?;
+    println!("deployment/{name} rolled back to revision {n}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes rollout restart`: the annotation `kubectl rollout restart` sets on the pod
+/// template, so every pod is replaced (under a Rollout, by a release).
+pub fn restart(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let rt = runtime()?;
+    let name = workload_of(&rt, client, target, ns)?;
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+        "kubectl.kubernetes.io/restartedAt": now}}}}});
+    rt.block_on(client.patch(
+        Kind::Deployment,
+        Some(ns),
+        &name,
+        PatchType::Merge,
+        &patch,
+        false,
+    ))?;
+    println!("deployment/{name} restarted");
     Ok(ExitCode::SUCCESS)
 }

@@ -706,9 +706,14 @@ async fn kruise_remove_steps_while_progressing_and_batch_labels() {
 
     // Steps 2-4 taken out mid-release: refused, and the release goes on unchanged.
     let one = json!({"spec": {"strategy": {"canary": {"steps": [step("20%", "20%", json!({}))]}}}});
-    let err = patch_rollout(&c, &one, false).await.unwrap_err().to_string();
+    let err = patch_rollout(&c, &one, false)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("is invalid: spec.strategy.canary.steps: the number of steps (5) is immutable"),
+        err.contains(
+            "is invalid: spec.strategy.canary.steps: the number of steps (5) is immutable"
+        ),
         "{err}"
     );
     let r = rollout(&d, "rollouts-mocka");
@@ -726,16 +731,15 @@ async fn kruise_remove_steps_while_progressing_and_batch_labels() {
     assert!(out.contains("Canary pods (3):"), "{out}");
     assert!(out.contains("Stable pods (5):"), "{out}");
     assert!(out.contains("batch=3 rollout-id=1"), "{out}");
-    assert!(out.contains("3. replicas=60% traffic=60% pause=10s current"), "{out}");
+    assert!(
+        out.contains("3. replicas=60% traffic=60% pause=10s current"),
+        "{out}"
+    );
 
     // Deleted mid-release: the canary goes, the workload is let go and rolls to v2.
     d.ok(&["delete", "rollout", "rollouts-mocka"]);
     eventually(Duration::from_secs(60), || {
-        let gone = d
-            .lanes(&["get", "rollout", "rollouts-mocka"])
-            .status
-            .code()
-            == Some(1);
+        let gone = d.lanes(&["get", "rollout", "rollouts-mocka"]).status.code() == Some(1);
         gone.then_some(())
     });
     eventually(Duration::from_secs(90), || {
@@ -755,4 +759,144 @@ async fn kruise_remove_steps_while_progressing_and_batch_labels() {
     // rule_based ingress): the baseline lane serves the new version.
     let base = [("x-asm-prefer-tag", "base")];
     assert_eq!(share(&answers(&d, "after", 30, &base), "v2"), 100.0);
+}
+
+/// `kubectl` (the real one, on the PATH) against the daemon.
+fn kubectl(d: &Daemon, args: &[&str]) -> String {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", d.state.join("kubeconfig"))
+        .env("HOME", &d.state)
+        .output()
+        .expect("kubectl on the PATH");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The revisions `kubectl rollout history` lists for `deployment/mocka-v1`.
+fn kubectl_revisions(d: &Daemon) -> Vec<i64> {
+    kubectl(d, &["rollout", "history", "deployment/mocka-v1"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The image mocka-v1's pods run, once they all run one.
+fn settled_image(d: &Daemon) -> String {
+    eventually(Duration::from_secs(60), || {
+        let list: Value =
+            serde_json::from_str(&d.ok(&["get", "pods", "-l", "app=mocka", "-o", "json"])).unwrap();
+        let images: std::collections::BTreeSet<String> = list["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| {
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        (images.len() == 1).then(|| images.into_iter().next().unwrap_or_default())
+    })
+}
+
+/// `kubectl-kruise`'s workload commands as `lanes rollout history|undo --to-revision|
+/// restart`, on a workload a Rollout guards: the history is the Deployment's
+/// ReplicaSets as a cluster keeps them (the real kubectl lists the same revisions), a
+/// revision that comes back takes a new number, and going back to a revision or
+/// restarting is a release the Rollout runs like any other.
+#[test]
+fn rollout_history_undo_to_revision_and_restart_under_a_rollout() {
+    let d = Daemon::start();
+    seed(&d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    apply_text(
+        &d,
+        "apiVersion: rollouts.kruise.io/v1beta1
+kind: Rollout
+metadata: {name: rollouts-mocka, namespace: default}
+spec:
+  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: mocka-v1}
+  strategy:
+    canary:
+      enableExtraWorkloadForCanary: true
+      steps:
+      - replicas: 1
+        pause: {}
+",
+    );
+    settled(&d, 3);
+    let release = |what: &[&str]| {
+        d.ok(what);
+        wait_step(&d, "rollouts-mocka", "Progressing", 1, "StepPaused");
+        d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+        wait_step(&d, "rollouts-mocka", "Healthy", 0, "Completed");
+        settled(&d, 3);
+    };
+    release(&[
+        "set",
+        "image",
+        "deployment/mocka-v1",
+        &format!("default={SAMPLE}:2.0"),
+    ]);
+    assert_eq!(settled_image(&d), format!("{SAMPLE}:2.0"));
+    let history = d.ok(&["rollout", "history", "rollout/rollouts-mocka"]);
+    assert!(
+        history.contains(&format!("1         <none>        {SAMPLE}:1.0")),
+        "{history}"
+    );
+    assert!(
+        history.contains(&format!("2         <none>        {SAMPLE}:2.0")),
+        "{history}"
+    );
+    assert_eq!(kubectl_revisions(&d), vec![1, 2]);
+
+    // Back to revision 1: a release of the old template; revision 1 becomes 3.
+    release(&[
+        "rollout",
+        "undo",
+        "rollout/rollouts-mocka",
+        "--to-revision",
+        "1",
+    ]);
+    assert_eq!(settled_image(&d), format!("{SAMPLE}:1.0"));
+    assert_eq!(kubectl_revisions(&d), vec![2, 3]);
+    let one = d.ok(&[
+        "rollout",
+        "history",
+        "deployment/mocka-v1",
+        "--revision",
+        "3",
+    ]);
+    assert!(one.contains(&format!("image: {SAMPLE}:1.0")), "{one}");
+    assert!(!one.contains("pod-template-hash"), "{one}");
+
+    // A restart: a new template (the restart annotation), released in turn.
+    release(&["rollout", "restart", "rollout/rollouts-mocka"]);
+    assert_eq!(kubectl_revisions(&d), vec![2, 3, 4]);
+    let pods: Value =
+        serde_json::from_str(&d.ok(&["get", "pods", "-l", "app=mocka", "-o", "json"])).unwrap();
+    assert!(
+        pods["items"][0]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
+        "{pods}"
+    );
+    let rs = kubectl(&d, &["get", "rs", "-l", "app=mocka", "-o", "name"]);
+    assert_eq!(rs.lines().count(), 3, "{rs}");
+
+    let out = d.lanes(&[
+        "rollout",
+        "undo",
+        "rollout/rollouts-mocka",
+        "--to-revision",
+        "9",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("deployment/mocka-v1 has no revision 9 (it has 2, 3, 4)"),
+        "{err}"
+    );
 }

@@ -83,6 +83,7 @@ impl Resource {
             out.push(stored(kind, "", "v1"));
         }
         out.push(stored(Kind::Deployment, "apps", "v1"));
+        out.push(stored(Kind::ReplicaSet, "apps", "v1"));
         out.push(stored(Kind::Lease, "coordination.k8s.io", "v1"));
         out.push(Resource {
             kind: Kind::Event,
@@ -225,7 +226,7 @@ impl Resource {
     /// The categories it belongs to (`kubectl get all` lists the `all` category).
     pub fn categories(&self) -> &'static [&'static str] {
         match self.kind {
-            Kind::Service | Kind::Pod | Kind::Deployment => &["all"],
+            Kind::Service | Kind::Pod | Kind::Deployment | Kind::ReplicaSet => &["all"],
             Kind::Gateway | Kind::VirtualService | Kind::DestinationRule => {
                 &["istio-io", "networking-istio-io"]
             }
@@ -239,6 +240,7 @@ impl Resource {
             (Kind::Pod, _) => &[Sub::Status, Sub::Log],
             (
                 Kind::Deployment
+                | Kind::ReplicaSet
                 | Kind::Service
                 | Kind::Namespace
                 | Kind::Rollout

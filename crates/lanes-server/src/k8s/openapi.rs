@@ -26,6 +26,7 @@ fn schema_name(r: &Resource) -> String {
         }
         Kind::Event => "io.k8s.api.events.v1.Event".into(),
         Kind::Deployment => "io.k8s.api.apps.v1.Deployment".into(),
+        Kind::ReplicaSet => "io.k8s.api.apps.v1.ReplicaSet".into(),
         Kind::Lease => "io.k8s.api.coordination.v1.Lease".into(),
         _ => format!("{group}.{}.{}", r.version, r.kind.name()),
     }
@@ -41,7 +42,7 @@ const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 pub const BUILTIN_SCHEMAS: &str = include_str!("builtin_schemas.json");
 
 /// The names of the built-in kinds' root schemas in [`BUILTIN_SCHEMAS`].
-pub const BUILTIN_KINDS: [&str; 8] = [
+pub const BUILTIN_KINDS: [&str; 9] = [
     OBJECT_META,
     "io.k8s.api.core.v1.Pod",
     "io.k8s.api.core.v1.Service",
@@ -49,6 +50,7 @@ pub const BUILTIN_KINDS: [&str; 8] = [
     "io.k8s.api.core.v1.Event",
     "io.k8s.api.events.v1.Event",
     "io.k8s.api.apps.v1.Deployment",
+    "io.k8s.api.apps.v1.ReplicaSet",
     "io.k8s.api.coordination.v1.Lease",
 ];
 
@@ -147,6 +149,7 @@ fn schemas(group: &str, version: &str) -> Map<String, Value> {
             | Kind::Namespace
             | Kind::Event
             | Kind::Deployment
+            | Kind::ReplicaSet
             | Kind::Lease => builtin(&schema_name(r), &mut builtins),
             Kind::Gateway => {
                 let s = istio_schema::<lanes_model::istio::GatewaySpec>(r.kind, &mut generator);

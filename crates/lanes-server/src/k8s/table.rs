@@ -240,6 +240,22 @@ fn deployment_columns() -> Vec<Column> {
     ]
 }
 
+/// `kubectl get rs`: desired, current and ready pods.
+fn replica_set_columns() -> Vec<Column> {
+    vec![
+        name(),
+        int_col("Desired", |v| n(v, "/spec/replicas").into()),
+        int_col("Current", |v| n(v, "/status/replicas").into()),
+        int_col("Ready", |v| n(v, "/status/readyReplicas").into()),
+        age(),
+        col("Containers", true, |v| containers(v, "name").into()),
+        col("Images", true, |v| containers(v, "image").into()),
+        col("Selector", true, |v| {
+            or_none(selector_text(v.pointer("/spec/selector/matchLabels")))
+        }),
+    ]
+}
+
 fn service_columns() -> Vec<Column> {
     vec![
         name(),
@@ -370,6 +386,7 @@ fn columns(kind: Kind) -> Vec<Column> {
     match kind {
         Kind::Pod => pod_columns(),
         Kind::Deployment => deployment_columns(),
+        Kind::ReplicaSet => replica_set_columns(),
         Kind::Service => service_columns(),
         Kind::Event => event_columns(),
         Kind::Namespace => vec![
