@@ -98,7 +98,10 @@ mod tests {
 
     #[test]
     fn a_new_rollout_id_relabels_the_pods_and_keeps_their_batches() {
-        let pods = [pod("a", Some("r1"), Some("1")), pod("b", Some("r1"), Some("2"))];
+        let pods = [
+            pod("a", Some("r1"), Some("1")),
+            pod("b", Some("r1"), Some("2")),
+        ];
         assert_eq!(
             labelled(&batch_labels("r2", 3, &pods)),
             vec![

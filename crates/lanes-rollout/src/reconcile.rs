@@ -68,8 +68,7 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
 /// A release under way observes the workload's rollout id and labels the canary's pods
 /// with it and their batch ([`crate::batch`]).
 fn with_release_labels(obs: &Observed<'_>, w: &Workload, mut d: Decision) -> Decision {
-    let (Some(id), Some(cs)) = (w.rollout_id.as_deref(), d.status.canary_status.as_mut())
-    else {
+    let (Some(id), Some(cs)) = (w.rollout_id.as_deref(), d.status.canary_status.as_mut()) else {
         return d;
     };
     if d.status.phase == Some(RolloutPhase::Progressing) {

@@ -241,11 +241,12 @@ fn restarts_keep_every_object_with_its_version() {
             let list: Value =
                 serde_json::from_str(&d.ok(&["get", kind, "-A", "-o", "json"])).unwrap();
             // Objects no controller writes come back exactly, resourceVersion included;
-            // Deployments and Rollouts, whose status the controllers keep up to date (the
-            // pods come back and report again), come back with the same uid, generation
-            // and spec.
+            // Deployments, Rollouts and lane groups, whose status the controllers keep up
+            // to date (the pods come back and report again), come back with the same uid,
+            // generation and spec.
             for o in list["items"].as_array().unwrap() {
-                let version = if o["kind"] == "Deployment" || o["kind"] == "Rollout" {
+                let by_controllers = ["Deployment", "Rollout", "ASMSwimLaneGroup"];
+                let version = if by_controllers.iter().any(|k| o["kind"] == *k) {
                     format!(
                         "uid {} generation {} spec {}",
                         o["metadata"]["uid"], o["metadata"]["generation"], o["spec"]
