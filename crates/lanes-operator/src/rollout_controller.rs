@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -57,8 +57,28 @@ pub const PROGRESSING: Duration = Duration::from_secs(5);
 pub const SOONEST: Duration = Duration::from_millis(200);
 
 /// Runs the rollout controller and the sweep until `stop`.
-pub async fn run(ctx: Context, config: Config, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
+pub async fn run(
+    mut ctx: Context,
+    config: Config,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) {
     let client = ctx.client.clone();
+    // The generated VirtualServices, where a release's routed share is read.
+    let mut w = Watches::new(&stop);
+    let ar = crate::lanes::istio_resource("VirtualService");
+    let generated = w.cache_with(
+        Api::<DynamicObject>::all_with(client.clone(), &ar),
+        ar,
+        watcher::Config::default().labels(crate::lanes::GENERATED_SELECTOR),
+        slim_meta,
+        |_| false,
+    );
+    if !ready(&generated, &mut stop.clone()).await {
+        w.tasks.shutdown().await;
+        return;
+    }
+    ctx.generated = Some(generated);
     let sweep = tokio::spawn(sweep_loop(client.clone(), config.resync, stop.clone()));
     let controller = Controller::new(
         Api::<Rollout>::all(client.clone()),
@@ -87,6 +107,7 @@ pub async fn run(ctx: Context, config: Config, metrics: Arc<Metrics>, stop: watc
         .run(reconcile, error_policy, shared)
         .for_each(|_| async {})
         .await;
+    w.tasks.shutdown().await;
     let _ = sweep.await;
 }
 
@@ -174,7 +195,9 @@ async fn terminating(r: &Rollout, s: &Shared) -> Result<(), Error> {
     {
         Ok(_) => Ok(()),
         Err(e) if crate::is_not_found(&e) => Ok(()),
-        Err(e) => Err(crate::kube_err(format!("mark Rollout {ns}/{name} Terminating"))(e)),
+        Err(e) => Err(crate::kube_err(format!(
+            "mark Rollout {ns}/{name} Terminating"
+        ))(e)),
     }
 }
 

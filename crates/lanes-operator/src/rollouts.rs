@@ -11,12 +11,13 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 use lanes_model::lane::ASMSwimLane;
 use lanes_model::rollout::{Rollout, RolloutPhase, Sample};
 use lanes_rollout::{
-    Action, CANARY_LABEL, Canary, CanaryPod, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload, reconcile,
-    targets_deployment,
+    Action, CANARY_LABEL, Canary, CanaryPod, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload,
+    reconcile, targets_deployment,
 };
 use serde_json::{Value, json};
 
@@ -33,6 +34,9 @@ pub struct Context {
     pub samples: Arc<dyn Samples>,
     /// The client of `prometheus` analysis metrics.
     pub prometheus: Prometheus,
+    /// A watch cache of the generated VirtualServices, where the canary's routed share
+    /// is read (none: each reconcile lists them).
+    pub generated: Option<Store<DynamicObject>>,
 }
 
 impl Context {
@@ -43,6 +47,7 @@ impl Context {
             client,
             samples: Arc::new(NoSamples),
             prometheus: Prometheus::new(None),
+            generated: None,
         }
     }
 }
@@ -85,8 +90,9 @@ fn post() -> PostParams {
 }
 
 /// The canary's share in each ingress route generated for the release of `rollout` (one
-/// per lane group routing it); empty when its steps route no traffic or none does.
-async fn routed_shares(client: &Client, rollout: &Rollout) -> Result<Vec<u32>, Error> {
+/// per lane group routing it); empty when its steps route no traffic or none does. Read
+/// from the watch cache when there is one.
+async fn routed_shares(ctx: &Context, rollout: &Rollout) -> Result<Vec<u32>, Error> {
     if !rollout.routes_traffic() {
         return Ok(Vec::new());
     }
@@ -95,14 +101,23 @@ async fn routed_shares(client: &Client, rollout: &Rollout) -> Result<Vec<u32>, E
         rollout.metadata.namespace.as_deref().unwrap_or("default"),
         rollout.metadata.name.as_deref().unwrap_or("")
     );
-    let ar = crate::lanes::istio_resource("VirtualService");
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let list = api
-        .list(&ListParams::default().labels(crate::lanes::GENERATED_SELECTOR))
-        .await
-        .map_err(kube_err("list generated VirtualServices".to_string()))?;
-    Ok(list
-        .items
+    let listed: Vec<DynamicObject> = match &ctx.generated {
+        Some(cache) => cache.state().iter().map(|o| o.as_ref().clone()).collect(),
+        None => {
+            let ar = crate::lanes::istio_resource("VirtualService");
+            let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
+            api.list(&ListParams::default().labels(crate::lanes::GENERATED_SELECTOR))
+                .await
+                .map_err(kube_err("list generated VirtualServices".to_string()))?
+                .items
+        }
+    };
+    Ok(shares_of(&listed, &route))
+}
+
+/// The canary's share in each VirtualService routing release route `route`.
+fn shares_of(virtual_services: &[DynamicObject], route: &str) -> Vec<u32> {
+    virtual_services
         .iter()
         .filter(|vs| {
             vs.metadata
@@ -112,11 +127,11 @@ async fn routed_shares(client: &Client, rollout: &Rollout) -> Result<Vec<u32>, E
         })
         .filter_map(|vs| {
             let http = vs.data.pointer("/spec/http")?.as_array()?;
-            let split = http.iter().find(|h| h["name"] == route.as_str())?;
+            let split = http.iter().find(|h| h["name"] == route)?;
             let weight = split.pointer("/route/0/weight")?.as_u64()?;
             u32::try_from(weight).ok()
         })
-        .collect())
+        .collect()
 }
 
 fn canary_of(d: &Deployment) -> Canary {
@@ -302,7 +317,7 @@ async fn reconcile_once(
             external_values(&ctx.prometheus, &rollout, now).await,
         ),
     };
-    let routed = routed_shares(client, &rollout).await?;
+    let routed = routed_shares(ctx, &rollout).await?;
     let observed = Observed {
         routed,
         rollout: &rollout,
@@ -598,4 +613,44 @@ pub fn concerns(d: &Deployment, targeted: impl FnOnce(&str, &str) -> bool) -> bo
             d.metadata.namespace.as_deref().unwrap_or("default"),
             d.metadata.name.as_deref().unwrap_or(""),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vs(name: &str, http: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": name, "namespace": "istio-system"},
+            "spec": {"http": http},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_routed_share_is_the_canary_weight_of_the_release_route_in_each_group() {
+        let route = "release-default-rollouts-mocka";
+        let split = |w: u64| {
+            json!([{"name": route, "route": [{"weight": w}, {"weight": 100 - w}]},
+                   {"name": "other", "route": [{"weight": 100}]}])
+        };
+        let listed = [
+            vs(
+                "swimlane-ingress-vs-a-release-default-rollouts-mocka",
+                split(20),
+            ),
+            vs(
+                "swimlane-ingress-vs-b-release-default-rollouts-mocka",
+                split(0),
+            ),
+            vs(
+                "swimlane-ingress-vs-a-release-default-rollouts-mockb",
+                split(50),
+            ),
+            vs("swimlane-ingress-vs-a-base", split(70)),
+        ];
+        assert_eq!(shares_of(&listed, route), vec![20, 0]);
+        assert!(shares_of(&listed[3..], route).is_empty());
+    }
 }

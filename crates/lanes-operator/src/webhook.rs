@@ -81,34 +81,43 @@ fn is_deployment_update(req: &AdmissionRequest<DynamicObject>) -> bool {
     req.kind.group == "apps" && req.kind.kind == "Deployment" && req.operation == Operation::Update
 }
 
+/// Decodes a review and answers it with `answer`; a review that does not decode gets an
+/// invalid response.
+fn answered(
+    body: AdmissionReview<DynamicObject>,
+    answer: impl FnOnce(&AdmissionRequest<DynamicObject>) -> AdmissionResponse,
+) -> AdmissionReview<DynamicObject> {
+    let req: Result<AdmissionRequest<DynamicObject>, _> = body.try_into();
+    match req {
+        Ok(req) => answer(&req).into_review(),
+        Err(e) => AdmissionResponse::invalid(e.to_string()).into_review(),
+    }
+}
+
 /// Answers one review: allowed always (the admission never refuses), with the patch
 /// when there is one.
 pub fn review(
     body: AdmissionReview<DynamicObject>,
     rollouts: &[Rollout],
 ) -> AdmissionReview<DynamicObject> {
-    let req: AdmissionRequest<DynamicObject> = match body.try_into() {
-        Ok(r) => r,
-        Err(e) => return AdmissionResponse::invalid(e.to_string()).into_review(),
-    };
-    let answer = AdmissionResponse::from(&req);
-    let objects = (req.old_object.as_ref(), req.object.as_ref());
-    let (true, (Some(old), Some(new))) = (is_deployment_update(&req), objects) else {
-        return answer.into_review();
-    };
-    let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
-        return answer.into_review();
-    };
-    let patch = patch_for(&old, &new, rollouts);
-    if patch.0.is_empty() {
-        return answer.into_review();
-    }
-    match answer.with_patch(patch) {
-        Ok(a) => a.into_review(),
-        Err(e) => AdmissionResponse::from(&req)
-            .deny(format!("lanes admission: {e}"))
-            .into_review(),
-    }
+    answered(body, |req| {
+        let answer = AdmissionResponse::from(req);
+        let objects = (req.old_object.as_ref(), req.object.as_ref());
+        let (true, (Some(old), Some(new))) = (is_deployment_update(req), objects) else {
+            return answer;
+        };
+        let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+            return answer;
+        };
+        let patch = patch_for(&old, &new, rollouts);
+        if patch.0.is_empty() {
+            return answer;
+        }
+        match answer.with_patch(patch) {
+            Ok(a) => a,
+            Err(e) => AdmissionResponse::from(req).deny(format!("lanes admission: {e}")),
+        }
+    })
 }
 
 /// The path the `ValidatingWebhookConfiguration` names for Rollouts.
@@ -122,25 +131,36 @@ pub fn validate_rollout(
     body: AdmissionReview<DynamicObject>,
     rollouts: &[Rollout],
 ) -> AdmissionReview<DynamicObject> {
-    let req: AdmissionRequest<DynamicObject> = match body.try_into() {
-        Ok(r) => r,
-        Err(e) => return AdmissionResponse::invalid(e.to_string()).into_review(),
-    };
-    let answer = AdmissionResponse::from(&req);
-    let is_write = matches!(req.operation, Operation::Create | Operation::Update);
-    let (true, Some(new)) = (is_write && req.kind.kind == "Rollout", req.object.as_ref()) else {
-        return answer.into_review();
-    };
-    let errors = match serde_json::to_value(new).map(lanes_model::Object::from_value) {
+    answered(body, |req| {
+        let answer = AdmissionResponse::from(req);
+        let is_write = matches!(req.operation, Operation::Create | Operation::Update);
+        let (true, Some(new)) = (is_write && req.kind.kind == "Rollout", req.object.as_ref())
+        else {
+            return answer;
+        };
+        let errors = rollout_errors(new, req.old_object.as_ref(), rollouts);
+        if errors.is_empty() {
+            answer
+        } else {
+            answer.deny(errors.join("; "))
+        }
+    })
+}
+
+/// What refuses Rollout `new` (replacing `old`), given the Rollouts that exist.
+fn rollout_errors(
+    new: &DynamicObject,
+    old: Option<&DynamicObject>,
+    rollouts: &[Rollout],
+) -> Vec<String> {
+    match serde_json::to_value(new).map(lanes_model::Object::from_value) {
         Err(e) => vec![format!("the Rollout does not read: {e}")],
         Ok(Err(errs)) => errs.iter().map(ToString::to_string).collect(),
         Ok(Ok(object)) => {
             let lanes_model::Typed::Rollout(r) = &object.typed else {
-                return answer.into_review();
+                return Vec::new();
             };
-            let old: Option<Rollout> = req
-                .old_object
-                .as_ref()
+            let old: Option<Rollout> = old
                 .and_then(|o| serde_json::to_value(o).ok())
                 .and_then(|v| serde_json::from_value(v).ok());
             let others: Vec<Rollout> = rollouts
@@ -153,11 +173,6 @@ pub fn validate_rollout(
                 .map(|e| format!("{}: {}", e.path, e.message))
                 .collect()
         }
-    };
-    if errors.is_empty() {
-        answer.into_review()
-    } else {
-        answer.deny(errors.join("; ")).into_review()
     }
 }
 

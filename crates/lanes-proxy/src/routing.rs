@@ -190,11 +190,14 @@ pub enum Ingress {
         /// Conditions (any).
         matchers: Vec<RequestMatcher>,
         /// (lane, weight, destination service key).
-        targets: Vec<(Arc<str>, u32, String)>,
+        targets: Vec<WeightedTarget>,
         /// Sum of the weights.
         total: u32,
     },
 }
+
+/// One lane of a weighted split: (lane, weight, destination service key).
+pub type WeightedTarget = (Arc<str>, u32, String);
 
 /// A lane group.
 #[derive(Debug)]
@@ -658,10 +661,19 @@ impl Routing {
     /// the destination service — by a lane's own rule (or, under `weighted`, the lane
     /// the request names), then by a release's share, then by the weighted split.
     pub fn ingress(&self, req: &RequestView<'_>) -> Option<IngressChoice<'_>> {
-        self.groups.iter().find_map(|group| {
-            self.lane_rule(group, req)
-                .or_else(|| self.release_share(group, req))
-                .or_else(|| self.weighted_split(group, req))
+        self.groups.iter().find_map(|group| match &group.ingress {
+            Ingress::RuleBased(rules) => self
+                .lane_rule(group, rules, req)
+                .or_else(|| self.release_share(group, req)),
+            Ingress::Weighted { targets, total, .. } => {
+                // The group rule is read once: a lane named, else a release, else the split.
+                let split = *total > 0 && weighted_rule_matches(&group.ingress, req);
+                let named = split.then(|| self.named_target(group, targets, req));
+                named
+                    .flatten()
+                    .or_else(|| self.release_share(group, req))
+                    .or_else(|| split.then(|| self.weighted_split(group, targets, *total, req))?)
+            }
         })
     }
 
@@ -683,32 +695,34 @@ impl Routing {
         })
     }
 
-    /// A lane's own rule (rule-based), or the lane of the split a request names
-    /// (weighted).
+    /// The lane whose own rule (rule-based ingress) the request matches.
     fn lane_rule<'a>(
         &'a self,
         group: &'a Group,
+        rules: &'a [IngressRule],
         req: &RequestView<'_>,
     ) -> Option<IngressChoice<'a>> {
-        match &group.ingress {
-            Ingress::RuleBased(rules) => rules.iter().find_map(|rule| {
-                let hit = rule.hosts.iter().any(|h| host_matches(h, req.authority))
-                    && rule.matcher.matches(req);
-                hit.then(|| self.choice(group, &rule.lane, &rule.service, rule.port, None))
-                    .flatten()
-            }),
-            Ingress::Weighted { targets, total, .. } => {
-                if *total == 0 || !weighted_rule_matches(&group.ingress, req) {
-                    return None;
-                }
-                let named = req
-                    .headers
-                    .get(&group.route_header)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| targets.iter().find(|t| &*t.0 == v.trim()))?;
-                self.choice(group, &named.0, &named.2, None, None)
-            }
-        }
+        rules.iter().find_map(|rule| {
+            let hit = rule.hosts.iter().any(|h| host_matches(h, req.authority))
+                && rule.matcher.matches(req);
+            hit.then(|| self.choice(group, &rule.lane, &rule.service, rule.port, None))
+                .flatten()
+        })
+    }
+
+    /// The lane of a weighted split that the request names with the route header.
+    fn named_target<'a>(
+        &'a self,
+        group: &'a Group,
+        targets: &'a [WeightedTarget],
+        req: &RequestView<'_>,
+    ) -> Option<IngressChoice<'a>> {
+        let named = req
+            .headers
+            .get(&group.route_header)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| targets.iter().find(|t| &*t.0 == v.trim()))?;
+        self.choice(group, &named.0, &named.2, None, None)
     }
 
     /// The first release whose group rule the request falls under: the canary lane for
@@ -747,15 +761,11 @@ impl Routing {
     fn weighted_split<'a>(
         &'a self,
         group: &'a Group,
+        targets: &'a [WeightedTarget],
+        total: u32,
         req: &RequestView<'_>,
     ) -> Option<IngressChoice<'a>> {
-        let Ingress::Weighted { targets, total, .. } = &group.ingress else {
-            return None;
-        };
-        if *total == 0 || !weighted_rule_matches(&group.ingress, req) {
-            return None;
-        }
-        let ticket = (self.ticket(group, req) % u64::from(*total)) as u32;
+        let ticket = (self.ticket(group, req) % u64::from(total)) as u32;
         let mut acc = 0;
         let (lane, _, service) = targets.iter().find(|t| {
             acc += t.1;
