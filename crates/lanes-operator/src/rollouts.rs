@@ -143,6 +143,7 @@ fn canary_of(d: &Deployment) -> Canary {
             .as_ref()
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
+        pod_hash: None,
     }
 }
 
@@ -154,16 +155,14 @@ async fn canaries(deployments: &Api<Deployment>, workload: &str) -> Result<Vec<C
     Ok(list.items.iter().map(canary_of).collect())
 }
 
-/// The canary's pods, read when they say something the release needs: why they are not
-/// ready (for the progress deadline), or their release labels (a workload naming its
-/// release with a rollout id). Empty otherwise, without a request.
+/// The canary's pods, while there is a canary: why they are not ready (for the progress
+/// deadline), the `pod-template-hash` they carry, their release labels.
 async fn canary_pods(
     pods: &Api<Pod>,
     workload: &Workload,
     canaries: &[Canary],
 ) -> Result<Vec<Pod>, Error> {
-    let unready = canaries.iter().any(|c| c.ready < c.replicas);
-    if canaries.is_empty() || !(unready || workload.rollout_id.is_some()) {
+    if canaries.is_empty() {
         return Ok(Vec::new());
     }
     let selector = workload
@@ -186,6 +185,19 @@ async fn canary_pods(
         .into_iter()
         .filter(|p| lanes_rollout::owned_by_canary(p, canaries))
         .collect())
+}
+
+/// The `pod-template-hash` of canary `c`'s pods.
+fn pod_hash_of(c: &Canary, pods: &[Pod]) -> Option<String> {
+    pods.iter()
+        .filter(|p| lanes_rollout::owned_by_canary(p, std::slice::from_ref(c)))
+        .find_map(|p| {
+            p.metadata
+                .labels
+                .as_ref()?
+                .get("pod-template-hash")
+                .cloned()
+        })
 }
 
 /// Reconciles one Rollout, redoing the whole reconcile on 409 Conflict (up to
@@ -308,6 +320,13 @@ async fn reconcile_once(
         None => Vec::new(),
     };
     let canary_problem = canary_pods.iter().find_map(lanes_rollout::pod_problem);
+    let canaries: Vec<Canary> = canaries
+        .into_iter()
+        .map(|c| Canary {
+            pod_hash: pod_hash_of(&c, &canary_pods),
+            ..c
+        })
+        .collect();
     // A Rollout on a workload another one manages measures nothing and acts on nothing.
     let owner = other_manager(&rollouts, &rollout, ns, &wname).await?;
     let (sample, external) = match owner {

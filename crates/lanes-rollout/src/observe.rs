@@ -110,6 +110,9 @@ pub struct Canary {
     pub replicas: i32,
     /// `status.readyReplicas`.
     pub ready: i32,
+    /// The `pod-template-hash` its pods carry (Kruise's `podTemplateHash`), once one
+    /// runs: on a cluster the hash of its ReplicaSet, in `lanes up` Lanes' own.
+    pub pod_hash: Option<String>,
 }
 
 /// What the controller observed.

@@ -92,6 +92,9 @@ pub(crate) fn run(
     // What the canary has (Kruise's canaryReplicas), not what the step wants.
     p.cs.canary_replicas = rel.current.map_or(0, |c| c.replicas);
     p.cs.canary_ready_replicas = rel.current.map_or(0, |c| c.ready);
+    if let Some(hash) = rel.current.and_then(|c| c.pod_hash.clone()) {
+        p.cs.pod_template_hash = Some(hash);
+    }
     let stop = if rel.r.spec.strategy.paused.unwrap_or(false) {
         Stop::Wait(format!(
             "Rollout is paused in step {}/{} ({})",

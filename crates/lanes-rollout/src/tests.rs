@@ -117,6 +117,7 @@ fn canary(image: &str, replicas: i32, ready: i32) -> Canary {
         ),
         replicas,
         ready,
+        pod_hash: None,
     }
 }
 
@@ -126,6 +127,7 @@ fn canary_pods_are_known_by_their_deployment_or_its_replica_sets() {
         name: "a-v1-abc".into(),
         replicas: 1,
         ready: 0,
+        pod_hash: None,
     }];
     let pod = |kind: &str, name: &str| -> Pod {
         serde_json::from_value(json!({"metadata": {"ownerReferences": [

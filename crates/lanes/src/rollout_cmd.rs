@@ -386,6 +386,7 @@ pub fn describe(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
             name: str_at(c, "/metadata/name").to_string(),
             replicas: 0,
             ready: 0,
+            pod_hash: None,
         })
         .collect();
     let is_canary = |p: &Value| {

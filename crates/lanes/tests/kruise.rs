@@ -703,6 +703,28 @@ async fn kruise_remove_steps_while_progressing_and_batch_labels() {
     assert_eq!(batch_pods(&d, "1", "1"), 1);
     let r = rollout(&d, "rollouts-mocka");
     assert_eq!(r["status"]["canaryStatus"]["observedRolloutID"], "1");
+    // Kruise's revisions select the pods (as kubectl-kruise lists them): podTemplateHash
+    // the canary's, stableRevision the workload's.
+    let pods_of = |hash: &str| {
+        d.ok(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("pod-template-hash={hash}"),
+            "-o",
+            "name",
+        ])
+        .lines()
+        .count()
+    };
+    eventually(Duration::from_secs(30), || {
+        let cs = rollout(&d, "rollouts-mocka")["status"]["canaryStatus"].clone();
+        let (canary, stable) = (
+            cs["podTemplateHash"].as_str()?,
+            cs["stableRevision"].as_str()?,
+        );
+        (pods_of(canary) == 3 && pods_of(stable) == 5).then_some(())
+    });
 
     // Steps 2-4 taken out mid-release: refused, and the release goes on unchanged.
     let one = json!({"spec": {"strategy": {"canary": {"steps": [step("20%", "20%", json!({}))]}}}});
@@ -757,8 +779,11 @@ async fn kruise_remove_steps_while_progressing_and_batch_labels() {
     });
     // Without the Rollout's traffic steps the group routes by lane rule alone (the seed's
     // rule_based ingress): the baseline lane serves the new version.
+    // (Once the old pods' endpoints are gone from the data plane.)
     let base = [("x-asm-prefer-tag", "base")];
-    assert_eq!(share(&answers(&d, "after", 30, &base), "v2"), 100.0);
+    eventually(Duration::from_secs(30), || {
+        (share(&answers(&d, "after", 30, &base), "v2") == 100.0).then_some(())
+    });
 }
 
 /// `kubectl` (the real one, on the PATH) against the daemon.
