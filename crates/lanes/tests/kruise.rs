@@ -758,8 +758,33 @@ async fn kruise_remove_steps_while_progressing_and_batch_labels() {
         "{out}"
     );
 
-    // Deleted mid-release: the canary goes, the workload is let go and rolls to v2.
-    d.ok(&["delete", "rollout", "rollouts-mocka"]);
+    // Deleted mid-release: Kruise's finalizer holds the Rollout, `Terminating`, while
+    // the release stands down (a second finalizer keeps it here to be seen); then the
+    // canary is gone, the workload let go, and it rolls to v2.
+    let r = rollout(&d, "rollouts-mocka");
+    assert_eq!(
+        r["metadata"]["finalizers"],
+        json!(["rollouts.kruise.io/rollout"])
+    );
+    let hold =
+        json!({"metadata": {"finalizers": ["rollouts.kruise.io/rollout", "lanes.dev/test-hold"]}});
+    patch_rollout(&c, &hold, false).await.unwrap();
+    c.delete(
+        lanes_model::Kind::Rollout,
+        Some("default"),
+        "rollouts-mocka",
+    )
+    .await
+    .unwrap();
+    let held = eventually(Duration::from_secs(30), || {
+        let r = rollout(&d, "rollouts-mocka");
+        (r["metadata"]["finalizers"] == json!(["lanes.dev/test-hold"])).then_some(r)
+    });
+    assert_eq!(held["status"]["phase"], "Terminating", "{}", held["status"]);
+    assert!(held["metadata"]["deletionTimestamp"].is_string());
+    patch_rollout(&c, &json!({"metadata": {"finalizers": null}}), false)
+        .await
+        .unwrap();
     eventually(Duration::from_secs(60), || {
         let gone = d.lanes(&["get", "rollout", "rollouts-mocka"]).status.code() == Some(1);
         gone.then_some(())
