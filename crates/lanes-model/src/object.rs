@@ -196,6 +196,31 @@ pub fn value_type(value: &Value) -> &'static str {
     }
 }
 
+/// Whether object `v` has a controller owner reference to the object with `uid`.
+pub fn controlled_by(v: &Value, uid: &str) -> bool {
+    v.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|os| {
+            os.iter()
+                .any(|o| o["uid"] == uid && o["controller"] == true)
+        })
+}
+
+/// A label selector's `matchLabels` (the `spec.selector` of a workload, as JSON) as the
+/// `k=v,...` string a list request takes.
+pub fn match_labels_query(selector: &Value) -> String {
+    selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 /// The string entries of the mapping at JSON pointer `ptr` (labels, selectors);
 /// empty when there is none.
 pub fn string_map(v: &Value, ptr: &str) -> BTreeMap<String, String> {

@@ -165,17 +165,7 @@ async fn canary_pods(
     if canaries.is_empty() {
         return Ok(Vec::new());
     }
-    let selector = workload
-        .selector
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let selector = lanes_model::object::match_labels_query(&workload.selector);
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await

@@ -71,14 +71,7 @@ fn recorded(txn: &Txn<'_, '_>, ns: &str, uid: &str) -> Result<BTreeMap<String, V
     Ok(txn
         .list(Kind::ReplicaSet, Some(ns))?
         .into_iter()
-        .filter(|rs| {
-            rs.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|os| {
-                    os.iter()
-                        .any(|o| o["uid"] == uid && o["controller"] == true)
-                })
-        })
+        .filter(|rs| lanes_model::object::controlled_by(rs, uid))
         .map(|rs| {
             (
                 str_at(&rs, &format!("/metadata/labels/{HASH_LABEL}")).to_string(),

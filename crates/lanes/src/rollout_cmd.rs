@@ -292,14 +292,9 @@ pub fn set_image(client: &Client, target: &str, pairs: &[String], ns: &str) -> R
 
 /// A selector string (`k=v,...`) from a Deployment's `spec.selector.matchLabels`.
 fn match_labels(d: &Value) -> String {
-    d.pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+    d.get("spec")
+        .and_then(|s| s.get("selector"))
+        .map(lanes_model::object::match_labels_query)
         .unwrap_or_default()
 }
 
@@ -433,14 +428,7 @@ fn revisions(
     let all = rt.block_on(client.list(Kind::ReplicaSet, Some(ns), Some(&selector)))?;
     let mut out: Vec<(i64, Value)> = all
         .into_iter()
-        .filter(|rs| {
-            rs.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|os| {
-                    os.iter()
-                        .any(|o| o["uid"] == uid && o["controller"] == true)
-                })
-        })
+        .filter(|rs| lanes_model::object::controlled_by(rs, uid))
         .filter_map(|rs| {
             let n = rs
                 .pointer("/metadata/annotations")

@@ -474,23 +474,12 @@ fn at_step(d: &Daemon, index: i64, next: i64, canary: i64, weight: i64) {
     });
 }
 
-/// Kruise's e2e case "Step Jump: V1->V2: Deployment, Canary, patch nextStepIndex to
-/// jump" (`test/e2e/rollout_v1beta1_test.go`), on lanes: steps 20/40/60/80/100% of a
-/// 5-replica Deployment, each with its traffic share; step 1 -> 2 -> 3 -> 4 -> jump to 3
-/// (the canary keeps its 4 pods) -> step 3 changed (redone, no jump) -> jump to 2 -> 1 ->
-/// 5, and the release completes. Then `kubectl get rollouts -o yaml` at rest shows what
-/// Kruise keeps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kruise_step_jump_deployment_canary() {
-    let d = Daemon::start();
-    seed(&d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
-    d.ok(&[
-        "patch",
-        "deployment",
-        "mocka-v1",
-        "-p",
-        r#"{"spec": {"replicas": 5}}"#,
-    ]);
+/// The seed with `mocka-v1` patched by `workload_patch` (5 replicas), a Rollout of
+/// Kruise's e2e base (steps 20/40/60/80/100%, each with its traffic share; `pause: {}`
+/// first, then 10 s), and v2 released up to step 1: the client and the steps.
+async fn five_steps_at_step_1(d: &Daemon, workload_patch: &str) -> (lanes_server::Client, Value) {
+    seed(d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    d.ok(&["patch", "deployment", "mocka-v1", "-p", workload_patch]);
     let step =
         |r: &str, t: &str, pause: Value| json!({"replicas": r, "traffic": t, "pause": pause});
     let steps = json!([
@@ -508,9 +497,22 @@ async fn kruise_step_jump_deployment_canary() {
     ))
     .await
     .unwrap();
-    settled(&d, 3);
-    set_image(&d, "mocka-v1", "2.0");
-    at_step(&d, 1, 2, 1, 20);
+    settled(d, 3);
+    set_image(d, "mocka-v1", "2.0");
+    at_step(d, 1, 2, 1, 20);
+    (c, steps)
+}
+
+/// Kruise's e2e case "Step Jump: V1->V2: Deployment, Canary, patch nextStepIndex to
+/// jump" (`test/e2e/rollout_v1beta1_test.go`), on lanes: steps 20/40/60/80/100% of a
+/// 5-replica Deployment, each with its traffic share; step 1 -> 2 -> 3 -> 4 -> jump to 3
+/// (the canary keeps its 4 pods) -> step 3 changed (redone, no jump) -> jump to 2 -> 1 ->
+/// 5, and the release completes. Then `kubectl get rollouts -o yaml` at rest shows what
+/// Kruise keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_step_jump_deployment_canary() {
+    let d = Daemon::start();
+    let (c, steps) = five_steps_at_step_1(&d, r#"{"spec": {"replicas": 5}}"#).await;
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
     at_step(&d, 2, 3, 2, 40);
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
@@ -663,34 +665,10 @@ fn batch_pods(d: &Daemon, id: &str, batch: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kruise_remove_steps_while_progressing_and_batch_labels() {
     let d = Daemon::start();
-    seed(&d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
-    d.ok(&[
-        "patch",
-        "deployment",
-        "mocka-v1",
-        "-p",
-        r#"{"metadata": {"labels": {"rollouts.kruise.io/rollout-id": "1"}}, "spec": {"replicas": 5}}"#,
-    ]);
+    let labelled = r#"{"metadata": {"labels": {"rollouts.kruise.io/rollout-id": "1"}}, "spec": {"replicas": 5}}"#;
+    let (c, _) = five_steps_at_step_1(&d, labelled).await;
     let step =
         |r: &str, t: &str, pause: Value| json!({"replicas": r, "traffic": t, "pause": pause});
-    let steps = json!([
-        step("20%", "20%", json!({})),
-        step("40%", "40%", json!({"duration": 10})),
-        step("60%", "60%", json!({"duration": 10})),
-        step("80%", "80%", json!({"duration": 10})),
-        step("100%", "100%", json!({"duration": 0})),
-    ]);
-    let c = d.client();
-    c.create(&rollout_json(
-        "rollouts-mocka",
-        json!({"enableExtraWorkloadForCanary": true, "steps": steps,
-            "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}}),
-    ))
-    .await
-    .unwrap();
-    settled(&d, 3);
-    set_image(&d, "mocka-v1", "2.0");
-    at_step(&d, 1, 2, 1, 20);
     eventually(Duration::from_secs(30), || {
         (batch_pods(&d, "1", "1") == 1).then_some(())
     });
