@@ -61,6 +61,27 @@ pub fn history(
     History { keep, drop }
 }
 
+/// Sets `v` at the path of keys `path`, making the maps on the way; a value on the way
+/// that is not a map is left as it is (nothing is set).
+fn set_at(v: &mut Value, path: &[&str], value: Value) {
+    let Some((last, on_the_way)) = path.split_last() else {
+        return;
+    };
+    let mut at = v;
+    for key in on_the_way {
+        let Some(map) = at.as_object_mut() else {
+            return;
+        };
+        at = map.entry(*key).or_insert_with(|| json!({}));
+        if at.is_null() {
+            *at = json!({});
+        }
+    }
+    if let Some(map) = at.as_object_mut() {
+        map.insert((*last).to_string(), value);
+    }
+}
+
 fn str_at<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
@@ -132,7 +153,11 @@ pub fn record(
         let Some(mut template) = template else {
             continue;
         };
-        template["metadata"]["labels"][HASH_LABEL] = json!(rs_hash);
+        set_at(
+            &mut template,
+            &["metadata", "labels", HASH_LABEL],
+            json!(rs_hash),
+        );
         let of_hash: Vec<&PodState> = pods.iter().filter(|p| &p.hash == rs_hash).collect();
         let want = if rs_hash == hash {
             replicas.max(0) as usize
@@ -144,14 +169,14 @@ pub fn record(
             .pointer("/spec/selector")
             .cloned()
             .unwrap_or_else(|| json!({}));
-        selector["matchLabels"][HASH_LABEL] = json!(rs_hash);
+        set_at(&mut selector, &["matchLabels", HASH_LABEL], json!(rs_hash));
         let rs = json!({
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",
             "metadata": {
                 "name": format!("{name}-{rs_hash}"),
                 "namespace": ns,
-                "labels": template["metadata"]["labels"].clone(),
+                "labels": template.pointer("/metadata/labels").cloned().unwrap_or_default(),
                 "annotations": {REVISION: revision.to_string()},
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
                     "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
@@ -209,7 +234,11 @@ fn annotate(txn: &mut Txn<'_, '_>, deploy: &Value, revision: i64) -> Result<(), 
     if current.pointer(&path).and_then(Value::as_str) == Some(want.as_str()) {
         return Ok(());
     }
-    current["metadata"]["annotations"][REVISION] = json!(want);
+    set_at(
+        &mut current,
+        &["metadata", "annotations", REVISION],
+        json!(want),
+    );
     match Object::from_value(current) {
         Ok(object) => txn.replace(&object, None).map(|_| ()),
         Err(_) => Ok(()),
@@ -235,6 +264,16 @@ mod tests {
         let h = history(&known(&[("a", 1), ("b", 2)]), "b", &["b"], 10);
         assert_eq!(h.keep, known(&[("a", 1), ("b", 2)]));
         assert!(h.drop.is_empty());
+    }
+
+    #[test]
+    fn set_at_makes_the_maps_on_the_way_and_never_panics() {
+        let mut v = json!({"metadata": null});
+        set_at(&mut v, &["metadata", "labels", "h"], json!("x"));
+        assert_eq!(v, json!({"metadata": {"labels": {"h": "x"}}}));
+        let mut odd = json!({"metadata": "text"});
+        set_at(&mut odd, &["metadata", "labels", "h"], json!("x"));
+        assert_eq!(odd, json!({"metadata": "text"}));
     }
 
     #[test]
