@@ -18,6 +18,9 @@ use crate::deployments::{HASH_LABEL, PodState};
 /// The annotation carrying a revision number.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
+/// The annotation `kubectl rollout history` shows as a revision's CHANGE-CAUSE.
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+
 /// Kubernetes' default `spec.revisionHistoryLimit`.
 pub const DEFAULT_HISTORY_LIMIT: usize = 10;
 
@@ -170,6 +173,17 @@ pub fn record(
             .cloned()
             .unwrap_or_else(|| json!({}));
         set_at(&mut selector, &["matchLabels", HASH_LABEL], json!(rs_hash));
+        // The change cause, as Kubernetes keeps it: the Deployment's, copied to its
+        // current revision; an old revision keeps its own.
+        let cause_path = format!("/metadata/annotations/{}", CHANGE_CAUSE.replace('/', "~1"));
+        let cause = match existing.get(rs_hash) {
+            Some(rs) if rs_hash != hash => rs.pointer(&cause_path).cloned(),
+            _ => deploy.pointer(&cause_path).cloned(),
+        };
+        let mut annotations = json!({REVISION: revision.to_string()});
+        if let Some(cause) = cause {
+            set_at(&mut annotations, &[CHANGE_CAUSE], cause);
+        }
         let rs = json!({
             "apiVersion": "apps/v1",
             "kind": "ReplicaSet",
@@ -177,7 +191,7 @@ pub fn record(
                 "name": format!("{name}-{rs_hash}"),
                 "namespace": ns,
                 "labels": template.pointer("/metadata/labels").cloned().unwrap_or_default(),
-                "annotations": {REVISION: revision.to_string()},
+                "annotations": annotations,
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
                     "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}],
             },

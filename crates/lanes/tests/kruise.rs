@@ -594,19 +594,8 @@ async fn kruise_step_jump_deployment_canary() {
     assert_eq!(share(&answers(&d, "done", 50, &[]), "v2"), 100.0);
 
     // At rest, what Kruise keeps, as kubectl shows it.
-    let kubeconfig = d.state.join("kubeconfig");
-    let out = std::process::Command::new("kubectl")
-        .args(["get", "rollouts", "rollouts-mocka", "-o", "yaml"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("HOME", &d.state)
-        .output()
-        .expect("kubectl on the PATH");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let yaml = kubectl(&d, &["get", "rollouts", "rollouts-mocka", "-o", "yaml"]);
+    let r: Value = serde_saphyr::from_str(&yaml).unwrap();
     let status = &r["status"];
     let cs = &status["canaryStatus"];
     assert_eq!(status["phase"], "Healthy");
@@ -901,9 +890,23 @@ spec:
     assert!(one.contains(&format!("image: {SAMPLE}:1.0")), "{one}");
     assert!(!one.contains("pod-template-hash"), "{one}");
 
-    // A restart: a new template (the restart annotation), released in turn.
+    // A restart: a new template (the restart annotation), released in turn; the
+    // Deployment's change cause goes with the new revision, as kubectl shows it.
+    d.ok(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"metadata": {"annotations": {"kubernetes.io/change-cause": "restart for the test"}}}"#,
+    ]);
     release(&["rollout", "restart", "rollout/rollouts-mocka"]);
     assert_eq!(kubectl_revisions(&d), vec![2, 3, 4]);
+    let history = kubectl(&d, &["rollout", "history", "deployment/mocka-v1"]);
+    let line4 = history
+        .lines()
+        .find(|l| l.starts_with('4'))
+        .unwrap_or_default();
+    assert!(line4.contains("restart for the test"), "{history}");
     let pods: Value =
         serde_json::from_str(&d.ok(&["get", "pods", "-l", "app=mocka", "-o", "json"])).unwrap();
     assert!(
