@@ -147,12 +147,16 @@ fn continuous_release_ends_on_the_newest_template() {
         1,
         "{deploys}"
     );
-    let (_, _, body) = http_get(
-        &d.gateway,
-        "/mock",
-        &[("x-asm-prefer-tag", "canary"), ("my-request-id", "c1")],
-    );
-    assert_eq!(versions(&body), ["v3", "v1", "v1"]);
+    // The canary lane serves v3 once the data plane has the new canary pod's endpoint
+    // (a step without traffic does not wait for routing).
+    eventually(Duration::from_secs(30), || {
+        let (_, _, body) = http_get(
+            &d.gateway,
+            "/mock",
+            &[("x-asm-prefer-tag", "canary"), ("my-request-id", "c1")],
+        );
+        (versions(&body) == ["v3", "v1", "v1"]).then_some(())
+    });
     // Approve: v3 becomes the baseline.
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
     wait_state(&d, "rollouts-mocka", "Healthy", None);
