@@ -10,6 +10,7 @@ pub mod lane;
 pub mod lint;
 pub mod mesh;
 pub mod object;
+pub mod partition;
 pub mod podlog;
 pub mod rollout;
 pub mod rollout_rules;

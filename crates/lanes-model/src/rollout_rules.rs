@@ -1,7 +1,7 @@
 //! The rules a Rollout meets on its own: Kruise's admission webhook (a workload, steps
 //! within bounds and in order) and what Lanes refuses because it does not run it —
-//! blue-green and partition-style releases, workloads other than Deployments, traffic
-//! providers other than the lanes themselves. A refused field is an error naming it,
+//! blue-green releases, workloads other than Deployments, traffic providers other than
+//! the lanes themselves. A refused field is an error naming it,
 //! never a Rollout accepted and then left to do nothing.
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -60,22 +60,6 @@ pub fn is_deployment(w: &WorkloadRef) -> bool {
 }
 
 fn check_canary(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
-    match c.enable_extra_workload_for_canary {
-        Some(true) => {}
-        other => errs.push(FieldError::new(
-            format!("{at}.enableExtraWorkloadForCanary"),
-            format!(
-                "{} a partition-style release (the workload's own pods updated in batches), \
-                 which Lanes does not run; set it to true: the canary runs as a Deployment \
-                 `<workload>-<revision>` whose pods join the canary lane",
-                if other.is_none() {
-                    "not set, which in Kruise means"
-                } else {
-                    "false asks for"
-                }
-            ),
-        )),
-    }
     for (i, t) in c.traffic_routings.iter().enumerate() {
         errs.push(FieldError::new(
             format!("{at}.trafficRoutings[{i}]{}", provider_field(t)),
@@ -118,6 +102,15 @@ fn check_canary(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
             &format!("{at}.patchPodTemplateMetadata.labels"),
             &meta.labels,
         );
+        if c.enable_extra_workload_for_canary != Some(true) && !meta.annotations.is_empty() {
+            errs.push(FieldError::new(
+                format!("{at}.patchPodTemplateMetadata.annotations"),
+                "a partition-style release puts the new pods in the canary lane by \
+                 patchPodTemplateMetadata's labels; annotations are not set on them (Kruise \
+                 applies patchPodTemplateMetadata to a canary Deployment only): remove them, \
+                 or set enableExtraWorkloadForCanary: true",
+            ));
+        }
     }
 }
 
@@ -451,18 +444,23 @@ mod tests {
             "spec.strategy.canary.trafficRoutingRef",
             "not run by Lanes",
         );
-        // Kruise's default (unset) is partition style, as is `false`.
+        // Kruise's default (unset) is partition style, as is `false`: both are run.
         for extra in ["", "      enableExtraWorkloadForCanary: false\n"] {
             let text = format!(
                 "apiVersion: rollouts.kruise.io/v1beta1\nkind: Rollout\nmetadata: {{name: r}}\nspec:\n  workloadRef: {DEPLOYMENT}\n  strategy:\n    canary:\n{extra}      steps: [{{replicas: 1}}]\n"
             );
             let (objs, diags) = decode_str("r.yaml", &text);
+            assert_eq!(objs.len(), 1, "{diags:?}");
+            assert!(diags.is_empty(), "{diags:?}");
+            // Its pods take patchPodTemplateMetadata's labels; annotations are refused.
+            let annotated =
+                format!("{text}      patchPodTemplateMetadata: {{annotations: {{a: b}}}}\n");
+            let (objs, diags) = decode_str("r.yaml", &annotated);
             assert!(objs.is_empty());
             assert!(
-                diags[0]
-                    .to_string()
-                    .contains("spec.strategy.canary.enableExtraWorkloadForCanary: ")
-                    && diags[0].to_string().contains("partition-style release"),
+                diags[0].to_string().contains(
+                    "spec.strategy.canary.patchPodTemplateMetadata.annotations: a partition-style release"
+                ),
                 "{diags:?}"
             );
         }

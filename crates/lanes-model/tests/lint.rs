@@ -164,17 +164,11 @@ fn a_fallback_target_that_is_no_lane() {
 fn kruise_end_to_end_manifests_are_refused_where_lanes_does_not_run_them() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kruise");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 4] = [
         (
             "e2e-rollout_canary_base.yaml",
             &[
                 "spec.strategy.canary.trafficRoutings[0].ingress: Lanes routes a release's traffic through the lane group",
-            ],
-        ),
-        (
-            "e2e-rollout_disabled.yaml",
-            &[
-                "spec.strategy.canary.enableExtraWorkloadForCanary: false asks for a partition-style release",
             ],
         ),
         (
@@ -183,10 +177,7 @@ fn kruise_end_to_end_manifests_are_refused_where_lanes_does_not_run_them() {
         ),
         (
             "e2e-rollout_v1beta1_partition_base.yaml",
-            &[
-                "spec.strategy.canary.enableExtraWorkloadForCanary: false asks for a partition-style release",
-                "spec.strategy.canary.trafficRoutings[0].ingress: ",
-            ],
+            &["spec.strategy.canary.trafficRoutings[0].ingress: "],
         ),
         (
             "e2e-rollout_v1beta1_bluegreen_base.yaml",
@@ -206,6 +197,14 @@ fn kruise_end_to_end_manifests_are_refused_where_lanes_does_not_run_them() {
             );
         }
     }
+    // A v1alpha1 partition-style Rollout (the rolling-style annotation) is run as one.
+    let file = "e2e-rollout_disabled.yaml";
+    let (objs, diags) = decode_str(file, &read(file));
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(
+        objs[0].object.raw["spec"]["strategy"]["canary"]["enableExtraWorkloadForCanary"],
+        false
+    );
 }
 
 /// The same manifests as Lanes runs them (the canary as an extra Deployment, traffic
@@ -222,10 +221,8 @@ fn kruise_end_to_end_manifests_run_as_lanes_releases() {
     ] {
         let text = read(file);
         let cut = text.find("      trafficRoutings:").unwrap();
-        let text = text[..cut].replace(
-            "enableExtraWorkloadForCanary: false",
-            "enableExtraWorkloadForCanary: true",
-        );
+        // Partition style (`enableExtraWorkloadForCanary: false`) is run as it is.
+        let text = text[..cut].to_string();
         let files = [
             (file, text),
             ("e2e-deployment.yaml", read("e2e-deployment.yaml")),

@@ -14,6 +14,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 use lanes_model::lane::ASMSwimLane;
+use lanes_model::partition::{DEPLOYMENT_STRATEGY, DeploymentStrategy};
 use lanes_model::rollout::{Rollout, RolloutPhase, Sample};
 use lanes_rollout::{
     Action, CANARY_LABEL, Canary, CanaryPod, IN_PROGRESSING, Observed, STABLE_TEMPLATE, Workload,
@@ -177,6 +178,48 @@ async fn canary_pods(
         .collect())
 }
 
+/// The workload's own pods at its current template (a partition-style release's canary):
+/// those its selector selects whose `pod-template-hash` is the template's, not going.
+async fn own_new_pods(pods: &Api<Pod>, workload: &Workload) -> Result<Vec<Pod>, Error> {
+    let selector = lanes_model::object::match_labels_query(&workload.selector);
+    let revision = workload.revision();
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(format!("list pods of {}", workload.name)))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("pod-template-hash"))
+                == Some(&revision)
+        })
+        .collect())
+}
+
+/// A partition-style release's canary: the workload's pods at the new template.
+fn partition_canary(w: &Workload, own: &[Pod]) -> Canary {
+    let ready = own.iter().filter(|p| is_pod_ready(p)).count();
+    Canary {
+        name: w.name.clone(),
+        replicas: own.len() as i32,
+        ready: ready as i32,
+        pod_hash: Some(w.revision()),
+    }
+}
+
+/// Whether a pod's `Ready` condition is true.
+fn is_pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// The `pod-template-hash` of canary `c`'s pods.
 fn pod_hash_of(c: &Canary, pods: &[Pod]) -> Option<String> {
     pods.iter()
@@ -240,7 +283,7 @@ async fn sample_of(
     else {
         return Ok(Some(Sample::default()));
     };
-    let canary = lanes_rollout::canary_name(&workload.name, &workload.revision());
+    let canary = lanes_rollout::canary_workload(rollout, workload);
     let measured = Measured {
         service: &service,
         namespace: ns,
@@ -309,6 +352,13 @@ async fn reconcile_once(
         Some(w) => canary_pods(&pods, w, &canaries).await?,
         None => Vec::new(),
     };
+    let (partition, canary_pods) = match workload.as_ref() {
+        Some(w) if lanes_rollout::is_partition(&rollout) => {
+            let own = own_new_pods(&pods, w).await?;
+            (Some(partition_canary(w, &own)), own)
+        }
+        _ => (None, canary_pods),
+    };
     let canary_problem = canary_pods.iter().find_map(lanes_rollout::pod_problem);
     let canaries: Vec<Canary> = canaries
         .into_iter()
@@ -333,8 +383,10 @@ async fn reconcile_once(
         generation: rollout.metadata.generation.unwrap_or(1),
         canary_pods: match workload.as_ref().and_then(|w| w.rollout_id.as_ref()) {
             Some(_) => canary_pods.iter().map(CanaryPod::of).collect(),
+            None if partition.is_some() => canary_pods.iter().map(CanaryPod::of).collect(),
             None => Vec::new(),
         },
+        partition,
         workload,
         canaries,
         now,
@@ -419,7 +471,9 @@ async fn act(
         Action::ClearWorkloadMarks => {
             patch_deployment(
                 wname.to_string(),
-                json!({"metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null}}}),
+                json!({"metadata": {"annotations": {
+                    STABLE_TEMPLATE: null, IN_PROGRESSING: null, DEPLOYMENT_STRATEGY: null,
+                }}}),
                 "unmark",
             )
             .await?
@@ -477,21 +531,25 @@ async fn act(
                     .map_err(kube_err(format!("roll back Deployment {wname}")))?;
             }
         }
-        Action::LabelPod {
-            name,
-            rollout_id,
-            batch,
-        } => {
-            let labels = json!({"metadata": {"labels": {
-                lanes_rollout::ROLLOUT_ID_LABEL: rollout_id,
-                lanes_rollout::BATCH_ID_LABEL: batch,
-            }}});
-            match pods.patch(name, &merge(), &Patch::Merge(&labels)).await {
+        Action::LabelPod { name, labels } => {
+            let patch = json!({"metadata": {"labels": labels}});
+            match pods.patch(name, &merge(), &Patch::Merge(&patch)).await {
                 Ok(_) => {}
                 // A pod gone meanwhile (scaled down, replaced) needs no label.
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(kube_err(format!("label pod {name}"))(e)),
             }
+        }
+        Action::SetPartition(partition) => {
+            let value = partition
+                .clone()
+                .map(|n| DeploymentStrategy::partition(n).to_annotation());
+            patch_deployment(
+                wname.to_string(),
+                json!({"metadata": {"annotations": {DEPLOYMENT_STRATEGY: value}}}),
+                "set the partition of",
+            )
+            .await?
         }
         Action::PauseRollout => {
             let name = rollout.metadata.name.clone().unwrap_or_default();
@@ -592,7 +650,7 @@ pub async fn let_go(client: &Client, ns: &str, name: &str) -> Result<bool, Error
         }
     }
     let patch = json!({
-        "metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null}},
+        "metadata": {"annotations": {STABLE_TEMPLATE: null, IN_PROGRESSING: null, DEPLOYMENT_STRATEGY: null}},
         "spec": {"paused": false},
     });
     api.patch(name, &merge(), &Patch::Merge(&patch))

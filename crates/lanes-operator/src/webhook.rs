@@ -168,13 +168,26 @@ fn rollout_errors(
                 .filter(|o| o.metadata.namespace == object.namespace)
                 .cloned()
                 .collect();
-            lanes_rollout::admission::check_rollout(old.as_ref(), r, &others)
-                .iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect()
+            let mut errs: Vec<String> =
+                lanes_rollout::admission::check_rollout(old.as_ref(), r, &others)
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect();
+            if lanes_rollout::is_partition(r) {
+                errs.push(PARTITION_ON_A_CLUSTER.to_string());
+            }
+            errs
         }
     }
 }
+
+/// Why a partition-style Rollout is refused on a cluster: its batches are carried out by
+/// the Deployment controller, which in `lanes up` honours the partition and on a cluster
+/// (Kubernetes' own) does not.
+const PARTITION_ON_A_CLUSTER: &str = "spec.strategy.canary.enableExtraWorkloadForCanary: \
+    a partition-style release (false, or not set) needs a Deployment controller that honours \
+    the partition, as lanes up's does; on a cluster set it to true: the canary runs as a \
+    Deployment `<workload>-<revision>` whose pods join the canary lane";
 
 async fn validate(
     State(rollouts): State<Rollouts>,
@@ -271,6 +284,15 @@ mod tests {
             json!({"canary": {"enableExtraWorkloadForCanary": true, "steps": [{"replicas": 1}]}});
         let ok = rollout_review("CREATE", a_rollout("s", "e", canary.clone()), None);
         assert_eq!(ok["allowed"], true, "{ok}");
+        let partition = json!({"canary": {"steps": [{"replicas": 1}]}});
+        let refused = rollout_review("CREATE", a_rollout("s", "e", partition), None);
+        assert_eq!(refused["allowed"], false);
+        assert!(
+            refused["status"]["message"].as_str().unwrap().contains(
+                "spec.strategy.canary.enableExtraWorkloadForCanary: a partition-style release"
+            ),
+            "{refused}"
+        );
         let blue = json!({"blueGreen": {"steps": [{"replicas": 1}]}});
         let refused = rollout_review("CREATE", a_rollout("s", "e", blue), None);
         assert_eq!(refused["allowed"], false);

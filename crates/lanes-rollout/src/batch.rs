@@ -5,6 +5,8 @@
 //! id on the workload while the release runs relabels the canary's pods with it (their
 //! batches kept). Without a rollout id no pod is labelled, as with Kruise.
 
+use std::collections::BTreeMap;
+
 use crate::decision::Action;
 
 /// The workload label naming a release.
@@ -21,16 +23,19 @@ pub struct CanaryPod {
     pub rollout_id: Option<String>,
     /// Its `rollouts.kruise.io/rollout-batch-id` label.
     pub batch: Option<String>,
+    /// All its labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl CanaryPod {
     /// Reads a pod's release labels.
     pub fn of(pod: &k8s_openapi::api::core::v1::Pod) -> CanaryPod {
-        let label = |k: &str| pod.metadata.labels.as_ref()?.get(k).cloned();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
         CanaryPod {
             name: pod.metadata.name.clone().unwrap_or_default(),
-            rollout_id: label(ROLLOUT_ID_LABEL),
-            batch: label(BATCH_ID_LABEL),
+            rollout_id: labels.get(ROLLOUT_ID_LABEL).cloned(),
+            batch: labels.get(BATCH_ID_LABEL).cloned(),
+            labels,
         }
     }
 
@@ -47,8 +52,27 @@ pub fn batch_labels(id: &str, step: i32, pods: &[CanaryPod]) -> Vec<Action> {
         .filter(|p| !p.is_labelled(id))
         .map(|p| Action::LabelPod {
             name: p.name.clone(),
-            rollout_id: id.to_string(),
-            batch: p.batch.clone().unwrap_or_else(|| step.to_string()),
+            labels: BTreeMap::from([
+                (ROLLOUT_ID_LABEL.to_string(), Some(id.to_string())),
+                (
+                    BATCH_ID_LABEL.to_string(),
+                    Some(p.batch.clone().unwrap_or_else(|| step.to_string())),
+                ),
+            ]),
+        })
+        .collect()
+}
+
+/// The labels that put canary pods where `want` says (a value of `None`: no such label),
+/// for the pods whose labels say otherwise: in a partition-style release the workload's
+/// new pods take the lane labels of `patchPodTemplateMetadata`, and give them back to
+/// the template's before they join the stable pods.
+pub fn set_labels(want: &BTreeMap<String, Option<String>>, pods: &[CanaryPod]) -> Vec<Action> {
+    pods.iter()
+        .filter(|p| want.iter().any(|(k, v)| p.labels.get(k) != v.as_ref()))
+        .map(|p| Action::LabelPod {
+            name: p.name.clone(),
+            labels: want.clone(),
         })
         .collect()
 }
@@ -62,6 +86,7 @@ mod tests {
             name: name.into(),
             rollout_id: id.map(Into::into),
             batch: batch.map(Into::into),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -69,11 +94,11 @@ mod tests {
         actions
             .iter()
             .map(|a| match a {
-                Action::LabelPod {
-                    name,
-                    rollout_id,
-                    batch,
-                } => (name.clone(), rollout_id.clone(), batch.clone()),
+                Action::LabelPod { name, labels } => (
+                    name.clone(),
+                    labels[ROLLOUT_ID_LABEL].clone().unwrap(),
+                    labels[BATCH_ID_LABEL].clone().unwrap(),
+                ),
                 other => panic!("not a label: {other:?}"),
             })
             .collect()
@@ -109,5 +134,26 @@ mod tests {
                 ("b".into(), "r2".into(), "2".into()),
             ]
         );
+    }
+
+    #[test]
+    fn lane_labels_go_only_to_the_pods_that_lack_them() {
+        let mut on = pod("on", None, None);
+        on.labels.insert("tag".into(), "canary".into());
+        let mut off = pod("off", None, None);
+        off.labels.insert("tag".into(), "base".into());
+        let want = BTreeMap::from([("tag".to_string(), Some("canary".to_string()))]);
+        let actions = set_labels(&want, &[on.clone(), off.clone()]);
+        assert_eq!(
+            actions,
+            vec![Action::LabelPod {
+                name: "off".into(),
+                labels: want
+            }]
+        );
+        // Removing a label the pod has.
+        let gone = BTreeMap::from([("tag".to_string(), None)]);
+        assert_eq!(set_labels(&gone, &[on, off]).len(), 2);
+        assert!(set_labels(&gone, &[pod("bare", None, None)]).is_empty());
     }
 }

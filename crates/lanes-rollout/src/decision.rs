@@ -34,15 +34,17 @@ pub enum Action {
     RestoreStableTemplate,
     /// Set the Rollout's `spec.strategy.paused`.
     PauseRollout,
-    /// Label a canary pod with its release and batch ([`crate::batch`]).
+    /// Set labels of a canary pod (a value of `None` removes the label): its release
+    /// and batch ([`crate::batch`]), and in a partition-style release its lane's labels.
     LabelPod {
         /// Pod name.
         name: String,
-        /// `rollouts.kruise.io/rollout-id`.
-        rollout_id: String,
-        /// `rollouts.kruise.io/rollout-batch-id`.
-        batch: String,
+        /// The labels to set or remove.
+        labels: std::collections::BTreeMap<String, Option<String>>,
     },
+    /// Set the workload's partition (partition style): how many of its pods run the new
+    /// template, a number or a percentage of its replicas; `None` removes it.
+    SetPartition(Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>),
 }
 
 /// The controller's decision: actions and the new status.

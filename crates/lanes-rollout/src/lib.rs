@@ -1,6 +1,7 @@
 //! The rollout state machine, with Kruise Rollout v1beta1 semantics: a release starts
 //! when the workload's pod template changes; the stable Deployment stays paused on the
-//! old version while a canary Deployment `<workload>-<hash>` runs the new one, step by
+//! old version while a canary Deployment `<workload>-<hash>` runs the new one (or, in
+//! partition style, a partition of the workload's own pods does), step by
 //! step (`StepUpgrade` → `StepTrafficRouting` → `StepMetricsAnalysis` → `StepPaused` →
 //! `StepReady`), until approval and finalising move the new version into the stable
 //! Deployment. Pure: [`reconcile`] maps what is observed to actions, a status and when
@@ -23,11 +24,10 @@ pub use batch::{BATCH_ID_LABEL, CanaryPod, ROLLOUT_ID_LABEL};
 pub use decision::{Action, Decision, Failure, Reason};
 pub use observe::{Canary, Observed, Workload, owned_by_canary, pod_problem};
 pub use ownership::{analysis_of, conflicting, manager_of, manages, targets_deployment};
-pub use plan::{canary_name, plan_hash, step_replicas};
+pub use plan::{canary_name, canary_workload, is_partition, plan_hash, step_replicas};
 pub use reconcile::reconcile;
 
-/// Annotation on the workload holding the stable pod template while a release runs.
-pub const STABLE_TEMPLATE: &str = "lanes.dev/stable-template";
+pub use lanes_model::partition::STABLE_TEMPLATE;
 
 /// Kruise's annotation on a workload under a release.
 pub const IN_PROGRESSING: &str = "rollouts.kruise.io/in-progressing";

@@ -37,6 +37,9 @@ pub struct Workload {
     pub total: i32,
     /// The release's id, the label `rollouts.kruise.io/rollout-id`.
     pub rollout_id: Option<String>,
+    /// The partition its annotation holds (a partition-style release): how many of its
+    /// pods run the new template, a number or a percentage of its replicas.
+    pub partition: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
 }
 
 impl Workload {
@@ -65,6 +68,7 @@ impl Workload {
             updated: status.and_then(|s| s.updated_replicas).unwrap_or(0),
             available: status.and_then(|s| s.available_replicas).unwrap_or(0),
             total: status.and_then(|s| s.replicas).unwrap_or(0),
+            partition: lanes_model::partition::partition_value(d.metadata.annotations.as_ref()),
             rollout_id: d
                 .metadata
                 .labels
@@ -90,6 +94,14 @@ impl Workload {
     /// current one differs from it.
     pub fn is_releasing(&self) -> bool {
         self.stable_template.is_some() && self.revision() != self.stable_revision()
+    }
+
+    /// How many pods its partition puts at the new template (none without one).
+    pub fn partitioned(&self) -> i32 {
+        self.partition
+            .as_ref()
+            .and_then(|p| lanes_model::partition::count(p, self.replicas))
+            .unwrap_or(0)
     }
 
     /// Whether the Deployment finished rolling to its current template.
@@ -126,6 +138,9 @@ pub struct Observed<'a> {
     pub workload: Option<Workload>,
     /// Canary Deployments of the workload.
     pub canaries: Vec<Canary>,
+    /// A partition-style release's canary: the workload's own pods at the new template
+    /// (named as the workload; `replicas` the pods there are), while it has any.
+    pub partition: Option<Canary>,
     /// The canary's pods and their release labels (read when the workload names a
     /// release with `rollouts.kruise.io/rollout-id`).
     pub canary_pods: Vec<crate::CanaryPod>,

@@ -37,6 +37,50 @@ pub fn plan_hash(r: &Rollout) -> String {
     lanes_model::hash::template_hash(&v)
 }
 
+/// Whether `r` runs partition style (Kruise's default, `enableExtraWorkloadForCanary`
+/// not true): the workload's own pods are updated in batches, no canary Deployment.
+pub fn is_partition(r: &Rollout) -> bool {
+    strategy(r).is_some_and(|s| s.enable_extra_workload_for_canary != Some(true))
+}
+
+/// The workload whose pods are the canary's: the canary Deployment, or in partition
+/// style the workload itself.
+pub fn canary_workload(r: &Rollout, w: &Workload) -> String {
+    if is_partition(r) {
+        w.name.clone()
+    } else {
+        canary_name(&w.name, &w.revision())
+    }
+}
+
+/// The labels a partition-style canary pod takes: `patchPodTemplateMetadata`'s (its
+/// lane's selector), or with `canary` false the template's own values for those keys
+/// (`None`: the template has no such label), which it takes back when the release ends.
+pub(crate) fn lane_labels(
+    r: &Rollout,
+    w: &Workload,
+    canary: bool,
+) -> std::collections::BTreeMap<String, Option<String>> {
+    let Some(meta) = strategy(r).and_then(|s| s.patch_pod_template_metadata.as_ref()) else {
+        return Default::default();
+    };
+    meta.labels
+        .iter()
+        .map(|(k, v)| {
+            let value = if canary {
+                Some(v.clone())
+            } else {
+                w.template
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            };
+            (k.clone(), value)
+        })
+        .collect()
+}
+
 /// The name of the canary Deployment of `workload` at `revision`.
 pub fn canary_name(workload: &str, revision: &str) -> String {
     format!("{workload}-{revision}")

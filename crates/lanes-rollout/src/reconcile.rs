@@ -66,8 +66,19 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
 }
 
 /// A release under way observes the workload's rollout id and labels the canary's pods
-/// with it and their batch ([`crate::batch`]).
+/// with it and their batch ([`crate::batch`]); in partition style, until its steps are
+/// through, the canary's pods take their lane's labels.
 fn with_release_labels(obs: &Observed<'_>, w: &Workload, mut d: Decision) -> Decision {
+    let stepping = d
+        .status
+        .canary_status
+        .as_ref()
+        .is_some_and(|cs| cs.current_step_state != StepState::Completed);
+    if stepping && crate::plan::is_partition(obs.rollout) {
+        let lane = crate::plan::lane_labels(obs.rollout, w, true);
+        d.actions
+            .extend(crate::batch::set_labels(&lane, &obs.canary_pods));
+    }
     let (Some(id), Some(cs)) = (w.rollout_id.as_deref(), d.status.canary_status.as_mut()) else {
         return d;
     };
@@ -167,6 +178,9 @@ fn settle(obs: &Observed<'_>, w: &Workload, steps: usize, mut status: RolloutSta
             if c.finalising_step.take().is_some() {
                 c.last_update_time = Some(obs.now.to_string());
             }
+            // As Kruise: the workload generation observed follows the workload (scaled
+            // after the release, say).
+            c.observed_workload_generation = Some(w.generation);
             Some(c)
         }
         _ => Some(CanaryStatus {

@@ -14,7 +14,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::analysis;
 use crate::decision::{Action, Decision, Failure, Reason, with_condition};
 use crate::observe::{Canary, Observed, Workload};
-use crate::plan::{canary_deployment, canary_name, plan_hash, step_replicas};
+use crate::plan::{
+    canary_deployment, canary_name, is_partition, lane_labels, plan_hash, step_replicas,
+};
 
 /// What a step state decided.
 enum Flow {
@@ -47,8 +49,11 @@ struct Release<'a> {
     revision: String,
     /// The canary Deployment's name for the current template.
     canary: String,
-    /// That canary, if it exists.
+    /// That canary, if it exists (partition style: the workload's pods at the new
+    /// template).
     current: Option<&'a Canary>,
+    /// Partition style: the workload's own pods are the canary's.
+    partition: bool,
     total_steps: i32,
     /// The canary's counts now, stamped with the time.
     sample_now: Option<Sample>,
@@ -87,6 +92,16 @@ pub(crate) fn run(
         p.actions.push(Action::DeleteCanary {
             name: c.name.clone(),
         });
+    }
+    // A new revision (a release replaced mid-way) starts its partition afresh at step 1.
+    let fresh = status
+        .canary_status
+        .as_ref()
+        .and_then(|c| c.canary_revision.as_deref())
+        != Some(rel.revision.as_str());
+    if rel.partition && fresh && w.partition.is_some() {
+        p.actions
+            .push(Action::SetPartition(Some(rel.partition_at(1))));
     }
     let before_steps = p.actions.len();
     // What the canary has (Kruise's canaryReplicas), not what the step wants.
@@ -137,7 +152,11 @@ impl<'a> Release<'a> {
     fn new(obs: &'a Observed<'a>, w: &'a Workload, strategy: &'a CanaryStrategy) -> Self {
         let revision = w.revision();
         let canary = canary_name(&w.name, &revision);
-        let current = obs.canaries.iter().find(|c| c.name == canary);
+        let partition = is_partition(obs.rollout);
+        let current = match partition {
+            true => obs.partition.as_ref(),
+            false => obs.canaries.iter().find(|c| c.name == canary),
+        };
         let sample_now = obs.sample.clone().map(|mut s| {
             s.time = obs.now.to_string();
             s
@@ -150,6 +169,7 @@ impl<'a> Release<'a> {
             revision,
             canary,
             current,
+            partition,
             total_steps: strategy.steps.len().max(1) as i32,
             sample_now,
         }
@@ -334,6 +354,16 @@ impl<'a> Release<'a> {
         let idx = p.cs.current_step_index;
         let want = self.want_at(idx);
         match self.current {
+            // Partition style: the workload's controller brings the step's share of its
+            // pods to the new template (never fewer, as a canary is never scaled down:
+            // a jump back keeps the larger partition; a percentage follows the
+            // workload's replicas).
+            _ if self.partition => {
+                if self.w.partitioned() < want {
+                    p.actions
+                        .push(Action::SetPartition(Some(self.partition_at(idx))));
+                }
+            }
             None => p.actions.push(Action::CreateCanary {
                 name: self.canary.clone(),
                 deployment: canary_deployment(self.r, self.ns(), self.w, &self.canary, want),
@@ -377,6 +407,15 @@ impl<'a> Release<'a> {
             "Rollout is in step({idx}/{}), and upgrading the canary: {ready}/{want} ready",
             self.total_steps
         ))
+    }
+
+    /// The partition step `idx` sets: its replicas as written (a percentage stays one),
+    /// capped at the workload's replicas.
+    fn partition_at(&self, idx: i32) -> IntOrString {
+        match self.step_at(idx).and_then(|s| s.replicas.clone()) {
+            Some(IntOrString::String(s)) => IntOrString::String(s),
+            _ => IntOrString::Int(self.want_at(idx)),
+        }
     }
 
     /// Whether step `idx` runs the canary at 100% of the workload's pods.
@@ -461,8 +500,18 @@ impl<'a> Release<'a> {
                 self.obs.routed
             ));
         }
+        if self.partition {
+            // The canary's pods take back the template's labels before the workload
+            // rolls the rest of its pods onto their revision.
+            let back = lane_labels(self.r, w, false);
+            p.actions
+                .extend(crate::batch::set_labels(&back, &self.obs.canary_pods));
+        }
         if w.paused {
             p.actions.push(Action::SetWorkloadPaused(false));
+            if w.partition.is_some() {
+                p.actions.push(Action::SetPartition(None));
+            }
             p.cs.finalising_step = Some("RestoreStableDeployment".into());
             return wait(
                 "Rollout is finalising: the stable Deployment rolls to the new revision".into(),

@@ -68,6 +68,7 @@ fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
         available: 4,
         total: 4,
         rollout_id: None,
+        partition: None,
     }
 }
 
@@ -88,6 +89,7 @@ fn run(
         workload: w,
         canaries,
         canary_pods: Vec::new(),
+        partition: None,
         now,
         sample: None,
         canary_problem: None,
@@ -520,6 +522,7 @@ fn observe(r: &mut Rollout, canaries: Vec<Canary>, at: i64, total: u64, failures
         workload: Some(workload("a:2", Some("a:1"), true)),
         canaries,
         canary_pods: Vec::new(),
+        partition: None,
         now: t0() + jiff::SignedDuration::from_secs(at),
         sample: Some(sample),
         canary_problem: Some("ImageNotMapped: no local command".into()),
@@ -579,6 +582,7 @@ fn analysis_gates_the_step_and_fails_the_release() {
         workload: Some(workload("a:1", Some("a:1"), true)),
         canaries: vec![canary("a:2", 1, 1)],
         canary_pods: Vec::new(),
+        partition: None,
         now: t0(),
         sample: None,
         canary_problem: None,
@@ -903,6 +907,7 @@ fn traffic_routing_waits_for_the_lanes_ingress() {
             workload: Some(w.clone()),
             canaries: vec![canary("a:2", 1, 1)],
             canary_pods: Vec::new(),
+            partition: None,
             now: t0(),
             sample: None,
             canary_problem: None,
@@ -952,6 +957,7 @@ fn a_release_with_a_rollout_id_observes_it_and_labels_the_canarys_pods_with_thei
             workload: Some(w.clone()),
             canaries: vec![canary("a:2", 1, 1)],
             canary_pods: pods,
+            partition: None,
             now: t0(),
             sample: None,
             canary_problem: None,
@@ -965,6 +971,7 @@ fn a_release_with_a_rollout_id_observes_it_and_labels_the_canarys_pods_with_thei
         name: "mocka-v1-x-1".into(),
         rollout_id: None,
         batch: None,
+        labels: Default::default(),
     };
     let d = obs(&r, &w, vec![pod]);
     let cs = d.status.canary_status.as_ref().unwrap();
@@ -972,8 +979,11 @@ fn a_release_with_a_rollout_id_observes_it_and_labels_the_canarys_pods_with_thei
     assert!(
         d.actions.contains(&Action::LabelPod {
             name: "mocka-v1-x-1".into(),
-            rollout_id: "r7".into(),
-            batch: "1".into(),
+            labels: [
+                (crate::ROLLOUT_ID_LABEL.to_string(), Some("r7".to_string())),
+                (crate::BATCH_ID_LABEL.to_string(), Some("1".to_string())),
+            ]
+            .into(),
         }),
         "{:?}",
         d.actions
@@ -984,6 +994,7 @@ fn a_release_with_a_rollout_id_observes_it_and_labels_the_canarys_pods_with_thei
         name: "p".into(),
         rollout_id: None,
         batch: None,
+        labels: Default::default(),
     };
     let d = obs(&r, &w, vec![unlabelled]);
     assert!(
@@ -991,4 +1002,172 @@ fn a_release_with_a_rollout_id_observes_it_and_labels_the_canarys_pods_with_thei
             .iter()
             .any(|a| matches!(a, Action::LabelPod { .. }))
     );
+}
+
+/// Partition style: the workload's own pods, counted as its partition canary.
+fn own_pods(replicas: i32, ready: i32) -> Canary {
+    Canary {
+        name: "mocka-v1".into(),
+        replicas,
+        ready,
+        pod_hash: Some("h2".into()),
+    }
+}
+
+fn labelled_pod(name: &str, tag: &str) -> CanaryPod {
+    CanaryPod {
+        name: name.into(),
+        rollout_id: None,
+        batch: None,
+        labels: [("ASM_TRAFFIC_TAG".to_string(), tag.to_string())].into(),
+    }
+}
+
+fn partition_run(
+    r: &mut Rollout,
+    w: &Workload,
+    own: Canary,
+    pods: Vec<CanaryPod>,
+    now: jiff::Timestamp,
+) -> Decision {
+    let d = reconcile(&Observed {
+        rollout: r,
+        generation: 1,
+        workload: Some(w.clone()),
+        canaries: Vec::new(),
+        canary_pods: pods,
+        partition: Some(own),
+        now,
+        sample: None,
+        canary_problem: None,
+        external: Default::default(),
+        routed: Vec::new(),
+    });
+    r.status = Some(d.status.clone());
+    d
+}
+
+#[test]
+fn a_partition_style_release_updates_the_workloads_own_pods_in_batches() {
+    let mut r = rollout(vec![
+        step(IntOrString::String("25%".into()), None),
+        step(IntOrString::String("50%".into()), None),
+    ]);
+    if let Some(c) = r.spec.strategy.canary.as_mut() {
+        c.enable_extra_workload_for_canary = None;
+    }
+    let mut w = workload("a:2", Some("a:1"), true);
+    // Step 1: the partition asks for one pod (25% of 4); no canary Deployment.
+    let d = partition_run(&mut r, &w, own_pods(0, 0), Vec::new(), t0());
+    assert_eq!(
+        d.actions,
+        vec![Action::SetPartition(Some(IntOrString::String(
+            "25%".into()
+        )))]
+    );
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepUpgrade".into()));
+    // The new pod comes up with the template's lane label: it takes the canary lane's.
+    w.partition = Some(IntOrString::String("25%".into()));
+    let d = partition_run(
+        &mut r,
+        &w,
+        own_pods(1, 1),
+        vec![labelled_pod("p1", "base")],
+        t0(),
+    );
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+    let lane = [("ASM_TRAFFIC_TAG".to_string(), Some("canary".to_string()))].into();
+    assert_eq!(
+        d.actions,
+        vec![Action::LabelPod {
+            name: "p1".into(),
+            labels: lane
+        }]
+    );
+    // Approved: step 2 raises the partition to two; a jump back never lowers it.
+    let mut status = r.status.clone().unwrap();
+    status.canary_status.as_mut().unwrap().current_step_state = StepState::Ready;
+    r.status = Some(status);
+    let d = partition_run(
+        &mut r,
+        &w,
+        own_pods(1, 1),
+        vec![labelled_pod("p1", "canary")],
+        t0(),
+    );
+    assert_eq!(
+        d.actions,
+        vec![Action::SetPartition(Some(IntOrString::String(
+            "50%".into()
+        )))]
+    );
+    w.partition = Some(IntOrString::String("50%".into()));
+    partition_run(
+        &mut r,
+        &w,
+        own_pods(2, 2),
+        vec![labelled_pod("p1", "canary"), labelled_pod("p2", "canary")],
+        t0(),
+    );
+    assert_eq!(st(&r), ("Progressing".into(), 2, "StepPaused".into()));
+    let mut status = r.status.clone().unwrap();
+    status.canary_status.as_mut().unwrap().current_step_state = StepState::Ready;
+    r.status = Some(status);
+    // A jump back to step 1 keeps the larger partition.
+    let mut back = r.clone();
+    let mut status = back.status.clone().unwrap();
+    status.canary_status.as_mut().unwrap().next_step_index = Some(1);
+    back.status = Some(status);
+    let d = partition_run(&mut back, &w, own_pods(2, 2), Vec::new(), t0());
+    assert_eq!(st(&back), ("Progressing".into(), 1, "StepPaused".into()));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    // A newer template mid-release starts its partition afresh at step 1.
+    let mut newer = r.clone();
+    let v3 = workload("a:3", Some("a:1"), true);
+    let mut v3 = Workload {
+        partition: w.partition.clone(),
+        ..v3
+    };
+    let d = partition_run(&mut newer, &v3, own_pods(0, 0), Vec::new(), t0());
+    assert_eq!(
+        d.actions,
+        vec![Action::SetPartition(Some(IntOrString::String(
+            "25%".into()
+        )))]
+    );
+    assert_eq!(st(&newer), ("Progressing".into(), 1, "StepUpgrade".into()));
+    v3.partition = None;
+    // Through the steps: the canary's pods take back the template's label, then the
+    // workload resumes without its partition and rolls the rest.
+    let d = partition_run(
+        &mut r,
+        &w,
+        own_pods(2, 2),
+        vec![labelled_pod("p1", "canary"), labelled_pod("p2", "canary")],
+        t0(),
+    );
+    let base: std::collections::BTreeMap<_, _> =
+        [("ASM_TRAFFIC_TAG".to_string(), Some("base".to_string()))].into();
+    assert_eq!(
+        d.actions,
+        vec![
+            Action::LabelPod {
+                name: "p1".into(),
+                labels: base.clone()
+            },
+            Action::LabelPod {
+                name: "p2".into(),
+                labels: base
+            },
+            Action::SetWorkloadPaused(false),
+            Action::SetPartition(None),
+        ]
+    );
+    assert_eq!(st(&r), ("Progressing".into(), 2, "Completed".into()));
+    // Rolled out: healthy, the marks gone, and no canary Deployment to delete.
+    let mut done = workload("a:2", Some("a:1"), false);
+    done.partition = None;
+    let d = partition_run(&mut r, &done, own_pods(4, 4), Vec::new(), t0());
+    assert_eq!(st(&r).0, "Healthy");
+    assert_eq!(d.actions, vec![Action::ClearWorkloadMarks]);
 }

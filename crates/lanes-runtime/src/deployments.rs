@@ -28,6 +28,8 @@ pub struct PodState {
 pub struct Plan {
     /// New pods of the current template to create.
     pub create: usize,
+    /// Pods of the old revision to create (a partition-style release only).
+    pub create_old: usize,
     /// Pods to delete.
     pub delete: Vec<String>,
 }
@@ -92,6 +94,63 @@ pub fn plan(replicas: i32, hash: &str, paused: bool, pods: &[PodState]) -> Plan 
         plan.delete
             .extend(extra[..new.len() - desired].iter().map(|p| p.name.clone()));
     }
+    plan
+}
+
+/// Plans one step of a partition-style release (a paused Deployment whose annotation
+/// holds a partition): `partition` pods at the current template and the others at the
+/// old revision, moved within the rolling bounds as an unpaused rollout would be.
+/// `old` is the old revision kept, when its template is recorded (otherwise old pods
+/// are only ever fewer); pods of any third revision (a release replaced mid-way) go
+/// first.
+pub fn plan_partition(
+    replicas: i32,
+    hash: &str,
+    partition: i32,
+    pods: &[PodState],
+    old: Option<&str>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let desired = replicas.max(0) as usize;
+    let want_new = partition.clamp(0, replicas.max(0)) as usize;
+    let want_old = desired - want_new;
+    let (mut new, rest): (Vec<&PodState>, Vec<&PodState>) =
+        pods.iter().partition(|p| p.hash == hash);
+    // The old revision's pods, and those of any other (without a known old revision,
+    // every old pod counts as one of it).
+    let (mut kept, mut others): (Vec<&PodState>, Vec<&PodState>) = rest
+        .into_iter()
+        .partition(|p| old.is_none_or(|k| k == p.hash));
+    let (surge, unavailable) = bounds(replicas.max(0));
+    let room = (desired + surge as usize).saturating_sub(pods.len());
+    plan.create = want_new.saturating_sub(new.len()).min(room);
+    if old.is_some() {
+        plan.create_old = want_old.saturating_sub(kept.len()).min(room - plan.create);
+    }
+    let ready_total = pods.iter().filter(|p| p.ready).count();
+    let mut can_remove_ready =
+        ready_total.saturating_sub(desired.saturating_sub(unavailable as usize));
+    let new_ready = new.iter().filter(|p| p.ready).count();
+    // Every pod of another revision, then old pods beyond the partition's share: the
+    // not-ready at once, ready ones while enough stay available and the new pods have
+    // started to come up.
+    let by_readiness = |p: &&PodState| (p.ready, p.name.clone());
+    others.sort_by_key(by_readiness);
+    kept.sort_by_key(by_readiness);
+    let beyond = kept.len().saturating_sub(want_old);
+    for p in others.iter().chain(kept.iter().take(beyond)) {
+        if !p.ready {
+            plan.delete.push(p.name.clone());
+        } else if can_remove_ready > 0 && (new_ready > 0 || new.len() >= want_new) {
+            plan.delete.push(p.name.clone());
+            can_remove_ready -= 1;
+        }
+    }
+    // New pods beyond it (fewer replicas): the not-ready first.
+    new.sort_by_key(by_readiness);
+    let excess = new.len().saturating_sub(want_new);
+    plan.delete
+        .extend(new[..excess].iter().map(|p| p.name.clone()));
     plan
 }
 
@@ -181,7 +240,27 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
             ready: pod_ready(p),
         })
         .collect();
-    let step = plan(replicas, &hash, paused, &states);
+    let annotations: Option<std::collections::BTreeMap<String, String>> = deploy
+        .pointer("/metadata/annotations")
+        .and_then(|a| serde_json::from_value(a.clone()).ok());
+    let partition = paused
+        .then(|| {
+            lanes_model::partition::active_partition(annotations.as_ref(), &template, replicas)
+        })
+        .flatten();
+    let mut old_hash = String::new();
+    let step = match &partition {
+        Some((n, stable)) => {
+            let kept = template_hash(stable);
+            let step = plan_partition(replicas, &hash, *n, &states, Some(&kept));
+            for _ in 0..step.create_old {
+                make_pod(txn, &object, deploy, stable, &kept)?;
+            }
+            old_hash = kept;
+            step
+        }
+        None => plan(replicas, &hash, paused, &states),
+    };
     for name in &step.delete {
         let key = ObjectKey {
             kind: Kind::Pod,
@@ -190,51 +269,9 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
         };
         txn.delete(&key, None)?;
     }
-    let uid = deploy
-        .pointer("/metadata/uid")
-        .cloned()
-        .unwrap_or(Value::Null);
     for _ in 0..step.create {
-        let mut meta = template
-            .get("metadata")
-            .cloned()
-            .unwrap_or_else(|| json!({}));
-        let labels = meta
-            .as_object_mut()
-            .map(|m| m.entry("labels").or_insert_with(|| json!({})).clone())
-            .unwrap_or_else(|| json!({}));
-        let mut labels = labels;
-        labels[HASH_LABEL] = Value::String(hash.clone());
-        let name = fresh_pod_name(&format!("{}-{hash}", object.name), |n| {
-            Ok(txn
-                .get(&ObjectKey {
-                    kind: Kind::Pod,
-                    namespace: Some(ns.to_string()),
-                    name: n.to_string(),
-                })?
-                .is_some())
-        })?;
-        let pod = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": labels,
-                "annotations": meta.get("annotations").cloned().unwrap_or_else(|| json!({})),
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
-                    "name": object.name, "uid": uid, "controller": true}],
-            },
-            "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-        });
-        match Object::from_value(pod) {
-            Ok(p) => {
-                txn.create(&p)?;
-            }
-            Err(errs) => {
-                tracing::warn!(deployment = %object.name, ?errs, "cannot make a pod from the template");
-                break;
-            }
+        if !make_pod(txn, &object, deploy, &template, &hash)? {
+            break;
         }
     }
     // Status, from the pods after this step.
@@ -244,7 +281,7 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
         .collect();
     let updated = remaining.iter().filter(|p| p.hash == hash).count() + step.create;
     let ready = remaining.iter().filter(|p| p.ready).count();
-    let total = remaining.len() + step.create;
+    let total = remaining.len() + step.create + step.create_old;
     let generation = deploy
         .pointer("/metadata/generation")
         .and_then(Value::as_i64)
@@ -272,7 +309,69 @@ pub fn reconcile(txn: &mut Txn<'_, '_>, deploy: &Value) -> Result<(), StoreError
         hash: hash.clone(),
         ready: false,
     }));
-    crate::revisions::record(txn, deploy, &hash, &after, replicas)
+    after.extend((0..step.create_old).map(|_| PodState {
+        name: String::new(),
+        hash: old_hash.clone(),
+        ready: false,
+    }));
+    let wanted = partition.as_ref().map_or(replicas, |(n, _)| *n);
+    crate::revisions::record(txn, deploy, &hash, &after, wanted)
+}
+
+/// Creates one pod of `template` (hash `hash`) for the Deployment `object`; false when
+/// the template makes no valid pod (said in the log).
+fn make_pod(
+    txn: &mut Txn<'_, '_>,
+    object: &Object,
+    deploy: &Value,
+    template: &Value,
+    hash: &str,
+) -> Result<bool, StoreError> {
+    let ns = object.namespace_or_empty().to_string();
+    let uid = deploy
+        .pointer("/metadata/uid")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let meta = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut labels = meta.get("labels").cloned().unwrap_or_else(|| json!({}));
+    if let Some(map) = labels.as_object_mut() {
+        map.insert(HASH_LABEL.into(), Value::String(hash.to_string()));
+    }
+    let name = fresh_pod_name(&format!("{}-{hash}", object.name), |n| {
+        Ok(txn
+            .get(&ObjectKey {
+                kind: Kind::Pod,
+                namespace: Some(ns.clone()),
+                name: n.to_string(),
+            })?
+            .is_some())
+    })?;
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": labels,
+            "annotations": meta.get("annotations").cloned().unwrap_or_else(|| json!({})),
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                "name": object.name, "uid": uid, "controller": true}],
+        },
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    });
+    match Object::from_value(pod) {
+        Ok(p) => {
+            txn.create(&p)?;
+            Ok(true)
+        }
+        Err(errs) => {
+            tracing::warn!(deployment = %object.name, ?errs, "cannot make a pod from the template");
+            Ok(false)
+        }
+    }
 }
 
 fn relevant(kind: Kind) -> bool {
@@ -397,7 +496,7 @@ mod tests {
             p,
             Plan {
                 create: 1,
-                delete: vec![]
+                ..Plan::default()
             }
         );
         // The new pod exists but is not ready: keep the old one.
@@ -418,8 +517,8 @@ mod tests {
         assert_eq!(
             p,
             Plan {
-                create: 0,
-                delete: vec!["a".into()]
+                delete: vec!["a".into()],
+                ..Plan::default()
             }
         );
     }
@@ -440,5 +539,91 @@ mod tests {
         // Scale to zero.
         let p = plan(0, "h", false, &pods(&[("a", "h", true)]));
         assert_eq!(p.delete, ["a"]);
+    }
+
+    /// Runs the partition plan to a fixed point, pods becoming ready at once.
+    fn settle(replicas: i32, partition: i32, mut now: Vec<PodState>) -> Vec<PodState> {
+        for round in 0..20 {
+            let p = plan_partition(replicas, "new", partition, &now, Some("old"));
+            if p == Plan::default() {
+                return now;
+            }
+            now.retain(|s| !p.delete.contains(&s.name));
+            for i in 0..p.create {
+                now.push(PodState {
+                    name: format!("n{round}-{i}"),
+                    hash: "new".into(),
+                    ready: true,
+                });
+            }
+            for i in 0..p.create_old {
+                now.push(PodState {
+                    name: format!("o{round}-{i}"),
+                    hash: "old".into(),
+                    ready: true,
+                });
+            }
+        }
+        panic!("no fixed point: {now:?}");
+    }
+
+    fn count(pods: &[PodState], hash: &str) -> usize {
+        pods.iter().filter(|p| p.hash == hash).count()
+    }
+
+    #[test]
+    fn a_partition_keeps_that_many_new_pods_and_the_rest_old() {
+        let five: Vec<PodState> = (0..5)
+            .map(|i| PodState {
+                name: format!("o{i}"),
+                hash: "old".into(),
+                ready: true,
+            })
+            .collect();
+        // The first round adds a new pod and removes no old one before it is up.
+        let first = plan_partition(5, "new", 1, &five, Some("old"));
+        assert_eq!((first.create, first.create_old), (1, 0));
+        assert!(first.delete.is_empty());
+        let one = settle(5, 1, five);
+        assert_eq!((count(&one, "new"), count(&one, "old")), (1, 4));
+        let three = settle(5, 3, one);
+        assert_eq!((count(&three, "new"), count(&three, "old")), (3, 2));
+        // More replicas mid-release: old pods come back at the old revision.
+        let seven = settle(7, 3, three.clone());
+        assert_eq!((count(&seven, "new"), count(&seven, "old")), (3, 4));
+        // Without the old revision's template, no old pod is made.
+        let p = plan_partition(7, "new", 3, &three, None);
+        assert_eq!(p.create_old, 0);
+        // A lower partition (a rollback to fewer) removes new pods, the not-ready first.
+        let mut mixed = three;
+        mixed[4].ready = false;
+        let p = plan_partition(5, "new", 2, &mixed, Some("old"));
+        assert!(p.delete.contains(&mixed[4].name), "{p:?} {mixed:?}");
+        // A release replaced mid-way: the pods of the replaced revision go before the
+        // old revision's.
+        let mut replaced = settle(
+            4,
+            1,
+            (0..4)
+                .map(|i| PodState {
+                    name: format!("o{i}"),
+                    hash: "old".into(),
+                    ready: true,
+                })
+                .collect(),
+        );
+        for p in replaced.iter_mut().filter(|p| p.hash == "new") {
+            p.hash = "mid".into();
+            p.name = "z-mid".into();
+        }
+        let after = settle(4, 1, replaced);
+        assert_eq!(
+            (
+                count(&after, "new"),
+                count(&after, "old"),
+                count(&after, "mid")
+            ),
+            (1, 3, 0)
+        );
     }
 }

@@ -322,10 +322,6 @@ async fn the_api_refuses_what_lanes_does_not_run_and_what_kruise_forbids() {
         (blue_green, "spec.strategy.blueGreen"),
         (stateful, "spec.workloadRef"),
         (
-            rollout_json("r", json!({"steps": [{"replicas": 1}]})),
-            "spec.strategy.canary.enableExtraWorkloadForCanary",
-        ),
-        (
             rollout_json(
                 "r",
                 with(json!({"trafficRoutings": [{"service": "mocka", "ingress": {"name": "i"}}]})),
@@ -458,16 +454,58 @@ fn canary_replicas(d: &Daemon) -> (i64, i64) {
     )
 }
 
+/// How a release runs its canary: an extra Deployment, or the workload's own pods.
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    Extra,
+    Partition,
+}
+
+/// Partition style: the workload's pods at the new template (its `updatedReplicas`), and
+/// how many ready pods are in the canary lane.
+fn updated_in_lane(d: &Daemon) -> (i64, i64) {
+    let w: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    let pods: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=mocka,ASM_TRAFFIC_TAG=canary",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let ready = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
+        .count();
+    (
+        w["status"]["updatedReplicas"].as_i64().unwrap_or(-1),
+        ready as i64,
+    )
+}
+
 /// At step `index` (paused): Kruise's `nextStepIndex`, the canary's pods, and the share
 /// the lanes' ingress gives it.
-fn at_step(d: &Daemon, index: i64, next: i64, canary: i64, weight: i64) {
+fn at_step(d: &Daemon, style: Style, index: i64, next: i64, canary: i64, weight: i64) {
     let r = wait_step(d, "rollouts-mocka", "Progressing", index, "StepPaused");
     assert_eq!(
         r["status"]["canaryStatus"]["nextStepIndex"], next,
         "step {index}"
     );
     eventually(Duration::from_secs(30), || {
-        (canary_replicas(d) == (canary, canary)).then_some(())
+        let now = match style {
+            Style::Extra => canary_replicas(d),
+            Style::Partition => updated_in_lane(d),
+        };
+        (now == (canary, canary)).then_some(())
     });
     eventually(Duration::from_secs(30), || {
         (release_weight(d, "rollouts-mocka") == weight).then_some(())
@@ -477,7 +515,11 @@ fn at_step(d: &Daemon, index: i64, next: i64, canary: i64, weight: i64) {
 /// The seed with `mocka-v1` patched by `workload_patch` (5 replicas), a Rollout of
 /// Kruise's e2e base (steps 20/40/60/80/100%, each with its traffic share; `pause: {}`
 /// first, then 10 s), and v2 released up to step 1: the client and the steps.
-async fn five_steps_at_step_1(d: &Daemon, workload_patch: &str) -> (lanes_server::Client, Value) {
+async fn five_steps_at_step_1(
+    d: &Daemon,
+    workload_patch: &str,
+    style: Style,
+) -> (lanes_server::Client, Value) {
     seed(d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
     d.ok(&["patch", "deployment", "mocka-v1", "-p", workload_patch]);
     let step =
@@ -492,14 +534,14 @@ async fn five_steps_at_step_1(d: &Daemon, workload_patch: &str) -> (lanes_server
     let c = d.client();
     c.create(&rollout_json(
         "rollouts-mocka",
-        json!({"enableExtraWorkloadForCanary": true, "steps": steps,
+        json!({"enableExtraWorkloadForCanary": style == Style::Extra, "steps": steps,
             "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}}),
     ))
     .await
     .unwrap();
     settled(d, 3);
     set_image(d, "mocka-v1", "2.0");
-    at_step(d, 1, 2, 1, 20);
+    at_step(d, style, 1, 2, 1, 20);
     (c, steps)
 }
 
@@ -512,13 +554,13 @@ async fn five_steps_at_step_1(d: &Daemon, workload_patch: &str) -> (lanes_server
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kruise_step_jump_deployment_canary() {
     let d = Daemon::start();
-    let (c, steps) = five_steps_at_step_1(&d, r#"{"spec": {"replicas": 5}}"#).await;
+    let (c, steps) = five_steps_at_step_1(&d, r#"{"spec": {"replicas": 5}}"#, Style::Extra).await;
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
-    at_step(&d, 2, 3, 2, 40);
+    at_step(&d, Style::Extra, 2, 3, 2, 40);
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
-    at_step(&d, 3, 4, 3, 60);
+    at_step(&d, Style::Extra, 3, 4, 3, 60);
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
-    at_step(&d, 4, 5, 4, 80);
+    at_step(&d, Style::Extra, 4, 5, 4, 80);
     // The workload's own pods stay on v1 throughout.
     let w: Value =
         serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
@@ -526,7 +568,7 @@ async fn kruise_step_jump_deployment_canary() {
     assert_eq!(w["spec"]["paused"], true);
 
     jump(&c, 3).await;
-    at_step(&d, 3, 4, 4, 60);
+    at_step(&d, Style::Extra, 3, 4, 4, 60);
     // Step 3 changed (an integer count, the same share): redone, no jump.
     let hash = rollout(&d, "rollouts-mocka")["status"]["canaryStatus"]["rolloutHash"].clone();
     let mut changed = steps.clone();
@@ -542,11 +584,11 @@ async fn kruise_step_jump_deployment_canary() {
         let r = rollout(&d, "rollouts-mocka");
         (r["status"]["canaryStatus"]["rolloutHash"] != hash).then_some(())
     });
-    at_step(&d, 3, 4, 4, 60);
+    at_step(&d, Style::Extra, 3, 4, 4, 60);
     jump(&c, 2).await;
-    at_step(&d, 2, 3, 4, 40);
+    at_step(&d, Style::Extra, 2, 3, 4, 40);
     jump(&c, 1).await;
-    at_step(&d, 1, 2, 4, 20);
+    at_step(&d, Style::Extra, 1, 2, 4, 20);
     // pause and resume say when there is nothing to do; a jump to no step is refused.
     assert_eq!(
         d.ok(&["rollout", "pause", "rollout/rollouts-mocka"]),
@@ -628,6 +670,96 @@ async fn kruise_step_jump_deployment_canary() {
     );
 }
 
+/// Kruise's e2e case "Step Jump: V1->V2: Deployment, Partition, patch nextStepIndex to
+/// jump", on lanes: the same five steps, run partition style — no canary Deployment; the
+/// workload's own pods move to v2 in batches (its `updatedReplicas`), each joining the
+/// canary lane; step 1 -> 2 -> 3 -> 4 -> jump to 3 (the 4 new pods stay) -> 2 -> 1 -> 5,
+/// and the release completes with every pod on v2, back in the baseline lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_step_jump_deployment_partition() {
+    let d = Daemon::start();
+    let (c, _) = five_steps_at_step_1(&d, r#"{"spec": {"replicas": 5}}"#, Style::Partition).await;
+    let at =
+        |index, next, canary, weight| at_step(&d, Style::Partition, index, next, canary, weight);
+    // The workload is paused with its partition, and the stable pods stay on v1.
+    let w: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    assert_eq!(w["spec"]["paused"], true);
+    assert_eq!(w["status"]["replicas"], 5);
+    let strategy: Value = serde_json::from_str(
+        w["metadata"]["annotations"]["rollouts.kruise.io/deployment-strategy"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        strategy,
+        json!({"rollingStyle": "Partition", "partition": 1})
+    );
+    let canaries = d.ok(&[
+        "get",
+        "deploy",
+        "-l",
+        "rollouts.kruise.io/canary-deployment=mocka-v1",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(canaries, "", "no canary Deployment in partition style");
+    // podTemplateHash is the new pods' pod-template-hash.
+    let r = rollout(&d, "rollouts-mocka");
+    let hash = r["status"]["canaryStatus"]["podTemplateHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_pods = d.ok(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("app=mocka,pod-template-hash={hash}"),
+        "-o",
+        "name",
+    ]);
+    assert_eq!(new_pods.lines().count(), 1, "{new_pods}");
+    // Without a lane header, 20% of the traces enter the canary lane: v2 answers them.
+    let step1 = answers(&d, "p1", 100, &[]);
+    assert!((10.0..=30.0).contains(&share(&step1, "v2")), "{step1:?}");
+
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at(2, 3, 2, 40);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at(3, 4, 3, 60);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at(4, 5, 4, 80);
+    // Back to step 3: the new pods stay (a release never scales its canary down).
+    jump(&c, 3).await;
+    at(3, 4, 4, 60);
+    jump(&c, 2).await;
+    at(2, 3, 4, 40);
+    jump(&c, 1).await;
+    at(1, 2, 4, 20);
+    jump(&c, 5).await;
+    let r = wait_step(&d, "rollouts-mocka", "Healthy", 5, "Completed");
+    assert_eq!(r["status"]["canaryStatus"]["nextStepIndex"], -1);
+    settled(&d, 3);
+    let w: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    assert_eq!(w["spec"]["paused"], false);
+    assert_eq!(w["status"]["updatedReplicas"], 5);
+    assert!(
+        w["metadata"]["annotations"]
+            .get("rollouts.kruise.io/deployment-strategy")
+            .is_none(),
+        "{}",
+        w["metadata"]
+    );
+    // Every pod in the baseline lane again, on v2.
+    assert_eq!(updated_in_lane(&d), (5, 0));
+    assert_eq!(release_weight(&d, "rollouts-mocka"), 0);
+    assert_eq!(share(&answers(&d, "done", 50, &[]), "v2"), 100.0);
+    let base = answers(&d, "base", 20, &[("x-asm-prefer-tag", "base")]);
+    assert_eq!(share(&base, "v2"), 100.0);
+}
+
 /// The canary's pods labelled with rollout id `id` and batch `batch`.
 fn batch_pods(d: &Daemon, id: &str, batch: &str) -> usize {
     let list: Value = serde_json::from_str(&d.ok(&[
@@ -655,14 +787,14 @@ fn batch_pods(d: &Daemon, id: &str, batch: &str) -> usize {
 async fn kruise_remove_steps_while_progressing_and_batch_labels() {
     let d = Daemon::start();
     let labelled = r#"{"metadata": {"labels": {"rollouts.kruise.io/rollout-id": "1"}}, "spec": {"replicas": 5}}"#;
-    let (c, _) = five_steps_at_step_1(&d, labelled).await;
+    let (c, _) = five_steps_at_step_1(&d, labelled, Style::Extra).await;
     let step =
         |r: &str, t: &str, pause: Value| json!({"replicas": r, "traffic": t, "pause": pause});
     eventually(Duration::from_secs(30), || {
         (batch_pods(&d, "1", "1") == 1).then_some(())
     });
     jump(&c, 3).await;
-    at_step(&d, 3, 4, 3, 60);
+    at_step(&d, Style::Extra, 3, 4, 3, 60);
     // The pods that came up in step 3 carry its batch; the first keeps its own.
     eventually(Duration::from_secs(30), || {
         (batch_pods(&d, "1", "3") == 2).then_some(())
@@ -713,7 +845,7 @@ async fn kruise_remove_steps_while_progressing_and_batch_labels() {
             .len(),
         5
     );
-    at_step(&d, 3, 4, 3, 60);
+    at_step(&d, Style::Extra, 3, 4, 3, 60);
 
     // describe: the canary's pods (with their batches) and the stable ones.
     let out = d.ok(&["rollout", "describe", "rollout/rollouts-mocka"]);
@@ -930,4 +1062,201 @@ spec:
         err.contains("deployment/mocka-v1 has no revision 9 (it has 2, 3, 4)"),
         "{err}"
     );
+}
+
+/// The setting of Kruise's "Canary rollout with Ingress using advance deployment" cases,
+/// on lanes: `mocka-v1` at 5 replicas and a partition-style Rollout of three steps (20%
+/// of the pods with 20% of the traffic, approval; 60%, approval; 100%), v2 released up
+/// to step 1 (one pod updated, in the canary lane).
+async fn advanced_at_step_1(d: &Daemon) -> lanes_server::Client {
+    seed(d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    d.ok(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"spec": {"replicas": 5}}"#,
+    ]);
+    let c = d.client();
+    c.create(&rollout_json(
+        "rollouts-mocka",
+        json!({"enableExtraWorkloadForCanary": false, "steps": [
+            {"replicas": "20%", "traffic": "20%", "pause": {}},
+            {"replicas": "60%", "pause": {}},
+            {"replicas": "100%", "pause": {"duration": 0}},
+        ], "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}}),
+    ))
+    .await
+    .unwrap();
+    settled(d, 3);
+    set_image(d, "mocka-v1", "2.0");
+    at_step(d, Style::Partition, 1, 2, 1, 20);
+    c
+}
+
+/// The workload's `metadata.generation`, `spec.replicas`, and status `updatedReplicas`,
+/// `readyReplicas`.
+fn workload_counts(d: &Daemon) -> (i64, i64, i64, i64) {
+    let w: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    let n = |p: &str| w.pointer(p).and_then(Value::as_i64).unwrap_or(-1);
+    (
+        n("/metadata/generation"),
+        n("/spec/replicas"),
+        n("/status/updatedReplicas"),
+        n("/status/readyReplicas"),
+    )
+}
+
+/// Waits until every one of the workload's pods is updated and ready, `spec.paused` off.
+fn all_pods_ready(d: &Daemon) {
+    eventually(Duration::from_secs(60), || {
+        let (_, want, updated, ready) = workload_counts(d);
+        let w: Value =
+            serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+        (w["spec"]["paused"] != true && updated == want && ready == want).then_some(())
+    });
+}
+
+/// Kruise's "advanced deployment rolling with traffic case": 1 pod with 20% of the
+/// traffic, then 3 pods, then every pod; `Succeeded`; scaled afterwards, the Rollout's
+/// observed workload generation follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_advanced_deployment_rolling_with_traffic() {
+    let d = Daemon::start();
+    advanced_at_step_1(&d).await;
+    let step1 = answers(&d, "t1", 100, &[]);
+    assert!((10.0..=30.0).contains(&share(&step1, "v2")), "{step1:?}");
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    // Step 2 names no traffic: the share of step 1 holds (Lanes carries it on).
+    at_step(&d, Style::Partition, 2, 3, 3, 20);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    let r = wait_step(&d, "rollouts-mocka", "Healthy", 3, "Completed");
+    all_pods_ready(&d);
+    assert_eq!(updated_in_lane(&d), (5, 0));
+    let conditions = r["status"]["conditions"].as_array().unwrap();
+    let succeeded = conditions
+        .iter()
+        .find(|c| c["type"] == "Succeeded")
+        .unwrap();
+    assert_eq!(succeeded["status"], "True");
+    assert_eq!(share(&answers(&d, "t2", 30, &[]), "v2"), 100.0);
+    kubectl(
+        &d,
+        &[
+            "patch",
+            "deployment/mocka-v1",
+            "-p",
+            r#"{"spec": {"replicas": 6}}"#,
+        ],
+    );
+    let (generation, ..) = workload_counts(&d);
+    eventually(Duration::from_secs(30), || {
+        let r = rollout(&d, "rollouts-mocka");
+        (r["status"]["canaryStatus"]["observedWorkloadGeneration"] == generation).then_some(())
+    });
+}
+
+/// Kruise's "advanced deployment continuous rolling case": v2 at step 2 (3 pods), then
+/// v3: the release starts over at step 1 with one v3 pod (the v2 pods go back to v1),
+/// then step 2 with three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_advanced_deployment_continuous_rolling() {
+    let d = Daemon::start();
+    advanced_at_step_1(&d).await;
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at_step(&d, Style::Partition, 2, 3, 3, 20);
+    set_image(&d, "mocka-v1", "3.0");
+    at_step(&d, Style::Partition, 1, 2, 1, 20);
+    // One pod runs v3; the other four run v1 again (none on v2).
+    let base = answers(&d, "c1", 40, &[("x-asm-prefer-tag", "base")]);
+    assert_eq!(share(&base, "v1"), 100.0, "{base:?}");
+    let canary = answers(&d, "c2", 10, &[("x-asm-prefer-tag", "canary")]);
+    assert_eq!(share(&canary, "v3"), 100.0, "{canary:?}");
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at_step(&d, Style::Partition, 2, 3, 3, 20);
+}
+
+/// Kruise's "advanced deployment rollback case": at step 2 (3 pods on v2) the template
+/// goes back to v1: the Rollout is Healthy and every pod runs v1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_advanced_deployment_rollback() {
+    let d = Daemon::start();
+    advanced_at_step_1(&d).await;
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at_step(&d, Style::Partition, 2, 3, 3, 20);
+    set_image(&d, "mocka-v1", "1.0");
+    wait_step(&d, "rollouts-mocka", "Healthy", 0, "Completed");
+    all_pods_ready(&d);
+    assert_eq!(updated_in_lane(&d), (5, 0));
+    let all = answers(&d, "rb", 30, &[("x-asm-prefer-tag", "base")]);
+    assert_eq!(share(&all, "v1"), 100.0, "{all:?}");
+}
+
+/// Kruise's "advanced deployment delete rollout case": the Rollout deleted at step 1,
+/// the workload is resumed and rolls every pod to v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_advanced_deployment_delete_rollout() {
+    let d = Daemon::start();
+    advanced_at_step_1(&d).await;
+    d.ok(&["delete", "rollout", "rollouts-mocka"]);
+    eventually(Duration::from_secs(30), || {
+        let out = d.lanes(&["get", "rollout", "rollouts-mocka"]);
+        (!out.status.success()).then_some(())
+    });
+    all_pods_ready(&d);
+    let w: Value =
+        serde_json::from_str(&d.ok(&["get", "deploy", "mocka-v1", "-o", "json"])).unwrap();
+    let annotations = &w["metadata"]["annotations"];
+    assert!(
+        annotations
+            .get("rollouts.kruise.io/deployment-strategy")
+            .is_none(),
+        "{annotations}"
+    );
+    let all = answers(&d, "del", 30, &[("x-asm-prefer-tag", "base")]);
+    assert_eq!(share(&all, "v2"), 100.0, "{all:?}");
+}
+
+/// Kruise's "advanced deployment scaling case": at step 1 (20%) the workload scales 5 ->
+/// 10 (the canary has 2 ready pods) and back to 5 (1), then the release completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_advanced_deployment_scaling() {
+    let d = Daemon::start();
+    advanced_at_step_1(&d).await;
+    let canary_ready = |want: i64| {
+        eventually(Duration::from_secs(60), || {
+            let r = rollout(&d, "rollouts-mocka");
+            (r["status"]["canaryStatus"]["canaryReadyReplicas"] == want).then_some(())
+        })
+    };
+    kubectl(
+        &d,
+        &[
+            "patch",
+            "deployment/mocka-v1",
+            "-p",
+            r#"{"spec": {"replicas": 10}}"#,
+        ],
+    );
+    canary_ready(2);
+    eventually(Duration::from_secs(60), || {
+        let (_, _, updated, ready) = workload_counts(&d);
+        (updated == 2 && ready == 10).then_some(())
+    });
+    kubectl(
+        &d,
+        &[
+            "patch",
+            "deployment/mocka-v1",
+            "-p",
+            r#"{"spec": {"replicas": 5}}"#,
+        ],
+    );
+    canary_ready(1);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    at_step(&d, Style::Partition, 2, 3, 3, 20);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    wait_step(&d, "rollouts-mocka", "Healthy", 3, "Completed");
+    all_pods_ready(&d);
 }
