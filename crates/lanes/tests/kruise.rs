@@ -1260,3 +1260,88 @@ async fn kruise_advanced_deployment_scaling() {
     wait_step(&d, "rollouts-mocka", "Healthy", 3, "Completed");
     all_pods_ready(&d);
 }
+
+/// Kruise's partition base Rollout (`rollout_v1beta1_partition_base.yaml`, steps 20%
+/// with 20% of the traffic and approval, then 40/60/80% with 10 s pauses, then 100%),
+/// on lanes, over `mocka-v1` at 5 replicas labelled `workload_labels`; v2 released up to
+/// step 1.
+async fn partition_base_at_step_1(d: &Daemon, workload_labels: Value) {
+    seed(d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    let patch = json!({"metadata": {"labels": workload_labels}, "spec": {"replicas": 5}});
+    d.ok(&["patch", "deployment", "mocka-v1", "-p", &patch.to_string()]);
+    let pause = |s: i64| json!({"duration": s});
+    d.client()
+        .create(&rollout_json(
+            "rollouts-mocka",
+            json!({"enableExtraWorkloadForCanary": false, "steps": [
+                {"replicas": "20%", "traffic": "20%", "pause": {}},
+                {"replicas": "40%", "pause": pause(10)},
+                {"replicas": "60%", "pause": pause(10)},
+                {"replicas": "80%", "pause": pause(10)},
+                {"replicas": "100%", "pause": pause(0)},
+            ], "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}}),
+        ))
+        .await
+        .unwrap();
+    settled(d, 3);
+    set_image(d, "mocka-v1", "2.0");
+    at_step(d, Style::Partition, 1, 2, 1, 20);
+}
+
+/// Kruise's "CloneSet V1->V2: Percentage, 20%,40%,60%,80%,100%, no traffic, Succeeded",
+/// on a Deployment (partition style applies to both): one pod at step 1, then approved,
+/// the timed steps run through to `Healthy` with every pod updated and `Succeeded`; the
+/// workload scaled afterwards, the observed workload generation follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_percentage_steps_succeeded_as_a_deployment() {
+    let d = Daemon::start();
+    partition_base_at_step_1(&d, json!({})).await;
+    let (_, _, updated, _) = workload_counts(&d);
+    assert_eq!(updated, 1);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    let r = wait_step(&d, "rollouts-mocka", "Healthy", 5, "Completed");
+    all_pods_ready(&d);
+    assert_eq!(updated_in_lane(&d), (5, 0));
+    let conditions = r["status"]["conditions"].as_array().unwrap();
+    let condition = |t: &str| conditions.iter().find(|c| c["type"] == t).unwrap();
+    assert_eq!(condition("Succeeded")["status"], "True");
+    assert_eq!(condition("Progressing")["reason"], "Completed");
+    assert_eq!(condition("Progressing")["status"], "False");
+    kubectl(
+        &d,
+        &[
+            "patch",
+            "deployment/mocka-v1",
+            "-p",
+            r#"{"spec": {"replicas": 6}}"#,
+        ],
+    );
+    let (generation, ..) = workload_counts(&d);
+    eventually(Duration::from_secs(30), || {
+        let r = rollout(&d, "rollouts-mocka");
+        (r["status"]["canaryStatus"]["observedWorkloadGeneration"] == generation).then_some(())
+    });
+}
+
+/// Kruise's "Patch batch id to pods: normal case" (an Advanced StatefulSet there), on a
+/// Deployment: the workload labelled `rollouts.kruise.io/rollout-id: "1"`; each step's
+/// new pod is labelled with its batch, and at the end each of the 5 batches has one pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_patch_batch_id_to_pods_normal_case_as_a_deployment() {
+    let d = Daemon::start();
+    partition_base_at_step_1(&d, json!({"rollouts.kruise.io/rollout-id": "1"})).await;
+    let batch = |b: &str, n: usize| {
+        eventually(Duration::from_secs(30), || {
+            (batch_pods(&d, "1", b) == n).then_some(())
+        })
+    };
+    batch("1", 1);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    wait_step(&d, "rollouts-mocka", "Progressing", 2, "StepPaused");
+    batch("2", 1);
+    wait_step(&d, "rollouts-mocka", "Healthy", 5, "Completed");
+    all_pods_ready(&d);
+    for b in ["1", "2", "3", "4", "5"] {
+        batch(b, 1);
+    }
+}
