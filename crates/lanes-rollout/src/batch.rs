@@ -63,6 +63,28 @@ pub fn batch_labels(id: &str, step: i32, pods: &[CanaryPod]) -> Vec<Action> {
         .collect()
 }
 
+/// The canary pods a partition-style step counts: those already counted — carrying the
+/// lane's labels, or a batch of one of the release's ids `ids` (its id now, and the one
+/// it observed before a change) — first, then the others by name, as many as the step
+/// wants (`want`) or as already count.
+pub fn first_pods(
+    pods: &[CanaryPod],
+    lane: &BTreeMap<String, Option<String>>,
+    ids: &[&str],
+    want: i32,
+) -> Vec<CanaryPod> {
+    let counted = |p: &CanaryPod| {
+        let in_lane = !lane.is_empty() && lane.iter().all(|(k, v)| p.labels.get(k) == v.as_ref());
+        let in_release = ids.iter().any(|id| p.is_labelled(id));
+        in_lane || in_release
+    };
+    let mut ordered: Vec<&CanaryPod> = pods.iter().collect();
+    ordered.sort_by_key(|p| (!counted(p), p.name.clone()));
+    let already = ordered.iter().filter(|p| counted(p)).count();
+    let take = already.max(want.max(0) as usize);
+    ordered.into_iter().take(take).cloned().collect()
+}
+
 /// The labels that put canary pods where `want` says (a value of `None`: no such label),
 /// for the pods whose labels say otherwise: in a partition-style release the workload's
 /// new pods take the lane labels of `patchPodTemplateMetadata`, and give them back to
@@ -134,6 +156,34 @@ mod tests {
                 ("b".into(), "r2".into(), "2".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_step_counts_the_pods_already_in_the_release_then_others_up_to_its_share() {
+        let lane = BTreeMap::from([("tag".to_string(), Some("canary".to_string()))]);
+        let mut in_lane = pod("z-in-lane", None, None);
+        in_lane.labels.insert("tag".into(), "canary".into());
+        let old_id = pod("y-old-id", Some("r1"), Some("1"));
+        let others = [pod("a", None, None), pod("b", None, None)];
+        let all = [
+            in_lane.clone(),
+            old_id.clone(),
+            others[0].clone(),
+            others[1].clone(),
+        ];
+        let names = |ps: Vec<CanaryPod>| ps.into_iter().map(|p| p.name).collect::<Vec<_>>();
+        // The pod of the lane counts first; a pod of another release does not.
+        assert_eq!(
+            names(first_pods(&all, &lane, &["r2"], 2)),
+            ["z-in-lane", "a"]
+        );
+        // The id observed before a change counts too.
+        assert_eq!(
+            names(first_pods(&all, &lane, &["r2", "r1"], 1)),
+            ["y-old-id", "z-in-lane"]
+        );
+        // Never fewer than already count (a jump back keeps them).
+        assert_eq!(first_pods(&all, &lane, &["r1"], 0).len(), 2);
     }
 
     #[test]

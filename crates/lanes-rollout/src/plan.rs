@@ -25,6 +25,14 @@ pub fn step_replicas(step: Option<&IntOrString>, workload_replicas: i32) -> i32 
     }
 }
 
+/// Canary replicas step `idx` (1-based) of `strategy` wants: never more than the
+/// workload has (none for a workload of none).
+pub(crate) fn want_at(strategy: &CanaryStrategy, w: &Workload, idx: i32) -> i32 {
+    let step = strategy.steps.get((idx - 1).max(0) as usize);
+    let replicas = step.and_then(|s| s.replicas.as_ref());
+    step_replicas(replicas, w.replicas).min(w.replicas.max(0))
+}
+
 /// The canary strategy of `r`, if it has one.
 pub(crate) fn strategy(r: &Rollout) -> Option<&CanaryStrategy> {
     r.spec.strategy.canary.as_ref()

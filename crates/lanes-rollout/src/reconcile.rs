@@ -58,36 +58,73 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
             ))
         };
     }
-    if w.is_releasing() || is_finalising(&status, w) {
-        with_release_labels(obs, w, crate::release::run(obs, w, canary_strategy, status))
+    if w.is_releasing() || is_finalising(&status, w) || is_id_release(&status, w) {
+        let step_pods = |idx| crate::plan::want_at(canary_strategy, w, idx);
+        let d = crate::release::run(obs, w, canary_strategy, status);
+        with_release_labels(obs, w, step_pods, d)
     } else {
         settle(obs, w, canary_strategy.steps.len(), status)
     }
 }
 
+/// Whether a release of the workload's current template was started by a new
+/// `rollouts.kruise.io/rollout-id` alone (the template unchanged, as Kruise starts one):
+/// the id differs from the one the settled Rollout observed (none, or another), or such
+/// a release is under way. An id the workload has when the Rollout first settles is
+/// observed without a release.
+fn is_id_release(status: &RolloutStatus, w: &Workload) -> bool {
+    let (Some(id), Some(cs)) = (w.rollout_id.as_deref(), status.canary_status.as_ref()) else {
+        return false;
+    };
+    let revision = w.revision();
+    match status.phase {
+        Some(RolloutPhase::Healthy) => {
+            cs.current_step_state == StepState::Completed
+                && cs.observed_rollout_id.as_deref() != Some(id)
+        }
+        Some(RolloutPhase::Progressing) => {
+            !w.is_releasing() && cs.canary_revision.as_deref() == Some(revision.as_str())
+        }
+        _ => false,
+    }
+}
+
 /// A release under way observes the workload's rollout id and labels the canary's pods
 /// with it and their batch ([`crate::batch`]); in partition style, until its steps are
-/// through, the canary's pods take their lane's labels.
-fn with_release_labels(obs: &Observed<'_>, w: &Workload, mut d: Decision) -> Decision {
-    let stepping = d
-        .status
-        .canary_status
-        .as_ref()
-        .is_some_and(|cs| cs.current_step_state != StepState::Completed);
-    if stepping && crate::plan::is_partition(obs.rollout) {
-        let lane = crate::plan::lane_labels(obs.rollout, w, true);
-        d.actions
-            .extend(crate::batch::set_labels(&lane, &obs.canary_pods));
+/// through, the canary's pods take their lane's labels. In partition style only as many
+/// pods as the step wants are labelled (`step_pods(step)`; more when more already are):
+/// a release started by a rollout id alone has every pod on its revision already.
+fn with_release_labels(
+    obs: &Observed<'_>,
+    w: &Workload,
+    step_pods: impl Fn(i32) -> i32,
+    mut d: Decision,
+) -> Decision {
+    let Some(cs) = d.status.canary_status.as_mut() else {
+        return d;
+    };
+    let step = cs.current_step_index.max(1);
+    let partition = crate::plan::is_partition(obs.rollout);
+    let lane = crate::plan::lane_labels(obs.rollout, w, true);
+    let ids: Vec<&str> = [w.rollout_id.as_deref(), cs.observed_rollout_id.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let pods = match partition {
+        true => crate::batch::first_pods(&obs.canary_pods, &lane, &ids, step_pods(step)),
+        false => obs.canary_pods.clone(),
+    };
+    if partition && cs.current_step_state != StepState::Completed {
+        d.actions.extend(crate::batch::set_labels(&lane, &pods));
     }
-    let (Some(id), Some(cs)) = (w.rollout_id.as_deref(), d.status.canary_status.as_mut()) else {
+    let Some(id) = w.rollout_id.as_deref() else {
         return d;
     };
     if d.status.phase == Some(RolloutPhase::Progressing) {
         cs.observed_rollout_id = Some(id.to_string());
     }
-    let step = cs.current_step_index.max(1);
     d.actions
-        .extend(crate::batch::batch_labels(id, step, &obs.canary_pods));
+        .extend(crate::batch::batch_labels(id, step, &pods));
     d
 }
 
@@ -186,6 +223,7 @@ fn settle(obs: &Observed<'_>, w: &Workload, steps: usize, mut status: RolloutSta
         _ => Some(CanaryStatus {
             stable_revision: Some(revision),
             observed_workload_generation: Some(w.generation),
+            observed_rollout_id: w.rollout_id.clone(),
             current_step_state: StepState::Completed,
             current_step_index: steps as i32,
             last_update_time: Some(obs.now.to_string()),

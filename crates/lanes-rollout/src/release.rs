@@ -183,11 +183,9 @@ impl<'a> Release<'a> {
         self.strategy.steps.get((idx - 1).max(0) as usize)
     }
 
-    /// Canary replicas step `idx` wants: never more than the workload has (none for a
-    /// workload of none).
+    /// Canary replicas step `idx` wants ([`crate::plan::want_at`]).
     fn want_at(&self, idx: i32) -> i32 {
-        let replicas = self.step_at(idx).and_then(|s| s.replicas.as_ref());
-        step_replicas(replicas, self.w.replicas).min(self.w.replicas.max(0))
+        crate::plan::want_at(self.strategy, self.w, idx)
     }
 
     fn analysis_cfg(&self) -> Option<&'a Analysis> {
@@ -195,12 +193,16 @@ impl<'a> Release<'a> {
     }
 
     /// The canary status to go on from: a fresh one for a new release (or a newer
-    /// template during one: start over at step 1), the current step redone when the plan
-    /// changed mid-release.
+    /// template during one: start over at step 1; or a new rollout id once a release is
+    /// through), the current step redone when the plan changed mid-release.
     fn canary_status(&self, status: &RolloutStatus) -> CanaryStatus {
         let plan = plan_hash(self.r);
         let mut cs = status.canary_status.clone().unwrap_or_default();
-        if cs.canary_revision.as_deref() != Some(self.revision.as_str()) {
+        let new_id = cs.current_step_state == StepState::Completed
+            && status.phase == Some(RolloutPhase::Healthy)
+            && self.w.rollout_id.is_some()
+            && cs.observed_rollout_id != self.w.rollout_id;
+        if cs.canary_revision.as_deref() != Some(self.revision.as_str()) || new_id {
             cs = CanaryStatus {
                 stable_revision: Some(self.w.stable_revision()),
                 canary_revision: Some(self.revision.clone()),

@@ -1171,3 +1171,57 @@ fn a_partition_style_release_updates_the_workloads_own_pods_in_batches() {
     assert_eq!(st(&r).0, "Healthy");
     assert_eq!(d.actions, vec![Action::ClearWorkloadMarks]);
 }
+
+#[test]
+fn a_new_rollout_id_alone_starts_a_release_of_the_same_template() {
+    let mut r = rollout(vec![
+        step(IntOrString::String("25%".into()), None),
+        step(IntOrString::String("100%".into()), Some(0)),
+    ]);
+    if let Some(c) = r.spec.strategy.canary.as_mut() {
+        c.enable_extra_workload_for_canary = None;
+    }
+    let mut w = workload("a:1", None, false);
+    w.rollout_id = Some("1".into());
+    let pods: Vec<CanaryPod> = ["p1", "p2", "p3", "p4"]
+        .iter()
+        .map(|n| labelled_pod(n, "base"))
+        .collect();
+    // The id the workload has when the Rollout first settles: observed, no release.
+    let d = partition_run(&mut r, &w, own_pods(4, 4), pods.clone(), t0());
+    assert_eq!(st(&r).0, "Healthy");
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let cs = r.status.as_ref().unwrap().canary_status.clone().unwrap();
+    assert_eq!(cs.observed_rollout_id.as_deref(), Some("1"));
+    // A new id: a release of the same template; the first step counts one pod of four,
+    // which alone takes the lane's labels and the batch.
+    w.rollout_id = Some("2".into());
+    let d = partition_run(&mut r, &w, own_pods(4, 4), pods.clone(), t0());
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+    assert!(d.actions.contains(&Action::SetWorkloadPaused(true)));
+    let labelled: Vec<&str> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::LabelPod { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(labelled, ["p1", "p1"], "{:?}", d.actions);
+    let cs = r.status.as_ref().unwrap().canary_status.clone().unwrap();
+    assert_eq!(cs.observed_rollout_id.as_deref(), Some("2"));
+}
+
+#[test]
+fn a_first_rollout_id_on_a_settled_workload_starts_a_release() {
+    let mut r = rollout(vec![step(IntOrString::String("25%".into()), None)]);
+    if let Some(c) = r.spec.strategy.canary.as_mut() {
+        c.enable_extra_workload_for_canary = Some(false);
+    }
+    let mut w = workload("a:1", None, false);
+    partition_run(&mut r, &w, own_pods(4, 4), Vec::new(), t0());
+    assert_eq!(st(&r).0, "Healthy");
+    w.rollout_id = Some("1".into());
+    partition_run(&mut r, &w, own_pods(4, 4), Vec::new(), t0());
+    assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
+}

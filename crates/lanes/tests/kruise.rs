@@ -692,9 +692,10 @@ async fn kruise_step_jump_deployment_partition() {
             .unwrap(),
     )
     .unwrap();
+    // The step's replicas as written (Kruise's partition is a count or a percentage).
     assert_eq!(
         strategy,
-        json!({"rollingStyle": "Partition", "partition": 1})
+        json!({"rollingStyle": "Partition", "partition": "20%"})
     );
     let canaries = d.ok(&[
         "get",
@@ -1343,5 +1344,119 @@ async fn kruise_patch_batch_id_to_pods_normal_case_as_a_deployment() {
     all_pods_ready(&d);
     for b in ["1", "2", "3", "4", "5"] {
         batch(b, 1);
+    }
+}
+
+/// The setting of Kruise's "patch batch id to pods" cases whose release a rollout id
+/// alone starts (a CloneSet there, a Deployment here): `mocka-v1` at 5 replicas, a
+/// partition-style Rollout of 20/40/60/80% steps each awaiting approval (20% of the
+/// traffic at the first) and 100% last, settled.
+async fn id_release_setting(d: &Daemon) {
+    seed(d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
+    d.ok(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"spec": {"replicas": 5}}"#,
+    ]);
+    d.client()
+        .create(&rollout_json(
+            "rollouts-mocka",
+            json!({"enableExtraWorkloadForCanary": false, "steps": [
+                {"replicas": "20%", "traffic": "20%", "pause": {}},
+                {"replicas": "40%", "pause": {}},
+                {"replicas": "60%", "pause": {}},
+                {"replicas": "80%", "pause": {}},
+                {"replicas": "100%", "pause": {"duration": 0}},
+            ], "patchPodTemplateMetadata": {"labels": {"ASM_TRAFFIC_TAG": "canary"}}}),
+        ))
+        .await
+        .unwrap();
+    settled(d, 3);
+    wait_step(d, "rollouts-mocka", "Healthy", 0, "Completed");
+}
+
+/// Labels the workload `rollouts.kruise.io/rollout-id=id` (the template unchanged).
+fn set_rollout_id(d: &Daemon, id: &str) {
+    kubectl(
+        d,
+        &[
+            "label",
+            "deployment/mocka-v1",
+            &format!("rollouts.kruise.io/rollout-id={id}"),
+            "--overwrite",
+        ],
+    );
+}
+
+/// Approves the step the Rollout pauses in and waits for it to pause in step `next`.
+fn approve_to(d: &Daemon, next: i64) {
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    wait_step(d, "rollouts-mocka", "Progressing", next, "StepPaused");
+}
+
+/// Waits until `n` pods carry release `id` and batch `batch`.
+fn batch_has(d: &Daemon, id: &str, batch: &str, n: usize) {
+    eventually(Duration::from_secs(30), || {
+        (batch_pods(d, id, batch) == n).then_some(())
+    });
+}
+
+/// Kruise's "patch batch id to pods: only rollout-id changes", on a Deployment: a new
+/// rollout id alone starts a release of the same template, one pod a step labelled with
+/// its batch; a second id at step 3 relabels batches 1-3 with it, and the release runs
+/// on to every pod in its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_patch_batch_id_only_rollout_id_changes_as_a_deployment() {
+    let d = Daemon::start();
+    id_release_setting(&d).await;
+    set_rollout_id(&d, "1");
+    wait_step(&d, "rollouts-mocka", "Progressing", 1, "StepPaused");
+    batch_has(&d, "1", "1", 1);
+    approve_to(&d, 2);
+    batch_has(&d, "1", "2", 1);
+    approve_to(&d, 3);
+    batch_has(&d, "1", "3", 1);
+    set_rollout_id(&d, "2");
+    for b in ["1", "2", "3"] {
+        batch_has(&d, "2", b, 1);
+    }
+    let r = wait_step(&d, "rollouts-mocka", "Progressing", 3, "StepPaused");
+    assert_eq!(r["status"]["canaryStatus"]["observedRolloutID"], "2");
+    approve_to(&d, 4);
+    batch_has(&d, "2", "4", 1);
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    wait_step(&d, "rollouts-mocka", "Healthy", 5, "Completed");
+    all_pods_ready(&d);
+    for b in ["1", "2", "3", "4", "5"] {
+        batch_has(&d, "2", b, 1);
+    }
+    // The pods went back to the baseline lane; the template and its pods never changed.
+    assert_eq!(updated_in_lane(&d), (5, 0));
+    assert_eq!(share(&answers(&d, "id", 20, &[]), "v1"), 100.0);
+}
+
+/// Kruise's "patch batch id to pods: only change rollout-id after rolling the first
+/// step", on a Deployment: id 1 starts the release; at step 1 id 2 takes over, and each
+/// step after labels its pod with id 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kruise_patch_batch_id_rollout_id_changed_after_step_1_as_a_deployment() {
+    let d = Daemon::start();
+    id_release_setting(&d).await;
+    set_rollout_id(&d, "1");
+    wait_step(&d, "rollouts-mocka", "Progressing", 1, "StepPaused");
+    batch_has(&d, "1", "1", 1);
+    set_rollout_id(&d, "2");
+    batch_has(&d, "2", "1", 1);
+    wait_step(&d, "rollouts-mocka", "Progressing", 1, "StepPaused");
+    for (next, batch) in [(2, "2"), (3, "3"), (4, "4")] {
+        approve_to(&d, next);
+        batch_has(&d, "2", batch, 1);
+    }
+    d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
+    wait_step(&d, "rollouts-mocka", "Healthy", 5, "Completed");
+    for b in ["1", "2", "3", "4", "5"] {
+        batch_has(&d, "2", b, 1);
     }
 }
