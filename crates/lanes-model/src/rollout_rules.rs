@@ -31,6 +31,24 @@ pub fn check(errs: &mut Vec<FieldError>, spec: &RolloutSpec) {
     }
 }
 
+/// Kruise's annotation asking that a rollback run through the steps again.
+pub const ROLLBACK_IN_BATCH: &str = "rollouts.kruise.io/rollback-in-batch";
+
+/// The Rollout annotations Kruise reads that ask for what Lanes does not run: a rollback
+/// in batches (Lanes cancels a release at once when the template goes back).
+pub fn check_annotations(
+    errs: &mut Vec<FieldError>,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) {
+    if annotations.is_some_and(|a| a.get(ROLLBACK_IN_BATCH).is_some_and(|v| v == "true")) {
+        errs.push(FieldError::new(
+            format!("metadata.annotations[{ROLLBACK_IN_BATCH}]"),
+            "Lanes does not roll back in batches: a template set back to the stable one \
+             cancels the release at once (the stable pods never left); remove the annotation",
+        ));
+    }
+}
+
 fn check_workload(errs: &mut Vec<FieldError>, w: &WorkloadRef) {
     if w.name.is_empty() {
         errs.push(FieldError::new("spec.workloadRef.name", "is required"));
@@ -443,6 +461,18 @@ mod tests {
             "      steps: [{replicas: 1}]\n      trafficRoutingRef: tr\n",
             "spec.strategy.canary.trafficRoutingRef",
             "not run by Lanes",
+        );
+        // Kruise's rollback in batches is refused, naming the annotation.
+        let text = format!(
+            "apiVersion: rollouts.kruise.io/v1beta1\nkind: Rollout\nmetadata: {{name: r, annotations: {{rollouts.kruise.io/rollback-in-batch: 'true'}}}}\nspec:\n  workloadRef: {DEPLOYMENT}\n  strategy:\n    canary:\n      enableExtraWorkloadForCanary: true\n      steps: [{{replicas: 1}}]\n"
+        );
+        let (objs, diags) = decode_str("r.yaml", &text);
+        assert!(objs.is_empty());
+        assert!(
+            diags[0]
+                .to_string()
+                .contains("metadata.annotations[rollouts.kruise.io/rollback-in-batch]: Lanes does not roll back in batches"),
+            "{diags:?}"
         );
         // Kruise's default (unset) is partition style, as is `false`: both are run.
         for extra in ["", "      enableExtraWorkloadForCanary: false\n"] {

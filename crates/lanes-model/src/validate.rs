@@ -182,7 +182,10 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
                 }
             }
         }
-        Typed::Rollout(r) => crate::rollout_rules::check(&mut errs, &r.spec),
+        Typed::Rollout(r) => {
+            crate::rollout_rules::check(&mut errs, &r.spec);
+            crate::rollout_rules::check_annotations(&mut errs, r.metadata.annotations.as_ref());
+        }
     }
     errs
 }

@@ -166,29 +166,29 @@ async fn canary_pods(
     if canaries.is_empty() {
         return Ok(Vec::new());
     }
-    let selector = lanes_model::object::match_labels_query(&workload.selector);
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(kube_err(format!("list pods of {}", workload.name)))?;
-    Ok(list
-        .items
+    Ok(workload_pods(pods, workload)
+        .await?
         .into_iter()
         .filter(|p| lanes_rollout::owned_by_canary(p, canaries))
         .collect())
 }
 
-/// The workload's own pods at its current template (a partition-style release's canary):
-/// those its selector selects whose `pod-template-hash` is the template's, not going.
-async fn own_new_pods(pods: &Api<Pod>, workload: &Workload) -> Result<Vec<Pod>, Error> {
+/// The pods the workload's selector selects.
+async fn workload_pods(pods: &Api<Pod>, workload: &Workload) -> Result<Vec<Pod>, Error> {
     let selector = lanes_model::object::match_labels_query(&workload.selector);
-    let revision = workload.revision();
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(kube_err(format!("list pods of {}", workload.name)))?;
-    Ok(list
-        .items
+    Ok(list.items)
+}
+
+/// The workload's own pods at its current template (a partition-style release's canary):
+/// those its selector selects whose `pod-template-hash` is the template's, not going.
+async fn own_new_pods(pods: &Api<Pod>, workload: &Workload) -> Result<Vec<Pod>, Error> {
+    let revision = workload.revision();
+    Ok(workload_pods(pods, workload)
+        .await?
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {

@@ -31,6 +31,7 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
     // the operator's webhook) is not run either, and says why.
     let mut refused = Vec::new();
     lanes_model::rollout_rules::check(&mut refused, &r.spec);
+    lanes_model::rollout_rules::check_annotations(&mut refused, r.metadata.annotations.as_ref());
     let canary_strategy = strategy(r).filter(|_| refused.is_empty());
     let Some(canary_strategy) = canary_strategy else {
         let message = match refused.first() {

@@ -1023,6 +1023,11 @@ fn labelled_pod(name: &str, tag: &str) -> CanaryPod {
     }
 }
 
+/// The one action of setting the partition to `pct`.
+fn set_partition(pct: &str) -> Vec<Action> {
+    vec![Action::SetPartition(Some(IntOrString::String(pct.into())))]
+}
+
 fn partition_run(
     r: &mut Rollout,
     w: &Workload,
@@ -1059,12 +1064,7 @@ fn a_partition_style_release_updates_the_workloads_own_pods_in_batches() {
     let mut w = workload("a:2", Some("a:1"), true);
     // Step 1: the partition asks for one pod (25% of 4); no canary Deployment.
     let d = partition_run(&mut r, &w, own_pods(0, 0), Vec::new(), t0());
-    assert_eq!(
-        d.actions,
-        vec![Action::SetPartition(Some(IntOrString::String(
-            "25%".into()
-        )))]
-    );
+    assert_eq!(d.actions, set_partition("25%"));
     assert_eq!(st(&r), ("Progressing".into(), 1, "StepUpgrade".into()));
     // The new pod comes up with the template's lane label: it takes the canary lane's.
     w.partition = Some(IntOrString::String("25%".into()));
@@ -1095,12 +1095,7 @@ fn a_partition_style_release_updates_the_workloads_own_pods_in_batches() {
         vec![labelled_pod("p1", "canary")],
         t0(),
     );
-    assert_eq!(
-        d.actions,
-        vec![Action::SetPartition(Some(IntOrString::String(
-            "50%".into()
-        )))]
-    );
+    assert_eq!(d.actions, set_partition("50%"));
     w.partition = Some(IntOrString::String("50%".into()));
     partition_run(
         &mut r,
@@ -1124,19 +1119,13 @@ fn a_partition_style_release_updates_the_workloads_own_pods_in_batches() {
     // A newer template mid-release starts its partition afresh at step 1.
     let mut newer = r.clone();
     let v3 = workload("a:3", Some("a:1"), true);
-    let mut v3 = Workload {
+    let v3 = Workload {
         partition: w.partition.clone(),
         ..v3
     };
     let d = partition_run(&mut newer, &v3, own_pods(0, 0), Vec::new(), t0());
-    assert_eq!(
-        d.actions,
-        vec![Action::SetPartition(Some(IntOrString::String(
-            "25%".into()
-        )))]
-    );
+    assert_eq!(d.actions, set_partition("25%"));
     assert_eq!(st(&newer), ("Progressing".into(), 1, "StepUpgrade".into()));
-    v3.partition = None;
     // Through the steps: the canary's pods take back the template's label, then the
     // workload resumes without its partition and rolls the rest.
     let d = partition_run(

@@ -384,8 +384,15 @@ pub fn describe(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
             pod_hash: None,
         })
         .collect();
+    // Partition style: the canary's pods are the workload's own at the release's
+    // `podTemplateHash`, while it runs (kubectl-kruise lists them so).
+    let partition_hash = (str_at(&r, "/status/phase") == "Progressing" && canaries.is_empty())
+        .then(|| str_at(&r, "/status/canaryStatus/podTemplateHash"))
+        .filter(|h| !h.is_empty());
     let is_canary = |p: &Value| {
-        serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(p.clone())
+        let own =
+            partition_hash.is_some_and(|h| str_at(p, "/metadata/labels/pod-template-hash") == h);
+        own || serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(p.clone())
             .is_ok_and(|p| lanes_rollout::owned_by_canary(&p, &canaries))
     };
     let (canary, stable): (Vec<&Value>, Vec<&Value>) = pods.iter().partition(|p| is_canary(p));

@@ -721,6 +721,12 @@ async fn kruise_step_jump_deployment_partition() {
         "name",
     ]);
     assert_eq!(new_pods.lines().count(), 1, "{new_pods}");
+    // describe lists that pod as the canary's, the four others as stable.
+    let described = d.ok(&["rollout", "describe", "rollout/rollouts-mocka"]);
+    assert!(
+        described.contains("Canary pods (1):") && described.contains("Stable pods (4):"),
+        "{described}"
+    );
     // Without a lane header, 20% of the traces enter the canary lane: v2 answers them.
     let step1 = answers(&d, "p1", 100, &[]);
     assert!((10.0..=30.0).contains(&share(&step1, "v2")), "{step1:?}");
@@ -1119,6 +1125,25 @@ fn all_pods_ready(d: &Daemon) {
     });
 }
 
+/// Scales the workload to 6 after its release: the Rollout's observed workload
+/// generation follows (Kruise's `WaitRolloutWorkloadGeneration`).
+fn scaled_after_release(d: &Daemon) {
+    kubectl(
+        d,
+        &[
+            "patch",
+            "deployment/mocka-v1",
+            "-p",
+            r#"{"spec": {"replicas": 6}}"#,
+        ],
+    );
+    let (generation, ..) = workload_counts(d);
+    eventually(Duration::from_secs(30), || {
+        let r = rollout(d, "rollouts-mocka");
+        (r["status"]["canaryStatus"]["observedWorkloadGeneration"] == generation).then_some(())
+    });
+}
+
 /// Kruise's "advanced deployment rolling with traffic case": 1 pod with 20% of the
 /// traffic, then 3 pods, then every pod; `Succeeded`; scaled afterwards, the Rollout's
 /// observed workload generation follows.
@@ -1142,20 +1167,7 @@ async fn kruise_advanced_deployment_rolling_with_traffic() {
         .unwrap();
     assert_eq!(succeeded["status"], "True");
     assert_eq!(share(&answers(&d, "t2", 30, &[]), "v2"), 100.0);
-    kubectl(
-        &d,
-        &[
-            "patch",
-            "deployment/mocka-v1",
-            "-p",
-            r#"{"spec": {"replicas": 6}}"#,
-        ],
-    );
-    let (generation, ..) = workload_counts(&d);
-    eventually(Duration::from_secs(30), || {
-        let r = rollout(&d, "rollouts-mocka");
-        (r["status"]["canaryStatus"]["observedWorkloadGeneration"] == generation).then_some(())
-    });
+    scaled_after_release(&d);
 }
 
 /// Kruise's "advanced deployment continuous rolling case": v2 at step 2 (3 pods), then
@@ -1308,20 +1320,7 @@ async fn kruise_percentage_steps_succeeded_as_a_deployment() {
     assert_eq!(condition("Succeeded")["status"], "True");
     assert_eq!(condition("Progressing")["reason"], "Completed");
     assert_eq!(condition("Progressing")["status"], "False");
-    kubectl(
-        &d,
-        &[
-            "patch",
-            "deployment/mocka-v1",
-            "-p",
-            r#"{"spec": {"replicas": 6}}"#,
-        ],
-    );
-    let (generation, ..) = workload_counts(&d);
-    eventually(Duration::from_secs(30), || {
-        let r = rollout(&d, "rollouts-mocka");
-        (r["status"]["canaryStatus"]["observedWorkloadGeneration"] == generation).then_some(())
-    });
+    scaled_after_release(&d);
 }
 
 /// Kruise's "Patch batch id to pods: normal case" (an Advanced StatefulSet there), on a
