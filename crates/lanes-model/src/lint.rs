@@ -120,6 +120,19 @@ fn lint_rollout(ctx: &mut Ctx<'_>, l: &Loaded) {
             ),
         );
     }
+    if let Some(key) = partition_selector_clash(ctx, ns, r) {
+        ctx.report(
+            Severity::Error,
+            l,
+            "spec.strategy.canary.patchPodTemplateMetadata.labels",
+            format!(
+                "{key:?} is in the selector of Deployment {:?}; a partition-style release \
+                 relabels the workload's own pods, which would take them out of it (use \
+                 another label for the lane, or enableExtraWorkloadForCanary: true)",
+                wref.name
+            ),
+        );
+    }
     if r.routes_traffic()
         && let Some(message) = unrouted_release(ctx, l, r)
     {
@@ -147,6 +160,32 @@ fn lint_rollout(ctx: &mut Ctx<'_>, l: &Loaded) {
             ),
         );
     }
+}
+
+/// In a partition-style Rollout, a lane label of `patchPodTemplateMetadata` its
+/// Deployment's selector matches on.
+fn partition_selector_clash<'r>(
+    ctx: &Ctx<'_>,
+    ns: &str,
+    r: &'r crate::rollout::Rollout,
+) -> Option<&'r str> {
+    let canary = r.spec.strategy.canary.as_ref()?;
+    if canary.enable_extra_workload_for_canary == Some(true) {
+        return None;
+    }
+    let labels = &canary.patch_pod_template_metadata.as_ref()?.labels;
+    let selector = ctx.loaded.iter().find_map(|o| match &o.object.typed {
+        Typed::Deployment(d)
+            if o.object.name == r.spec.workload_ref.name && o.object.namespace_or_empty() == ns =>
+        {
+            d.spec.as_ref()?.selector.match_labels.clone()
+        }
+        _ => None,
+    })?;
+    labels
+        .keys()
+        .find(|k| selector.contains_key(k.as_str()))
+        .map(String::as_str)
 }
 
 /// Why the traffic steps of Rollout `r` would route nothing (its `StepTrafficRouting`

@@ -310,3 +310,30 @@ fn two_rollouts_on_one_workload() {
         "{lines:#?}"
     );
 }
+
+/// A partition-style Rollout whose lane label is in its Deployment's selector is an
+/// error: relabelling the workload's own pods would take them out of it.
+#[test]
+fn a_partition_lane_label_in_the_workload_selector() {
+    let mut files = seed_files();
+    files[3].1 = files[3].1.replacen(
+        "enableExtraWorkloadForCanary: true",
+        "enableExtraWorkloadForCanary: false",
+        1,
+    );
+    // Partition style over the seed as it is lints clean.
+    assert!(lint_texts(&files).is_empty(), "{:?}", lint_texts(&files));
+    files[1].1 = files[1].1.replacen(
+        "    matchLabels:\n      app: mocka\n",
+        "    matchLabels:\n      app: mocka\n      ASM_TRAFFIC_TAG: base\n",
+        1,
+    );
+    assert!(files[1].1.contains("      ASM_TRAFFIC_TAG: base\n  template"));
+    let d = lint_texts(&files);
+    assert!(
+        only(&d).contains(
+            "Rollout/rollouts-mocka: spec.strategy.canary.patchPodTemplateMetadata.labels: \"ASM_TRAFFIC_TAG\" is in the selector of Deployment \"mocka-v1\""
+        ),
+        "{d:?}"
+    );
+}

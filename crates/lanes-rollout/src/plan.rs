@@ -89,6 +89,20 @@ pub(crate) fn lane_labels(
         .collect()
 }
 
+/// In partition style, a label of `patchPodTemplateMetadata` that the workload's selector
+/// matches on: relabelling its own pods with it would take them out of the workload.
+pub(crate) fn selector_clash<'a>(r: &'a Rollout, w: &Workload) -> Option<&'a str> {
+    if !is_partition(r) {
+        return None;
+    }
+    let meta = strategy(r)?.patch_pod_template_metadata.as_ref()?;
+    let selected = w.selector.get("matchLabels")?;
+    meta.labels
+        .keys()
+        .find(|k| selected.get(k.as_str()).is_some())
+        .map(String::as_str)
+}
+
 /// The name of the canary Deployment of `workload` at `revision`.
 pub fn canary_name(workload: &str, revision: &str) -> String {
     format!("{workload}-{revision}")

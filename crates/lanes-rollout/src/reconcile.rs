@@ -46,6 +46,26 @@ pub fn reconcile(obs: &Observed<'_>) -> Decision {
             obs.now,
         ));
     };
+    if let Some(key) = crate::plan::selector_clash(r, w) {
+        let message = format!(
+            "not run: spec.strategy.canary.patchPodTemplateMetadata.labels: {key:?} is in the \
+             selector of Deployment {:?}; a partition-style release relabels the workload's own \
+             pods, which would take them out of it (use another label for the lane, or \
+             enableExtraWorkloadForCanary: true)",
+            w.name
+        );
+        // Anything of a release already begun stands down: the workload rolls on.
+        return Decision {
+            actions: stand_down(obs, w),
+            ..Decision::settled(with_condition(
+                status,
+                RolloutPhase::Disabled,
+                Reason::Disabled,
+                message,
+                obs.now,
+            ))
+        };
+    }
     if r.spec.disabled.unwrap_or(false) {
         status.canary_status = None;
         return Decision {

@@ -1214,3 +1214,25 @@ fn a_first_rollout_id_on_a_settled_workload_starts_a_release() {
     partition_run(&mut r, &w, own_pods(4, 4), Vec::new(), t0());
     assert_eq!(st(&r), ("Progressing".into(), 1, "StepPaused".into()));
 }
+
+#[test]
+fn a_partition_style_lane_label_in_the_workloads_selector_is_not_run() {
+    let mut r = rollout(vec![step(IntOrString::Int(1), None)]);
+    if let Some(c) = r.spec.strategy.canary.as_mut() {
+        c.enable_extra_workload_for_canary = Some(false);
+    }
+    let mut w = workload("a:2", Some("a:1"), true);
+    w.selector = json!({"matchLabels": {"app": "mocka", "ASM_TRAFFIC_TAG": "base"}});
+    let d = partition_run(&mut r, &w, own_pods(0, 0), Vec::new(), t0());
+    assert_eq!(st(&r).0, "Disabled");
+    // The release the admission began stands down: the workload is let go.
+    assert_eq!(
+        d.actions,
+        vec![Action::ClearWorkloadMarks, Action::SetWorkloadPaused(false)]
+    );
+    let message = r.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(
+        message.contains("\"ASM_TRAFFIC_TAG\" is in the selector of Deployment \"mocka-v1\""),
+        "{message}"
+    );
+}
