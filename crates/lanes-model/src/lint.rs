@@ -39,8 +39,25 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Every cross-reference problem among `loaded`, errors and warnings, in input order.
+/// Where the manifests are going: what `lanes up` runs, or a cluster with the Lanes
+/// operator (whose webhook refuses what only `lanes up` runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// `lanes up`.
+    #[default]
+    LanesUp,
+    /// A cluster.
+    Cluster,
+}
+
+/// Every cross-reference problem among `loaded`, errors and warnings, in input order,
+/// for `lanes up`.
 pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
+    lint_for(loaded, Target::LanesUp)
+}
+
+/// Every cross-reference problem among `loaded` going to `target`.
+pub fn lint_for(loaded: &[Loaded], target: Target) -> Vec<Diagnostic> {
     let services: Vec<ServiceView> = loaded
         .iter()
         .filter_map(|l| ServiceView::from_object(&l.object))
@@ -72,7 +89,16 @@ pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
     };
     for l in loaded {
         match &l.object.typed {
-            Typed::Rollout(_) => lint_rollout(&mut ctx, l),
+            Typed::Rollout(r) => {
+                if target == Target::Cluster {
+                    let mut errs = Vec::new();
+                    crate::rollout_rules::check_cluster(&mut errs, &r.spec);
+                    for e in errs {
+                        ctx.report(Severity::Error, l, &e.path, e.message);
+                    }
+                }
+                lint_rollout(&mut ctx, l)
+            }
             Typed::Deployment(_) => lint_deployment_urls(&mut ctx, l),
             Typed::LaneGroup(_) => lint_group(&mut ctx, l),
             Typed::Lane(_) => lint_lane(&mut ctx, l),

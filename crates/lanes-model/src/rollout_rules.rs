@@ -31,6 +31,25 @@ pub fn check(errs: &mut Vec<FieldError>, spec: &RolloutSpec) {
     }
 }
 
+/// What a Rollout meets beyond [`check`] on a cluster (the operator's webhook, `lanes
+/// lint --cluster`): partition style is `lanes up`'s alone, since Kubernetes' own
+/// Deployment controller does not honour a partition.
+pub fn check_cluster(errs: &mut Vec<FieldError>, spec: &RolloutSpec) {
+    if spec
+        .strategy
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.enable_extra_workload_for_canary != Some(true))
+    {
+        errs.push(FieldError::new(
+            "spec.strategy.canary.enableExtraWorkloadForCanary",
+            "a partition-style release (false, or not set) needs a Deployment controller that \
+             honours the partition, as lanes up's does; on a cluster set it to true: the canary \
+             runs as a Deployment `<workload>-<revision>` whose pods join the canary lane",
+        ));
+    }
+}
+
 /// Kruise's annotation asking that a rollback run through the steps again.
 pub const ROLLBACK_IN_BATCH: &str = "rollouts.kruise.io/rollback-in-batch";
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lanes_model::lint::lint;
+use lanes_model::lint::{Target, lint, lint_for};
 use lanes_model::{Diagnostic, Typed, decode_str, load_paths};
 
 fn repo() -> PathBuf {
@@ -16,13 +16,17 @@ fn seed_text(file: &str) -> String {
 }
 
 fn lint_texts(files: &[(&str, String)]) -> Vec<Diagnostic> {
+    lint_texts_for(files, Target::LanesUp)
+}
+
+fn lint_texts_for(files: &[(&str, String)], target: Target) -> Vec<Diagnostic> {
     let mut loaded = Vec::new();
     for (name, text) in files {
         let (objs, diags) = decode_str(name, text);
         assert!(diags.is_empty(), "{diags:?}");
         loaded.extend(objs);
     }
-    lint(&loaded)
+    lint_for(&loaded, target)
 }
 
 fn seed_files() -> Vec<(&'static str, String)> {
@@ -328,7 +332,11 @@ fn a_partition_lane_label_in_the_workload_selector() {
         "    matchLabels:\n      app: mocka\n      ASM_TRAFFIC_TAG: base\n",
         1,
     );
-    assert!(files[1].1.contains("      ASM_TRAFFIC_TAG: base\n  template"));
+    assert!(
+        files[1]
+            .1
+            .contains("      ASM_TRAFFIC_TAG: base\n  template")
+    );
     let d = lint_texts(&files);
     assert!(
         only(&d).contains(
@@ -336,4 +344,26 @@ fn a_partition_lane_label_in_the_workload_selector() {
         ),
         "{d:?}"
     );
+}
+
+/// Partition style runs in `lanes up` only: linted for a cluster it is an error naming
+/// the field; the seed's extra-workload Rollouts lint clean for both.
+#[test]
+fn partition_style_is_an_error_for_a_cluster() {
+    let mut files = seed_files();
+    assert!(lint_texts_for(&files, Target::Cluster).is_empty());
+    files[3].1 = files[3].1.replacen(
+        "enableExtraWorkloadForCanary: true",
+        "enableExtraWorkloadForCanary: false",
+        1,
+    );
+    assert!(lint_texts(&files).is_empty());
+    let d = lint_texts_for(&files, Target::Cluster);
+    assert!(
+        only(&d).contains(
+            "Rollout/rollouts-mocka: spec.strategy.canary.enableExtraWorkloadForCanary: a partition-style release (false, or not set) needs a Deployment controller that honours the partition"
+        ),
+        "{d:?}"
+    );
+    assert!(d[0].is_error());
 }

@@ -173,21 +173,13 @@ fn rollout_errors(
                     .iter()
                     .map(|e| format!("{}: {}", e.path, e.message))
                     .collect();
-            if lanes_rollout::is_partition(r) {
-                errs.push(PARTITION_ON_A_CLUSTER.to_string());
-            }
+            let mut cluster = Vec::new();
+            lanes_model::rollout_rules::check_cluster(&mut cluster, &r.spec);
+            errs.extend(cluster.iter().map(|e| format!("{}: {}", e.path, e.message)));
             errs
         }
     }
 }
-
-/// Why a partition-style Rollout is refused on a cluster: its batches are carried out by
-/// the Deployment controller, which in `lanes up` honours the partition and on a cluster
-/// (Kubernetes' own) does not.
-const PARTITION_ON_A_CLUSTER: &str = "spec.strategy.canary.enableExtraWorkloadForCanary: \
-    a partition-style release (false, or not set) needs a Deployment controller that honours \
-    the partition, as lanes up's does; on a cluster set it to true: the canary runs as a \
-    Deployment `<workload>-<revision>` whose pods join the canary lane";
 
 async fn validate(
     State(rollouts): State<Rollouts>,

@@ -218,6 +218,10 @@ enum Command {
         /// Files or directories of manifests (`.yaml`/`.yml`), `-` for standard input.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
+        /// Check for a cluster with the Lanes operator rather than `lanes up` (what only
+        /// `lanes up` runs, partition-style Rollouts, is then an error).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Run the proxy standalone from a YAML file: its role, listeners, route table and
     /// endpoints (see the README for the format). Stops on SIGINT or SIGTERM.
@@ -612,7 +616,7 @@ fn main() -> ExitCode {
             output,
             routes,
         } => offline::render(files, flavor, output, routes),
-        Command::Lint { ref files } => offline::lint(files),
+        Command::Lint { ref files, cluster } => offline::lint(files, cluster),
         Command::Proxy {
             ref config,
             threads,

@@ -106,13 +106,17 @@ pub fn render(files: &[PathBuf], flavor: Flavor, format: Format, routes: bool) -
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lanes lint`.
-pub fn lint(files: &[PathBuf]) -> Result<ExitCode> {
+/// `lanes lint`, for a cluster or for `lanes up`.
+pub fn lint(files: &[PathBuf], cluster: bool) -> Result<ExitCode> {
     let loaded = match load(files) {
         Ok(l) => l,
         Err(code) => return Ok(code),
     };
-    let diags = lanes_model::lint::lint(&loaded);
+    let target = match cluster {
+        true => lanes_model::lint::Target::Cluster,
+        false => lanes_model::lint::Target::LanesUp,
+    };
+    let diags = lanes_model::lint::lint_for(&loaded, target);
     let mut stdout = std::io::stdout().lock();
     for d in &diags {
         writeln!(stdout, "{d}")?;
