@@ -139,6 +139,32 @@ fn lint_passes_the_seed_and_names_the_articles_slips() {
     assert!(lines[1].contains("30-rollouts.yaml:3 Rollout/rollouts-mockc: spec.workloadRef.name"));
 }
 
+/// `lanes lint --cluster`: the seed (extra-workload canaries) passes; Kruise's
+/// partition-style base Rollout is an error for a cluster, naming the field.
+#[test]
+fn lint_for_a_cluster_refuses_partition_style() {
+    let out = lanes(&["lint", "--cluster", "-f", "examples/seed/"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rollout = "apiVersion: rollouts.kruise.io/v1beta1\nkind: Rollout\nmetadata: {name: r}\nspec:\n  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: d}\n  strategy:\n    canary:\n      steps: [{replicas: 1}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec: {containers: [{name: c, image: x}]}\n";
+    let out = lanes(&["lint", "-f", "-"], Some(rollout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = lanes(&["lint", "--cluster", "-f", "-"], Some(rollout));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("-:1 Rollout/r: spec.strategy.canary.enableExtraWorkloadForCanary: a partition-style release"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn bad_input_exits_non_zero_with_a_located_error() {
     let out = lanes(
