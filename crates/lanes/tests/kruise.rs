@@ -1128,15 +1128,7 @@ fn all_pods_ready(d: &Daemon) {
 /// Scales the workload to 6 after its release: the Rollout's observed workload
 /// generation follows (Kruise's `WaitRolloutWorkloadGeneration`).
 fn scaled_after_release(d: &Daemon) {
-    kubectl(
-        d,
-        &[
-            "patch",
-            "deployment/mocka-v1",
-            "-p",
-            r#"{"spec": {"replicas": 6}}"#,
-        ],
-    );
+    kubectl(d, &["scale", "deployment/mocka-v1", "--replicas=6"]);
     let (generation, ..) = workload_counts(d);
     eventually(Duration::from_secs(30), || {
         let r = rollout(d, "rollouts-mocka");
@@ -1243,29 +1235,13 @@ async fn kruise_advanced_deployment_scaling() {
             (r["status"]["canaryStatus"]["canaryReadyReplicas"] == want).then_some(())
         })
     };
-    kubectl(
-        &d,
-        &[
-            "patch",
-            "deployment/mocka-v1",
-            "-p",
-            r#"{"spec": {"replicas": 10}}"#,
-        ],
-    );
+    kubectl(&d, &["scale", "deployment/mocka-v1", "--replicas=10"]);
     canary_ready(2);
     eventually(Duration::from_secs(60), || {
         let (_, _, updated, ready) = workload_counts(&d);
         (updated == 2 && ready == 10).then_some(())
     });
-    kubectl(
-        &d,
-        &[
-            "patch",
-            "deployment/mocka-v1",
-            "-p",
-            r#"{"spec": {"replicas": 5}}"#,
-        ],
-    );
+    kubectl(&d, &["scale", "deployment/mocka-v1", "--replicas=5"]);
     canary_ready(1);
     d.ok(&["rollout", "approve", "rollout/rollouts-mocka"]);
     at_step(&d, Style::Partition, 2, 3, 3, 20);

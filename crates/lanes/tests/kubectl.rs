@@ -682,6 +682,84 @@ fn kubectl_everyday_commands() {
 
 /// Bad input through kubectl: each refused with the API server's status and a message
 /// naming the field; nothing stored.
+/// `kubectl scale` through the Deployment's `scale` subresource (an `autoscaling/v1`
+/// `Scale`): the replicas change and the pods follow; `--current-replicas` is checked;
+/// a Scale whose replicas are no number is refused naming the field.
+#[test]
+fn kubectl_scale_sets_a_deployments_replicas() {
+    let d = Daemon::start();
+    k_ok(&d, &["apply", "-f", "examples/seed/10-apps.yaml"]);
+    let scaled = k_ok(&d, &["scale", "deployment/mocka-v1", "--replicas=3"]);
+    assert_eq!(scaled.trim(), "deployment.apps/mocka-v1 scaled");
+    eventually(Duration::from_secs(60), || {
+        let ready = k_ok(
+            &d,
+            &[
+                "get",
+                "deployment",
+                "mocka-v1",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ],
+        );
+        (ready.trim() == "3").then_some(())
+    });
+    let raw = k_ok(
+        &d,
+        &[
+            "get",
+            "--raw",
+            "/apis/apps/v1/namespaces/default/deployments/mocka-v1/scale",
+        ],
+    );
+    let scale: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(scale["kind"], "Scale", "{scale}");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["replicas"], 3);
+    assert_eq!(scale["status"]["selector"], "app=mocka");
+    let err = k_err(
+        &d,
+        &[
+            "scale",
+            "deployment/mocka-v1",
+            "--current-replicas=2",
+            "--replicas=1",
+        ],
+    );
+    assert!(err.contains("Expected replicas to be 2, was 3"), "{err}");
+    let err = k_err(
+        &d,
+        &[
+            "patch",
+            "deployment",
+            "mocka-v1",
+            "--subresource=scale",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":"many"}}"#,
+        ],
+    );
+    assert!(err.contains("spec.replicas"), "{err}");
+    let replicas = k_ok(
+        &d,
+        &[
+            "get",
+            "deployment",
+            "mocka-v1",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    );
+    assert_eq!(replicas.trim(), "3");
+    let scaled = k_ok(&d, &["scale", "deployment/mocka-v1", "--replicas=1"]);
+    assert_eq!(scaled.trim(), "deployment.apps/mocka-v1 scaled");
+    eventually(Duration::from_secs(60), || {
+        let pods = k_ok(&d, &["get", "pods", "-l", "app=mocka", "-o", "name"]);
+        (pods.lines().count() == 1).then_some(())
+    });
+}
+
 #[test]
 fn kubectl_bad_input_is_refused_naming_the_field() {
     let d = Daemon::start();

@@ -31,6 +31,8 @@ pub enum Sub {
     Status,
     /// `log` (pods): the container's output.
     Log,
+    /// `scale` (Deployments): an `autoscaling/v1` `Scale` of its replicas.
+    Scale,
 }
 
 impl Sub {
@@ -39,14 +41,23 @@ impl Sub {
         match self {
             Sub::Status => "status",
             Sub::Log => "log",
+            Sub::Scale => "scale",
         }
     }
 
     /// Its verbs, as discovery publishes them.
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Sub::Status => &["get", "patch", "update"],
+            Sub::Status | Sub::Scale => &["get", "patch", "update"],
             Sub::Log => &["get"],
+        }
+    }
+
+    /// The kind it answers with, when not the resource's own: (group, version, kind).
+    pub fn response_kind(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Sub::Scale => Some(("autoscaling", "v1", "Scale")),
+            Sub::Status | Sub::Log => None,
         }
     }
 }
@@ -238,9 +249,9 @@ impl Resource {
     pub fn subresources(&self) -> &'static [Sub] {
         match (self.kind, self.form) {
             (Kind::Pod, _) => &[Sub::Status, Sub::Log],
+            (Kind::Deployment, Form::Stored) => &[Sub::Status, Sub::Scale],
             (
-                Kind::Deployment
-                | Kind::ReplicaSet
+                Kind::ReplicaSet
                 | Kind::Service
                 | Kind::Namespace
                 | Kind::Rollout

@@ -122,13 +122,19 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "categories": r.categories(),
         }));
         for sub in r.subresources() {
-            list.push(json!({
+            let mut doc = json!({
                 "name": format!("{}/{}", r.plural(), sub.name()),
                 "singularName": "",
                 "namespaced": r.namespaced(),
                 "kind": r.kind.name(),
                 "verbs": sub.verbs(),
-            }));
+            });
+            if let Some((group, version, kind)) = sub.response_kind() {
+                doc["group"] = json!(group);
+                doc["version"] = json!(version);
+                doc["kind"] = json!(kind);
+            }
+            list.push(doc);
         }
     }
     Some(json!({
@@ -144,9 +150,15 @@ fn discovery_resource(r: &Resource) -> Value {
     let subresources: Vec<Value> = r
         .subresources()
         .iter()
-        .map(
-            |s| json!({"subresource": s.name(), "responseKind": response_kind, "verbs": s.verbs()}),
-        )
+        .map(|s| {
+            let kind = match s.response_kind() {
+                Some((group, version, kind)) => {
+                    json!({"group": group, "version": version, "kind": kind})
+                }
+                None => response_kind.clone(),
+            };
+            json!({"subresource": s.name(), "responseKind": kind, "verbs": s.verbs()})
+        })
         .collect();
     let mut doc = json!({
         "resource": r.plural(),

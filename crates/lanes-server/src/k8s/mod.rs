@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod params;
 pub mod path;
 pub mod protobuf;
+pub mod scale;
 pub mod table;
 pub mod watch;
 
@@ -142,6 +143,13 @@ async fn dispatch(
             return o::get(state, target, n, headers, params).await;
         }
         (Method::GET, Some(n), Some(Sub::Log)) => return logs::log(state, target, n, params).await,
+        (Method::GET, Some(n), Some(Sub::Scale)) => return scale::get(state, target, n).await,
+        (Method::PUT, Some(n), Some(Sub::Scale)) => {
+            scale::write(state, target, n, headers, params, body, true).await?
+        }
+        (Method::PATCH, Some(n), Some(Sub::Scale)) => {
+            scale::write(state, target, n, headers, params, body, false).await?
+        }
         (Method::PUT, Some(n), None) => o::update(state, target, n, headers, params, body).await?,
         (Method::PUT, Some(n), Some(Sub::Status)) => {
             o::update_status(state, target, n, headers, params, body).await?

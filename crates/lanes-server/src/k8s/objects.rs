@@ -31,6 +31,14 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The same answer with its body shown otherwise (a subresource's view of it).
+    pub fn map_body(self, f: impl FnOnce(Value) -> Value) -> Answer {
+        Answer {
+            body: f(self.body),
+            ..self
+        }
+    }
+
     fn ok(body: Value) -> Self {
         Answer {
             status: StatusCode::OK,
@@ -281,6 +289,15 @@ fn expected_rv(v: &Value) -> ApiResult<Option<u64>> {
 }
 
 /// GET of one object (or its status).
+/// The stored object `name` of the target's resource (404 when there is none).
+pub async fn stored(state: &ApiState, target: &Target, name: &str) -> ApiResult<Value> {
+    let r = target.resource;
+    let key = key(target, name);
+    let store = state.store.clone();
+    let found = blocking(move || Ok(store.get(&key)?)).await?;
+    found.ok_or_else(|| ApiError::not_found(&r, name))
+}
+
 pub async fn get(
     state: ApiState,
     target: Target,
