@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct Settings {
-    /// Time to establish an upstream connection.
+    /// Time to establish an upstream connection. It outlasts the kernel's first SYN
+    /// retransmission (1 s), so a listener whose accept queue overflowed for a moment
+    /// costs a retry, not a failed request (Envoy's default is 5 s too).
     pub connect_timeout_ms: u64,
     /// Time from sending a request upstream to its response head.
     pub request_timeout_ms: u64,
@@ -53,7 +55,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            connect_timeout_ms: 1_000,
+            connect_timeout_ms: 5_000,
             request_timeout_ms: 15_000,
             header_read_timeout_ms: 10_000,
             first_byte_timeout_ms: 5_000,
@@ -63,7 +65,7 @@ impl Default for Settings {
             correlation_ttl_seconds: 60,
             max_replay_body_bytes: 64 * 1024,
             registry_only: false,
-            pool_max_idle_per_host: 64,
+            pool_max_idle_per_host: 256,
             max_hops: 32,
             fallback_on_status: vec![500, 502, 503, 504],
             upgrade_idle_timeout_ms: 300_000,
