@@ -26,6 +26,8 @@ pub enum Kind {
     Lane,
     /// Kruise Rollout.
     Rollout,
+    /// Lanes' release of several Rollouts as one (`lanes.dev/v1alpha1`).
+    LaneRelease,
     /// `v1` Namespace, cluster-scoped.
     Namespace,
     /// `v1` Event (also served as `events.k8s.io/v1`).
@@ -57,7 +59,7 @@ const ISTIO_VERSIONS: &[&str] = &["v1alpha3", "v1beta1", "v1"];
 
 impl Kind {
     /// Every kind, in the order `lanes get all` and listings use.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Service,
         Kind::Pod,
         Kind::Deployment,
@@ -68,6 +70,7 @@ impl Kind {
         Kind::LaneGroup,
         Kind::Lane,
         Kind::Rollout,
+        Kind::LaneRelease,
         Kind::Namespace,
         Kind::Event,
         Kind::Lease,
@@ -164,6 +167,15 @@ impl Kind {
                 accepted_versions: &["v1beta1", "v1alpha1"],
                 plural: "rollouts",
                 short_names: &["ro"],
+                namespaced: true,
+            },
+            Kind::LaneRelease => KindInfo {
+                name: "LaneRelease",
+                group: "lanes.dev",
+                version: "v1alpha1",
+                accepted_versions: &["v1alpha1"],
+                plural: "lanereleases",
+                short_names: &["lrel"],
                 namespaced: true,
             },
             Kind::Namespace => KindInfo {
@@ -302,6 +314,9 @@ mod tests {
             ("ASMSwimLane", Kind::Lane),
             ("rollout", Kind::Rollout),
             ("rollouts.rollouts.kruise.io", Kind::Rollout),
+            ("lanerelease", Kind::LaneRelease),
+            ("lrel", Kind::LaneRelease),
+            ("lanereleases.lanes.dev", Kind::LaneRelease),
         ] {
             assert_eq!(Kind::resolve(word), Some(kind), "{word}");
         }

@@ -7,6 +7,7 @@ pub mod hash;
 pub mod istio;
 pub mod kind;
 pub mod lane;
+pub mod lane_release;
 pub mod lint;
 pub mod mesh;
 pub mod object;
@@ -30,6 +31,7 @@ pub fn crds() -> Vec<serde_json::Value> {
         serde_json::to_value(lane::ASMSwimLaneGroup::crd()),
         serde_json::to_value(lane::ASMSwimLane::crd()),
         serde_json::to_value(rollout::Rollout::crd()),
+        serde_json::to_value(lane_release::LaneRelease::crd()),
     ]
     .into_iter()
     .filter_map(Result::ok)

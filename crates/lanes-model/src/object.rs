@@ -93,6 +93,8 @@ pub enum Typed {
     Lane(Box<ASMSwimLane>),
     /// A Rollout (v1beta1; v1alpha1 input is converted).
     Rollout(Box<Rollout>),
+    /// A lane release.
+    LaneRelease(Box<crate::lane_release::LaneRelease>),
     /// A Namespace.
     Namespace(Box<k8s_openapi::api::core::v1::Namespace>),
     /// An Event (`events.k8s.io/v1` input is converted to the core form).
@@ -326,6 +328,7 @@ impl Object {
             Kind::LaneGroup => Typed::LaneGroup(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Lane => Typed::Lane(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Rollout => Typed::Rollout(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::LaneRelease => Typed::LaneRelease(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Namespace => Typed::Namespace(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Event => Typed::Event(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Lease => Typed::Lease(Box::new(typed(&raw).map_err(|e| vec![e])?)),

@@ -186,6 +186,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
             crate::rollout_rules::check(&mut errs, &r.spec);
             crate::rollout_rules::check_annotations(&mut errs, r.metadata.annotations.as_ref());
         }
+        Typed::LaneRelease(r) => crate::lane_release::check(&mut errs, &r.spec),
     }
     errs
 }

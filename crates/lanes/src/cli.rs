@@ -208,6 +208,23 @@ fn columns(kind: Kind, wide: bool) -> (Vec<&'static str>, RowFn) {
                 ]
             }),
         ),
+        Kind::LaneRelease => (
+            vec!["PHASE", "STEP", "MEMBERS", "MESSAGE", "AGE"],
+            Box::new(|v| {
+                let step = v
+                    .pointer("/status/currentStepIndex")
+                    .and_then(Value::as_i64)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                vec![
+                    str_at(v, "/status/phase").to_string(),
+                    step,
+                    str_at(v, "/status/memberList").to_string(),
+                    str_at(v, "/status/message").to_string(),
+                    age(v),
+                ]
+            }),
+        ),
         _ => (vec!["AGE"], Box::new(|v| vec![age(v)])),
     }
 }

@@ -111,6 +111,7 @@ impl Resource {
             out.push(stored(kind, "istio.alibabacloud.com", "v1"));
         }
         out.push(stored(Kind::Rollout, "rollouts.kruise.io", "v1beta1"));
+        out.push(stored(Kind::LaneRelease, "lanes.dev", "v1alpha1"));
         out
     }
 
@@ -255,6 +256,7 @@ impl Resource {
                 | Kind::Service
                 | Kind::Namespace
                 | Kind::Rollout
+                | Kind::LaneRelease
                 | Kind::LaneGroup,
                 Form::Stored,
             ) => &[Sub::Status],

@@ -582,6 +582,7 @@ fn patch_kind(r: &Resource, headers: &HeaderMap) -> ApiResult<Patch> {
             | Kind::LaneGroup
             | Kind::Lane
             | Kind::Rollout
+            | Kind::LaneRelease
     );
     let accepted = if custom {
         "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"

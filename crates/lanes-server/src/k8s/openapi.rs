@@ -165,7 +165,7 @@ fn schemas(group: &str, version: &str) -> Map<String, Value> {
                     istio_schema::<lanes_model::istio::DestinationRuleSpec>(r.kind, &mut generator);
                 own.insert(schema_name(r), s);
             }
-            Kind::LaneGroup | Kind::Lane | Kind::Rollout => {
+            Kind::LaneGroup | Kind::Lane | Kind::Rollout | Kind::LaneRelease => {
                 own.insert(schema_name(r), crd_schema(r.kind));
             }
         }

@@ -402,7 +402,9 @@ fn columns(kind: Kind) -> Vec<Column> {
         Kind::Gateway | Kind::VirtualService | Kind::DestinationRule => {
             crd_columns(&istio_printer(kind))
         }
-        Kind::LaneGroup | Kind::Lane | Kind::Rollout => crd_columns(&lanes_printer(kind)),
+        Kind::LaneGroup | Kind::Lane | Kind::Rollout | Kind::LaneRelease => {
+            crd_columns(&lanes_printer(kind))
+        }
     }
 }
 
