@@ -10,6 +10,7 @@ pub mod events;
 pub mod group_status;
 pub mod held;
 pub mod lane_controller;
+pub mod lane_release_controller;
 pub mod lanes;
 pub mod lease;
 pub mod metrics;

@@ -15,6 +15,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
+use lanes_model::lane_release::LaneRelease;
 use lanes_model::rollout::{Rollout, RolloutPhase};
 use lanes_rollout::CANARY_LABEL;
 use tokio::sync::watch;
@@ -99,9 +100,14 @@ pub async fn run(
             watcher::Config::default().labels(CANARY_LABEL),
         )
         .watches(
-            Api::<Deployment>::all(client),
+            Api::<Deployment>::all(client.clone()),
             watcher::Config::default(),
             move |d| targeting(&rollouts, &d),
+        )
+        .watches(
+            Api::<LaneRelease>::all(client),
+            watcher::Config::default(),
+            |lr| members_of(&lr),
         )
         .graceful_shutdown_on(stop_signal(stop))
         .run(reconcile, error_policy, shared)
@@ -135,6 +141,23 @@ fn targeting(rollouts: &Store<Rollout>, d: &Deployment) -> Vec<ObjectRef<Rollout
         .iter()
         .filter(|r| lanes_rollout::targets_deployment(r, ns, name))
         .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+/// The Rollouts a change of LaneRelease `lr` concerns (its orders to them): those it
+/// names and those in its release.
+fn members_of(lr: &LaneRelease) -> Vec<ObjectRef<Rollout>> {
+    let ns = lr.namespace().unwrap_or_default();
+    let listed = lr
+        .status
+        .iter()
+        .flat_map(|s| s.members.iter().map(|m| &m.rollout));
+    let mut names: Vec<&String> = lr.spec.rollouts.iter().chain(listed).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| ObjectRef::new(n).within(&ns))
         .collect()
 }
 

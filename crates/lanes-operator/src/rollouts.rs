@@ -12,8 +12,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use lanes_model::lane::ASMSwimLane;
+use lanes_model::lane_release::LaneRelease;
 use lanes_model::partition::{DEPLOYMENT_STRATEGY, DeploymentStrategy};
 use lanes_model::rollout::{Rollout, RolloutPhase, Sample};
 use lanes_rollout::{
@@ -300,6 +301,27 @@ async fn sample_of(
     }
 }
 
+/// The gate of the LaneRelease that holds `rollout`'s release of `w`'s template, if one
+/// does.
+async fn gate_of(
+    client: &Client,
+    ns: &str,
+    rollout: &Rollout,
+    w: &Workload,
+) -> Result<Option<lanes_rollout::lane_release::Gate>, Error> {
+    let all = Api::<LaneRelease>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list LaneReleases in {ns}")))?;
+    let refs: Vec<&LaneRelease> = all.items.iter().collect();
+    Ok(lanes_rollout::lane_release::gate_for(
+        &refs,
+        &rollout.name_any(),
+        rollout.metadata.labels.as_ref(),
+        &w.revision(),
+    ))
+}
+
 /// The name of another Rollout that manages the workload `ns/wname` before `rollout`
 /// does, if one does.
 async fn other_manager(
@@ -377,8 +399,13 @@ async fn reconcile_once(
         ),
     };
     let routed = routed_shares(ctx, &rollout).await?;
+    let gate = match workload.as_ref() {
+        Some(w) => gate_of(client, ns, &rollout, w).await?,
+        None => None,
+    };
     let observed = Observed {
         routed,
+        gate,
         rollout: &rollout,
         generation: rollout.metadata.generation.unwrap_or(1),
         canary_pods: match workload.as_ref().and_then(|w| w.rollout_id.as_ref()) {

@@ -154,6 +154,12 @@ fn controllers(
         metrics.clone(),
         stop.clone(),
     ));
+    tasks.spawn(crate::lane_release_controller::run(
+        ctx.client.clone(),
+        config.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
     tasks.spawn(crate::rollout_controller::run(
         ctx.clone(),
         config.clone(),

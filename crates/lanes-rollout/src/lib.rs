@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod batch;
 mod decision;
 pub mod events;
+pub mod lane_release;
 mod observe;
 mod ownership;
 mod plan;

@@ -155,6 +155,8 @@ pub struct Observed<'a> {
     /// The canary's share in each generated ingress route of the release (one per lane
     /// group that routes it), for a Rollout whose steps route traffic.
     pub routed: Vec<u32>,
+    /// The gate of the LaneRelease that holds this Rollout's release, if one does.
+    pub gate: Option<crate::lane_release::Gate>,
 }
 
 /// Why a pod is not running, as its first container's status says (`pod NAME: REASON:

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::analysis;
 use crate::decision::{Action, Decision, Failure, Reason, with_condition};
+use crate::lane_release::{Gate, Order, hold_step};
 use crate::observe::{Canary, Observed, Workload};
 use crate::plan::{
     canary_deployment, canary_name, is_partition, lane_labels, plan_hash, step_replicas,
@@ -110,7 +111,18 @@ pub(crate) fn run(
     if let Some(hash) = rel.current.and_then(|c| c.pod_hash.clone()) {
         p.cs.pod_template_hash = Some(hash);
     }
-    let stop = if rel.r.spec.strategy.paused.unwrap_or(false) {
+    let rolled_back = match obs.gate.as_ref() {
+        Some(Gate {
+            release,
+            order: Order::RollBack(why),
+        }) if p.cs.current_step_state != StepState::Completed => Some(format!(
+            "LaneRelease {release} rolls back every member: {why}"
+        )),
+        _ => None,
+    };
+    let stop = if let Some(why) = rolled_back {
+        Stop::Failed(Failure::RolledBack, why)
+    } else if rel.r.spec.strategy.paused.unwrap_or(false) {
         Stop::Wait(format!(
             "Rollout is paused in step {}/{} ({})",
             p.cs.current_step_index, rel.total_steps, p.cs.current_step_state
@@ -260,6 +272,14 @@ impl<'a> Release<'a> {
                 },
                 StepState::MetricsAnalysis => self.metrics_analysis(p),
                 StepState::Paused => self.paused(p),
+                StepState::Ready if self.held(&p.cs).is_some() => {
+                    // Approved on its own: a member moves on with its release only.
+                    p.cs.current_step_state = StepState::Paused;
+                    let release = self.held(&p.cs).unwrap_or_default();
+                    return Stop::Wait(format!(
+                        "approval of this Rollout alone is refused: it is a member of LaneRelease {release}; approve the release (lanes release approve {release})"
+                    ));
+                }
                 StepState::Ready => match self.next_step(&p.cs) {
                     Ok(Some(next)) => {
                         p.cs.current_step_index = next;
@@ -456,13 +476,38 @@ impl<'a> Release<'a> {
         ))
     }
 
-    /// `StepPaused`: analysis goes on; the step waits out its pause duration, or for
-    /// approval when it has none.
+    /// The LaneRelease holding the release at its gate now, if one does: the member has
+    /// reached its hold step and the release has not ordered it on.
+    fn held(&self, cs: &CanaryStatus) -> Option<String> {
+        let gate = self.obs.gate.as_ref()?;
+        (gate.order == Order::Hold && cs.current_step_index >= hold_step(self.strategy))
+            .then(|| gate.release.clone())
+    }
+
+    /// `StepPaused`: analysis goes on; a member of a LaneRelease waits at its gate for
+    /// the release, and goes straight through once the release promotes it; else the
+    /// step waits out its pause duration, or for approval when it has none.
     fn paused(&self, p: &mut Progress) -> Flow {
         if let Some((failure, why)) = self.analysis_round(p) {
             return Flow::Stop(Stop::Failed(failure, why));
         }
         let idx = p.cs.current_step_index;
+        if let Some(release) = self.held(&p.cs) {
+            return wait(format!(
+                "Rollout is in step({idx}/{}), its canary ready, and waits for LaneRelease {release} to promote its members together",
+                self.total_steps
+            ));
+        }
+        if self
+            .obs
+            .gate
+            .as_ref()
+            .is_some_and(|g| matches!(g.order, Order::Promote | Order::Finish))
+        {
+            // Promoted with the release: on to finalising, past any further steps.
+            p.cs.next_step_index = Some(-1);
+            return Flow::To(StepState::Ready);
+        }
         if idx == self.total_steps && self.is_whole(idx) {
             // Kruise: a last step of every pod needs no approval.
             return Flow::To(StepState::Ready);
@@ -518,6 +563,15 @@ impl<'a> Release<'a> {
             return wait(
                 "Rollout is finalising: the stable Deployment rolls to the new revision".into(),
             );
+        }
+        let promoted_alone = self.obs.gate.as_ref().filter(|g| g.order == Order::Promote);
+        if let Some(g) = promoted_alone.filter(|_| w.rolled_out()) {
+            p.cs.finalising_step = Some("WaitLaneRelease".into());
+            p.wake(self.obs.now + jiff::SignedDuration::from_secs(1));
+            return wait(format!(
+                "Rollout is finalising: the stable Deployment runs the new revision; the canary stays until every member of LaneRelease {} does",
+                g.release
+            ));
         }
         if w.rolled_out() {
             for c in &self.obs.canaries {

@@ -10,7 +10,7 @@ use lanes_model::rollout::{
 };
 use serde_json::{Value, json};
 
-fn rollout(steps: Vec<CanaryStep>) -> Rollout {
+pub(crate) fn rollout(steps: Vec<CanaryStep>) -> Rollout {
     let mut r = Rollout::new(
         "rollouts-mocka",
         RolloutSpec {
@@ -40,7 +40,7 @@ fn rollout(steps: Vec<CanaryStep>) -> Rollout {
     r
 }
 
-fn step(replicas: IntOrString, pause: Option<i64>) -> CanaryStep {
+pub(crate) fn step(replicas: IntOrString, pause: Option<i64>) -> CanaryStep {
     CanaryStep {
         replicas: Some(replicas),
         pause: Some(RolloutPause { duration: pause }),
@@ -48,12 +48,12 @@ fn step(replicas: IntOrString, pause: Option<i64>) -> CanaryStep {
     }
 }
 
-fn template(image: &str) -> Value {
+pub(crate) fn template(image: &str) -> Value {
     json!({"metadata": {"labels": {"app": "mocka", "ASM_TRAFFIC_TAG": "base"}},
            "spec": {"containers": [{"name": "default", "image": image}]}})
 }
 
-fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
+pub(crate) fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
     Workload {
         name: "mocka-v1".into(),
         generation: 2,
@@ -72,7 +72,7 @@ fn workload(image: &str, stable: Option<&str>, paused: bool) -> Workload {
     }
 }
 
-fn t0() -> jiff::Timestamp {
+pub(crate) fn t0() -> jiff::Timestamp {
     "2026-11-26T12:00:00Z".parse().unwrap()
 }
 
@@ -95,6 +95,7 @@ fn run(
         canary_problem: None,
         external: Default::default(),
         routed: Vec::new(),
+        gate: None,
     });
     r.status = Some(d.status.clone());
     d
@@ -111,7 +112,7 @@ fn st(r: &Rollout) -> (String, i32, String) {
     )
 }
 
-fn canary(image: &str, replicas: i32, ready: i32) -> Canary {
+pub(crate) fn canary(image: &str, replicas: i32, ready: i32) -> Canary {
     Canary {
         name: canary_name(
             "mocka-v1",
@@ -528,6 +529,7 @@ fn observe(r: &mut Rollout, canaries: Vec<Canary>, at: i64, total: u64, failures
         canary_problem: Some("ImageNotMapped: no local command".into()),
         external: Default::default(),
         routed: Vec::new(),
+        gate: None,
     });
     r.status = Some(d.status.clone());
     d
@@ -588,6 +590,7 @@ fn analysis_gates_the_step_and_fails_the_release() {
         canary_problem: None,
         external: Default::default(),
         routed: Vec::new(),
+        gate: None,
     });
     assert_eq!(d.status.phase, Some(RolloutPhase::Healthy));
     assert!(
@@ -913,6 +916,7 @@ fn traffic_routing_waits_for_the_lanes_ingress() {
             canary_problem: None,
             external: Default::default(),
             routed,
+            gate: None,
         });
         r.status = Some(d.status.clone());
         d
@@ -963,6 +967,7 @@ fn a_release_with_a_rollout_id_observes_it_and_labels_the_canarys_pods_with_thei
             canary_problem: None,
             external: Default::default(),
             routed: Vec::new(),
+            gate: None,
         })
     };
     let d = obs(&r, &w, Vec::new());
@@ -1047,6 +1052,7 @@ fn partition_run(
         canary_problem: None,
         external: Default::default(),
         routed: Vec::new(),
+        gate: None,
     });
     r.status = Some(d.status.clone());
     d

@@ -9,6 +9,7 @@ mod offline;
 mod operator_cmd;
 mod pod_exec;
 mod proxy_cmd;
+mod release_cmd;
 mod rollout_cmd;
 mod sample;
 mod tls;
@@ -87,6 +88,11 @@ enum Command {
     Rollout {
         #[command(subcommand)]
         action: RolloutAction,
+    },
+    /// Follow and steer lane releases (several Rollouts released as one).
+    Release {
+        #[command(subcommand)]
+        action: ReleaseAction,
     },
     /// Update a Deployment's container images.
     Set {
@@ -377,6 +383,31 @@ enum RolloutAction {
     },
 }
 
+/// A LaneRelease and its namespace.
+#[derive(Debug, clap::Args)]
+struct ReleaseTarget {
+    /// lanerelease/NAME or NAME.
+    target: String,
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+}
+
+/// `lanes release` subcommands.
+#[derive(Debug, Subcommand)]
+enum ReleaseAction {
+    /// Show the release: phase, step, and each member's state.
+    Status(ReleaseTarget),
+    /// Move every member on from the step waiting for approval.
+    Approve(ReleaseTarget),
+    /// Roll every member of the release under way back.
+    Undo(ReleaseTarget),
+    /// Hold the release where it stands.
+    Pause(ReleaseTarget),
+    /// Let a paused release go on.
+    Resume(ReleaseTarget),
+}
+
 /// `lanes set` subcommands.
 #[derive(Debug, Subcommand)]
 enum SetWhat {
@@ -533,6 +564,19 @@ fn main() -> ExitCode {
                 }
                 RolloutAction::Resume { target, namespace } => {
                     rollout_cmd::set_paused(&c, target, namespace, false)
+                }
+            })
+        }
+        Command::Release { ref action } => {
+            client().map_err(Into::into).and_then(|c| match action {
+                ReleaseAction::Status(t) => release_cmd::status(&c, &t.target, &t.namespace),
+                ReleaseAction::Approve(t) => release_cmd::approve(&c, &t.target, &t.namespace),
+                ReleaseAction::Undo(t) => release_cmd::undo(&c, &t.target, &t.namespace),
+                ReleaseAction::Pause(t) => {
+                    release_cmd::set_paused(&c, &t.target, &t.namespace, true)
+                }
+                ReleaseAction::Resume(t) => {
+                    release_cmd::set_paused(&c, &t.target, &t.namespace, false)
                 }
             })
         }

@@ -126,6 +126,11 @@ pub fn approve(client: &Client, target: &str, ns: &str, to_step: Option<i32>) ->
     let name = rollout_name(target)?;
     let rt = runtime()?;
     let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+    if let Some(release) = crate::release_cmd::holder(client, &rt, ns, &r)? {
+        bail!(
+            "rollout/{name} cannot be approved on its own: it is a member of LaneRelease {release}, whose members are approved together (lanes release approve {release})"
+        );
+    }
     let st = str_at(&r, "/status/canaryStatus/currentStepState");
     if st != StepState::Paused.as_str()
         || str_at(&r, "/status/phase") != RolloutPhase::Progressing.as_str()

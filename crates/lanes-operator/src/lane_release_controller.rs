@@ -1,0 +1,240 @@
+//! The lane release controller: a `Controller` over LaneReleases, woken by the Rollouts
+//! they claim. Each reconcile reads the members (their Rollouts and workloads) and the
+//! other LaneReleases of the namespace, and writes the release's status; the members'
+//! Rollouts read their orders from it ([`lanes_rollout::lane_release::gate_for`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use lanes_model::lane_release::{LaneRelease, LaneReleaseStatus};
+use lanes_model::rollout::Rollout;
+use lanes_rollout::Workload;
+use lanes_rollout::lane_release::{MemberView, ReleaseObserved, owner_of, reconcile};
+use tokio::sync::watch;
+
+use crate::backoff::Failures;
+use crate::metrics::Metrics;
+use crate::run::Config;
+use crate::{Error, kube_err};
+
+/// What every reconcile shares.
+struct Shared {
+    client: Client,
+    identity: String,
+    metrics: Arc<Metrics>,
+    resync: Duration,
+    failures: Failures<LaneRelease>,
+}
+
+/// The longest a release under way goes unlooked at.
+const ACTIVE: Duration = Duration::from_secs(2);
+
+/// Runs the lane release controller until `stop`.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) {
+    let controller = Controller::new(
+        Api::<LaneRelease>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
+    let releases = controller.store();
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        identity: config.identity.clone(),
+        metrics,
+        resync: config.resync,
+        failures: Failures::new(),
+    });
+    controller
+        .watches(
+            Api::<Rollout>::all(client),
+            watcher::Config::default(),
+            move |r| claiming(&releases, &r),
+        )
+        .graceful_shutdown_on(crate::rollout_controller::stop_signal(stop))
+        .run(reconcile_release, error_policy, shared)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// The LaneReleases an event on Rollout `r` concerns: those that claim it.
+fn claiming(releases: &Store<LaneRelease>, r: &Rollout) -> Vec<ObjectRef<LaneRelease>> {
+    let ns = r.namespace();
+    let name = r.name_any();
+    releases
+        .state()
+        .iter()
+        .filter(|lr| lr.namespace() == ns && lr.claims(&name, r.metadata.labels.as_ref()))
+        .map(|lr| ObjectRef::from_obj(lr.as_ref()))
+        .collect()
+}
+
+async fn reconcile_release(lr: Arc<LaneRelease>, s: Arc<Shared>) -> Result<Action, Error> {
+    let started = tokio::time::Instant::now();
+    let result = reconcile_once(&s, &lr).await;
+    s.metrics.timed("lanereleases", started.elapsed());
+    let wait = result?;
+    s.metrics.reconciled("lanereleases", true);
+    s.failures.succeeded(&lr);
+    Ok(Action::requeue(wait))
+}
+
+/// One reconcile; how long until the next look.
+async fn reconcile_once(s: &Shared, lr: &LaneRelease) -> Result<Duration, Error> {
+    let (ns, name) = (lr.namespace().unwrap_or_default(), lr.name_any());
+    let client = &s.client;
+    let lp = ListParams::default();
+    let api: Api<LaneRelease> = Api::namespaced(client.clone(), &ns);
+    let others = api
+        .list(&lp)
+        .await
+        .map_err(kube_err(format!("list LaneReleases in {ns}")))?;
+    let rollouts = Api::<Rollout>::namespaced(client.clone(), &ns)
+        .list(&lp)
+        .await
+        .map_err(kube_err(format!("list Rollouts in {ns}")))?;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .list(&lp)
+        .await
+        .map_err(kube_err(format!("list Deployments in {ns}")))?;
+    let all: Vec<&LaneRelease> = others.items.iter().collect();
+    let members = member_views(lr, &all, &rollouts.items, &deployments.items);
+    let now = jiff::Timestamp::now();
+    let d = reconcile(&ReleaseObserved {
+        release: lr,
+        members,
+        now,
+    });
+    if d.pause {
+        let patch = serde_json::json!({"spec": {"paused": true}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("pause LaneRelease {ns}/{name}")))?;
+    }
+    if lr.status.as_ref() != Some(&d.status) {
+        let mut next = lr.clone();
+        next.metadata.managed_fields = None;
+        next.status = Some(d.status.clone());
+        api.replace_status(&name, &PostParams::default(), &next)
+            .await
+            .map_err(kube_err(format!("update LaneRelease {ns}/{name} status")))?;
+        report(s, lr, lr.status.as_ref(), &d.status, now).await;
+    }
+    let active = d.status.phase.is_some_and(|p| p.is_active());
+    let mut wait = if active { ACTIVE } else { s.resync };
+    if let Some(after) = d.wake_at.map(|at| now.duration_until(at).unsigned_abs()) {
+        wait = wait.min(after.max(Duration::from_millis(200)));
+    }
+    Ok(wait)
+}
+
+/// The members of `lr`: the Rollouts it names (missing ones too), then those its
+/// selector takes, each with its workload and the older LaneRelease holding it, if any.
+fn member_views<'a>(
+    lr: &LaneRelease,
+    all: &[&LaneRelease],
+    rollouts: &'a [Rollout],
+    deployments: &[Deployment],
+) -> Vec<MemberView<'a>> {
+    let mut names: Vec<String> = lr.spec.rollouts.clone();
+    for r in rollouts {
+        let name = r.name_any();
+        if !names.contains(&name) && lr.claims(&name, r.metadata.labels.as_ref()) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let rollout = rollouts.iter().find(|r| r.name_any() == name);
+            let labels = rollout.and_then(|r| r.metadata.labels.as_ref());
+            let held_by = owner_of(all, &name, labels)
+                .map(|o| o.name_any())
+                .filter(|o| *o != lr.name_any());
+            let workload = rollout.and_then(|r| {
+                let w = &r.spec.workload_ref;
+                deployments
+                    .iter()
+                    .filter(|_| w.kind == "Deployment")
+                    .find(|d| d.metadata.name.as_deref() == Some(w.name.as_str()))
+                    .and_then(Workload::from_deployment)
+            });
+            MemberView {
+                name,
+                rollout,
+                workload,
+                held_by,
+            }
+        })
+        .collect()
+}
+
+/// Logs a change of phase or step and records it as an Event on the LaneRelease.
+async fn report(
+    s: &Shared,
+    lr: &LaneRelease,
+    old: Option<&LaneReleaseStatus>,
+    new: &LaneReleaseStatus,
+    now: jiff::Timestamp,
+) {
+    let key = |st: Option<&LaneReleaseStatus>| {
+        st.map(|st| (st.phase, st.current_step_index, st.current_step_state))
+    };
+    if key(old) == key(Some(new)) {
+        return;
+    }
+    let (ns, name) = (lr.namespace().unwrap_or_default(), lr.name_any());
+    let reason = new.phase.map_or("Waiting", |p| p.as_str());
+    let note = new.message.clone().unwrap_or_default();
+    tracing::info!(lanerelease = %format!("{ns}/{name}"), %reason, %note, "lane release transition");
+    let regarding = ObjectReference {
+        api_version: Some("lanes.dev/v1alpha1".into()),
+        kind: Some("LaneRelease".into()),
+        name: Some(name),
+        namespace: Some(ns.clone()),
+        uid: lr.metadata.uid.clone(),
+        ..Default::default()
+    };
+    let warning = matches!(
+        new.phase,
+        Some(
+            lanes_model::lane_release::LaneReleasePhase::RollingBack
+                | lanes_model::lane_release::LaneReleasePhase::RolledBack
+                | lanes_model::lane_release::LaneReleasePhase::Invalid
+        )
+    );
+    let result = crate::events::emit(
+        &s.client,
+        &ns,
+        regarding,
+        reason,
+        &note,
+        warning,
+        &s.identity,
+        now,
+    )
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "event not recorded");
+    }
+}
+
+fn error_policy(lr: Arc<LaneRelease>, e: &Error, s: Arc<Shared>) -> Action {
+    s.metrics.reconciled("lanereleases", false);
+    let (failures, wait) = s.failures.failed(&lr);
+    tracing::warn!(lanerelease = %format!("{}/{}", lr.namespace().unwrap_or_default(), lr.name_any()),
+        error = %e, failures, retry_in = ?wait, "lane release controller");
+    Action::requeue(wait)
+}

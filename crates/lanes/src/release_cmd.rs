@@ -1,0 +1,171 @@
+//! `lanes release status|approve|undo|pause|resume`: a LaneRelease followed and steered
+//! as one.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+use lanes_model::Kind;
+use lanes_model::lane_release::{LaneRelease, LaneReleasePhase};
+use lanes_model::rollout::StepState;
+use lanes_server::Client;
+use lanes_server::merge::PatchType;
+use serde_json::{Value, json};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `lanerelease/NAME` or `NAME` → NAME.
+fn release_name(target: &str) -> Result<&str> {
+    match target.split_once('/') {
+        None => Ok(target),
+        Some((kind, name)) if Kind::resolve(kind) == Some(Kind::LaneRelease) => Ok(name),
+        Some((kind, _)) => bail!("{target:?}: expected lanerelease/NAME, not a {kind}"),
+    }
+}
+
+fn typed(v: &Value) -> Result<LaneRelease> {
+    serde_json::from_value(v.clone()).map_err(|e| anyhow!("a LaneRelease that does not read: {e}"))
+}
+
+/// `lanes release status`: phase, step, message, and each member.
+pub fn status(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let name = release_name(target)?;
+    let rt = runtime()?;
+    let lr = typed(&rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?)?;
+    let st = lr.status.clone().unwrap_or_default();
+    println!(
+        "lanerelease/{name}: {} step {}/{}{}",
+        lr.phase().as_str(),
+        st.current_step_index,
+        lr.spec.steps.len(),
+        st.current_step_state
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    if let Some(m) = &st.message {
+        println!("  {m}");
+    }
+    for m in &st.members {
+        println!(
+            "  {:<24} {:<10} {:?}  {}",
+            m.rollout,
+            m.revision,
+            m.state,
+            m.message.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes release approve`: the release goes on from a step waiting for approval.
+pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let name = release_name(target)?;
+    let rt = runtime()?;
+    let raw = rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?;
+    let lr = typed(&raw)?;
+    let st = lr.status.clone().unwrap_or_default();
+    let waiting = lr.phase() == LaneReleasePhase::Progressing
+        && st.current_step_index >= 1
+        && st.current_step_state == Some(StepState::Paused);
+    if !waiting {
+        bail!(
+            "lanerelease/{name} cannot be approved: it is {} (step {}), and only a release whose members' canaries are ready and that waits in a step can be approved",
+            lr.phase().as_str(),
+            st.current_step_index
+        );
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
+        "status": {"currentStepState": StepState::Ready,
+                   "lastUpdateTime": jiff::Timestamp::now().to_string()},
+    });
+    rt.block_on(client.patch(
+        Kind::LaneRelease,
+        Some(ns),
+        name,
+        PatchType::Merge,
+        &patch,
+        true,
+    ))
+    .map_err(|e| anyhow!("lanerelease/{name} changed while approving ({e}); run approve again"))?;
+    println!("lanerelease/{name} approved");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes release undo`: every member of the release under way goes back.
+pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let name = release_name(target)?;
+    let rt = runtime()?;
+    let raw = rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?;
+    let lr = typed(&raw)?;
+    if lr.phase() != LaneReleasePhase::Progressing {
+        bail!(
+            "lanerelease/{name} cannot be undone: it is {}, and only a release under way before promotion can be",
+            lr.phase().as_str()
+        );
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
+        "status": {"phase": LaneReleasePhase::RollingBack,
+                   "message": "rolling back: undone (lanes release undo)",
+                   "lastUpdateTime": jiff::Timestamp::now().to_string()},
+    });
+    rt.block_on(client.patch(
+        Kind::LaneRelease,
+        Some(ns),
+        name,
+        PatchType::Merge,
+        &patch,
+        true,
+    ))
+    .map_err(|e| anyhow!("lanerelease/{name} changed while undoing ({e}); run undo again"))?;
+    println!("lanerelease/{name} undone: every member goes back to its stable version");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lanes release pause|resume`.
+pub fn set_paused(client: &Client, target: &str, ns: &str, paused: bool) -> Result<ExitCode> {
+    let name = release_name(target)?;
+    let rt = runtime()?;
+    let lr = typed(&rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?)?;
+    let word = if paused { "paused" } else { "resumed" };
+    if lr.spec.paused.unwrap_or(false) == paused {
+        println!("lanerelease/{name} is already {word}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let patch = json!({"spec": {"paused": paused}});
+    rt.block_on(client.patch(
+        Kind::LaneRelease,
+        Some(ns),
+        name,
+        PatchType::Merge,
+        &patch,
+        false,
+    ))?;
+    println!("lanerelease/{name} {word}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The LaneRelease that holds Rollout `name` in `ns`, if one does (and can run): a
+/// member is approved only with its release.
+pub fn holder(
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    ns: &str,
+    rollout: &Value,
+) -> Result<Option<String>> {
+    let all = rt.block_on(client.list(Kind::LaneRelease, Some(ns), None))?;
+    let releases: Vec<LaneRelease> = all.iter().filter_map(|v| typed(v).ok()).collect();
+    let refs: Vec<&LaneRelease> = releases.iter().collect();
+    let name = rollout["metadata"]["name"].as_str().unwrap_or("");
+    let labels: Option<std::collections::BTreeMap<String, String>> =
+        serde_json::from_value(rollout["metadata"]["labels"].clone()).ok();
+    Ok(
+        lanes_rollout::lane_release::owner_of(&refs, name, labels.as_ref())
+            .filter(|o| o.phase() != LaneReleasePhase::Invalid)
+            .and_then(|o| o.metadata.name.clone()),
+    )
+}

@@ -1,0 +1,316 @@
+//! Lane releases end to end against `lanes up`: the article's three releases as one
+//! LaneRelease (one approval promotes all three, a kill -9 mid-release resumes at the
+//! same step), a broken member rolling every member back, and the refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const RELEASE: &str = r#"
+apiVersion: lanes.dev/v1alpha1
+kind: LaneRelease
+metadata:
+  name: checkout-v2
+spec:
+  laneGroup: rollout
+  lane: canary
+  rollouts: [rollouts-mocka, rollouts-mockb, rollouts-mockc]
+  steps:
+    - pause: {}
+"#;
+
+fn patch_image(d: &Daemon, deploy: &str, version: &str, env: &str) {
+    d.ok(&[
+        "patch",
+        "deployment",
+        deploy,
+        "-p",
+        &format!(
+            r#"{{"spec": {{"template": {{"spec": {{"containers": [{{"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:{version}"{env}}}]}}}}}}}}"#
+        ),
+    ]);
+}
+
+fn release(d: &Daemon) -> Value {
+    serde_json::from_str(&d.ok(&["get", "lanerelease", "checkout-v2", "-o", "json"])).unwrap()
+}
+
+fn wait_release(d: &Daemon, limit: u64, ok: impl Fn(&Value) -> bool) -> Value {
+    eventually(Duration::from_secs(limit), || {
+        let r = release(d);
+        ok(&r).then_some(r)
+    })
+}
+
+fn waiting_for_approval(r: &Value) -> bool {
+    r["status"]["phase"] == "Progressing"
+        && r["status"]["currentStepIndex"] == 1
+        && r["status"]["currentStepState"] == "StepPaused"
+}
+
+/// The seed, settled, with the LaneRelease over its three Rollouts.
+fn seeded(d: &Daemon) {
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    apply_text(d, RELEASE);
+    settled(d, 3);
+    eventually(Duration::from_secs(60), || {
+        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
+    });
+}
+
+/// The canary subsets of the generated DestinationRules, by service.
+fn canary_subsets(d: &Daemon) -> Vec<String> {
+    let drs: Value =
+        serde_json::from_str(&d.ok(&["get", "dr", "-n", "istio-system", "-o", "json"])).unwrap();
+    let mut out = Vec::new();
+    for dr in drs["items"].as_array().unwrap() {
+        for s in dr["spec"]["subsets"].as_array().into_iter().flatten() {
+            if s["name"] == "canary" {
+                out.push(dr["spec"]["host"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_articles_release_is_one_lane_release_promoted_by_one_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let d = Daemon::start_in(&state, &[]);
+    seeded(&d);
+    for svc in ["mocka-v1", "mockb-v1", "mockc-v1"] {
+        patch_image(&d, svc, "2.0", "");
+    }
+    let before = wait_release(&d, 90, waiting_for_approval);
+    let members: Vec<&str> = before["status"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["rollout"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        members,
+        ["rollouts-mocka", "rollouts-mockb", "rollouts-mockc"]
+    );
+    assert!(
+        before["status"]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["state"] == "Ready"),
+        "{before}"
+    );
+    // kill -9 mid-release: it resumes at the same step with the same members.
+    d.kill9();
+    let d = Daemon::start_in(&state, &[]);
+    let after = wait_release(&d, 90, waiting_for_approval);
+    assert_eq!(after["status"]["members"], before["status"]["members"]);
+    eventually(Duration::from_secs(60), || {
+        let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+        (versions(&body) == ["v2", "v2", "v2"]).then_some(())
+    });
+    let subsets = eventually(Duration::from_secs(30), || {
+        let s = canary_subsets(&d);
+        (s.len() == 3).then_some(s)
+    });
+    assert_eq!(
+        subsets,
+        [
+            "mocka.default.svc.cluster.local",
+            "mockb.default.svc.cluster.local",
+            "mockc.default.svc.cluster.local"
+        ]
+    );
+    let load = SteadyLoad::start(&d.gateway, &["base", "canary"], |_, status, body| {
+        status == 200 && versions(body).len() == 3
+    });
+    // A member is not approved on its own.
+    let alone = d.lanes(&["rollout", "approve", "rollout/rollouts-mockb"]);
+    assert!(!alone.status.success());
+    let err = String::from_utf8_lossy(&alone.stderr);
+    assert!(err.contains("member of LaneRelease checkout-v2"), "{err}");
+    let status = d.ok(&["release", "status", "checkout-v2"]);
+    assert!(status.contains("Progressing step 1/1"), "{status}");
+    // One approval promotes all three.
+    let out = d.ok(&["release", "approve", "lanerelease/checkout-v2"]);
+    assert!(out.contains("approved"), "{out}");
+    let done = wait_release(&d, 120, |r| r["status"]["phase"] == "Completed");
+    eventually(Duration::from_secs(60), || {
+        let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]);
+        (versions(&body) == ["v2", "v2", "v2"]).then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        canary_subsets(&d).is_empty().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failures) = load.finish();
+    assert!(ok > 100, "only {ok} requests");
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    for m in done["status"]["members"].as_array().unwrap() {
+        assert_eq!(m["state"], "Promoted", "{m}");
+    }
+    for r in ["rollouts-mocka", "rollouts-mockb", "rollouts-mockc"] {
+        assert_eq!(rollout(&d, r)["status"]["phase"], "Healthy");
+    }
+    let table = d.ok(&["get", "lanereleases"]);
+    assert!(
+        table.contains("Completed")
+            && table.contains("rollouts-mocka,rollouts-mockb,rollouts-mockc"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_broken_member_rolls_every_member_back_and_the_base_never_fails() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    // mockc judged on its own: half its answers fail.
+    let analysed = r#"
+apiVersion: rollouts.kruise.io/v1beta1
+kind: Rollout
+metadata:
+  name: rollouts-mockc
+spec:
+  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: mockc-v1}
+  strategy:
+    canary:
+      enableExtraWorkloadForCanary: true
+      steps:
+        - replicas: 1
+      patchPodTemplateMetadata:
+        labels: {ASM_TRAFFIC_TAG: canary}
+      analysis:
+        interval: 2s
+        failureLimit: 1
+        minRequests: 10
+        metrics:
+          - name: success-rate
+            successRate: {min: 0.95}
+"#;
+    apply_text(&d, analysed);
+    apply_text(&d, RELEASE);
+    settled(&d, 3);
+    eventually(Duration::from_secs(60), || {
+        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
+    });
+    let load = SteadyLoad::start(&d.gateway, &["base", "canary"], |lane, status, body| {
+        lane == "canary" || (status == 200 && versions(body).len() == 3)
+    });
+    patch_image(&d, "mocka-v1", "2.0", "");
+    patch_image(&d, "mockb-v1", "2.0", "");
+    patch_image(
+        &d,
+        "mockc-v1",
+        "2.0",
+        r#", "env": [{"name": "FAIL_RATE", "value": "0.5"}]"#,
+    );
+    let r = wait_release(&d, 120, |r| r["status"]["phase"] == "RolledBack");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("member rollouts-mockc failed") && message.contains("success-rate"),
+        "{message}"
+    );
+    for m in r["status"]["members"].as_array().unwrap() {
+        let state = match m["rollout"].as_str().unwrap() {
+            "rollouts-mockc" => "Failed",
+            _ => "RolledBack",
+        };
+        assert_eq!(m["state"], state, "{m}");
+    }
+    // Every member is back on v1, its status saying why, naming mockc.
+    for name in ["rollouts-mocka", "rollouts-mockb"] {
+        let ro = eventually(Duration::from_secs(60), || {
+            let ro = rollout(&d, name);
+            (ro["status"]["phase"] == "Healthy").then_some(ro)
+        });
+        let why = ro["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            why.starts_with("rolled back:") && why.contains("rollouts-mockc"),
+            "{name}: {why}"
+        );
+        let events = d.ok(&["get", "events", "-o", "json"]);
+        assert!(
+            events.contains("LaneRelease checkout-v2 rolls back every member"),
+            "no Event says why"
+        );
+    }
+    eventually(Duration::from_secs(60), || {
+        let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+        (versions(&body) == ["v1", "v1", "v1"]).then_some(())
+    });
+    let (ok, failures) = load.finish();
+    assert!(ok > 50, "only {ok} requests");
+    assert!(
+        failures.is_empty(),
+        "the base lane failed {} times: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+#[test]
+fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    apply_text(&d, RELEASE);
+    apply_text(
+        &d,
+        &RELEASE.replace("checkout-v2", "second").replace(
+            "[rollouts-mocka, rollouts-mockb, rollouts-mockc]",
+            "[rollouts-mockb, rollouts-nope]",
+        ),
+    );
+    let second = eventually(Duration::from_secs(30), || {
+        let r: Value =
+            serde_json::from_str(&d.ok(&["get", "lanerelease", "second", "-o", "json"])).unwrap();
+        (r["status"]["phase"] == "Invalid").then_some(r)
+    });
+    let why = second["status"]["message"].as_str().unwrap();
+    assert!(why.contains("rollouts-nope not found"), "{why}");
+    // Fix the missing one: the claim by the older release is what stands.
+    apply_text(
+        &d,
+        &RELEASE.replace("checkout-v2", "second").replace(
+            "[rollouts-mocka, rollouts-mockb, rollouts-mockc]",
+            "[rollouts-mockb]",
+        ),
+    );
+    let second = eventually(Duration::from_secs(30), || {
+        let r: Value =
+            serde_json::from_str(&d.ok(&["get", "lanerelease", "second", "-o", "json"])).unwrap();
+        let m = r["status"]["message"].as_str().unwrap_or("").to_string();
+        (r["status"]["phase"] == "Invalid" && m.contains("claimed by an older")).then_some(r)
+    });
+    assert!(
+        second["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rollouts-mockb (by LaneRelease checkout-v2)")
+    );
+    // A refused field is a 422 naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        RELEASE
+            .replace("checkout-v2", "third")
+            .replace("- pause: {}", "- traffic: 10%"),
+    )
+    .unwrap();
+    let out = d.lanes(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.steps[0].traffic"), "{err}");
+}
