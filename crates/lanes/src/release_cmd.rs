@@ -11,11 +11,7 @@ use lanes_server::Client;
 use lanes_server::merge::PatchType;
 use serde_json::{Value, json};
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
+use crate::rollout_cmd::runtime;
 
 /// `lanerelease/NAME` or `NAME` → NAME.
 fn release_name(target: &str) -> Result<&str> {
@@ -77,20 +73,8 @@ pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
             st.current_step_index
         );
     }
-    let patch = json!({
-        "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
-        "status": {"currentStepState": StepState::Ready,
-                   "lastUpdateTime": jiff::Timestamp::now().to_string()},
-    });
-    rt.block_on(client.patch(
-        Kind::LaneRelease,
-        Some(ns),
-        name,
-        PatchType::Merge,
-        &patch,
-        true,
-    ))
-    .map_err(|e| anyhow!("lanerelease/{name} changed while approving ({e}); run approve again"))?;
+    let status = json!({"currentStepState": StepState::Ready});
+    patch_status(client, &rt, ns, &raw, status, "approve")?;
     println!("lanerelease/{name} approved");
     Ok(ExitCode::SUCCESS)
 }
@@ -107,11 +91,29 @@ pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
             lr.phase().as_str()
         );
     }
+    let status = json!({"phase": LaneReleasePhase::RollingBack,
+                        "message": "rolling back: undone (lanes release undo)"});
+    patch_status(client, &rt, ns, &raw, status, "undo")?;
+    println!("lanerelease/{name} undone: every member goes back to its stable version");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Merges `status` (stamped with the time) into the status of LaneRelease `raw`, only
+/// if it has not changed since it was read; `verb` names the command to run again if it
+/// has.
+fn patch_status(
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    ns: &str,
+    raw: &Value,
+    mut status: Value,
+    verb: &str,
+) -> Result<()> {
+    let name = raw["metadata"]["name"].as_str().unwrap_or("");
+    status["lastUpdateTime"] = json!(jiff::Timestamp::now().to_string());
     let patch = json!({
         "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
-        "status": {"phase": LaneReleasePhase::RollingBack,
-                   "message": "rolling back: undone (lanes release undo)",
-                   "lastUpdateTime": jiff::Timestamp::now().to_string()},
+        "status": status,
     });
     rt.block_on(client.patch(
         Kind::LaneRelease,
@@ -121,9 +123,8 @@ pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
         &patch,
         true,
     ))
-    .map_err(|e| anyhow!("lanerelease/{name} changed while undoing ({e}); run undo again"))?;
-    println!("lanerelease/{name} undone: every member goes back to its stable version");
-    Ok(ExitCode::SUCCESS)
+    .map_err(|e| anyhow!("lanerelease/{name} changed meanwhile ({e}); run {verb} again"))?;
+    Ok(())
 }
 
 /// `lanes release pause|resume`.

@@ -12,7 +12,7 @@ use lanes_server::Client;
 use lanes_server::merge::PatchType;
 use serde_json::{Value, json};
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
