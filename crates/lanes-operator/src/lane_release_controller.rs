@@ -117,7 +117,7 @@ async fn reconcile_once(s: &Shared, lr: &LaneRelease) -> Result<Duration, Error>
         members,
         now,
     });
-    if d.pause {
+    if d.pause && !lr.spec.paused.unwrap_or(false) {
         let patch = serde_json::json!({"spec": {"paused": true}});
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
