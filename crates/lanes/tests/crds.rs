@@ -41,7 +41,8 @@ fn lanes_crds_is_what_deploy_holds() {
         [
             "asmswimlanegroups.istio.alibabacloud.com",
             "asmswimlanes.istio.alibabacloud.com",
-            "rollouts.rollouts.kruise.io"
+            "rollouts.rollouts.kruise.io",
+            "lanereleases.lanes.dev"
         ]
     );
 }
