@@ -156,6 +156,60 @@ impl AttemptCounts {
     }
 }
 
+/// Cumulative counts by key, each created when first recorded.
+#[derive(Debug)]
+struct CountsBy<K>(std::sync::RwLock<HashMap<K, Arc<AttemptCounts>>>);
+
+impl<K> Default for CountsBy<K> {
+    fn default() -> Self {
+        CountsBy(std::sync::RwLock::new(HashMap::new()))
+    }
+}
+
+impl<K: std::hash::Hash + Eq> CountsBy<K> {
+    fn get_or_create(&self, key: K) -> Arc<AttemptCounts> {
+        let found = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        found.unwrap_or_else(|| {
+            self.0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key)
+                .or_default()
+                .clone()
+        })
+    }
+
+    /// A reading of `key`'s counts (zero when none were recorded).
+    fn sample(&self, key: &K) -> AttemptSample {
+        let counts = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned();
+        match counts {
+            None => AttemptSample {
+                buckets: vec![0; ATTEMPT_BUCKETS_MS.len() + 1],
+                ..Default::default()
+            },
+            Some(c) => AttemptSample {
+                total: c.total.load(Ordering::Relaxed),
+                failures: c.failures.load(Ordering::Relaxed),
+                buckets: c
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// The labels that name one subset's series: its service, namespace and lane.
 #[derive(Debug, Clone, Copy)]
 pub struct SubsetKey<'a> {
@@ -283,7 +337,10 @@ pub struct Metrics {
     pub correlation_evictions: Family<PodLabels, Counter>,
     /// `lanes_upstream_attempts_total`: every attempt, the retried ones included.
     pub attempts: Family<AttemptLabels, Counter>,
-    attempt_counts: std::sync::RwLock<HashMap<(Label, Label, Label), Arc<AttemptCounts>>>,
+    attempt_counts: CountsBy<(Label, Label, Label)>,
+    /// The requests that entered each lane at the gateway, by the namespace of the
+    /// service they entered and the lane: what a lane release's analysis judges.
+    entry_counts: CountsBy<(Label, Label)>,
     /// Istio's standard series, under Istio's names.
     pub istio: IstioMetrics,
     /// `lanes_trace_spans_exported_total` and `lanes_trace_spans_dropped_total`.
@@ -351,7 +408,8 @@ impl Metrics {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             istio: IstioMetrics::default(),
             attempts,
-            attempt_counts: std::sync::RwLock::new(HashMap::new()),
+            attempt_counts: CountsBy::default(),
+            entry_counts: CountsBy::default(),
             registry,
             requests,
             latency,
@@ -368,50 +426,49 @@ impl Metrics {
 
     /// The attempt counts of one subset, created when first asked for.
     fn attempt_counts(&self, key: SubsetKey<'_>) -> Arc<AttemptCounts> {
-        let key = (key.service.into(), key.namespace.into(), key.subset.into());
-        let found = self
-            .attempt_counts
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        found.unwrap_or_else(|| {
-            self.attempt_counts
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
-                .or_default()
-                .clone()
-        })
+        self.attempt_counts.get_or_create((
+            key.service.into(),
+            key.namespace.into(),
+            key.subset.into(),
+        ))
     }
 
     /// The attempts on `subset` of a service so far (zero when none).
     pub fn attempt_sample(&self, service: &str, namespace: &str, subset: &str) -> AttemptSample {
-        let key = (
-            Label::from(service),
-            Label::from(namespace),
-            Label::from(subset),
-        );
-        let counts = self
-            .attempt_counts
-            .read()
-            .ok()
-            .and_then(|m| m.get(&key).cloned());
-        match counts {
-            None => AttemptSample {
-                buckets: vec![0; ATTEMPT_BUCKETS_MS.len() + 1],
-                ..Default::default()
-            },
-            Some(c) => AttemptSample {
-                total: c.total.load(Ordering::Relaxed),
-                failures: c.failures.load(Ordering::Relaxed),
-                buckets: c
-                    .buckets
-                    .iter()
-                    .map(|b| b.load(Ordering::Relaxed))
-                    .collect(),
-            },
-        }
+        self.attempt_counts
+            .sample(&(service.into(), namespace.into(), subset.into()))
+    }
+
+    /// Records a request that entered `lane` at the gateway, to a service in
+    /// `namespace`: failed when answered with a 5xx or a failed gRPC status, timed to its
+    /// response head. The lanes are those of the route table's ingress rules, so the
+    /// counts stay bounded.
+    pub fn record_entry(
+        &self,
+        namespace: &Arc<str>,
+        lane: &Arc<str>,
+        failed: bool,
+        took: Duration,
+    ) {
+        self.entry_counts
+            .get_or_create((namespace.into(), lane.into()))
+            .record(failed, took);
+    }
+
+    /// Records a failure in `lane` that a fallback hid from its caller (a try of the
+    /// lane's subset failed, at any hop, and the baseline answered): the lane's users
+    /// got an answer, but the lane failed them.
+    pub fn record_hidden_failure(&self, namespace: &Arc<str>, lane: &Arc<str>) {
+        self.entry_counts
+            .get_or_create((namespace.into(), lane.into()))
+            .failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The requests that entered `lane` at the gateway to services in `namespace`, so far
+    /// (zero when none).
+    pub fn entry_sample(&self, namespace: &str, lane: &str) -> AttemptSample {
+        self.entry_counts.sample(&(namespace.into(), lane.into()))
     }
 
     /// Prometheus text exposition of every family: Lanes' own, then Istio's.

@@ -401,6 +401,8 @@ impl Mesh {
                     503,
                     "none",
                 );
+                self.metrics
+                    .record_entry(&service.namespace, &lane, true, started.elapsed());
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
             }
         };
@@ -1075,6 +1077,17 @@ impl Mesh {
             subset_key(routed.service, subset),
             started.elapsed(),
         );
+        if let Some(lane) = &routed.lane {
+            let namespace = &routed.service.namespace;
+            if routed.side == Side::Gateway {
+                let failed = is_failed_answer(resp);
+                self.metrics
+                    .record_entry(namespace, lane, failed, started.elapsed());
+            }
+            if fallback.is_some_and(|f| f.2.is_failure()) {
+                self.metrics.record_hidden_failure(namespace, lane);
+            }
+        }
         if let (Some(hops), Some(span)) = (&self.hops, &routed.span) {
             let mut hop = span.record(routed.side, resp.status().as_u16());
             hop.service = Some(routed.service.name.clone());
@@ -1127,6 +1140,11 @@ impl Mesh {
             })
             .inc();
     }
+}
+
+/// Whether the answer a client gets is a failure: a 5xx, or a failed gRPC call.
+fn is_failed_answer(resp: &Response<ProxyBody>) -> bool {
+    resp.status().is_server_error() || grpc::is_failed_call(resp.headers())
 }
 
 /// The labels of `subset`'s series, a subset of `service`.

@@ -302,6 +302,15 @@ impl FallbackReason {
             FallbackReason::Timeout => "timeout",
         }
     }
+
+    /// Whether the lane's try failed (the fallback hid a failure from the caller), as
+    /// opposed to the lane having nothing to try.
+    pub fn is_failure(self) -> bool {
+        !matches!(
+            self,
+            FallbackReason::LaneLacksService | FallbackReason::NoEndpoints
+        )
+    }
 }
 
 /// Where a request goes, before it is sent.

@@ -44,6 +44,13 @@ async fn canary_requests_stay_canary_at_every_hop() {
             .sum()
     };
     assert_eq!(served("mockb-canary"), 20, "{metrics}");
+    // What entered each lane at the gateway, as a lane release's analysis reads it.
+    let m = c.mesh.metrics();
+    let canary = m.entry_sample("default", "canary");
+    assert_eq!((canary.total, canary.failures), (20, 0));
+    assert_eq!(canary.buckets.iter().sum::<u64>(), 20);
+    assert_eq!(m.entry_sample("default", "base").total, 21);
+    assert_eq!(m.entry_sample("other", "canary").total, 0);
     assert_eq!(served("mockb-base"), 21, "{metrics}");
     assert!(
         metrics.lines().any(|l| l
@@ -175,6 +182,9 @@ async fn each_failure_kind_falls_back_to_the_baseline() {
             metrics.contains(&format!("reason=\"{reason}\"")),
             "{app:?}: {metrics}"
         );
+        // The caller got an answer, but the lane failed it: a lane release counts that.
+        let entered = c.mesh.metrics().entry_sample("default", "canary");
+        assert_eq!((entered.total, entered.failures), (1, 1), "{app:?}");
     }
 }
 
@@ -225,6 +235,9 @@ async fn connect_errors_and_resets_at_the_endpoint_fall_back_with_their_reason()
             metrics.contains(&format!("reason=\"{reason}\"")),
             "{app:?}: {metrics}"
         );
+        // The caller got an answer, but the lane failed it: a lane release counts that.
+        let entered = c.mesh.metrics().entry_sample("default", "canary");
+        assert_eq!((entered.total, entered.failures), (1, 1), "{app:?}");
     }
 }
 
@@ -293,6 +306,9 @@ async fn no_endpoint_anywhere_is_a_503_naming_service_lane_and_fallback() {
     assert!(body.contains("mocka.default"), "{body}");
     assert!(body.contains("lane \"canary\""), "{body}");
     assert!(body.contains("fallback lane \"base\""), "{body}");
+    // The lane's users saw a failure.
+    let entered = c.mesh.metrics().entry_sample("default", "canary");
+    assert_eq!((entered.total, entered.failures), (1, 1));
     let (status, _, body) = c
         .request(
             Request::get("/nowhere")
