@@ -56,6 +56,16 @@ pub struct SampleConfig {
     pub latency: Duration,
     /// The trace headers forwarded on the upstream call (all of them by default).
     pub forward: Vec<&'static str>,
+    /// The path prefixes served (`SERVE_PATHS`, comma-separated); any other path is
+    /// answered 404. Empty: every path.
+    pub serve_paths: Vec<String>,
+}
+
+impl SampleConfig {
+    /// Whether the sample serves `path`.
+    fn serves(&self, path: &str) -> bool {
+        self.serve_paths.is_empty() || self.serve_paths.iter().any(|p| path.starts_with(p))
+    }
 }
 
 /// `v<major>` of an image's tag (`go-http-sample:2.0` → `v2`), if it has one.
@@ -75,7 +85,7 @@ impl SampleConfig {
     /// Reads the configuration from environment variables: `app`, `version` (overridden
     /// by the major of `LANES_IMAGE`'s tag), `POD_IP`, `LANES_LISTEN` (or
     /// `POD_IP:PORT`, port 8000 by default), `upstream_url`, `HTTP_PROXY`, `FAIL_RATE`,
-    /// `LATENCY_MS`, `FORWARD_HEADERS`.
+    /// `LATENCY_MS`, `FORWARD_HEADERS`, `SERVE_PATHS`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<SampleConfig, String> {
         let ip = get("POD_IP").unwrap_or_else(|| "127.0.0.1".into());
         let port = get("PORT").unwrap_or_else(|| "8000".into());
@@ -114,6 +124,10 @@ impl SampleConfig {
             None => TRACE_HEADERS.to_vec(),
             Some(list) => forwarded_headers(&list)?,
         };
+        let serve_paths = match get("SERVE_PATHS") {
+            None => Vec::new(),
+            Some(list) => serve_paths(&list)?,
+        };
         let version = get("LANES_IMAGE")
             .and_then(|i| version_of_image(&i))
             .or_else(|| get("version"))
@@ -128,8 +142,26 @@ impl SampleConfig {
             fail_rate,
             latency,
             forward,
+            serve_paths,
         })
     }
+}
+
+/// The path prefixes of a `SERVE_PATHS` list: each starts with `/`.
+fn serve_paths(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if p.starts_with('/') {
+                Ok(p.to_string())
+            } else {
+                Err(format!(
+                    "SERVE_PATHS: {p:?} is not a path (it must start with /)"
+                ))
+            }
+        })
+        .collect()
 }
 
 /// The trace headers a `FORWARD_HEADERS` list names (case-insensitive, comma-separated);
@@ -285,12 +317,25 @@ async fn answer(sample: Arc<Sample>, req: Request<Incoming>) -> Response<Full<By
         return r;
     }
     let mut text = format!("-> {}(version: {}, ip: {})", c.app, c.version, c.ip);
+    if !c.serves(req.uri.path()) {
+        let mut r = Response::new(Full::new(Bytes::from(format!(
+            "{text} does not serve {}",
+            req.uri.path()
+        ))));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    }
     let mut status = StatusCode::OK;
     if let Some(url) = &c.upstream {
         match call_upstream(&sample, url, &req.headers).await {
             Ok((s, body)) => {
-                if !s.is_success() {
+                // A server error passes on as it came; an upstream's client error is a
+                // bad call of this service's own making: its caller gets a 502.
+                if s.is_server_error() {
                     status = s;
+                } else if !s.is_success() {
+                    status = StatusCode::BAD_GATEWAY;
+                    text.push_str(&format!(" [upstream {url} answered {s}]"));
                 }
                 text.push_str(&body);
             }
@@ -460,6 +505,14 @@ mod tests {
                 .unwrap_err();
         assert!(
             err.contains("\"x-asm-prefer-tag\"") && err.contains("FORWARD_HEADERS"),
+            "{err}"
+        );
+        let paths = SampleConfig::from_env(env(&[("SERVE_PATHS", "/v2/, /health")])).unwrap();
+        assert!(c.serves("/anything") && paths.serves("/v2/orders") && paths.serves("/health"));
+        assert!(!paths.serves("/") && !paths.serves("/v1/orders"));
+        let err = SampleConfig::from_env(env(&[("SERVE_PATHS", "/a,b")])).unwrap_err();
+        assert!(
+            err.contains("SERVE_PATHS") && err.contains("\"b\""),
             "{err}"
         );
     }
