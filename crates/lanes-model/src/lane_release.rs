@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::object::FieldError;
-use crate::rollout::{Analysis, OnFailure, RolloutCondition, RolloutPause};
+use crate::rollout::{Analysis, AnalysisStatus, OnFailure, RolloutCondition, RolloutPause};
 
 /// Several Rollouts released as one, in one lane.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -45,7 +45,10 @@ pub struct LaneReleaseSpec {
     /// The release's own steps, walked once every member's canary is ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<LaneReleaseStep>,
-    /// End-to-end analysis of the lane.
+    /// End-to-end analysis of the lane: the requests that entered it at the gateway (to
+    /// services in the release's namespace), judged as a Rollout's analysis judges its
+    /// canary's, from when every member's canary is ready until the release is promoted.
+    /// A failure beyond its `failureLimit` ends the release per its `onFailure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
     /// What a failed member does to the others: roll every member back (the default), or
@@ -198,6 +201,10 @@ pub struct LaneReleaseStatus {
     /// Why the release is where it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The end-to-end analysis of the release under way: the requests that entered the
+    /// lane at the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
     /// Conditions (`Progressing`, `Valid`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<RolloutCondition>,
@@ -272,12 +279,8 @@ pub fn check(errs: &mut Vec<FieldError>, spec: &LaneReleaseSpec) {
             ));
         }
     }
-    if spec.analysis.is_some() {
-        errs.push(FieldError::new(
-            "spec.analysis",
-            "end-to-end analysis of a lane release is not carried out by this version of Lanes; \
-             give analysis on the member Rollouts (a failed member rolls back the release)",
-        ));
+    if let Some(a) = &spec.analysis {
+        crate::rollout_rules::check_analysis(errs, "spec.analysis", a);
     }
     if spec.progress_deadline_seconds.is_some_and(|s| s <= 0) {
         errs.push(FieldError::new(
@@ -332,10 +335,27 @@ mod tests {
                 "spec.progressDeadlineSeconds"
             ]
         );
+        let mut bad = Vec::new();
+        check(
+            &mut bad,
+            &spec(
+                "laneGroup: g\nlane: canary\nrollouts: [a]\nanalysis: {interval: soon, metrics: [{name: sr, successRate: {min: 2}}]}\n",
+            ),
+        );
+        let paths: Vec<&str> = bad.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.analysis.interval",
+                "spec.analysis.metrics[0].successRate.min"
+            ]
+        );
         let mut ok = Vec::new();
         check(
             &mut ok,
-            &spec("laneGroup: g\nlane: canary\nrollouts: [a, b]\nsteps: [{pause: {}}]\n"),
+            &spec(
+                "laneGroup: g\nlane: canary\nrollouts: [a, b]\nsteps: [{pause: {}}]\nanalysis: {interval: 5s, metrics: [{name: sr, successRate: {min: 0.9}}]}\n",
+            ),
         );
         assert!(ok.is_empty(), "{ok:?}");
     }

@@ -7,7 +7,9 @@
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::object::FieldError;
-use crate::rollout::{CanaryStep, CanaryStrategy, RolloutSpec, TrafficRoutingRef, WorkloadRef};
+use crate::rollout::{
+    Analysis, CanaryStep, CanaryStrategy, RolloutSpec, TrafficRoutingRef, WorkloadRef,
+};
 use crate::validate::{check_labels, check_match, is_header_name, parse_percent};
 
 /// Every problem of a Rollout's spec.
@@ -124,7 +126,9 @@ fn check_canary(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
         )),
         _ => {}
     }
-    check_analysis(errs, at, c);
+    if let Some(a) = &c.analysis {
+        check_analysis(errs, &format!("{at}.analysis"), a);
+    }
     if let Some(d) = c.progress_deadline_seconds
         && d <= 0
     {
@@ -294,13 +298,11 @@ fn check_step(errs: &mut Vec<FieldError>, here: &str, step: &CanaryStep) {
     }
 }
 
-fn check_analysis(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
-    let Some(a) = &c.analysis else {
-        return;
-    };
+/// What an analysis (at field path `at`) may not hold: a Rollout's, or a lane release's.
+pub(crate) fn check_analysis(errs: &mut Vec<FieldError>, at: &str, a: &Analysis) {
     if a.interval.millis().is_none() {
         errs.push(FieldError::new(
-            format!("{at}.analysis.interval"),
+            format!("{at}.interval"),
             format!(
                 "expected a duration such as \"5s\" or \"1m\", or whole seconds, got {:?}",
                 a.interval
@@ -309,7 +311,7 @@ fn check_analysis(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
     }
     if a.metrics.is_empty() {
         errs.push(FieldError::new(
-            format!("{at}.analysis.metrics"),
+            format!("{at}.metrics"),
             "at least one metric is required",
         ));
     }
@@ -324,7 +326,7 @@ fn check_analysis(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
         .count();
         if kinds != 1 {
             errs.push(FieldError::new(
-                format!("{at}.analysis.metrics[{i}]"),
+                format!("{at}.metrics[{i}]"),
                 "exactly one of successRate, latencyP99 or prometheus is required",
             ));
         }
@@ -332,7 +334,7 @@ fn check_analysis(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
             && !(0.0..=1.0).contains(&sr.min)
         {
             errs.push(FieldError::new(
-                format!("{at}.analysis.metrics[{i}].successRate.min"),
+                format!("{at}.metrics[{i}].successRate.min"),
                 format!("must be between 0 and 1, got {}", sr.min),
             ));
         }
@@ -341,7 +343,7 @@ fn check_analysis(errs: &mut Vec<FieldError>, at: &str, c: &CanaryStrategy) {
             && p.max.is_none()
         {
             errs.push(FieldError::new(
-                format!("{at}.analysis.metrics[{i}].prometheus"),
+                format!("{at}.metrics[{i}].prometheus"),
                 "min or max is required",
             ));
         }

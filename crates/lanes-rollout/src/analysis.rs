@@ -2,7 +2,82 @@
 //! the difference between two cumulative samples. Too few requests is inconclusive,
 //! never a failure.
 
-use lanes_model::rollout::{AnalysisMetric, Measurement, Sample, Verdict};
+use std::collections::BTreeMap;
+
+use lanes_model::rollout::{
+    Analysis, AnalysisMetric, AnalysisStatus, Measurement, Sample, Verdict,
+};
+
+/// Measurements kept in an analysis record, newest last.
+const KEPT_MEASUREMENTS: usize = 20;
+
+/// What an analysis round came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    /// When the next round is due.
+    pub next: jiff::Timestamp,
+    /// Why the analysis failed, once failed rounds exceed `failureLimit`.
+    pub failed: Option<String>,
+}
+
+/// One analysis round of `cfg` on the record `a`, with the cumulative sample `cur`, when
+/// its interval has passed since the last (the first sample only starts the record): a
+/// verdict per metric (`external` holds the `prometheus` metrics' values).
+pub fn round(
+    cfg: &Analysis,
+    a: &mut AnalysisStatus,
+    cur: &Sample,
+    external: &BTreeMap<String, Result<f64, String>>,
+    now: jiff::Timestamp,
+) -> Round {
+    let interval =
+        jiff::SignedDuration::from_millis(cfg.interval.millis().unwrap_or(60_000) as i64);
+    let Some(prev) = a.last_sample.clone() else {
+        a.last_sample = Some(cur.clone());
+        return Round {
+            next: now + interval,
+            failed: None,
+        };
+    };
+    let due = prev.time.parse::<jiff::Timestamp>().unwrap_or(now) + interval;
+    if now < due {
+        return Round {
+            next: due,
+            failed: None,
+        };
+    }
+    let at = now.to_string();
+    let mut failed = None;
+    let mut all_passed = true;
+    for metric in &cfg.metrics {
+        let value = external.get(&metric.name).cloned();
+        let m = judge(metric, &prev, cur, cfg.min_requests, value, &at);
+        if m.verdict == Verdict::Failed && failed.is_none() {
+            let why = m.message.clone().unwrap_or_default();
+            failed = Some(format!("{}: {why}", m.metric));
+        }
+        all_passed &= m.verdict == Verdict::Passed;
+        a.measurements.push(m);
+    }
+    let excess = a.measurements.len().saturating_sub(KEPT_MEASUREMENTS);
+    a.measurements.drain(..excess);
+    a.last_sample = Some(cur.clone());
+    let next = now + interval;
+    let Some(last) = failed else {
+        if all_passed {
+            a.passes += 1;
+        }
+        return Round { next, failed: None };
+    };
+    a.failures += 1;
+    let failed = (a.failures > cfg.failure_limit).then(|| {
+        format!(
+            "analysis failed {} times (failureLimit {}), last {last}",
+            a.failures, cfg.failure_limit
+        )
+    });
+    Round { next, failed }
+}
 
 /// Upper bounds (ms) of the latency buckets samples count in (the data plane's).
 pub const BUCKETS_MS: [f64; 14] = [

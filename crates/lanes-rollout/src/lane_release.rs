@@ -11,7 +11,8 @@ use lanes_model::lane_release::{
     LaneRelease, LaneReleasePhase, LaneReleaseStatus, MemberState, MemberStatus,
 };
 use lanes_model::rollout::{
-    CanaryStrategy, OnFailure, Rollout, RolloutCondition, RolloutPhase, StepState,
+    AnalysisStatus, CanaryStrategy, OnFailure, Rollout, RolloutCondition, RolloutPhase, Sample,
+    StepState,
 };
 
 use crate::decision::Reason;
@@ -200,6 +201,11 @@ pub struct ReleaseObserved<'a> {
     pub release: &'a LaneRelease,
     /// Its members: the Rollouts it names, then those its selector takes.
     pub members: Vec<MemberView<'a>>,
+    /// The requests that entered its lane at the gateway so far (cumulative), when it has
+    /// analysis and they could be read.
+    pub sample: Option<Sample>,
+    /// The values of its analysis's `prometheus` metrics, when a round is due.
+    pub external: BTreeMap<String, Result<f64, String>>,
     /// Now.
     pub now: jiff::Timestamp,
 }
@@ -323,6 +329,7 @@ fn at_rest(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
     d.status.members = releasing;
     d.status.current_step_index = 0;
     d.status.current_step_state = None;
+    d.status.analysis = None;
     d.status.started_at = Some(now.clone());
     d.status.last_update_time = Some(now);
     d.status.phase = Some(LaneReleasePhase::Progressing);
@@ -333,7 +340,8 @@ fn at_rest(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
 fn progressing(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
     track_members(obs, &mut d.status);
     if let Some((member, why)) = failed_member(obs, &d.status) {
-        return fail(obs, d, Some(member), why);
+        let on_failure = obs.release.spec.on_failure;
+        return fail(obs, d, Some(member), why, on_failure);
     }
     if obs.release.spec.paused.unwrap_or(false) {
         let message = format!(
@@ -360,7 +368,7 @@ fn progressing(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
                     "the canaries of {} were not ready within progressDeadlineSeconds {deadline}",
                     names.join(", ")
                 );
-                return fail(obs, d, None, why);
+                return fail(obs, d, None, why, obs.release.spec.on_failure);
             }
             wake(d, due + jiff::SignedDuration::from_secs(1));
         }
@@ -370,7 +378,42 @@ fn progressing(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
         );
         return set(obs, &mut d.status, "InRolling", message);
     }
+    if let Some((why, on_failure)) = lane_analysis(obs, d) {
+        return fail(obs, d, None, why, on_failure);
+    }
     walk_steps(obs, d);
+}
+
+/// One round of the end-to-end analysis of the lane (every member's canary is ready):
+/// why the release fails, and how it ends, when it does.
+fn lane_analysis(
+    obs: &ReleaseObserved<'_>,
+    d: &mut ReleaseDecision,
+) -> Option<(String, OnFailure)> {
+    let cfg = obs.release.spec.analysis.as_ref()?;
+    let cur = Sample {
+        time: obs.now.to_string(),
+        ..obs.sample.clone()?
+    };
+    let revision = member_names(&d.status.members);
+    let a = d.status.analysis.get_or_insert_with(|| AnalysisStatus {
+        revision,
+        ..Default::default()
+    });
+    let round = crate::analysis::round(cfg, a, &cur, &obs.external, obs.now);
+    wake(d, round.next);
+    let why = round.failed?;
+    let lane = &obs.release.spec.lane;
+    Some((
+        format!("lane {lane:?} failed its end-to-end analysis: {why}"),
+        cfg.on_failure,
+    ))
+}
+
+/// Whether the release may be promoted as far as its analysis goes: it has none, or a
+/// round of it passed.
+fn analysis_allows_promotion(obs: &ReleaseObserved<'_>, s: &LaneReleaseStatus) -> bool {
+    obs.release.spec.analysis.is_none() || s.analysis.as_ref().is_some_and(|a| a.passes >= 1)
 }
 
 /// The release's own steps, from the current one; after the last, every member is
@@ -382,6 +425,12 @@ fn walk_steps(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
         let s = &mut d.status;
         if s.current_step_index == 0 || s.current_step_state == Some(StepState::Ready) {
             if s.current_step_index >= total {
+                if !analysis_allows_promotion(obs, s) {
+                    let message = format!(
+                        "in step {total}/{total}: waiting for a round of the lane's analysis to pass before promoting"
+                    );
+                    return set(obs, s, "InRolling", message);
+                }
                 s.phase = Some(LaneReleasePhase::Promoting);
                 s.last_update_time = Some(obs.now.to_string());
                 for m in &mut s.members {
@@ -572,14 +621,20 @@ fn failed_member(obs: &ReleaseObserved<'_>, s: &LaneReleaseStatus) -> Option<(St
 }
 
 /// The release fails: every member rolls back, or the release pauses.
-fn fail(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision, failed: Option<String>, why: String) {
+fn fail(
+    obs: &ReleaseObserved<'_>,
+    d: &mut ReleaseDecision,
+    failed: Option<String>,
+    why: String,
+    on_failure: OnFailure,
+) {
     let s = &mut d.status;
     for m in &mut s.members {
         if Some(&m.rollout) == failed.as_ref() {
             m.state = MemberState::Failed;
         }
     }
-    match obs.release.spec.on_failure {
+    match on_failure {
         OnFailure::Rollback => {
             s.phase = Some(LaneReleasePhase::RollingBack);
             s.last_update_time = Some(obs.now.to_string());

@@ -6,7 +6,7 @@
 
 use lanes_model::rollout::{
     Analysis, AnalysisStatus, CanaryStatus, CanaryStep, CanaryStrategy, OnFailure, Rollout,
-    RolloutPhase, RolloutStatus, Sample, StepState, Verdict,
+    RolloutPhase, RolloutStatus, Sample, StepState,
 };
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -637,54 +637,12 @@ impl<'a> Release<'a> {
             p.analysis.as_mut()?,
             self.sample_now.as_ref()?,
         );
-        let interval =
-            jiff::SignedDuration::from_millis(cfg.interval.millis().unwrap_or(60_000) as i64);
-        let Some(prev) = a.last_sample.clone() else {
-            a.last_sample = Some(cur.clone());
-            p.wake(self.obs.now + interval);
-            return None;
+        let round = analysis::round(cfg, a, cur, &self.obs.external, self.obs.now);
+        p.wake(round.next);
+        let failure = match cfg.on_failure {
+            OnFailure::Rollback => Failure::RolledBack,
+            OnFailure::Pause => Failure::Paused,
         };
-        let due = prev.time.parse::<jiff::Timestamp>().unwrap_or(self.obs.now) + interval;
-        if self.obs.now < due {
-            p.wake(due);
-            return None;
-        }
-        let now = self.now();
-        let mut failed = None;
-        let mut all_passed = true;
-        for metric in &cfg.metrics {
-            let external = self.obs.external.get(&metric.name).cloned();
-            let m = analysis::judge(metric, &prev, cur, cfg.min_requests, external, &now);
-            if m.verdict == Verdict::Failed && failed.is_none() {
-                let why = m.message.clone().unwrap_or_default();
-                failed = Some(format!("{}: {why}", m.metric));
-            }
-            all_passed &= m.verdict == Verdict::Passed;
-            a.measurements.push(m);
-        }
-        let excess = a.measurements.len().saturating_sub(20);
-        a.measurements.drain(..excess);
-        a.last_sample = Some(cur.clone());
-        let Some(last) = failed else {
-            if all_passed {
-                a.passes += 1;
-            }
-            p.wake(self.obs.now + interval);
-            return None;
-        };
-        a.failures += 1;
-        let beyond = (a.failures > cfg.failure_limit).then(|| {
-            let failure = match cfg.on_failure {
-                OnFailure::Rollback => Failure::RolledBack,
-                OnFailure::Pause => Failure::Paused,
-            };
-            let why = format!(
-                "analysis failed {} times (failureLimit {}), last {last}",
-                a.failures, cfg.failure_limit
-            );
-            (failure, why)
-        });
-        p.wake(self.obs.now + interval);
-        beyond
+        Some((failure, round.failed?))
     }
 }

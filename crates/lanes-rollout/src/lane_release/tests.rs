@@ -8,7 +8,7 @@ use crate::{Action, Canary, Observed};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lanes_model::lane_release::{LaneReleaseSpec, LaneReleaseStep};
-use lanes_model::rollout::RolloutPause;
+use lanes_model::rollout::{RolloutPause, Verdict};
 
 struct Member {
     rollout: Rollout,
@@ -20,6 +20,8 @@ struct Member {
 struct World {
     lr: LaneRelease,
     members: Vec<Member>,
+    /// The requests that entered the lane at the gateway so far.
+    lane: Sample,
     now: jiff::Timestamp,
 }
 
@@ -69,6 +71,7 @@ impl World {
         World {
             lr: lane_release(steps),
             members,
+            lane: Sample::default(),
             now: t0(),
         }
     }
@@ -116,9 +119,17 @@ impl World {
         let d = reconcile(&ReleaseObserved {
             release: &self.lr,
             members: views,
+            sample: Some(self.lane.clone()),
+            external: Default::default(),
             now: self.now,
         });
         self.lr.status = Some(d.status);
+    }
+
+    /// `n` more requests entered the lane, `failed` of them failed.
+    fn entered(&mut self, n: u64, failed: u64) {
+        self.lane.total += n;
+        self.lane.failures += failed;
     }
 
     fn rounds(&mut self, n: usize) {
@@ -342,6 +353,8 @@ fn a_missing_member_or_one_claimed_twice_makes_the_release_invalid_and_free() {
     let d = reconcile(&ReleaseObserved {
         release: &w.lr,
         members: views,
+        sample: None,
+        external: Default::default(),
         now: t0(),
     });
     assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
@@ -377,6 +390,8 @@ fn a_missing_member_or_one_claimed_twice_makes_the_release_invalid_and_free() {
             workload: None,
             held_by: Some("checkout-v2".into()),
         }],
+        sample: None,
+        external: Default::default(),
         now: t0(),
     });
     assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
@@ -423,4 +438,86 @@ fn a_member_waits_at_its_first_approval_step_else_its_last() {
         step(IntOrString::Int(2), Some(10)),
     ];
     assert_eq!(hold_step(crate::plan::strategy(&r).unwrap()), 2);
+}
+
+fn lane_analysis(failure_limit: u32) -> lanes_model::rollout::Analysis {
+    serde_json::from_value(serde_json::json!({
+        "interval": "2s",
+        "failureLimit": failure_limit,
+        "minRequests": 10,
+        "metrics": [{"name": "lane-success", "successRate": {"min": 0.95}}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_lane_failing_end_to_end_rolls_every_member_back() {
+    let mut w = World::new(vec![approval()]);
+    w.lr.spec.analysis = Some(lane_analysis(1));
+    w.rounds(4);
+    assert_eq!(w.lr.status.as_ref().unwrap().current_step_index, 1);
+    // Each member's canary is healthy on its own; what entered the lane fails.
+    for _ in 0..8 {
+        w.entered(20, 10);
+        w.round();
+        if w.phase() != LaneReleasePhase::Progressing {
+            break;
+        }
+    }
+    assert_eq!(w.phase(), LaneReleasePhase::RollingBack, "{}", w.message());
+    assert!(
+        w.message()
+            .contains("lane \"canary\" failed its end-to-end analysis: analysis failed 2 times (failureLimit 1)"),
+        "{}",
+        w.message()
+    );
+    let a = w.lr.status.as_ref().unwrap().analysis.clone().unwrap();
+    assert_eq!(a.failures, 2);
+    let failed = a.measurements.iter().filter(|m| m.verdict == Verdict::Failed);
+    assert_eq!(failed.count(), 2, "{a:?}");
+    assert!(a.measurements.iter().all(|m| m.verdict != Verdict::Passed));
+    w.rounds(6);
+    assert_eq!(w.phase(), LaneReleasePhase::RolledBack, "{}", w.message());
+    for m in &w.members {
+        assert!(m.actions.contains(&Action::RestoreStableTemplate));
+        assert_eq!(m.workload.revision(), m.workload.stable_revision());
+    }
+    // No member failed: the lane did.
+    let st = w.lr.status.as_ref().unwrap();
+    assert!(
+        st.members
+            .iter()
+            .all(|m| m.state == MemberState::RolledBack)
+    );
+}
+
+#[test]
+fn a_healthy_lane_is_promoted_only_after_a_passed_round() {
+    let mut w = World::new(vec![approval()]);
+    w.lr.spec.analysis = Some(lane_analysis(0));
+    w.rounds(4);
+    w.approve();
+    w.round();
+    // Approved, but no round of the lane's analysis has passed yet.
+    assert_eq!(w.phase(), LaneReleasePhase::Progressing);
+    assert!(
+        w.message()
+            .contains("waiting for a round of the lane's analysis"),
+        "{}",
+        w.message()
+    );
+    // Too few requests: inconclusive, never a pass (nor a failure).
+    w.entered(3, 0);
+    w.rounds(3);
+    assert_eq!(w.phase(), LaneReleasePhase::Progressing);
+    for _ in 0..4 {
+        w.entered(50, 1);
+        w.round();
+        if w.phase() != LaneReleasePhase::Progressing {
+            break;
+        }
+    }
+    assert_eq!(w.phase(), LaneReleasePhase::Promoting, "{}", w.message());
+    let a = w.lr.status.as_ref().unwrap().analysis.clone().unwrap();
+    assert!(a.passes >= 1 && a.failures == 0, "{a:?}");
 }
