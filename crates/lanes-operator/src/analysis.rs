@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
-use lanes_model::rollout::{Rollout, Sample};
+use lanes_model::rollout::{Analysis, AnalysisStatus, Sample};
 use lanes_rollout::analysis::BUCKETS_MS;
 
 use crate::prometheus::{Prometheus, QueryError};
@@ -25,18 +25,36 @@ pub struct Measured<'a> {
     pub workload: &'a str,
 }
 
-/// The cumulative requests the data plane counted on a canary.
+/// A lane as its users enter it: the requests the gateway took into `lane` for
+/// services in `namespace`.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneEntry<'a> {
+    /// The namespace of the services entered.
+    pub namespace: &'a str,
+    /// The lane.
+    pub lane: &'a str,
+}
+
+/// The cumulative requests the data plane counted on a canary, and on a lane.
 pub trait Samples: Send + Sync {
     /// The canary's requests so far, or why they cannot be read now.
     fn sample<'a>(&'a self, canary: Measured<'a>) -> BoxFuture<'a, Result<Sample, QueryError>>;
+
+    /// The requests that entered the lane at the gateway so far (failed: a 5xx or failed
+    /// gRPC answer, or a failure a fallback hid), or why they cannot be read now.
+    fn lane_sample<'a>(&'a self, lane: LaneEntry<'a>) -> BoxFuture<'a, Result<Sample, QueryError>>;
 }
 
-/// No data plane to ask: every canary has seen no attempts.
+/// No data plane to ask: every canary and lane has seen no requests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoSamples;
 
 impl Samples for NoSamples {
     fn sample<'a>(&'a self, _: Measured<'a>) -> BoxFuture<'a, Result<Sample, QueryError>> {
+        Box::pin(std::future::ready(Ok(Sample::default())))
+    }
+
+    fn lane_sample<'a>(&'a self, _: LaneEntry<'a>) -> BoxFuture<'a, Result<Sample, QueryError>> {
         Box::pin(std::future::ready(Ok(Sample::default())))
     }
 }
@@ -120,6 +138,39 @@ impl Samples for IstioSeries {
             })
         })
     }
+
+    /// The lane's requests as Lanes' gateway exports them (`lanes_requests_total` of
+    /// role `gateway`); Istio's series carry no lane. Their latency is not exported by
+    /// lane, so a `latencyP99` of a lane is inconclusive on a cluster.
+    fn lane_sample<'a>(&'a self, lane: LaneEntry<'a>) -> BoxFuture<'a, Result<Sample, QueryError>> {
+        Box::pin(async move {
+            let query = lane_outcome_query(&lane);
+            let by_outcome = self
+                .prometheus
+                .query_by(&self.address, &query, OUTCOME)
+                .await?;
+            let (total, failures) = totals_by_outcome(&by_outcome);
+            Ok(Sample {
+                time: String::new(),
+                total,
+                failures,
+                buckets: Vec::new(),
+            })
+        })
+    }
+}
+
+/// The requests Lanes' gateway took into a lane, summed by outcome (`failure` for a
+/// 5xx answer).
+pub fn lane_outcome_query(lane: &LaneEntry<'_>) -> String {
+    let series = format!(
+        "lanes_requests_total{{role=\"gateway\",namespace={},lane={}}}",
+        quoted(lane.namespace),
+        quoted(lane.lane)
+    );
+    format!(
+        "sum by ({OUTCOME}) (label_replace({series}, \"{OUTCOME}\", \"failure\", \"code\", \"5[0-9][0-9]\"))"
+    )
 }
 
 /// The label [`outcome_query`] sorts requests by.
@@ -152,29 +203,32 @@ pub fn totals_by_outcome(by_outcome: &[(String, f64)]) -> (u64, u64) {
 }
 
 /// Whether a measurement is due: never taken, or the interval has passed since.
-fn measurement_due(r: &Rollout, interval_ms: u64, now: jiff::Timestamp) -> bool {
-    let last = r
-        .status
-        .as_ref()
-        .and_then(|s| s.analysis.as_ref())
+fn measurement_due(
+    record: Option<&AnalysisStatus>,
+    interval_ms: u64,
+    now: jiff::Timestamp,
+) -> bool {
+    let last = record
         .and_then(|a| a.last_sample.as_ref())
         .and_then(|s| s.time.parse::<jiff::Timestamp>().ok());
     let interval = jiff::SignedDuration::from_millis(interval_ms as i64);
     last.is_none_or(|t| now >= t + interval)
 }
 
-/// The values of the Rollout's `prometheus` metrics when a measurement is due (none
-/// otherwise), each a number or why there is none.
+/// The values of an analysis's `prometheus` metrics (a Rollout's, or a lane
+/// release's, with its record so far) when a measurement is due (none otherwise), each
+/// a number or why there is none.
 pub async fn external_values(
     prometheus: &Prometheus,
-    r: &Rollout,
+    cfg: Option<&Analysis>,
+    record: Option<&AnalysisStatus>,
     now: jiff::Timestamp,
 ) -> BTreeMap<String, Result<f64, String>> {
     let mut out = BTreeMap::new();
-    let Some(cfg) = lanes_rollout::analysis_of(r) else {
+    let Some(cfg) = cfg else {
         return out;
     };
-    if !measurement_due(r, cfg.interval.millis().unwrap_or(60_000), now) {
+    if !measurement_due(record, cfg.interval.millis().unwrap_or(60_000), now) {
         return out;
     }
     for m in &cfg.metrics {

@@ -15,19 +15,25 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use lanes_model::lane_release::{LaneRelease, LaneReleaseStatus};
-use lanes_model::rollout::Rollout;
+use lanes_model::rollout::{Rollout, Sample};
 use lanes_rollout::Workload;
 use lanes_rollout::lane_release::{MemberView, ReleaseObserved, owner_of, reconcile};
 use tokio::sync::watch;
 
+use crate::analysis::{LaneEntry, Samples, external_values};
 use crate::backoff::Failures;
 use crate::metrics::Metrics;
+use crate::prometheus::Prometheus;
 use crate::run::Config;
 use crate::{Error, kube_err};
 
 /// What every reconcile shares.
 struct Shared {
     client: Client,
+    /// Where the lane's requests are counted (end-to-end analysis).
+    samples: Arc<dyn Samples>,
+    /// The client of `prometheus` analysis metrics.
+    prometheus: Prometheus,
     identity: String,
     metrics: Arc<Metrics>,
     resync: Duration,
@@ -39,19 +45,22 @@ const ACTIVE: Duration = Duration::from_secs(2);
 
 /// Runs the lane release controller until `stop`.
 pub async fn run(
-    client: Client,
+    ctx: crate::rollouts::Context,
     config: Config,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) {
     let controller = Controller::new(
-        Api::<LaneRelease>::all(client.clone()),
+        Api::<LaneRelease>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
     .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
     let releases = controller.store();
+    let client = ctx.client;
     let shared = Arc::new(Shared {
         client: client.clone(),
+        samples: ctx.samples,
+        prometheus: ctx.prometheus,
         identity: config.identity.clone(),
         metrics,
         resync: config.resync,
@@ -67,6 +76,24 @@ pub async fn run(
         .run(reconcile_release, error_policy, shared)
         .for_each(|_| async {})
         .await;
+}
+
+/// The requests that entered the release's lane so far, when it has analysis and they
+/// can be read.
+async fn lane_sample(s: &Shared, lr: &LaneRelease, ns: &str) -> Option<Sample> {
+    lr.spec.analysis.as_ref()?;
+    let entry = LaneEntry {
+        namespace: ns,
+        lane: &lr.spec.lane,
+    };
+    match s.samples.lane_sample(entry).await {
+        Ok(sample) => Some(sample),
+        Err(e) => {
+            tracing::warn!(release = %format!("{ns}/{}", lr.name_any()), error = %e,
+                "cannot read the lane's requests; no analysis round this time");
+            None
+        }
+    }
 }
 
 /// The LaneReleases an event on Rollout `r` concerns: those that claim it.
@@ -112,9 +139,13 @@ async fn reconcile_once(s: &Shared, lr: &LaneRelease) -> Result<Duration, Error>
     let all: Vec<&LaneRelease> = others.items.iter().collect();
     let members = member_views(lr, &all, &rollouts.items, &deployments.items);
     let now = jiff::Timestamp::now();
+    let record = lr.status.as_ref().and_then(|st| st.analysis.as_ref());
+    let external = external_values(&s.prometheus, lr.spec.analysis.as_ref(), record, now).await;
     let d = reconcile(&ReleaseObserved {
         release: lr,
         members,
+        sample: lane_sample(s, lr, &ns).await,
+        external,
         now,
     });
     if d.pause && !lr.spec.paused.unwrap_or(false) {

@@ -395,7 +395,13 @@ async fn reconcile_once(
         Some(_) => (None, Default::default()),
         None => (
             sample_of(ctx, ns, &rollout, workload.as_ref()).await?,
-            external_values(&ctx.prometheus, &rollout, now).await,
+            external_values(
+                &ctx.prometheus,
+                lanes_rollout::analysis_of(&rollout),
+                rollout.status.as_ref().and_then(|s| s.analysis.as_ref()),
+                now,
+            )
+            .await,
         ),
     };
     let routed = routed_shares(ctx, &rollout).await?;

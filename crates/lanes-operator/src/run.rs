@@ -155,7 +155,7 @@ fn controllers(
         stop.clone(),
     ));
     tasks.spawn(crate::lane_release_controller::run(
-        ctx.client.clone(),
+        ctx.clone(),
         config.clone(),
         metrics.clone(),
         stop.clone(),

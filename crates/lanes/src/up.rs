@@ -197,26 +197,36 @@ fn survive_file_size_limit() {
     }
 }
 
-/// The data plane's counts of attempts, for built-in analysis.
+/// The data plane's counts of attempts and of lane entries, for built-in analysis.
 struct ProxyCounts(Arc<lanes_proxy::Metrics>);
 
+type SampleFuture<'a> = futures_util::future::BoxFuture<
+    'a,
+    Result<lanes_model::rollout::Sample, lanes_operator::prometheus::QueryError>,
+>;
+
+fn ready_sample<'a>(s: lanes_proxy::metrics::AttemptSample) -> SampleFuture<'a> {
+    Box::pin(std::future::ready(Ok(lanes_model::rollout::Sample {
+        time: String::new(),
+        total: s.total,
+        failures: s.failures,
+        buckets: s.buckets,
+    })))
+}
+
 impl lanes_operator::analysis::Samples for ProxyCounts {
-    fn sample<'a>(
+    fn sample<'a>(&'a self, canary: lanes_operator::analysis::Measured<'a>) -> SampleFuture<'a> {
+        ready_sample(
+            self.0
+                .attempt_sample(canary.service, canary.namespace, canary.lane),
+        )
+    }
+
+    fn lane_sample<'a>(
         &'a self,
-        canary: lanes_operator::analysis::Measured<'a>,
-    ) -> futures_util::future::BoxFuture<
-        'a,
-        Result<lanes_model::rollout::Sample, lanes_operator::prometheus::QueryError>,
-    > {
-        let s = self
-            .0
-            .attempt_sample(canary.service, canary.namespace, canary.lane);
-        Box::pin(std::future::ready(Ok(lanes_model::rollout::Sample {
-            time: String::new(),
-            total: s.total,
-            failures: s.failures,
-            buckets: s.buckets,
-        })))
+        lane: lanes_operator::analysis::LaneEntry<'a>,
+    ) -> SampleFuture<'a> {
+        ready_sample(self.0.entry_sample(lane.namespace, lane.lane))
     }
 }
 
