@@ -296,6 +296,18 @@ mod tests {
     }
 
     #[test]
+    fn the_lane_query_reads_lanes_gateway_series_of_the_lane() {
+        let q = lane_outcome_query(&LaneEntry {
+            namespace: "default",
+            lane: "can\"ary",
+        });
+        assert_eq!(
+            q,
+            "sum by (outcome) (label_replace(lanes_requests_total{role=\"gateway\",namespace=\"default\",lane=\"can\\\"ary\"}, \"outcome\", \"failure\", \"code\", \"5[0-9][0-9]\"))"
+        );
+    }
+
+    #[test]
     fn the_outcome_query_marks_5xx_answers_and_failed_grpc_calls() {
         let q = outcome_query("destination_workload=\"w\"");
         assert!(q.starts_with("sum by (outcome) (label_replace(label_replace(istio_requests_total{destination_workload=\"w\"}"), "{q}");

@@ -44,6 +44,14 @@ pub fn status(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
     if let Some(m) = &st.message {
         println!("  {m}");
     }
+    if let Some(a) = &st.analysis {
+        let a = serde_json::to_value(a)?;
+        println!(
+            "  lane {:?}, end to end:{}",
+            lr.spec.lane,
+            crate::rollout_cmd::analysis_lines(&a)
+        );
+    }
     for m in &st.members {
         println!(
             "  {:<24} {:<10} {:?}  {}",

@@ -84,29 +84,7 @@ pub fn status(client: &Client, target: &str, ns: &str, watch: bool) -> Result<Ex
         let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
         let mut line = describe_line(name, &r);
         if let Some(a) = r.pointer("/status/analysis").filter(|a| a.is_object()) {
-            line.push_str(&format!(
-                "\n  analysis: {} passed, {} failed",
-                a["passes"].as_u64().unwrap_or(0),
-                a["failures"].as_u64().unwrap_or(0)
-            ));
-            for m in a["measurements"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-            {
-                line.push_str(&format!(
-                    "\n  {} {} {}: {}",
-                    m["time"].as_str().unwrap_or(""),
-                    m["metric"].as_str().unwrap_or(""),
-                    m["verdict"].as_str().unwrap_or(""),
-                    m["message"].as_str().unwrap_or("")
-                ));
-            }
+            line.push_str(&analysis_lines(a));
         }
         if line != last {
             println!("{line}");
@@ -590,4 +568,25 @@ pub fn restart(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
     ))?;
     println!("deployment/{name} restarted");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An analysis record (a Rollout's or a lane release's) as status lines: its counts and
+/// its last three measurements.
+pub(crate) fn analysis_lines(a: &Value) -> String {
+    let mut out = format!(
+        "\n  analysis: {} passed, {} failed",
+        a["passes"].as_u64().unwrap_or(0),
+        a["failures"].as_u64().unwrap_or(0)
+    );
+    let measurements = a["measurements"].as_array().map_or(&[][..], Vec::as_slice);
+    for m in &measurements[measurements.len().saturating_sub(3)..] {
+        out.push_str(&format!(
+            "\n  {} {} {}: {}",
+            m["time"].as_str().unwrap_or(""),
+            m["metric"].as_str().unwrap_or(""),
+            m["verdict"].as_str().unwrap_or(""),
+            m["message"].as_str().unwrap_or("")
+        ));
+    }
+    out
 }

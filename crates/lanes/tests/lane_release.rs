@@ -1,6 +1,7 @@
 //! Lane releases end to end against `lanes up`: the article's three releases as one
 //! LaneRelease (one approval promotes all three, a kill -9 mid-release resumes at the
-//! same step), a broken member rolling every member back, and the refusals.
+//! same step), a broken member rolling every member back, a chain that fails only
+//! across services rolled back by the lane's end-to-end analysis, and the refusals.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -246,6 +247,115 @@ spec:
             "no Event says why"
         );
     }
+    eventually(Duration::from_secs(60), || {
+        let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+        (versions(&body) == ["v1", "v1", "v1"]).then_some(())
+    });
+    let (ok, failures) = load.finish();
+    assert!(ok > 50, "only {ok} requests");
+    assert!(
+        failures.is_empty(),
+        "the base lane failed {} times: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
+#[test]
+fn a_chain_that_fails_only_across_services_is_rolled_back_by_the_lane_analysis() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    // mockb judged on its own too: its canary answers no 5xx, so it passes.
+    let analysed = r#"
+apiVersion: rollouts.kruise.io/v1beta1
+kind: Rollout
+metadata:
+  name: rollouts-mockb
+spec:
+  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: mockb-v1}
+  strategy:
+    canary:
+      enableExtraWorkloadForCanary: true
+      steps:
+        - replicas: 1
+      patchPodTemplateMetadata:
+        labels: {ASM_TRAFFIC_TAG: canary}
+      analysis:
+        interval: 2s
+        minRequests: 5
+        metrics:
+          - name: mockb-success
+            successRate: {min: 0.95}
+"#;
+    apply_text(&d, analysed);
+    let judged = r#"
+apiVersion: lanes.dev/v1alpha1
+kind: LaneRelease
+metadata:
+  name: checkout-v2
+spec:
+  laneGroup: rollout
+  lane: canary
+  rollouts: [rollouts-mockb, rollouts-mockc]
+  steps:
+    - pause: {}
+  analysis:
+    interval: 2s
+    failureLimit: 1
+    minRequests: 10
+    metrics:
+      - name: lane-success
+        successRate: {min: 0.95}
+"#;
+    apply_text(&d, judged);
+    settled(&d, 3);
+    eventually(Duration::from_secs(60), || {
+        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
+    });
+    let load = SteadyLoad::start(&d.gateway, &["base", "canary"], |lane, status, body| {
+        lane == "canary" || (status == 200 && versions(body).len() == 3)
+    });
+    // mockb v2 no longer serves the path mocka (v1) calls: it answers 404, no failure of
+    // its own, and mocka's answer to the lane's users is a 502.
+    patch_image(
+        &d,
+        "mockb-v1",
+        "2.0",
+        r#", "env": [{"name": "SERVE_PATHS", "value": "/v2/"}]"#,
+    );
+    patch_image(&d, "mockc-v1", "2.0", "");
+    let r = wait_release(&d, 150, |r| r["status"]["phase"] == "RolledBack");
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("lane \"canary\" failed its end-to-end analysis")
+            && message.contains("lane-success"),
+        "{message}"
+    );
+    let analysis = &r["status"]["analysis"];
+    assert!(analysis["failures"].as_u64().unwrap() >= 2, "{analysis}");
+    // No member failed on its own: the lane did. mockb's own analysis passed.
+    for m in r["status"]["members"].as_array().unwrap() {
+        assert_eq!(m["state"], "RolledBack", "{m}");
+    }
+    for name in ["rollouts-mockb", "rollouts-mockc"] {
+        let ro = eventually(Duration::from_secs(60), || {
+            let ro = rollout(&d, name);
+            (ro["status"]["phase"] == "Healthy").then_some(ro)
+        });
+        let why = ro["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            why.starts_with("rolled back:") && why.contains("end-to-end analysis"),
+            "{name}: {why}"
+        );
+    }
+    let mockb = rollout(&d, "rollouts-mockb");
+    let passed = mockb["status"]["analysis"]["passes"].as_u64().unwrap_or(0);
+    assert!(passed >= 1, "mockb's own analysis: {}", mockb["status"]);
+    let status = d.ok(&["release", "status", "checkout-v2"]);
+    assert!(
+        status.contains("lane \"canary\", end to end:") && status.contains("lane-success Failed"),
+        "{status}"
+    );
     eventually(Duration::from_secs(60), || {
         let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
         (versions(&body) == ["v1", "v1", "v1"]).then_some(())

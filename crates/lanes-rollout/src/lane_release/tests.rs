@@ -473,7 +473,10 @@ fn the_lane_failing_end_to_end_rolls_every_member_back() {
     );
     let a = w.lr.status.as_ref().unwrap().analysis.clone().unwrap();
     assert_eq!(a.failures, 2);
-    let failed = a.measurements.iter().filter(|m| m.verdict == Verdict::Failed);
+    let failed = a
+        .measurements
+        .iter()
+        .filter(|m| m.verdict == Verdict::Failed);
     assert_eq!(failed.count(), 2, "{a:?}");
     assert!(a.measurements.iter().all(|m| m.verdict != Verdict::Passed));
     w.rounds(6);
