@@ -625,11 +625,14 @@ pub fn compile_group(
         rule.hosts.clone()
     };
     for r in input.releases {
-        let ours = spec.services.iter().any(|s| {
-            mesh.services
-                .get(&s.name, s.namespace())
-                .is_some_and(|v| r.selected_by(v))
-        });
+        let ours = match &r.pinned {
+            Some(pin) => pin.group == input.name,
+            None => spec.services.iter().any(|s| {
+                mesh.services
+                    .get(&s.name, s.namespace())
+                    .is_some_and(|v| r.selected_by(v))
+            }),
+        };
         if !ours || (matches!(strategy, IngressStrategy::Weighted) && !r.is_routing()) {
             continue;
         }
@@ -646,7 +649,7 @@ pub fn compile_group(
                 format!(
                     "swimlane-ingress-vs-{}-release-{}",
                     input.name,
-                    r.rollout.replace('/', "-")
+                    r.route_name()
                 ),
                 VirtualServiceSpec {
                     gateways: vec![format!("{}/{}", ctx.gateway_ns, ctx.gateway)],
@@ -770,23 +773,10 @@ fn release_entries<'s>(
     r: &release::ReleaseInput,
     find_service: &impl Fn(&str) -> Option<(String, String, Option<&'s ServiceRoutes>)>,
 ) -> Result<(release::Entry<'s>, release::Entry<'s>), String> {
-    let canary = release::lane_of(&input.lanes, &r.canary_labels, Some(&r.stable_labels))
-        .ok_or_else(|| {
-            format!(
-                "no lane selects its canary pods ({})",
-                r.canary_labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        })?;
-    let baseline = release::lane_of(&input.lanes, &r.stable_labels, None)
-        .or_else(|| {
-            let f = fallback?;
-            input.lanes.iter().copied().find(|(n, _)| *n == f)
-        })
-        .ok_or("neither a lane selecting the workload's pods nor a fallback lane")?;
+    let (canary, baseline) = match &r.pinned {
+        Some(pin) => pinned_lanes(input, fallback, pin)?,
+        None => labelled_lanes(input, fallback, r)?,
+    };
     let canary_host = release::entry_host(canary.1);
     let baseline_host = release::entry_host(baseline.1);
     let entry = |lane: &'s str, host: Option<(&str, Option<u16>)>| {
@@ -808,6 +798,51 @@ fn release_entries<'s>(
         entry(baseline.0, baseline_host)?,
         entry(canary.0, canary_host)?,
     ))
+}
+
+/// A lane as the compiler holds it: its name and spec.
+type LaneRef<'s> = (&'s str, &'s LaneSpec);
+
+/// A lane release's lanes (canary, baseline): the lane it names, and the group's
+/// fallback lane.
+fn pinned_lanes<'s>(
+    input: &GroupInput<'s>,
+    fallback: Option<&str>,
+    pin: &release::LanePin,
+) -> Result<(LaneRef<'s>, LaneRef<'s>), String> {
+    let find = |name: &str| input.lanes.iter().copied().find(|(n, _)| *n == name);
+    let canary = find(&pin.lane).ok_or_else(|| format!("no lane {:?}", pin.lane))?;
+    let baseline = fallback
+        .and_then(find)
+        .filter(|(n, _)| *n != pin.lane)
+        .ok_or("no fallback lane other than the release's to split the ingress with")?;
+    Ok((canary, baseline))
+}
+
+/// A Rollout's lanes (canary, baseline), from its pods' labels.
+fn labelled_lanes<'s>(
+    input: &GroupInput<'s>,
+    fallback: Option<&str>,
+    r: &release::ReleaseInput,
+) -> Result<(LaneRef<'s>, LaneRef<'s>), String> {
+    let canary = release::lane_of(&input.lanes, &r.canary_labels, Some(&r.stable_labels))
+        .ok_or_else(|| {
+            format!(
+                "no lane selects its canary pods ({})",
+                r.canary_labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })?;
+    let baseline = release::lane_of(&input.lanes, &r.stable_labels, None)
+        .or_else(|| {
+            let f = fallback?;
+            input.lanes.iter().copied().find(|(n, _)| *n == f)
+        })
+        .ok_or("neither a lane selecting the workload's pods nor a fallback lane")?;
+    Ok((canary, baseline))
 }
 
 /// Open-source Istio routes of one service: per lane holding the service, a route for

@@ -1,21 +1,36 @@
 //! Releases whose steps route traffic (a Kruise Rollout step's `traffic`, `matches`,
 //! `requestHeaderModifier`), as the lane compiler reads them: which lane the canary's
 //! pods join, which lane the workload's own pods are in, and what share of the group's
-//! ingress goes into the canary lane now.
+//! ingress goes into the canary lane now. A lane release's traffic steps are one such
+//! release, whose lanes it names itself.
 
 use std::collections::BTreeMap;
 
 use lanes_model::lane::LaneSpec;
+use lanes_model::lane_release::LaneRelease;
 use lanes_model::mesh::{ServiceView, selector_matches};
 use lanes_model::rollout::Rollout;
 use lanes_model::{Object, Typed};
 use lanes_routes::{HeaderChanges, HttpMatchRequest};
 
-/// A Rollout whose steps route traffic, with what its workload's pods carry.
+/// A lane release's lanes: its group, and the lane its members' canaries run in (the
+/// baseline is the group's fallback lane).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LanePin {
+    /// The lane group.
+    pub group: String,
+    /// The canary lane.
+    pub lane: String,
+}
+
+/// A Rollout whose steps route traffic, with what its workload's pods carry; or a
+/// LaneRelease whose steps do, with the lanes it names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReleaseInput {
-    /// The Rollout, as `namespace/name`.
+    /// The Rollout (or LaneRelease), as `namespace/name`.
     pub rollout: String,
+    /// A LaneRelease's lanes (a Rollout's are found from its pods' labels).
+    pub pinned: Option<LanePin>,
     /// Namespace of the Rollout and its workload.
     pub namespace: String,
     /// Labels of the workload's pods (its pod template's).
@@ -57,6 +72,7 @@ impl ReleaseInput {
                 "{namespace}/{}",
                 rollout.metadata.name.as_deref().unwrap_or("")
             ),
+            pinned: None,
             namespace,
             stable_labels: workload_labels.clone(),
             canary_labels,
@@ -67,6 +83,46 @@ impl ReleaseInput {
                 .unwrap_or_default(),
             headers,
         })
+    }
+
+    /// The traffic steps of lane release `lr`, when it has any: its share of its
+    /// group's ingress into its lane now (0 at rest: the baseline takes it all).
+    pub fn of_lane_release(lr: &LaneRelease) -> Option<Self> {
+        if !lr.routes_traffic() {
+            return None;
+        }
+        let percent = lr.traffic_percent().unwrap_or(0);
+        let namespace = lr.metadata.namespace.clone().unwrap_or_default();
+        Some(ReleaseInput {
+            rollout: format!("{namespace}/{}", lr.metadata.name.as_deref().unwrap_or("")),
+            pinned: Some(LanePin {
+                group: lr.spec.lane_group.clone(),
+                lane: lr.spec.lane.clone(),
+            }),
+            namespace,
+            stable_labels: BTreeMap::new(),
+            canary_labels: BTreeMap::new(),
+            percent,
+            matches: Vec::new(),
+            headers: HeaderChanges::default(),
+        })
+    }
+
+    /// What the release is, in a message: `Rollout ns/name` or `LaneRelease ns/name`.
+    pub fn describe(&self) -> String {
+        match self.pinned {
+            Some(_) => format!("LaneRelease {}", self.rollout),
+            None => format!("Rollout {}", self.rollout),
+        }
+    }
+
+    /// Its name in generated objects' names (a LaneRelease's marked as one).
+    pub fn route_name(&self) -> String {
+        let name = self.rollout.replace('/', "-");
+        match self.pinned {
+            Some(_) => format!("lanerelease-{name}"),
+            None => name,
+        }
     }
 
     /// Whether `svc` selects the workload's pods.
@@ -90,7 +146,8 @@ fn pairs(values: &[lanes_model::rollout::HeaderValue]) -> Vec<(String, String)> 
 }
 
 /// The releases among `objects`: each Rollout whose steps route traffic, with the
-/// Deployment it names in its namespace (in the order given).
+/// Deployment it names in its namespace, then each LaneRelease whose steps route
+/// traffic now (in the order given).
 pub fn releases(objects: &[&Object]) -> Vec<ReleaseInput> {
     let mut templates: BTreeMap<(&str, &str), BTreeMap<String, String>> = BTreeMap::new();
     for o in objects {
@@ -109,6 +166,10 @@ pub fn releases(objects: &[&Object]) -> Vec<ReleaseInput> {
             let labels = templates.get(&(o.namespace_or_empty(), &r.spec.workload_ref.name))?;
             ReleaseInput::of(r, labels)
         })
+        .chain(objects.iter().filter_map(|o| match &o.typed {
+            Typed::LaneRelease(lr) => ReleaseInput::of_lane_release(lr),
+            _ => None,
+        }))
         .collect()
 }
 
@@ -161,8 +222,8 @@ pub(crate) struct Entry<'r> {
 /// Why a release holds no route in a group (a warning of the compile).
 pub(crate) fn unroutable(group: &str, r: &ReleaseInput, why: &str) -> String {
     format!(
-        "Rollout {}: {why} in lane group {group:?}; its steps route no traffic there",
-        r.rollout
+        "{}: {why} in lane group {group:?}; its steps route no traffic there",
+        r.describe()
     )
 }
 
@@ -211,7 +272,7 @@ pub(crate) fn istio_routes(
         d
     };
     let none = HeaderChanges::default();
-    let name = r.rollout.replace('/', "-");
+    let name = r.route_name();
     let mut http = Vec::new();
     if !r.matches.is_empty() {
         http.push(HttpRoute {

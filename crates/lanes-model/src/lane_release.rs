@@ -224,6 +224,29 @@ impl LaneRelease {
         })
     }
 
+    /// Whether its steps route traffic: some step gives the lane a share of the group's
+    /// ingress.
+    pub fn routes_traffic(&self) -> bool {
+        self.spec.steps.iter().any(|s| s.traffic.is_some())
+    }
+
+    /// The lane's share (percent) of its group's ingress now: while the release walks its
+    /// steps, the `traffic` of the latest step so far that gives one (none before the
+    /// members' canaries are ready, and none once promoted: the stable versions then
+    /// serve every request).
+    pub fn traffic_percent(&self) -> Option<u32> {
+        let st = self.status.as_ref()?;
+        if st.phase != Some(LaneReleasePhase::Progressing) || st.current_step_index < 1 {
+            return None;
+        }
+        self.spec
+            .steps
+            .iter()
+            .take(st.current_step_index as usize)
+            .filter_map(|s| crate::validate::parse_percent(s.traffic.as_deref()?))
+            .next_back()
+    }
+
     /// The phase now (`Waiting` before the first reconcile).
     pub fn phase(&self) -> LaneReleasePhase {
         self.status
@@ -261,11 +284,12 @@ pub fn check(errs: &mut Vec<FieldError>, spec: &LaneReleaseSpec) {
         }
     }
     for (i, s) in spec.steps.iter().enumerate() {
-        if s.traffic.is_some() {
+        if let Some(t) = &s.traffic
+            && crate::validate::parse_percent(t).is_none_or(|p| p == 0)
+        {
             errs.push(FieldError::new(
                 format!("spec.steps[{i}].traffic"),
-                "a lane release's share of ingress traffic is not carried out by this version of \
-                 Lanes; give traffic steps on the member Rollouts",
+                format!("expected a percentage from \"1%\" to \"100%\", got {t:?}"),
             ));
         }
         if s.pause
@@ -320,7 +344,7 @@ mod tests {
         check(
             &mut errs,
             &spec(
-                "rollouts: [a, a]\nsteps: [{traffic: 10%}, {pause: {duration: -1}}]\nprogressDeadlineSeconds: 0\n",
+                "rollouts: [a, a]\nsteps: [{traffic: 0%}, {pause: {duration: -1}}]\nprogressDeadlineSeconds: 0\n",
             ),
         );
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
@@ -354,9 +378,34 @@ mod tests {
         check(
             &mut ok,
             &spec(
-                "laneGroup: g\nlane: canary\nrollouts: [a, b]\nsteps: [{pause: {}}]\nanalysis: {interval: 5s, metrics: [{name: sr, successRate: {min: 0.9}}]}\n",
+                "laneGroup: g\nlane: canary\nrollouts: [a, b]\nsteps: [{traffic: 10%}, {pause: {}}]\nanalysis: {interval: 5s, metrics: [{name: sr, successRate: {min: 0.9}}]}\n",
             ),
         );
         assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn the_share_is_the_latest_steps_while_the_release_walks_them() {
+        let mut lr = LaneRelease::new(
+            "r",
+            spec(
+                "laneGroup: g\nlane: canary\nrollouts: [a]\nsteps: [{traffic: 10%, pause: {duration: 60}}, {pause: {}}, {traffic: 50%}, {pause: {}}]\n",
+            ),
+        );
+        let at = |lr: &mut LaneRelease, phase, index| {
+            lr.status = Some(LaneReleaseStatus {
+                phase: Some(phase),
+                current_step_index: index,
+                ..Default::default()
+            });
+            lr.traffic_percent()
+        };
+        use LaneReleasePhase::*;
+        assert_eq!(at(&mut lr, Progressing, 0), None);
+        assert_eq!(at(&mut lr, Progressing, 1), Some(10));
+        assert_eq!(at(&mut lr, Progressing, 2), Some(10));
+        assert_eq!(at(&mut lr, Progressing, 4), Some(50));
+        assert_eq!(at(&mut lr, Promoting, 4), None);
+        assert_eq!(at(&mut lr, RollingBack, 4), None);
     }
 }

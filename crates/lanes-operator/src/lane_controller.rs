@@ -20,6 +20,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup};
+use lanes_model::lane_release::LaneRelease;
 use lanes_model::rollout::Rollout;
 use tokio::sync::{Notify, watch};
 
@@ -42,6 +43,8 @@ struct Shared {
     /// Rollouts and Deployments: the releases whose steps route traffic.
     rollouts: Store<Rollout>,
     deployments: Store<Deployment>,
+    /// LaneReleases: their traffic steps route a share of a group's ingress.
+    lane_releases: Store<LaneRelease>,
     /// What changed in the three caches above since the inputs last took it in.
     dirty: Arc<Mutex<Dirty>>,
     /// The inputs, held between reconciles, and what each group last compiled to.
@@ -97,6 +100,12 @@ pub async fn run(
     // (its template changes start a release, which the Rollout's status shows).
     let rollouts = w.cache(Api::<Rollout>::all(client.clone()), slim_meta, |_| true);
     let deployments = w.cache(Api::<Deployment>::all(client.clone()), slim_meta, |_| false);
+    // A change of a LaneRelease with traffic steps (a step) wakes every group too.
+    let lane_releases = w.cache(
+        Api::<LaneRelease>::all(client.clone()),
+        slim_meta,
+        LaneRelease::routes_traffic,
+    );
     // The generated objects: a change this controller did not make itself (an edit or
     // delete by someone else, or a re-list) wakes every group, in case the per-group
     // watch below woke its group before this cache held the change.
@@ -121,6 +130,7 @@ pub async fn run(
         && ready(&lanes, &mut stop_wait).await
         && ready(&rollouts, &mut stop_wait).await
         && ready(&deployments, &mut stop_wait).await
+        && ready(&lane_releases, &mut stop_wait).await
         && ready(&virtual_services, &mut stop_wait).await
         && ready(&destination_rules, &mut stop_wait).await;
     if !cached {
@@ -140,6 +150,7 @@ pub async fn run(
         lanes,
         rollouts,
         deployments,
+        lane_releases,
         dirty,
         held: Mutex::new(Held::new(config.flavor)),
         groups: controller.store(),
@@ -227,6 +238,7 @@ fn compile(s: &Shared, g: &ASMSwimLaneGroup) -> Result<Compiled, Error> {
             .relisted = true;
     }
     taken?;
+    let lane_releases = s.lane_releases.state();
     held.set_releases(releases_of(
         s.rollouts.state().iter().map(|r| &**r),
         |ns, name| {
@@ -234,6 +246,7 @@ fn compile(s: &Shared, g: &ASMSwimLaneGroup) -> Result<Compiled, Error> {
                 .get(&ObjectRef::new(name).within(ns))
                 .map(|d| (*d).clone())
         },
+        lane_releases.iter().map(|lr| &**lr),
     ));
     held.compile(g)
 }

@@ -17,6 +17,7 @@ use kube::{Client, Resource, ResourceExt};
 use lanes_compile::release::ReleaseInput;
 use lanes_compile::{Flavor, Generated};
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
+use lanes_model::lane_release::LaneRelease;
 use lanes_model::rollout::Rollout;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -51,8 +52,8 @@ pub fn istio_resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
-/// Reads the inputs (Services, Pods, lanes, Rollouts and their Deployments) with one
-/// LIST per kind.
+/// Reads the inputs (Services, Pods, lanes, Rollouts and their Deployments,
+/// LaneReleases) with one LIST per kind.
 pub async fn list_inputs(client: &Client, flavor: Flavor) -> Result<Held, Error> {
     let mut held = Held::new(flavor);
     held.replace::<Service, _>(list::<Service>(client).await?)?;
@@ -60,20 +61,39 @@ pub async fn list_inputs(client: &Client, flavor: Flavor) -> Result<Held, Error>
     held.replace::<ASMSwimLane, _>(list::<ASMSwimLane>(client).await?)?;
     let rollouts = list::<Rollout>(client).await?;
     let deployments = list::<Deployment>(client).await?;
-    held.set_releases(releases_of(rollouts.iter(), |ns, name| {
-        deployments
-            .iter()
-            .find(|d| d.namespace().as_deref() == Some(ns) && d.name_any() == name)
-            .cloned()
-    }));
+    let lane_releases = lane_releases(client).await?;
+    held.set_releases(releases_of(
+        rollouts.iter(),
+        |ns, name| {
+            deployments
+                .iter()
+                .find(|d| d.namespace().as_deref() == Some(ns) && d.name_any() == name)
+                .cloned()
+        },
+        lane_releases.iter(),
+    ));
     Ok(held)
 }
 
+/// Every LaneRelease; none on a cluster without their CRD (a 404).
+async fn lane_releases(client: &Client) -> Result<Vec<LaneRelease>, Error> {
+    match Api::<LaneRelease>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => Ok(list.items),
+        Err(e) if is_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(kube_err("list lanereleases")(e)),
+    }
+}
+
 /// The releases whose steps route traffic: each Rollout with the pod labels of the
-/// Deployment it names (`deployment` finds it by namespace and name), in creation order.
+/// Deployment it names (`deployment` finds it by namespace and name), in creation order;
+/// then each LaneRelease whose steps route traffic now, in creation order.
 pub fn releases_of<'a>(
     rollouts: impl Iterator<Item = &'a Rollout>,
     deployment: impl Fn(&str, &str) -> Option<Deployment>,
+    lane_releases: impl Iterator<Item = &'a LaneRelease>,
 ) -> Vec<ReleaseInput> {
     let mut found: Vec<(Option<Time>, String, ReleaseInput)> = rollouts
         .filter(|r| r.routes_traffic())
@@ -86,7 +106,14 @@ pub fn releases_of<'a>(
         })
         .collect();
     found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    found.into_iter().map(|(_, _, r)| r).collect()
+    let mut pinned: Vec<(Option<Time>, String, ReleaseInput)> = lane_releases
+        .filter_map(|lr| {
+            let release = ReleaseInput::of_lane_release(lr)?;
+            Some((lr.creation_timestamp(), lr.name_any(), release))
+        })
+        .collect();
+    pinned.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    found.into_iter().chain(pinned).map(|(_, _, r)| r).collect()
 }
 
 async fn list<K>(client: &Client) -> Result<Vec<K>, Error>

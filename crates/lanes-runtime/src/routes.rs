@@ -26,15 +26,16 @@ pub struct Snapshot {
     pub resource_version: u64,
 }
 
-/// The kinds the route table is compiled from: Rollouts and their Deployments for the
-/// releases whose steps route traffic into a lane.
-const INPUTS: [Kind; 6] = [
+/// The kinds the route table is compiled from: Rollouts and their Deployments, and
+/// LaneReleases, for the releases whose steps route traffic into a lane.
+const INPUTS: [Kind; 7] = [
     Kind::Service,
     Kind::Pod,
     Kind::LaneGroup,
     Kind::Lane,
     Kind::Rollout,
     Kind::Deployment,
+    Kind::LaneRelease,
 ];
 
 fn is_input(kind: Kind) -> bool {
@@ -157,8 +158,8 @@ impl RouteFeed {
 }
 
 /// Whether two versions of an object route alike: a Deployment with the same pod
-/// template labels, a Rollout with the same spec at the same routed step. Other kinds
-/// are taken as changed.
+/// template labels, a Rollout with the same spec at the same routed step, a LaneRelease
+/// with the same spec and share. Other kinds are taken as changed.
 fn same_routes(old: &Object, new: &Object) -> bool {
     match (&old.typed, &new.typed) {
         (Typed::Deployment(_), Typed::Deployment(_)) => {
@@ -166,6 +167,9 @@ fn same_routes(old: &Object, new: &Object) -> bool {
         }
         (Typed::Rollout(a), Typed::Rollout(b)) => {
             a.spec == b.spec && a.routed_step().map(|(i, _)| i) == b.routed_step().map(|(i, _)| i)
+        }
+        (Typed::LaneRelease(a), Typed::LaneRelease(b)) => {
+            a.spec == b.spec && a.traffic_percent() == b.traffic_percent()
         }
         _ => false,
     }

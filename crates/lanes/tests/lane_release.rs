@@ -1,7 +1,8 @@
 //! Lane releases end to end against `lanes up`: the article's three releases as one
 //! LaneRelease (one approval promotes all three, a kill -9 mid-release resumes at the
 //! same step), a broken member rolling every member back, a chain that fails only
-//! across services rolled back by the lane's end-to-end analysis, and the refusals.
+//! across services rolled back by the lane's end-to-end analysis, a traffic step's
+//! share of the group's ingress, and the refusals.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -370,6 +371,90 @@ spec:
     );
 }
 
+/// How many of `n` requests that name no lane (trace ids `prefix-0`..) the whole chain
+/// answered from the new versions.
+fn in_new_versions(d: &Daemon, prefix: &str, n: usize) -> usize {
+    (0..n)
+        .filter(|i| {
+            let id = format!("{prefix}-{i}");
+            let (status, _, body) = http_get(&d.gateway, "/mock", &[("my-request-id", &id)]);
+            assert_eq!(status, 200, "{id}: {body}");
+            let v = versions(&body);
+            assert!(
+                v == ["v1", "v1", "v1"] || v == ["v2", "v2", "v2"],
+                "{id}: {body}"
+            );
+            v[0] == "v2"
+        })
+        .count()
+}
+
+#[test]
+fn a_release_with_a_traffic_step_takes_that_share_of_the_groups_ingress() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    let stepped = RELEASE.replace("    - pause: {}", "    - traffic: 30%\n    - pause: {}");
+    apply_text(&d, &stepped);
+    settled(&d, 3);
+    // At rest the release's route holds nothing: every request is the baseline's.
+    eventually(Duration::from_secs(60), || {
+        (http_get(&d.gateway, "/mock", &[]).0 == 200).then_some(())
+    });
+    assert_eq!(in_new_versions(&d, "rest", 50), 0);
+    for svc in ["mocka-v1", "mockb-v1", "mockc-v1"] {
+        patch_image(&d, svc, "2.0", "");
+    }
+    // Step 1 routes 30% of the requests that name no lane into the canary lane; step 2
+    // holds that share until the release is approved.
+    wait_release(&d, 90, |r| {
+        r["status"]["phase"] == "Progressing"
+            && r["status"]["currentStepIndex"] == 2
+            && r["status"]["currentStepState"] == "StepPaused"
+    });
+    // Once every member's canary is in the routes (two passes alike).
+    eventually(Duration::from_secs(30), || {
+        let first = in_new_versions(&d, "warm", 100);
+        (first > 0 && in_new_versions(&d, "warm", 100) == first).then_some(())
+    });
+    let share = in_new_versions(&d, "t", 400);
+    assert!(
+        (80..=160).contains(&share),
+        "{share} of 400 entered the lane"
+    );
+    // Sticky: the same trace ids enter the same lanes again.
+    assert_eq!(in_new_versions(&d, "t", 400), share);
+    let vs: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "vs",
+        "swimlane-ingress-vs-rollout-release-lanerelease-default-checkout-v2",
+        "-n",
+        "istio-system",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 30, "{vs}");
+    d.ok(&["release", "approve", "checkout-v2"]);
+    wait_release(&d, 120, |r| r["status"]["phase"] == "Completed");
+    // Promoted: every request is the new versions', through the baseline lane.
+    let all = eventually(Duration::from_secs(60), || {
+        let n = in_new_versions(&d, "after", 50);
+        (n == 50).then_some(n)
+    });
+    assert_eq!(all, 50);
+    let vs: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "vs",
+        "swimlane-ingress-vs-rollout-release-lanerelease-default-checkout-v2",
+        "-n",
+        "istio-system",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 0, "{vs}");
+}
+
 #[test]
 fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
     let d = Daemon::start();
@@ -416,7 +501,7 @@ fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
         &f,
         RELEASE
             .replace("checkout-v2", "third")
-            .replace("- pause: {}", "- traffic: 10%"),
+            .replace("- pause: {}", "- traffic: 0%"),
     )
     .unwrap();
     let out = d.lanes(&["apply", "-f", f.to_str().unwrap()]);
