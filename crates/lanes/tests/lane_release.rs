@@ -38,6 +38,37 @@ fn patch_image(d: &Daemon, deploy: &str, version: &str, env: &str) {
     ]);
 }
 
+/// The article's Rollout of `svc`, its canary judged on its own every 2 s by a success
+/// rate of at least 0.95 (metric `metric`), with `limits` (YAML flow-map entries).
+fn judged_rollout(svc: &str, limits: &str, metric: &str) -> String {
+    format!(
+        "apiVersion: rollouts.kruise.io/v1beta1
+kind: Rollout
+metadata: {{name: rollouts-{svc}}}
+spec:
+  workloadRef: {{apiVersion: apps/v1, kind: Deployment, name: {svc}-v1}}
+  strategy:
+    canary:
+      enableExtraWorkloadForCanary: true
+      steps: [{{replicas: 1}}]
+      patchPodTemplateMetadata: {{labels: {{ASM_TRAFFIC_TAG: canary}}}}
+      analysis: {{interval: 2s, {limits}, metrics: [{{name: {metric}, successRate: {{min: 0.95}}}}]}}
+"
+    )
+}
+
+/// Ends `load`, which ran long enough, with no base-lane request failed.
+fn base_never_failed(load: SteadyLoad) {
+    let (ok, failures) = load.finish();
+    assert!(ok > 50, "only {ok} requests");
+    assert!(
+        failures.is_empty(),
+        "the base lane failed {} times: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
 fn release(d: &Daemon) -> Value {
     serde_json::from_str(&d.ok(&["get", "lanerelease", "checkout-v2", "-o", "json"])).unwrap()
 }
@@ -179,29 +210,10 @@ fn a_broken_member_rolls_every_member_back_and_the_base_never_fails() {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     // mockc judged on its own: half its answers fail.
-    let analysed = r#"
-apiVersion: rollouts.kruise.io/v1beta1
-kind: Rollout
-metadata:
-  name: rollouts-mockc
-spec:
-  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: mockc-v1}
-  strategy:
-    canary:
-      enableExtraWorkloadForCanary: true
-      steps:
-        - replicas: 1
-      patchPodTemplateMetadata:
-        labels: {ASM_TRAFFIC_TAG: canary}
-      analysis:
-        interval: 2s
-        failureLimit: 1
-        minRequests: 10
-        metrics:
-          - name: success-rate
-            successRate: {min: 0.95}
-"#;
-    apply_text(&d, analysed);
+    apply_text(
+        &d,
+        &judged_rollout("mockc", "failureLimit: 1, minRequests: 10", "success-rate"),
+    );
     apply_text(&d, RELEASE);
     settled(&d, 3);
     eventually(Duration::from_secs(60), || {
@@ -252,14 +264,7 @@ spec:
         let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
         (versions(&body) == ["v1", "v1", "v1"]).then_some(())
     });
-    let (ok, failures) = load.finish();
-    assert!(ok > 50, "only {ok} requests");
-    assert!(
-        failures.is_empty(),
-        "the base lane failed {} times: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    base_never_failed(load);
 }
 
 #[test]
@@ -267,28 +272,10 @@ fn a_chain_that_fails_only_across_services_is_rolled_back_by_the_lane_analysis()
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     // mockb judged on its own too: its canary answers no 5xx, so it passes.
-    let analysed = r#"
-apiVersion: rollouts.kruise.io/v1beta1
-kind: Rollout
-metadata:
-  name: rollouts-mockb
-spec:
-  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: mockb-v1}
-  strategy:
-    canary:
-      enableExtraWorkloadForCanary: true
-      steps:
-        - replicas: 1
-      patchPodTemplateMetadata:
-        labels: {ASM_TRAFFIC_TAG: canary}
-      analysis:
-        interval: 2s
-        minRequests: 5
-        metrics:
-          - name: mockb-success
-            successRate: {min: 0.95}
-"#;
-    apply_text(&d, analysed);
+    apply_text(
+        &d,
+        &judged_rollout("mockb", "minRequests: 5", "mockb-success"),
+    );
     let judged = r#"
 apiVersion: lanes.dev/v1alpha1
 kind: LaneRelease
@@ -361,14 +348,7 @@ spec:
         let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
         (versions(&body) == ["v1", "v1", "v1"]).then_some(())
     });
-    let (ok, failures) = load.finish();
-    assert!(ok > 50, "only {ok} requests");
-    assert!(
-        failures.is_empty(),
-        "the base lane failed {} times: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    base_never_failed(load);
 }
 
 /// How many of `n` requests that name no lane (trace ids `prefix-0`..) the whole chain
