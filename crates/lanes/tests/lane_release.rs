@@ -351,6 +351,21 @@ spec:
     base_never_failed(load);
 }
 
+/// The lane's weight in the release's generated ingress VirtualService.
+fn lane_weight(d: &Daemon) -> Value {
+    let vs: Value = serde_json::from_str(&d.ok(&[
+        "get",
+        "vs",
+        "swimlane-ingress-vs-rollout-release-lanerelease-default-checkout-v2",
+        "-n",
+        "istio-system",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    vs["spec"]["http"][0]["route"][0]["weight"].clone()
+}
+
 /// How many of `n` requests that name no lane (trace ids `prefix-0`..) the whole chain
 /// answered from the new versions.
 fn in_new_versions(d: &Daemon, prefix: &str, n: usize) -> usize {
@@ -403,17 +418,7 @@ fn a_release_with_a_traffic_step_takes_that_share_of_the_groups_ingress() {
     );
     // Sticky: the same trace ids enter the same lanes again.
     assert_eq!(in_new_versions(&d, "t", 400), share);
-    let vs: Value = serde_json::from_str(&d.ok(&[
-        "get",
-        "vs",
-        "swimlane-ingress-vs-rollout-release-lanerelease-default-checkout-v2",
-        "-n",
-        "istio-system",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 30, "{vs}");
+    assert_eq!(lane_weight(&d), 30);
     d.ok(&["release", "approve", "checkout-v2"]);
     wait_release(&d, 120, |r| r["status"]["phase"] == "Completed");
     // Promoted: every request is the new versions', through the baseline lane.
@@ -422,17 +427,7 @@ fn a_release_with_a_traffic_step_takes_that_share_of_the_groups_ingress() {
         (n == 50).then_some(n)
     });
     assert_eq!(all, 50);
-    let vs: Value = serde_json::from_str(&d.ok(&[
-        "get",
-        "vs",
-        "swimlane-ingress-vs-rollout-release-lanerelease-default-checkout-v2",
-        "-n",
-        "istio-system",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
-    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 0, "{vs}");
+    assert_eq!(lane_weight(&d), 0);
 }
 
 #[test]
