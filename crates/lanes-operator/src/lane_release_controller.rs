@@ -110,7 +110,7 @@ fn claiming(releases: &Store<LaneRelease>, r: &Rollout) -> Vec<ObjectRef<LaneRel
 
 async fn reconcile_release(lr: Arc<LaneRelease>, s: Arc<Shared>) -> Result<Action, Error> {
     let started = tokio::time::Instant::now();
-    let result = reconcile_once(&s, &lr).await;
+    let result = reconcile_once(&s, &lr, jiff::Timestamp::now()).await;
     s.metrics.timed("lanereleases", started.elapsed());
     let wait = result?;
     s.metrics.reconciled("lanereleases", true);
@@ -118,8 +118,41 @@ async fn reconcile_release(lr: Arc<LaneRelease>, s: Arc<Shared>) -> Result<Actio
     Ok(Action::requeue(wait))
 }
 
-/// One reconcile; how long until the next look.
-async fn reconcile_once(s: &Shared, lr: &LaneRelease) -> Result<Duration, Error> {
+/// One reconcile of LaneRelease `ns/name` at `now`, as the controller makes it, for a
+/// driver that runs reconciles one by one (tests, tools); how long until the next look.
+pub async fn reconcile_named(
+    ctx: &crate::rollouts::Context,
+    ns: &str,
+    name: &str,
+    now: jiff::Timestamp,
+) -> Result<Duration, Error> {
+    // Listed, as the reconcile lists them anyway: the operator needs no `get` of them.
+    let lr = Api::<LaneRelease>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list LaneReleases in {ns}")))?
+        .items
+        .into_iter()
+        .find(|lr| lr.metadata.name.as_deref() == Some(name))
+        .ok_or_else(|| Error::NotFound(format!("LaneRelease {ns}/{name}")))?;
+    let s = Shared {
+        client: ctx.client.clone(),
+        samples: ctx.samples.clone(),
+        prometheus: ctx.prometheus.clone(),
+        identity: "lanes-operator".into(),
+        metrics: Arc::new(Metrics::default()),
+        resync: Config::default().resync,
+        failures: Failures::new(),
+    };
+    reconcile_once(&s, &lr, now).await
+}
+
+/// One reconcile at `now`; how long until the next look.
+async fn reconcile_once(
+    s: &Shared,
+    lr: &LaneRelease,
+    now: jiff::Timestamp,
+) -> Result<Duration, Error> {
     let (ns, name) = (lr.namespace().unwrap_or_default(), lr.name_any());
     let client = &s.client;
     let lp = ListParams::default();
@@ -138,7 +171,6 @@ async fn reconcile_once(s: &Shared, lr: &LaneRelease) -> Result<Duration, Error>
         .map_err(kube_err(format!("list Deployments in {ns}")))?;
     let all: Vec<&LaneRelease> = others.items.iter().collect();
     let members = member_views(lr, &all, &rollouts.items, &deployments.items);
-    let now = jiff::Timestamp::now();
     let record = lr.status.as_ref().and_then(|st| st.analysis.as_ref());
     let external = external_values(&s.prometheus, lr.spec.analysis.as_ref(), record, now).await;
     let d = reconcile(&ReleaseObserved {
@@ -148,12 +180,6 @@ async fn reconcile_once(s: &Shared, lr: &LaneRelease) -> Result<Duration, Error>
         external,
         now,
     });
-    if d.pause && !lr.spec.paused.unwrap_or(false) {
-        let patch = serde_json::json!({"spec": {"paused": true}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err(format!("pause LaneRelease {ns}/{name}")))?;
-    }
     if lr.status.as_ref() != Some(&d.status) {
         let mut next = lr.clone();
         next.metadata.managed_fields = None;
@@ -162,6 +188,14 @@ async fn reconcile_once(s: &Shared, lr: &LaneRelease) -> Result<Duration, Error>
             .await
             .map_err(kube_err(format!("update LaneRelease {ns}/{name} status")))?;
         report(s, lr, lr.status.as_ref(), &d.status, now).await;
+    }
+    // After the status: a status write at the read resourceVersion would conflict with
+    // this change of the spec.
+    if d.pause && !lr.spec.paused.unwrap_or(false) {
+        let patch = serde_json::json!({"spec": {"paused": true}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("pause LaneRelease {ns}/{name}")))?;
     }
     let active = d.status.phase.is_some_and(|p| p.is_active());
     let mut wait = if active { ACTIVE } else { s.resync };

@@ -49,6 +49,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The object asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 impl Error {
