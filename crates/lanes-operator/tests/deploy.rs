@@ -224,6 +224,20 @@ async fn operator_requests() -> Vec<Req> {
     assert_eq!(r["spec"]["strategy"]["paused"], true, "{:#}", r["status"]);
     all.extend(op.fake.requests());
 
+    // A lane release promoted by one approval, and one that pauses at its deadline.
+    for (steps, done) in [
+        (lane_release_steps(), "Completed"),
+        (lane_release_deadline_steps(), "Progressing"),
+    ] {
+        let mut op = Operator::start();
+        for s in &steps {
+            op.step(s).await;
+        }
+        let lr = op.lane_release().await.unwrap();
+        assert_eq!(lr["status"]["phase"], done, "{:#}", lr["status"]);
+        all.extend(op.fake.requests());
+    }
+
     // The main loop: leader election and watches.
     let (fake, client) = seeded();
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -162,6 +162,47 @@ async fn run_table<D: Driver>(name: &str, mut d: D) {
     }
 }
 
+/// Runs `steps`, then says where the LaneRelease and its member's Rollout are.
+async fn release_run<D: Driver>(d: &mut D, steps: Vec<Step>) -> (Value, Value) {
+    for s in &steps {
+        d.step(s).await;
+    }
+    (d.lane_release().await.unwrap(), d.rollout().await.unwrap())
+}
+
+async fn a_lane_release_promotes_its_member_on_one_approval<D: Driver>(mut d: D) {
+    let (lr, r) = release_run(&mut d, lane_release_steps()).await;
+    assert_eq!(lr["status"]["phase"], "Completed", "{:#}", lr["status"]);
+    assert_eq!(lr["status"]["members"][0]["state"], "Promoted");
+    assert_eq!(r["status"]["phase"], "Healthy", "{:#}", r["status"]);
+    let stable = |d: &Value| d["metadata"]["name"] == WORKLOAD;
+    let deployments = d.deployments().await;
+    let w = deployments.iter().find(|d| stable(d)).unwrap();
+    assert_eq!(
+        w["spec"]["template"]["spec"]["containers"][0]["image"],
+        "a:2"
+    );
+    assert_eq!(deployments.len(), 1, "the canary is gone");
+}
+
+async fn a_lane_release_past_its_deadline_pauses<D: Driver>(mut d: D) {
+    let (lr, _) = release_run(&mut d, lane_release_deadline_steps()).await;
+    assert_eq!(lr["spec"]["paused"], true, "{:#}", lr["status"]);
+    let message = lr["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not ready within progressDeadlineSeconds 5"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_lane_release_on_both_drivers() {
+    a_lane_release_promotes_its_member_on_one_approval(Embedded::start().await).await;
+    a_lane_release_promotes_its_member_on_one_approval(Operator::start()).await;
+    a_lane_release_past_its_deadline_pauses(Embedded::start().await).await;
+    a_lane_release_past_its_deadline_pauses(Operator::start()).await;
+}
+
 #[tokio::test]
 async fn the_scenarios_on_the_embedded_driver() {
     run_table("embedded", Embedded::start().await).await;
@@ -223,6 +264,10 @@ impl Driver for Faulty {
 
     async fn deployments(&self) -> Vec<Value> {
         self.0.deployments().await
+    }
+
+    async fn lane_release(&self) -> Option<Value> {
+        self.0.lane_release().await
     }
 }
 

@@ -92,6 +92,10 @@ pub enum Step {
     PatchRollout(Value),
     /// `kubectl delete rollout`.
     DeleteRollout,
+    /// One pass of the lane release controller over [`RELEASE`], at t0 + seconds.
+    ReconcileRelease(i64),
+    /// `lanes release approve`: the status patch it sends.
+    ApproveRelease,
 }
 
 /// A rollout driver: the embedded one over the store, or the operator over the API.
@@ -102,12 +106,99 @@ pub trait Driver {
     fn rollout(&self) -> impl std::future::Future<Output = Option<Value>>;
     /// The Deployments of the namespace.
     fn deployments(&self) -> impl std::future::Future<Output = Vec<Value>>;
+    /// The LaneRelease [`RELEASE`], if it exists.
+    fn lane_release(&self) -> impl std::future::Future<Output = Option<Value>>;
+}
+
+/// A release of [`ROLLOUT`] under the LaneRelease: its canary comes up and waits at its
+/// gate, the release waits in its step, an approval of the Rollout alone is held back,
+/// then the release's approval promotes it, every controller taking a few more rounds.
+pub fn lane_release_steps() -> Vec<Step> {
+    use Step::*;
+    let mut steps = vec![
+        Apply(workload("a:1")),
+        Apply(rollout()),
+        Apply(lane_release(json!({}))),
+        Settle,
+        Reconcile(0),
+        ReconcileRelease(0),
+        SetImage("a:2"),
+        Reconcile(1),
+        ReconcileRelease(1),
+        Settle,
+        Reconcile(2),
+        Reconcile(3),
+        ReconcileRelease(3),
+        Approve,
+        Reconcile(4),
+        ReconcileRelease(4),
+    ];
+    steps.push(ApproveRelease);
+    for t in 5..12 {
+        steps.extend([ReconcileRelease(t), Reconcile(t), Settle]);
+    }
+    steps.push(ReconcileRelease(12));
+    steps
+}
+
+/// A lane release whose member's canary is not ready within its deadline, with
+/// `onFailure: pause`: the release pauses.
+pub fn lane_release_deadline_steps() -> Vec<Step> {
+    use Step::*;
+    vec![
+        Apply(workload("a:1")),
+        Apply(rollout()),
+        Apply(lane_release(
+            json!({"onFailure": "pause", "progressDeadlineSeconds": 5}),
+        )),
+        Settle,
+        Reconcile(0),
+        ReconcileRelease(0),
+        SetImage("a:2"),
+        Reconcile(1),
+        ReconcileRelease(1),
+        ReconcileRelease(10),
+    ]
 }
 
 /// The scenario's namespace, workload and Rollout.
 pub const NS: &str = "default";
 pub const WORKLOAD: &str = "mocka-v1";
 pub const ROLLOUT: &str = "rollouts-mocka";
+/// The scenario's LaneRelease (over [`ROLLOUT`]).
+pub const RELEASE: &str = "checkout-v2";
+
+/// The scenario's LaneRelease: [`ROLLOUT`] released in lane `canary`, one approval;
+/// `spec` entries added.
+pub fn lane_release(spec: Value) -> Value {
+    let mut v = json!({
+        "apiVersion": "lanes.dev/v1alpha1", "kind": "LaneRelease",
+        "metadata": {"name": RELEASE, "namespace": NS},
+        "spec": {
+            "laneGroup": "rollout", "lane": "canary",
+            "rollouts": [ROLLOUT],
+            "steps": [{"pause": {}}],
+        },
+    });
+    if let (Some(base), Some(extra)) = (v["spec"].as_object_mut(), spec.as_object()) {
+        base.extend(extra.clone());
+    }
+    v
+}
+
+/// The status patch of `lanes release approve`.
+fn release_approval() -> Value {
+    json!({"status": {"currentStepState": "StepReady"}})
+}
+
+/// One pass of the lane release controller over [`RELEASE`] at t0 + `secs`.
+async fn reconcile_release(client: &kube::Client, secs: i64) {
+    let now = t0() + jiff::SignedDuration::from_secs(secs);
+    let ctx = lanes_operator::rollouts::Context::new(client.clone());
+    lanes_operator::lane_release_controller::reconcile_named(&ctx, NS, RELEASE, now)
+        .await
+        .unwrap();
+}
 
 /// The start of the scenario's clock.
 pub fn t0() -> jiff::Timestamp {
@@ -280,6 +371,20 @@ impl Driver for Embedded {
                     .await
                     .unwrap();
             }
+            Step::ReconcileRelease(secs) => reconcile_release(&self.kube, *secs).await,
+            Step::ApproveRelease => {
+                self.client
+                    .patch(
+                        Kind::LaneRelease,
+                        Some(NS),
+                        RELEASE,
+                        PatchType::Merge,
+                        &release_approval(),
+                        true,
+                    )
+                    .await
+                    .unwrap();
+            }
         }
     }
 
@@ -289,6 +394,10 @@ impl Driver for Embedded {
 
     async fn deployments(&self) -> Vec<Value> {
         self.store.list(Kind::Deployment, Some(NS)).unwrap().0
+    }
+
+    async fn lane_release(&self) -> Option<Value> {
+        self.store.get(&key(Kind::LaneRelease, RELEASE)).unwrap()
     }
 }
 
@@ -409,6 +518,18 @@ impl Driver for Operator {
                     }
                 }
             }
+            Step::ReconcileRelease(secs) => reconcile_release(&self.client, *secs).await,
+            Step::ApproveRelease => {
+                let patch = release_approval();
+                f.merge(
+                    "lanes.dev/v1alpha1",
+                    "LaneRelease",
+                    NS,
+                    RELEASE,
+                    &patch,
+                    true,
+                );
+            }
         }
     }
 
@@ -419,6 +540,11 @@ impl Driver for Operator {
 
     async fn deployments(&self) -> Vec<Value> {
         self.fake.list("apps/v1", "Deployment")
+    }
+
+    async fn lane_release(&self) -> Option<Value> {
+        self.fake
+            .get("lanes.dev/v1alpha1", "LaneRelease", NS, RELEASE)
     }
 }
 
