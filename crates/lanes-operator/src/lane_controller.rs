@@ -29,6 +29,7 @@ use crate::backoff::{Failures, back_off};
 use crate::held::{Compiled, Held};
 use crate::lanes::{
     Existing, GENERATED_SELECTOR, GeneratedCache, Memo, group_of, istio_resource, releases_of,
+    serves_lane_releases,
 };
 use crate::metrics::Metrics;
 use crate::rollout_controller::stop_signal;
@@ -130,7 +131,7 @@ pub async fn run(
         && ready(&lanes, &mut stop_wait).await
         && ready(&rollouts, &mut stop_wait).await
         && ready(&deployments, &mut stop_wait).await
-        && ready(&lane_releases, &mut stop_wait).await
+        && (!serves_lane_releases(&client).await || ready(&lane_releases, &mut stop_wait).await)
         && ready(&virtual_services, &mut stop_wait).await
         && ready(&destination_rules, &mut stop_wait).await;
     if !cached {

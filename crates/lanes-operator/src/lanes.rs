@@ -75,6 +75,15 @@ pub async fn list_inputs(client: &Client, flavor: Flavor) -> Result<Held, Error>
     Ok(held)
 }
 
+/// Whether the API server serves LaneReleases: their CRD is installed (an error other
+/// than a 404 says nothing against it).
+pub async fn serves_lane_releases(client: &Client) -> bool {
+    let found = Api::<LaneRelease>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await;
+    !matches!(found, Err(ref e) if is_not_found(e))
+}
+
 /// Every LaneRelease; none on a cluster without their CRD (a 404).
 async fn lane_releases(client: &Client) -> Result<Vec<LaneRelease>, Error> {
     match Api::<LaneRelease>::all(client.clone())

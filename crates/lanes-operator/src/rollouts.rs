@@ -309,11 +309,16 @@ async fn gate_of(
     rollout: &Rollout,
     w: &Workload,
 ) -> Result<Option<lanes_rollout::lane_release::Gate>, Error> {
-    let all = Api::<LaneRelease>::namespaced(client.clone(), ns)
+    // A cluster without the LaneRelease CRD (a 404) has none.
+    let all = match Api::<LaneRelease>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
-        .map_err(kube_err(format!("list LaneReleases in {ns}")))?;
-    let refs: Vec<&LaneRelease> = all.items.iter().collect();
+    {
+        Ok(list) => list.items,
+        Err(e) if is_not_found(&e) => Vec::new(),
+        Err(e) => return Err(kube_err(format!("list LaneReleases in {ns}"))(e)),
+    };
+    let refs: Vec<&LaneRelease> = all.iter().collect();
     Ok(lanes_rollout::lane_release::gate_for(
         &refs,
         &rollout.name_any(),

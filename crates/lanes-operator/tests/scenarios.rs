@@ -204,6 +204,39 @@ async fn a_lane_release_on_both_drivers() {
 }
 
 #[tokio::test]
+async fn a_cluster_without_the_lane_release_crd_still_runs_rollouts() {
+    let mut op = Operator::start();
+    use Step::*;
+    for s in [
+        Apply(workload("a:1")),
+        Apply(rollout()),
+        Settle,
+        Reconcile(0),
+    ] {
+        op.step(&s).await;
+    }
+    op.step(&SetImage("a:2")).await;
+    // Every list of LaneReleases answers 404, as without their CRD.
+    for _ in 0..4 {
+        op.fake.fail_next("GET", "/lanereleases", 404, "NotFound");
+    }
+    for s in [Reconcile(1), Settle, Reconcile(2), Reconcile(3)] {
+        op.step(&s).await;
+    }
+    let r = op.rollout().await.unwrap();
+    assert_eq!(
+        r["status"]["canaryStatus"]["currentStepState"], "StepPaused",
+        "{:#}",
+        r["status"]
+    );
+    // The controller met the 404s (a failed reconcile would have stopped the steps).
+    assert!(
+        op.fake.pending_faults() < 4,
+        "no LaneRelease list was answered 404"
+    );
+}
+
+#[tokio::test]
 async fn the_scenarios_on_the_embedded_driver() {
     run_table("embedded", Embedded::start().await).await;
 }
