@@ -431,6 +431,76 @@ fn a_release_with_a_traffic_step_takes_that_share_of_the_groups_ingress() {
 }
 
 #[test]
+fn a_release_paused_resumed_and_undone_from_the_cli() {
+    let d = Daemon::start();
+    seeded(&d);
+    for svc in ["mocka-v1", "mockb-v1", "mockc-v1"] {
+        patch_image(&d, svc, "2.0", "");
+    }
+    wait_release(&d, 90, waiting_for_approval);
+    // Paused: an approval is taken, but the release does not go on.
+    let out = d.ok(&["release", "pause", "checkout-v2"]);
+    assert!(out.contains("lanerelease/checkout-v2 paused"), "{out}");
+    assert_eq!(release(&d)["spec"]["paused"], true);
+    let again = d.ok(&["release", "pause", "checkout-v2"]);
+    assert!(again.contains("already paused"), "{again}");
+    d.ok(&["release", "approve", "checkout-v2"]);
+    let held = wait_release(&d, 30, |r| {
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("paused in step 1/1"))
+    });
+    assert_eq!(held["status"]["phase"], "Progressing", "{held}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(release(&d)["status"]["phase"], "Progressing");
+    // Resumed: the approval given while it was paused takes effect.
+    d.ok(&["release", "resume", "checkout-v2"]);
+    assert_eq!(release(&d)["spec"]["paused"], false);
+    let promoted = wait_release(&d, 60, |r| r["status"]["phase"] != "Progressing");
+    assert!(
+        ["Promoting", "Finishing", "Completed"]
+            .contains(&promoted["status"]["phase"].as_str().unwrap()),
+        "{promoted}"
+    );
+    // A release past its promotion cannot be undone.
+    let late = d.lanes(&["release", "undo", "checkout-v2"]);
+    assert!(!late.status.success());
+    let err = String::from_utf8_lossy(&late.stderr);
+    assert!(err.contains("cannot be undone"), "{err}");
+    wait_release(&d, 120, |r| r["status"]["phase"] == "Completed");
+    // The next release, undone while it waits: every member goes back.
+    for svc in ["mocka-v1", "mockb-v1", "mockc-v1"] {
+        patch_image(&d, svc, "3.0", "");
+    }
+    wait_release(&d, 90, waiting_for_approval);
+    let out = d.ok(&["release", "undo", "checkout-v2"]);
+    assert!(out.contains("undone"), "{out}");
+    let r = wait_release(&d, 120, |r| r["status"]["phase"] == "RolledBack");
+    assert!(
+        r["status"]["message"].as_str().unwrap().contains("undone"),
+        "{r}"
+    );
+    eventually(Duration::from_secs(60), || {
+        let (_, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+        (versions(&body) == ["v2", "v2", "v2"]).then_some(())
+    });
+    for svc in ["mocka", "mockb", "mockc"] {
+        let ro = eventually(Duration::from_secs(60), || {
+            let ro = rollout(&d, &format!("rollouts-{svc}"));
+            (ro["status"]["phase"] == "Healthy").then_some(ro)
+        });
+        assert!(ro["status"]["message"].as_str().is_some(), "{ro}");
+        let w: Value =
+            serde_json::from_str(&d.ok(&["get", "deployment", &format!("{svc}-v1"), "-o", "json"]))
+                .unwrap();
+        let image = w["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap();
+        assert!(image.ends_with(":2.0"), "{svc}: {image}");
+    }
+}
+
+#[test]
 fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
