@@ -3,6 +3,7 @@
 //! other LaneReleases of the namespace, and writes the release's status; the members'
 //! Rollouts read their orders from it ([`lanes_rollout::lane_release::gate_for`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +15,11 @@ use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
+use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
 use lanes_model::lane_release::{LaneRelease, LaneReleaseStatus};
 use lanes_model::rollout::{Rollout, Sample};
 use lanes_rollout::Workload;
-use lanes_rollout::lane_release::{MemberView, ReleaseObserved, owner_of, reconcile};
+use lanes_rollout::lane_release::{MemberView, ReleaseObserved, lane_problem, owner_of, reconcile};
 use tokio::sync::watch;
 
 use crate::analysis::{LaneEntry, Samples, external_values};
@@ -76,6 +78,31 @@ pub async fn run(
         .run(reconcile_release, error_policy, shared)
         .for_each(|_| async {})
         .await;
+}
+
+/// Every lane group's name, with the names of its lanes (those labelled with it).
+async fn lane_groups(client: &Client) -> Result<BTreeMap<String, Vec<String>>, Error> {
+    let lp = ListParams::default();
+    let groups = Api::<ASMSwimLaneGroup>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(kube_err("list lane groups"))?;
+    let lanes = Api::<ASMSwimLane>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(kube_err("list lanes"))?;
+    let mut out: BTreeMap<String, Vec<String>> = groups
+        .items
+        .iter()
+        .map(|g| (g.name_any(), Vec::new()))
+        .collect();
+    for lane in &lanes.items {
+        let group = lane.labels().get(GROUP_LABEL);
+        if let Some(names) = group.and_then(|g| out.get_mut(g)) {
+            names.push(lane.name_any());
+        }
+    }
+    Ok(out)
 }
 
 /// The requests that entered the release's lane so far, when it has analysis and they
@@ -178,6 +205,7 @@ async fn reconcile_once(
         members,
         sample: lane_sample(s, lr, &ns).await,
         external,
+        lane_problem: lane_problem(lr, &lane_groups(client).await?),
         now,
     });
     if lr.status.as_ref() != Some(&d.status) {

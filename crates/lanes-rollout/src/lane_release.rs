@@ -206,6 +206,8 @@ pub struct ReleaseObserved<'a> {
     pub sample: Option<Sample>,
     /// The values of its analysis's `prometheus` metrics, when a round is due.
     pub external: BTreeMap<String, Result<f64, String>>,
+    /// Why its `laneGroup` or `lane` names nothing, if they do ([`lane_problem`]).
+    pub lane_problem: Option<String>,
     /// Now.
     pub now: jiff::Timestamp,
 }
@@ -260,8 +262,29 @@ pub fn reconcile(obs: &ReleaseObserved<'_>) -> ReleaseDecision {
     d
 }
 
-/// Why the LaneRelease cannot run, if it cannot: a member missing, or held by another.
+/// Why a release's `laneGroup` and `lane` name nothing, if they do, among `groups` (each
+/// lane group's name, with the names of its lanes).
+pub fn lane_problem(lr: &LaneRelease, groups: &BTreeMap<String, Vec<String>>) -> Option<String> {
+    let (group, lane) = (&lr.spec.lane_group, &lr.spec.lane);
+    let Some(lanes) = groups.get(group) else {
+        return Some(format!(
+            "spec.laneGroup: no lane group {group:?}; nothing is released until it exists"
+        ));
+    };
+    (!lanes.contains(lane)).then(|| {
+        format!(
+            "spec.lane: lane group {group:?} has no lane {lane:?} (it has {}); nothing is released until it does",
+            lanes.join(", ")
+        )
+    })
+}
+
+/// Why the LaneRelease cannot run, if it cannot: its lane missing, a member missing, or
+/// a member held by another.
 fn invalid(obs: &ReleaseObserved<'_>) -> Option<String> {
+    if let Some(why) = &obs.lane_problem {
+        return Some(why.clone());
+    }
     let missing: Vec<&str> = obs
         .members
         .iter()

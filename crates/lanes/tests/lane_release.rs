@@ -544,6 +544,29 @@ fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
             .unwrap()
             .contains("rollouts-mockb (by LaneRelease checkout-v2)")
     );
+    // A lane that does not exist: invalid, naming the field and the group's lanes.
+    apply_text(
+        &d,
+        &RELEASE
+            .replace("checkout-v2", "typo")
+            .replace("lane: canary", "lane: canry")
+            .replace(
+                "[rollouts-mocka, rollouts-mockb, rollouts-mockc]",
+                "[rollouts-nope]",
+            ),
+    );
+    let typo = eventually(Duration::from_secs(30), || {
+        let r: Value =
+            serde_json::from_str(&d.ok(&["get", "lanerelease", "typo", "-o", "json"])).unwrap();
+        (r["status"]["phase"] == "Invalid").then_some(r)
+    });
+    let why = typo["status"]["message"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "spec.lane: lane group \"rollout\" has no lane \"canry\" (it has base, canary)"
+        ),
+        "{why}"
+    );
     // A refused field is a 422 naming it.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("bad.yaml");

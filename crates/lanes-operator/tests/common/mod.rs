@@ -115,7 +115,8 @@ pub trait Driver {
 /// then the release's approval promotes it, every controller taking a few more rounds.
 pub fn lane_release_steps() -> Vec<Step> {
     use Step::*;
-    let mut steps = vec![
+    let mut steps = seed_lanes();
+    steps.extend([
         Apply(workload("a:1")),
         Apply(rollout()),
         Apply(lane_release(json!({}))),
@@ -132,7 +133,7 @@ pub fn lane_release_steps() -> Vec<Step> {
         Approve,
         Reconcile(4),
         ReconcileRelease(4),
-    ];
+    ]);
     steps.push(ApproveRelease);
     for t in 5..12 {
         steps.extend([ReconcileRelease(t), Reconcile(t), Settle]);
@@ -145,7 +146,8 @@ pub fn lane_release_steps() -> Vec<Step> {
 /// `onFailure: pause`: the release pauses.
 pub fn lane_release_deadline_steps() -> Vec<Step> {
     use Step::*;
-    vec![
+    let mut steps = seed_lanes();
+    steps.extend([
         Apply(workload("a:1")),
         Apply(rollout()),
         Apply(lane_release(
@@ -158,7 +160,8 @@ pub fn lane_release_deadline_steps() -> Vec<Step> {
         Reconcile(1),
         ReconcileRelease(1),
         ReconcileRelease(10),
-    ]
+    ]);
+    steps
 }
 
 /// The scenario's namespace, workload and Rollout.
@@ -184,6 +187,16 @@ pub fn lane_release(spec: Value) -> Value {
         base.extend(extra.clone());
     }
     v
+}
+
+/// The seed's lane group and its lanes (the LaneRelease's `laneGroup` and `lane`), to
+/// apply.
+fn seed_lanes() -> Vec<Step> {
+    seed()
+        .into_iter()
+        .filter(|v| v["kind"] == "ASMSwimLaneGroup" || v["kind"] == "ASMSwimLane")
+        .map(Step::Apply)
+        .collect()
 }
 
 /// The status patch of `lanes release approve`.

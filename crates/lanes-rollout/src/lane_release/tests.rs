@@ -121,6 +121,7 @@ impl World {
             members: views,
             sample: Some(self.lane.clone()),
             external: Default::default(),
+            lane_problem: None,
             now: self.now,
         });
         self.lr.status = Some(d.status);
@@ -355,6 +356,7 @@ fn a_missing_member_or_one_claimed_twice_makes_the_release_invalid_and_free() {
         members: views,
         sample: None,
         external: Default::default(),
+        lane_problem: None,
         now: t0(),
     });
     assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
@@ -392,6 +394,7 @@ fn a_missing_member_or_one_claimed_twice_makes_the_release_invalid_and_free() {
         }],
         sample: None,
         external: Default::default(),
+        lane_problem: None,
         now: t0(),
     });
     assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
@@ -523,4 +526,40 @@ fn a_healthy_lane_is_promoted_only_after_a_passed_round() {
     assert_eq!(w.phase(), LaneReleasePhase::Promoting, "{}", w.message());
     let a = w.lr.status.as_ref().unwrap().analysis.clone().unwrap();
     assert!(a.passes >= 1 && a.failures == 0, "{a:?}");
+}
+
+#[test]
+fn a_release_whose_lane_names_nothing_is_invalid_and_says_which_field() {
+    let w = World::new(vec![approval()]);
+    let groups: BTreeMap<String, Vec<String>> = [(
+        "rollout".to_string(),
+        vec!["base".to_string(), "canary".to_string()],
+    )]
+    .into();
+    assert_eq!(lane_problem(&w.lr, &groups), None);
+    let mut lr = w.lr.clone();
+    lr.spec.lane = "canry".into();
+    let why = lane_problem(&lr, &groups).unwrap();
+    assert!(
+        why.starts_with(
+            "spec.lane: lane group \"rollout\" has no lane \"canry\" (it has base, canary)"
+        ),
+        "{why}"
+    );
+    lr.spec.lane_group = "other".into();
+    let why = lane_problem(&lr, &groups).unwrap();
+    assert!(
+        why.starts_with("spec.laneGroup: no lane group \"other\""),
+        "{why}"
+    );
+    let d = reconcile(&ReleaseObserved {
+        release: &lr,
+        members: Vec::new(),
+        sample: None,
+        external: Default::default(),
+        lane_problem: Some(why.clone()),
+        now: t0(),
+    });
+    assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
+    assert_eq!(d.status.message.as_deref(), Some(why.as_str()));
 }
