@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod events;
 pub mod hash;
+pub mod image;
 pub mod istio;
 pub mod kind;
 pub mod lane;
