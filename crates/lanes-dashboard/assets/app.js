@@ -1,0 +1,117 @@
+// The lanes map, kept current from the server's event stream (no reloads).
+"use strict";
+
+// When this page was loaded: stays the same while the map updates in place.
+window.lanesLoadedAt = Date.now();
+// How many maps have been drawn.
+window.lanesMaps = 0;
+
+const status = document.getElementById("status");
+const groups = document.getElementById("groups");
+const login = document.getElementById("login");
+
+// The token: from the address (#token=...), then as kept from before.
+function token() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    localStorage.setItem("lanes-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname);
+  }
+  return localStorage.getItem("lanes-token");
+}
+
+function headers() {
+  const t = token();
+  return t ? { Authorization: "Bearer " + t } : {};
+}
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function cellOf(group, service, cell) {
+  const td = el("td", { "data-cell": `${group}/${service}/${cell.lane}` });
+  if (cell.fallsBackTo && cell.total === 0) {
+    td.className = "fallback";
+    td.append(`→ ${cell.fallsBackTo}`);
+    td.title = `no pod of ${service} in ${cell.lane}: served by ${cell.fallsBackTo}`;
+    return td;
+  }
+  td.className = cell.ready > 0 ? "serving" : "serving unready";
+  td.append(el("span", { class: "version" }, cell.versions.join(" ") || "–"));
+  let pods = `${cell.ready}/${cell.total} ready`;
+  if (cell.fallsBackTo) pods += ` · → ${cell.fallsBackTo}`;
+  td.append(el("span", { class: "pods" }, pods));
+  return td;
+}
+
+function draw(map) {
+  const sections = map.groups.map((g) => {
+    const head = el("tr", {}, el("th", { scope: "col" }, "service"),
+      ...g.lanes.map((l) => el("th", { scope: "col" }, l + (l === g.fallback ? " (baseline)" : ""))));
+    const rows = g.services.map((s) =>
+      el("tr", {}, el("th", { scope: "row" }, s.name), ...s.cells.map((c) => cellOf(g.name, s.name, c))));
+    const table = el("table", { "data-group": g.name },
+      el("caption", {}, `lane group ${g.name}`), el("thead", {}, head), el("tbody", {}, ...rows));
+    return el("section", { "aria-label": `lane group ${g.name}` }, table);
+  });
+  groups.replaceChildren(...sections);
+  if (map.groups.length === 0) groups.append(el("p", {}, "No lane group yet."));
+  window.lanesMaps += 1;
+  status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+// Reads the server-sent events of the map (fetch, so the token can go in a header).
+async function follow() {
+  for (;;) {
+    try {
+      const resp = await fetch("/ui/api/map/events", { headers: headers() });
+      if (resp.status === 401 || resp.status === 403) {
+        status.textContent = "the API wants a token";
+        login.hidden = false;
+        return;
+      }
+      if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+      login.hidden = true;
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data:"))
+            .map((l) => l.slice(5).replace(/^ /, "")).join("\n");
+          if (data) draw(JSON.parse(data));
+        }
+      }
+    } catch (e) {
+      status.textContent = `disconnected (${e.message}); retrying`;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+login.addEventListener("submit", (e) => {
+  e.preventDefault();
+  localStorage.setItem("lanes-token", document.getElementById("token").value);
+  login.hidden = true;
+  follow();
+});
+
+// A token given in the address later (#token=...) is taken at once.
+window.addEventListener("hashchange", () => {
+  if (/token=/.test(location.hash) && !login.hidden) {
+    token();
+    login.hidden = true;
+    follow();
+  }
+});
+
+follow();

@@ -1,0 +1,96 @@
+//! The dashboard's HTTP side: the page's files, which need no token (the page asks for
+//! one when the API wants it), and its data, which the API's own authorisation guards.
+
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use crate::source::{Followers, MapJson};
+
+const INDEX: &str = include_str!("../assets/index.html");
+const APP: &str = include_str!("../assets/app.js");
+const STYLE: &str = include_str!("../assets/style.css");
+
+/// The page and its files, under `/ui/`.
+pub fn assets() -> Router {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route(
+            "/ui/",
+            get(|| async { file("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { file("text/javascript; charset=utf-8", APP) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
+}
+
+fn file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// What the data routes read: the API, and the maps [`crate::source::run`] publishes.
+#[derive(Clone)]
+pub struct Maps {
+    /// A client of the API the maps are read from.
+    pub client: kube::Client,
+    /// The maps as they are published.
+    pub published: watch::Receiver<MapJson>,
+    /// How many pages follow them now.
+    pub followers: Followers,
+}
+
+/// The data under `/ui/api/`: the map now (`map`), and the map each time it changes as
+/// server-sent events (`map/events`, event `map`, the latest one first).
+pub fn api(maps: Maps) -> Router {
+    Router::new()
+        .route("/ui/api/map", get(map_now))
+        .route("/ui/api/map/events", get(map_events))
+        .with_state(maps)
+}
+
+async fn map_now(State(maps): State<Maps>) -> Response {
+    match crate::source::read(&maps.client).await {
+        Ok(map) => axum::Json(map).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("cannot read the lanes map from the API: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn map_events(
+    State(maps): State<Maps>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Followed while the stream lives: the guard goes with it.
+    let guard = maps.followers.follow();
+    let start = (maps.published, true, guard);
+    let stream = futures_util::stream::unfold(start, |(mut rx, first, guard)| async move {
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let json = rx.borrow_and_update().clone();
+        let event = Event::default().event("map").data(&*json);
+        Some((Ok(event), (rx, false, guard)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

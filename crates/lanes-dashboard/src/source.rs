@@ -1,0 +1,163 @@
+//! Where the map comes from: the Kubernetes API (the kinds the route table is compiled
+//! from), compiled as the data plane's route table is, and published when it changes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, TypeMeta};
+use kube::core::GroupVersionKind;
+use lanes_compile::{Emit, Flavor, compile_with};
+use lanes_model::mesh::PodView;
+use lanes_model::{Kind, Object, Typed};
+use tokio::sync::{Notify, watch};
+
+use crate::map::{LanesMap, MapPod, lanes_map};
+
+/// The kinds the map is read from.
+const INPUTS: [Kind; 7] = [
+    Kind::Service,
+    Kind::Pod,
+    Kind::LaneGroup,
+    Kind::Lane,
+    Kind::Rollout,
+    Kind::Deployment,
+    Kind::LaneRelease,
+];
+
+/// The map now, read from the API (a kind the API does not serve, a CRD not installed,
+/// counts as none; an object that does not validate is left out, as the controllers
+/// leave it out).
+pub async fn read(client: &kube::Client) -> Result<LanesMap, kube::Error> {
+    let mut objects = Vec::new();
+    for kind in INPUTS {
+        let info = kind.info();
+        let gvk = GroupVersionKind::gvk(info.group, info.version, info.name);
+        let ar = ApiResource::from_gvk_with_plural(&gvk, info.plural);
+        let listed = Api::<DynamicObject>::all_with(client.clone(), &ar)
+            .list(&ListParams::default())
+            .await;
+        let items = match listed {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(e),
+        };
+        for mut item in items {
+            item.types = Some(TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            });
+            if let Some(o) = serde_json::to_value(&item)
+                .ok()
+                .and_then(|v| Object::from_value(v).ok())
+            {
+                objects.push(o);
+            }
+        }
+    }
+    Ok(map_of(&objects))
+}
+
+/// The map of `objects`.
+pub fn map_of(objects: &[Object]) -> LanesMap {
+    let views: Vec<PodView> = objects.iter().filter_map(PodView::from_object).collect();
+    let pods: Vec<MapPod> = objects.iter().filter_map(map_pod).collect();
+    let refs: Vec<&Object> = objects.iter().collect();
+    let table = compile_with(&refs, &views, Flavor::default(), Emit::RoutesOnly).routes;
+    lanes_map(&table, &pods)
+}
+
+fn map_pod(o: &Object) -> Option<MapPod> {
+    let Typed::Pod(p) = &o.typed else {
+        return None;
+    };
+    let view = PodView::from_object(o)?;
+    let images = p
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| c.image.clone())
+        .collect();
+    Some(MapPod {
+        namespace: view.namespace,
+        labels: view.labels,
+        ready: view.ready,
+        images,
+    })
+}
+
+/// The map as JSON, for the page.
+pub type MapJson = Arc<str>;
+
+/// How many pages follow the maps; a new one wakes the reader at once.
+#[derive(Debug, Clone, Default)]
+pub struct Followers(Arc<FollowersInner>);
+
+/// The count of followers, and the wake-up of a new one.
+#[derive(Debug, Default)]
+struct FollowersInner {
+    count: AtomicUsize,
+    arrived: Notify,
+}
+
+impl Followers {
+    /// One more follows, until the guard is dropped.
+    pub fn follow(&self) -> Following {
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+        self.0.arrived.notify_one();
+        Following(self.0.clone())
+    }
+
+    /// Whether any page follows.
+    pub fn any(&self) -> bool {
+        self.0.count.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// A page following the maps; it stops when this is dropped.
+#[derive(Debug)]
+pub struct Following(Arc<FollowersInner>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// While a page follows the maps, reads the map every `every` and publishes it (as
+/// JSON) on `publish` when it changed, until `stop` turns true. Nothing is read while
+/// no page is open.
+pub async fn run(
+    client: kube::Client,
+    every: Duration,
+    publish: watch::Sender<MapJson>,
+    followers: Followers,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if followers.any() {
+            refresh(&client, &publish).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = followers.0.arrived.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Reads the map and publishes it if it changed.
+async fn refresh(client: &kube::Client, publish: &watch::Sender<MapJson>) {
+    let json = match read(client).await.map(|m| serde_json::to_string(&m)) {
+        Ok(Ok(json)) => json,
+        Ok(Err(e)) => return tracing::warn!(error = %e, "cannot encode the lanes map"),
+        Err(e) => return tracing::warn!(error = %e, "cannot read the lanes map from the API"),
+    };
+    publish.send_if_modified(|cur| {
+        let changed = **cur != *json;
+        if changed {
+            *cur = json.into();
+        }
+        changed
+    });
+}
