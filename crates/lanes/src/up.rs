@@ -230,6 +230,41 @@ impl lanes_operator::analysis::Samples for ProxyCounts {
     }
 }
 
+/// The dashboard's data: maps read through an in-process client of the API (as the
+/// controllers read it), published while a page follows them.
+fn dashboard(
+    store: &Arc<Store>,
+    max_replicas: i64,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: watch::Receiver<bool>,
+) -> lanes_dashboard::server::Maps {
+    let api = lanes_server::router(
+        ApiState {
+            store: store.clone(),
+            auth: Auth::Open,
+            logs: None,
+            max_replicas,
+        },
+        axum::Router::new(),
+    );
+    let client = kube::Client::new(api, "default");
+    let (publish, published) =
+        watch::channel(lanes_dashboard::source::MapJson::from("{\"groups\":[]}"));
+    let followers = lanes_dashboard::source::Followers::default();
+    tasks.spawn(lanes_dashboard::source::run(
+        client.clone(),
+        std::time::Duration::from_millis(500),
+        publish,
+        followers.clone(),
+        stop,
+    ));
+    lanes_dashboard::server::Maps {
+        client,
+        published,
+        followers,
+    }
+}
+
 /// Runs the operator's controllers (one replica: no leader election) with a kube-rs
 /// client whose transport is the API router itself, called in-process: no socket and
 /// no token, the same admission and storage as every other client.
@@ -349,7 +384,14 @@ async fn serve(opts: UpOptions) -> Result<()> {
         logs: Some(logs),
         max_replicas: opts.max_replicas,
     };
-    let app = router(state, lanes_proxy::admin::observability(mesh.clone()));
+    let dashboard = dashboard(&store, opts.max_replicas, &mut tasks, stop_rx.clone());
+    let app = router(
+        state,
+        lanes_proxy::admin::observability(mesh.clone())
+            .merge(lanes_dashboard::server::api(dashboard)),
+    )
+    // The page's files need no token: the page asks for it.
+    .merge(lanes_dashboard::server::assets());
     // The API has a listener, a connection cap and descriptors of its own: a saturated
     // data plane does not stop it (or /healthz) from answering.
     let tls = crate::tls::for_api(&opts.state_dir, api_addr.ip())?;

@@ -78,6 +78,7 @@ fn the_crate_graph_runs_one_way() {
         "lanes-runtime",
         "lanes-operator",
         "lanes-proxy",
+        "lanes-dashboard",
     ];
     for pure in [
         "lanes-routes",
@@ -119,6 +120,20 @@ fn the_crate_graph_runs_one_way() {
         assert!(
             !operator.contains_key(not),
             "lanes-operator depends on {not}"
+        );
+    }
+    // The dashboard reads the Kubernetes API only: no driver of the embedded mode.
+    let dashboard = of("lanes-dashboard");
+    for not in [
+        "lanes-runtime",
+        "lanes-store",
+        "lanes-server",
+        "lanes-proxy",
+        "lanes-operator",
+    ] {
+        assert!(
+            !dashboard.contains_key(not),
+            "lanes-dashboard depends on {not}"
         );
     }
     let runtime = of("lanes-runtime");

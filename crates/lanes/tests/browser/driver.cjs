@@ -1,0 +1,67 @@
+// Drives a page in Debian's headless Chromium through Playwright, for the dashboard's
+// tests: one JSON command per line on stdin, one JSON answer per line on stdout.
+//   {"do":"open","url":U}                       -> {"cells":{...},"login":bool,"loadedAt":N}
+//   {"do":"wait","cell":C,"contains":T,"ms":N}  -> {"ok":bool,"elapsedMs":N,"cells":{...},"loadedAt":N}
+//   {"do":"shot","path":P}                      -> {}
+//   {"do":"quit"}
+"use strict";
+
+const readline = require("readline");
+const { chromium } = require(process.env.LANES_PLAYWRIGHT);
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.LANES_CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+    headless: true,
+  });
+  const page = await browser.newPage({ viewport: { width: 1100, height: 640 } });
+  const say = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+  const state = () => page.evaluate(() => ({
+    cells: Object.fromEntries([...document.querySelectorAll("td[data-cell]")]
+      .map((td) => [td.dataset.cell, td.textContent.trim()])),
+    login: !document.getElementById("login").hidden,
+    loadedAt: window.lanesLoadedAt,
+    maps: window.lanesMaps,
+  }));
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const cmd = JSON.parse(line);
+    try {
+      if (cmd.do === "open") {
+        await page.goto(cmd.url);
+        // The first map drawn, or the token asked for.
+        await page.waitForFunction(() => window.lanesMaps > 0
+          || !document.getElementById("login").hidden, null, { timeout: 15000 });
+        say(await state());
+      } else if (cmd.do === "wait") {
+        const started = Date.now();
+        let ok = true;
+        try {
+          await page.waitForFunction(([cell, text]) => {
+            const td = document.querySelector(`td[data-cell="${cell}"]`);
+            return td && td.textContent.includes(text);
+          }, [cmd.cell, cmd.contains], { timeout: cmd.ms, polling: 50 });
+        } catch (e) {
+          ok = false;
+        }
+        say({ ok, elapsedMs: Date.now() - started, ...(await state()) });
+      } else if (cmd.do === "shot") {
+        await page.screenshot({ path: cmd.path, fullPage: true });
+        say({});
+      } else if (cmd.do === "quit") {
+        break;
+      }
+    } catch (e) {
+      say({ error: String(e) });
+    }
+  }
+  await browser.close();
+  // stdin stays open: leave now.
+  process.exit(0);
+}
+
+main().catch((e) => {
+  process.stderr.write(String(e && e.stack || e) + "\n");
+  process.exit(1);
+});

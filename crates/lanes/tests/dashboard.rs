@@ -1,0 +1,128 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven by Playwright
+//! (`tests/browser/driver.cjs`; both installed by `scripts/test`) against `lanes up`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A headless Chromium page, driven one command at a time.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let playwright = std::env::var_os("LANES_PLAYWRIGHT").map_or_else(
+            || repo().join("target/node/node_modules/playwright-core"),
+            PathBuf::from,
+        );
+        assert!(
+            playwright.exists(),
+            "no playwright-core at {} (scripts/test installs it, and Debian's chromium)",
+            playwright.display()
+        );
+        let mut child = Command::new("node")
+            .arg(repo().join("crates/lanes/tests/browser/driver.cjs"))
+            .env("LANES_PLAYWRIGHT", &playwright)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs the browser driver");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Browser {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn send(&mut self, cmd: Value) -> Value {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the browser driver said {line:?}: {e}"));
+        assert!(answer.get("error").is_none(), "{cmd}: {answer}");
+        answer
+    }
+
+    fn wait(&mut self, cell: &str, contains: &str, ms: u64) -> Value {
+        self.send(json!({"do": "wait", "cell": cell, "contains": contains, "ms": ms}))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"do": "quit"}));
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    settled(&d, 3);
+    let token = std::fs::read_to_string(d.state.join("token")).unwrap();
+    let token = token.trim();
+    let bearer = format!("Bearer {token}");
+    // Without the token the data is refused and the page asks for it.
+    assert_eq!(http_get(&d.api, "/ui/api/map", &[]).0, 401);
+    let (status, _, body) = http_get(&d.api, "/ui/api/map", &[("authorization", &bearer)]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"mocka\""), "{body}");
+    let mut b = Browser::start();
+    let anon = b.send(json!({"do": "open", "url": format!("{}/ui/", d.api)}));
+    assert_eq!(anon["login"], true, "{anon}");
+    assert_eq!(anon["cells"], json!({}), "{anon}");
+
+    // With it: mocka, mockb and mockc run v1 in base; canary falls through to base.
+    let url = format!("{}/ui/#token={token}", d.api);
+    b.send(json!({"do": "open", "url": url}));
+    let page = b.wait("rollout/mockc/base", "v1", 10_000);
+    assert_eq!(page["ok"], true, "{page}");
+    for svc in ["mocka", "mockb", "mockc"] {
+        let base = page["cells"][format!("rollout/{svc}/base")]
+            .as_str()
+            .unwrap();
+        assert_eq!(base, "v11/1 ready", "{svc}: {page}");
+        let canary = &page["cells"][format!("rollout/{svc}/canary")];
+        assert_eq!(canary, "→ base", "{svc}: {page}");
+    }
+    let loaded = page["loadedAt"].clone();
+    let shots = repo().join("target/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    b.send(json!({"do": "shot", "path": shots.join("map-seed.png")}));
+
+    // A new image for mocka: its canary cell shows v2 without a reload.
+    d.ok(&[
+        "patch",
+        "deployment",
+        "mocka-v1",
+        "-p",
+        r#"{"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0"}]}}}}"#,
+    ]);
+    // Its pod first shows unready (0/1, still falling back), then serving.
+    let after = b.wait("rollout/mocka/canary", "v21/1 ready", 20_000);
+    assert_eq!(after["ok"], true, "{after}");
+    eprintln!(
+        "the canary cell showed v2 serving {} ms after kubectl patch returned",
+        after["elapsedMs"]
+    );
+    assert_eq!(after["loadedAt"], loaded, "the page was reloaded");
+    assert_eq!(after["cells"]["rollout/mocka/canary"], "v21/1 ready");
+    assert_eq!(after["cells"]["rollout/mockb/canary"], "→ base");
+    b.send(json!({"do": "shot", "path": shots.join("map-canary.png")}));
+    std::thread::sleep(Duration::from_millis(10));
+}
