@@ -50,6 +50,19 @@ impl std::str::FromStr for Flavor {
 
 /// The `apiVersion` of generated Istio objects.
 pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
+
+/// The kinds the route table is compiled from: Services and their pods, lane groups and
+/// lanes, and the releases whose steps route traffic (Rollouts and their Deployments,
+/// LaneReleases).
+pub const INPUT_KINDS: [lanes_model::Kind; 7] = [
+    lanes_model::Kind::Service,
+    lanes_model::Kind::Pod,
+    lanes_model::Kind::LaneGroup,
+    lanes_model::Kind::Lane,
+    lanes_model::Kind::Rollout,
+    lanes_model::Kind::Deployment,
+    lanes_model::Kind::LaneRelease,
+];
 /// The subset name ASM resolves to the calling request's lane.
 pub const ASM_LABEL_SUBSET: &str = "$asm-label";
 

@@ -9,28 +9,17 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, TypeMeta};
 use kube::core::GroupVersionKind;
 use lanes_compile::{Emit, Flavor, compile_with};
 use lanes_model::mesh::PodView;
-use lanes_model::{Kind, Object, Typed};
+use lanes_model::{Object, Typed};
 use tokio::sync::{Notify, watch};
 
 use crate::map::{LanesMap, MapPod, lanes_map};
-
-/// The kinds the map is read from.
-const INPUTS: [Kind; 7] = [
-    Kind::Service,
-    Kind::Pod,
-    Kind::LaneGroup,
-    Kind::Lane,
-    Kind::Rollout,
-    Kind::Deployment,
-    Kind::LaneRelease,
-];
 
 /// The map now, read from the API (a kind the API does not serve, a CRD not installed,
 /// counts as none; an object that does not validate is left out, as the controllers
 /// leave it out).
 pub async fn read(client: &kube::Client) -> Result<LanesMap, kube::Error> {
     let mut objects = Vec::new();
-    for kind in INPUTS {
+    for kind in lanes_compile::INPUT_KINDS {
         let info = kind.info();
         let gvk = GroupVersionKind::gvk(info.group, info.version, info.name);
         let ar = ApiResource::from_gvk_with_plural(&gvk, info.plural);

@@ -26,17 +26,8 @@ pub struct Snapshot {
     pub resource_version: u64,
 }
 
-/// The kinds the route table is compiled from: Rollouts and their Deployments, and
-/// LaneReleases, for the releases whose steps route traffic into a lane.
-const INPUTS: [Kind; 7] = [
-    Kind::Service,
-    Kind::Pod,
-    Kind::LaneGroup,
-    Kind::Lane,
-    Kind::Rollout,
-    Kind::Deployment,
-    Kind::LaneRelease,
-];
+/// The kinds the route table is compiled from.
+const INPUTS: [Kind; 7] = lanes_compile::INPUT_KINDS;
 
 fn is_input(kind: Kind) -> bool {
     INPUTS.contains(&kind)

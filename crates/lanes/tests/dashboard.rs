@@ -106,13 +106,7 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
     b.send(json!({"do": "shot", "path": shots.join("map-seed.png")}));
 
     // A new image for mocka: its canary cell shows v2 without a reload.
-    d.ok(&[
-        "patch",
-        "deployment",
-        "mocka-v1",
-        "-p",
-        r#"{"spec": {"template": {"spec": {"containers": [{"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:2.0"}]}}}}"#,
-    ]);
+    patch_image(&d, "mocka-v1", "2.0", "");
     // Its pod first shows unready (0/1, still falling back), then serving.
     let after = b.wait("rollout/mocka/canary", "v21/1 ready", 20_000);
     assert_eq!(after["ok"], true, "{after}");

@@ -26,18 +26,6 @@ spec:
     - pause: {}
 "#;
 
-fn patch_image(d: &Daemon, deploy: &str, version: &str, env: &str) {
-    d.ok(&[
-        "patch",
-        "deployment",
-        deploy,
-        "-p",
-        &format!(
-            r#"{{"spec": {{"template": {{"spec": {{"containers": [{{"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:{version}"{env}}}]}}}}}}}}"#
-        ),
-    ]);
-}
-
 /// The article's Rollout of `svc`, its canary judged on its own every 2 s by a success
 /// rate of at least 0.95 (metric `metric`), with `limits` (YAML flow-map entries).
 fn judged_rollout(svc: &str, limits: &str, metric: &str) -> String {
@@ -70,12 +58,20 @@ fn base_never_failed(load: SteadyLoad) {
 }
 
 fn release(d: &Daemon) -> Value {
-    serde_json::from_str(&d.ok(&["get", "lanerelease", "checkout-v2", "-o", "json"])).unwrap()
+    release_named(d, "checkout-v2")
+}
+
+fn release_named(d: &Daemon, name: &str) -> Value {
+    serde_json::from_str(&d.ok(&["get", "lanerelease", name, "-o", "json"])).unwrap()
 }
 
 fn wait_release(d: &Daemon, limit: u64, ok: impl Fn(&Value) -> bool) -> Value {
+    wait_named(d, "checkout-v2", limit, ok)
+}
+
+fn wait_named(d: &Daemon, name: &str, limit: u64, ok: impl Fn(&Value) -> bool) -> Value {
     eventually(Duration::from_secs(limit), || {
-        let r = release(d);
+        let r = release_named(d, name);
         ok(&r).then_some(r)
     })
 }
@@ -514,11 +510,7 @@ fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
             "[rollouts-mockb, rollouts-nope]",
         ),
     );
-    let second = eventually(Duration::from_secs(30), || {
-        let r: Value =
-            serde_json::from_str(&d.ok(&["get", "lanerelease", "second", "-o", "json"])).unwrap();
-        (r["status"]["phase"] == "Invalid").then_some(r)
-    });
+    let second = wait_named(&d, "second", 30, |r| r["status"]["phase"] == "Invalid");
     let why = second["status"]["message"].as_str().unwrap();
     assert!(why.contains("rollouts-nope not found"), "{why}");
     // Fix the missing one: the claim by the older release is what stands.
@@ -529,11 +521,9 @@ fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
             "[rollouts-mockb]",
         ),
     );
-    let second = eventually(Duration::from_secs(30), || {
-        let r: Value =
-            serde_json::from_str(&d.ok(&["get", "lanerelease", "second", "-o", "json"])).unwrap();
-        let m = r["status"]["message"].as_str().unwrap_or("").to_string();
-        (r["status"]["phase"] == "Invalid" && m.contains("claimed by an older")).then_some(r)
+    let second = wait_named(&d, "second", 30, |r| {
+        let m = r["status"]["message"].as_str().unwrap_or("");
+        r["status"]["phase"] == "Invalid" && m.contains("claimed by an older")
     });
     assert!(
         second["status"]["message"]
@@ -552,11 +542,7 @@ fn a_release_naming_a_missing_rollout_or_a_claimed_one_touches_nothing() {
                 "[rollouts-nope]",
             ),
     );
-    let typo = eventually(Duration::from_secs(30), || {
-        let r: Value =
-            serde_json::from_str(&d.ok(&["get", "lanerelease", "typo", "-o", "json"])).unwrap();
-        (r["status"]["phase"] == "Invalid").then_some(r)
-    });
+    let typo = wait_named(&d, "typo", 30, |r| r["status"]["phase"] == "Invalid");
     let why = typo["status"]["message"].as_str().unwrap();
     assert!(
         why.starts_with(

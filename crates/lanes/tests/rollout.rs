@@ -11,18 +11,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn patch_image(d: &Daemon, deploy: &str, version: &str) {
-    d.ok(&[
-        "patch",
-        "deployment",
-        deploy,
-        "-p",
-        &format!(
-            r#"{{"spec": {{"template": {{"spec": {{"containers": [{{"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:{version}"}}]}}}}}}}}"#
-        ),
-    ]);
-}
-
 fn wait_state(d: &Daemon, name: &str, phase: &str, state: Option<&str>) -> Value {
     eventually(Duration::from_secs(60), || {
         let r = rollout(d, name);
@@ -113,7 +101,7 @@ fn continuous_release_ends_on_the_newest_template() {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     wait_state(&d, "rollouts-mocka", "Healthy", None);
-    patch_image(&d, "mocka-v1", "2.0");
+    patch_image(&d, "mocka-v1", "2.0", "");
     wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
     assert_eq!(
         pod_images(&d, "mocka")
@@ -184,7 +172,7 @@ fn no_request_fails_during_approve_finalising_and_undo() {
         status == 200 && versions(body).len() == 3
     });
     // A release approved and finalised...
-    patch_image(&d, "mockb-v1", "2.0");
+    patch_image(&d, "mockb-v1", "2.0", "");
     wait_state(&d, "rollouts-mockb", "Progressing", Some("StepPaused"));
     std::thread::sleep(Duration::from_millis(500));
     d.ok(&["rollout", "approve", "rollout/rollouts-mockb"]);
@@ -193,7 +181,7 @@ fn no_request_fails_during_approve_finalising_and_undo() {
         (pod_images(&d, "mockb") == ["2.0"]).then_some(())
     });
     // ...and one undone.
-    patch_image(&d, "mockc-v1", "2.0");
+    patch_image(&d, "mockc-v1", "2.0", "");
     wait_state(&d, "rollouts-mockc", "Progressing", Some("StepPaused"));
     std::thread::sleep(Duration::from_millis(500));
     d.ok(&["rollout", "undo", "rollout/rollouts-mockc"]);
@@ -233,7 +221,7 @@ fn a_release_survives_kill_9_of_the_daemon_and_completes_on_approval() {
     let d = Daemon::start_in(&state, &[]);
     d.ok(&["apply", "-f", "examples/seed/"]);
     wait_state(&d, "rollouts-mocka", "Healthy", None);
-    patch_image(&d, "mocka-v1", "2.0");
+    patch_image(&d, "mocka-v1", "2.0", "");
     let before = wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
     d.kill9();
     let d = Daemon::start_in(&state, &[]);
@@ -263,7 +251,7 @@ fn deleting_a_rollout_mid_release_restores_the_stable_deployment() {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     wait_state(&d, "rollouts-mockc", "Healthy", None);
-    patch_image(&d, "mockc-v1", "2.0");
+    patch_image(&d, "mockc-v1", "2.0", "");
     wait_state(&d, "rollouts-mockc", "Progressing", Some("StepPaused"));
     d.ok(&["delete", "rollout", "rollouts-mockc"]);
     // The canary goes, the Deployment is resumed and unmarked, and rolls as usual.
@@ -360,7 +348,7 @@ fn a_rollout_on_a_missing_workload_says_so_and_one_on_a_taken_workload_is_refuse
         "spec.workloadRef: Deployment default/nothing-here not found",
     );
     // The first Rollout's release runs alone: one canary, made by it.
-    patch_image(&d, "mocka-v1", "2.0");
+    patch_image(&d, "mocka-v1", "2.0", "");
     let r = wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
     assert_eq!(r["status"]["canaryStatus"]["canaryReplicas"], 1);
     let canaries: Vec<Value> =

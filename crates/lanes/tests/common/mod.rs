@@ -478,3 +478,17 @@ pub fn prometheus(target: &str, token_file: &std::path::Path) -> Prometheus {
     });
     p
 }
+
+/// Patches Deployment `deploy` to the sample image at `version` (and `env`: more
+/// container fields, as JSON text after a comma).
+pub fn patch_image(d: &Daemon, deploy: &str, version: &str, env: &str) {
+    d.ok(&[
+        "patch",
+        "deployment",
+        deploy,
+        "-p",
+        &format!(
+            r#"{{"spec": {{"template": {{"spec": {{"containers": [{{"name": "default", "image": "registry.cn-beijing.aliyuncs.com/aliacs-app-catalog/go-http-sample:{version}"{env}}}]}}}}}}}}"#
+        ),
+    ]);
+}
