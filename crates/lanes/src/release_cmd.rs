@@ -26,11 +26,26 @@ fn typed(v: &Value) -> Result<LaneRelease> {
     serde_json::from_value(v.clone()).map_err(|e| anyhow!("a LaneRelease that does not read: {e}"))
 }
 
-/// `lanes release status`: phase, step, message, and each member.
-pub fn status(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+/// The LaneRelease `target` names in `ns`: its name, a runtime for more requests, the
+/// object as read (for a write guarded by its resourceVersion) and typed.
+struct Fetched<'a> {
+    name: &'a str,
+    rt: tokio::runtime::Runtime,
+    raw: Value,
+    lr: LaneRelease,
+}
+
+fn fetch<'a>(client: &Client, target: &'a str, ns: &str) -> Result<Fetched<'a>> {
     let name = release_name(target)?;
     let rt = runtime()?;
-    let lr = typed(&rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?)?;
+    let raw = rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?;
+    let lr = typed(&raw)?;
+    Ok(Fetched { name, rt, raw, lr })
+}
+
+/// `lanes release status`: phase, step, message, and each member.
+pub fn status(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+    let Fetched { name, lr, .. } = fetch(client, target, ns)?;
     let st = lr.status.clone().unwrap_or_default();
     println!(
         "lanerelease/{name}: {} step {}/{}{}",
@@ -66,10 +81,7 @@ pub fn status(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
 
 /// `lanes release approve`: the release goes on from a step waiting for approval.
 pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
-    let name = release_name(target)?;
-    let rt = runtime()?;
-    let raw = rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?;
-    let lr = typed(&raw)?;
+    let Fetched { name, rt, raw, lr } = fetch(client, target, ns)?;
     let st = lr.status.clone().unwrap_or_default();
     let waiting = lr.phase() == LaneReleasePhase::Progressing
         && st.current_step_index >= 1
@@ -89,10 +101,7 @@ pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
 
 /// `lanes release undo`: every member of the release under way goes back.
 pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
-    let name = release_name(target)?;
-    let rt = runtime()?;
-    let raw = rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?;
-    let lr = typed(&raw)?;
+    let Fetched { name, rt, raw, lr } = fetch(client, target, ns)?;
     if lr.phase() != LaneReleasePhase::Progressing {
         bail!(
             "lanerelease/{name} cannot be undone: it is {}, and only a release under way before promotion can be",
@@ -137,9 +146,7 @@ fn patch_status(
 
 /// `lanes release pause|resume`.
 pub fn set_paused(client: &Client, target: &str, ns: &str, paused: bool) -> Result<ExitCode> {
-    let name = release_name(target)?;
-    let rt = runtime()?;
-    let lr = typed(&rt.block_on(client.get(Kind::LaneRelease, Some(ns), name))?)?;
+    let Fetched { name, rt, lr, .. } = fetch(client, target, ns)?;
     let word = if paused { "paused" } else { "resumed" };
     if lr.spec.paused.unwrap_or(false) == paused {
         println!("lanerelease/{name} is already {word}");

@@ -45,6 +45,20 @@ spec:
     )
 }
 
+/// Waits for Rollout `name` to be back to `Healthy`, its message saying it was rolled
+/// back and naming `why`.
+fn rolled_back_saying(d: &Daemon, name: &str, why: &str) {
+    let ro = eventually(Duration::from_secs(60), || {
+        let ro = rollout(d, name);
+        (ro["status"]["phase"] == "Healthy").then_some(ro)
+    });
+    let said = ro["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        said.starts_with("rolled back:") && said.contains(why),
+        "{name}: {said}"
+    );
+}
+
 /// Ends `load`, which ran long enough, with no base-lane request failed.
 fn base_never_failed(load: SteadyLoad) {
     let (ok, failures) = load.finish();
@@ -243,15 +257,7 @@ fn a_broken_member_rolls_every_member_back_and_the_base_never_fails() {
     }
     // Every member is back on v1, its status saying why, naming mockc.
     for name in ["rollouts-mocka", "rollouts-mockb"] {
-        let ro = eventually(Duration::from_secs(60), || {
-            let ro = rollout(&d, name);
-            (ro["status"]["phase"] == "Healthy").then_some(ro)
-        });
-        let why = ro["status"]["message"].as_str().unwrap_or("");
-        assert!(
-            why.starts_with("rolled back:") && why.contains("rollouts-mockc"),
-            "{name}: {why}"
-        );
+        rolled_back_saying(&d, name, "rollouts-mockc");
         let events = d.ok(&["get", "events", "-o", "json"]);
         assert!(
             events.contains("LaneRelease checkout-v2 rolls back every member"),
@@ -324,15 +330,7 @@ spec:
         assert_eq!(m["state"], "RolledBack", "{m}");
     }
     for name in ["rollouts-mockb", "rollouts-mockc"] {
-        let ro = eventually(Duration::from_secs(60), || {
-            let ro = rollout(&d, name);
-            (ro["status"]["phase"] == "Healthy").then_some(ro)
-        });
-        let why = ro["status"]["message"].as_str().unwrap_or("");
-        assert!(
-            why.starts_with("rolled back:") && why.contains("end-to-end analysis"),
-            "{name}: {why}"
-        );
+        rolled_back_saying(&d, name, "end-to-end analysis");
     }
     let mockb = rollout(&d, "rollouts-mockb");
     let passed = mockb["status"]["analysis"]["passes"].as_u64().unwrap_or(0);
