@@ -123,7 +123,7 @@ pub struct GroupInput<'a> {
     pub lanes: Vec<(&'a str, &'a LaneSpec)>,
     /// Releases whose steps route traffic, in Rollout creation order; those of the
     /// group's services take a share of its ingress.
-    pub releases: &'a [release::ReleaseInput],
+    pub releases: &'a release::Releases,
 }
 
 /// Where an object sits in creation order: `creationTimestamp` to the second (all a
@@ -438,7 +438,8 @@ pub fn compile_group(
                 &absent
             }
         };
-        let ready = mesh.pods.ready_for(view);
+        let mut ready = mesh.pods.ready_for(view);
+        ready.retain(|p| !input.releases.withdraws(input.name, p));
         let fallback = ctx.fallback_for(&sref.name, ns);
         let mut subsets: Vec<SubsetRoute> = lanes
             .iter()
@@ -637,7 +638,7 @@ pub fn compile_group(
     } else {
         rule.hosts.clone()
     };
-    for r in input.releases {
+    for r in &input.releases.routed {
         let ours = match &r.pinned {
             Some(pin) => pin.group == input.name,
             None => spec.services.iter().any(|s| {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use lanes_model::lane::LaneSpec;
 use lanes_model::lane_release::LaneRelease;
-use lanes_model::mesh::{ServiceView, selector_matches};
+use lanes_model::mesh::{PodView, ServiceView, selector_matches};
 use lanes_model::rollout::Rollout;
 use lanes_model::{Object, Typed};
 use lanes_routes::{HeaderChanges, HttpMatchRequest};
@@ -52,11 +52,8 @@ impl ReleaseInput {
         if !rollout.routes_traffic() {
             return None;
         }
-        let canary = rollout.spec.strategy.canary.as_ref()?;
-        let mut canary_labels = workload_labels.clone();
-        if let Some(patch) = &canary.patch_pod_template_metadata {
-            canary_labels.extend(patch.labels.clone());
-        }
+        rollout.spec.strategy.canary.as_ref()?;
+        let canary_labels = rollout.canary_pod_labels(workload_labels);
         let namespace = rollout.metadata.namespace.clone().unwrap_or_default();
         let step = rollout.routed_step().map(|(_, s)| s);
         let headers = step
@@ -145,32 +142,125 @@ fn pairs(values: &[lanes_model::rollout::HeaderValue]) -> Vec<(String, String)> 
         .collect()
 }
 
+/// The canary pods of a lane release's members once it is finishing or rolling back
+/// (and after it ended): they leave its lane group in one compile, every member's
+/// together, whatever pace the pods then stop at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Withdrawal {
+    /// The LaneRelease, as `namespace/name`.
+    pub release: String,
+    /// Its lane group.
+    pub group: String,
+    /// The members' namespace.
+    pub namespace: String,
+    /// The labels of each member's canary pods.
+    pub canaries: Vec<BTreeMap<String, String>>,
+}
+
+impl Withdrawal {
+    /// The canaries lane release `lr` withdraws now, if it does: those of the members its
+    /// status lists; `canary_labels` gives a member Rollout's canary pod labels by name.
+    pub fn of_lane_release(
+        lr: &LaneRelease,
+        canary_labels: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+    ) -> Option<Self> {
+        let members = lr.withdrawn_members();
+        let namespace = lr.metadata.namespace.clone().unwrap_or_default();
+        Some(Withdrawal {
+            release: format!("{namespace}/{}", lr.metadata.name.as_deref().unwrap_or("")),
+            group: lr.spec.lane_group.clone(),
+            namespace,
+            canaries: members
+                .iter()
+                .filter_map(|m| canary_labels(m))
+                .filter(|l| !l.is_empty())
+                .collect(),
+        })
+        .filter(|w| !w.canaries.is_empty())
+    }
+
+    /// Whether `pod` is one of the canaries withdrawn from group `group`.
+    pub fn takes(&self, group: &str, pod: &PodView) -> bool {
+        self.group == group
+            && pod.namespace == self.namespace
+            && self
+                .canaries
+                .iter()
+                .any(|c| selector_matches(c, &pod.labels))
+    }
+}
+
+/// What releases do to a lane group's routes: the traffic their steps route, and the
+/// canaries lane releases withdraw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Releases {
+    /// Releases whose steps route traffic: Rollouts in creation order, then LaneReleases.
+    pub routed: Vec<ReleaseInput>,
+    /// Canaries lane releases withdraw.
+    pub withdrawn: Vec<Withdrawal>,
+}
+
+impl Releases {
+    /// Whether `pod` is a canary withdrawn from group `group`.
+    pub fn withdraws(&self, group: &str, pod: &PodView) -> bool {
+        self.withdrawn.iter().any(|w| w.takes(group, pod))
+    }
+}
+
 /// The releases among `objects`: each Rollout whose steps route traffic, with the
 /// Deployment it names in its namespace, then each LaneRelease whose steps route
-/// traffic now (in the order given).
-pub fn releases(objects: &[&Object]) -> Vec<ReleaseInput> {
+/// traffic now (in the order given); and the canaries lane releases withdraw.
+pub fn releases(objects: &[&Object]) -> Releases {
     let mut templates: BTreeMap<(&str, &str), BTreeMap<String, String>> = BTreeMap::new();
+    let mut rollouts: BTreeMap<(&str, &str), &Rollout> = BTreeMap::new();
     for o in objects {
-        if matches!(o.typed, Typed::Deployment(_))
-            && let Some(labels) = lanes_model::mesh::deployment_template_labels(o)
-        {
-            templates.insert((o.namespace_or_empty(), o.name.as_str()), labels);
+        match &o.typed {
+            Typed::Deployment(_) => {
+                if let Some(labels) = lanes_model::mesh::deployment_template_labels(o) {
+                    templates.insert((o.namespace_or_empty(), o.name.as_str()), labels);
+                }
+            }
+            Typed::Rollout(r) => {
+                rollouts.insert((o.namespace_or_empty(), o.name.as_str()), r);
+            }
+            _ => {}
         }
     }
-    objects
+    // The pod labels of Rollout `r`'s workload in namespace `ns`.
+    fn template_of<'t, 'k>(
+        templates: &'t BTreeMap<(&'k str, &'k str), BTreeMap<String, String>>,
+        ns: &'k str,
+        r: &'k Rollout,
+    ) -> Option<&'t BTreeMap<String, String>> {
+        templates.get(&(ns, r.spec.workload_ref.name.as_str()))
+    }
+    let routed = objects
         .iter()
         .filter_map(|o| {
             let Typed::Rollout(r) = &o.typed else {
                 return None;
             };
-            let labels = templates.get(&(o.namespace_or_empty(), &r.spec.workload_ref.name))?;
-            ReleaseInput::of(r, labels)
+            ReleaseInput::of(r, template_of(&templates, o.namespace_or_empty(), r)?)
         })
         .chain(objects.iter().filter_map(|o| match &o.typed {
             Typed::LaneRelease(lr) => ReleaseInput::of_lane_release(lr),
             _ => None,
         }))
-        .collect()
+        .collect();
+    let withdrawn = objects
+        .iter()
+        .filter_map(|o| {
+            let Typed::LaneRelease(lr) = &o.typed else {
+                return None;
+            };
+            let ns = o.namespace_or_empty();
+            Withdrawal::of_lane_release(lr, |name| {
+                let r = rollouts.get(&(ns, name))?;
+                Some(r.canary_pod_labels(template_of(&templates, ns, r)?))
+            })
+        })
+        .collect();
+    Releases { routed, withdrawn }
 }
 
 /// The first lane of `lanes` whose selector `labels` satisfy.

@@ -122,6 +122,19 @@ impl LaneReleasePhase {
         }
     }
 
+    /// Whether the members' canaries are out of the lane: from when every member is
+    /// promoted (or the rollback starts) until the next release, the lane sends their
+    /// services' requests to the baseline, every member's at once.
+    pub fn withdraws_canaries(self) -> bool {
+        matches!(
+            self,
+            LaneReleasePhase::Finishing
+                | LaneReleasePhase::Completed
+                | LaneReleasePhase::RollingBack
+                | LaneReleasePhase::RolledBack
+        )
+    }
+
     /// Whether a release is under way (members are held by it).
     pub fn is_active(self) -> bool {
         matches!(
@@ -195,6 +208,10 @@ pub struct LaneReleaseStatus {
     /// The members of the release under way (or the last one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// While finishing: the lane's routes no longer send requests to the members'
+    /// canaries, so the canaries may go.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canaries_withdrawn: bool,
     /// The members' names, comma-separated (for `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_list: Option<String>,
@@ -245,6 +262,17 @@ impl LaneRelease {
             .take(st.current_step_index as usize)
             .filter_map(|s| crate::validate::parse_percent(s.traffic.as_deref()?))
             .next_back()
+    }
+
+    /// The members whose canaries are out of the lane now (see
+    /// [`LaneReleasePhase::withdraws_canaries`]): none unless it withdraws them.
+    pub fn withdrawn_members(&self) -> Vec<&str> {
+        match &self.status {
+            Some(st) if self.phase().withdraws_canaries() => {
+                st.members.iter().map(|m| m.rollout.as_str()).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The phase now (`Waiting` before the first reconcile).

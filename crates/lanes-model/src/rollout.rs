@@ -262,6 +262,25 @@ impl CanaryStep {
 }
 
 impl Rollout {
+    /// The labels of the canary's pods on a workload whose pod template carries
+    /// `template`: those, with `patchPodTemplateMetadata`'s laid over.
+    pub fn canary_pod_labels(
+        &self,
+        template: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let mut labels = template.clone();
+        if let Some(meta) = self
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .and_then(|c| c.patch_pod_template_metadata.as_ref())
+        {
+            labels.extend(meta.labels.clone());
+        }
+        labels
+    }
+
     /// Whether the release routes traffic into the canary lane in steps: some step
     /// names `traffic` or `matches`.
     pub fn routes_traffic(&self) -> bool {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use kube::{Resource, ResourceExt};
-use lanes_compile::release::ReleaseInput;
+use lanes_compile::release::Releases;
 use lanes_compile::{
     Emit, Flavor, Generated, GroupInput, Mesh, Output, compile_group, creation_second,
     ingress_services,
@@ -121,8 +121,9 @@ pub struct Held {
     /// The last change dropped from `log`.
     forgotten: u64,
     groups: HashMap<String, GroupMemo>,
-    /// Releases whose steps route traffic (Rollouts with their workloads' labels).
-    releases: Vec<ReleaseInput>,
+    /// Releases whose steps route traffic (Rollouts with their workloads' labels), and
+    /// the canaries lane releases withdraw.
+    releases: Releases,
     /// Objects converted so far (read by the tests and benchmarks).
     pub converted: u64,
     /// Whole-group compiles so far.
@@ -145,7 +146,7 @@ impl Held {
             seq: 0,
             forgotten: 0,
             groups: HashMap::new(),
-            releases: Vec::new(),
+            releases: Releases::default(),
             converted: 0,
             full_compiles: 0,
         }
@@ -209,8 +210,9 @@ impl Held {
     }
 
     /// Takes in the releases as they now stand; a change recompiles every group whole
-    /// (a release step is rare beside pod churn).
-    pub fn set_releases(&mut self, releases: Vec<ReleaseInput>) {
+    /// (a release step, or a lane release withdrawing its canaries, is rare beside pod
+    /// churn).
+    pub fn set_releases(&mut self, releases: Releases) {
         if releases == self.releases {
             return;
         }
@@ -508,7 +510,7 @@ impl Held {
         // A release's route needs the Service of its workload beside the ingress ones.
         touched.extend(
             self.services()
-                .filter(|s| self.releases.iter().any(|r| r.selected_by(s)))
+                .filter(|s| self.releases.routed.iter().any(|r| r.selected_by(s)))
                 .map(|s| (s.name.as_str(), s.namespace.as_str())),
         );
         let spec = &*memo.spec;

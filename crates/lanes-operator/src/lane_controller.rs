@@ -101,12 +101,9 @@ pub async fn run(
     // (its template changes start a release, which the Rollout's status shows).
     let rollouts = w.cache(Api::<Rollout>::all(client.clone()), slim_meta, |_| true);
     let deployments = w.cache(Api::<Deployment>::all(client.clone()), slim_meta, |_| false);
-    // A change of a LaneRelease with traffic steps (a step) wakes every group too.
-    let lane_releases = w.cache(
-        Api::<LaneRelease>::all(client.clone()),
-        slim_meta,
-        LaneRelease::routes_traffic,
-    );
+    // A change of a LaneRelease (a traffic step, its canaries withdrawn from the lane)
+    // wakes every group too.
+    let lane_releases = w.cache(Api::<LaneRelease>::all(client.clone()), slim_meta, |_| true);
     // The generated objects: a change this controller did not make itself (an edit or
     // delete by someone else, or a re-list) wakes every group, in case the per-group
     // watch below woke its group before this cache held the change.

@@ -9,25 +9,29 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
-use lanes_model::lane_release::{LaneRelease, LaneReleaseStatus};
+use lanes_model::lane_release::{LaneRelease, LaneReleasePhase, LaneReleaseStatus};
+use lanes_model::mesh::parse_mesh_host;
 use lanes_model::rollout::{Rollout, Sample};
 use lanes_rollout::Workload;
-use lanes_rollout::lane_release::{MemberView, ReleaseObserved, lane_problem, owner_of, reconcile};
+use lanes_rollout::lane_release::{
+    MemberView, ReleaseObserved, lane_problem, owner_of, reconcile, routed_canaries,
+};
 use tokio::sync::watch;
 
 use crate::analysis::{LaneEntry, Samples, external_values};
 use crate::backoff::Failures;
+use crate::lanes::{GENERATED_SELECTOR, generated_for, group_of, istio_resource};
 use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
 use crate::run::Config;
-use crate::{Error, kube_err};
+use crate::{Error, is_not_found, kube_err};
 
 /// What every reconcile shares.
 struct Shared {
@@ -68,11 +72,20 @@ pub async fn run(
         resync: config.resync,
         failures: Failures::new(),
     });
+    let finishing = releases.clone();
+    let rules = istio_resource("DestinationRule");
     controller
         .watches(
-            Api::<Rollout>::all(client),
+            Api::<Rollout>::all(client.clone()),
             watcher::Config::default(),
             move |r| claiming(&releases, &r),
+        )
+        // A finishing release waits for its lane's routes to leave its canaries.
+        .watches_with(
+            Api::<DynamicObject>::all_with(client, &rules),
+            rules,
+            watcher::Config::default().labels(GENERATED_SELECTOR),
+            move |dr| withdrawing_in(&finishing, group_of(&dr)),
         )
         .graceful_shutdown_on(crate::rollout_controller::stop_signal(stop))
         .run(reconcile_release, error_policy, shared)
@@ -121,6 +134,29 @@ async fn lane_sample(s: &Shared, lr: &LaneRelease, ns: &str) -> Option<Sample> {
             None
         }
     }
+}
+
+/// The LaneReleases a change of a generated object of lane group `group` concerns: those
+/// of the group that wait for its routes to leave their canaries.
+fn withdrawing_in(
+    releases: &Store<LaneRelease>,
+    group: Option<&str>,
+) -> Vec<ObjectRef<LaneRelease>> {
+    let Some(group) = group else {
+        return Vec::new();
+    };
+    releases
+        .state()
+        .iter()
+        .filter(|lr| lr.spec.lane_group == group && waits_for_withdrawal(lr))
+        .map(|lr| ObjectRef::from_obj(lr.as_ref()))
+        .collect()
+}
+
+/// Whether `lr` is finishing with its canaries still in its lane's routes.
+fn waits_for_withdrawal(lr: &LaneRelease) -> bool {
+    lr.phase() == LaneReleasePhase::Finishing
+        && !lr.status.as_ref().is_some_and(|s| s.canaries_withdrawn)
 }
 
 /// The LaneReleases an event on Rollout `r` concerns: those that claim it.
@@ -200,12 +236,14 @@ async fn reconcile_once(
     let members = member_views(lr, &all, &rollouts.items, &deployments.items);
     let record = lr.status.as_ref().and_then(|st| st.analysis.as_ref());
     let external = external_values(&s.prometheus, lr.spec.analysis.as_ref(), record, now).await;
+    let routed_canaries = still_routed(client, lr, &ns, &members).await?;
     let d = reconcile(&ReleaseObserved {
         release: lr,
         members,
         sample: lane_sample(s, lr, &ns).await,
         external,
         lane_problem: lane_problem(lr, &lane_groups(client).await?),
+        routed_canaries,
         now,
     });
     if lr.status.as_ref() != Some(&d.status) {
@@ -231,6 +269,55 @@ async fn reconcile_once(
         wait = wait.min(after.max(Duration::from_millis(200)));
     }
     Ok(wait)
+}
+
+/// While `lr` finishes with its canaries still in the lane: the members whose canaries
+/// the lane's generated DestinationRules still hold (a subset named the lane, for a
+/// Service of theirs).
+async fn still_routed(
+    client: &Client,
+    lr: &LaneRelease,
+    ns: &str,
+    members: &[MemberView<'_>],
+) -> Result<Vec<String>, Error> {
+    if !waits_for_withdrawal(lr) {
+        return Ok(Vec::new());
+    }
+    let ar = istio_resource("DestinationRule");
+    let lp = ListParams::default().labels(&generated_for(&lr.spec.lane_group));
+    let rules = match Api::<DynamicObject>::all_with(client.clone(), &ar)
+        .list(&lp)
+        .await
+    {
+        Ok(list) => list.items,
+        // No DestinationRule kind on the cluster: nothing routes to the canaries.
+        Err(e) if is_not_found(&e) => Vec::new(),
+        Err(e) => return Err(kube_err("list generated DestinationRules")(e)),
+    };
+    let lane = lr.spec.lane.as_str();
+    let held: Vec<String> = rules
+        .iter()
+        .filter(|dr| {
+            dr.data
+                .pointer("/spec/subsets")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|subsets| subsets.iter().any(|s| s["name"] == lane))
+        })
+        .filter_map(|dr| {
+            let host = dr.data.pointer("/spec/host")?.as_str()?;
+            let at = dr.metadata.namespace.as_deref().unwrap_or("default");
+            let (name, namespace) = parse_mesh_host(host, at)?;
+            (namespace == ns).then(|| name.to_string())
+        })
+        .collect();
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let services = Api::<Service>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err(format!("list Services in {ns}")))?;
+    Ok(routed_canaries(members, &services.items, &held))
 }
 
 /// The members of `lr`: the Rollouts it names (missing ones too), then those its

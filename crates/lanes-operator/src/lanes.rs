@@ -14,7 +14,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kube::core::GroupVersionKind;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
-use lanes_compile::release::ReleaseInput;
+use lanes_compile::release::{ReleaseInput, Releases, Withdrawal};
 use lanes_compile::{Flavor, Generated};
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
 use lanes_model::lane_release::LaneRelease;
@@ -43,6 +43,11 @@ pub struct Changes {
 
 /// The label selector of the objects the lane controller generated.
 pub const GENERATED_SELECTOR: &str = "asm-system=true,swimlane-group";
+
+/// The label selector of what the lane controller generates for lane group `group`.
+pub fn generated_for(group: &str) -> String {
+    format!("{GENERATED_SELECTOR}={group}")
+}
 
 /// The API resource of a generated kind (`VirtualService`, `DestinationRule`).
 pub fn istio_resource(kind: &str) -> ApiResource {
@@ -98,31 +103,52 @@ async fn lane_releases(client: &Client) -> Result<Vec<LaneRelease>, Error> {
 
 /// The releases whose steps route traffic: each Rollout with the pod labels of the
 /// Deployment it names (`deployment` finds it by namespace and name), in creation order;
-/// then each LaneRelease whose steps route traffic now, in creation order.
+/// then each LaneRelease whose steps route traffic now, in creation order. And the
+/// canaries each LaneRelease withdraws from its lane now.
 pub fn releases_of<'a>(
     rollouts: impl Iterator<Item = &'a Rollout>,
     deployment: impl Fn(&str, &str) -> Option<Deployment>,
     lane_releases: impl Iterator<Item = &'a LaneRelease>,
-) -> Vec<ReleaseInput> {
+) -> Releases {
+    let rollouts: Vec<&Rollout> = rollouts.collect();
+    let template = |r: &Rollout| {
+        let ns = r.namespace().unwrap_or_default();
+        deployment(&ns, &r.spec.workload_ref.name)?
+            .spec?
+            .template
+            .metadata?
+            .labels
+    };
     let mut found: Vec<(Option<Time>, String, ReleaseInput)> = rollouts
+        .iter()
         .filter(|r| r.routes_traffic())
         .filter_map(|r| {
-            let ns = r.namespace().unwrap_or_default();
-            let d = deployment(&ns, &r.spec.workload_ref.name)?;
-            let labels = d.spec?.template.metadata?.labels?;
-            let release = ReleaseInput::of(r, &labels)?;
+            let release = ReleaseInput::of(r, &template(r)?)?;
             Some((r.creation_timestamp(), r.name_any(), release))
         })
         .collect();
     found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let mut pinned: Vec<(Option<Time>, String, ReleaseInput)> = lane_releases
+    let mut lane_releases: Vec<&LaneRelease> = lane_releases.collect();
+    lane_releases.sort_by_key(|lr| (lr.creation_timestamp(), lr.name_any()));
+    let pinned = lane_releases
+        .iter()
+        .filter_map(|lr| ReleaseInput::of_lane_release(lr));
+    let withdrawn = lane_releases
+        .iter()
         .filter_map(|lr| {
-            let release = ReleaseInput::of_lane_release(lr)?;
-            Some((lr.creation_timestamp(), lr.name_any(), release))
+            let ns = lr.namespace();
+            Withdrawal::of_lane_release(lr, |name| {
+                let r = rollouts
+                    .iter()
+                    .find(|r| r.namespace() == ns && r.name_any() == name)?;
+                Some(r.canary_pod_labels(&template(r)?))
+            })
         })
         .collect();
-    pinned.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    found.into_iter().chain(pinned).map(|(_, _, r)| r).collect()
+    Releases {
+        routed: found.into_iter().map(|(_, _, r)| r).chain(pinned).collect(),
+        withdrawn,
+    }
 }
 
 async fn list<K>(client: &Client) -> Result<Vec<K>, Error>

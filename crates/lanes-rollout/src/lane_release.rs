@@ -96,7 +96,11 @@ pub fn gate_for(
         .any(|m| m.rollout == name && m.revision == revision);
     let order = match phase {
         LaneReleasePhase::Promoting if listed => Order::Promote,
-        LaneReleasePhase::Finishing if listed => Order::Finish,
+        // The canaries go once the lane's routes have left them.
+        LaneReleasePhase::Finishing if listed && status.is_some_and(|s| s.canaries_withdrawn) => {
+            Order::Finish
+        }
+        LaneReleasePhase::Finishing if listed => Order::Promote,
         LaneReleasePhase::RollingBack if listed => Order::RollBack(
             status
                 .and_then(|s| s.message.clone())
@@ -208,6 +212,9 @@ pub struct ReleaseObserved<'a> {
     pub external: BTreeMap<String, Result<f64, String>>,
     /// Why its `laneGroup` or `lane` names nothing, if they do ([`lane_problem`]).
     pub lane_problem: Option<String>,
+    /// While it finishes: the members whose canaries the lane's generated routes still
+    /// send requests to.
+    pub routed_canaries: Vec<String>,
     /// Now.
     pub now: jiff::Timestamp,
 }
@@ -353,6 +360,7 @@ fn at_rest(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
     d.status.current_step_index = 0;
     d.status.current_step_state = None;
     d.status.analysis = None;
+    d.status.canaries_withdrawn = false;
     d.status.started_at = Some(now.clone());
     d.status.last_update_time = Some(now);
     d.status.phase = Some(LaneReleasePhase::Progressing);
@@ -526,10 +534,15 @@ fn promoting(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
         return set(obs, s, "Completed", message);
     }
     if all(&|v, rev| v.promoted(rev) || v.finished(rev)) {
-        s.phase = Some(LaneReleasePhase::Finishing);
-        let message =
-            "every member's stable Deployment runs its new version; the canaries go".into();
-        return set(obs, s, "Finalising", message);
+        if s.phase != Some(LaneReleasePhase::Finishing) {
+            s.phase = Some(LaneReleasePhase::Finishing);
+            s.canaries_withdrawn = false;
+            s.last_update_time = Some(obs.now.to_string());
+            // The lane's routes still hold the canaries: this phase takes them out.
+            let message = "every member's stable Deployment runs its new version; the lane's requests go back to the baseline, then the canaries go".into();
+            return set(obs, s, "Finalising", message);
+        }
+        return withdrawing(obs, s);
     }
     let rolling: Vec<&str> = s
         .members
@@ -540,6 +553,60 @@ fn promoting(obs: &ReleaseObserved<'_>, d: &mut ReleaseDecision) {
     let message = format!(
         "promoting every member: waiting for the stable Deployments of {} to roll out",
         rolling.join(", ")
+    );
+    set(obs, s, "Finalising", message);
+}
+
+/// The members (among `members`) whose canaries the lane's routes still hold: a Service
+/// of theirs (among `services`, the release's namespace) is among `held`, the Services
+/// whose generated DestinationRule in the release's group still has the lane's subset.
+pub fn routed_canaries(
+    members: &[MemberView<'_>],
+    services: &[k8s_openapi::api::core::v1::Service],
+    held: &[String],
+) -> Vec<String> {
+    members
+        .iter()
+        .filter(|m| {
+            let (Some(r), Some(w)) = (m.rollout, m.workload.as_ref()) else {
+                return false;
+            };
+            crate::target::canary_services(r, w, services).any(|s| held.iter().any(|h| h == s))
+        })
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+/// How long a finishing release waits for the lane's routes to leave its canaries
+/// before they go anyway (a lane controller that does not run, or cannot write).
+pub const WITHDRAW_TIMEOUT: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
+/// Finishing: once the lane's routes no longer send requests to any member's canary,
+/// the canaries go (every member's at once, as their subsets left the lane at once).
+fn withdrawing(obs: &ReleaseObserved<'_>, s: &mut LaneReleaseStatus) {
+    if s.canaries_withdrawn {
+        let message =
+            "every member's stable Deployment runs its new version; the canaries go".into();
+        return set(obs, s, "Finalising", message);
+    }
+    if obs.routed_canaries.is_empty() {
+        s.canaries_withdrawn = true;
+        let message = "the lane's requests went back to the baseline; the canaries go".into();
+        return set(obs, s, "Finalising", message);
+    }
+    let since = since(&s.last_update_time, obs.now);
+    if obs.now >= since + WITHDRAW_TIMEOUT {
+        s.canaries_withdrawn = true;
+        let message = format!(
+            "the lane's routes still send requests to the canaries of {} after {}s; the canaries go anyway",
+            obs.routed_canaries.join(", "),
+            WITHDRAW_TIMEOUT.as_secs()
+        );
+        return set(obs, s, "Finalising", message);
+    }
+    let message = format!(
+        "every member's stable Deployment runs its new version; waiting for the lane's routes to leave the canaries of {}",
+        obs.routed_canaries.join(", ")
     );
     set(obs, s, "Finalising", message);
 }

@@ -13,23 +13,27 @@ use crate::observe::Workload;
 
 /// The canary's pod labels: the workload's template labels with the Rollout's
 /// `patchPodTemplateMetadata` laid over them.
-fn canary_pod_labels(rollout: &Rollout, workload: &Workload) -> BTreeMap<String, String> {
-    let mut labels = string_map(&workload.template, "/metadata/labels");
-    if let Some(meta) = rollout
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .and_then(|c| c.patch_pod_template_metadata.as_ref())
-    {
-        labels.extend(meta.labels.clone());
-    }
-    labels
+pub fn canary_pod_labels(rollout: &Rollout, workload: &Workload) -> BTreeMap<String, String> {
+    rollout.canary_pod_labels(&string_map(&workload.template, "/metadata/labels"))
 }
 
 /// Whether a selector is not empty and matches `labels`.
 fn selects(selector: Option<&BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> bool {
     selector.is_some_and(|s| !s.is_empty() && selector_matches(s, labels))
+}
+
+/// The names of the Services (among `services`, the workload's namespace) that select
+/// the canary's pods.
+pub fn canary_services<'s>(
+    rollout: &Rollout,
+    workload: &Workload,
+    services: &'s [Service],
+) -> impl Iterator<Item = &'s str> {
+    let labels = canary_pod_labels(rollout, workload);
+    services
+        .iter()
+        .filter(move |s| selects(s.spec.as_ref().and_then(|s| s.selector.as_ref()), &labels))
+        .filter_map(|s| s.metadata.name.as_deref())
 }
 
 /// The names of the Service (among `services`, the workload's namespace) and the lane

@@ -150,7 +150,8 @@ impl RouteFeed {
 
 /// Whether two versions of an object route alike: a Deployment with the same pod
 /// template labels, a Rollout with the same spec at the same routed step, a LaneRelease
-/// with the same spec and share. Other kinds are taken as changed.
+/// with the same spec and share that withdraws the same canaries. Other kinds are taken
+/// as changed.
 fn same_routes(old: &Object, new: &Object) -> bool {
     match (&old.typed, &new.typed) {
         (Typed::Deployment(_), Typed::Deployment(_)) => {
@@ -160,7 +161,9 @@ fn same_routes(old: &Object, new: &Object) -> bool {
             a.spec == b.spec && a.routed_step().map(|(i, _)| i) == b.routed_step().map(|(i, _)| i)
         }
         (Typed::LaneRelease(a), Typed::LaneRelease(b)) => {
-            a.spec == b.spec && a.traffic_percent() == b.traffic_percent()
+            a.spec == b.spec
+                && a.traffic_percent() == b.traffic_percent()
+                && a.withdrawn_members() == b.withdrawn_members()
         }
         _ => false,
     }

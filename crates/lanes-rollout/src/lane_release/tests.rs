@@ -22,6 +22,8 @@ struct World {
     members: Vec<Member>,
     /// The requests that entered the lane at the gateway so far.
     lane: Sample,
+    /// The members whose canaries the lane's routes still hold.
+    routed: Vec<String>,
     now: jiff::Timestamp,
 }
 
@@ -72,6 +74,7 @@ impl World {
             lr: lane_release(steps),
             members,
             lane: Sample::default(),
+            routed: Vec::new(),
             now: t0(),
         }
     }
@@ -122,6 +125,7 @@ impl World {
             sample: Some(self.lane.clone()),
             external: Default::default(),
             lane_problem: None,
+            routed_canaries: self.routed.clone(),
             now: self.now,
         });
         self.lr.status = Some(d.status);
@@ -357,6 +361,7 @@ fn a_missing_member_or_one_claimed_twice_makes_the_release_invalid_and_free() {
         sample: None,
         external: Default::default(),
         lane_problem: None,
+        routed_canaries: Vec::new(),
         now: t0(),
     });
     assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
@@ -395,6 +400,7 @@ fn a_missing_member_or_one_claimed_twice_makes_the_release_invalid_and_free() {
         sample: None,
         external: Default::default(),
         lane_problem: None,
+        routed_canaries: Vec::new(),
         now: t0(),
     });
     assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
@@ -404,6 +410,69 @@ fn a_missing_member_or_one_claimed_twice_makes_the_release_invalid_and_free() {
             .unwrap()
             .contains("LaneRelease checkout-v2")
     );
+}
+
+/// Approves the release and runs rounds until it is finishing, with the lane's routes
+/// still holding every member's canary.
+fn finishing_with_canaries_routed(w: &mut World) {
+    w.routed = vec!["ro-a".into(), "ro-b".into(), "ro-c".into()];
+    w.rounds(4);
+    w.approve();
+    w.rounds(2);
+    assert_eq!(w.phase(), LaneReleasePhase::Finishing, "{}", w.message());
+    // The canaries stay while the lane's routes hold them.
+    w.rounds(5);
+    assert_eq!(w.phase(), LaneReleasePhase::Finishing, "{}", w.message());
+    assert!(
+        w.message()
+            .contains("waiting for the lane's routes to leave the canaries of ro-a, ro-b, ro-c"),
+        "{}",
+        w.message()
+    );
+    for m in &w.members {
+        assert_eq!(m.canaries.len(), 1, "the canary stays while routed");
+    }
+}
+
+#[test]
+fn the_canaries_go_only_once_the_lanes_routes_have_left_them() {
+    let mut w = World::new(vec![approval()]);
+    finishing_with_canaries_routed(&mut w);
+    // The lane controller compiled the lane without them: all go in the next round.
+    w.routed.clear();
+    w.round();
+    assert!(w.lr.status.as_ref().unwrap().canaries_withdrawn);
+    w.round();
+    for m in &w.members {
+        assert!(m.canaries.is_empty(), "the canary went");
+    }
+    w.rounds(2);
+    assert_eq!(w.phase(), LaneReleasePhase::Completed, "{}", w.message());
+}
+
+#[test]
+fn the_canaries_go_anyway_when_the_lanes_routes_never_leave_them() {
+    let mut w = World::new(vec![approval()]);
+    finishing_with_canaries_routed(&mut w);
+    let st = w.lr.status.clone().unwrap();
+    let since: jiff::Timestamp = st.last_update_time.unwrap().parse().unwrap();
+    while !w.lr.status.as_ref().unwrap().canaries_withdrawn {
+        w.round();
+        assert_eq!(w.phase(), LaneReleasePhase::Finishing);
+        assert!(
+            w.now <= since + WITHDRAW_TIMEOUT,
+            "still waiting at {}",
+            w.now
+        );
+    }
+    assert_eq!(w.now, since + WITHDRAW_TIMEOUT);
+    assert!(
+        w.message().contains("the canaries go anyway"),
+        "{}",
+        w.message()
+    );
+    w.rounds(2);
+    assert_eq!(w.phase(), LaneReleasePhase::Completed, "{}", w.message());
 }
 
 #[test]
@@ -558,6 +627,7 @@ fn a_release_whose_lane_names_nothing_is_invalid_and_says_which_field() {
         sample: None,
         external: Default::default(),
         lane_problem: Some(why.clone()),
+        routed_canaries: Vec::new(),
         now: t0(),
     });
     assert_eq!(d.status.phase, Some(LaneReleasePhase::Invalid));
