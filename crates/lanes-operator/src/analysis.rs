@@ -140,8 +140,8 @@ impl Samples for IstioSeries {
     }
 
     /// The lane's requests as Lanes' gateway exports them (`lanes_requests_total` of
-    /// role `gateway`); Istio's series carry no lane. Their latency is not exported by
-    /// lane, so a `latencyP99` of a lane is inconclusive on a cluster.
+    /// role `gateway`, and their latency, `lanes_gateway_lane_duration_seconds`);
+    /// Istio's series carry no lane.
     fn lane_sample<'a>(&'a self, lane: LaneEntry<'a>) -> BoxFuture<'a, Result<Sample, QueryError>> {
         Box::pin(async move {
             let query = lane_outcome_query(&lane);
@@ -150,11 +150,15 @@ impl Samples for IstioSeries {
                 .query_by(&self.address, &query, OUTCOME)
                 .await?;
             let (total, failures) = totals_by_outcome(&by_outcome);
+            let by_le = self
+                .prometheus
+                .query_by(&self.address, &lane_latency_query(&lane), "le")
+                .await?;
             Ok(Sample {
                 time: String::new(),
                 total,
                 failures,
-                buckets: Vec::new(),
+                buckets: onto_buckets(&seconds_to_ms(by_le), total),
             })
         })
     }
@@ -171,6 +175,28 @@ pub fn lane_outcome_query(lane: &LaneEntry<'_>) -> String {
     format!(
         "sum by ({OUTCOME}) (label_replace({series}, \"{OUTCOME}\", \"failure\", \"code\", \"5[0-9][0-9]\"))"
     )
+}
+
+/// The latency buckets (cumulative, `le` in seconds) of the requests Lanes' gateway
+/// took into a lane.
+pub fn lane_latency_query(lane: &LaneEntry<'_>) -> String {
+    format!(
+        "sum by (le) (lanes_gateway_lane_duration_seconds_bucket{{namespace={},lane={}}})",
+        quoted(lane.namespace),
+        quoted(lane.lane)
+    )
+}
+
+/// Bucket bounds in seconds, as milliseconds to the microsecond (so `0.025` is `25`, not
+/// a hair above it); `+Inf` stays.
+fn seconds_to_ms(by_le: Vec<(String, f64)>) -> Vec<(String, f64)> {
+    by_le
+        .into_iter()
+        .map(|(le, n)| match le.parse::<f64>() {
+            Ok(s) if s.is_finite() => (((s * 1e6).round() / 1e3).to_string(), n),
+            _ => (le, n),
+        })
+        .collect()
 }
 
 /// The label [`outcome_query`] sorts requests by.
@@ -260,6 +286,33 @@ mod tests {
         // Istio's default buckets (no 2.5): what is within 5 ms counts at 5, not 2.5.
         let b = onto_buckets(&le(&[("1", 1.0), ("5", 4.0), ("+Inf", 4.0)]), 4);
         assert_eq!((b[1], b[2], b[3]), (1, 0, 3));
+    }
+
+    #[test]
+    fn the_gateways_lane_buckets_in_seconds_are_laid_onto_the_built_in_ones() {
+        let by_le: Vec<(String, f64)> = [
+            ("0.005", 3.0),
+            ("0.025", 4.0),
+            ("0.25", 9.0),
+            ("+Inf", 10.0),
+        ]
+        .iter()
+        .map(|(l, n)| (l.to_string(), *n))
+        .collect();
+        let ms = seconds_to_ms(by_le);
+        assert_eq!(ms[1].0, "25");
+        let b = onto_buckets(&ms, 10);
+        // 3 within 5 ms, 1 more within 25 ms, 5 more within 250 ms, 1 beyond.
+        assert_eq!((b[3], b[5], b[8], b[BUCKETS_MS.len()]), (3, 1, 5, 1));
+        assert_eq!(b.iter().sum::<u64>(), 10);
+        let q = lane_latency_query(&LaneEntry {
+            namespace: "default",
+            lane: "canary",
+        });
+        assert_eq!(
+            q,
+            "sum by (le) (lanes_gateway_lane_duration_seconds_bucket{namespace=\"default\",lane=\"canary\"})"
+        );
     }
 
     #[test]

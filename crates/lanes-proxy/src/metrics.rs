@@ -1,6 +1,6 @@
 //! The data plane's metrics, in Prometheus text on the admin listener: requests by
 //! role, service, namespace, lane, subset, code and fallback; latency by service and
-//! subset; fallbacks by reason; correlation-table size and evictions; and Istio's
+//! subset, and of the requests entering each lane at the gateway; fallbacks by reason; correlation-table size and evictions; and Istio's
 //! standard series ([`crate::istio`]).
 
 use std::collections::HashMap;
@@ -68,6 +68,15 @@ pub struct LatencyLabels {
     pub namespace: Label,
     /// Subset that served.
     pub subset: Label,
+}
+
+/// Labels of the latency of the requests that entered a lane at the gateway.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    /// Namespace of the service the request entered.
+    pub namespace: Label,
+    /// The lane it entered.
+    pub lane: Label,
 }
 
 /// Labels of the fallback counter.
@@ -341,6 +350,9 @@ pub struct Metrics {
     /// The requests that entered each lane at the gateway, by the namespace of the
     /// service they entered and the lane: what a lane release's analysis judges.
     entry_counts: CountsBy<(Label, Label)>,
+    /// `lanes_gateway_lane_duration_seconds`: their latency, for a Prometheus (on a
+    /// cluster, where the analysis reads it from there).
+    pub entry_latency: Family<EntryLabels, Histogram, fn() -> Histogram>,
     /// Istio's standard series, under Istio's names.
     pub istio: IstioMetrics,
     /// `lanes_trace_spans_exported_total` and `lanes_trace_spans_dropped_total`.
@@ -391,6 +403,15 @@ impl Metrics {
             "Attempts on an upstream subset, by outcome (a fallback retry is a second attempt)",
             attempts.clone(),
         );
+        let entry_latency =
+            Family::<EntryLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "gateway_lane_duration_seconds",
+            "Time to the response head of the requests that entered each lane at the gateway",
+            entry_latency.clone(),
+        );
         let spans = crate::otlp::ExportCounts::default();
         registry.register(
             "trace_spans_exported",
@@ -410,6 +431,7 @@ impl Metrics {
             attempts,
             attempt_counts: CountsBy::default(),
             entry_counts: CountsBy::default(),
+            entry_latency,
             registry,
             requests,
             latency,
@@ -453,6 +475,12 @@ impl Metrics {
         self.entry_counts
             .get_or_create((namespace.into(), lane.into()))
             .record(failed, took);
+        self.entry_latency
+            .get_or_create(&EntryLabels {
+                namespace: namespace.into(),
+                lane: lane.into(),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Records a failure in `lane` that a fallback hid from its caller (a try of the
@@ -558,5 +586,46 @@ mod tests {
         let two = second.attempt_sample("mockb", "default", "base");
         assert_eq!((one.total, one.failures), (1, 0));
         assert_eq!((two.total, two.failures), (2, 1));
+    }
+
+    #[test]
+    fn a_lanes_entries_are_counted_and_timed_for_prometheus() {
+        let metrics = Metrics::new();
+        let (ns, canary, base): (Arc<str>, Arc<str>, Arc<str>) =
+            ("default".into(), "canary".into(), "base".into());
+        let ms = Duration::from_millis;
+        metrics.record_entry(&ns, &canary, false, ms(3));
+        metrics.record_entry(&ns, &canary, true, ms(300));
+        metrics.record_entry(&ns, &base, false, ms(1));
+        let text = metrics.encode();
+        let series = |what: &str, lane: &str| {
+            let prefix = format!(
+                "lanes_gateway_lane_duration_seconds_{what}{{namespace=\"default\",lane=\"{lane}\""
+            );
+            text.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            series("count", "canary"),
+            ["lanes_gateway_lane_duration_seconds_count{namespace=\"default\",lane=\"canary\"} 2"]
+        );
+        assert_eq!(series("count", "base").len(), 1);
+        // The slow one is beyond 250 ms, the fast one within 5 ms.
+        let bucket = |le: &str| {
+            let prefix = format!(
+                "lanes_gateway_lane_duration_seconds_bucket{{le=\"{le}\",namespace=\"default\",lane=\"canary\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .map(str::to_owned)
+        };
+        assert_eq!(bucket("0.005").as_deref(), Some("1"));
+        assert_eq!(bucket("0.25").as_deref(), Some("1"));
+        assert_eq!(bucket("0.5").as_deref(), Some("2"));
+        // The analysis's own counts agree.
+        let sample = metrics.entry_sample("default", "canary");
+        assert_eq!((sample.total, sample.failures), (2, 1));
     }
 }

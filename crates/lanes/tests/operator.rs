@@ -525,3 +525,48 @@ fn built_in_analysis_on_a_cluster_reads_istios_series_from_a_real_prometheus() {
     drop(p);
     stop_cleanly(&mut child);
 }
+
+/// A lane release's end-to-end analysis on a cluster: the requests that entered a lane
+/// at the gateway, and their latency, read from a real Prometheus scraping Lanes'
+/// gateway (here `lanes up`'s).
+#[test]
+fn a_lanes_entries_and_their_latency_are_read_from_a_real_prometheus() {
+    use lanes_operator::analysis::{IstioSeries, LaneEntry, Samples};
+    let d = common::Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    common::settled(&d, 3);
+    let p = common::prometheus(&d.api, &d.state.join("token"));
+    let sent = 40;
+    for _ in 0..sent {
+        let (status, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+        assert_eq!(status, 200, "{body}");
+    }
+    let series = IstioSeries {
+        prometheus: lanes_operator::prometheus::Prometheus::new(None),
+        address: p.address.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lane = LaneEntry {
+        namespace: "default",
+        lane: "canary",
+    };
+    let sample = eventually(Duration::from_secs(30), || {
+        let s = rt.block_on(series.lane_sample(lane)).ok()?;
+        (s.total == sent).then_some(s)
+    });
+    assert_eq!(sample.failures, 0);
+    assert_eq!(sample.buckets.iter().sum::<u64>(), sent, "{sample:?}");
+    let p99 = lanes_rollout::analysis::p99_ms(&sample.buckets).unwrap();
+    assert!(p99 > 0.0 && p99 <= 10_000.0, "{p99}");
+    // The base lane's requests are its own.
+    let base = rt
+        .block_on(series.lane_sample(LaneEntry {
+            namespace: "default",
+            lane: "base",
+        }))
+        .unwrap();
+    assert_eq!(base.total, 0, "{base:?}");
+}
