@@ -9,6 +9,8 @@ window.lanesMaps = 0;
 const status = document.getElementById("status");
 const groups = document.getElementById("groups");
 const login = document.getElementById("login");
+const releases = document.getElementById("releases");
+const outcome = document.getElementById("outcome");
 
 // The token: from the address (#token=...), then as kept from before.
 function token() {
@@ -48,6 +50,66 @@ function cellOf(group, service, cell) {
   return td;
 }
 
+// One release: its steps as a progress line, where it is, its measurements and the
+// controls that apply now.
+function releaseOf(r) {
+  const id = `${r.kind}/${r.namespace}/${r.name}`;
+  const steps = el("ol", { class: "steps" }, ...r.steps.map((s, i) => {
+    const n = i + 1;
+    const state = n < r.step || r.phase === "Healthy" || r.phase === "Completed" ? "done"
+      : n === r.step ? "current" : "todo";
+    const li = el("li", { class: state }, s);
+    if (state === "current") li.setAttribute("aria-current", "step");
+    return li;
+  }));
+  const where = [r.phase];
+  if (r.step > 0) where.push(`step ${r.step}/${r.steps.length}`);
+  if (r.stepState) where.push(r.stepState);
+  const facts = el("p", { class: "where" }, where.join(" · "));
+  const more = [];
+  if (r.stableRevision) more.push(`stable ${r.stableRevision}`);
+  if (r.canaryRevision) more.push(`canary ${r.canaryRevision}`);
+  if (r.heldBy) more.push(`held by LaneRelease ${r.heldBy}`);
+  const article = el("article", { "data-release": id, "aria-label": `${r.kind} ${r.name}` },
+    el("h3", {}, `${r.kind} ${r.namespace}/${r.name}`), facts, steps);
+  if (more.length) article.append(el("p", { class: "revisions" }, more.join(" · ")));
+  if (r.message) article.append(el("p", { class: "message" }, r.message));
+  if (r.members && r.members.length) article.append(el("ul", { class: "members" }, ...r.members.map((m) => el("li", {}, m))));
+  if (r.measurements && r.measurements.length) {
+    const rows = r.measurements.map((m) => el("tr", { class: m.verdict.toLowerCase() },
+      el("td", {}, new Date(m.time).toLocaleTimeString()), el("td", {}, m.metric),
+      el("td", {}, m.value === undefined ? "–" : String(Math.round(m.value * 1000) / 1000)),
+      el("td", {}, m.verdict)));
+    article.append(el("table", { class: "measurements" },
+      el("caption", {}, "analysis"),
+      el("thead", {}, el("tr", {}, ...["time", "metric", "value", "verdict"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...rows)));
+  }
+  const buttons = r.controls.map((c) => {
+    const b = el("button", { type: "button", "data-control": c }, c);
+    b.addEventListener("click", () => steer(r, c));
+    return b;
+  });
+  article.append(el("div", { class: "controls" }, ...buttons));
+  return article;
+}
+
+// Carries out a control, once confirmed; the API's answer is shown either way.
+async function steer(r, control) {
+  if (!window.confirm(`${control} ${r.kind} ${r.namespace}/${r.name}?`)) return;
+  const kind = r.kind.toLowerCase();
+  const path = `/ui/api/releases/${kind}/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}/${control}`;
+  let said;
+  try {
+    const resp = await fetch(path, { method: "POST", headers: headers() });
+    const body = await resp.json().catch(() => ({}));
+    said = resp.ok ? body.message : `refused: ${body.error || "HTTP " + resp.status}`;
+  } catch (e) {
+    said = `failed: ${e.message}`;
+  }
+  outcome.textContent = said;
+}
+
 function draw(map) {
   const sections = map.groups.map((g) => {
     const head = el("tr", {}, el("th", { scope: "col" }, "service"),
@@ -60,6 +122,8 @@ function draw(map) {
   });
   groups.replaceChildren(...sections);
   if (map.groups.length === 0) groups.append(el("p", {}, "No lane group yet."));
+  releases.replaceChildren(el("h2", {}, "Releases"), ...(map.releases || []).map(releaseOf));
+  if (!map.releases || map.releases.length === 0) releases.append(el("p", {}, "No release yet."));
   window.lanesMaps += 1;
   status.textContent = `updated ${new Date().toLocaleTimeString()}`;
 }

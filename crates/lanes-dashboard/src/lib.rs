@@ -3,6 +3,8 @@
 //! current without reloads. It reads only the Kubernetes API, so the same page serves
 //! `lanes up` and a cluster with the operator.
 
+pub mod controls;
 pub mod map;
+pub mod releases;
 pub mod server;
 pub mod source;

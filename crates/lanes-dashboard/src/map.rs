@@ -28,6 +28,8 @@ pub struct MapPod {
 pub struct LanesMap {
     /// In the route table's order.
     pub groups: Vec<GroupMap>,
+    /// Every release (Rollouts, then LaneReleases).
+    pub releases: Vec<crate::releases::ReleaseRow>,
 }
 
 /// One lane group.
@@ -129,7 +131,10 @@ pub fn lanes_map(table: &RouteTable, pods: &[MapPod]) -> LanesMap {
             }
         })
         .collect();
-    LanesMap { groups }
+    LanesMap {
+        groups,
+        releases: Vec::new(),
+    }
 }
 
 /// A cell of `lane` with the lane's `pods` of the service; with no ready pod, it falls

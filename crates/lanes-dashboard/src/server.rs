@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures_util::Stream;
 use tokio::sync::watch;
 
@@ -59,11 +59,16 @@ pub struct Maps {
 }
 
 /// The data under `/ui/api/`: the map now (`map`), and the map each time it changes as
-/// server-sent events (`map/events`, event `map`, the latest one first).
+/// server-sent events (`map/events`, event `map`, the latest one first); and the
+/// releases' controls (`POST releases/{kind}/{namespace}/{name}/{action}`).
 pub fn api(maps: Maps) -> Router {
     Router::new()
         .route("/ui/api/map", get(map_now))
         .route("/ui/api/map/events", get(map_events))
+        .route(
+            "/ui/api/releases/{kind}/{namespace}/{name}/{action}",
+            post(crate::controls::control),
+        )
         .with_state(maps)
 }
 

@@ -53,7 +53,9 @@ pub fn map_of(objects: &[Object]) -> LanesMap {
     let pods: Vec<MapPod> = objects.iter().filter_map(map_pod).collect();
     let refs: Vec<&Object> = objects.iter().collect();
     let table = compile_with(&refs, &views, Flavor::default(), Emit::RoutesOnly).routes;
-    lanes_map(&table, &pods)
+    let mut map = lanes_map(&table, &pods);
+    map.releases = crate::releases::release_rows(objects);
+    map
 }
 
 fn map_pod(o: &Object) -> Option<MapPod> {

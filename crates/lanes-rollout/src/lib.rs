@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod analysis;
 pub mod batch;
+pub mod controls;
 mod decision;
 pub mod events;
 pub mod lane_release;

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use lanes_rollout::controls::Control;
 use lanes_server::merge::PatchType;
 
 /// Lanes: end-to-end canary releases for microservice meshes.
@@ -560,23 +561,27 @@ fn main() -> ExitCode {
                     rollout_cmd::restart(&c, target, namespace)
                 }
                 RolloutAction::Pause { target, namespace } => {
-                    rollout_cmd::set_paused(&c, target, namespace, true)
+                    rollout_cmd::set_paused(&c, target, namespace, Control::Pause)
                 }
                 RolloutAction::Resume { target, namespace } => {
-                    rollout_cmd::set_paused(&c, target, namespace, false)
+                    rollout_cmd::set_paused(&c, target, namespace, Control::Resume)
                 }
             })
         }
         Command::Release { ref action } => {
             client().map_err(Into::into).and_then(|c| match action {
                 ReleaseAction::Status(t) => release_cmd::status(&c, &t.target, &t.namespace),
-                ReleaseAction::Approve(t) => release_cmd::approve(&c, &t.target, &t.namespace),
-                ReleaseAction::Undo(t) => release_cmd::undo(&c, &t.target, &t.namespace),
+                ReleaseAction::Approve(t) => {
+                    release_cmd::control(&c, &t.target, &t.namespace, Control::Approve)
+                }
+                ReleaseAction::Undo(t) => {
+                    release_cmd::control(&c, &t.target, &t.namespace, Control::Undo)
+                }
                 ReleaseAction::Pause(t) => {
-                    release_cmd::set_paused(&c, &t.target, &t.namespace, true)
+                    release_cmd::control(&c, &t.target, &t.namespace, Control::Pause)
                 }
                 ReleaseAction::Resume(t) => {
-                    release_cmd::set_paused(&c, &t.target, &t.namespace, false)
+                    release_cmd::control(&c, &t.target, &t.namespace, Control::Resume)
                 }
             })
         }

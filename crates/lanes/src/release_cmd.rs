@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use lanes_model::Kind;
 use lanes_model::lane_release::{LaneRelease, LaneReleasePhase};
-use lanes_model::rollout::StepState;
+use lanes_rollout::controls::{Control, ControlPatch, lane_release_control, past};
 use lanes_server::Client;
 use lanes_server::merge::PatchType;
 use serde_json::{Value, json};
@@ -79,89 +79,50 @@ pub fn status(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lanes release approve`: the release goes on from a step waiting for approval.
-pub fn approve(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
+/// `lanes release approve|undo|pause|resume`: the shared control
+/// ([`lanes_rollout::controls`]), its status change sent only if the LaneRelease has not
+/// changed since it was read.
+pub fn control(client: &Client, target: &str, ns: &str, control: Control) -> Result<ExitCode> {
     let Fetched { name, rt, raw, lr } = fetch(client, target, ns)?;
-    let st = lr.status.clone().unwrap_or_default();
-    let waiting = lr.phase() == LaneReleasePhase::Progressing
-        && st.current_step_index >= 1
-        && st.current_step_state == Some(StepState::Paused);
-    if !waiting {
-        bail!(
-            "lanerelease/{name} cannot be approved: it is {} (step {}), and only a release whose members' canaries are ready and that waits in a step can be approved",
-            lr.phase().as_str(),
-            st.current_step_index
-        );
-    }
-    let status = json!({"currentStepState": StepState::Ready});
-    patch_status(client, &rt, ns, &raw, status, "approve")?;
-    println!("lanerelease/{name} approved");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `lanes release undo`: every member of the release under way goes back.
-pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
-    let Fetched { name, rt, raw, lr } = fetch(client, target, ns)?;
-    if lr.phase() != LaneReleasePhase::Progressing {
-        bail!(
-            "lanerelease/{name} cannot be undone: it is {}, and only a release under way before promotion can be",
-            lr.phase().as_str()
-        );
-    }
-    let status = json!({"phase": LaneReleasePhase::RollingBack,
-                        "message": "rolling back: undone (lanes release undo)"});
-    patch_status(client, &rt, ns, &raw, status, "undo")?;
-    println!("lanerelease/{name} undone: every member goes back to its stable version");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Merges `status` (stamped with the time) into the status of LaneRelease `raw`, only
-/// if it has not changed since it was read; `verb` names the command to run again if it
-/// has.
-fn patch_status(
-    client: &Client,
-    rt: &tokio::runtime::Runtime,
-    ns: &str,
-    raw: &Value,
-    mut status: Value,
-    verb: &str,
-) -> Result<()> {
-    let name = raw["metadata"]["name"].as_str().unwrap_or("");
-    status["lastUpdateTime"] = json!(jiff::Timestamp::now().to_string());
-    let patch = json!({
-        "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
-        "status": status,
-    });
+    let patch = match lane_release_control(&lr, control, jiff::Timestamp::now()) {
+        Ok(p) => p,
+        Err(refused) => bail!("{refused}"),
+    };
+    let (patch, status) = match patch {
+        ControlPatch::AlreadySo(said) => {
+            println!("{said}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        ControlPatch::Spec(patch) => (patch, false),
+        ControlPatch::Status(status) => (
+            json!({
+                "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
+                "status": status,
+            }),
+            true,
+        ),
+        ControlPatch::RestoreWorkload => bail!("lanerelease/{name}: nothing to restore"),
+    };
     rt.block_on(client.patch(
         Kind::LaneRelease,
         Some(ns),
         name,
         PatchType::Merge,
         &patch,
-        true,
+        status,
     ))
-    .map_err(|e| anyhow!("lanerelease/{name} changed meanwhile ({e}); run {verb} again"))?;
-    Ok(())
-}
-
-/// `lanes release pause|resume`.
-pub fn set_paused(client: &Client, target: &str, ns: &str, paused: bool) -> Result<ExitCode> {
-    let Fetched { name, rt, lr, .. } = fetch(client, target, ns)?;
-    let word = if paused { "paused" } else { "resumed" };
-    if lr.spec.paused.unwrap_or(false) == paused {
-        println!("lanerelease/{name} is already {word}");
-        return Ok(ExitCode::SUCCESS);
+    .map_err(|e| {
+        anyhow!(
+            "lanerelease/{name} changed meanwhile ({e}); run {} again",
+            control.as_str()
+        )
+    })?;
+    match control {
+        Control::Undo => {
+            println!("lanerelease/{name} undone: every member goes back to its stable version")
+        }
+        other => println!("lanerelease/{name} {}", past(other)),
     }
-    let patch = json!({"spec": {"paused": paused}});
-    rt.block_on(client.patch(
-        Kind::LaneRelease,
-        Some(ns),
-        name,
-        PatchType::Merge,
-        &patch,
-        false,
-    ))?;
-    println!("lanerelease/{name} {word}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use lanes_model::Kind;
-use lanes_model::rollout::{RolloutPhase, StepState};
+use lanes_model::rollout::Rollout;
 use lanes_rollout::STABLE_TEMPLATE;
+use lanes_rollout::controls::{Control, ControlPatch, past, rollout_control};
 use lanes_server::Client;
 use lanes_server::merge::PatchType;
 use serde_json::{Value, json};
@@ -104,27 +105,18 @@ pub fn approve(client: &Client, target: &str, ns: &str, to_step: Option<i32>) ->
     let name = rollout_name(target)?;
     let rt = runtime()?;
     let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
-    if let Some(release) = crate::release_cmd::holder(client, &rt, ns, &r)? {
-        bail!(
-            "rollout/{name} cannot be approved on its own: it is a member of LaneRelease {release}, whose members are approved together (lanes release approve {release})"
-        );
-    }
-    let st = str_at(&r, "/status/canaryStatus/currentStepState");
-    if st != StepState::Paused.as_str()
-        || str_at(&r, "/status/phase") != RolloutPhase::Progressing.as_str()
-    {
-        let phase = str_at(&r, "/status/phase");
-        bail!(
-            "rollout/{name} cannot be approved: it is {} ({}), and only a release waiting in {} can be approved",
-            if phase.is_empty() { "Initial" } else { phase },
-            if st.is_empty() { "no step" } else { st },
-            StepState::Paused
-        );
-    }
+    let held = crate::release_cmd::holder(client, &rt, ns, &r)?;
+    let typed: Rollout = serde_json::from_value(r.clone())
+        .map_err(|e| anyhow!("rollout/{name} does not read: {e}"))?;
+    let now = jiff::Timestamp::now();
+    let status = match rollout_control(&typed, held.as_deref(), Control::Approve, now) {
+        Ok(ControlPatch::Status(status)) => status,
+        Ok(other) => bail!("rollout/{name}: unexpected approval {other:?}"),
+        Err(refused) => bail!("{refused}"),
+    };
     let mut patch = json!({
         "metadata": {"resourceVersion": r["metadata"]["resourceVersion"]},
-        "status": {"canaryStatus": {"currentStepState": StepState::Ready,
-                                    "lastUpdateTime": jiff::Timestamp::now().to_string()}},
+        "status": status,
     });
     if let Some(step) = to_step {
         let steps = r
@@ -172,12 +164,9 @@ pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
     let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
     let workload = str_at(&r, "/spec/workloadRef/name").to_string();
     let d = rt.block_on(client.get(Kind::Deployment, Some(ns), &workload))?;
-    let Some(stable) = d
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(STABLE_TEMPLATE))
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str::<Value>(s).ok())
-    else {
+    let annotations: Option<std::collections::BTreeMap<String, String>> =
+        serde_json::from_value(d["metadata"]["annotations"].clone()).ok();
+    let Some(stable) = lanes_rollout::controls::stable_template(annotations.as_ref()) else {
         bail!(
             "rollout/{name}: no release in progress; deployment/{workload} is on its stable template already"
         );
@@ -199,22 +188,21 @@ pub fn undo(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
 }
 
 /// `lanes rollout pause|resume`.
-pub fn set_paused(client: &Client, target: &str, ns: &str, paused: bool) -> Result<ExitCode> {
+pub fn set_paused(client: &Client, target: &str, ns: &str, control: Control) -> Result<ExitCode> {
     let name = rollout_name(target)?;
     let rt = runtime()?;
     let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
-    let now = r
-        .pointer("/spec/strategy/paused")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if now == paused {
-        println!(
-            "rollout/{name} is already {}",
-            if paused { "paused" } else { "resumed" }
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let patch = json!({"spec": {"strategy": {"paused": paused}}});
+    let typed: Rollout =
+        serde_json::from_value(r).map_err(|e| anyhow!("rollout/{name} does not read: {e}"))?;
+    let patch = match rollout_control(&typed, None, control, jiff::Timestamp::now()) {
+        Ok(ControlPatch::Spec(patch)) => patch,
+        Ok(ControlPatch::AlreadySo(said)) => {
+            println!("{said}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(other) => bail!("rollout/{name}: unexpected {} {other:?}", control.as_str()),
+        Err(refused) => bail!("{refused}"),
+    };
     rt.block_on(client.patch(
         Kind::Rollout,
         Some(ns),
@@ -223,10 +211,7 @@ pub fn set_paused(client: &Client, target: &str, ns: &str, paused: bool) -> Resu
         &patch,
         false,
     ))?;
-    println!(
-        "rollout/{name} {}",
-        if paused { "paused" } else { "resumed" }
-    );
+    println!("rollout/{name} {}", past(control));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -118,5 +118,47 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
     assert_eq!(after["cells"]["rollout/mocka/canary"], "v21/1 ready");
     assert_eq!(after["cells"]["rollout/mockb/canary"], "→ base");
     b.send(json!({"do": "shot", "path": shots.join("map-canary.png")}));
-    std::thread::sleep(Duration::from_millis(10));
+
+    // The release waits for approval: approve it from the page.
+    let id = "Rollout/default/rollouts-mocka";
+    let waiting =
+        b.send(json!({"do": "release", "id": id, "contains": "StepPaused", "ms": 30_000}));
+    assert_eq!(waiting["ok"], true, "{waiting}");
+    assert_eq!(
+        waiting["controls"],
+        json!(["approve", "pause", "undo"]),
+        "{waiting}"
+    );
+    let mockb = b.send(json!({"do": "release", "id": "Rollout/default/rollouts-mockb", "contains": "Healthy", "ms": 5_000}));
+    assert_eq!(mockb["controls"], json!(["pause"]), "{mockb}");
+    b.send(json!({"do": "shot", "path": shots.join("releases-waiting.png")}));
+    let clicked = b.send(json!({"do": "click", "id": id, "control": "approve"}));
+    assert_eq!(
+        clicked["asked"], "approve Rollout default/rollouts-mocka?",
+        "{clicked}"
+    );
+    assert_eq!(
+        clicked["outcome"], "rollout/rollouts-mocka approved",
+        "{clicked}"
+    );
+    // The Rollout moves on, as the API says.
+    eventually(Duration::from_secs(60), || {
+        let r: Value =
+            serde_json::from_str(&d.ok(&["get", "rollout", "rollouts-mocka", "-o", "json"]))
+                .unwrap();
+        (r["status"]["phase"] == "Healthy").then_some(())
+    });
+    // A refused control gets the API's reason: mockb has no release to approve.
+    let refused = b.send(
+        json!({"do": "post", "path": "/ui/api/releases/rollout/default/rollouts-mockb/approve"}),
+    );
+    assert_eq!(refused["status"], 409, "{refused}");
+    let why = refused["body"]["error"].as_str().unwrap();
+    assert!(
+        why.starts_with("rollout/rollouts-mockb cannot be approved: it is Healthy"),
+        "{why}"
+    );
+    let unknown =
+        b.send(json!({"do": "post", "path": "/ui/api/releases/rollout/default/nothing/approve"}));
+    assert_eq!(unknown["status"], 404, "{unknown}");
 }

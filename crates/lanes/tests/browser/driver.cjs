@@ -2,6 +2,9 @@
 // tests: one JSON command per line on stdin, one JSON answer per line on stdout.
 //   {"do":"open","url":U}                       -> {"cells":{...},"login":bool,"loadedAt":N}
 //   {"do":"wait","cell":C,"contains":T,"ms":N}  -> {"ok":bool,"elapsedMs":N,"cells":{...},"loadedAt":N}
+//   {"do":"release","id":ID,"contains":T,"ms":N} -> {"ok":bool,"text":S,"controls":[...]}
+//   {"do":"click","id":ID,"control":C}          -> {"outcome":S} (the confirmation accepted)
+//   {"do":"post","path":P}                      -> {"status":N,"body":{...}} (with the page's token)
 //   {"do":"shot","path":P}                      -> {}
 //   {"do":"quit"}
 "use strict";
@@ -46,6 +49,37 @@ async function main() {
           ok = false;
         }
         say({ ok, elapsedMs: Date.now() - started, ...(await state()) });
+      } else if (cmd.do === "release") {
+        let ok = true;
+        try {
+          await page.waitForFunction(([id, text]) => {
+            const a = document.querySelector(`article[data-release="${id}"]`);
+            return a && a.textContent.includes(text);
+          }, [cmd.id, cmd.contains], { timeout: cmd.ms, polling: 50 });
+        } catch (e) {
+          ok = false;
+        }
+        say({ ok, ...(await page.evaluate((id) => {
+          const a = document.querySelector(`article[data-release="${id}"]`);
+          return {
+            text: a ? a.textContent : null,
+            controls: a ? [...a.querySelectorAll("button[data-control]")].map((b) => b.dataset.control) : [],
+          };
+        }, cmd.id)) });
+      } else if (cmd.do === "click") {
+        let asked = null;
+        page.once("dialog", (d) => { asked = d.message(); d.accept(); });
+        await page.evaluate(() => { document.getElementById("outcome").textContent = ""; });
+        await page.click(`article[data-release="${cmd.id}"] button[data-control="${cmd.control}"]`);
+        await page.waitForFunction(() => document.getElementById("outcome").textContent !== "",
+          null, { timeout: 15000 });
+        say({ asked, outcome: await page.evaluate(() => document.getElementById("outcome").textContent) });
+      } else if (cmd.do === "post") {
+        say(await page.evaluate(async (path) => {
+          const t = localStorage.getItem("lanes-token");
+          const resp = await fetch(path, { method: "POST", headers: { Authorization: "Bearer " + t } });
+          return { status: resp.status, body: await resp.json() };
+        }, cmd.path));
       } else if (cmd.do === "shot") {
         await page.screenshot({ path: cmd.path, fullPage: true });
         say({});
