@@ -110,6 +110,102 @@ async function steer(r, control) {
   outcome.textContent = said;
 }
 
+// A request's path: the services it went through, nested by the calls made from each.
+function hopsOf(hops) {
+  return el("ul", { class: "hops" }, ...hops.map((h) => {
+    const bits = [el("strong", {}, h.service), " ", el("span", { class: "version" }, h.version || "?")];
+    if (h.pod) bits.push(` · pod ${h.pod}`);
+    if (h.lane) bits.push(` · lane ${h.lane}`);
+    if (h.subset) bits.push(` → served by ${h.subset}`);
+    const li = el("li", { "data-hop": h.service, "data-version": h.version || "" }, ...bits);
+    if (h.fallback) {
+      li.dataset.fallback = h.fallback.reason;
+      li.append(" ", el("span", { class: "fallback-mark", title: h.fallback.reason },
+        `↪ fallback ${h.fallback.from}→${h.fallback.to} (${h.fallback.reason})`));
+    }
+    li.append(` · ${h.status} · ${h.ms.toFixed(2)} ms`);
+    if (h.calls.length) li.append(hopsOf(h.calls));
+    return li;
+  }));
+}
+
+const pathBox = document.getElementById("path");
+const pathSaid = document.getElementById("path-said");
+
+function showPath(answer) {
+  pathSaid.textContent = `trace ${answer.traceId}` + (answer.status ? ` · answered ${answer.status}` : "");
+  pathBox.replaceChildren(hopsOf(answer.path));
+}
+
+async function askPath(url, init) {
+  try {
+    const resp = await fetch(url, { ...init, headers: { ...headers(), ...(init && init.headers) } });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) {
+      pathSaid.textContent = `refused: ${body.error || "HTTP " + resp.status}`;
+      pathBox.replaceChildren();
+      return;
+    }
+    showPath(body);
+  } catch (e) {
+    pathSaid.textContent = `failed: ${e.message}`;
+  }
+  listRecent();
+}
+
+function newTraceId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function listRecent() {
+  const resp = await fetch("/ui/api/paths", { headers: headers() }).catch(() => null);
+  if (!resp || !resp.ok) return;
+  const { entries } = await resp.json();
+  const rows = entries.map((e) => {
+    const open = el("button", { type: "button", class: "link" }, e.traceId);
+    open.addEventListener("click", () => askPath(`/ui/api/paths/${e.traceId}`));
+    return el("tr", {}, el("td", {}, new Date(e.atMs).toLocaleTimeString()), el("td", {}, open),
+      el("td", {}, e.service), el("td", {}, e.lane || "–"), el("td", {}, String(e.status)),
+      el("td", {}, e.ms.toFixed(2)));
+  });
+  document.querySelector("#recent tbody").replaceChildren(...rows);
+}
+
+// The lanes a request can name, per group (keeping the choice made).
+function fillLanes(map) {
+  const select = document.getElementById("send-lane");
+  const chosen = select.value;
+  const options = [el("option", { value: "" }, "none named")];
+  for (const g of map.groups) {
+    for (const l of g.lanes) {
+      options.push(el("option", { value: JSON.stringify([g.routeHeader, l]) }, `${g.name}: ${l}`));
+    }
+  }
+  select.replaceChildren(...options);
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+document.getElementById("send").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const trace = document.getElementById("send-trace");
+  if (!trace.value) trace.value = newTraceId();
+  const lane = document.getElementById("send-lane").value;
+  const sent = { path: document.getElementById("send-path").value, traceId: trace.value, headers: {} };
+  if (lane) {
+    const [header, name] = JSON.parse(lane);
+    sent.headers[header] = name;
+  }
+  askPath("/ui/api/paths", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(sent) });
+  trace.value = "";
+});
+
+document.getElementById("find").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const id = document.getElementById("find-trace").value.trim();
+  askPath(`/ui/api/paths/${encodeURIComponent(id)}`);
+});
+
 function draw(map) {
   const sections = map.groups.map((g) => {
     const head = el("tr", {}, el("th", { scope: "col" }, "service"),
@@ -124,6 +220,8 @@ function draw(map) {
   if (map.groups.length === 0) groups.append(el("p", {}, "No lane group yet."));
   releases.replaceChildren(el("h2", {}, "Releases"), ...(map.releases || []).map(releaseOf));
   if (!map.releases || map.releases.length === 0) releases.append(el("p", {}, "No release yet."));
+  fillLanes(map);
+  if (window.lanesMaps === 0) listRecent();
   window.lanesMaps += 1;
   status.textContent = `updated ${new Date().toLocaleTimeString()}`;
 }

@@ -5,6 +5,8 @@
 
 pub mod controls;
 pub mod map;
+pub mod paths;
 pub mod releases;
+pub mod requests;
 pub mod server;
 pub mod source;

@@ -43,6 +43,8 @@ pub struct GroupMap {
     /// The lane a service missing from a lane falls back to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// The header a request names its lane in.
+    pub route_header: String,
     /// Its services, down.
     pub services: Vec<ServiceRow>,
 }
@@ -127,6 +129,7 @@ pub fn lanes_map(table: &RouteTable, pods: &[MapPod]) -> LanesMap {
                 name: g.name.clone(),
                 lanes,
                 fallback: g.fallback.clone(),
+                route_header: g.route_header.clone(),
                 services,
             }
         })

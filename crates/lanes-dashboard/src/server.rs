@@ -56,11 +56,14 @@ pub struct Maps {
     pub published: watch::Receiver<MapJson>,
     /// How many pages follow them now.
     pub followers: Followers,
+    /// The hop records and the gateway, for request paths (none: not shown).
+    pub hops: Option<std::sync::Arc<dyn crate::requests::HopSource>>,
 }
 
 /// The data under `/ui/api/`: the map now (`map`), and the map each time it changes as
-/// server-sent events (`map/events`, event `map`, the latest one first); and the
-/// releases' controls (`POST releases/{kind}/{namespace}/{name}/{action}`).
+/// server-sent events (`map/events`, event `map`, the latest one first); the releases'
+/// controls (`POST releases/{kind}/{namespace}/{name}/{action}`); and request paths
+/// (`paths`: the newest, `paths/{trace}`: one, `POST paths`: send one and see it).
 pub fn api(maps: Maps) -> Router {
     Router::new()
         .route("/ui/api/map", get(map_now))
@@ -69,6 +72,11 @@ pub fn api(maps: Maps) -> Router {
             "/ui/api/releases/{kind}/{namespace}/{name}/{action}",
             post(crate::controls::control),
         )
+        .route(
+            "/ui/api/paths",
+            get(crate::requests::newest).post(crate::requests::send),
+        )
+        .route("/ui/api/paths/{trace}", get(crate::requests::by_trace))
         .with_state(maps)
 }
 

@@ -342,6 +342,18 @@ impl Hops {
             .collect()
     }
 
+    /// The newest requests that entered at the gateway: their gateway hops, newest
+    /// first, at most `n`.
+    pub fn recent_entries(&self, n: usize) -> Vec<Hop> {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.iter()
+            .rev()
+            .filter(|h| h.role == Side::Gateway)
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
     /// The trace of the newest hop (the last request answered), oldest hop first.
     pub fn last_trace(&self) -> Vec<Hop> {
         let newest = {
@@ -527,6 +539,15 @@ mod tests {
         let none = Hops::new(0, Vec::new());
         none.push(hop(9, None, Side::Gateway, 0));
         assert!(none.last_trace().is_empty());
+        // The newest entries at the gateway, newest first (not the sidecars' hops).
+        hops.push(hop(4, Some(3), Side::Inbound, 9));
+        let recent: Vec<u64> = hops
+            .recent_entries(5)
+            .iter()
+            .map(|h| h.start_unix_nano)
+            .collect();
+        assert_eq!(recent, [3, 2]);
+        assert_eq!(hops.recent_entries(1).len(), 1);
     }
 
     #[test]

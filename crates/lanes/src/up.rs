@@ -230,11 +230,52 @@ impl lanes_operator::analysis::Samples for ProxyCounts {
     }
 }
 
+/// The data plane's hop ring and gateway, for the dashboard's request paths.
+struct RingHops {
+    mesh: Arc<lanes_proxy::Mesh>,
+    gateway: String,
+}
+
+impl RingHops {
+    fn json(hops: Vec<lanes_proxy::trace::Hop>) -> Vec<serde_json::Value> {
+        hops.into_iter()
+            .filter_map(|h| serde_json::to_value(h).ok())
+            .collect()
+    }
+}
+
+impl lanes_dashboard::requests::HopSource for RingHops {
+    fn hops(&self, id: &str) -> Vec<serde_json::Value> {
+        let trace = lanes_proxy::trace::Hex(lanes_proxy::correlation::trace_id_of(id));
+        Self::json(
+            self.mesh
+                .hops()
+                .map(|h| h.trace(&trace))
+                .unwrap_or_default(),
+        )
+    }
+
+    fn recent(&self, n: usize) -> Vec<serde_json::Value> {
+        Self::json(
+            self.mesh
+                .hops()
+                .map(|h| h.recent_entries(n))
+                .unwrap_or_default(),
+        )
+    }
+
+    fn gateway(&self) -> String {
+        self.gateway.clone()
+    }
+}
+
 /// The dashboard's data: maps read through an in-process client of the API (as the
-/// controllers read it), published while a page follows them.
+/// controllers read it), published while a page follows them; request paths from the
+/// data plane's hop ring, sent through `gateway`.
 fn dashboard(
     store: &Arc<Store>,
     max_replicas: i64,
+    hops: RingHops,
     tasks: &mut tokio::task::JoinSet<()>,
     stop: watch::Receiver<bool>,
 ) -> lanes_dashboard::server::Maps {
@@ -262,6 +303,7 @@ fn dashboard(
         client,
         published,
         followers,
+        hops: Some(Arc::new(hops)),
     }
 }
 
@@ -384,7 +426,18 @@ async fn serve(opts: UpOptions) -> Result<()> {
         logs: Some(logs),
         max_replicas: opts.max_replicas,
     };
-    let dashboard = dashboard(&store, opts.max_replicas, &mut tasks, stop_rx.clone());
+    // The gateway as a client on this machine reaches it.
+    let reach = match gateway_addr.ip() {
+        ip if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), gateway_addr.port())
+        }
+        _ => gateway_addr,
+    };
+    let ring = RingHops {
+        mesh: mesh.clone(),
+        gateway: format!("http://{reach}"),
+    };
+    let dashboard = dashboard(&store, opts.max_replicas, ring, &mut tasks, stop_rx.clone());
     let app = router(
         state,
         lanes_proxy::admin::observability(mesh.clone())

@@ -119,6 +119,49 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
     assert_eq!(after["cells"]["rollout/mockb/canary"], "→ base");
     b.send(json!({"do": "shot", "path": shots.join("map-canary.png")}));
 
+    // A canary request's path, sent from the page: mocka's canary (v2), then mockb and
+    // mockc from the baseline (v1), each marked with its fallback.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sent = b.send(json!({"do": "path", "lane": "rollout: canary", "trace": trace}));
+    assert!(
+        sent["said"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("trace {trace} · answered 200")),
+        "{sent}"
+    );
+    let hops: Vec<(String, String, Value, u64)> = sent["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["service"].as_str().unwrap().to_string(),
+                h["version"].as_str().unwrap().to_string(),
+                h["fallback"].clone(),
+                h["depth"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            ("mocka".into(), "v2".into(), Value::Null, 1),
+            ("mockb".into(), "v1".into(), json!("lane_lacks_service"), 2),
+            ("mockc".into(), "v1".into(), json!("lane_lacks_service"), 3),
+        ],
+        "{sent}"
+    );
+    assert!(
+        sent["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains(trace)),
+        "the newest requests list it: {sent}"
+    );
+    b.send(json!({"do": "shot", "path": shots.join("request-path.png")}));
+
     // The release waits for approval: approve it from the page.
     let id = "Rollout/default/rollouts-mocka";
     let waiting =

@@ -5,6 +5,7 @@
 //   {"do":"release","id":ID,"contains":T,"ms":N} -> {"ok":bool,"text":S,"controls":[...]}
 //   {"do":"click","id":ID,"control":C}          -> {"outcome":S} (the confirmation accepted)
 //   {"do":"post","path":P}                      -> {"status":N,"body":{...}} (with the page's token)
+//   {"do":"path","lane":L,"trace":T}            -> {"said":S,"hops":[{service,version,fallback,depth}],"recent":[...]}
 //   {"do":"shot","path":P}                      -> {}
 //   {"do":"quit"}
 "use strict";
@@ -80,6 +81,26 @@ async function main() {
           const resp = await fetch(path, { method: "POST", headers: { Authorization: "Bearer " + t } });
           return { status: resp.status, body: await resp.json() };
         }, cmd.path));
+      } else if (cmd.do === "path") {
+        await page.evaluate(() => { document.getElementById("path-said").textContent = ""; });
+        await page.selectOption("#send-lane", { label: cmd.lane });
+        await page.fill("#send-trace", cmd.trace);
+        await page.click("#send button[type=submit]");
+        await page.waitForFunction(() => document.getElementById("path-said").textContent !== "",
+          null, { timeout: 15000 });
+        // The newest list follows the send: wait for it to name the trace.
+        await page.waitForFunction((t) => document.querySelector("#recent tbody").textContent.includes(t),
+          cmd.trace, { timeout: 15000 }).catch(() => {});
+        say(await page.evaluate(() => ({
+          said: document.getElementById("path-said").textContent,
+          hops: [...document.querySelectorAll("#path li[data-hop]")].map((li) => ({
+            service: li.dataset.hop,
+            version: li.dataset.version,
+            fallback: li.dataset.fallback || null,
+            depth: (() => { let d = 0; for (let p = li.parentElement; p && p.id !== "path"; p = p.parentElement) if (p.tagName === "UL") d++; return d; })(),
+          })),
+          recent: [...document.querySelectorAll("#recent tbody tr")].map((tr) => tr.textContent),
+        })));
       } else if (cmd.do === "shot") {
         await page.screenshot({ path: cmd.path, fullPage: true });
         say({});
