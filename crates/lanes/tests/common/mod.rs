@@ -445,10 +445,15 @@ pub fn prometheus(target: &str, token_file: &std::path::Path) -> Prometheus {
         ),
     )
     .unwrap();
+    // An address of its own: per test process, and per Prometheus within one (tests of
+    // one binary run side by side).
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nth = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let host = format!(
-        "127.{}.{}.9",
+        "127.{}.{}.{}",
         30 + std::process::id() % 200,
-        1 + std::process::id() % 250
+        1 + std::process::id() % 250,
+        9 + nth % 240
     );
     let address = format!("http://{host}:9090");
     let child = std::process::Command::new("prometheus")
