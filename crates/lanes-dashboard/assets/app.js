@@ -34,12 +34,40 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+// A small chart of requests per second over the last minutes.
+function sparkline(points) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 60 16");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "requests per second over the last minutes");
+  if (points.length > 1) {
+    const top = Math.max(...points, 1);
+    const step = 60 / (points.length - 1);
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("points", points.map((p, i) => `${(i * step).toFixed(1)},${(15 - (p / top) * 14).toFixed(1)}`).join(" "));
+    svg.append(line);
+  }
+  return svg;
+}
+
+// The live traffic of a cell: requests/s, success rate, p99, and its chart.
+function trafficOf(t) {
+  const words = [`${t.rps.toFixed(1)} rps`];
+  if (t.success !== undefined) words.push(`${(t.success * 100).toFixed(1)}% ok`);
+  if (t.p99Ms !== undefined) words.push(`p99 ≤ ${t.p99Ms} ms`);
+  return el("span", { class: "traffic", "data-rps": t.rps.toFixed(3) }, words.join(" · "), sparkline(t.chart));
+}
+
 function cellOf(group, service, cell) {
   const td = el("td", { "data-cell": `${group}/${service}/${cell.lane}` });
   if (cell.fallsBackTo && cell.total === 0) {
     td.className = "fallback";
     td.append(`→ ${cell.fallsBackTo}`);
     td.title = `no pod of ${service} in ${cell.lane}: served by ${cell.fallsBackTo}`;
+    if (cell.traffic && cell.traffic.rps > 0) td.append(trafficOf(cell.traffic));
     return td;
   }
   td.className = cell.ready > 0 ? "serving" : "serving unready";
@@ -47,6 +75,7 @@ function cellOf(group, service, cell) {
   let pods = `${cell.ready}/${cell.total} ready`;
   if (cell.fallsBackTo) pods += ` · → ${cell.fallsBackTo}`;
   td.append(el("span", { class: "pods" }, pods));
+  if (cell.traffic && cell.traffic.rps > 0) td.append(trafficOf(cell.traffic));
   return td;
 }
 

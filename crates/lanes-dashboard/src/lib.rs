@@ -10,3 +10,4 @@ pub mod releases;
 pub mod requests;
 pub mod server;
 pub mod source;
+pub mod traffic;

@@ -76,6 +76,9 @@ pub struct Cell {
     /// has no ready pod of it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub falls_back_to: Option<String>,
+    /// The requests routed to the service in this lane, live, when counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<crate::traffic::CellTraffic>,
 }
 
 /// The map of every group in `table`, with `pods`.
@@ -140,6 +143,20 @@ pub fn lanes_map(table: &RouteTable, pods: &[MapPod]) -> LanesMap {
     }
 }
 
+impl LanesMap {
+    /// Fills every cell's live traffic from `history`.
+    pub fn with_traffic(mut self, history: &crate::traffic::History) -> Self {
+        for g in &mut self.groups {
+            for s in &mut g.services {
+                for c in &mut s.cells {
+                    c.traffic = history.cell(&s.name, &s.namespace, &c.lane);
+                }
+            }
+        }
+        self
+    }
+}
+
 /// A cell of `lane` with the lane's `pods` of the service; with no ready pod, it falls
 /// back to `fallback` (unless it is the fallback lane).
 fn cell(lane: &str, pods: &[&MapPod], fallback: Option<&String>) -> Cell {
@@ -157,6 +174,7 @@ fn cell(lane: &str, pods: &[&MapPod], fallback: Option<&String>) -> Cell {
         falls_back_to: fallback
             .filter(|f| ready == 0 && f.as_str() != lane)
             .cloned(),
+        traffic: None,
     }
 }
 

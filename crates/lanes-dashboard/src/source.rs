@@ -13,6 +13,7 @@ use lanes_model::{Object, Typed};
 use tokio::sync::{Notify, watch};
 
 use crate::map::{LanesMap, MapPod, lanes_map};
+use crate::traffic::{History, TrafficSource};
 
 /// The map now, read from the API (a kind the API does not serve, a CRD not installed,
 /// counts as none; an object that does not validate is left out, as the controllers
@@ -115,19 +116,25 @@ impl Drop for Following {
     }
 }
 
-/// While a page follows the maps, reads the map every `every` and publishes it (as
-/// JSON) on `publish` when it changed, until `stop` turns true. Nothing is read while
-/// no page is open.
+/// While a page follows the maps, reads the map every `every` (and the live traffic
+/// from `traffic`, when there is a source) and publishes it (as JSON) on `publish` when
+/// it changed, until `stop` turns true. Nothing is read while no page is open.
 pub async fn run(
     client: kube::Client,
     every: Duration,
+    traffic: Option<Arc<dyn TrafficSource>>,
     publish: watch::Sender<MapJson>,
     followers: Followers,
     mut stop: watch::Receiver<bool>,
 ) {
+    let started = tokio::time::Instant::now();
+    let mut history = History::default();
     loop {
         if followers.any() {
-            refresh(&client, &publish).await;
+            if let Some(t) = &traffic {
+                history.push(started.elapsed().as_secs_f64(), t.cells());
+            }
+            refresh(&client, &history, &publish).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -137,9 +144,10 @@ pub async fn run(
     }
 }
 
-/// Reads the map and publishes it if it changed.
-async fn refresh(client: &kube::Client, publish: &watch::Sender<MapJson>) {
-    let json = match read(client).await.map(|m| serde_json::to_string(&m)) {
+/// Reads the map, with the traffic in `history`, and publishes it if it changed.
+async fn refresh(client: &kube::Client, history: &History, publish: &watch::Sender<MapJson>) {
+    let read = read(client).await;
+    let json = match read.map(|m| serde_json::to_string(&m.with_traffic(history))) {
         Ok(Ok(json)) => json,
         Ok(Err(e)) => return tracing::warn!(error = %e, "cannot encode the lanes map"),
         Err(e) => return tracing::warn!(error = %e, "cannot read the lanes map from the API"),

@@ -206,17 +206,51 @@ impl<K: std::hash::Hash + Eq> CountsBy<K> {
                 buckets: vec![0; ATTEMPT_BUCKETS_MS.len() + 1],
                 ..Default::default()
             },
-            Some(c) => AttemptSample {
-                total: c.total.load(Ordering::Relaxed),
-                failures: c.failures.load(Ordering::Relaxed),
-                buckets: c
-                    .buckets
-                    .iter()
-                    .map(|b| b.load(Ordering::Relaxed))
-                    .collect(),
-            },
+            Some(c) => c.sample(),
         }
     }
+
+    /// A reading of every key's counts.
+    fn samples(&self) -> Vec<(K, AttemptSample)>
+    where
+        K: Clone,
+    {
+        let all: Vec<(K, Arc<AttemptCounts>)> = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        all.into_iter().map(|(k, c)| (k, c.sample())).collect()
+    }
+}
+
+impl AttemptCounts {
+    fn sample(&self) -> AttemptSample {
+        AttemptSample {
+            total: self.total.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+/// The requests routed to one service in one lane, as the dashboard's map counts them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellSample {
+    /// The service.
+    pub service: Arc<str>,
+    /// Its namespace.
+    pub namespace: Arc<str>,
+    /// The lane asked for (the lane that served, when none was).
+    pub lane: Arc<str>,
+    /// The counts so far.
+    pub counts: AttemptSample,
 }
 
 /// The labels that name one subset's series: its service, namespace and lane.
@@ -353,6 +387,9 @@ pub struct Metrics {
     /// `lanes_gateway_lane_duration_seconds`: their latency, for a Prometheus (on a
     /// cluster, where the analysis reads it from there).
     pub entry_latency: Family<EntryLabels, Histogram, fn() -> Histogram>,
+    /// The requests routed (at the gateway or a sidecar's outbound side) to each service
+    /// in each lane: the dashboard's live traffic per cell.
+    cell_counts: CountsBy<(Label, Label, Label)>,
     /// Istio's standard series, under Istio's names.
     pub istio: IstioMetrics,
     /// `lanes_trace_spans_exported_total` and `lanes_trace_spans_dropped_total`.
@@ -432,6 +469,7 @@ impl Metrics {
             attempt_counts: CountsBy::default(),
             entry_counts: CountsBy::default(),
             entry_latency,
+            cell_counts: CountsBy::default(),
             registry,
             requests,
             latency,
@@ -481,6 +519,36 @@ impl Metrics {
                 lane: lane.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a request routed to `service` in `namespace` in `lane` (the lane asked
+    /// for, else the one that served): failed when answered with a 5xx or a failed gRPC
+    /// status, timed to its response head.
+    pub fn record_cell(
+        &self,
+        service: &Arc<str>,
+        namespace: &Arc<str>,
+        lane: &Arc<str>,
+        failed: bool,
+        took: Duration,
+    ) {
+        self.cell_counts
+            .get_or_create((service.into(), namespace.into(), lane.into()))
+            .record(failed, took);
+    }
+
+    /// Every cell's counts so far.
+    pub fn cell_samples(&self) -> Vec<CellSample> {
+        self.cell_counts
+            .samples()
+            .into_iter()
+            .map(|((service, namespace, lane), counts)| CellSample {
+                service: service.0,
+                namespace: namespace.0,
+                lane: lane.0,
+                counts,
+            })
+            .collect()
     }
 
     /// Records a failure in `lane` that a fallback hid from its caller (a try of the

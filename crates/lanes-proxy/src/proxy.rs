@@ -1077,6 +1077,14 @@ impl Mesh {
             subset_key(routed.service, subset),
             started.elapsed(),
         );
+        let cell_lane = routed.lane.as_ref().unwrap_or(&subset.lane);
+        self.metrics.record_cell(
+            &routed.service.name,
+            &routed.service.namespace,
+            cell_lane,
+            is_failed_answer(resp),
+            started.elapsed(),
+        );
         if let Some(lane) = &routed.lane {
             let namespace = &routed.service.namespace;
             if routed.side == Side::Gateway {

@@ -269,6 +269,26 @@ impl lanes_dashboard::requests::HopSource for RingHops {
     }
 }
 
+/// The data plane's counts per service and lane, for the dashboard's live traffic.
+struct CellCounts(Arc<lanes_proxy::Metrics>);
+
+impl lanes_dashboard::traffic::TrafficSource for CellCounts {
+    fn cells(&self) -> Vec<lanes_dashboard::traffic::CellCount> {
+        self.0
+            .cell_samples()
+            .into_iter()
+            .map(|c| lanes_dashboard::traffic::CellCount {
+                service: c.service.to_string(),
+                namespace: c.namespace.to_string(),
+                lane: c.lane.to_string(),
+                total: c.counts.total,
+                failures: c.counts.failures,
+                buckets: c.counts.buckets,
+            })
+            .collect()
+    }
+}
+
 /// The dashboard's data: maps read through an in-process client of the API (as the
 /// controllers read it), published while a page follows them; request paths from the
 /// data plane's hop ring, sent through `gateway`.
@@ -292,9 +312,12 @@ fn dashboard(
     let (publish, published) =
         watch::channel(lanes_dashboard::source::MapJson::from("{\"groups\":[]}"));
     let followers = lanes_dashboard::source::Followers::default();
+    let traffic: Arc<dyn lanes_dashboard::traffic::TrafficSource> =
+        Arc::new(CellCounts(hops.mesh.metrics().clone()));
     tasks.spawn(lanes_dashboard::source::run(
         client.clone(),
         std::time::Duration::from_millis(500),
+        Some(traffic),
         publish,
         followers.clone(),
         stop,

@@ -205,3 +205,67 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
         b.send(json!({"do": "post", "path": "/ui/api/releases/rollout/default/nothing/approve"}));
     assert_eq!(unknown["status"], 404, "{unknown}");
 }
+
+/// Live traffic per cell: under steady load while the page is open, the map's requests
+/// per second agree with the load generator's within 10%.
+#[test]
+fn the_maps_live_requests_per_second_agree_with_the_load_generator() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    settled(&d, 3);
+    let token = std::fs::read_to_string(d.state.join("token")).unwrap();
+    let mut b = Browser::start();
+    b.send(json!({"do": "open", "url": format!("{}/ui/#token={}", d.api, token.trim())}));
+    assert_eq!(b.wait("rollout/mocka/base", "v1", 10_000)["ok"], true);
+    // The load generator: 4 clients asking for the base lane, counting answers.
+    let (answered, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (answered, stop, gw) = (answered.clone(), stop.clone(), d.gateway.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, _, _) = http_get(&gw, "/mock", &[("x-asm-prefer-tag", "base")]);
+                    assert_eq!(status, 200);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // Past the warm-up and a whole window, the generator's rate over the last 5 s beside
+    // the page's.
+    std::thread::sleep(Duration::from_secs(4));
+    let (n0, t0) = (answered.load(Ordering::Relaxed), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let (n1, t1) = (answered.load(Ordering::Relaxed), std::time::Instant::now());
+    let page = b.send(json!({"do": "traffic"}));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let generated = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+    for svc in ["mocka", "mockb", "mockc"] {
+        let cell = format!("rollout/{svc}/base");
+        let shown = page["rps"][&cell]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{cell}: {page}"));
+        let off = (shown - generated).abs() / generated;
+        eprintln!(
+            "{cell}: the page shows {shown:.1} rps, the generator made {generated:.1} rps ({:.1}% off)",
+            off * 100.0
+        );
+        assert!(
+            off < 0.10,
+            "{cell}: page {shown} rps, generator {generated} rps: {page}"
+        );
+        let text = page["text"][&cell].as_str().unwrap();
+        assert!(text.contains("100.0% ok") && text.contains("p99"), "{text}");
+    }
+    // No request asked for the canary lane.
+    assert!(page["rps"].get("rollout/mocka/canary").is_none(), "{page}");
+    b.send(json!({"do": "shot", "path": repo().join("target/dashboard/map-traffic.png")}));
+}

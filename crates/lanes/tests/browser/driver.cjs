@@ -6,6 +6,7 @@
 //   {"do":"click","id":ID,"control":C}          -> {"outcome":S} (the confirmation accepted)
 //   {"do":"post","path":P}                      -> {"status":N,"body":{...}} (with the page's token)
 //   {"do":"path","lane":L,"trace":T}            -> {"said":S,"hops":[{service,version,fallback,depth}],"recent":[...]}
+//   {"do":"traffic"}                            -> {"rps":{cell:N},"text":{cell:S}}
 //   {"do":"shot","path":P}                      -> {}
 //   {"do":"quit"}
 "use strict";
@@ -101,6 +102,15 @@ async function main() {
           })),
           recent: [...document.querySelectorAll("#recent tbody tr")].map((tr) => tr.textContent),
         })));
+      } else if (cmd.do === "traffic") {
+        say(await page.evaluate(() => {
+          const rps = {}, text = {};
+          for (const td of document.querySelectorAll("td[data-cell]")) {
+            const t = td.querySelector(".traffic");
+            if (t) { rps[td.dataset.cell] = parseFloat(t.dataset.rps); text[td.dataset.cell] = t.textContent; }
+          }
+          return { rps, text };
+        }));
       } else if (cmd.do === "shot") {
         await page.screenshot({ path: cmd.path, fullPage: true });
         say({});
