@@ -1,6 +1,7 @@
 //! The `lanes` command line.
 
 mod cli;
+mod dashboard_cmd;
 mod demo;
 mod hops;
 mod kubeconfig;
@@ -256,6 +257,16 @@ enum Command {
         /// Print the hops as JSON instead.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the dashboard (lanes map, releases and their controls) on this machine
+    /// against a kubeconfig context: a cluster with the Lanes operator, or `lanes up`.
+    Dashboard {
+        /// The kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+        /// Where to serve it.
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        address: SocketAddr,
     },
     /// Run the lane and rollout controllers against a Kubernetes cluster (in-cluster
     /// config, or KUBECONFIG). Replicas elect a leader on a Lease; stops cleanly on
@@ -678,6 +689,10 @@ fn main() -> ExitCode {
         } => client()
             .map_err(Into::into)
             .and_then(|c| cli::trace(&c, trace_id.as_deref(), last, json)),
+        Command::Dashboard {
+            ref context,
+            address,
+        } => dashboard_cmd::run(context.clone(), address),
         Command::Operator {
             flavor,
             metrics_addr,

@@ -269,3 +269,91 @@ fn the_maps_live_requests_per_second_agree_with_the_load_generator() {
     assert!(page["rps"].get("rollout/mocka/canary").is_none(), "{page}");
     b.send(json!({"do": "shot", "path": repo().join("target/dashboard/map-traffic.png")}));
 }
+
+/// `lanes dashboard --context C` serves the same page and data against a kubeconfig
+/// context (here `lanes up`'s), with the context's credentials: the page needs no token.
+#[test]
+fn lanes_dashboard_serves_the_same_against_a_kubeconfig_context() {
+    let d = Daemon::start();
+    d.ok(&["apply", "-f", "examples/seed/"]);
+    settled(&d, 3);
+    let kubeconfig = d.state.join("kubeconfig");
+    // A context that is not there is named.
+    let missing = Command::new(bin())
+        .args([
+            "dashboard",
+            "--context",
+            "nowhere",
+            "--address",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("context \"nowhere\""), "{err}");
+    let mut child = Killed(
+        Command::new(bin())
+            .args([
+                "dashboard",
+                "--context",
+                "lanes",
+                "--address",
+                "127.0.0.1:0",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{first}"))
+        .trim_end_matches("/ui/")
+        .to_string();
+    let (status, _, body) = http_get(&url, "/ui/api/map", &[]);
+    assert_eq!(status, 200, "{body}");
+    let map: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(map["groups"][0]["name"], "rollout", "{map}");
+    assert_eq!(map["releases"].as_array().unwrap().len(), 3, "{map}");
+    // The page, in the browser: the map, and a control carried out through the context.
+    let mut b = Browser::start();
+    let page = b.send(json!({"do": "open", "url": format!("{url}/ui/")}));
+    assert_eq!(page["login"], false, "{page}");
+    let seed = b.wait("rollout/mocka/canary", "→ base", 10_000);
+    assert_eq!(seed["ok"], true, "{seed}");
+    let refused = b.send(
+        json!({"do": "post", "path": "/ui/api/releases/rollout/default/rollouts-mocka/approve"}),
+    );
+    assert_eq!(refused["status"], 409, "{refused}");
+    let paused = b.send(
+        json!({"do": "post", "path": "/ui/api/releases/rollout/default/rollouts-mocka/pause"}),
+    );
+    assert_eq!(paused["status"], 200, "{paused}");
+    assert_eq!(paused["body"]["message"], "rollout/rollouts-mocka paused");
+    let r: Value =
+        serde_json::from_str(&d.ok(&["get", "rollout", "rollouts-mocka", "-o", "json"])).unwrap();
+    assert_eq!(r["spec"]["strategy"]["paused"], true);
+    // No data plane here: request paths say so.
+    let paths = b.send(json!({"do": "post", "path": "/ui/api/paths", "method": "GET"}));
+    assert_eq!(paths["status"], 404, "{paths}");
+    let why = paths["body"]["error"].as_str().unwrap();
+    assert!(why.starts_with("no hop records here"), "{why}");
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -4,7 +4,8 @@
 //   {"do":"wait","cell":C,"contains":T,"ms":N}  -> {"ok":bool,"elapsedMs":N,"cells":{...},"loadedAt":N}
 //   {"do":"release","id":ID,"contains":T,"ms":N} -> {"ok":bool,"text":S,"controls":[...]}
 //   {"do":"click","id":ID,"control":C}          -> {"outcome":S} (the confirmation accepted)
-//   {"do":"post","path":P}                      -> {"status":N,"body":{...}} (with the page's token)
+//   {"do":"post","path":P,"method":M}           -> {"status":N,"body":{...}} (with the page's token;
+//                                                  POST unless M is given)
 //   {"do":"path","lane":L,"trace":T}            -> {"said":S,"hops":[{service,version,fallback,depth}],"recent":[...]}
 //   {"do":"traffic"}                            -> {"rps":{cell:N},"text":{cell:S}}
 //   {"do":"shot","path":P}                      -> {}
@@ -77,11 +78,14 @@ async function main() {
           null, { timeout: 15000 });
         say({ asked, outcome: await page.evaluate(() => document.getElementById("outcome").textContent) });
       } else if (cmd.do === "post") {
-        say(await page.evaluate(async (path) => {
+        say(await page.evaluate(async ([path, method]) => {
           const t = localStorage.getItem("lanes-token");
-          const resp = await fetch(path, { method: "POST", headers: { Authorization: "Bearer " + t } });
-          return { status: resp.status, body: await resp.json() };
-        }, cmd.path));
+          const resp = await fetch(path, { method, headers: t ? { Authorization: "Bearer " + t } : {} });
+          const text = await resp.text();
+          let body;
+          try { body = JSON.parse(text); } catch (e) { body = text; }
+          return { status: resp.status, body };
+        }, [cmd.path, cmd.method || "POST"]));
       } else if (cmd.do === "path") {
         await page.evaluate(() => { document.getElementById("path-said").textContent = ""; });
         await page.selectOption("#send-lane", { label: cmd.lane });
