@@ -250,7 +250,11 @@ function draw(map) {
   releases.replaceChildren(el("h2", {}, "Releases"), ...(map.releases || []).map(releaseOf));
   if (!map.releases || map.releases.length === 0) releases.append(el("p", {}, "No release yet."));
   fillLanes(map);
-  if (window.lanesMaps === 0) listRecent();
+  if (window.lanesMaps === 0) {
+    // How long the page took to show its first map (ms since navigation began).
+    window.lanesFirstMapMs = performance.now();
+    listRecent();
+  }
   window.lanesMaps += 1;
   status.textContent = `updated ${new Date().toLocaleTimeString()}`;
 }

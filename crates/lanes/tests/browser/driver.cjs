@@ -1,6 +1,7 @@
 // Drives a page in Debian's headless Chromium through Playwright, for the dashboard's
 // tests: one JSON command per line on stdin, one JSON answer per line on stdout.
-//   {"do":"open","url":U}                       -> {"cells":{...},"login":bool,"loadedAt":N}
+//   {"do":"open","url":U}                       -> {"cells":{...},"login":bool,"loadedAt":N,
+//                                                  "firstMapMs":N,"cellCount":N}
 //   {"do":"wait","cell":C,"contains":T,"ms":N}  -> {"ok":bool,"elapsedMs":N,"cells":{...},"loadedAt":N}
 //   {"do":"release","id":ID,"contains":T,"ms":N} -> {"ok":bool,"text":S,"controls":[...]}
 //   {"do":"click","id":ID,"control":C}          -> {"outcome":S} (the confirmation accepted)
@@ -8,6 +9,7 @@
 //                                                  POST unless M is given)
 //   {"do":"path","lane":L,"trace":T}            -> {"said":S,"hops":[{service,version,fallback,depth}],"recent":[...]}
 //   {"do":"traffic"}                            -> {"rps":{cell:N},"text":{cell:S}}
+//   {"do":"blank"}                              -> {} (away to about:blank)
 //   {"do":"shot","path":P}                      -> {}
 //   {"do":"quit"}
 "use strict";
@@ -29,6 +31,8 @@ async function main() {
     login: !document.getElementById("login").hidden,
     loadedAt: window.lanesLoadedAt,
     maps: window.lanesMaps,
+    firstMapMs: window.lanesFirstMapMs,
+    cellCount: document.querySelectorAll("td[data-cell]").length,
   }));
   const lines = readline.createInterface({ input: process.stdin });
   for await (const line of lines) {
@@ -115,6 +119,9 @@ async function main() {
           }
           return { rps, text };
         }));
+      } else if (cmd.do === "blank") {
+        await page.goto("about:blank");
+        say({});
       } else if (cmd.do === "shot") {
         await page.screenshot({ path: cmd.path, fullPage: true });
         say({});
