@@ -105,6 +105,8 @@ function releaseOf(r) {
   if (r.message) article.append(el("p", { class: "message" }, r.message));
   if (r.members && r.members.length) article.append(el("ul", { class: "members" }, ...r.members.map((m) => el("li", {}, m))));
   if (r.measurements && r.measurements.length) {
+    const charts = measurementCharts(r.measurements, r.thresholds || []);
+    if (charts.length) article.append(el("div", { class: "charts" }, ...charts));
     const rows = r.measurements.map((m) => el("tr", { class: m.verdict.toLowerCase() },
       el("td", {}, new Date(m.time).toLocaleTimeString()), el("td", {}, m.metric),
       el("td", {}, m.value === undefined ? "–" : String(Math.round(m.value * 1000) / 1000)),
@@ -114,6 +116,11 @@ function releaseOf(r) {
       el("thead", {}, el("tr", {}, ...["time", "metric", "value", "verdict"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...rows)));
   }
+  if (r.events && r.events.length) {
+    article.append(el("ul", { class: "events", "aria-label": "Events" }, ...r.events.map((e) =>
+      el("li", { class: e.type === "Warning" ? "warning" : "" },
+        `${new Date(e.time).toLocaleTimeString()} ${e.type} ${e.reason}: ${e.message}`))));
+  }
   const buttons = r.controls.map((c) => {
     const b = el("button", { type: "button", "data-control": c }, c);
     b.addEventListener("click", () => steer(r, c));
@@ -121,6 +128,53 @@ function releaseOf(r) {
   });
   article.append(el("div", { class: "controls" }, ...buttons));
   return article;
+}
+
+// One chart per metric of the measurements over time: the values, each point coloured by
+// its verdict, and the analysis's bounds as dashed lines.
+function measurementCharts(measurements, thresholds) {
+  const byMetric = new Map();
+  for (const m of measurements) {
+    if (m.value === undefined) continue;
+    if (!byMetric.has(m.metric)) byMetric.set(m.metric, []);
+    byMetric.get(m.metric).push(m);
+  }
+  const [w, h, pad] = [240, 64, 6];
+  return [...byMetric.entries()].map(([metric, points]) => {
+    const bound = thresholds.find((t) => t.metric === metric) || {};
+    const limits = [bound.min, bound.max].filter((v) => v !== undefined);
+    const values = points.map((p) => p.value).concat(limits);
+    let [lo, hi] = [Math.min(...values), Math.max(...values)];
+    if (hi === lo) { hi += 1; lo -= 1; }
+    const y = (v) => (h - pad - ((v - lo) / (hi - lo)) * (h - 2 * pad)).toFixed(1);
+    const x = (i) => (pad + (points.length === 1 ? 0 : (i / (points.length - 1)) * (w - 2 * pad))).toFixed(1);
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+    svg.setAttribute("class", "chart");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", `${metric}: ${points.length} measurements`);
+    for (const v of limits) {
+      const line = document.createElementNS(SVG, "line");
+      for (const [k, val] of [["x1", pad], ["x2", w - pad], ["y1", y(v)], ["y2", y(v)]]) line.setAttribute(k, val);
+      line.setAttribute("class", "threshold");
+      svg.append(line);
+    }
+    const poly = document.createElementNS(SVG, "polyline");
+    poly.setAttribute("points", points.map((p, i) => `${x(i)},${y(p.value)}`).join(" "));
+    svg.append(poly);
+    points.forEach((p, i) => {
+      const dot = document.createElementNS(SVG, "circle");
+      dot.setAttribute("cx", x(i));
+      dot.setAttribute("cy", y(p.value));
+      dot.setAttribute("r", "2.5");
+      dot.setAttribute("class", p.verdict.toLowerCase());
+      svg.append(dot);
+    });
+    const said = [metric];
+    if (bound.min !== undefined) said.push(`min ${bound.min}`);
+    if (bound.max !== undefined) said.push(`max ${bound.max}`);
+    return el("figure", { "data-metric": metric }, svg, el("figcaption", {}, said.join(" · ")));
+  });
 }
 
 // Carries out a control, once confirmed; the API's answer is shown either way.

@@ -46,12 +46,94 @@ pub struct ReleaseRow {
     /// The analysis measurements kept, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub measurements: Vec<Measurement>,
+    /// The bounds its analysis judges each metric by, for the measurements' chart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<Threshold>,
+    /// Its newest Events, newest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventLine>,
     /// The controls that apply now (`approve`, `pause`, `resume`, `undo`).
     pub controls: Vec<&'static str>,
 }
 
-/// Every release among `objects`: Rollouts, then LaneReleases, each by namespace and name.
-pub fn release_rows(objects: &[Object]) -> Vec<ReleaseRow> {
+/// The bounds of one analysis metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Threshold {
+    /// The metric's name.
+    pub metric: String,
+    /// The least a passing value is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// The most a passing value is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// An Event about a release.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLine {
+    /// `Rollout` or `LaneRelease`.
+    #[serde(skip)]
+    pub kind: String,
+    /// The release's namespace.
+    #[serde(skip)]
+    pub namespace: String,
+    /// The release's name.
+    #[serde(skip)]
+    pub name: String,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub kind_of: String,
+    /// Why, in a word.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// When it last happened (RFC 3339).
+    pub time: String,
+}
+
+/// How many Events a release shows.
+const EVENTS_SHOWN: usize = 5;
+
+fn thresholds(analysis: Option<&lanes_model::rollout::Analysis>) -> Vec<Threshold> {
+    analysis
+        .into_iter()
+        .flat_map(|a| &a.metrics)
+        .map(|m| {
+            let (min, max) = if let Some(s) = &m.success_rate {
+                (Some(s.min), None)
+            } else if let Some(l) = &m.latency_p99 {
+                (None, Some(l.max_ms))
+            } else if let Some(p) = &m.prometheus {
+                (p.min, p.max)
+            } else {
+                (None, None)
+            };
+            Threshold {
+                metric: m.name.clone(),
+                min,
+                max,
+            }
+        })
+        .collect()
+}
+
+/// The newest of `events` about release `kind` `namespace/name`, newest first.
+fn events_of(events: &[EventLine], kind: &str, namespace: &str, name: &str) -> Vec<EventLine> {
+    let mut mine: Vec<EventLine> = events
+        .iter()
+        .filter(|e| e.kind == kind && e.namespace == namespace && e.name == name)
+        .cloned()
+        .collect();
+    mine.sort_by(|a, b| b.time.cmp(&a.time));
+    mine.truncate(EVENTS_SHOWN);
+    mine
+}
+
+/// Every release among `objects`, with its `events`: Rollouts, then LaneReleases, each by
+/// namespace and name.
+pub fn release_rows(objects: &[Object], events: &[EventLine]) -> Vec<ReleaseRow> {
     let lane_releases: Vec<&LaneRelease> = objects
         .iter()
         .filter_map(|o| match &o.typed {
@@ -67,6 +149,9 @@ pub fn release_rows(objects: &[Object]) -> Vec<ReleaseRow> {
         })
         .collect();
     rows.extend(lane_releases.iter().map(|lr| lane_release_row(lr)));
+    for row in &mut rows {
+        row.events = events_of(events, row.kind, &row.namespace, &row.name);
+    }
     rows.sort_by(|a, b| {
         (a.kind != "Rollout", &a.namespace, &a.name).cmp(&(
             b.kind != "Rollout",
@@ -114,6 +199,8 @@ fn rollout_row(r: &Rollout, lane_releases: &[&LaneRelease]) -> ReleaseRow {
             .and_then(|s| s.analysis.as_ref())
             .map(|a| a.measurements.clone())
             .unwrap_or_default(),
+        thresholds: thresholds(lanes_rollout::analysis_of(r)),
+        events: Vec::new(),
         controls: rollout_controls(r, held_by.is_some())
             .into_iter()
             .map(|c| c.as_str())
@@ -193,6 +280,8 @@ fn lane_release_row(lr: &LaneRelease) -> ReleaseRow {
             .and_then(|s| s.analysis.as_ref())
             .map(|a| a.measurements.clone())
             .unwrap_or_default(),
+        thresholds: thresholds(lr.spec.analysis.as_ref()),
+        events: Vec::new(),
         controls: lane_release_controls(lr)
             .into_iter()
             .map(|c| c.as_str())
@@ -219,7 +308,7 @@ mod tests {
                        "canaryStatus": {"currentStepIndex": 1, "currentStepState": "StepPaused",
                                         "stableRevision": "a1", "canaryRevision": "b2"}},
         });
-        let rows = release_rows(&[object(rollout.clone())]);
+        let rows = release_rows(&[object(rollout.clone())], &[]);
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
         assert_eq!(
@@ -239,7 +328,23 @@ mod tests {
             "spec": {"laneGroup": "rollout", "lane": "canary", "rollouts": ["rollouts-mocka"],
                      "steps": [{"traffic": "10%", "pause": {}}]},
         });
-        let rows = release_rows(&[object(release), object(rollout)]);
+        let event = |reason: &str, time: &str| EventLine {
+            kind: "Rollout".into(),
+            namespace: "default".into(),
+            name: "rollouts-mocka".into(),
+            kind_of: "Normal".into(),
+            reason: reason.into(),
+            message: String::new(),
+            time: time.into(),
+        };
+        let events = [
+            event("Older", "2026-12-05T10:00:00Z"),
+            event("Newer", "2026-12-05T11:00:00Z"),
+        ];
+        let rows = release_rows(&[object(release), object(rollout)], &events);
+        let reasons: Vec<&str> = rows[0].events.iter().map(|e| e.reason.as_str()).collect();
+        assert_eq!(reasons, ["Newer", "Older"]);
+        assert!(rows[1].events.is_empty());
         assert_eq!(rows[0].held_by.as_deref(), Some("checkout-v2"));
         assert_eq!(rows[0].controls, ["pause", "undo"]);
         assert_eq!(

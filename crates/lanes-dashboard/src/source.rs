@@ -12,7 +12,10 @@ use lanes_model::mesh::PodView;
 use lanes_model::{Object, Typed};
 use tokio::sync::{Notify, watch};
 
+use k8s_openapi::api::core::v1::Event;
+
 use crate::map::{LanesMap, MapPod, lanes_map};
+use crate::releases::EventLine;
 use crate::traffic::{History, TrafficSource};
 
 /// The map now, read from the API (a kind the API does not serve, a CRD not installed,
@@ -45,17 +48,55 @@ pub async fn read(client: &kube::Client) -> Result<LanesMap, kube::Error> {
             }
         }
     }
-    Ok(map_of(&objects))
+    let events = release_events(client).await?;
+    Ok(map_of(&objects, &events))
 }
 
-/// The map of `objects`.
-pub fn map_of(objects: &[Object]) -> LanesMap {
+/// The Events about Rollouts and LaneReleases (none where the API keeps no Events).
+async fn release_events(client: &kube::Client) -> Result<Vec<EventLine>, kube::Error> {
+    let listed = Api::<Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await;
+    let items = match listed {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(items
+        .into_iter()
+        .filter_map(|e| {
+            let about = &e.involved_object;
+            let kind = about.kind.clone()?;
+            if kind != "Rollout" && kind != "LaneRelease" {
+                return None;
+            }
+            let time = e
+                .last_timestamp
+                .map(|t| t.0.to_string())
+                .or_else(|| e.event_time.map(|t| t.0.to_string()))
+                .or_else(|| e.metadata.creation_timestamp.map(|t| t.0.to_string()))
+                .unwrap_or_default();
+            Some(EventLine {
+                kind,
+                namespace: about.namespace.clone().unwrap_or_default(),
+                name: about.name.clone().unwrap_or_default(),
+                kind_of: e.type_.unwrap_or_default(),
+                reason: e.reason.unwrap_or_default(),
+                message: e.message.unwrap_or_default(),
+                time,
+            })
+        })
+        .collect())
+}
+
+/// The map of `objects`, its releases with `events`.
+pub fn map_of(objects: &[Object], events: &[EventLine]) -> LanesMap {
     let views: Vec<PodView> = objects.iter().filter_map(PodView::from_object).collect();
     let pods: Vec<MapPod> = objects.iter().filter_map(map_pod).collect();
     let refs: Vec<&Object> = objects.iter().collect();
     let table = compile_with(&refs, &views, Flavor::default(), Emit::RoutesOnly).routes;
     let mut map = lanes_map(&table, &pods);
-    map.releases = crate::releases::release_rows(objects);
+    map.releases = crate::releases::release_rows(objects, events);
     map
 }
 

@@ -105,6 +105,19 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
     std::fs::create_dir_all(&shots).unwrap();
     b.send(json!({"do": "shot", "path": shots.join("map-seed.png")}));
 
+    // mocka's release is judged by its canary's success rate, measured each second.
+    let analysis = json!({"spec": {"strategy": {"canary": {"analysis": {
+        "interval": "1s", "failureLimit": 3, "minRequests": 1,
+        "metrics": [{"name": "success-rate", "successRate": {"min": 0.95}}]}}}}});
+    d.ok(&[
+        "patch",
+        "rollout",
+        "rollouts-mocka",
+        "--type",
+        "merge",
+        "-p",
+        &analysis.to_string(),
+    ]);
     // A new image for mocka: its canary cell shows v2 without a reload.
     patch_image(&d, "mocka-v1", "2.0", "");
     // Its pod first shows unready (0/1, still falling back), then serving.
@@ -162,8 +175,24 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
     );
     b.send(json!({"do": "shot", "path": shots.join("request-path.png")}));
 
-    // The release waits for approval: approve it from the page.
+    // The release waits for approval, its analysis measuring canary traffic: the page
+    // charts the measurements against the bound, and lists the release's Events.
     let id = "Rollout/default/rollouts-mocka";
+    let judged = eventually(Duration::from_secs(30), || {
+        let (status, _, _) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "canary")]);
+        assert_eq!(status, 200);
+        let page = b.send(json!({"do": "release", "id": id, "contains": "StepPaused", "ms": 100}));
+        let passed = page["charts"][0]["passed"].as_u64().unwrap_or(0);
+        (passed >= 2).then_some(page)
+    });
+    let chart = &judged["charts"][0];
+    assert_eq!(chart["caption"], "success-rate · min 0.95", "{judged}");
+    assert_eq!(chart["thresholds"], 1, "{judged}");
+    assert!(
+        !judged["events"].as_array().unwrap().is_empty(),
+        "the release's Events are listed: {judged}"
+    );
+    b.send(json!({"do": "shot", "path": shots.join("releases-analysis.png")}));
     let waiting =
         b.send(json!({"do": "release", "id": id, "contains": "StepPaused", "ms": 30_000}));
     assert_eq!(waiting["ok"], true, "{waiting}");

@@ -71,6 +71,13 @@ async function main() {
           return {
             text: a ? a.textContent : null,
             controls: a ? [...a.querySelectorAll("button[data-control]")].map((b) => b.dataset.control) : [],
+            charts: a ? [...a.querySelectorAll("figure[data-metric]")].map((f) => ({
+              metric: f.dataset.metric,
+              caption: f.querySelector("figcaption").textContent,
+              passed: f.querySelectorAll("circle.passed").length,
+              thresholds: f.querySelectorAll("line.threshold").length,
+            })) : [],
+            events: a ? [...a.querySelectorAll(".events li")].map((li) => li.textContent) : [],
           };
         }, cmd.id)) });
       } else if (cmd.do === "click") {
