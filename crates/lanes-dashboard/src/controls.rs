@@ -111,29 +111,50 @@ async fn rollout(
     let held = lanes_rollout::lane_release::owner_of(&refs, name, r.metadata.labels.as_ref())
         .filter(|o| o.phase() != LaneReleasePhase::Invalid)
         .and_then(|o| o.metadata.name.clone());
-    let pp = PatchParams::default();
     match rollout_control(&r, held.as_deref(), control, jiff::Timestamp::now())? {
+        ControlPatch::RestoreWorkload => {
+            let workload = &r.spec.workload_ref.name;
+            restore(client, ns, workload).await?;
+            Ok(format!(
+                "{what} undone: deployment/{workload} is back on its stable template"
+            ))
+        }
+        patch => send(&api, &what, &r.metadata, control, patch).await,
+    }
+}
+
+/// Sends `patch` (a spec patch, or a status patch guarded by the resourceVersion in
+/// `meta`) to object `what` through `api`; what it did, in words.
+async fn send<K>(
+    api: &Api<K>,
+    what: &str,
+    meta: &kube::api::ObjectMeta,
+    control: Control,
+    patch: ControlPatch,
+) -> Result<String, ControlError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = meta.name.as_deref().unwrap_or("");
+    let pp = PatchParams::default();
+    match patch {
         ControlPatch::AlreadySo(said) => return Ok(said),
         ControlPatch::Spec(patch) => {
             api.patch(name, &pp, &Patch::Merge(&patch))
                 .await
-                .map_err(api_error(&what))?;
+                .map_err(api_error(what))?;
         }
         ControlPatch::Status(status) => {
             let patch = json!({
-                "metadata": {"resourceVersion": r.metadata.resource_version},
+                "metadata": {"resourceVersion": meta.resource_version},
                 "status": status,
             });
             api.patch_status(name, &pp, &Patch::Merge(&patch))
                 .await
-                .map_err(api_error(&what))?;
+                .map_err(api_error(what))?;
         }
         ControlPatch::RestoreWorkload => {
-            let workload = &r.spec.workload_ref.name;
-            restore(client, ns, workload).await?;
-            return Ok(format!(
-                "{what} undone: deployment/{workload} is back on its stable template"
-            ));
+            return Err(Refused(format!("{what}: nothing to restore")).into());
         }
     }
     Ok(format!("{what} {}", past(control)))
@@ -171,26 +192,6 @@ async fn lane_release(
     let what = format!("lanerelease/{name}");
     let api: Api<LaneRelease> = Api::namespaced(client, ns);
     let lr = api.get(name).await.map_err(api_error(&what))?;
-    let pp = PatchParams::default();
-    match lane_release_control(&lr, control, jiff::Timestamp::now())? {
-        ControlPatch::AlreadySo(said) => return Ok(said),
-        ControlPatch::Spec(patch) => {
-            api.patch(name, &pp, &Patch::Merge(&patch))
-                .await
-                .map_err(api_error(&what))?;
-        }
-        ControlPatch::Status(status) => {
-            let patch = json!({
-                "metadata": {"resourceVersion": lr.metadata.resource_version},
-                "status": status,
-            });
-            api.patch_status(name, &pp, &Patch::Merge(&patch))
-                .await
-                .map_err(api_error(&what))?;
-        }
-        ControlPatch::RestoreWorkload => {
-            return Err(Refused(format!("{what}: nothing to restore")).into());
-        }
-    }
-    Ok(format!("{what} {}", past(control)))
+    let patch = lane_release_control(&lr, control, jiff::Timestamp::now())?;
+    send(&api, &what, &lr.metadata, control, patch).await
 }
