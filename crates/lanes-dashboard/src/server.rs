@@ -91,14 +91,23 @@ async fn map_now(State(maps): State<Maps>) -> Response {
     }
 }
 
+/// How long a new page waits for the map read for it before it takes the last one.
+const FIRST_MAP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 async fn map_events(
     State(maps): State<Maps>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // The map as published so far is stale for this page: it waits for the one read
+    // for it (the reader is woken by its arrival), else after a while takes what there is.
+    let mut rx = maps.published;
+    rx.borrow_and_update();
     // Followed while the stream lives: the guard goes with it.
     let guard = maps.followers.follow();
-    let start = (maps.published, true, guard);
+    let start = (rx, true, guard);
     let stream = futures_util::stream::unfold(start, |(mut rx, first, guard)| async move {
-        if !first && rx.changed().await.is_err() {
+        if first {
+            let _ = tokio::time::timeout(FIRST_MAP_WAIT, rx.changed()).await;
+        } else if rx.changed().await.is_err() {
             return None;
         }
         let json = rx.borrow_and_update().clone();

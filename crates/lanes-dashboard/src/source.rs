@@ -170,23 +170,31 @@ pub async fn run(
 ) {
     let started = tokio::time::Instant::now();
     let mut history = History::default();
+    // A page that just arrived is sent the map read for it, changed or not.
+    let mut arrived = false;
     loop {
         if followers.any() {
             if let Some(t) = &traffic {
                 history.push(started.elapsed().as_secs_f64(), t.cells());
             }
-            refresh(&client, &history, &publish).await;
+            refresh(&client, &history, &publish, arrived).await;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = followers.0.arrived.notified() => {}
+        arrived = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = followers.0.arrived.notified() => true,
             _ = stop.wait_for(|s| *s) => return,
-        }
+        };
     }
 }
 
-/// Reads the map, with the traffic in `history`, and publishes it if it changed.
-async fn refresh(client: &kube::Client, history: &History, publish: &watch::Sender<MapJson>) {
+/// Reads the map, with the traffic in `history`, and publishes it if it changed (or
+/// `always`).
+async fn refresh(
+    client: &kube::Client,
+    history: &History,
+    publish: &watch::Sender<MapJson>,
+    always: bool,
+) {
     let read = read(client).await;
     let json = match read.map(|m| serde_json::to_string(&m.with_traffic(history))) {
         Ok(Ok(json)) => json,
@@ -198,6 +206,6 @@ async fn refresh(client: &kube::Client, history: &History, publish: &watch::Send
         if changed {
             *cur = json.into();
         }
-        changed
+        changed || always
     });
 }

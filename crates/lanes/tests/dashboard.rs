@@ -203,6 +203,14 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
     );
     let mockb = b.send(json!({"do": "release", "id": "Rollout/default/rollouts-mockb", "contains": "Healthy", "ms": 5_000}));
     assert_eq!(mockb["controls"], json!(["pause"]), "{mockb}");
+    // In a phone-wide window, with the keyboard alone: the page does not scroll sideways,
+    // and Tab then Enter pauses rollouts-mockb.
+    let keys = b.send(json!({"do": "keys", "id": "Rollout/default/rollouts-mockb", "control": "pause", "width": 380}));
+    assert_eq!(keys["overflow"], 0, "{keys}");
+    assert_eq!(keys["outcome"], "rollout/rollouts-mockb paused", "{keys}");
+    let r: Value =
+        serde_json::from_str(&d.ok(&["get", "rollout", "rollouts-mockb", "-o", "json"])).unwrap();
+    assert_eq!(r["spec"]["strategy"]["paused"], true);
     b.send(json!({"do": "shot", "path": shots.join("releases-waiting.png")}));
     let clicked = b.send(json!({"do": "click", "id": id, "control": "approve"}));
     assert_eq!(

@@ -9,6 +9,8 @@
 //                                                  POST unless M is given)
 //   {"do":"path","lane":L,"trace":T}            -> {"said":S,"hops":[{service,version,fallback,depth}],"recent":[...]}
 //   {"do":"traffic"}                            -> {"rps":{cell:N},"text":{cell:S}}
+//   {"do":"keys","id":ID,"control":C,"width":W} -> {"tabs":N,"asked":S,"outcome":S,"overflow":N}
+//                                                  (a W px wide window; Tab to the control, Enter)
 //   {"do":"blank"}                              -> {} (away to about:blank)
 //   {"do":"shot","path":P}                      -> {}
 //   {"do":"quit"}
@@ -126,6 +128,27 @@ async function main() {
           }
           return { rps, text };
         }));
+      } else if (cmd.do === "keys") {
+        // A narrow window, and the keyboard alone: Tab to the control, Enter.
+        await page.setViewportSize({ width: cmd.width, height: 800 });
+        await page.evaluate(() => { document.getElementById("outcome").textContent = ""; document.activeElement.blur(); });
+        const target = `article[data-release="${cmd.id}"] button[data-control="${cmd.control}"]`;
+        let tabs = 0;
+        while (tabs < 300 && !(await page.evaluate((sel) => document.activeElement === document.querySelector(sel), target))) {
+          await page.keyboard.press("Tab");
+          tabs += 1;
+        }
+        let asked = null;
+        page.once("dialog", (d) => { asked = d.message(); d.accept(); });
+        await page.keyboard.press("Enter");
+        await page.waitForFunction(() => document.getElementById("outcome").textContent !== "",
+          null, { timeout: 15000 });
+        say({
+          tabs, asked,
+          outcome: await page.evaluate(() => document.getElementById("outcome").textContent),
+          overflow: await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth),
+        });
+        await page.setViewportSize({ width: 1100, height: 640 });
       } else if (cmd.do === "blank") {
         await page.goto("about:blank");
         say({});
