@@ -227,16 +227,7 @@ fn unrouted_release(ctx: &Ctx<'_>, l: &Loaded, r: &crate::rollout::Rollout) -> O
             .then(|| crate::mesh::deployment_template_labels(&o.object))
             .flatten()
     })?;
-    let mut canary = stable.clone();
-    if let Some(patch) = r
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .and_then(|c| c.patch_pod_template_metadata.as_ref())
-    {
-        canary.extend(patch.labels.clone());
-    }
+    let canary = r.canary_pod_labels(&stable);
     let services: Vec<&ServiceView> = ctx
         .services
         .iter()
