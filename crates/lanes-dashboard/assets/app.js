@@ -58,7 +58,10 @@ function trafficOf(t) {
   const words = [`${t.rps.toFixed(1)} rps`];
   if (t.success !== undefined) words.push(`${(t.success * 100).toFixed(1)}% ok`);
   if (t.p99Ms !== undefined) words.push(`p99 ≤ ${t.p99Ms} ms`);
-  return el("span", { class: "traffic", "data-rps": t.rps.toFixed(3) }, words.join(" · "), sparkline(t.chart));
+  const span = el("span", { class: "traffic", "data-rps": t.rps.toFixed(3) }, words.join(" · "), sparkline(t.chart));
+  // The window the figures are of (Unix seconds).
+  span.dataset.window = t.window.join(" ");
+  return span;
 }
 
 function cellOf(group, service, cell) {

@@ -168,14 +168,17 @@ pub async fn run(
     followers: Followers,
     mut stop: watch::Receiver<bool>,
 ) {
-    let started = tokio::time::Instant::now();
     let mut history = History::default();
     // A page that just arrived is sent the map read for it, changed or not.
     let mut arrived = false;
     loop {
         if followers.any() {
             if let Some(t) = &traffic {
-                history.push(started.elapsed().as_secs_f64(), t.cells());
+                // Unix time: a client can line its own counts up with the window.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                history.push(now, t.cells());
             }
             refresh(&client, &history, &publish, arrived).await;
         }

@@ -46,6 +46,8 @@ pub struct CellTraffic {
     /// Requests per second in each [`CHART_STEP_SECS`] of the last [`HISTORY_SECS`],
     /// oldest first (as far back as counted).
     pub chart: Vec<f64>,
+    /// The window the figures are of: from and to, in the readings' time (seconds).
+    pub window: [f64; 2],
 }
 
 /// The window the live figures are taken over.
@@ -64,7 +66,7 @@ pub struct History {
 }
 
 impl History {
-    /// Takes a reading at `at` (seconds on any steady clock).
+    /// Takes a reading at `at` (seconds on any clock; the dashboard's is Unix time).
     pub fn push(&mut self, at: f64, cells: Vec<CellCount>) {
         if self.readings.back().is_some_and(|(t, _)| at - t < 1.0) {
             return;
@@ -110,6 +112,7 @@ impl History {
             success: (total > 0).then(|| 1.0 - failures as f64 / total as f64),
             p99_ms: p99_ms(&buckets),
             chart: self.chart(&key),
+            window: [*then, *now],
         })
     }
 
@@ -169,6 +172,7 @@ mod tests {
         }
         let c = h.cell("mocka", "default", "canary").unwrap();
         assert!((c.rps - 20.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.window, [55.0, 60.0]);
         let success = c.success.unwrap();
         assert!((0.98..1.0).contains(&success), "{c:?}");
         // Most within 2.5 ms, some within 250 ms: the p99 is 250 ms.

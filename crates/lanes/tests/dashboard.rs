@@ -248,7 +248,7 @@ fn the_map_shows_the_seed_and_follows_a_new_canary_without_reloading() {
 #[test]
 fn the_maps_live_requests_per_second_agree_with_the_load_generator() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     settled(&d, 3);
@@ -256,43 +256,51 @@ fn the_maps_live_requests_per_second_agree_with_the_load_generator() {
     let mut b = Browser::start();
     b.send(json!({"do": "open", "url": format!("{}/ui/#token={}", d.api, token.trim())}));
     assert_eq!(b.wait("rollout/mocka/base", "v1", 10_000)["ok"], true);
-    // The load generator: 4 clients asking for the base lane, counting answers.
-    let (answered, stop) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicBool::new(false)),
-    );
+    // The load generator: 4 clients asking for the base lane, noting when each answer
+    // came (Unix seconds, the clock the page's window is in).
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (answered, stop, gw) = (answered.clone(), stop.clone(), d.gateway.clone());
+            let (stop, gw) = (stop.clone(), d.gateway.clone());
             std::thread::spawn(move || {
+                let mut answered = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let (status, _, _) = http_get(&gw, "/mock", &[("x-asm-prefer-tag", "base")]);
                     assert_eq!(status, 200);
-                    answered.fetch_add(1, Ordering::Relaxed);
+                    answered.push(unix());
                 }
+                answered
             })
         })
         .collect();
-    // Past the warm-up and a whole window, the generator's rate over the last 5 s beside
-    // the page's.
-    std::thread::sleep(Duration::from_secs(4));
-    let (n0, t0) = (answered.load(Ordering::Relaxed), std::time::Instant::now());
-    std::thread::sleep(Duration::from_secs(5));
-    let (n1, t1) = (answered.load(Ordering::Relaxed), std::time::Instant::now());
+    // Past the warm-up and a whole window: the page's figures beside the generator's
+    // answers in the same window.
+    std::thread::sleep(Duration::from_secs(9));
     let page = b.send(json!({"do": "traffic"}));
     stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let generated = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+    let answered: Vec<f64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     for svc in ["mocka", "mockb", "mockc"] {
         let cell = format!("rollout/{svc}/base");
         let shown = page["rps"][&cell]
             .as_f64()
             .unwrap_or_else(|| panic!("{cell}: {page}"));
+        let window = &page["window"][&cell];
+        let (from, to) = (window[0].as_f64().unwrap(), window[1].as_f64().unwrap());
+        let within = answered.iter().filter(|t| **t > from && **t <= to).count();
+        let generated = within as f64 / (to - from);
         let off = (shown - generated).abs() / generated;
         eprintln!(
-            "{cell}: the page shows {shown:.1} rps, the generator made {generated:.1} rps ({:.1}% off)",
+            "{cell}: the page shows {shown:.1} rps, the generator made {generated:.1} rps in the same {:.1} s ({:.1}% off)",
+            to - from,
             off * 100.0
         );
         assert!(

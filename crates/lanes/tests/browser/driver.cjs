@@ -8,7 +8,7 @@
 //   {"do":"post","path":P,"method":M}           -> {"status":N,"body":{...}} (with the page's token;
 //                                                  POST unless M is given)
 //   {"do":"path","lane":L,"trace":T}            -> {"said":S,"hops":[{service,version,fallback,depth}],"recent":[...]}
-//   {"do":"traffic"}                            -> {"rps":{cell:N},"text":{cell:S}}
+//   {"do":"traffic"}                            -> {"rps":{cell:N},"text":{cell:S},"window":{cell:[from,to]}}
 //   {"do":"keys","id":ID,"control":C,"width":W} -> {"tabs":N,"asked":S,"outcome":S,"overflow":N}
 //                                                  (a W px wide window; Tab to the control, Enter)
 //   {"do":"blank"}                              -> {} (away to about:blank)
@@ -121,12 +121,16 @@ async function main() {
         })));
       } else if (cmd.do === "traffic") {
         say(await page.evaluate(() => {
-          const rps = {}, text = {};
+          const rps = {}, text = {}, window = {};
           for (const td of document.querySelectorAll("td[data-cell]")) {
             const t = td.querySelector(".traffic");
-            if (t) { rps[td.dataset.cell] = parseFloat(t.dataset.rps); text[td.dataset.cell] = t.textContent; }
+            if (t) {
+              rps[td.dataset.cell] = parseFloat(t.dataset.rps);
+              text[td.dataset.cell] = t.textContent;
+              window[td.dataset.cell] = t.dataset.window.split(" ").map(parseFloat);
+            }
           }
-          return { rps, text };
+          return { rps, text, window };
         }));
       } else if (cmd.do === "keys") {
         // A narrow window, and the keyboard alone: Tab to the control, Enter.
