@@ -3,6 +3,8 @@
 //! lane asked for, the subset that served, the fallback taken and why, the status and
 //! the time. Pure: the caller reads the hops and finds the pods' versions.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 /// A hop record, as the data plane writes it.
@@ -86,23 +88,40 @@ pub struct ServiceHop {
     pub calls: Vec<ServiceHop>,
 }
 
+/// How deep a path is drawn: hop records are written from requests anyone can send
+/// through the gateway, so their parent links are followed this far at most.
+pub const MAX_DEPTH: usize = 64;
+
 /// The path of a request from its hops: each routing hop (the gateway's, a sidecar's
 /// outbound) with the inbound hop it reached, nested by the calls made from there.
-/// `version` gives a pod's version by namespace and name.
+/// `version` gives a pod's version by namespace and name. Each hop is drawn once, and
+/// no deeper than [`MAX_DEPTH`].
 pub fn request_path(
     hops: &[HopRecord],
     version: &dyn Fn(&str, &str) -> Option<String>,
 ) -> Vec<ServiceHop> {
     let mut sorted: Vec<&HopRecord> = hops.iter().collect();
     sorted.sort_by_key(|h| h.start_unix_nano);
-    let known = |span: &Option<String>| {
-        span.as_ref()
-            .is_some_and(|p| sorted.iter().any(|h| &h.span_id == p))
+    let mut tree = Tree {
+        children: HashMap::new(),
+        drawn: HashSet::new(),
+        version,
     };
+    for h in &sorted {
+        if let Some(parent) = &h.parent_span_id {
+            tree.children.entry(parent.as_str()).or_default().push(h);
+        }
+    }
+    let spans: HashSet<&str> = sorted.iter().map(|h| h.span_id.as_str()).collect();
     sorted
         .iter()
-        .filter(|h| is_routing(h) && !known(&h.parent_span_id))
-        .map(|h| service_hop(&sorted, h, version))
+        .filter(|h| is_routing(h))
+        .filter(|h| {
+            !h.parent_span_id
+                .as_deref()
+                .is_some_and(|p| spans.contains(p))
+        })
+        .filter_map(|h| tree.service_hop(h, 1))
         .collect()
 }
 
@@ -110,44 +129,52 @@ fn is_routing(h: &HopRecord) -> bool {
     h.role == "gateway" || h.role == "outbound"
 }
 
-/// The hops that continue span `span`.
-fn children<'a>(all: &[&'a HopRecord], span: &str) -> Vec<&'a HopRecord> {
-    all.iter()
-        .copied()
-        .filter(|h| h.parent_span_id.as_deref() == Some(span))
-        .collect()
+/// The hops by the span they continue, and those drawn so far.
+struct Tree<'a> {
+    children: HashMap<&'a str, Vec<&'a HopRecord>>,
+    drawn: HashSet<&'a str>,
+    version: &'a dyn Fn(&str, &str) -> Option<String>,
 }
 
-fn service_hop(
-    all: &[&HopRecord],
-    routing: &HopRecord,
-    version: &dyn Fn(&str, &str) -> Option<String>,
-) -> ServiceHop {
-    let namespace = routing.namespace.clone().unwrap_or_default();
-    let inbound = children(all, &routing.span_id)
-        .into_iter()
-        .find(|h| h.role == "inbound");
-    let pod = inbound.and_then(|i| i.pod.clone());
-    let calls = inbound
-        .map(|i| {
-            children(all, &i.span_id)
+impl<'a> Tree<'a> {
+    fn children(&self, span: &str) -> Vec<&'a HopRecord> {
+        self.children.get(span).cloned().unwrap_or_default()
+    }
+
+    /// The service `routing` reached and, below `MAX_DEPTH`, those it called; none when
+    /// the hop was drawn already.
+    fn service_hop(&mut self, routing: &'a HopRecord, depth: usize) -> Option<ServiceHop> {
+        if !self.drawn.insert(routing.span_id.as_str()) {
+            return None;
+        }
+        let namespace = routing.namespace.clone().unwrap_or_default();
+        let inbound = self
+            .children(&routing.span_id)
+            .into_iter()
+            .find(|h| h.role == "inbound");
+        let pod = inbound.and_then(|i| i.pod.clone());
+        let mut calls = Vec::new();
+        if let Some(i) = inbound.filter(|_| depth < MAX_DEPTH) {
+            for h in self
+                .children(&i.span_id)
                 .into_iter()
                 .filter(|h| is_routing(h))
-                .map(|h| service_hop(all, h, version))
-                .collect()
+            {
+                calls.extend(self.service_hop(h, depth + 1));
+            }
+        }
+        Some(ServiceHop {
+            service: routing.service.clone().unwrap_or_default(),
+            version: pod.as_deref().and_then(|p| (self.version)(&namespace, p)),
+            pod,
+            namespace,
+            lane: routing.lane.clone(),
+            subset: routing.subset.clone(),
+            fallback: routing.fallback.clone(),
+            status: routing.status,
+            ms: routing.duration_nano as f64 / 1e6,
+            calls,
         })
-        .unwrap_or_default();
-    ServiceHop {
-        service: routing.service.clone().unwrap_or_default(),
-        version: pod.as_deref().and_then(|p| version(&namespace, p)),
-        pod,
-        namespace,
-        lane: routing.lane.clone(),
-        subset: routing.subset.clone(),
-        fallback: routing.fallback.clone(),
-        status: routing.status,
-        ms: routing.duration_nano as f64 / 1e6,
-        calls,
     }
 }
 
@@ -243,6 +270,25 @@ mod tests {
         assert_eq!(path[0].pod.as_deref(), Some("mocka-canary-1"));
         assert_eq!(path[0].ms, 1.5);
         let listed = entries(&hops);
+        // A chain of hops deeper than the bound (links anyone can write through the
+        // gateway) is drawn down to the bound, without running out of stack.
+        let mut chain = Vec::new();
+        for i in 0..2_000u64 {
+            let parent = (i > 0).then(|| format!("in{}", i - 1));
+            chain.push(json!({"traceId": "t", "spanId": format!("out{i}"), "parentSpanId": parent,
+                "role": "outbound", "service": "s", "status": 200, "startUnixNano": 2 * i, "durationNano": 1}));
+            chain.push(json!({"traceId": "t", "spanId": format!("in{i}"), "parentSpanId": format!("out{i}"),
+                "role": "inbound", "status": 200, "startUnixNano": 2 * i + 1, "durationNano": 1}));
+        }
+        let chain: Vec<HopRecord> = serde_json::from_value(json!(chain)).unwrap();
+        let deep = request_path(&chain, &|_: &str, _: &str| None);
+        let mut depth = 0;
+        let mut at = deep.first();
+        while let Some(h) = at {
+            depth += 1;
+            at = h.calls.first();
+        }
+        assert_eq!(depth, MAX_DEPTH);
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].service, "mocka");
     }
