@@ -111,11 +111,13 @@ pub fn control(client: &Client, target: &str, ns: &str, control: Control) -> Res
         &patch,
         status,
     ))
-    .map_err(|e| {
-        anyhow!(
+    .map_err(|e| match status {
+        // Only the status write is guarded by the resourceVersion read.
+        true => anyhow!(
             "lanerelease/{name} changed meanwhile ({e}); run {} again",
             control.as_str()
-        )
+        ),
+        false => anyhow!("lanerelease/{name}: cannot {}: {e}", control.as_str()),
     })?;
     match control {
         Control::Undo => {
