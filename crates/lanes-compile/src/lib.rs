@@ -3,6 +3,7 @@
 //! ASM's flavor (what the article shows) or open-source Istio's, and (b) the
 //! [`RouteTable`] the Lanes data plane runs. No I/O.
 
+pub mod gateway_api;
 pub mod release;
 pub mod routes;
 
@@ -35,6 +36,9 @@ pub enum Flavor {
     /// Open-source Istio: header-matched routes per lane and a default route to the
     /// fallback lane.
     Istio,
+    /// Kubernetes Gateway API (mesh profile): HTTPRoutes with the service as parent and
+    /// a Service per lane (see [`gateway_api`]).
+    GatewayApi,
 }
 
 impl std::str::FromStr for Flavor {
@@ -43,7 +47,10 @@ impl std::str::FromStr for Flavor {
         match s {
             "asm" => Ok(Flavor::Asm),
             "istio" => Ok(Flavor::Istio),
-            other => Err(format!("unknown flavor {other:?}; use asm or istio")),
+            "gateway-api" => Ok(Flavor::GatewayApi),
+            other => Err(format!(
+                "unknown flavor {other:?}; use asm, istio or gateway-api"
+            )),
         }
     }
 }
@@ -74,6 +81,10 @@ pub enum Generated {
     VirtualService(VirtualService),
     /// A DestinationRule.
     DestinationRule(DestinationRule),
+    /// A Gateway API HTTPRoute (the `gateway-api` flavor).
+    HttpRoute(lanes_model::gateway_api::HttpRoute),
+    /// A Service standing for one lane's pods of a service (the `gateway-api` flavor).
+    Service(lanes_model::gateway_api::Service),
 }
 
 impl Generated {
@@ -82,14 +93,18 @@ impl Generated {
         match self {
             Generated::VirtualService(o) => &o.metadata,
             Generated::DestinationRule(o) => &o.metadata,
+            Generated::HttpRoute(o) => &o.metadata,
+            Generated::Service(o) => &o.metadata,
         }
     }
 
-    /// `VirtualService` or `DestinationRule`.
+    /// `VirtualService`, `DestinationRule`, `HTTPRoute` or `Service`.
     pub fn kind(&self) -> &str {
         match self {
             Generated::VirtualService(o) => &o.kind,
             Generated::DestinationRule(o) => &o.kind,
+            Generated::HttpRoute(o) => &o.kind,
+            Generated::Service(o) => &o.kind,
         }
     }
 
@@ -254,7 +269,7 @@ pub(crate) struct GroupCtx<'a> {
 fn generated_labels(group: &str, flavor: Flavor) -> SharedLabels {
     let provider = match flavor {
         Flavor::Asm => "asm",
-        Flavor::Istio => "lanes",
+        Flavor::Istio | Flavor::GatewayApi => "lanes",
     };
     Arc::new(BTreeMap::from([
         ("asm-system".to_string(), "true".to_string()),
@@ -329,7 +344,7 @@ impl GroupCtx<'_> {
                     },
                 }),
             ),
-            Flavor::Istio => {
+            Flavor::Istio | Flavor::GatewayApi => {
                 let subset = if has_lane || !self.permissive {
                     lane.to_string()
                 } else {
@@ -630,7 +645,7 @@ pub fn compile_group(
     // Per-service VirtualServices and DestinationRules.
     let mut service_vs = Vec::with_capacity(service_routes.len());
     let mut service_dr = Vec::with_capacity(service_routes.len());
-    let istio = emit == Emit::Everything;
+    let istio = emit == Emit::Everything && flavor != Flavor::GatewayApi;
     // Releases whose steps route traffic into a lane of the group.
     let mut releases = Vec::new();
     let hosts = if rule.hosts.is_empty() {
@@ -717,7 +732,9 @@ pub fn compile_group(
                 }],
                 ..Default::default()
             }],
-            Flavor::Istio => istio_service_routes(&ctx, input, svc, &host, fallback.as_deref()),
+            Flavor::Istio | Flavor::GatewayApi => {
+                istio_service_routes(&ctx, input, svc, &host, fallback.as_deref())
+            }
         };
         service_vs.push(ctx.virtual_service(
             format!(
@@ -756,6 +773,16 @@ pub fn compile_group(
         out.objects.extend(ingress_objects);
         out.objects.extend(service_vs);
         out.objects.extend(service_dr);
+    }
+    if emit == Emit::Everything && flavor == Flavor::GatewayApi {
+        let g = gateway_api::GroupRoutesRef {
+            group: input.name,
+            lanes: &input.lanes,
+            services: &service_routes,
+            ingress: &ingress,
+            releases: &releases,
+        };
+        gateway_api::objects(&ctx, mesh, &g, out);
     }
     out.routes.groups.push(GroupRoutes {
         name: input.name.to_string(),

@@ -70,7 +70,11 @@ fn snapshots_per_case_and_flavor() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
     for (name, paths) in cases() {
-        for (flavor, fname) in [(Flavor::Asm, "asm"), (Flavor::Istio, "istio")] {
+        for (flavor, fname) in [
+            (Flavor::Asm, "asm"),
+            (Flavor::Istio, "istio"),
+            (Flavor::GatewayApi, "gateway-api"),
+        ] {
             let out = render(&paths, flavor);
             let mut text = String::new();
             for (i, o) in out.objects.iter().enumerate() {

@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod events;
+pub mod gateway_api;
 pub mod hash;
 pub mod image;
 pub mod istio;

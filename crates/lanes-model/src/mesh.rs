@@ -22,12 +22,16 @@ pub struct ServiceView {
 }
 
 /// One port of a Service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
     /// The service port.
     pub port: u16,
     /// The container port it forwards to.
     pub target_port: u16,
+    /// The port's name.
+    pub name: Option<String>,
+    /// Its application protocol (`appProtocol`).
+    pub app_protocol: Option<String>,
 }
 
 impl ServiceView {
@@ -62,7 +66,12 @@ impl ServiceView {
                             ) => u16::try_from(*t).ok()?,
                             _ => port,
                         };
-                        Some(ServicePort { port, target_port })
+                        Some(ServicePort {
+                            port,
+                            target_port,
+                            name: p.name.clone(),
+                            app_protocol: p.app_protocol.clone(),
+                        })
                     })
                     .collect()
             })

@@ -1,6 +1,7 @@
 //! Shared helpers of the compiler's integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cel;
 pub mod openapi;
 
 use std::path::{Path, PathBuf};
