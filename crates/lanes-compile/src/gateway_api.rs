@@ -6,7 +6,8 @@
 //! Gateway, the route header set by a `RequestHeaderModifier` filter.
 //!
 //! Built from the route table the group compiled to, so this flavor routes exactly as
-//! the others do, up to what Gateway API cannot say (see [`limits`]).
+//! the others do, up to what Gateway API cannot say
+//! ([`lanes_model::gateway_api::unsaid`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -18,7 +19,6 @@ use lanes_model::gateway_api::{
     ValueMatch, ValueMatchType,
 };
 use lanes_model::istio::{GeneratedMeta, HttpMatchRequest, IstioObject, StringMatch};
-use lanes_model::lane::LaneGroupSpec;
 use lanes_model::mesh::ServiceView;
 
 use crate::{
@@ -628,27 +628,4 @@ fn value_match(name: &str, s: &StringMatch) -> Result<ValueMatch, String> {
         name: name.to_string(),
         value,
     })
-}
-
-/// What a lane group relies on that Gateway API cannot say, for `lanes lint`: ASM's
-/// fallback when the lane's own subset fails (permissive mode), the trace header that
-/// correlates a request's calls, and strict mode's routing by the caller's lane.
-pub fn limits(name: &str, spec: &LaneGroupSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    let pmc = spec.permissive_mode_configuration.as_ref();
-    if spec.is_permissive.unwrap_or(false) {
-        out.push(format!(
-            "lane group {name:?}: on a Gateway API mesh a lane without a service is routed to the fallback lane, but a lane whose pods fail is not (Gateway API has no fallback on failure)"
-        ));
-        if pmc.and_then(|p| p.trace_header.as_ref()).is_some() {
-            out.push(format!(
-                "lane group {name:?}: traceHeader is not carried out on a Gateway API mesh: nothing copies the route header to a request's downstream calls, so each service must propagate it"
-            ));
-        }
-    } else {
-        out.push(format!(
-            "lane group {name:?}: strict mode routes a call by the calling pod's lane; a Gateway API mesh matches only the route header, so each service must propagate it"
-        ));
-    }
-    out
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lane::LaneGroupSpec;
+
 /// The Gateway API's group.
 pub const GROUP: &str = "gateway.networking.k8s.io";
 /// The `apiVersion` of the Gateway API objects Lanes writes.
@@ -265,3 +267,30 @@ pub struct ServiceSpec {
 pub type HttpRoute = crate::istio::IstioObject<HttpRouteSpec>;
 /// A generated Service.
 pub type Service = crate::istio::IstioObject<ServiceSpec>;
+
+/// What a lane group relies on that Gateway API cannot say, as (field path, why), for
+/// `lanes lint --flavor gateway-api`: ASM's fallback when a lane's pods fail
+/// (permissive mode), the trace header that carries a request's lane to its downstream
+/// calls, and strict mode's routing by the calling pod's lane.
+pub fn unsaid(spec: &LaneGroupSpec) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let pmc = spec.permissive_mode_configuration.as_ref();
+    if spec.is_permissive.unwrap_or(false) {
+        out.push((
+            "spec.isPermissive",
+            "on a Gateway API mesh a lane without the service goes to the fallback lane, but a request whose lane's pods fail is not retried there: Gateway API has no fallback on failure".to_string(),
+        ));
+        if pmc.and_then(|p| p.trace_header.as_ref()).is_some() {
+            out.push((
+                "spec.permissiveModeConfiguration.traceHeader",
+                "not carried out on a Gateway API mesh: nothing joins a request's downstream calls to its lane by trace, so every service must pass the route header on".to_string(),
+            ));
+        }
+    } else {
+        out.push((
+            "spec.isPermissive",
+            "strict mode routes a call by the calling pod's lane; a Gateway API mesh matches only the route header, so every service must pass it on".to_string(),
+        ));
+    }
+    out
+}

@@ -56,6 +56,26 @@ pub fn lint(loaded: &[Loaded]) -> Vec<Diagnostic> {
     lint_for(loaded, Target::LanesUp)
 }
 
+/// Warnings for the lane groups among `loaded` written as Gateway API objects: what
+/// their settings ask that a Gateway API mesh cannot do.
+pub fn gateway_api_limits(loaded: &[Loaded]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for l in loaded {
+        if let Typed::LaneGroup(g) = &l.object.typed {
+            for (path, why) in crate::gateway_api::unsaid(&g.spec) {
+                out.push(Diagnostic::at(
+                    Severity::Warning,
+                    &l.source,
+                    Some(l.object.display_name()),
+                    Some(path.to_string()),
+                    why,
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Every cross-reference problem among `loaded` going to `target`.
 pub fn lint_for(loaded: &[Loaded], target: Target) -> Vec<Diagnostic> {
     let services: Vec<ServiceView> = loaded

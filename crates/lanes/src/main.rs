@@ -70,7 +70,7 @@ enum Command {
         /// Gateway listen address (used by the local runtime).
         #[arg(long, default_value = "127.0.0.1:8080")]
         gateway: SocketAddr,
-        /// Istio dialect of the generated objects.
+        /// What the lane groups are written as: `asm`, `istio` or `gateway-api`.
         #[arg(long, default_value = "asm")]
         flavor: lanes_compile::Flavor,
         /// Pod addresses come from this /16 of 127.0.0.0/8 (its first /24 is skipped).
@@ -210,7 +210,8 @@ enum Command {
         /// Files or directories of manifests (`.yaml`/`.yml`), `-` for standard input.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
-        /// Istio dialect: `asm` (fallback, $asm-label) or `istio` (open-source Istio).
+        /// What to write: `asm` (ASM's fallback, $asm-label), `istio` (open-source
+        /// Istio) or `gateway-api` (Gateway API HTTPRoutes and a Service per lane).
         #[arg(long, default_value = "asm")]
         flavor: lanes_compile::Flavor,
         /// Output format.
@@ -230,6 +231,10 @@ enum Command {
         /// `lanes up` runs, partition-style Rollouts, is then an error).
         #[arg(long)]
         cluster: bool,
+        /// The flavor the lane groups are written in; `gateway-api` also warns of what
+        /// a group asks that Gateway API cannot say.
+        #[arg(long, default_value = "asm")]
+        flavor: lanes_compile::Flavor,
     },
     /// Run the proxy standalone from a YAML file: its role, listeners, route table and
     /// endpoints (see the README for the format). Stops on SIGINT or SIGTERM.
@@ -272,7 +277,7 @@ enum Command {
     /// config, or KUBECONFIG). Replicas elect a leader on a Lease; stops cleanly on
     /// SIGINT or SIGTERM.
     Operator {
-        /// Istio dialect of the generated objects.
+        /// What the lane groups are written as: `asm`, `istio` or `gateway-api`.
         #[arg(long, default_value = "asm")]
         flavor: lanes_compile::Flavor,
         /// Metrics (`/metrics`) and health (`/healthz`, `/readyz`) listen address.
@@ -676,7 +681,11 @@ fn main() -> ExitCode {
             output,
             routes,
         } => offline::render(files, flavor, output, routes),
-        Command::Lint { ref files, cluster } => offline::lint(files, cluster),
+        Command::Lint {
+            ref files,
+            cluster,
+            flavor,
+        } => offline::lint(files, cluster, flavor),
         Command::Proxy {
             ref config,
             threads,

@@ -107,7 +107,7 @@ pub fn render(files: &[PathBuf], flavor: Flavor, format: Format, routes: bool) -
 }
 
 /// `lanes lint`, for a cluster or for `lanes up`.
-pub fn lint(files: &[PathBuf], cluster: bool) -> Result<ExitCode> {
+pub fn lint(files: &[PathBuf], cluster: bool, flavor: Flavor) -> Result<ExitCode> {
     let loaded = match load(files) {
         Ok(l) => l,
         Err(code) => return Ok(code),
@@ -116,7 +116,26 @@ pub fn lint(files: &[PathBuf], cluster: bool) -> Result<ExitCode> {
         true => lanes_model::lint::Target::Cluster,
         false => lanes_model::lint::Target::LanesUp,
     };
-    let diags = lanes_model::lint::lint_for(&loaded, target);
+    let mut diags = lanes_model::lint::lint_for(&loaded, target);
+    if flavor == Flavor::GatewayApi {
+        diags.extend(lanes_model::lint::gateway_api_limits(&loaded));
+        let objects: Vec<_> = loaded.iter().map(|l| &l.object).collect();
+        let pods = assumed_pods(objects.iter().copied());
+        let output = compile(&objects, &pods, flavor);
+        diags.extend(
+            output
+                .warnings
+                .into_iter()
+                .map(|w| lanes_model::Diagnostic {
+                    severity: lanes_model::Severity::Warning,
+                    file: "(gateway-api flavor)".to_string(),
+                    doc: None,
+                    object: None,
+                    path: None,
+                    message: w,
+                }),
+        );
+    }
     let mut stdout = std::io::stdout().lock();
     for d in &diags {
         writeln!(stdout, "{d}")?;

@@ -186,3 +186,41 @@ fn bad_input_exits_non_zero_with_a_located_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("no/such/file.yaml: cannot read"));
 }
+
+/// `lanes render --flavor gateway-api` writes HTTPRoutes and lane Services; `lanes lint
+/// --flavor gateway-api` warns, on the group's own fields, of what Gateway API cannot say
+/// (the seed is permissive with a trace header), and a strict group gets its own warning.
+#[test]
+fn gateway_api_flavor_renders_and_lint_warns_what_it_cannot_say() {
+    let out = lanes(
+        &["render", "--flavor", "gateway-api", "-f", "examples/seed/"],
+        None,
+    );
+    assert!(out.status.success());
+    let docs = yaml_stream(&String::from_utf8(out.stdout).unwrap());
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "HTTPRoute").count(), 5, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "Service").count(), 3, "{kinds:?}");
+
+    let out = lanes(
+        &["lint", "--flavor", "gateway-api", "-f", "examples/seed/"],
+        None,
+    );
+    assert!(out.status.success(), "warnings only");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].contains("ASMSwimLaneGroup/rollout: warning: spec.isPermissive: "));
+    assert!(lines[0].contains("no fallback on failure"));
+    assert!(lines[1].contains("spec.permissiveModeConfiguration.traceHeader: not carried out"));
+    // The same files for Istio: no such warning.
+    let out = lanes(&["lint", "-f", "examples/seed/"], None);
+    assert!(out.stdout.is_empty());
+
+    let text = std::fs::read_to_string(repo().join("examples/seed/20-lanes.yaml"))
+        .unwrap()
+        .replace("isPermissive: true", "isPermissive: false");
+    let out = lanes(&["lint", "--flavor", "gateway-api", "-f", "-"], Some(&text));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("strict mode routes a call by the calling pod's lane"), "{stdout}");
+}
