@@ -55,6 +55,53 @@ impl std::str::FromStr for Flavor {
     }
 }
 
+impl Flavor {
+    /// The kinds this flavor generates: the routes (which carry a release's traffic
+    /// share), then what they route to.
+    pub fn generated_kinds(self) -> [GeneratedKind; 2] {
+        match self {
+            Flavor::Asm | Flavor::Istio => [
+                GeneratedKind::istio("VirtualService"),
+                GeneratedKind::istio("DestinationRule"),
+            ],
+            Flavor::GatewayApi => [
+                GeneratedKind {
+                    group: lanes_model::gateway_api::GROUP,
+                    version: "v1",
+                    kind: "HTTPRoute",
+                },
+                GeneratedKind {
+                    group: "",
+                    version: "v1",
+                    kind: "Service",
+                },
+            ],
+        }
+    }
+}
+
+/// A kind of object the compiler generates: its API group, version and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GeneratedKind {
+    /// API group, empty for the core group.
+    pub group: &'static str,
+    /// Version.
+    pub version: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+}
+
+impl GeneratedKind {
+    /// An Istio kind, at the version generated objects carry.
+    pub const fn istio(kind: &'static str) -> GeneratedKind {
+        GeneratedKind {
+            group: "networking.istio.io",
+            version: "v1alpha3",
+            kind,
+        }
+    }
+}
+
 /// The `apiVersion` of generated Istio objects.
 pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
 

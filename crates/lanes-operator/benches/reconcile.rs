@@ -71,7 +71,13 @@ fn reconcile(c: &mut Criterion) {
     let mut writers = ["VirtualService", "DestinationRule"]
         .map(|kind| Writer::<DynamicObject>::new(istio_resource(kind)));
     let memo = Default::default();
-    let cache = GeneratedCache::new(writers[0].as_reader(), writers[1].as_reader(), memo);
+    let cache = GeneratedCache::new(
+        [
+            ("VirtualService", writers[0].as_reader()),
+            ("DestinationRule", writers[1].as_reader()),
+        ],
+        memo,
+    );
     let run = |group: &ASMSwimLaneGroup, held: &mut Held| {
         let compiled = held.compile(group).unwrap();
         let existing = Existing::Cached(&cache);

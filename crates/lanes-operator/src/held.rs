@@ -12,8 +12,8 @@ use std::sync::Arc;
 use kube::{Resource, ResourceExt};
 use lanes_compile::release::Releases;
 use lanes_compile::{
-    Emit, Flavor, Generated, GroupInput, Mesh, Output, compile_group, creation_second,
-    ingress_services,
+    Emit, Flavor, Generated, GeneratedKind, GroupInput, Mesh, Output, compile_group,
+    creation_second, ingress_services,
 };
 use lanes_model::lane::{ASMSwimLaneGroup, GROUP_LABEL, LaneGroupSpec, LaneSpec};
 use lanes_model::mesh::{PodIndex, PodView, ServiceIndex, ServiceView};
@@ -97,8 +97,10 @@ struct GroupMemo {
 }
 
 /// What a group compiles to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Compiled {
+    /// The kinds the flavor generates (those the objects below are of).
+    pub kinds: [GeneratedKind; 2],
     /// The objects generated, in the compiler's order.
     pub objects: Vec<Arc<Generated>>,
     /// What keeps the group from compiling (it or one of its lanes does not validate),
@@ -327,8 +329,10 @@ impl Held {
     pub fn compile(&mut self, group: &ASMSwimLaneGroup) -> Result<Compiled, Error> {
         let name = group.name_any();
         let mut compiled = Compiled {
+            kinds: self.flavor.generated_kinds(),
+            objects: Vec::new(),
+            invalid: Vec::new(),
             skipped: self.skipped(),
-            ..Default::default()
         };
         let memo = self.groups.remove(&name);
         let version = group.resource_version();

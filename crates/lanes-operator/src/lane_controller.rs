@@ -28,7 +28,7 @@ use crate::Error;
 use crate::backoff::{Failures, back_off};
 use crate::held::{Compiled, Held};
 use crate::lanes::{
-    Existing, GENERATED_SELECTOR, GeneratedCache, Memo, group_of, istio_resource, releases_of,
+    Existing, GENERATED_SELECTOR, GeneratedCache, Memo, generated_resource, group_of, releases_of,
     serves_lane_releases,
 };
 use crate::metrics::Metrics;
@@ -108,8 +108,9 @@ pub async fn run(
     // delete by someone else, or a re-list) wakes every group, in case the per-group
     // watch below woke its group before this cache held the change.
     let memo = Arc::new(Memo::default());
-    let [virtual_services, destination_rules] = ["VirtualService", "DestinationRule"].map(|kind| {
-        let ar = istio_resource(kind);
+    let kinds = config.flavor.generated_kinds();
+    let [routes, backends] = kinds.map(|generated| {
+        let (kind, ar) = (generated.kind, generated_resource(generated));
         let memo = memo.clone();
         w.cache_with(
             Api::<DynamicObject>::all_with(client.clone(), &ar),
@@ -129,8 +130,8 @@ pub async fn run(
         && ready(&rollouts, &mut stop_wait).await
         && ready(&deployments, &mut stop_wait).await
         && (!serves_lane_releases(&client).await || ready(&lane_releases, &mut stop_wait).await)
-        && ready(&virtual_services, &mut stop_wait).await
-        && ready(&destination_rules, &mut stop_wait).await;
+        && ready(&routes, &mut stop_wait).await
+        && ready(&backends, &mut stop_wait).await;
     if !cached {
         w.tasks.shutdown().await;
         return;
@@ -140,7 +141,12 @@ pub async fn run(
         watcher::Config::default(),
     )
     .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
-    let sweep = tokio::spawn(sweep_loop(client.clone(), config.resync, stop.clone()));
+    let sweep = tokio::spawn(sweep_loop(
+        client.clone(),
+        config.resync,
+        config.flavor,
+        stop.clone(),
+    ));
     let shared = Arc::new(Shared {
         client: client.clone(),
         services,
@@ -152,15 +158,15 @@ pub async fn run(
         dirty,
         held: Mutex::new(Held::new(config.flavor)),
         groups: controller.store(),
-        existing: GeneratedCache::new(virtual_services, destination_rules, memo),
+        existing: GeneratedCache::new([(kinds[0].kind, routes), (kinds[1].kind, backends)], memo),
         metrics,
         resync: config.resync,
         generated: Mutex::new(BTreeMap::new()),
         failures: Failures::new(),
     });
     let mut controller = controller.reconcile_all_on(notified(w.notify.clone()));
-    for kind in ["VirtualService", "DestinationRule"] {
-        let ar = istio_resource(kind);
+    for generated in kinds {
+        let ar = generated_resource(generated);
         controller = controller.watches_with(
             Api::<DynamicObject>::all_with(client.clone(), &ar),
             ar,
@@ -318,15 +324,20 @@ fn error_policy(g: Arc<ASMSwimLaneGroup>, e: &Error, s: Arc<Shared>) -> Action {
 /// Deletes what was generated for lane groups that are gone: woken by changes of
 /// groups and of generated objects (a reconcile that raced its group's deletion may
 /// apply an object after the group went), and at the resync period.
-async fn sweep_loop(client: Client, resync: Duration, mut stop: watch::Receiver<bool>) {
+async fn sweep_loop(
+    client: Client,
+    resync: Duration,
+    flavor: lanes_compile::Flavor,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut w = Watches::new(&stop);
     let groups = w.cache(
         Api::<ASMSwimLaneGroup>::all(client.clone()),
         slim_meta,
         |_| true,
     );
-    for kind in ["VirtualService", "DestinationRule"] {
-        let ar = istio_resource(kind);
+    for generated in flavor.generated_kinds() {
+        let ar = generated_resource(generated);
         w.trigger(
             Api::<DynamicObject>::all_with(client.clone(), &ar),
             watcher::Config::default().labels(GENERATED_SELECTOR),
@@ -336,7 +347,7 @@ async fn sweep_loop(client: Client, resync: Duration, mut stop: watch::Receiver<
     let mut wait = Duration::ZERO;
     while cached && next_round(&w.notify, wait, &mut stop).await {
         let names: BTreeSet<String> = groups.state().iter().map(|g| g.name_any()).collect();
-        wait = match crate::lanes::sweep(&client, &names).await {
+        wait = match crate::lanes::sweep(&client, &names, flavor).await {
             Ok(_) => resync,
             Err(e) => {
                 tracing::warn!(error = %e, "lane controller: objects of groups that are gone");

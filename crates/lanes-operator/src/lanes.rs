@@ -15,7 +15,7 @@ use kube::core::GroupVersionKind;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use lanes_compile::release::{ReleaseInput, Releases, Withdrawal};
-use lanes_compile::{Flavor, Generated};
+use lanes_compile::{Flavor, Generated, GeneratedKind};
 use lanes_model::lane::{ASMSwimLane, ASMSwimLaneGroup, GROUP_LABEL};
 use lanes_model::lane_release::LaneRelease;
 use lanes_model::rollout::Rollout;
@@ -50,11 +50,13 @@ pub fn generated_for(group: &str) -> String {
 }
 
 /// The API resource of a generated kind (`VirtualService`, `DestinationRule`).
-pub fn istio_resource(kind: &str) -> ApiResource {
-    let (group, version) = lanes_compile::ISTIO_API_VERSION
-        .split_once('/')
-        .unwrap_or(("networking.istio.io", "v1alpha3"));
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+pub fn istio_resource(kind: &'static str) -> ApiResource {
+    generated_resource(GeneratedKind::istio(kind))
+}
+
+/// The API resource of a kind the compiler generates.
+pub fn generated_resource(k: GeneratedKind) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(k.group, k.version, k.kind))
 }
 
 /// Reads the inputs (Services, Pods, lanes, Rollouts and their Deployments,
@@ -171,10 +173,8 @@ fn key_of(kind: &str, ns: &str, name: &str) -> String {
 /// The lane controller's watch caches of the objects it generated (those with the
 /// [`GENERATED_SELECTOR`] labels), and what it knows of them.
 pub struct GeneratedCache {
-    /// Generated VirtualServices.
-    pub virtual_services: Store<DynamicObject>,
-    /// Generated DestinationRules.
-    pub destination_rules: Store<DynamicObject>,
+    /// Per generated kind (by name), its cache.
+    stores: [(&'static str, Store<DynamicObject>); 2],
     memo: Arc<Memo>,
 }
 
@@ -266,25 +266,20 @@ impl Memo {
 }
 
 impl GeneratedCache {
-    /// The caches of generated VirtualServices and DestinationRules, and the memo their
-    /// watches consult.
+    /// The caches of the two generated kinds (VirtualServices and DestinationRules,
+    /// or HTTPRoutes and Services), and the memo their watches consult.
     pub fn new(
-        virtual_services: Store<DynamicObject>,
-        destination_rules: Store<DynamicObject>,
+        stores: [(&'static str, Store<DynamicObject>); 2],
         memo: Arc<Memo>,
     ) -> GeneratedCache {
-        GeneratedCache {
-            virtual_services,
-            destination_rules,
-            memo,
-        }
+        GeneratedCache { stores, memo }
     }
 
-    fn store(&self, kind: &str) -> &Store<DynamicObject> {
-        if kind == "VirtualService" {
-            &self.virtual_services
-        } else {
-            &self.destination_rules
+    /// The cache of generated objects of `kind`.
+    pub fn store(&self, kind: &str) -> &Store<DynamicObject> {
+        match &self.stores {
+            [(k, s), _] if *k == kind => s,
+            [_, (_, s)] => s,
         }
     }
 
@@ -366,7 +361,7 @@ pub async fn reconcile(client: &Client, flavor: Flavor) -> Result<Changes, Error
         }
     }
     let names: BTreeSet<String> = groups.iter().map(ResourceExt::name_any).collect();
-    all.deleted.extend(sweep(client, &names).await?);
+    all.deleted.extend(sweep(client, &names, flavor).await?);
     Ok(all)
 }
 
@@ -394,11 +389,11 @@ pub async fn reconcile_group(
             Existing::Listed => Arc::default(),
         };
         let mut learned = Learned::default();
-        for kind in ["VirtualService", "DestinationRule"] {
+        for kind in compiled.kinds {
             let desired: Vec<&Arc<Generated>> = compiled
                 .objects
                 .iter()
-                .filter(|g| g.kind() == kind)
+                .filter(|g| g.kind() == kind.kind)
                 .collect();
             let target = Target {
                 kind,
@@ -433,7 +428,7 @@ fn owned(mut v: Value, owner: Option<&OwnerReference>) -> Value {
 /// What one [`converge`] brings to its desired state: the objects of `kind` generated
 /// for `group`, owned by `owner`.
 struct Target<'a> {
-    kind: &'a str,
+    kind: GeneratedKind,
     group: &'a str,
     owner: Option<&'a OwnerReference>,
 }
@@ -446,7 +441,7 @@ async fn current(
 ) -> Result<Vec<Arc<DynamicObject>>, Error> {
     Ok(match existing {
         Existing::Listed => {
-            let ar = istio_resource(t.kind);
+            let ar = generated_resource(t.kind);
             Api::<DynamicObject>::all_with(client.clone(), &ar)
                 .list(&ListParams::default().labels(&generated_by(t.group)))
                 .await
@@ -457,7 +452,7 @@ async fn current(
                 .collect()
         }
         Existing::Cached(cache) => cache
-            .store(t.kind)
+            .store(t.kind.kind)
             .state()
             .into_iter()
             .filter(|o| group_of(&**o) == Some(t.group))
@@ -494,7 +489,7 @@ fn found_up_to_date(
     {
         return Ok(Some(was.clone()));
     }
-    let have = to_value(t.kind, current)?;
+    let have = to_value(t.kind.kind, current)?;
     let now = (
         version.to_string(),
         uid.map(str::to_string),
@@ -515,8 +510,8 @@ async fn converge(
     (before, learned): (&Found, &mut Learned),
     changes: &mut Changes,
 ) -> Result<(), Error> {
-    let ar = istio_resource(t.kind);
-    let kind = t.kind;
+    let ar = generated_resource(t.kind);
+    let kind = t.kind.kind;
     let objects = current(client, t, existing).await?;
     let current: HashMap<(&str, &str), &DynamicObject> =
         objects.iter().map(|o| (ns_name(o), &**o)).collect();
@@ -576,10 +571,14 @@ async fn converge(
 /// Deletes the generated objects of lane groups that are gone (not among `groups`):
 /// those the garbage collector did not take with their group, as objects generated
 /// before they carried an owner reference. Returns what it deleted.
-pub async fn sweep(client: &Client, groups: &BTreeSet<String>) -> Result<Vec<String>, Error> {
+pub async fn sweep(
+    client: &Client,
+    groups: &BTreeSet<String>,
+    flavor: Flavor,
+) -> Result<Vec<String>, Error> {
     let mut orphans = Vec::new();
-    for kind in ["VirtualService", "DestinationRule"] {
-        let ar = istio_resource(kind);
+    for generated in flavor.generated_kinds() {
+        let (kind, ar) = (generated.kind, generated_resource(generated));
         let existing = Api::<DynamicObject>::all_with(client.clone(), &ar)
             .list(&ListParams::default().labels(GENERATED_SELECTOR))
             .await

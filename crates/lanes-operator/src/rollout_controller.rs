@@ -65,9 +65,10 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) {
     let client = ctx.client.clone();
-    // The generated VirtualServices, where a release's routed share is read.
+    // The generated routes, where a release's routed share is read.
     let mut w = Watches::new(&stop);
-    let ar = crate::lanes::istio_resource("VirtualService");
+    ctx.routes = config.flavor.generated_kinds()[0];
+    let ar = crate::lanes::generated_resource(ctx.routes);
     let generated = w.cache_with(
         Api::<DynamicObject>::all_with(client.clone(), &ar),
         ar,

@@ -36,8 +36,10 @@ pub struct Context {
     pub samples: Arc<dyn Samples>,
     /// The client of `prometheus` analysis metrics.
     pub prometheus: Prometheus,
-    /// A watch cache of the generated VirtualServices, where the canary's routed share
-    /// is read (none: each reconcile lists them).
+    /// The kind of the generated routes (VirtualService, or HTTPRoute in the
+    /// `gateway-api` flavor), where the canary's routed share is read.
+    pub routes: lanes_compile::GeneratedKind,
+    /// A watch cache of those routes (none: each reconcile lists them).
     pub generated: Option<Store<DynamicObject>>,
 }
 
@@ -49,6 +51,7 @@ impl Context {
             client,
             samples: Arc::new(NoSamples),
             prometheus: Prometheus::new(None),
+            routes: lanes_compile::GeneratedKind::istio("VirtualService"),
             generated: None,
         }
     }
@@ -106,20 +109,22 @@ async fn routed_shares(ctx: &Context, rollout: &Rollout) -> Result<Vec<u32>, Err
     let listed: Vec<DynamicObject> = match &ctx.generated {
         Some(cache) => cache.state().iter().map(|o| o.as_ref().clone()).collect(),
         None => {
-            let ar = crate::lanes::istio_resource("VirtualService");
+            let ar = crate::lanes::generated_resource(ctx.routes);
             let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
             api.list(&ListParams::default().labels(crate::lanes::GENERATED_SELECTOR))
                 .await
-                .map_err(kube_err("list generated VirtualServices".to_string()))?
+                .map_err(kube_err(format!("list generated {}", ar.plural)))?
                 .items
         }
     };
     Ok(shares_of(&listed, &route))
 }
 
-/// The canary's share in each VirtualService routing release route `route`.
-fn shares_of(virtual_services: &[DynamicObject], route: &str) -> Vec<u32> {
-    virtual_services
+/// The canary's share in each generated route routing release route `route`: its rule
+/// of that name's first destination (a VirtualService's `http` route, an HTTPRoute's
+/// `rules` backend).
+fn shares_of(routes: &[DynamicObject], route: &str) -> Vec<u32> {
+    routes
         .iter()
         .filter(|vs| {
             vs.metadata
@@ -127,10 +132,13 @@ fn shares_of(virtual_services: &[DynamicObject], route: &str) -> Vec<u32> {
                 .as_deref()
                 .is_some_and(|n| n.ends_with(&format!("-{route}")))
         })
-        .filter_map(|vs| {
-            let http = vs.data.pointer("/spec/http")?.as_array()?;
-            let split = http.iter().find(|h| h["name"] == route)?;
-            let weight = split.pointer("/route/0/weight")?.as_u64()?;
+        .filter_map(|o| {
+            let (rules, first) = match o.data.pointer("/spec/http") {
+                Some(http) => (http, "/route/0/weight"),
+                None => (o.data.pointer("/spec/rules")?, "/backendRefs/0/weight"),
+            };
+            let split = rules.as_array()?.iter().find(|h| h["name"] == route)?;
+            let weight = split.pointer(first)?.as_u64()?;
             u32::try_from(weight).ok()
         })
         .collect()
@@ -757,5 +765,23 @@ mod tests {
         ];
         assert_eq!(shares_of(&listed, route), vec![20, 0]);
         assert!(shares_of(&listed[3..], route).is_empty());
+    }
+
+    #[test]
+    fn an_httproutes_release_rule_gives_the_share_too() {
+        let route = "release-default-rollouts-mocka";
+        let http_route: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "swimlane-ingress-route-a-release-default-rollouts-mocka",
+                         "namespace": "default"},
+            "spec": {"rules": [
+                {"name": "release-default-rollouts-mocka-matches",
+                 "backendRefs": [{"name": "mocka-canary", "port": 8000}]},
+                {"name": route, "backendRefs": [
+                    {"name": "mocka-canary", "port": 8000, "weight": 30},
+                    {"name": "mocka-base", "port": 8000, "weight": 70}]}]},
+        }))
+        .unwrap();
+        assert_eq!(shares_of(&[http_route], route), vec![30]);
     }
 }

@@ -195,6 +195,77 @@ async fn the_istio_flavor_rewrites_the_objects_as_plain_istio_runs_them() {
     assert!(changes.deleted.is_empty());
 }
 
+/// What the lane controller wrote in the `gateway-api` flavor: HTTPRoutes and the
+/// Services it labels as generated (the seed's own Services are not).
+fn generated_gateway_api(fake: &FakeApi) -> Vec<(String, String, String, Value, Value)> {
+    let mut out: Vec<_> = fake
+        .list("gateway.networking.k8s.io/v1", "HTTPRoute")
+        .into_iter()
+        .chain(fake.list("v1", "Service"))
+        .filter(|v| v["metadata"]["labels"]["asm-system"] == "true")
+        .map(|v| shown(&v))
+        .collect();
+    out.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    out
+}
+
+#[tokio::test]
+async fn the_gateway_api_flavor_is_written_by_server_side_apply_and_owned_by_the_group() {
+    let (fake, client) = seeded();
+    let changes = lanes_operator::lanes::reconcile(&client, Flavor::GatewayApi)
+        .await
+        .unwrap();
+    let mut want: Vec<_> = golden("seed.gateway-api.yaml")
+        .iter()
+        .filter(|v| v["kind"] == "HTTPRoute" || v["kind"] == "Service")
+        .map(shown)
+        .collect();
+    want.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    assert_eq!(want.len(), 8, "5 HTTPRoutes, 3 lane Services");
+    assert_eq!(generated_gateway_api(&fake), want);
+    assert_eq!(changes.applied.len(), 8, "{changes:?}");
+    assert!(fake.list(ISTIO, "VirtualService").is_empty());
+    let writes: Vec<_> = applies(&fake)
+        .into_iter()
+        .filter(|r| !r.path.ends_with("/status"))
+        .collect();
+    assert_eq!(writes.len(), 8);
+    let (routes, services): (Vec<_>, Vec<_>) = writes.iter().partition(|r| {
+        r.path
+            .starts_with("/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/")
+    });
+    assert_eq!(routes.len(), 5, "{writes:?}");
+    assert!(
+        services
+            .iter()
+            .all(|r| r.path.starts_with("/api/v1/namespaces/default/services/")),
+        "{services:?}"
+    );
+    for r in &writes {
+        assert_eq!(r.content_type, "application/apply-patch+yaml", "{r:?}");
+        assert!(r.query.contains("fieldManager=lanes") && r.query.contains("force=true"));
+    }
+    // Each is owned by the lane group, so it goes with it.
+    let uid = lane_group(&fake)["metadata"]["uid"].clone();
+    let route = fake
+        .get(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "default",
+            "trafficlabel-route-rollout-mocka-8000",
+        )
+        .unwrap();
+    assert_eq!(route["metadata"]["ownerReferences"][0]["uid"], uid);
+    assert_eq!(route["spec"]["parentRefs"][0]["kind"], "Service");
+    // Nothing changed: a second reconcile writes nothing.
+    fake.clear_requests();
+    let again = lanes_operator::lanes::reconcile(&client, Flavor::GatewayApi)
+        .await
+        .unwrap();
+    assert_eq!((again.applied.len(), again.unchanged), (0, 8));
+    assert!(applies(&fake).is_empty(), "{:?}", applies(&fake));
+}
+
 #[tokio::test]
 async fn a_new_canary_pod_adds_the_subset_and_a_removed_group_deletes_its_objects() {
     let (fake, client) = seeded();

@@ -199,8 +199,16 @@ fn gateway_api_flavor_renders_and_lint_warns_what_it_cannot_say() {
     assert!(out.status.success());
     let docs = yaml_stream(&String::from_utf8(out.stdout).unwrap());
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "HTTPRoute").count(), 5, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "Service").count(), 3, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "HTTPRoute").count(),
+        5,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Service").count(),
+        3,
+        "{kinds:?}"
+    );
 
     let out = lanes(
         &["lint", "--flavor", "gateway-api", "-f", "examples/seed/"],
@@ -222,5 +230,8 @@ fn gateway_api_flavor_renders_and_lint_warns_what_it_cannot_say() {
         .replace("isPermissive: true", "isPermissive: false");
     let out = lanes(&["lint", "--flavor", "gateway-api", "-f", "-"], Some(&text));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("strict mode routes a call by the calling pod's lane"), "{stdout}");
+    assert!(
+        stdout.contains("strict mode routes a call by the calling pod's lane"),
+        "{stdout}"
+    );
 }
