@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::analysis::{LaneEntry, Samples, external_values};
 use crate::backoff::Failures;
-use crate::lanes::{GENERATED_SELECTOR, generated_for, group_of, istio_resource};
+use crate::lanes::{GENERATED_SELECTOR, generated_for, generated_resource, group_of};
 use crate::metrics::Metrics;
 use crate::prometheus::Prometheus;
 use crate::run::Config;
@@ -36,6 +36,8 @@ use crate::{Error, is_not_found, kube_err};
 /// What every reconcile shares.
 struct Shared {
     client: Client,
+    /// The flavor of the lane controller's objects, where a lane's routes are read.
+    flavor: lanes_compile::Flavor,
     /// Where the lane's requests are counted (end-to-end analysis).
     samples: Arc<dyn Samples>,
     /// The client of `prometheus` analysis metrics.
@@ -65,6 +67,7 @@ pub async fn run(
     let client = ctx.client;
     let shared = Arc::new(Shared {
         client: client.clone(),
+        flavor: config.flavor,
         samples: ctx.samples,
         prometheus: ctx.prometheus,
         identity: config.identity.clone(),
@@ -73,7 +76,7 @@ pub async fn run(
         failures: Failures::new(),
     });
     let finishing = releases.clone();
-    let rules = istio_resource("DestinationRule");
+    let rules = generated_resource(config.flavor.generated_kinds()[1]);
     controller
         .watches(
             Api::<Rollout>::all(client.clone()),
@@ -200,6 +203,7 @@ pub async fn reconcile_named(
         .ok_or_else(|| Error::NotFound(format!("LaneRelease {ns}/{name}")))?;
     let s = Shared {
         client: ctx.client.clone(),
+        flavor: ctx.flavor,
         samples: ctx.samples.clone(),
         prometheus: ctx.prometheus.clone(),
         identity: "lanes-operator".into(),
@@ -236,7 +240,7 @@ async fn reconcile_once(
     let members = member_views(lr, &all, &rollouts.items, &deployments.items);
     let record = lr.status.as_ref().and_then(|st| st.analysis.as_ref());
     let external = external_values(&s.prometheus, lr.spec.analysis.as_ref(), record, now).await;
-    let routed_canaries = still_routed(client, lr, &ns, &members).await?;
+    let routed_canaries = still_routed(s, lr, &ns, &members).await?;
     let d = reconcile(&ReleaseObserved {
         release: lr,
         members,
@@ -272,10 +276,10 @@ async fn reconcile_once(
 }
 
 /// While `lr` finishes with its canaries still in the lane: the members whose canaries
-/// the lane's generated DestinationRules still hold (a subset named the lane, for a
-/// Service of theirs).
+/// the lane's generated objects still route to (a DestinationRule with a subset named
+/// the lane, or a lane Service `<svc>-<lane>`, for a Service of theirs).
 async fn still_routed(
-    client: &Client,
+    s: &Shared,
     lr: &LaneRelease,
     ns: &str,
     members: &[MemberView<'_>],
@@ -283,32 +287,24 @@ async fn still_routed(
     if !waits_for_withdrawal(lr) {
         return Ok(Vec::new());
     }
-    let ar = istio_resource("DestinationRule");
+    let client = &s.client;
+    let ar = generated_resource(s.flavor.generated_kinds()[1]);
     let lp = ListParams::default().labels(&generated_for(&lr.spec.lane_group));
-    let rules = match Api::<DynamicObject>::all_with(client.clone(), &ar)
+    let generated = match Api::<DynamicObject>::all_with(client.clone(), &ar)
         .list(&lp)
         .await
     {
         Ok(list) => list.items,
-        // No DestinationRule kind on the cluster: nothing routes to the canaries.
+        // No such kind on the cluster: nothing routes to the canaries.
         Err(e) if is_not_found(&e) => Vec::new(),
-        Err(e) => return Err(kube_err("list generated DestinationRules")(e)),
+        Err(e) => return Err(kube_err(format!("list generated {}", ar.plural))(e)),
     };
     let lane = lr.spec.lane.as_str();
-    let held: Vec<String> = rules
+    let held: Vec<String> = generated
         .iter()
-        .filter(|dr| {
-            dr.data
-                .pointer("/spec/subsets")
-                .and_then(serde_json::Value::as_array)
-                .is_some_and(|subsets| subsets.iter().any(|s| s["name"] == lane))
-        })
-        .filter_map(|dr| {
-            let host = dr.data.pointer("/spec/host")?.as_str()?;
-            let at = dr.metadata.namespace.as_deref().unwrap_or("default");
-            let (name, namespace) = parse_mesh_host(host, at)?;
-            (namespace == ns).then(|| name.to_string())
-        })
+        .filter_map(|o| lane_service_of(o, lane))
+        .filter(|(_, namespace)| namespace == ns)
+        .map(|(name, _)| name)
         .collect();
     if held.is_empty() {
         return Ok(Vec::new());
@@ -417,4 +413,54 @@ fn error_policy(lr: Arc<LaneRelease>, e: &Error, s: Arc<Shared>) -> Action {
     tracing::warn!(lanerelease = %format!("{}/{}", lr.namespace().unwrap_or_default(), lr.name_any()),
         error = %e, failures, retry_in = ?wait, "lane release controller");
     Action::requeue(wait)
+}
+
+/// The Service (name, namespace) whose pods in `lane` a generated object routes to: a
+/// DestinationRule's host when it has a subset named the lane; the service a lane
+/// Service `<svc>-<lane>` stands for.
+fn lane_service_of(o: &DynamicObject, lane: &str) -> Option<(String, String)> {
+    let at = o.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(subsets) = o.data.pointer("/spec/subsets") {
+        let has_lane = subsets
+            .as_array()
+            .is_some_and(|subsets| subsets.iter().any(|s| s["name"] == lane));
+        let host = o.data.pointer("/spec/host")?.as_str()?;
+        let (name, namespace) = parse_mesh_host(host, at)?;
+        return has_lane.then(|| (name.to_string(), namespace.to_string()));
+    }
+    let name = o.metadata.name.as_deref()?;
+    let svc = name.strip_suffix(lane)?.strip_suffix('-')?;
+    Some((svc.to_string(), at.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(v: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_lanes_service_is_read_from_a_destination_rule_or_a_lane_service() {
+        let dr = object(serde_json::json!({
+            "apiVersion": "networking.istio.io/v1alpha3", "kind": "DestinationRule",
+            "metadata": {"name": "trafficlabel-dr-g-default-mocka", "namespace": "istio-system"},
+            "spec": {"host": "mocka.default.svc.cluster.local",
+                     "subsets": [{"name": "base"}, {"name": "canary"}]}}));
+        assert_eq!(
+            lane_service_of(&dr, "canary"),
+            Some(("mocka".into(), "default".into()))
+        );
+        assert_eq!(lane_service_of(&dr, "dev"), None);
+        let svc = object(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "mock-a-canary", "namespace": "shop"},
+            "spec": {"selector": {"app": "mock-a"}}}));
+        assert_eq!(
+            lane_service_of(&svc, "canary"),
+            Some(("mock-a".into(), "shop".into()))
+        );
+        assert_eq!(lane_service_of(&svc, "base"), None);
+    }
 }

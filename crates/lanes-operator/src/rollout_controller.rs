@@ -67,8 +67,8 @@ pub async fn run(
     let client = ctx.client.clone();
     // The generated routes, where a release's routed share is read.
     let mut w = Watches::new(&stop);
-    ctx.routes = config.flavor.generated_kinds()[0];
-    let ar = crate::lanes::generated_resource(ctx.routes);
+    ctx.flavor = config.flavor;
+    let ar = crate::lanes::generated_resource(ctx.flavor.generated_kinds()[0]);
     let generated = w.cache_with(
         Api::<DynamicObject>::all_with(client.clone(), &ar),
         ar,

@@ -36,9 +36,9 @@ pub struct Context {
     pub samples: Arc<dyn Samples>,
     /// The client of `prometheus` analysis metrics.
     pub prometheus: Prometheus,
-    /// The kind of the generated routes (VirtualService, or HTTPRoute in the
-    /// `gateway-api` flavor), where the canary's routed share is read.
-    pub routes: lanes_compile::GeneratedKind,
+    /// The flavor of the generated objects: their routes (VirtualServices, or
+    /// HTTPRoutes) are where the canary's routed share is read.
+    pub flavor: lanes_compile::Flavor,
     /// A watch cache of those routes (none: each reconcile lists them).
     pub generated: Option<Store<DynamicObject>>,
 }
@@ -51,7 +51,7 @@ impl Context {
             client,
             samples: Arc::new(NoSamples),
             prometheus: Prometheus::new(None),
-            routes: lanes_compile::GeneratedKind::istio("VirtualService"),
+            flavor: lanes_compile::Flavor::default(),
             generated: None,
         }
     }
@@ -109,7 +109,7 @@ async fn routed_shares(ctx: &Context, rollout: &Rollout) -> Result<Vec<u32>, Err
     let listed: Vec<DynamicObject> = match &ctx.generated {
         Some(cache) => cache.state().iter().map(|o| o.as_ref().clone()).collect(),
         None => {
-            let ar = crate::lanes::generated_resource(ctx.routes);
+            let ar = crate::lanes::generated_resource(ctx.flavor.generated_kinds()[0]);
             let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
             api.list(&ListParams::default().labels(crate::lanes::GENERATED_SELECTOR))
                 .await
