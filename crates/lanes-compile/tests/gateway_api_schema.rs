@@ -1,5 +1,5 @@
 //! The `--flavor gateway-api` output against the Gateway API's own HTTPRoute CRD
-//! (`tests/data/gateway-api-httproutes.yaml`, v1.6.1), as an API server with Gateway
+//! (`crates/lanes-model/data/gateway-api/`, v1.6.1), as an API server with Gateway
 //! API installed checks it: defaults filled in, every field known (nothing pruned),
 //! every CEL rule reached holds. And each route's backends are Services the flavor
 //! writes, with the port they have.
@@ -16,8 +16,7 @@ use lanes_compile::{Flavor, Generated};
 use serde_json::{Value, json};
 
 fn schema() -> Value {
-    let crds =
-        yaml_values(&repo().join("crates/lanes-compile/tests/data/gateway-api-httproutes.yaml"));
+    let crds = yaml_values(&repo().join("crates/lanes-model/data/gateway-api/httproutes.yaml"));
     let crd = &crds[0];
     assert_eq!(crd["spec"]["names"]["kind"], "HTTPRoute");
     crd["spec"]["versions"]

@@ -13,6 +13,7 @@ pub mod lane_release;
 pub mod lint;
 pub mod mesh;
 pub mod object;
+pub mod openapi;
 pub mod partition;
 pub mod podlog;
 pub mod rollout;
