@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::Kind;
 use crate::lane::LaneGroupSpec;
 
 /// The Gateway API's group.
@@ -293,4 +298,67 @@ pub fn unsaid(spec: &LaneGroupSpec) -> Vec<(&'static str, String)> {
         ));
     }
     out
+}
+
+/// The `v1` OpenAPI schema of a Gateway API kind, from the CRDs Lanes carries
+/// (`data/gateway-api/`, v1.6.1); `None` for other kinds.
+pub fn schema(kind: Kind) -> Option<&'static Value> {
+    v1_version(kind)?.pointer("/schema/openAPIV3Schema")
+}
+
+/// The printer columns (`additionalPrinterColumns`) the CRD of a Gateway API kind
+/// declares for `v1`; empty for other kinds.
+pub fn printer_columns(kind: Kind) -> &'static [Value] {
+    v1_version(kind)
+        .and_then(|v| v.get("additionalPrinterColumns"))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The `v1` entry of `spec.versions` of a Gateway API kind's CRD.
+fn v1_version(kind: Kind) -> Option<&'static Value> {
+    static VERSIONS: OnceLock<[Value; 3]> = OnceLock::new();
+    let [gateway, http, grpc] = VERSIONS.get_or_init(|| {
+        [
+            v1_of(include_str!("../data/gateway-api/gateways.yaml")),
+            v1_of(include_str!("../data/gateway-api/httproutes.yaml")),
+            v1_of(include_str!("../data/gateway-api/grpcroutes.yaml")),
+        ]
+    });
+    match kind {
+        Kind::KubeGateway => Some(gateway),
+        Kind::HttpRoute => Some(http),
+        Kind::GrpcRoute => Some(grpc),
+        _ => None,
+    }
+}
+
+/// The `v1` version of the CRD in `text` (null were the carried file unreadable; a
+/// unit test reads each).
+fn v1_of(text: &str) -> Value {
+    let crd: Value = serde_saphyr::from_str(text).unwrap_or(Value::Null);
+    crd.pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().find(|v| v["name"] == "v1"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_carried_crd_gives_its_v1_schema() {
+        for kind in [Kind::KubeGateway, Kind::HttpRoute, Kind::GrpcRoute] {
+            let s = schema(kind).unwrap();
+            assert_eq!(s["type"], "object", "{kind:?}");
+            assert!(
+                s.pointer("/properties/spec/properties").is_some(),
+                "{kind:?}"
+            );
+            assert!(!printer_columns(kind).is_empty(), "{kind:?}");
+        }
+        assert!(schema(Kind::VirtualService).is_none());
+    }
 }

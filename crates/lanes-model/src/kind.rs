@@ -20,6 +20,12 @@ pub enum Kind {
     VirtualService,
     /// Istio DestinationRule.
     DestinationRule,
+    /// Gateway API Gateway (`gateway.networking.k8s.io`; the same kind name as Istio's).
+    KubeGateway,
+    /// Gateway API HTTPRoute.
+    HttpRoute,
+    /// Gateway API GRPCRoute.
+    GrpcRoute,
     /// ASM lane group (`ASMSwimLaneGroup`), cluster-scoped.
     LaneGroup,
     /// ASM lane (`ASMSwimLane`), cluster-scoped.
@@ -56,10 +62,13 @@ pub struct KindInfo {
 }
 
 const ISTIO_VERSIONS: &[&str] = &["v1alpha3", "v1beta1", "v1"];
+const GATEWAY_API: &str = "gateway.networking.k8s.io";
+/// The versions the standard-channel CRDs serve (v1beta1 only as a deprecated alias).
+const GATEWAY_API_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 impl Kind {
     /// Every kind, in the order `lanes get all` and listings use.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Service,
         Kind::Pod,
         Kind::Deployment,
@@ -67,6 +76,9 @@ impl Kind {
         Kind::Gateway,
         Kind::VirtualService,
         Kind::DestinationRule,
+        Kind::KubeGateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
         Kind::LaneGroup,
         Kind::Lane,
         Kind::Rollout,
@@ -140,6 +152,33 @@ impl Kind {
                 accepted_versions: ISTIO_VERSIONS,
                 plural: "destinationrules",
                 short_names: &["dr"],
+                namespaced: true,
+            },
+            Kind::KubeGateway => KindInfo {
+                name: "Gateway",
+                group: GATEWAY_API,
+                version: "v1",
+                accepted_versions: GATEWAY_API_VERSIONS,
+                plural: "gateways",
+                short_names: &["gtw"],
+                namespaced: true,
+            },
+            Kind::HttpRoute => KindInfo {
+                name: "HTTPRoute",
+                group: GATEWAY_API,
+                version: "v1",
+                accepted_versions: GATEWAY_API_VERSIONS,
+                plural: "httproutes",
+                short_names: &[],
+                namespaced: true,
+            },
+            Kind::GrpcRoute => KindInfo {
+                name: "GRPCRoute",
+                group: GATEWAY_API,
+                version: "v1",
+                accepted_versions: &["v1"],
+                plural: "grpcroutes",
+                short_names: &[],
                 namespaced: true,
             },
             Kind::LaneGroup => KindInfo {
@@ -228,9 +267,29 @@ impl Kind {
         }
     }
 
-    /// The kind named by `kind:`, whatever its version.
+    /// The kind named by `kind:`, whatever its group and version; where two groups
+    /// share a name (`Gateway`), the first (Istio's). Use [`Kind::from_api`] when the
+    /// `apiVersion` is known.
     pub fn from_kind_name(kind: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == kind)
+    }
+
+    /// The kind named by `kind:` in the group of `api_version`; when no kind of that
+    /// name is in that group, the one [`Kind::from_kind_name`] gives (so a wrong
+    /// version is reported against it).
+    pub fn from_api(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, _) = split_api_version(api_version);
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind && k.info().group == group)
+            .or_else(|| Kind::from_kind_name(kind))
+    }
+
+    /// The kind of an object's JSON, by its `apiVersion` and `kind`.
+    pub fn of_value(v: &serde_json::Value) -> Option<Kind> {
+        let kind = v.get("kind")?.as_str()?;
+        let api_version = v.get("apiVersion").and_then(serde_json::Value::as_str);
+        Kind::from_api(api_version.unwrap_or_default(), kind)
     }
 
     /// Checks an `apiVersion` against this kind; `Err` says what is accepted.

@@ -87,6 +87,12 @@ pub enum Typed {
     VirtualService(Box<IstioInput<VirtualServiceSpec>>),
     /// An Istio DestinationRule.
     DestinationRule(Box<IstioInput<DestinationRuleSpec>>),
+    /// A Gateway API Gateway (its spec as stored; checked against the CRD's schema).
+    KubeGateway(Box<IstioInput<Value>>),
+    /// A Gateway API HTTPRoute.
+    HttpRoute(Box<IstioInput<crate::gateway_api::HttpRouteSpec>>),
+    /// A Gateway API GRPCRoute (its spec as stored; checked against the CRD's schema).
+    GrpcRoute(Box<IstioInput<Value>>),
     /// A lane group.
     LaneGroup(Box<ASMSwimLaneGroup>),
     /// A lane.
@@ -248,7 +254,7 @@ impl Object {
         };
         let api_version = required_str(obj, "apiVersion").map_err(|e| vec![e])?;
         let kind_name = required_str(obj, "kind").map_err(|e| vec![e])?;
-        let kind = Kind::from_kind_name(kind_name).ok_or_else(|| {
+        let kind = Kind::from_api(api_version, kind_name).ok_or_else(|| {
             let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
             vec![FieldError::new(
                 "kind",
@@ -312,6 +318,15 @@ impl Object {
         if is_events_v1 {
             crate::events::to_core(&mut raw);
         }
+        // A Gateway API object takes its CRD's defaults, and is checked against its
+        // schema (fields, patterns, CEL rules) as an API server with the CRDs would.
+        if let Some(schema) = crate::gateway_api::schema(kind) {
+            crate::openapi::defaulted(schema, &mut raw);
+            let errors = crate::openapi::check_with(schema, &raw, &crate::openapi::cel_holds);
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+        }
 
         let typed = match kind {
             Kind::Service => Typed::Service(Box::new(typed(&raw).map_err(|e| vec![e])?)),
@@ -325,6 +340,9 @@ impl Object {
             Kind::DestinationRule => {
                 Typed::DestinationRule(Box::new(typed(&raw).map_err(|e| vec![e])?))
             }
+            Kind::KubeGateway => Typed::KubeGateway(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::HttpRoute => Typed::HttpRoute(Box::new(typed(&raw).map_err(|e| vec![e])?)),
+            Kind::GrpcRoute => Typed::GrpcRoute(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::LaneGroup => Typed::LaneGroup(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Lane => Typed::Lane(Box::new(typed(&raw).map_err(|e| vec![e])?)),
             Kind::Rollout => Typed::Rollout(Box::new(typed(&raw).map_err(|e| vec![e])?)),

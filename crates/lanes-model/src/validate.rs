@@ -16,6 +16,8 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
     }
     check_labels(&mut errs, "metadata.labels", &object.labels());
     match &object.typed {
+        // Checked against their CRDs' schemas as they are decoded.
+        Typed::KubeGateway(_) | Typed::HttpRoute(_) | Typed::GrpcRoute(_) => {}
         Typed::Service(svc) => {
             let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
             match ports {

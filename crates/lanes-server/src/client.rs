@@ -378,10 +378,7 @@ impl Client {
 
     /// Creates an object.
     pub async fn create(&self, object: &Value) -> Result<Value, ClientError> {
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .and_then(Kind::from_kind_name)
+        let kind = Kind::of_value(object)
             .ok_or_else(|| ClientError::Decode("object has no known kind".into()))?;
         let ns = object
             .pointer("/metadata/namespace")
@@ -501,10 +498,7 @@ struct ApplyTarget {
 impl ApplyTarget {
     fn of(o: &Value) -> Result<ApplyTarget, String> {
         let described = lanes_model::object::describe_value(o).unwrap_or_else(|| "object".into());
-        let kind = o
-            .get("kind")
-            .and_then(Value::as_str)
-            .and_then(Kind::from_kind_name)
+        let kind = Kind::of_value(o)
             .ok_or_else(|| format!("{described}: kind: not a kind Lanes serves"))?;
         let name = o
             .pointer("/metadata/name")

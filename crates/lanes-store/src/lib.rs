@@ -200,7 +200,7 @@ pub fn storage_key(key: &ObjectKey) -> String {
 
 /// The key of a stored object's JSON.
 pub fn key_of_value(v: &Value) -> Option<ObjectKey> {
-    let kind = Kind::from_kind_name(v.get("kind")?.as_str()?)?;
+    let kind = Kind::of_value(v)?;
     let meta = v.get("metadata")?;
     Some(ObjectKey {
         kind,

@@ -234,7 +234,7 @@ fn resource_of(v: &Value) -> (String, String, bool) {
     } else {
         format!("/api/{api_version}")
     };
-    let (plural, namespaced) = match lanes_model::Kind::from_kind_name(kind) {
+    let (plural, namespaced) = match lanes_model::Kind::from_api(api_version, kind) {
         Some(k) => (k.info().plural.to_string(), k.namespaced()),
         None => match kind {
             "Lease" => ("leases".to_string(), true),

@@ -107,6 +107,16 @@ impl Resource {
                 out.push(stored(kind, ISTIO, version));
             }
         }
+        for version in ["v1", "v1beta1"] {
+            for kind in [Kind::KubeGateway, Kind::HttpRoute] {
+                out.push(stored(kind, lanes_model::gateway_api::GROUP, version));
+            }
+        }
+        out.push(stored(
+            Kind::GrpcRoute,
+            lanes_model::gateway_api::GROUP,
+            "v1",
+        ));
         for kind in [Kind::LaneGroup, Kind::Lane] {
             out.push(stored(kind, "istio.alibabacloud.com", "v1"));
         }
@@ -242,6 +252,7 @@ impl Resource {
             Kind::Gateway | Kind::VirtualService | Kind::DestinationRule => {
                 &["istio-io", "networking-istio-io"]
             }
+            Kind::KubeGateway | Kind::HttpRoute | Kind::GrpcRoute => &["gateway-api"],
             _ => &[],
         }
     }
@@ -257,7 +268,10 @@ impl Resource {
                 | Kind::Namespace
                 | Kind::Rollout
                 | Kind::LaneRelease
-                | Kind::LaneGroup,
+                | Kind::LaneGroup
+                | Kind::KubeGateway
+                | Kind::HttpRoute
+                | Kind::GrpcRoute,
                 Form::Stored,
             ) => &[Sub::Status],
             _ => &[],

@@ -579,6 +579,9 @@ fn patch_kind(r: &Resource, headers: &HeaderMap) -> ApiResult<Patch> {
         Kind::Gateway
             | Kind::VirtualService
             | Kind::DestinationRule
+            | Kind::KubeGateway
+            | Kind::HttpRoute
+            | Kind::GrpcRoute
             | Kind::LaneGroup
             | Kind::Lane
             | Kind::Rollout

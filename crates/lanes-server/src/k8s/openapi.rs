@@ -96,7 +96,7 @@ fn refs_in(schema: &Value, out: &mut Vec<String>) {
 
 /// The CRD `openAPIV3Schema` of one of Lanes' kinds, its metadata typed as ObjectMeta.
 fn crd_schema(kind: Kind) -> Value {
-    let mut schema = lanes_model::crds()
+    let schema = lanes_model::crds()
         .into_iter()
         .find(|c| c.pointer("/spec/names/kind").and_then(Value::as_str) == Some(kind.name()))
         .and_then(|c| {
@@ -104,6 +104,19 @@ fn crd_schema(kind: Kind) -> Value {
                 .cloned()
         })
         .unwrap_or_else(|| json!({"type": "object"}));
+    with_object_fields(schema)
+}
+
+/// A Gateway API kind: the schema of the Gateway API's own CRD.
+fn gateway_api_schema(kind: Kind) -> Value {
+    let schema = lanes_model::gateway_api::schema(kind)
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    with_object_fields(schema)
+}
+
+/// A CRD's schema with `metadata` as ObjectMeta and `apiVersion`/`kind` described.
+fn with_object_fields(mut schema: Value) -> Value {
     schema["properties"]["metadata"] =
         json!({"$ref": format!("#/components/schemas/{OBJECT_META}")});
     schema["properties"]["apiVersion"] = json!({"type": "string",
@@ -167,6 +180,9 @@ fn schemas(group: &str, version: &str) -> Map<String, Value> {
             }
             Kind::LaneGroup | Kind::Lane | Kind::Rollout | Kind::LaneRelease => {
                 own.insert(schema_name(r), crd_schema(r.kind));
+            }
+            Kind::KubeGateway | Kind::HttpRoute | Kind::GrpcRoute => {
+                own.insert(schema_name(r), gateway_api_schema(r.kind));
             }
         }
     }

@@ -402,6 +402,9 @@ fn columns(kind: Kind) -> Vec<Column> {
         Kind::Gateway | Kind::VirtualService | Kind::DestinationRule => {
             crd_columns(&istio_printer(kind))
         }
+        Kind::KubeGateway | Kind::HttpRoute | Kind::GrpcRoute => {
+            crd_columns(lanes_model::gateway_api::printer_columns(kind))
+        }
         Kind::LaneGroup | Kind::Lane | Kind::Rollout | Kind::LaneRelease => {
             crd_columns(&lanes_printer(kind))
         }
