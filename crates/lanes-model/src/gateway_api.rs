@@ -361,4 +361,227 @@ mod tests {
         }
         assert!(schema(Kind::VirtualService).is_none());
     }
+
+    struct Mesh;
+    impl Refs for Mesh {
+        fn service_ports(&self, ns: &str, name: &str) -> Option<Vec<u16>> {
+            (ns == "m" && ["echo", "echo-v1"].contains(&name)).then(|| vec![80, 8080])
+        }
+        fn gateway(&self, ns: &str, name: &str) -> bool {
+            (ns, name) == ("infra", "gw")
+        }
+    }
+
+    fn route(backends: serde_json::Value) -> Value {
+        serde_json::json!({
+            "apiVersion": API_VERSION, "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "m", "generation": 3},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80},
+                                    {"group": GROUP, "kind": "Gateway", "name": "gw", "namespace": "infra"},
+                                    {"group": "", "kind": "Service", "name": "nope"}],
+                     "rules": [{"backendRefs": backends}]}})
+    }
+
+    #[test]
+    fn a_routes_status_names_each_parent_and_the_backend_that_does_not_resolve() {
+        let good = route(serde_json::json!([{"name": "echo-v1", "port": 8080}]));
+        let status = route_status(&good, &Mesh, "2026-12-05T00:00:00Z");
+        let parents = status["parents"].as_array().unwrap();
+        assert_eq!(parents.len(), 3);
+        let cond = |p: usize, t: &str| {
+            parents[p]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(parents[0]["controllerName"], CONTROLLER_NAME);
+        assert_eq!(cond(0, "Accepted")["reason"], "Pending");
+        assert_eq!(cond(1, "Accepted")["reason"], "Pending");
+        assert_eq!(cond(2, "Accepted")["reason"], "NoMatchingParent");
+        assert_eq!(cond(0, "ResolvedRefs")["status"], "True");
+        assert_eq!(cond(0, "ResolvedRefs")["observedGeneration"], 3);
+
+        for (backends, message) in [
+            (
+                serde_json::json!([{"name": "echo-v3", "port": 80}]),
+                "Service m/echo-v3 not found",
+            ),
+            (
+                serde_json::json!([{"name": "echo-v1", "port": 9}]),
+                "has no port 9",
+            ),
+        ] {
+            let s = route_status(&route(backends), &Mesh, "2026-12-05T00:00:00Z");
+            let c = &s["parents"][0]["conditions"][1];
+            assert_eq!(
+                (c["type"].as_str(), c["status"].as_str()),
+                (Some("ResolvedRefs"), Some("False"))
+            );
+            assert_eq!(c["reason"], "BackendNotFound");
+            assert!(c["message"].as_str().unwrap().contains(message), "{c}");
+        }
+
+        // Written again with nothing changed, the transition times stay.
+        let mut again = good.clone();
+        again["status"] = status.clone();
+        assert_eq!(route_status(&again, &Mesh, "2026-12-06T00:00:00Z"), status);
+    }
+}
+
+/// The controller name Lanes writes in a route's `status.parents`.
+pub const CONTROLLER_NAME: &str = "lanes.dev/gateway-controller";
+
+/// What a route's references are checked against: the Services (their ports) and the
+/// Gateways that exist.
+pub trait Refs {
+    /// The ports of Service `namespace/name`, or `None` when there is no such Service.
+    fn service_ports(&self, namespace: &str, name: &str) -> Option<Vec<u16>>;
+    /// Whether Gateway `namespace/name` (`gateway.networking.k8s.io`) exists.
+    fn gateway(&self, namespace: &str, name: &str) -> bool;
+}
+
+/// One condition of a route's parent status, before its timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// `Accepted` or `ResolvedRefs`.
+    pub kind: &'static str,
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    /// Why, as one of the Gateway API's reasons.
+    pub reason: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+/// A parent's `Accepted` condition: whether it exists. Lanes' data plane runs lane
+/// groups from its own route table and does not yet route by HTTPRoutes or
+/// GRPCRoutes, so an existing parent leaves the route `Unknown`/`Pending`, saying so,
+/// rather than claiming it is programmed.
+pub fn accepted(parent: &Value, route_ns: &str, refs: &dyn Refs) -> Condition {
+    let name = parent["name"].as_str().unwrap_or_default();
+    let ns = parent["namespace"].as_str().unwrap_or(route_ns);
+    let (kind, found) = match (parent["group"].as_str(), parent["kind"].as_str()) {
+        (Some(""), Some("Service")) => ("Service", refs.service_ports(ns, name).is_some()),
+        (Some(GROUP) | None, Some("Gateway") | None) => ("Gateway", refs.gateway(ns, name)),
+        _ => {
+            return Condition {
+                kind: "Accepted",
+                status: "False",
+                reason: "NoMatchingParent",
+                message: "a route attaches to a Service or a Gateway only".into(),
+            };
+        }
+    };
+    if !found {
+        return Condition {
+            kind: "Accepted",
+            status: "False",
+            reason: "NoMatchingParent",
+            message: format!("no {kind} {ns}/{name}"),
+        };
+    }
+    Condition {
+        kind: "Accepted",
+        status: "Unknown",
+        reason: "Pending",
+        message: "stored and checked; Lanes' data plane does not route by Gateway API routes yet (lane groups are routed from its own route table)".into(),
+    }
+}
+
+/// The route's `ResolvedRefs` condition: every backend is a Service that exists and
+/// has the port named; else the first that is not, and why.
+pub fn resolved_refs(route: &Value, route_ns: &str, refs: &dyn Refs) -> Condition {
+    let rules = route.pointer("/spec/rules").and_then(Value::as_array);
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let backends = rule["backendRefs"].as_array().into_iter().flatten();
+        for (j, b) in backends.enumerate() {
+            let at = format!("spec.rules[{i}].backendRefs[{j}]");
+            let group = b["group"].as_str().unwrap_or_default();
+            let kind = b["kind"].as_str().unwrap_or("Service");
+            if !group.is_empty() || kind != "Service" {
+                return Condition {
+                    kind: "ResolvedRefs",
+                    status: "False",
+                    reason: "InvalidKind",
+                    message: format!("{at}: {kind} ({group}) is no Service"),
+                };
+            }
+            let name = b["name"].as_str().unwrap_or_default();
+            let ns = b["namespace"].as_str().unwrap_or(route_ns);
+            let port = b["port"].as_u64();
+            let message = match refs.service_ports(ns, name) {
+                None => format!("{at}: Service {ns}/{name} not found"),
+                Some(ports) if port.is_some_and(|p| !ports.iter().any(|q| u64::from(*q) == p)) => {
+                    format!(
+                        "{at}: Service {ns}/{name} has no port {}",
+                        port.unwrap_or_default()
+                    )
+                }
+                Some(_) => continue,
+            };
+            return Condition {
+                kind: "ResolvedRefs",
+                status: "False",
+                reason: "BackendNotFound",
+                message,
+            };
+        }
+    }
+    Condition {
+        kind: "ResolvedRefs",
+        status: "True",
+        reason: "ResolvedRefs",
+        message: "every backend is a Service with the port named".into(),
+    }
+}
+
+/// A route's `status` as a Gateway API implementation writes it: per parent, its
+/// conditions, each keeping its `lastTransitionTime` from `previous` while it holds.
+pub fn route_status(route: &Value, refs: &dyn Refs, now: &str) -> Value {
+    let ns = route
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let generation = route.pointer("/metadata/generation").cloned();
+    let previous = route.pointer("/status/parents").and_then(Value::as_array);
+    let resolved = resolved_refs(route, ns, refs);
+    let parents = route.pointer("/spec/parentRefs").and_then(Value::as_array);
+    let parents: Vec<Value> = parents
+        .into_iter()
+        .flatten()
+        .map(|parent| {
+            let was = previous.and_then(|p| p.iter().find(|s| s["parentRef"] == *parent));
+            let conditions: Vec<Value> = [accepted(parent, ns, refs), resolved.clone()]
+                .into_iter()
+                .map(|c| {
+                    let before = was
+                        .and_then(|w| w["conditions"].as_array())
+                        .and_then(|cs| cs.iter().find(|x| x["type"] == c.kind));
+                    let same = before.is_some_and(|b| {
+                        b["status"] == c.status
+                            && b["reason"] == c.reason
+                            && b["message"] == c.message.as_str()
+                    });
+                    let since = match before {
+                        Some(b) if same => b["lastTransitionTime"].clone(),
+                        _ => Value::String(now.to_string()),
+                    };
+                    serde_json::json!({
+                        "type": c.kind, "status": c.status, "reason": c.reason,
+                        "message": c.message, "lastTransitionTime": since,
+                        "observedGeneration": generation.clone().unwrap_or(Value::from(1)),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "parentRef": parent,
+                "controllerName": CONTROLLER_NAME,
+                "conditions": conditions,
+            })
+        })
+        .collect();
+    serde_json::json!({ "parents": parents })
 }

@@ -419,6 +419,11 @@ async fn serve(opts: UpOptions) -> Result<()> {
         store.clone(),
         stop_rx.clone(),
     ));
+    // Gateway API routes get their status.
+    tasks.spawn(lanes_runtime::gateway_routes::run(
+        store.clone(),
+        stop_rx.clone(),
+    ));
     // The lane and rollout controllers: the operator's, against this API in-process.
     tasks.spawn(run_controllers(
         store.clone(),

@@ -2,6 +2,8 @@
 //! state directory, and CLI invocations against it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod kubectl;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
