@@ -1,6 +1,8 @@
 //! Images to local commands: any image whose repository ends in `go-http-sample` runs
-//! the built-in sample service; others come from the `[images]` table of `lanes.toml`;
-//! a container that names its own `command` runs that.
+//! the built-in sample service; the Gateway API conformance echo images
+//! (`gateway-api/echo-basic`, `gateway-api/echo-advanced`) the built-in echo server;
+//! others come from the `[images]` table of `lanes.toml`; a container that names its own
+//! `command` runs that.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +47,12 @@ impl LanesToml {
 pub enum Resolved {
     /// The built-in sample service.
     Sample,
+    /// The built-in Gateway API conformance echo server ([`crate::echo`]), on its port.
+    Echo {
+        /// The HTTP port: the first `--port` of the container's args, else 3000
+        /// (`echo-basic`'s default).
+        port: u16,
+    },
     /// A command.
     Command(CommandLine),
 }
@@ -68,6 +76,11 @@ pub fn resolve(
 ) -> Result<Resolved, String> {
     if repository(image).ends_with("go-http-sample") {
         return Ok(Resolved::Sample);
+    }
+    if is_conformance_echo(image) && command.is_empty() {
+        return Ok(Resolved::Echo {
+            port: echo_port(args).unwrap_or(3000),
+        });
     }
     let spec = table
         .images
@@ -97,6 +110,28 @@ pub fn resolve(
     ))
 }
 
+/// Whether `image` is one of the Gateway API's conformance echo servers.
+pub fn is_conformance_echo(image: &str) -> bool {
+    let repo = repository(image);
+    ["gateway-api/echo-basic", "gateway-api/echo-advanced"]
+        .iter()
+        .any(|e| repo.ends_with(e))
+}
+
+/// The HTTP port an echo container's args name: the first `--port=N` (or `--port N`).
+pub fn echo_port(args: &[String]) -> Option<u16> {
+    let mut words = args.iter();
+    while let Some(w) = words.next() {
+        let value = match w.strip_prefix("--port") {
+            Some(rest) if rest.starts_with('=') => rest[1..].to_string(),
+            Some("") => words.next()?.clone(),
+            _ => continue,
+        };
+        return value.parse().ok();
+    }
+    None
+}
+
 /// The default place of `lanes.toml`: the current directory.
 pub fn default_path() -> PathBuf {
     PathBuf::from("lanes.toml")
@@ -105,6 +140,33 @@ pub fn default_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_conformance_echo_images_run_the_built_in_echo_on_their_port() {
+        let t = LanesToml::default();
+        let args: Vec<String> = ["--tcp=9090", "--port=8080", "--grpc=7070", "--port=8443"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            resolve(
+                &t,
+                "registry.k8s.io/gateway-api/echo-advanced:v1.5.1",
+                &[],
+                &args
+            ),
+            Ok(Resolved::Echo { port: 8080 })
+        );
+        assert_eq!(
+            resolve(
+                &t,
+                "registry.k8s.io/gateway-api/echo-basic:v1.5.1",
+                &[],
+                &[]
+            ),
+            Ok(Resolved::Echo { port: 3000 })
+        );
+        assert_eq!(echo_port(&["--port".into(), "9000".into()]), Some(9000));
+    }
 
     #[test]
     fn resolves_sample_table_and_command() {

@@ -6,6 +6,7 @@
 pub mod controller;
 pub mod data_plane;
 pub mod deployments;
+pub mod echo;
 pub mod gateway_routes;
 pub mod images;
 pub mod ipam;

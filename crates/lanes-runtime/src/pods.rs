@@ -284,8 +284,25 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
         let _ = stop.changed().await;
         return;
     };
+    let strings = |field: &str| -> Vec<String> {
+        container
+            .get(field)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (command, args) = (strings("command"), strings("args"));
+    let resolved = resolve(&ctx.images, &image, &command, &args);
     let ports = container_ports(&container);
-    let app_port = ports.first().copied().unwrap_or(8000);
+    let app_port = match (ports.first(), &resolved) {
+        (Some(p), _) => *p,
+        (None, Ok(Resolved::Echo { port })) => *port,
+        (None, _) => 8000,
+    };
     let labels = pod
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
@@ -331,21 +348,9 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
         }
     }
 
-    let strings = |field: &str| -> Vec<String> {
-        container
-            .get(field)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (command, args) = (strings("command"), strings("args"));
-    let resolved = resolve(&ctx.images, &image, &command, &args);
     let argv = match resolved {
         Ok(Resolved::Sample) => vec![ctx.exe.display().to_string(), "sample".to_string()],
+        Ok(Resolved::Echo { .. }) => vec![ctx.exe.display().to_string(), "echo".to_string()],
         Ok(Resolved::Command(argv)) => {
             // Its own command runs under the shim that kills it with the daemon.
             let mut shim = vec![

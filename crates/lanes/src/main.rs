@@ -121,6 +121,10 @@ enum Command {
     /// Run the sample service (the article's go-http-sample), configured by its
     /// environment: app, version, POD_IP, upstream_url, HTTP_PROXY, FAIL_RATE, LATENCY_MS.
     Sample,
+    /// Run the Gateway API conformance echo server (what `lanes up` runs for the images
+    /// `gateway-api/echo-basic` and `echo-advanced`), on LANES_LISTEN.
+    #[command(hide = true)]
+    Echo,
     /// Print a pod's log.
     Logs {
         /// Pod name.
@@ -532,6 +536,7 @@ fn main() -> ExitCode {
                 })
             }),
         Command::Sample => sample::run(),
+        Command::Echo => sample::run_echo(),
         Command::PodExec { ref argv } => pod_exec::run(argv),
         Command::Crds => offline::to_yaml_stream(&lanes_model::crds()).map(|text| {
             print!("{text}");

@@ -1,4 +1,4 @@
-//! `lanes sample`: the sample service, as pods run it.
+//! `lanes sample` and `lanes echo`: the built-in services, as pods run them.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,27 +20,50 @@ async fn parent_gone() {
     }
 }
 
+/// Resolves on SIGTERM/SIGINT or the parent's death.
+async fn stopped() {
+    tokio::select! {
+        () = stop_signal() => {}
+        () = parent_gone() => {}
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
+}
+
 /// Runs the sample until SIGTERM/SIGINT or its parent's death.
 pub fn run() -> Result<ExitCode> {
     let config = SampleConfig::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
     let listen = config.listen;
-    rt.block_on(async move {
-        let stop = async {
-            tokio::select! {
-                () = stop_signal() => {}
-                () = parent_gone() => {}
-            }
-        };
-        eprintln!(
-            "sample {} {} listening on {listen}",
-            config.app, config.version
-        );
-        serve(config, stop).await
-    })
-    .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
+    runtime()?
+        .block_on(async move {
+            eprintln!(
+                "sample {} {} listening on {listen}",
+                config.app, config.version
+            );
+            serve(config, stopped()).await
+        })
+        .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the conformance echo server until SIGTERM/SIGINT or its parent's death.
+pub fn run_echo() -> Result<ExitCode> {
+    use lanes_runtime::echo::{EchoConfig, serve};
+    let config = EchoConfig::from_env(|k| std::env::var(k).ok()).map_err(anyhow::Error::msg)?;
+    let listen = config.listen;
+    runtime()?
+        .block_on(async move {
+            eprintln!(
+                "echo {}/{} listening on {listen}",
+                config.namespace, config.pod
+            );
+            serve(config, stopped()).await
+        })
+        .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -59,6 +59,31 @@ fn the_mesh_conformance_manifests_are_stored_checked_and_given_status() {
     let grpc = json(&k_ok(&d, &["get", "grpcroutes", "-A", "-o", "json"]));
     assert_eq!(grpc["items"].as_array().unwrap().len(), 1);
 
+    // The echo image of the suite runs as the built-in conformance echo server: a call
+    // through a pod's sidecar to echo-v1 is answered with what arrived and by whom.
+    let pods = eventually(Duration::from_secs(60), || {
+        let pods = json(&k_ok(&d, &["get", "pods", "-A", "-o", "json"]));
+        let items = pods["items"].as_array()?.clone();
+        let ready = items.iter().filter(|p| {
+            p.pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        });
+        (ready.count() == 3).then_some(items)
+    });
+    let caller = pods[0]["status"]["podIP"].as_str().unwrap();
+    let (status, _, body) = http_get(
+        &format!("{caller}:15001"),
+        "http://echo-v1.gateway-conformance-mesh:8080/v2/x?q=1",
+        &[("version", "two")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let echoed = json(&body);
+    assert_eq!(echoed["path"], "/v2/x?q=1");
+    assert_eq!(echoed["namespace"], NS);
+    assert!(echoed["pod"].as_str().unwrap().starts_with("echo-v1-"), "{echoed}");
+    assert_eq!(echoed["headers"]["Version"][0], "two");
+
     // Stored as an API server with the CRDs stores them: defaults filled in.
     let matching = json(&k_ok(
         &d,
