@@ -260,6 +260,50 @@ async fn operator_requests() -> Vec<Req> {
     tx.send_replace(true);
     task.await.unwrap();
     all.extend(fake.requests());
+
+    // The gateway-api flavor: HTTPRoutes and lane Services watched, applied, and
+    // deleted with their group.
+    let (fake, client) = seeded();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let config = lanes_operator::Config {
+        flavor: lanes_compile::Flavor::GatewayApi,
+        leader_election: false,
+        ..Default::default()
+    };
+    let task = tokio::spawn(lanes_operator::run(
+        lanes_operator::rollouts::Context::new(client),
+        config,
+        Arc::new(Default::default()),
+        rx,
+    ));
+    let applied = |plural: &'static str| {
+        let fake = fake.clone();
+        move || {
+            fake.requests()
+                .iter()
+                .any(|r| r.method == "PATCH" && r.path.contains(&format!("/{plural}/")))
+        }
+    };
+    until("HTTPRoutes are applied", applied("httproutes")).await;
+    until("lane Services are applied", applied("services")).await;
+    fake.remove(
+        "istio.alibabacloud.com/v1",
+        "ASMSwimLaneGroup",
+        "",
+        "rollout",
+    );
+    until("the group's objects are deleted", || {
+        let deleted = |plural: &str| {
+            fake.requests()
+                .iter()
+                .any(|r| r.method == "DELETE" && r.path.contains(&format!("/{plural}/")))
+        };
+        deleted("httproutes") && deleted("services")
+    })
+    .await;
+    tx.send_replace(true);
+    task.await.unwrap();
+    all.extend(fake.requests());
     all
 }
 

@@ -67,7 +67,10 @@ fn the_mesh_conformance_manifests_are_stored_checked_and_given_status() {
         let ready = items.iter().filter(|p| {
             p.pointer("/status/conditions")
                 .and_then(Value::as_array)
-                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
         });
         (ready.count() == 3).then_some(items)
     });
@@ -81,7 +84,10 @@ fn the_mesh_conformance_manifests_are_stored_checked_and_given_status() {
     let echoed = json(&body);
     assert_eq!(echoed["path"], "/v2/x?q=1");
     assert_eq!(echoed["namespace"], NS);
-    assert!(echoed["pod"].as_str().unwrap().starts_with("echo-v1-"), "{echoed}");
+    assert!(
+        echoed["pod"].as_str().unwrap().starts_with("echo-v1-"),
+        "{echoed}"
+    );
     assert_eq!(echoed["headers"]["Version"][0], "two");
 
     // Stored as an API server with the CRDs stores them: defaults filled in.
