@@ -443,7 +443,11 @@ impl Emitter<'_> {
         if !r.canary_matches.is_empty() {
             let merged: Vec<HttpMatchRequest> = group
                 .iter()
-                .flat_map(|g| r.canary_matches.iter().map(move |m| merged(g, m)))
+                .flat_map(|g| {
+                    r.canary_matches
+                        .iter()
+                        .map(move |m| crate::release::merged(g, m))
+                })
                 .collect();
             match self.match_rule(
                 &at,
@@ -513,17 +517,6 @@ impl Emitter<'_> {
             backend_refs: vec![backend],
         })
     }
-}
-
-/// A step match within the group rule: both must hold.
-fn merged(group: &HttpMatchRequest, step: &HttpMatchRequest) -> HttpMatchRequest {
-    let mut m = group.clone();
-    m.headers.extend(step.headers.clone());
-    m.query_params.extend(step.query_params.clone());
-    if step.uri.is_some() {
-        m.uri = step.uri.clone();
-    }
-    m
 }
 
 fn exact_header(name: &str, value: &str) -> ValueMatch {

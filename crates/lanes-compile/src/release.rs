@@ -390,7 +390,7 @@ pub(crate) fn istio_routes(
 }
 
 /// A step match within the group rule: both must hold.
-fn merged(group: &HttpMatchRequest, step: &HttpMatchRequest) -> HttpMatchRequest {
+pub(crate) fn merged(group: &HttpMatchRequest, step: &HttpMatchRequest) -> HttpMatchRequest {
     let mut m = group.clone();
     m.headers.extend(step.headers.clone());
     m.query_params.extend(step.query_params.clone());

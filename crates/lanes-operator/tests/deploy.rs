@@ -239,43 +239,26 @@ async fn operator_requests() -> Vec<Req> {
     }
 
     // The main loop: leader election and watches.
-    let (fake, client) = seeded();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = lanes_operator::Config {
+    let (fake, stop) = main_loop(lanes_operator::Config {
         lease_duration: Duration::from_secs(3),
         ..Default::default()
-    };
-    let task = tokio::spawn(lanes_operator::run(
-        lanes_operator::rollouts::Context::new(client),
-        config,
-        Arc::new(Default::default()),
-        rx,
-    ));
+    });
     until("the lease is renewed (a third of its duration)", || {
         fake.requests()
             .iter()
             .any(|r| r.method == "PUT" && r.path.contains("/leases/"))
     })
     .await;
-    tx.send_replace(true);
-    task.await.unwrap();
+    stop().await.unwrap();
     all.extend(fake.requests());
 
     // The gateway-api flavor: HTTPRoutes and lane Services watched, applied, and
     // deleted with their group.
-    let (fake, client) = seeded();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let config = lanes_operator::Config {
-        flavor: lanes_compile::Flavor::GatewayApi,
+    let (fake, stop) = main_loop(lanes_operator::Config {
+        flavor: Flavor::GatewayApi,
         leader_election: false,
         ..Default::default()
-    };
-    let task = tokio::spawn(lanes_operator::run(
-        lanes_operator::rollouts::Context::new(client),
-        config,
-        Arc::new(Default::default()),
-        rx,
-    ));
+    });
     let applied = |plural: &'static str| {
         let fake = fake.clone();
         move || {
@@ -301,10 +284,27 @@ async fn operator_requests() -> Vec<Req> {
         deleted("httproutes") && deleted("services")
     })
     .await;
-    tx.send_replace(true);
-    task.await.unwrap();
+    stop().await.unwrap();
     all.extend(fake.requests());
     all
+}
+
+/// The operator's main loop on the seeded mocked API server, and how to stop it.
+fn main_loop(
+    config: lanes_operator::Config,
+) -> (FakeApi, impl FnOnce() -> tokio::task::JoinHandle<()>) {
+    let (fake, client) = seeded();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lanes_operator::run(
+        lanes_operator::rollouts::Context::new(client),
+        config,
+        Arc::new(Default::default()),
+        rx,
+    ));
+    (fake, move || {
+        tx.send_replace(true);
+        task
+    })
 }
 
 fn granted(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
