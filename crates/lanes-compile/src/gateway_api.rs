@@ -622,3 +622,30 @@ fn value_match(name: &str, s: &StringMatch) -> Result<ValueMatch, String> {
         value,
     })
 }
+
+/// The HTTPRoutes among `objects` (in the order given: creation order) that attach to a
+/// mesh Service, as the data plane runs them; one using a field the data plane does not
+/// carry out is left out (its status says `UnsupportedValue`).
+pub fn mesh_routes(objects: &[&lanes_model::Object]) -> Vec<lanes_model::gateway_api::MeshRoute> {
+    objects
+        .iter()
+        .filter_map(|o| match &o.typed {
+            lanes_model::Typed::HttpRoute(r)
+                if r.spec.parent_refs.iter().any(is_service_parent)
+                    && lanes_model::gateway_api::unsupported(&o.raw).is_none() =>
+            {
+                Some(lanes_model::gateway_api::MeshRoute {
+                    name: o.name.clone(),
+                    namespace: o.namespace_or_empty().to_string(),
+                    spec: r.spec.clone(),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a parent is a Service (the mesh profile), not a Gateway.
+pub fn is_service_parent(p: &ParentReference) -> bool {
+    p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service")
+}

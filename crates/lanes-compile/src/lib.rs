@@ -106,9 +106,9 @@ impl GeneratedKind {
 pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
 
 /// The kinds the route table is compiled from: Services and their pods, lane groups and
-/// lanes, and the releases whose steps route traffic (Rollouts and their Deployments,
-/// LaneReleases).
-pub const INPUT_KINDS: [lanes_model::Kind; 7] = [
+/// lanes, the releases whose steps route traffic (Rollouts and their Deployments,
+/// LaneReleases), and the Gateway API routes attached to mesh Services.
+pub const INPUT_KINDS: [lanes_model::Kind; 8] = [
     lanes_model::Kind::Service,
     lanes_model::Kind::Pod,
     lanes_model::Kind::LaneGroup,
@@ -116,6 +116,7 @@ pub const INPUT_KINDS: [lanes_model::Kind; 7] = [
     lanes_model::Kind::Rollout,
     lanes_model::Kind::Deployment,
     lanes_model::Kind::LaneRelease,
+    lanes_model::Kind::HttpRoute,
 ];
 /// The subset name ASM resolves to the calling request's lane.
 pub const ASM_LABEL_SUBSET: &str = "$asm-label";
@@ -264,6 +265,7 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
         };
         compile_group(&input, &mesh, flavor, emit, &mut out);
     }
+    out.routes.mesh_routes = gateway_api::mesh_routes(objects);
     // The route table takes the services over once the groups are compiled.
     drop(mesh);
     out.routes.services = services.into_iter().map(mesh_service).collect();

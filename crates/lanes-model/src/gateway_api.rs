@@ -18,229 +18,7 @@ pub const GROUP: &str = "gateway.networking.k8s.io";
 /// The `apiVersion` of the Gateway API objects Lanes writes.
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
 
-/// What a route attaches to: a Gateway (ingress) or, in the mesh profile (GAMMA), a
-/// Service. `group` and `kind` are written out, since their defaults mean a Gateway.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ParentReference {
-    /// `gateway.networking.k8s.io` for a Gateway, empty (core) for a Service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// `Gateway` or `Service`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Namespace of the parent; the route's own when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Name of the parent.
-    pub name: String,
-    /// A listener of the Gateway, by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub section_name: Option<String>,
-    /// A port of the parent (for a Service: the service port the route applies to).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-}
-
-impl ParentReference {
-    /// A mesh (GAMMA) parent: the Service `name` in `namespace`, at `port`.
-    pub fn service(name: &str, namespace: Option<&str>, port: Option<u16>) -> Self {
-        ParentReference {
-            group: Some(String::new()),
-            kind: Some("Service".to_string()),
-            namespace: namespace.map(str::to_string),
-            name: name.to_string(),
-            section_name: None,
-            port,
-        }
-    }
-
-    /// An ingress parent: the Gateway `namespace/name`.
-    pub fn gateway(name: &str, namespace: &str) -> Self {
-        ParentReference {
-            group: Some(GROUP.to_string()),
-            kind: Some("Gateway".to_string()),
-            namespace: Some(namespace.to_string()),
-            name: name.to_string(),
-            section_name: None,
-            port: None,
-        }
-    }
-}
-
-/// How a path is matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PathMatchType {
-    /// The whole path.
-    Exact,
-    /// Whole path segments from the start.
-    PathPrefix,
-    /// A regular expression.
-    RegularExpression,
-}
-
-/// A path condition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PathMatch {
-    /// How `value` is matched.
-    #[serde(rename = "type")]
-    pub kind: PathMatchType,
-    /// The path or pattern.
-    pub value: String,
-}
-
-/// How a header or query value is matched.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ValueMatchType {
-    /// The whole value.
-    #[default]
-    Exact,
-    /// A regular expression.
-    RegularExpression,
-}
-
-/// A header or query-parameter condition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValueMatch {
-    /// How `value` is matched.
-    #[serde(rename = "type", default)]
-    pub kind: ValueMatchType,
-    /// Header or parameter name.
-    pub name: String,
-    /// The value or pattern.
-    pub value: String,
-}
-
-/// One match of a rule: every condition given must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteMatch {
-    /// Path condition.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathMatch>,
-    /// Header conditions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub headers: Vec<ValueMatch>,
-    /// Query-parameter conditions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub query_params: Vec<ValueMatch>,
-    /// Method condition.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-}
-
-/// A header name and value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeaderValue {
-    /// Name.
-    pub name: String,
-    /// Value.
-    pub value: String,
-}
-
-/// Header edits of a `RequestHeaderModifier` or `ResponseHeaderModifier` filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeaderModifier {
-    /// Headers set, replacing any value.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub set: Vec<HeaderValue>,
-    /// Headers added.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub add: Vec<HeaderValue>,
-    /// Headers removed, by name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub remove: Vec<String>,
-}
-
-/// A filter of a rule or backend; Lanes writes the header modifier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteFilter {
-    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, ...
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The request's header edits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_header_modifier: Option<HeaderModifier>,
-    /// The response's header edits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_header_modifier: Option<HeaderModifier>,
-}
-
-impl RouteFilter {
-    /// A `RequestHeaderModifier` making `edits`.
-    pub fn request_headers(edits: HeaderModifier) -> Self {
-        RouteFilter {
-            kind: "RequestHeaderModifier".to_string(),
-            request_header_modifier: Some(edits),
-            response_header_modifier: None,
-        }
-    }
-}
-
-impl HeaderValue {
-    /// A header `name: value`.
-    pub fn new(name: &str, value: &str) -> Self {
-        HeaderValue {
-            name: name.to_string(),
-            value: value.to_string(),
-        }
-    }
-}
-
-/// Where a rule sends requests: a Service (the default kind) at a port, with a weight.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BackendRef {
-    /// Name of the Service.
-    pub name: String,
-    /// Its namespace; the route's own when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// The service port (required for a Service).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// Share among the rule's backends (1 when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<u32>,
-    /// Filters applied to requests sent to this backend only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<RouteFilter>,
-}
-
-/// One rule of an HTTPRoute: any match selects it, then its filters run and a backend
-/// is picked by weight.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteRule {
-    /// Rule name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Conditions; none means every request (the CRD's default, `PathPrefix /`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub matches: Vec<RouteMatch>,
-    /// Filters.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<RouteFilter>,
-    /// Backends.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backend_refs: Vec<BackendRef>,
-}
-
-/// HTTPRoute spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpRouteSpec {
-    /// What the route attaches to.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub parent_refs: Vec<ParentReference>,
-    /// Host names the route applies to; none means every host.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hostnames: Vec<String>,
-    /// Rules.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rules: Vec<RouteRule>,
-}
+pub use lanes_routes::gateway::*;
 
 /// A port of a generated Service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,7 +176,8 @@ mod tests {
                 .clone()
         };
         assert_eq!(parents[0]["controllerName"], CONTROLLER_NAME);
-        assert_eq!(cond(0, "Accepted")["reason"], "Pending");
+        assert_eq!(cond(0, "Accepted")["reason"], "Accepted");
+        assert_eq!(cond(0, "Accepted")["status"], "True");
         assert_eq!(cond(1, "Accepted")["reason"], "Pending");
         assert_eq!(cond(2, "Accepted")["reason"], "NoMatchingParent");
         assert_eq!(cond(0, "ResolvedRefs")["status"], "True");
@@ -423,6 +202,23 @@ mod tests {
             assert_eq!(c["reason"], "BackendNotFound");
             assert!(c["message"].as_str().unwrap().contains(message), "{c}");
         }
+
+        // A field the sidecars do not carry out is named.
+        let mut timed = good.clone();
+        timed["spec"]["rules"][0]["timeouts"] = serde_json::json!({"request": "1s"});
+        let s = route_status(&timed, &Mesh, "2026-12-05T00:00:00Z");
+        let c = &s["parents"][0]["conditions"][0];
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("UnsupportedValue"))
+        );
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("spec.rules[0].timeouts"),
+            "{c}"
+        );
 
         // Written again with nothing changed, the transition times stay.
         let mut again = good.clone();
@@ -456,39 +252,86 @@ pub struct Condition {
     pub message: String,
 }
 
-/// A parent's `Accepted` condition: whether it exists. Lanes' data plane runs lane
-/// groups from its own route table and does not yet route by HTTPRoutes or
-/// GRPCRoutes, so an existing parent leaves the route `Unknown`/`Pending`, saying so,
-/// rather than claiming it is programmed.
-pub fn accepted(parent: &Value, route_ns: &str, refs: &dyn Refs) -> Condition {
+/// A parent's `Accepted` condition. The parent must exist. Lanes' sidecars carry out
+/// an HTTPRoute attached to a Service (the mesh profile), so it is `Accepted` unless it
+/// uses a field they do not carry out (`UnsupportedValue`, naming it); a route attached
+/// to a Gateway, and a GRPCRoute, are stored but not routed by, which their
+/// `Unknown`/`Pending` says.
+pub fn accepted(route: &Value, parent: &Value, route_ns: &str, refs: &dyn Refs) -> Condition {
     let name = parent["name"].as_str().unwrap_or_default();
     let ns = parent["namespace"].as_str().unwrap_or(route_ns);
+    let condition = |status, reason, message: String| Condition {
+        kind: "Accepted",
+        status,
+        reason,
+        message,
+    };
     let (kind, found) = match (parent["group"].as_str(), parent["kind"].as_str()) {
         (Some(""), Some("Service")) => ("Service", refs.service_ports(ns, name).is_some()),
         (Some(GROUP) | None, Some("Gateway") | None) => ("Gateway", refs.gateway(ns, name)),
         _ => {
-            return Condition {
-                kind: "Accepted",
-                status: "False",
-                reason: "NoMatchingParent",
-                message: "a route attaches to a Service or a Gateway only".into(),
-            };
+            let why = "a route attaches to a Service or a Gateway only".into();
+            return condition("False", "NoMatchingParent", why);
         }
     };
     if !found {
-        return Condition {
-            kind: "Accepted",
-            status: "False",
-            reason: "NoMatchingParent",
-            message: format!("no {kind} {ns}/{name}"),
-        };
+        return condition(
+            "False",
+            "NoMatchingParent",
+            format!("no {kind} {ns}/{name}"),
+        );
     }
-    Condition {
-        kind: "Accepted",
-        status: "Unknown",
-        reason: "Pending",
-        message: "stored and checked; Lanes' data plane does not route by Gateway API routes yet (lane groups are routed from its own route table)".into(),
+    let is_http = route["kind"] == "HTTPRoute";
+    if kind == "Gateway" || !is_http {
+        let why = "stored and checked; Lanes' gateway does not route by Gateway API routes, nor its sidecars by GRPCRoutes, yet".into();
+        return condition("Unknown", "Pending", why);
     }
+    match unsupported(route) {
+        Some(field) => condition(
+            "False",
+            "UnsupportedValue",
+            format!("{field} is not carried out by Lanes' sidecars"),
+        ),
+        None => condition("True", "Accepted", "routed by Lanes' sidecars".into()),
+    }
+}
+
+/// The filter types Lanes' sidecars carry out.
+const FILTERS: [&str; 4] = [
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestRedirect",
+    "URLRewrite",
+];
+
+/// The first field of an HTTPRoute that Lanes' sidecars do not carry out, as its path.
+pub fn unsupported(route: &Value) -> Option<String> {
+    let rules = route.pointer("/spec/rules").and_then(Value::as_array);
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        for field in ["timeouts", "retry", "sessionPersistence"] {
+            if rule.get(field).is_some() {
+                return Some(format!("spec.rules[{i}].{field}"));
+            }
+        }
+        let filters = |v: &Value| v["filters"].as_array().cloned().unwrap_or_default();
+        for (j, f) in filters(rule).iter().enumerate() {
+            if !FILTERS.contains(&f["type"].as_str().unwrap_or_default()) {
+                return Some(format!("spec.rules[{i}].filters[{j}] ({})", f["type"]));
+            }
+        }
+        let backends = rule["backendRefs"].as_array().cloned().unwrap_or_default();
+        for (j, b) in backends.iter().enumerate() {
+            for (k, f) in filters(b).iter().enumerate() {
+                if !FILTERS.contains(&f["type"].as_str().unwrap_or_default()) {
+                    return Some(format!(
+                        "spec.rules[{i}].backendRefs[{j}].filters[{k}] ({})",
+                        f["type"]
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The route's `ResolvedRefs` condition: every backend is a Service that exists and
@@ -554,7 +397,7 @@ pub fn route_status(route: &Value, refs: &dyn Refs, now: &str) -> Value {
         .flatten()
         .map(|parent| {
             let was = previous.and_then(|p| p.iter().find(|s| s["parentRef"] == *parent));
-            let conditions: Vec<Value> = [accepted(parent, ns, refs), resolved.clone()]
+            let conditions: Vec<Value> = [accepted(route, parent, ns, refs), resolved.clone()]
                 .into_iter()
                 .map(|c| {
                     let before = was

@@ -15,6 +15,7 @@ pub mod istio;
 pub mod listener;
 pub mod local;
 pub mod matching;
+pub mod mesh_routes;
 pub mod metrics;
 pub mod otlp;
 pub mod outlier;

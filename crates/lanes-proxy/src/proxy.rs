@@ -472,6 +472,33 @@ impl Mesh {
             }
             return self.passthrough(req, &host, hops, budget).await;
         };
+        let port = lanes_routes::host::strip_port(&host).len();
+        let mut port: Option<u16> = host.get(port + 1..).and_then(|p| p.parse().ok());
+        // Gateway API routes attached to the Service pick the backend Service.
+        let mut req = req;
+        let mut service = service;
+        let mut response_edits = Vec::new();
+        if let Some(selected) = routing.mesh.select(
+            &crate::routing::key(&service.name, &service.namespace),
+            &service.namespace,
+            &pod.namespace,
+            port.unwrap_or(80),
+            (req.method(), req.uri(), req.headers()),
+        ) {
+            match crate::mesh_routes::carry_out(
+                &routing,
+                selected,
+                &host,
+                &mut req,
+                &mut response_edits,
+            ) {
+                Ok((backend, backend_port)) => {
+                    service = backend;
+                    port = Some(backend_port);
+                }
+                Err(answer) => return *answer,
+            }
+        }
         let group = routing.group_of(service);
         let lane = group.and_then(|g| {
             routing
@@ -497,13 +524,10 @@ impl Mesh {
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
             }
         };
-        let port = lanes_routes::host::strip_port(&host).len();
-        let port = host.get(port + 1..).and_then(|p| p.parse().ok());
         let trace = group
             .and_then(|g| g.trace_keys(req.headers()).next())
             .map(str::to_string);
         let parent = SpanContext::from_headers(req.headers()).or(arrived.and_then(|a| a.span));
-        let mut req = req;
         let span = self.begin_span(parent, req.headers_mut());
         let routed = Routed {
             span,
@@ -517,7 +541,10 @@ impl Mesh {
             hops,
             budget,
         };
-        let resp = self.forward(req, routed, started).await;
+        let mut resp = self.forward(req, routed, started).await;
+        for edits in &response_edits {
+            crate::mesh_routes::edit_headers(resp.headers_mut(), edits);
+        }
         // Remember a fallback on this trace, so the pod's inbound side can report it
         // to the caller even though the application does not pass the header on.
         if let (Some(trace), Some(fb)) = (trace, resp.headers().get(FALLBACK_HEADER))

@@ -338,6 +338,8 @@ pub struct Routing {
     services: HashMap<String, Service>,
     /// Lane groups, in creation order.
     pub groups: Vec<Group>,
+    /// Gateway API routes attached to mesh Services.
+    pub mesh: crate::mesh_routes::MeshRules,
 }
 
 /// A service's key, `name.namespace` (built on every routed request: no formatter).
@@ -536,7 +538,11 @@ impl Routing {
                 weighted_rr: AtomicUsize::new(0),
             });
         }
-        Ok(Routing { services, groups })
+        Ok(Routing {
+            services,
+            groups,
+            mesh: crate::mesh_routes::MeshRules::build(&table.mesh_routes),
+        })
     }
 
     /// The mesh service a host names, relative to `namespace` (`svc`, `svc.ns`,
@@ -955,6 +961,7 @@ mod tests {
                 },
                 releases: Vec::new(),
             }],
+            mesh_routes: Vec::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! selectors are read ([`host`]). `lanes-compile` produces it from Kubernetes and Istio
 //! objects; `lanes-proxy` runs it without depending on the Kubernetes types.
 
+pub mod gateway;
 pub mod host;
 pub mod matching;
 pub mod table;

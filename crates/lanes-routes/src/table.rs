@@ -23,6 +23,9 @@ pub struct RouteTable {
     /// Lane groups, in creation order.
     #[serde(default)]
     pub groups: Vec<GroupRoutes>,
+    /// Gateway API routes whose parent is a mesh Service, in creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mesh_routes: Vec<crate::gateway::MeshRoute>,
 }
 
 /// A Service of the mesh.

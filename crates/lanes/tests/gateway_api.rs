@@ -113,7 +113,7 @@ fn the_mesh_conformance_manifests_are_stored_checked_and_given_status() {
         (Some("True"), Some("ResolvedRefs"))
     );
     let accepted = condition(&d, "mesh-weighted-backends", "Accepted");
-    assert_eq!(accepted["reason"], "Pending", "{accepted}");
+    assert_eq!(accepted["reason"], "Accepted", "{accepted}");
 
     // A backend that does not exist: ResolvedRefs False, naming it.
     let missing = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: missing-backend, namespace: gateway-conformance-mesh}\nspec:\n  parentRefs: [{group: '', kind: Service, name: echo, port: 80}]\n  rules:\n  - backendRefs: [{name: echo-v9, port: 80}]\n";
@@ -189,5 +189,411 @@ fn the_gateway_api_flavor_writes_the_seeds_lanes_as_httproutes_and_lane_services
         (status == 200 && body.matches("version: v1").count() == 3).then_some(body)
     });
     assert!(body.contains("-> mockc"), "{body}");
+    d.stop();
+}
+
+/// One request of a conformance case and what the suite's `.go` file expects of it.
+struct Expect {
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    /// 200 unless said.
+    status: u16,
+    /// The pod name prefix that answers.
+    backend: Option<&'static str>,
+    /// The path the backend sees, when rewritten.
+    seen_path: Option<&'static str>,
+    /// Headers the backend sees (values joined by commas).
+    seen: &'static [(&'static str, &'static str)],
+    /// Headers the backend does not see.
+    absent: &'static [&'static str],
+}
+
+const fn to(path: &'static str, backend: &'static str) -> Expect {
+    Expect {
+        path,
+        headers: &[],
+        status: 200,
+        backend: Some(backend),
+        seen_path: None,
+        seen: &[],
+        absent: &[],
+    }
+}
+
+const fn not_found(path: &'static str) -> Expect {
+    Expect {
+        status: 404,
+        backend: None,
+        ..to(path, "")
+    }
+}
+
+/// A call from the pod at `from` through its sidecar to `http://echo{path}`.
+fn call(from: &str, host: &str, e: &Expect) -> (u16, Vec<(String, String)>, String) {
+    let mut headers = vec![("host", host)];
+    headers.extend(e.headers.iter().copied());
+    http_get(
+        &format!("{from}:15001"),
+        &format!("http://{host}{}", e.path),
+        &headers,
+    )
+}
+
+/// What is wrong with the answer to `e`, if anything.
+fn mismatch(
+    e: &Expect,
+    (status, _, body): &(u16, Vec<(String, String)>, String),
+) -> Option<String> {
+    if *status != e.status {
+        return Some(format!(
+            "{}: status {status}, want {}: {body}",
+            e.path, e.status
+        ));
+    }
+    // A 404 expected: its status is all there is to check.
+    let backend = e.backend?;
+    let Ok(echoed) = serde_json::from_str::<Value>(body) else {
+        return Some(format!("{}: not an echo answer: {body}", e.path));
+    };
+    let seen = |name: &str| -> Option<String> {
+        let headers = echoed["headers"].as_object()?;
+        let (_, v) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        Some(
+            v.as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    };
+    let pod = echoed["pod"].as_str().unwrap_or_default();
+    let checks = [
+        (
+            pod.starts_with(&format!("{backend}-")),
+            format!("answered by {pod}, want {backend}"),
+        ),
+        (
+            e.seen_path.is_none_or(|p| echoed["path"] == p),
+            format!(
+                "backend saw path {}, want {:?}",
+                echoed["path"], e.seen_path
+            ),
+        ),
+        (
+            e.seen.iter().all(|(k, v)| seen(k).as_deref() == Some(*v)),
+            format!(
+                "backend saw headers {}, want {:?}",
+                echoed["headers"], e.seen
+            ),
+        ),
+        (
+            e.absent.iter().all(|k| seen(k).is_none()),
+            format!("backend saw {:?} of {}", e.absent, echoed["headers"]),
+        ),
+    ];
+    checks
+        .into_iter()
+        .find(|(ok, _)| !ok)
+        .map(|(_, why)| format!("{}: {why}", e.path))
+}
+
+/// The mesh conformance cases that concern HTTP routing, each request checked against
+/// what the suite's `.go` file of the same name expects (transcribed here as data).
+#[test]
+fn the_mesh_conformance_cases_route_as_the_suite_expects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(&dir.path().join("state"), &[]);
+    k_ok(&d, &["apply", "-f", &format!("{MESH}/base-manifests.yaml")]);
+    let pods = eventually(Duration::from_secs(60), || {
+        let pods = json(&k_ok(&d, &["get", "pods", "-A", "-o", "json"]));
+        let items = pods["items"].as_array()?.clone();
+        let ip = |ns: &str| -> Option<String> {
+            let p = items.iter().find(|p| {
+                p["metadata"]["namespace"] == ns
+                    && p["metadata"]["labels"]["version"] == "v1"
+                    && p.pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+            })?;
+            Some(p["status"]["podIP"].as_str()?.to_string())
+        };
+        Some((ip(NS)?, ip("gateway-conformance-mesh-consumer")?))
+    });
+    let (producer, consumer) = pods;
+    let header = |path, headers, seen, absent| Expect {
+        path,
+        headers,
+        seen,
+        absent,
+        ..to(path, "echo-v1")
+    };
+    let rewrite = |path, seen_path| Expect {
+        seen_path: Some(seen_path),
+        ..to(path, "echo-v1")
+    };
+    let modify_hs: &[(&str, &str)] = &[
+        ("X-Header-Remove", "remove-val"),
+        ("X-Header-Add-Append", "append-val-1"),
+        ("X-Header-Set", "set-val"),
+    ];
+    let modified: &[(&str, &str)] = &[
+        ("X-Header-Add", "header-val-1"),
+        ("X-Header-Add-Append", "append-val-1,header-val-2"),
+        ("X-Header-Set", "set-overwrites-values"),
+    ];
+    let cases: Vec<(&str, Vec<Expect>)> = vec![
+        (
+            "httproute-matching",
+            vec![
+                to("/", "echo-v1"),
+                to("/example", "echo-v1"),
+                Expect {
+                    headers: &[("Version", "one")],
+                    ..to("/", "echo-v1")
+                },
+                to("/v2", "echo-v2"),
+                to("/v2/example", "echo-v2"),
+                Expect {
+                    headers: &[("Version", "two")],
+                    ..to("/", "echo-v2")
+                },
+                to("/v2/", "echo-v2"),
+                to("/v2example", "echo-v1"),
+                to("/foo/v2/example", "echo-v1"),
+            ],
+        ),
+        (
+            "httproute-query-param-matching",
+            vec![
+                to("/?animal=whale", "echo-v1"),
+                to("/?animal=dolphin", "echo-v2"),
+                to("/?animal=whale&otherparam=irrelevant", "echo-v1"),
+                to("/?animal=dolphin&color=yellow", "echo-v2"),
+                not_found("/?color=blue"),
+                not_found("/?animal=dog"),
+                not_found("/?animal=whaledolphin"),
+                not_found("/"),
+                to("/path1?animal=whale", "echo-v1"),
+                Expect {
+                    headers: &[("version", "one")],
+                    ..to("/?animal=whale", "echo-v2")
+                },
+                to("/path3?animal=shark", "echo-v1"),
+                Expect {
+                    headers: &[("version", "three")],
+                    ..to("/path4?animal=kraken", "echo-v1")
+                },
+                not_found("/?animal=shark"),
+                not_found("/path4?animal=kraken"),
+                to("/path5?animal=hydra", "echo-v1"),
+            ],
+        ),
+        (
+            "httproute-request-header-modifier",
+            vec![
+                header(
+                    "/set",
+                    &[("Some-Other-Header", "val")],
+                    &[
+                        ("Some-Other-Header", "val"),
+                        ("X-Header-Set", "set-overwrites-values"),
+                    ],
+                    &[],
+                ),
+                header(
+                    "/set",
+                    &[
+                        ("Some-Other-Header", "val"),
+                        ("X-Header-Set", "some-other-value"),
+                    ],
+                    &[("X-Header-Set", "set-overwrites-values")],
+                    &[],
+                ),
+                header(
+                    "/add",
+                    &[("Some-Other-Header", "val")],
+                    &[("X-Header-Add", "add-appends-values")],
+                    &[],
+                ),
+                header(
+                    "/add",
+                    &[("X-Header-Add", "some-other-value")],
+                    &[("X-Header-Add", "some-other-value,add-appends-values")],
+                    &[],
+                ),
+                header(
+                    "/remove",
+                    &[("X-Header-Remove", "val")],
+                    &[],
+                    &["X-Header-Remove"],
+                ),
+                header(
+                    "/multiple",
+                    &[
+                        ("X-Header-Set-2", "set-val-2"),
+                        ("X-Header-Add-2", "add-val-2"),
+                        ("X-Header-Remove-2", "remove-val-2"),
+                        ("Another-Header", "another-header-val"),
+                    ],
+                    &[
+                        ("X-Header-Set-1", "header-set-1"),
+                        ("X-Header-Set-2", "header-set-2"),
+                        ("X-Header-Add-1", "header-add-1"),
+                        ("X-Header-Add-2", "add-val-2,header-add-2"),
+                        ("X-Header-Add-3", "header-add-3"),
+                        ("Another-Header", "another-header-val"),
+                    ],
+                    &["X-Header-Remove-1", "X-Header-Remove-2"],
+                ),
+                header(
+                    "/case-insensitivity",
+                    &[
+                        ("x-header-set", "original-val-set"),
+                        ("x-header-add", "original-val-add"),
+                        ("x-header-remove", "original-val-remove"),
+                        ("Another-Header", "another-header-val"),
+                    ],
+                    &[
+                        ("X-Header-Set", "header-set"),
+                        ("X-Header-Add", "original-val-add,header-add"),
+                        ("Another-Header", "another-header-val"),
+                    ],
+                    &["X-Header-Remove"],
+                ),
+            ],
+        ),
+        (
+            "httproute-rewrite-path",
+            vec![
+                rewrite("/prefix/one/two", "/one/two"),
+                rewrite("/strip-prefix/three", "/three"),
+                rewrite("/strip-prefix", "/"),
+                rewrite("/full/one/two", "/one"),
+                Expect {
+                    headers: modify_hs,
+                    seen: modified,
+                    absent: &["X-Header-Remove"],
+                    ..rewrite("/full/rewrite-path-and-modify-headers/test", "/test")
+                },
+                Expect {
+                    headers: modify_hs,
+                    seen: modified,
+                    absent: &["X-Header-Remove"],
+                    ..rewrite("/prefix/rewrite-path-and-modify-headers/one", "/prefix/one")
+                },
+            ],
+        ),
+        (
+            "mesh-split",
+            vec![to("/v1", "echo-v1"), to("/v2", "echo-v2")],
+        ),
+    ];
+    let mut passed = Vec::new();
+    for (case, expects) in &cases {
+        let file = format!("{MESH}/{case}.yaml");
+        k_ok(&d, &["apply", "-f", &file]);
+        // Eventually consistent, as the suite's requests are: until every request
+        // answers as expected (the route reaching the sidecars), for at most 30 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let wrong = loop {
+            let wrong: Vec<String> = expects
+                .iter()
+                .filter_map(|e| mismatch(e, &call(&producer, "echo", e)))
+                .collect();
+            if wrong.is_empty() || std::time::Instant::now() > deadline {
+                break wrong;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(wrong.is_empty(), "{case}: {wrong:#?}");
+        passed.push(format!("{case} ({} requests)", expects.len()));
+        k_ok(&d, &["delete", "-f", &file]);
+    }
+
+    // A redirect with status 303 keeps the path.
+    k_ok(
+        &d,
+        &[
+            "apply",
+            "-f",
+            &format!("{MESH}/httproute-303-redirect.yaml"),
+        ],
+    );
+    let (status, headers, _) = eventually(Duration::from_secs(30), || {
+        let answer = call(&producer, "echo", &to("/redirect", ""));
+        (answer.0 == 303).then_some(answer)
+    });
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.as_str());
+    assert_eq!((status, location), (303, Some("http://echo/redirect")));
+    passed.push("httproute-303-redirect (1 request)".into());
+    k_ok(
+        &d,
+        &[
+            "delete",
+            "-f",
+            &format!("{MESH}/httproute-303-redirect.yaml"),
+        ],
+    );
+
+    // A consumer route changes only its own namespace's calls.
+    k_ok(
+        &d,
+        &["apply", "-f", &format!("{MESH}/mesh-consumer-route.yaml")],
+    );
+    let host = "echo-v1.gateway-conformance-mesh";
+    let set = |from: &str| {
+        let (status, headers, _) = call(from, host, &to("/", "echo-v1"));
+        assert_eq!(status, 200);
+        headers
+            .into_iter()
+            .find(|(k, _)| k == "x-header-set")
+            .map(|(_, v)| v)
+    };
+    eventually(Duration::from_secs(30), || {
+        set(&consumer).filter(|v| v == "set")
+    });
+    assert_eq!(set(&producer), None, "not from the consumer's namespace");
+    passed.push("mesh-consumer-route (2 requests)".into());
+    k_ok(
+        &d,
+        &["delete", "-f", &format!("{MESH}/mesh-consumer-route.yaml")],
+    );
+
+    // Weights: 500 requests split 70/30, within the suite's tolerance of 5 points.
+    k_ok(
+        &d,
+        &["apply", "-f", &format!("{MESH}/httproute-weight.yaml")],
+    );
+    let v2 = |body: &str| {
+        json(body)["pod"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("echo-v2-")
+    };
+    eventually(Duration::from_secs(30), || {
+        (0..20)
+            .any(|_| v2(&call(&producer, "echo", &to("/", "")).2))
+            .then_some(())
+    });
+    let answers: Vec<bool> = (0..500)
+        .map(|_| v2(&call(&producer, "echo", &to("/", "")).2))
+        .collect();
+    let share = answers.iter().filter(|b| **b).count() as f64 / 500.0;
+    println!(
+        "httproute-weight: echo-v2 took {:.1}% of 500 requests (want 30% +/- 5)",
+        share * 100.0
+    );
+    assert!((share - 0.3).abs() <= 0.05, "echo-v2 took {share}");
+    passed.push(format!(
+        "httproute-weight (500 requests, echo-v2 {:.1}%)",
+        share * 100.0
+    ));
+    println!("passed: {passed:#?}");
     d.stop();
 }

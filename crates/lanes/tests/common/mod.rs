@@ -40,7 +40,12 @@ pub fn http_get(
         Err(e) => return (0, Vec::new(), format!("cannot connect to {addr}: {e}")),
     };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // A `host` among `headers` takes the place of the address.
+    let mut req = if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        format!("GET {path} HTTP/1.1\r\nConnection: close\r\n")
+    } else {
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n")
+    };
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

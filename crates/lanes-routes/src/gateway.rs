@@ -1,0 +1,307 @@
+//! Kubernetes Gateway API HTTPRoute specs (`gateway.networking.k8s.io/v1`), as serde
+//! types: what Lanes writes in its `gateway-api` flavor, and the mesh routes (GAMMA:
+//! routes whose parent is a Service) the data plane runs. Field names and defaults
+//! follow the standard-channel CRD.
+
+use serde::{Deserialize, Serialize};
+
+/// A Gateway API route attached to mesh Services, as the route table carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshRoute {
+    /// The route's name.
+    pub name: String,
+    /// Its namespace: a Service's own (a producer route) or a caller's (a consumer route).
+    pub namespace: String,
+    /// The route.
+    pub spec: HttpRouteSpec,
+}
+
+/// What a route attaches to: a Gateway (ingress) or, in the mesh profile (GAMMA), a
+/// Service. `group` and `kind` are written out, since their defaults mean a Gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    /// `gateway.networking.k8s.io` for a Gateway, empty (core) for a Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `Gateway` or `Service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Namespace of the parent; the route's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the parent.
+    pub name: String,
+    /// A listener of the Gateway, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// A port of the parent (for a Service: the service port the route applies to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl ParentReference {
+    /// A mesh (GAMMA) parent: the Service `name` in `namespace`, at `port`.
+    pub fn service(name: &str, namespace: Option<&str>, port: Option<u16>) -> Self {
+        ParentReference {
+            group: Some(String::new()),
+            kind: Some("Service".to_string()),
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+            section_name: None,
+            port,
+        }
+    }
+
+    /// An ingress parent: the Gateway `namespace/name`.
+    pub fn gateway(name: &str, namespace: &str) -> Self {
+        ParentReference {
+            group: Some("gateway.networking.k8s.io".to_string()),
+            kind: Some("Gateway".to_string()),
+            namespace: Some(namespace.to_string()),
+            name: name.to_string(),
+            section_name: None,
+            port: None,
+        }
+    }
+}
+
+/// How a path is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathMatchType {
+    /// The whole path.
+    Exact,
+    /// Whole path segments from the start.
+    PathPrefix,
+    /// A regular expression.
+    RegularExpression,
+}
+
+/// A path condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathMatch {
+    /// How `value` is matched.
+    #[serde(rename = "type")]
+    pub kind: PathMatchType,
+    /// The path or pattern.
+    pub value: String,
+}
+
+/// How a header or query value is matched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueMatchType {
+    /// The whole value.
+    #[default]
+    Exact,
+    /// A regular expression.
+    RegularExpression,
+}
+
+/// A header or query-parameter condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueMatch {
+    /// How `value` is matched.
+    #[serde(rename = "type", default)]
+    pub kind: ValueMatchType,
+    /// Header or parameter name.
+    pub name: String,
+    /// The value or pattern.
+    pub value: String,
+}
+
+/// One match of a rule: every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    /// Path condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Header conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Query-parameter conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<ValueMatch>,
+    /// Method condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// A header name and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderValue {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// Header edits of a `RequestHeaderModifier` or `ResponseHeaderModifier` filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderModifier {
+    /// Headers set, replacing any value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValue>,
+    /// Headers added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValue>,
+    /// Headers removed, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A filter of a rule or backend; Lanes writes the header modifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteFilter {
+    /// `RequestHeaderModifier`, `ResponseHeaderModifier`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request's header edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderModifier>,
+    /// The response's header edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HeaderModifier>,
+    /// Answer with a redirect instead of forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<RequestRedirect>,
+    /// Rewrite the host or path before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_rewrite: Option<UrlRewrite>,
+}
+
+/// How a redirect or rewrite changes the path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathModifier {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch`.
+    #[serde(rename = "type")]
+    pub kind: PathModifierType,
+    /// The new path (`ReplaceFullPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_full_path: Option<String>,
+    /// What the matched prefix becomes (`ReplacePrefixMatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix_match: Option<String>,
+}
+
+/// The kinds of path change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathModifierType {
+    /// The whole path is replaced.
+    ReplaceFullPath,
+    /// The prefix the rule matched is replaced.
+    ReplacePrefixMatch,
+}
+
+/// A `RequestRedirect` filter: the parts of the location that change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRedirect {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// The host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+    /// The port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// 301, 302 (the default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+}
+
+/// A `URLRewrite` filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlRewrite {
+    /// The new Host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The path change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+}
+
+impl RouteFilter {
+    /// A `RequestHeaderModifier` making `edits`.
+    pub fn request_headers(edits: HeaderModifier) -> Self {
+        RouteFilter {
+            kind: "RequestHeaderModifier".to_string(),
+            request_header_modifier: Some(edits),
+            response_header_modifier: None,
+            request_redirect: None,
+            url_rewrite: None,
+        }
+    }
+}
+
+impl HeaderValue {
+    /// A header `name: value`.
+    pub fn new(name: &str, value: &str) -> Self {
+        HeaderValue {
+            name: name.to_string(),
+            value: value.to_string(),
+        }
+    }
+}
+
+/// Where a rule sends requests: a Service (the default kind) at a port, with a weight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// Name of the Service.
+    pub name: String,
+    /// Its namespace; the route's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The service port (required for a Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Share among the rule's backends (1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Filters applied to requests sent to this backend only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RouteFilter>,
+}
+
+/// One rule of an HTTPRoute: any match selects it, then its filters run and a backend
+/// is picked by weight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRule {
+    /// Rule name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions; none means every request (the CRD's default, `PathPrefix /`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    /// Filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RouteFilter>,
+    /// Backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<BackendRef>,
+}
+
+/// HTTPRoute spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    /// What the route attaches to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    /// Host names the route applies to; none means every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RouteRule>,
+}
