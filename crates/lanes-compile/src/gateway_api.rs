@@ -625,13 +625,16 @@ fn value_match(name: &str, s: &StringMatch) -> Result<ValueMatch, String> {
 
 /// The HTTPRoutes among `objects` (in the order given: creation order) that attach to a
 /// mesh Service, as the data plane runs them; one using a field the data plane does not
-/// carry out is left out (its status says `UnsupportedValue`).
+/// carry out is left out (its status says `UnsupportedValue`), and so is one a lane
+/// group generated (the `gateway-api` flavor's): the lane routes it says are the route
+/// table's own, which the data plane runs with the fallbacks Gateway API cannot say.
 pub fn mesh_routes(objects: &[&lanes_model::Object]) -> Vec<lanes_model::gateway_api::MeshRoute> {
     objects
         .iter()
         .filter_map(|o| match &o.typed {
             lanes_model::Typed::HttpRoute(r)
                 if r.spec.parent_refs.iter().any(is_service_parent)
+                    && o.label(lanes_model::lane::GROUP_LABEL).is_none()
                     && lanes_model::gateway_api::unsupported(&o.raw).is_none() =>
             {
                 Some(lanes_model::gateway_api::MeshRoute {
@@ -648,4 +651,41 @@ pub fn mesh_routes(objects: &[&lanes_model::Object]) -> Vec<lanes_model::gateway
 /// Whether a parent is a Service (the mesh profile), not a Gateway.
 pub fn is_service_parent(p: &ParentReference) -> bool {
     p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(
+        name: &str,
+        labels: serde_json::Value,
+        rule: serde_json::Value,
+    ) -> lanes_model::Object {
+        lanes_model::Object::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "shop", "labels": labels},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
+                     "rules": [rule]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_data_plane_runs_users_mesh_routes_only_when_it_can_carry_them_out() {
+        let backend = serde_json::json!({"backendRefs": [{"name": "web-v2", "port": 80}]});
+        let mut timed = backend.clone();
+        timed["timeouts"] = serde_json::json!({"request": "1s"});
+        let objects = [
+            route("users", serde_json::json!({}), backend.clone()),
+            route(
+                "generated",
+                serde_json::json!({"swimlane-group": "g"}),
+                backend,
+            ),
+            route("timed", serde_json::json!({}), timed),
+        ];
+        let refs: Vec<&lanes_model::Object> = objects.iter().collect();
+        let names: Vec<String> = mesh_routes(&refs).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["users"]);
+    }
 }
