@@ -594,6 +594,21 @@ fn the_mesh_conformance_cases_route_as_the_suite_expects() {
         "httproute-weight (500 requests, echo-v2 {:.1}%)",
         share * 100.0
     ));
+    k_ok(
+        &d,
+        &["delete", "-f", &format!("{MESH}/httproute-weight.yaml")],
+    );
+
+    // A backend that does not exist routes nothing there: calls that pick it get a 500.
+    let missing = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: missing-backend, namespace: gateway-conformance-mesh}\nspec:\n  parentRefs: [{group: '', kind: Service, name: echo-v2, port: 80}]\n  rules:\n  - backendRefs: [{name: echo-v9, port: 80}]\n";
+    let path = dir.path().join("missing.yaml");
+    std::fs::write(&path, missing).unwrap();
+    k_ok(&d, &["apply", "-f", path.to_str().unwrap()]);
+    let (status, _, body) = eventually(Duration::from_secs(30), || {
+        let answer = call(&producer, "echo-v2", &to("/", ""));
+        (answer.0 == 500).then_some(answer)
+    });
+    assert!(body.contains("echo-v9"), "{status}: {body}");
     println!("passed: {passed:#?}");
     d.stop();
 }
