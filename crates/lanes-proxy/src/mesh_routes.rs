@@ -315,6 +315,11 @@ impl MeshRules {
         MeshRules { by_service }
     }
 
+    /// Whether no route attaches to any Service (the call path then skips them).
+    pub fn is_empty(&self) -> bool {
+        self.by_service.is_empty()
+    }
+
     /// What the routes attached to Service `service` (in `service_ns`) say of a call
     /// from a pod in `caller_ns` to its `port`: `None` when none attach. A consumer
     /// route (in the caller's namespace) takes the place of the Service's own routes.

@@ -478,13 +478,15 @@ impl Mesh {
         let mut req = req;
         let mut service = service;
         let mut response_edits = Vec::new();
-        if let Some(selected) = routing.mesh.select(
-            &crate::routing::key(&service.name, &service.namespace),
-            &service.namespace,
-            &pod.namespace,
-            port.unwrap_or(80),
-            (req.method(), req.uri(), req.headers()),
-        ) {
+        if !routing.mesh.is_empty()
+            && let Some(selected) = routing.mesh.select(
+                &crate::routing::key(&service.name, &service.namespace),
+                &service.namespace,
+                &pod.namespace,
+                port.unwrap_or(80),
+                (req.method(), req.uri(), req.headers()),
+            )
+        {
             match crate::mesh_routes::carry_out(
                 &routing,
                 selected,
