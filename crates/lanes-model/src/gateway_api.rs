@@ -219,6 +219,13 @@ mod tests {
                 .contains("spec.rules[0].timeouts"),
             "{c}"
         );
+        let mut named = good.clone();
+        named["spec"]["parentRefs"][0]["sectionName"] = serde_json::json!("http");
+        let s = route_status(&named, &Mesh, "2026-12-05T00:00:00Z");
+        let c = &s["parents"][0]["conditions"][0];
+        assert_eq!(c["reason"], "UnsupportedValue");
+        let message = c["message"].as_str().unwrap();
+        assert!(message.contains("spec.parentRefs[0].sectionName"), "{c}");
 
         // Written again with nothing changed, the transition times stay.
         let mut again = good.clone();
@@ -305,7 +312,15 @@ const FILTERS: [&str; 4] = [
 ];
 
 /// The first field of an HTTPRoute that Lanes' sidecars do not carry out, as its path.
+/// A Service parent's `sectionName` (a port by name) is one: the sidecars select a
+/// Service's port by number (`port`).
 pub fn unsupported(route: &Value) -> Option<String> {
+    let parents = route.pointer("/spec/parentRefs").and_then(Value::as_array);
+    for (i, p) in parents.into_iter().flatten().enumerate() {
+        if p["kind"] == "Service" && p.get("sectionName").is_some() {
+            return Some(format!("spec.parentRefs[{i}].sectionName"));
+        }
+    }
     let rules = route.pointer("/spec/rules").and_then(Value::as_array);
     for (i, rule) in rules.into_iter().flatten().enumerate() {
         for field in ["timeouts", "retry", "sessionPersistence"] {
