@@ -648,6 +648,68 @@ pub fn mesh_routes(objects: &[&lanes_model::Object]) -> Vec<lanes_model::gateway
         .collect()
 }
 
+/// The HTTPRoutes among `objects` (in creation order) attached to a Gateway among
+/// them, as Lanes' gateway serves them: each with the host names the Gateway's
+/// listeners take it for ([`lanes_model::gateway_listeners::attach`]). One no listener
+/// takes, one using a field the data plane does not carry out, and one a lane group
+/// generated (the route table's lane ingress serves that) are left out.
+pub fn ingress_routes(
+    objects: &[&lanes_model::Object],
+) -> Vec<lanes_model::gateway_api::IngressRoute> {
+    use lanes_model::gateway_listeners::{GatewaySpec, attach};
+    let gateways: BTreeMap<(&str, &str), GatewaySpec> = objects
+        .iter()
+        .filter_map(|o| match &o.typed {
+            lanes_model::Typed::KubeGateway(g) => {
+                let spec = serde_json::from_value(g.spec.clone()).ok()?;
+                Some(((o.namespace_or_empty(), o.name.as_str()), spec))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for o in objects {
+        let lanes_model::Typed::HttpRoute(r) = &o.typed else {
+            continue;
+        };
+        if o.label(lanes_model::lane::GROUP_LABEL).is_some()
+            || lanes_model::gateway_api::unsupported(&o.raw).is_some()
+        {
+            continue;
+        }
+        let ns = o.namespace_or_empty();
+        let mut hostnames: Vec<Option<String>> = Vec::new();
+        for p in r.spec.parent_refs.iter().filter(|p| is_gateway_parent(p)) {
+            let gw_ns = p.namespace.as_deref().unwrap_or(ns);
+            let Some(gw) = gateways.get(&(gw_ns, p.name.as_str())) else {
+                continue;
+            };
+            for h in attach(ns, &r.spec.hostnames, p, gw_ns, gw).unwrap_or_default() {
+                if !hostnames.contains(&h) {
+                    hostnames.push(h);
+                }
+            }
+        }
+        if !hostnames.is_empty() {
+            out.push(lanes_model::gateway_api::IngressRoute {
+                name: o.name.clone(),
+                namespace: ns.to_string(),
+                hostnames,
+                spec: r.spec.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Whether a parent is a Gateway API Gateway (the group and kind default to it).
+pub fn is_gateway_parent(p: &ParentReference) -> bool {
+    p.group
+        .as_deref()
+        .is_none_or(|g| g == lanes_model::gateway_api::GROUP)
+        && p.kind.as_deref().is_none_or(|k| k == "Gateway")
+}
+
 /// Whether a parent is a Service (the mesh profile), not a Gateway.
 pub fn is_service_parent(p: &ParentReference) -> bool {
     p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service")
@@ -668,6 +730,59 @@ mod tests {
             "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 80}],
                      "rules": [rule]}}))
         .unwrap()
+    }
+
+    #[test]
+    fn the_gateway_serves_routes_its_listeners_take_for_the_host_names_they_take() {
+        let gateway = lanes_model::Object::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "shop"},
+            "spec": {"gatewayClassName": "lanes", "listeners": [
+                {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.example.com"}]}}))
+        .unwrap();
+        let on_gateway = |name: &str, hostnames: serde_json::Value, labels| {
+            let backend = serde_json::json!({"backendRefs": [{"name": "web", "port": 80}]});
+            let mut raw = route(name, labels, backend).raw;
+            raw["spec"]["parentRefs"] = serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}]);
+            raw["spec"]["hostnames"] = hostnames;
+            lanes_model::Object::from_value(raw).unwrap()
+        };
+        let objects = [
+            gateway,
+            on_gateway("any", serde_json::json!([]), serde_json::json!({})),
+            on_gateway(
+                "named",
+                serde_json::json!(["a.example.com", "b.org"]),
+                serde_json::json!({}),
+            ),
+            on_gateway(
+                "elsewhere",
+                serde_json::json!(["b.org"]),
+                serde_json::json!({}),
+            ),
+            on_gateway(
+                "generated",
+                serde_json::json!([]),
+                serde_json::json!({"swimlane-group": "g"}),
+            ),
+            route(
+                "mesh",
+                serde_json::json!({}),
+                serde_json::json!({"backendRefs": [{"name": "web", "port": 80}]}),
+            ),
+        ];
+        let refs: Vec<&lanes_model::Object> = objects.iter().collect();
+        let served: Vec<(String, Vec<Option<String>>)> = ingress_routes(&refs)
+            .into_iter()
+            .map(|r| (r.name, r.hostnames))
+            .collect();
+        assert_eq!(
+            served,
+            [
+                ("any".to_string(), vec![Some("*.example.com".to_string())]),
+                ("named".to_string(), vec![Some("a.example.com".to_string())]),
+            ]
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
 /// The kinds the route table is compiled from: Services and their pods, lane groups and
 /// lanes, the releases whose steps route traffic (Rollouts and their Deployments,
 /// LaneReleases), and the Gateway API routes attached to mesh Services.
-pub const INPUT_KINDS: [lanes_model::Kind; 8] = [
+pub const INPUT_KINDS: [lanes_model::Kind; 9] = [
     lanes_model::Kind::Service,
     lanes_model::Kind::Pod,
     lanes_model::Kind::LaneGroup,
@@ -117,6 +117,7 @@ pub const INPUT_KINDS: [lanes_model::Kind; 8] = [
     lanes_model::Kind::Deployment,
     lanes_model::Kind::LaneRelease,
     lanes_model::Kind::HttpRoute,
+    lanes_model::Kind::KubeGateway,
 ];
 /// The subset name ASM resolves to the calling request's lane.
 pub const ASM_LABEL_SUBSET: &str = "$asm-label";
@@ -266,6 +267,7 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
         compile_group(&input, &mesh, flavor, emit, &mut out);
     }
     out.routes.mesh_routes = gateway_api::mesh_routes(objects);
+    out.routes.ingress_routes = gateway_api::ingress_routes(objects);
     // The route table takes the services over once the groups are compiled.
     drop(mesh);
     out.routes.services = services.into_iter().map(mesh_service).collect();

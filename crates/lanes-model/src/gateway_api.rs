@@ -145,8 +145,12 @@ mod tests {
         fn service_ports(&self, ns: &str, name: &str) -> Option<Vec<u16>> {
             (ns == "m" && ["echo", "echo-v1"].contains(&name)).then(|| vec![80, 8080])
         }
-        fn gateway(&self, ns: &str, name: &str) -> bool {
-            (ns, name) == ("infra", "gw")
+        fn gateway(&self, ns: &str, name: &str) -> Option<crate::gateway_listeners::GatewaySpec> {
+            let listeners = serde_json::json!({"listeners": [
+                {"name": "web", "port": 80, "protocol": "HTTP",
+                 "allowedRoutes": {"namespaces": {"from": "All"}}},
+                {"name": "own", "port": 8080, "protocol": "HTTP"}]});
+            ((ns, name) == ("infra", "gw")).then(|| serde_json::from_value(listeners).unwrap())
         }
     }
 
@@ -178,7 +182,8 @@ mod tests {
         assert_eq!(parents[0]["controllerName"], CONTROLLER_NAME);
         assert_eq!(cond(0, "Accepted")["reason"], "Accepted");
         assert_eq!(cond(0, "Accepted")["status"], "True");
-        assert_eq!(cond(1, "Accepted")["reason"], "Pending");
+        assert_eq!(cond(1, "Accepted")["reason"], "Accepted");
+        assert_eq!(cond(1, "Accepted")["message"], "routed by Lanes' gateway");
         assert_eq!(cond(2, "Accepted")["reason"], "NoMatchingParent");
         assert_eq!(cond(0, "ResolvedRefs")["status"], "True");
         assert_eq!(cond(0, "ResolvedRefs")["observedGeneration"], 3);
@@ -202,6 +207,23 @@ mod tests {
             assert_eq!(c["reason"], "BackendNotFound");
             assert!(c["message"].as_str().unwrap().contains(message), "{c}");
         }
+
+        // A listener that does not take the route: named, with why.
+        let mut own = good.clone();
+        own["spec"]["parentRefs"][1]["sectionName"] = serde_json::json!("own");
+        let s = route_status(&own, &Mesh, "2026-12-05T00:00:00Z");
+        let c = &s["parents"][1]["conditions"][0];
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("NotAllowedByListeners"))
+        );
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("namespace infra only"),
+            "{c}"
+        );
 
         // A field the sidecars do not carry out is named.
         let mut timed = good.clone();
@@ -242,8 +264,10 @@ pub const CONTROLLER_NAME: &str = "lanes.dev/gateway-controller";
 pub trait Refs {
     /// The ports of Service `namespace/name`, or `None` when there is no such Service.
     fn service_ports(&self, namespace: &str, name: &str) -> Option<Vec<u16>>;
-    /// Whether Gateway `namespace/name` (`gateway.networking.k8s.io`) exists.
-    fn gateway(&self, namespace: &str, name: &str) -> bool;
+    /// The spec of Gateway `namespace/name` (`gateway.networking.k8s.io`), or `None`
+    /// when there is no such Gateway.
+    fn gateway(&self, namespace: &str, name: &str)
+    -> Option<crate::gateway_listeners::GatewaySpec>;
 }
 
 /// One condition of a route's parent status, before its timestamps.
@@ -260,10 +284,10 @@ pub struct Condition {
 }
 
 /// A parent's `Accepted` condition. The parent must exist. Lanes' sidecars carry out
-/// an HTTPRoute attached to a Service (the mesh profile), so it is `Accepted` unless it
-/// uses a field they do not carry out (`UnsupportedValue`, naming it); a route attached
-/// to a Gateway, and a GRPCRoute, are stored but not routed by, which their
-/// `Unknown`/`Pending` says.
+/// an HTTPRoute attached to a Service (the mesh profile), and its gateway one attached
+/// to a Gateway that a listener takes ([`crate::gateway_listeners::attach`]), so it is
+/// `Accepted` unless it uses a field they do not carry out (`UnsupportedValue`, naming
+/// it); a GRPCRoute is stored but not routed by, which its `Unknown`/`Pending` says.
 pub fn accepted(route: &Value, parent: &Value, route_ns: &str, refs: &dyn Refs) -> Condition {
     let name = parent["name"].as_str().unwrap_or_default();
     let ns = parent["namespace"].as_str().unwrap_or(route_ns);
@@ -273,9 +297,10 @@ pub fn accepted(route: &Value, parent: &Value, route_ns: &str, refs: &dyn Refs) 
         reason,
         message,
     };
+    let gateway = || refs.gateway(ns, name);
     let (kind, found) = match (parent["group"].as_str(), parent["kind"].as_str()) {
         (Some(""), Some("Service")) => ("Service", refs.service_ports(ns, name).is_some()),
-        (Some(GROUP) | None, Some("Gateway") | None) => ("Gateway", refs.gateway(ns, name)),
+        (Some(GROUP) | None, Some("Gateway") | None) => ("Gateway", gateway().is_some()),
         _ => {
             let why = "a route attaches to a Service or a Gateway only".into();
             return condition("False", "NoMatchingParent", why);
@@ -288,19 +313,42 @@ pub fn accepted(route: &Value, parent: &Value, route_ns: &str, refs: &dyn Refs) 
             format!("no {kind} {ns}/{name}"),
         );
     }
-    let is_http = route["kind"] == "HTTPRoute";
-    if kind == "Gateway" || !is_http {
-        let why = "stored and checked; Lanes' gateway does not route by Gateway API routes, nor its sidecars by GRPCRoutes, yet".into();
+    if route["kind"] != "HTTPRoute" {
+        let why = "stored and checked; Lanes' sidecars do not route by GRPCRoutes yet".into();
         return condition("Unknown", "Pending", why);
     }
+    let by = if kind == "Gateway" {
+        let parent = serde_json::from_value::<ParentReference>(parent.clone());
+        let gw = gateway().unwrap_or_default();
+        let attached = parent.as_ref().map(|p| {
+            crate::gateway_listeners::attach(route_ns, &route_hostnames(route), p, ns, &gw)
+        });
+        if let Ok(Err(not)) = attached {
+            return condition("False", not.reason(), not.message().to_string());
+        }
+        "gateway"
+    } else {
+        "sidecars"
+    };
     match unsupported(route) {
         Some(field) => condition(
             "False",
             "UnsupportedValue",
-            format!("{field} is not carried out by Lanes' sidecars"),
+            format!("{field} is not carried out by Lanes' {by}"),
         ),
-        None => condition("True", "Accepted", "routed by Lanes' sidecars".into()),
+        None => condition("True", "Accepted", format!("routed by Lanes' {by}")),
     }
+}
+
+/// A route's `spec.hostnames`.
+fn route_hostnames(route: &Value) -> Vec<String> {
+    route
+        .pointer("/spec/hostnames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|h| Some(h.as_str()?.to_string()))
+        .collect()
 }
 
 /// The filter types Lanes' sidecars carry out.

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod events;
 pub mod gateway_api;
+pub mod gateway_listeners;
 pub mod hash;
 pub mod image;
 pub mod istio;

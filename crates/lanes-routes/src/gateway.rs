@@ -305,3 +305,95 @@ pub struct HttpRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RouteRule>,
 }
+
+/// An HTTPRoute attached to a Gateway that Lanes' gateway serves, with the host names
+/// it answers for there (its own, narrowed by the listeners that take it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressRoute {
+    /// The route's name.
+    pub name: String,
+    /// The route's namespace.
+    pub namespace: String,
+    /// The host names; `None` is every host.
+    pub hostnames: Vec<Option<String>>,
+    /// The route.
+    pub spec: HttpRouteSpec,
+}
+
+/// Whether host-name `pattern` (exact, or `*.suffix`: one or more labels before the
+/// suffix) covers `name`, itself exact or a wildcard. Case-insensitive.
+pub fn hostname_covers(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.to_ascii_lowercase(), name.to_ascii_lowercase());
+    match pattern.strip_prefix('*') {
+        None => pattern == name,
+        Some(suffix) => pattern == name || (name.ends_with(suffix) && name.len() > suffix.len()),
+    }
+}
+
+/// The host names a route with `route` names answers for on a listener with
+/// `listener` (`None`: every host): each of the route's that the listener's covers, or
+/// the listener's where it is the narrower. `None` in the answer is every host.
+pub fn hostname_intersection(listener: Option<&str>, route: &[String]) -> Vec<Option<String>> {
+    match (listener, route.is_empty()) {
+        (None, true) => vec![None],
+        (None, false) => route.iter().cloned().map(Some).collect(),
+        (Some(l), true) => vec![Some(l.to_string())],
+        (Some(l), false) => route
+            .iter()
+            .filter_map(|r| {
+                if hostname_covers(l, r) {
+                    Some(Some(r.clone()))
+                } else if hostname_covers(r, l) {
+                    Some(Some(l.to_string()))
+                } else {
+                    None
+                }
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_one_or_more_labels_and_narrower_wildcards() {
+        assert!(hostname_covers("*.example.com", "a.example.com"));
+        assert!(hostname_covers("*.example.com", "a.b.example.com"));
+        assert!(hostname_covers("*.example.com", "*.b.example.com"));
+        assert!(hostname_covers("*.Example.com", "A.example.COM"));
+        assert!(!hostname_covers("*.example.com", "example.com"));
+        assert!(!hostname_covers("*.b.example.com", "*.example.com"));
+        assert!(!hostname_covers("a.example.com", "b.example.com"));
+        assert!(hostname_covers("a.example.com", "a.example.com"));
+    }
+
+    #[test]
+    fn a_listener_narrows_a_routes_host_names() {
+        let route = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(hostname_intersection(None, &[]), vec![None]);
+        assert_eq!(
+            hostname_intersection(Some("*.example.com"), &[]),
+            vec![Some("*.example.com".to_string())]
+        );
+        assert_eq!(
+            hostname_intersection(
+                Some("*.example.com"),
+                &route(&["a.example.com", "x.org", "*.com"])
+            ),
+            vec![
+                Some("a.example.com".to_string()),
+                Some("*.example.com".to_string())
+            ]
+        );
+        assert_eq!(
+            hostname_intersection(Some("a.example.com"), &route(&["*.example.com"])),
+            vec![Some("a.example.com".to_string())]
+        );
+        assert!(
+            hostname_intersection(Some("a.example.com"), &route(&["b.example.com"])).is_empty()
+        );
+    }
+}

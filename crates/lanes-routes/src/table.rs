@@ -26,6 +26,10 @@ pub struct RouteTable {
     /// Gateway API routes whose parent is a mesh Service, in creation order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mesh_routes: Vec<crate::gateway::MeshRoute>,
+    /// Gateway API routes attached to a Gateway, which Lanes' gateway serves, in
+    /// creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress_routes: Vec<crate::gateway::IngressRoute>,
 }
 
 /// A Service of the mesh.

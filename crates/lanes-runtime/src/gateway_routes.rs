@@ -2,10 +2,11 @@
 //! parent, `Accepted` and `ResolvedRefs` as a Gateway API implementation writes them
 //! ([`lanes_model::gateway_api::route_status`]), rewritten only when they change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use lanes_model::Kind;
 use lanes_model::gateway_api::{Refs, route_status};
+use lanes_model::gateway_listeners::GatewaySpec;
 use lanes_store::{Store, StoreError};
 use serde_json::Value;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 #[derive(Default)]
 struct Listed {
     services: HashMap<(String, String), Vec<u16>>,
-    gateways: HashSet<(String, String)>,
+    gateways: HashMap<(String, String), GatewaySpec>,
 }
 
 fn ns_name(v: &Value) -> (String, String) {
@@ -40,7 +41,14 @@ impl Listed {
             out.services.insert(ns_name(&svc), ports);
         }
         for gw in store.list(Kind::KubeGateway, None)?.0 {
-            out.gateways.insert(ns_name(&gw));
+            // Stored objects passed the CRD's schema; a spec that still does not read
+            // is a Gateway with no listener Lanes' gateway can serve.
+            let spec = gw
+                .get("spec")
+                .cloned()
+                .and_then(|s| serde_json::from_value(s).ok())
+                .unwrap_or_default();
+            out.gateways.insert(ns_name(&gw), spec);
         }
         Ok(out)
     }
@@ -53,9 +61,10 @@ impl Refs for Listed {
             .cloned()
     }
 
-    fn gateway(&self, namespace: &str, name: &str) -> bool {
+    fn gateway(&self, namespace: &str, name: &str) -> Option<GatewaySpec> {
         self.gateways
-            .contains(&(namespace.to_string(), name.to_string()))
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 }
 

@@ -1,0 +1,315 @@
+//! How an HTTPRoute attaches to a Gateway API Gateway: which of the Gateway's listeners
+//! take it (by `sectionName`, `port`, protocol and `allowedRoutes`) and the host names
+//! it answers for there (the route's, narrowed by each listener's). Pure: the status
+//! writer and the route table both ask it.
+
+use serde::Deserialize;
+
+use crate::gateway_api::ParentReference;
+use lanes_routes::gateway::hostname_intersection;
+
+/// The fields of a Gateway's spec that decide what attaches to it (the stored object is
+/// checked against the CRD's schema; the rest of it is not read here).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// The listeners.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+/// One listener of a Gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    /// Its name (what a parent's `sectionName` names).
+    pub name: String,
+    /// The host names it takes; none means every host.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Its port.
+    pub port: u16,
+    /// `HTTP`, `HTTPS`, `TLS`, `TCP` or `UDP`.
+    pub protocol: String,
+    /// Which routes may attach.
+    #[serde(default)]
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+/// A listener's `allowedRoutes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedRoutes {
+    /// From which namespaces.
+    #[serde(default)]
+    pub namespaces: Option<RouteNamespaces>,
+    /// Of which kinds; none means the kinds of the listener's protocol.
+    #[serde(default)]
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+/// `allowedRoutes.namespaces`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteNamespaces {
+    /// `Same` (the default), `All` or `Selector`.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// A kind of route a listener allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RouteGroupKind {
+    /// The group; the Gateway API's when unsaid.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The kind.
+    pub kind: String,
+}
+
+/// Why a route does not attach to a Gateway, as the Gateway API's reasons say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAttached {
+    /// No listener is the one the parent names (by `sectionName` or `port`), or none
+    /// serves HTTP.
+    NoMatchingParent(String),
+    /// The listeners do not allow the route's namespace or kind.
+    NotAllowedByListeners(String),
+    /// No host name of the route is one a listener takes.
+    NoMatchingListenerHostname(String),
+}
+
+impl NotAttached {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NotAttached::NoMatchingParent(_) => "NoMatchingParent",
+            NotAttached::NotAllowedByListeners(_) => "NotAllowedByListeners",
+            NotAttached::NoMatchingListenerHostname(_) => "NoMatchingListenerHostname",
+        }
+    }
+
+    /// For people.
+    pub fn message(&self) -> &str {
+        match self {
+            NotAttached::NoMatchingParent(m)
+            | NotAttached::NotAllowedByListeners(m)
+            | NotAttached::NoMatchingListenerHostname(m) => m,
+        }
+    }
+}
+
+/// Whether `listener` is the one `parent` names, when it names one.
+fn is_named(listener: &Listener, parent: &ParentReference) -> bool {
+    parent
+        .section_name
+        .as_deref()
+        .is_none_or(|s| s == listener.name)
+        && parent.port.is_none_or(|p| p == listener.port)
+}
+
+/// Whether `listener` lets an HTTPRoute in `route_ns` attach (the Gateway in
+/// `gateway_ns`); `Err` says why not.
+fn allows(listener: &Listener, route_ns: &str, gateway_ns: &str) -> Result<(), String> {
+    let allowed = listener.allowed_routes.clone().unwrap_or_default();
+    let is_http_route = |k: &RouteGroupKind| {
+        k.kind == "HTTPRoute"
+            && k.group
+                .as_deref()
+                .is_none_or(|g| g == crate::gateway_api::GROUP)
+    };
+    if !allowed.kinds.is_empty() && !allowed.kinds.iter().any(is_http_route) {
+        return Err(format!(
+            "listener {} does not allow HTTPRoutes",
+            listener.name
+        ));
+    }
+    let from = allowed.namespaces.and_then(|n| n.from);
+    match from.as_deref().unwrap_or("Same") {
+        "All" => Ok(()),
+        "Same" if route_ns == gateway_ns => Ok(()),
+        "Same" => Err(format!(
+            "listener {} allows routes from namespace {gateway_ns} only",
+            listener.name
+        )),
+        other => Err(format!(
+            "listener {}: allowedRoutes.namespaces.from {other} is not carried out by Lanes' gateway (Same and All are)",
+            listener.name
+        )),
+    }
+}
+
+/// The host names an HTTPRoute (in `route_ns`, with `hostnames`) answers for on the
+/// Gateway `gateway` (in `gateway_ns`) through `parent`: per listener that takes it,
+/// the route's names narrowed by the listener's (`None`: every host). Lanes' gateway
+/// serves HTTP listeners only. `Err` when no listener takes it, and why.
+pub fn attach(
+    route_ns: &str,
+    hostnames: &[String],
+    parent: &ParentReference,
+    gateway_ns: &str,
+    gateway: &GatewaySpec,
+) -> Result<Vec<Option<String>>, NotAttached> {
+    let named: Vec<&Listener> = gateway
+        .listeners
+        .iter()
+        .filter(|l| is_named(l, parent))
+        .collect();
+    if named.is_empty() {
+        return Err(NotAttached::NoMatchingParent(
+            "no listener of the Gateway is the one the parent names".into(),
+        ));
+    }
+    let http: Vec<&Listener> = named.into_iter().filter(|l| l.protocol == "HTTP").collect();
+    if http.is_empty() {
+        return Err(NotAttached::NoMatchingParent(
+            "no HTTP listener: Lanes' gateway serves HTTP listeners only".into(),
+        ));
+    }
+    let mut refusals = Vec::new();
+    let allowed: Vec<&Listener> = http
+        .into_iter()
+        .filter(|l| match allows(l, route_ns, gateway_ns) {
+            Ok(()) => true,
+            Err(why) => {
+                refusals.push(why);
+                false
+            }
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(NotAttached::NotAllowedByListeners(refusals.join("; ")));
+    }
+    let mut names: Vec<Option<String>> = Vec::new();
+    for l in allowed {
+        for name in hostname_intersection(l.hostname.as_deref(), hostnames) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(NotAttached::NoMatchingListenerHostname(format!(
+            "no host name of the route ({}) is one a listener takes",
+            hostnames.join(", ")
+        )));
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> GatewaySpec {
+        serde_json::from_value(serde_json::json!({"listeners": [
+            {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.example.com",
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
+            {"name": "own", "port": 8080, "protocol": "HTTP"},
+            {"name": "tls", "port": 443, "protocol": "HTTPS"}]}))
+        .unwrap()
+    }
+
+    fn parent(section: Option<&str>, port: Option<u16>) -> ParentReference {
+        ParentReference {
+            section_name: section.map(str::to_string),
+            port,
+            ..ParentReference::gateway("gw", "infra")
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_route_takes_the_host_names_its_listeners_narrow_it_to() {
+        let gw = gateway();
+        // From another namespace: only the listener that allows All takes it.
+        assert_eq!(
+            attach("shop", &[], &parent(None, None), "infra", &gw),
+            Ok(vec![Some("*.example.com".to_string())])
+        );
+        assert_eq!(
+            attach(
+                "shop",
+                &names(&["a.example.com", "other.org", "*.b.example.com"]),
+                &parent(None, None),
+                "infra",
+                &gw
+            ),
+            Ok(vec![
+                Some("a.example.com".to_string()),
+                Some("*.b.example.com".to_string())
+            ])
+        );
+        // From the Gateway's namespace the listener without a host name takes any.
+        assert_eq!(
+            attach("infra", &[], &parent(Some("own"), None), "infra", &gw),
+            Ok(vec![None])
+        );
+        assert_eq!(
+            attach(
+                "infra",
+                &names(&["x.org"]),
+                &parent(None, Some(8080)),
+                "infra",
+                &gw
+            ),
+            Ok(vec![Some("x.org".to_string())])
+        );
+    }
+
+    #[test]
+    fn a_route_no_listener_takes_is_told_why() {
+        let gw = gateway();
+        let reason = |r: Result<Vec<Option<String>>, NotAttached>| r.unwrap_err().reason();
+        assert_eq!(
+            reason(attach(
+                "shop",
+                &[],
+                &parent(Some("nope"), None),
+                "infra",
+                &gw
+            )),
+            "NoMatchingParent"
+        );
+        assert_eq!(
+            reason(attach(
+                "shop",
+                &[],
+                &parent(Some("tls"), None),
+                "infra",
+                &gw
+            )),
+            "NoMatchingParent"
+        );
+        assert_eq!(
+            reason(attach(
+                "shop",
+                &[],
+                &parent(Some("own"), None),
+                "infra",
+                &gw
+            )),
+            "NotAllowedByListeners"
+        );
+        assert_eq!(
+            reason(attach(
+                "shop",
+                &names(&["other.org"]),
+                &parent(Some("web"), None),
+                "infra",
+                &gw
+            )),
+            "NoMatchingListenerHostname"
+        );
+        let selector: GatewaySpec = serde_json::from_value(serde_json::json!({"listeners": [
+            {"name": "sel", "port": 80, "protocol": "HTTP",
+             "allowedRoutes": {"namespaces": {"from": "Selector"}}}]}))
+        .unwrap();
+        let refused = attach("infra", &[], &parent(None, None), "infra", &selector).unwrap_err();
+        assert_eq!(refused.reason(), "NotAllowedByListeners");
+        assert!(refused.message().contains("Selector"), "{refused:?}");
+    }
+}
