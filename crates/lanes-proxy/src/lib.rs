@@ -9,6 +9,7 @@ pub mod body;
 pub mod budget;
 pub mod config;
 pub mod correlation;
+pub mod gateway_routes;
 pub mod grpc;
 pub mod guard;
 pub mod istio;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use lanes_routes::gateway::{
-    HeaderModifier, MeshRoute, PathMatchType, PathModifier, PathModifierType, RequestRedirect,
-    RouteFilter, RouteMatch, UrlRewrite, ValueMatchType,
+    HeaderModifier, HttpRouteSpec, MeshRoute, PathMatchType, PathModifier, PathModifierType,
+    RequestRedirect, RouteFilter, RouteMatch, UrlRewrite, ValueMatchType,
 };
 use regex::Regex;
 
@@ -20,7 +20,7 @@ use crate::proxy::error_response;
 use crate::routing::{Routing, Service, key};
 
 /// A path condition.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum PathCond {
     Exact(String),
     /// Whole segments: `/v2` matches `/v2` and `/v2/x`, not `/v2x`.
@@ -29,7 +29,7 @@ enum PathCond {
 }
 
 /// A header or query-parameter condition.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum ValueCond {
     Exact(String),
     Regex(Regex),
@@ -45,8 +45,8 @@ impl ValueCond {
 }
 
 /// One match of a rule, compiled.
-#[derive(Debug)]
-struct Cond {
+#[derive(Debug, Clone)]
+pub(crate) struct Cond {
     path: PathCond,
     headers: Vec<(HeaderName, ValueCond)>,
     query: Vec<(String, ValueCond)>,
@@ -151,7 +151,7 @@ pub enum Selected<'a> {
 /// The precedence of a match: exact paths, then longer prefixes, then regular
 /// expressions; then a method; then more headers; then more query parameters; then the
 /// older route, and the earlier rule.
-type Rank = (
+pub(crate) type Rank = (
     u8,
     Reverse<usize>,
     bool,
@@ -199,7 +199,7 @@ fn compile(m: &RouteMatch) -> Option<Cond> {
     })
 }
 
-fn rank(c: &Cond, route: usize, rule: usize) -> Rank {
+pub(crate) fn rank(c: &Cond, route: usize, rule: usize) -> Rank {
     let (class, len) = match &c.path {
         PathCond::Exact(p) => (0, p.len()),
         PathCond::Prefix(p) => (1, p.len()),
@@ -224,7 +224,18 @@ fn segment_prefix(path: &str, prefix: &str) -> bool {
 }
 
 impl Cond {
-    fn holds(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
+    /// The rule this match selects, with the prefix it matched (for a prefix rewrite).
+    pub(crate) fn selects<'a>(&'a self, rule: &'a Rule) -> Selected<'a> {
+        Selected::Rule {
+            rule,
+            prefix: match &self.path {
+                PathCond::Prefix(p) => Some(p.as_str()),
+                _ => None,
+            },
+        }
+    }
+
+    pub(crate) fn holds(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
         let path = uri.path();
         let path_ok = match &self.path {
             PathCond::Exact(p) => path == p,
@@ -252,6 +263,41 @@ impl Cond {
     }
 }
 
+/// The rules of a route in `route_ns`, compiled: each with its index and its matches
+/// (a rule without matches has the one that takes every request). A match that cannot
+/// compile (admission checked them; only a regular expression Rust's engine refuses)
+/// is `None`, and matches nothing.
+pub(crate) fn compiled_rules(
+    spec: &HttpRouteSpec,
+    route_ns: &str,
+) -> Vec<(usize, Arc<Rule>, Vec<Option<Cond>>)> {
+    spec.rules
+        .iter()
+        .enumerate()
+        .map(|(ui, r)| {
+            let rule = Arc::new(Rule {
+                filters: Filters::of(&r.filters),
+                backends: r
+                    .backend_refs
+                    .iter()
+                    .map(|b| Backend {
+                        service: key(&b.name, b.namespace.as_deref().unwrap_or(route_ns)),
+                        port: b.port.unwrap_or(80),
+                        weight: b.weight.unwrap_or(1),
+                        filters: Filters::of(&b.filters),
+                    })
+                    .collect(),
+            });
+            let conds = if r.matches.is_empty() {
+                vec![compile(&RouteMatch::default())]
+            } else {
+                r.matches.iter().map(compile).collect()
+            };
+            (ui, rule, conds)
+        })
+        .collect()
+}
+
 impl MeshRules {
     /// Compiles the table's mesh routes. A match that cannot compile (admission checked
     /// them; only a regular expression Rust's engine refuses) matches nothing.
@@ -259,29 +305,7 @@ impl MeshRules {
         let mut ranked: HashMap<String, Vec<(Rank, Entry)>> = HashMap::new();
         for (ri, route) in routes.iter().enumerate() {
             let route_ns: Arc<str> = route.namespace.as_str().into();
-            for (ui, r) in route.spec.rules.iter().enumerate() {
-                let rule = Arc::new(Rule {
-                    filters: Filters::of(&r.filters),
-                    backends: r
-                        .backend_refs
-                        .iter()
-                        .map(|b| Backend {
-                            service: key(
-                                &b.name,
-                                b.namespace.as_deref().unwrap_or(&route.namespace),
-                            ),
-                            port: b.port.unwrap_or(80),
-                            weight: b.weight.unwrap_or(1),
-                            filters: Filters::of(&b.filters),
-                        })
-                        .collect(),
-                });
-                let every = [RouteMatch::default()];
-                let matches = if r.matches.is_empty() {
-                    &every[..]
-                } else {
-                    &r.matches[..]
-                };
+            for (ui, rule, conds) in compiled_rules(&route.spec, &route.namespace) {
                 for parent in route.spec.parent_refs.iter().filter(|p| {
                     p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service")
                 }) {
@@ -289,8 +313,8 @@ impl MeshRules {
                         &parent.name,
                         parent.namespace.as_deref().unwrap_or(&route.namespace),
                     );
-                    for m in matches {
-                        let Some(cond) = compile(m) else { continue };
+                    for cond in &conds {
+                        let Some(cond) = cond.clone() else { continue };
                         let entry = Entry {
                             route_ns: route_ns.clone(),
                             port: parent.port,
@@ -348,13 +372,7 @@ impl MeshRules {
         Some(
             match applicable.find(|e| e.cond.holds(method, uri, headers)) {
                 None => Selected::NoMatch,
-                Some(e) => Selected::Rule {
-                    rule: &e.rule,
-                    prefix: match &e.cond.path {
-                        PathCond::Prefix(p) => Some(p.as_str()),
-                        _ => None,
-                    },
-                },
+                Some(e) => e.cond.selects(&e.rule),
             },
         )
     }

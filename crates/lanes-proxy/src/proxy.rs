@@ -28,12 +28,13 @@ use crate::guard::{self, OwnListeners};
 use crate::istio::{Destination, ResponseFlag, Served};
 use crate::local::LocalInbound;
 use crate::matching::RequestView;
+use crate::mesh_routes::Selected;
 use crate::metrics::{
     AttemptOutcome, FallbackLabels, Label, Metrics, PodLabels, RequestLabels, SubsetKey,
 };
 use crate::outlier::{Outliers, is_gateway_failure};
 use crate::routing::{
-    Choice, FallbackReason, IngressChoice, Routing, RoutingError, Service, Subset,
+    Choice, FallbackReason, Group, IngressChoice, Routing, RoutingError, Service, Subset,
     endpoint_authority, traceparent_id,
 };
 use crate::server::ConnectionHold;
@@ -368,6 +369,16 @@ impl Mesh {
         }
         let routing = self.routing();
         let host = authority(&req).unwrap_or_default();
+        // A Gateway API route on a Gateway takes the request first, when one matches.
+        if !routing.gateway_routes.is_empty()
+            && let Some(selected) = routing
+                .gateway_routes
+                .select(&host, (req.method(), req.uri(), req.headers()))
+        {
+            return self
+                .gateway_route(req, &routing, selected, &host, hops, started)
+                .await;
+        }
         let view = RequestView {
             method: req.method(),
             uri: req.uri(),
@@ -409,19 +420,7 @@ impl Mesh {
         if let Some(edits) = edits {
             edits.apply(req.headers_mut());
         }
-        with_trace_id(req.headers_mut(), group.trace_header.as_ref());
-        let parent = SpanContext::from_headers(req.headers());
-        let span = match parent {
-            Some(_) => self.begin_span(parent, req.headers_mut()),
-            None => {
-                let trace = group
-                    .trace_header
-                    .as_ref()
-                    .and_then(|h| req.headers().get(h)?.to_str().ok())
-                    .map(trace_id_of);
-                self.begin_trace(trace, req.headers_mut())
-            }
-        };
+        let span = self.entry_span(Some(group), req.headers_mut());
         let routed = Routed {
             span,
             pod: None,
@@ -435,6 +434,89 @@ impl Mesh {
             budget: budget::remaining(req.headers(), self.settings.request_timeout()),
         };
         self.forward(req, routed, started).await
+    }
+
+    /// The span of a request entering the mesh at the gateway, in `group` when its
+    /// backend is in one: the group's trace header is given first, when missing, and
+    /// names the trace.
+    fn entry_span(&self, group: Option<&Group>, headers: &mut HeaderMap) -> Option<Span> {
+        let trace_header = group.and_then(|g| g.trace_header.as_ref());
+        with_trace_id(headers, trace_header);
+        let parent = SpanContext::from_headers(headers);
+        if parent.is_some() {
+            return self.begin_span(parent, headers);
+        }
+        let trace = trace_header
+            .and_then(|h| headers.get(h)?.to_str().ok())
+            .map(trace_id_of);
+        self.begin_trace(trace, headers)
+    }
+
+    /// Handles a request at the gateway that a Gateway API route on a Gateway took
+    /// (`selected`): the rule's filters, then its backend Service, in the lane the
+    /// request's route header names (which a filter may have set), as any call.
+    async fn gateway_route(
+        &self,
+        mut req: Request<Incoming>,
+        routing: &Routing,
+        selected: Selected<'_>,
+        host: &str,
+        hops: u32,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        let mut response_edits = Vec::new();
+        let (service, port) = match crate::mesh_routes::carry_out(
+            routing,
+            selected,
+            host,
+            &mut req,
+            &mut response_edits,
+        ) {
+            Ok(backend) => backend,
+            Err(answer) => {
+                let code = answer.status().as_u16();
+                self.count(Side::Gateway, None, None, Label::default(), code, "none");
+                return *answer;
+            }
+        };
+        let group = routing.group_of(service);
+        let lane = group.and_then(|g| {
+            let (lane, _) = routing.resolve_lane(g, req.headers(), |_| None, None)?;
+            Some(lane)
+        });
+        let choice = match routing.choose(service, lane.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                let label = Label::default();
+                self.count(
+                    Side::Gateway,
+                    Some(service),
+                    lane.as_ref(),
+                    label,
+                    503,
+                    "none",
+                );
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, e.message);
+            }
+        };
+        let span = self.entry_span(group, req.headers_mut());
+        let routed = Routed {
+            span,
+            pod: None,
+            side: Side::Gateway,
+            service,
+            lane,
+            route_header: group.map(|g| &g.route_header),
+            target_port: service.target_port(Some(port)),
+            choice,
+            hops,
+            budget: budget::remaining(req.headers(), self.settings.request_timeout()),
+        };
+        let mut resp = self.forward(req, routed, started).await;
+        for edits in &response_edits {
+            crate::mesh_routes::edit_headers(resp.headers_mut(), edits);
+        }
+        resp
     }
 
     /// Handles an application's outbound call through its sidecar.

@@ -340,6 +340,8 @@ pub struct Routing {
     pub groups: Vec<Group>,
     /// Gateway API routes attached to mesh Services.
     pub mesh: crate::mesh_routes::MeshRules,
+    /// Gateway API routes attached to the Gateways the ingress gateway serves.
+    pub gateway_routes: crate::gateway_routes::GatewayRules,
 }
 
 /// A service's key, `name.namespace` (built on every routed request: no formatter).
@@ -542,6 +544,7 @@ impl Routing {
             services,
             groups,
             mesh: crate::mesh_routes::MeshRules::build(&table.mesh_routes),
+            gateway_routes: crate::gateway_routes::GatewayRules::build(&table.ingress_routes),
         })
     }
 
@@ -962,6 +965,7 @@ mod tests {
                 releases: Vec::new(),
             }],
             mesh_routes: Vec::new(),
+            ingress_routes: Vec::new(),
         }
     }
 

@@ -869,3 +869,171 @@ fn the_mesh_conformance_cases_route_as_the_suite_expects() {
     println!("passed: {passed:#?}");
     d.stop();
 }
+
+/// A Gateway, and routes on it from two namespaces: one its listener takes for the
+/// seed's chain (its filter naming the lane), one for the conformance echo server, one
+/// a listener refuses.
+const ON_GATEWAY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: lanes-gw, namespace: default}
+spec:
+  gatewayClassName: lanes
+  listeners:
+  - {name: web, port: 80, protocol: HTTP, hostname: "*.example.com", allowedRoutes: {namespaces: {from: All}}}
+  - {name: own, port: 8080, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: default}
+spec:
+  parentRefs: [{name: lanes-gw, sectionName: web}]
+  hostnames: [shop.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /mock}}]
+    filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-asm-prefer-tag, value: base}]}}
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: X-Route, value: shop}]}}
+    backendRefs: [{name: mocka, port: 8000}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - {type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /mock}, statusCode: 301}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: echo, namespace: gateway-conformance-mesh}
+spec:
+  parentRefs: [{name: lanes-gw, namespace: default}]
+  hostnames: [echo.example.com, echo.other.org]
+  rules:
+  - backendRefs: [{name: echo-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    filters:
+    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}
+    backendRefs: [{name: echo-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: refused, namespace: gateway-conformance-mesh}
+spec:
+  parentRefs: [{name: lanes-gw, namespace: default, sectionName: own}]
+  hostnames: [refused.example.com]
+  rules:
+  - backendRefs: [{name: echo-v1, port: 8080}]
+"#;
+
+/// Routes attached to a Gateway are served by Lanes' gateway, ahead of the lane
+/// groups' ingress, with Lanes' lanes chosen within the backend; their status says which
+/// listener took them, or why none did.
+#[test]
+fn routes_on_a_gateway_are_served_by_lanes_gateway_within_the_lanes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(&dir.path().join("state"), &[]);
+    k_ok(&d, &["apply", "-f", "examples/seed/"]);
+    k_ok(&d, &["apply", "-f", &format!("{MESH}/base-manifests.yaml")]);
+    let path = dir.path().join("on-gateway.yaml");
+    std::fs::write(&path, ON_GATEWAY).unwrap();
+    k_ok(&d, &["apply", "-f", path.to_str().unwrap()]);
+    let get = |host: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("host", host)];
+        all.extend_from_slice(headers);
+        http_get(&d.gateway, path, &all)
+    };
+    let header = |answer: &[(String, String)], name: &str| {
+        answer
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+
+    // The seed's chain, in the lane the route's filter names: base, every hop.
+    let (_, answer, body) = eventually(Duration::from_secs(60), || {
+        let got = get("shop.example.com", "/mock", &[]);
+        (got.0 == 200 && body_is_base_chain(&got.2)).then_some(got)
+    });
+    assert_eq!(
+        header(&answer, "x-route").as_deref(),
+        Some("shop"),
+        "{body}"
+    );
+    // A redirect rule answers at the gateway.
+    let (status, answer, _) = get("shop.example.com", "/old/x", &[]);
+    assert_eq!(status, 301);
+    assert_eq!(
+        header(&answer, "location").as_deref(),
+        Some("http://shop.example.com/mock/x")
+    );
+    // A host no route on the Gateway takes is left to the lane ingress (the seed's).
+    let (status, answer, body) = get(
+        "other.example.com",
+        "/mock",
+        &[("x-asm-prefer-tag", "base")],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body_is_base_chain(&body), "{body}");
+    assert_eq!(header(&answer, "x-route"), None);
+
+    // A route from another namespace, on the listener that allows it: host names
+    // narrowed to the listener's (echo.other.org is not one), rules and filters run.
+    let echoed = |host: &str, path: &str| {
+        let (status, _, body) = get(host, path, &[]);
+        (status, json_or_null(&body))
+    };
+    let (status, v1) = eventually(Duration::from_secs(30), || {
+        let got = echoed("echo.example.com", "/x");
+        (got.0 == 200).then_some(got)
+    });
+    assert_eq!(status, 200);
+    assert!(v1["pod"].as_str().unwrap().starts_with("echo-v1-"), "{v1}");
+    let (status, v2) = echoed("echo.example.com", "/v2/y");
+    assert_eq!(status, 200);
+    assert!(v2["pod"].as_str().unwrap().starts_with("echo-v2-"), "{v2}");
+    assert_eq!(v2["path"], "/y");
+    let (status, _) = echoed("echo.other.org", "/x");
+    assert_eq!(
+        status, 404,
+        "echo.other.org is no host name of the listener"
+    );
+    let (status, _) = echoed("refused.example.com", "/x");
+    assert_eq!(status, 404, "the route no listener takes routes nothing");
+
+    // Status: the listener that took each route, or why none did.
+    let accepted = |ns: &str, name: &str| {
+        eventually(Duration::from_secs(30), || {
+            let route = json(&k_ok(
+                &d,
+                &["get", "httproute", name, "-n", ns, "-o", "json"],
+            ));
+            route
+                .pointer("/status/parents/0/conditions")?
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Accepted")
+                .cloned()
+        })
+    };
+    let shop = accepted("default", "shop");
+    assert_eq!(
+        (shop["status"].as_str(), shop["reason"].as_str()),
+        (Some("True"), Some("Accepted"))
+    );
+    assert_eq!(shop["message"], "routed by Lanes' gateway");
+    let refused = accepted(NS, "refused");
+    assert_eq!(
+        (refused["status"].as_str(), refused["reason"].as_str()),
+        (Some("False"), Some("NotAllowedByListeners"))
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("namespace default only"),
+        "{refused}"
+    );
+    d.stop();
+}
+
+/// Whether `body` is the seed's chain answering in the base lane: three hops, v1 each.
+fn body_is_base_chain(body: &str) -> bool {
+    body.matches("version: v1").count() == 3 && body.contains("-> mockc")
+}
