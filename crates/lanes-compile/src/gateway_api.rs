@@ -623,36 +623,49 @@ fn value_match(name: &str, s: &StringMatch) -> Result<ValueMatch, String> {
     })
 }
 
-/// The HTTPRoutes among `objects` (in the order given: creation order) that attach to a
-/// mesh Service, as the data plane runs them; one using a field the data plane does not
-/// carry out is left out (its status says `UnsupportedValue`), and so is one a lane
-/// group generated (the `gateway-api` flavor's): the lane routes it says are the route
-/// table's own, which the data plane runs with the fallbacks Gateway API cannot say.
+/// A user's route as the data plane runs it: an HTTPRoute's spec, or the HTTPRoute a
+/// GRPCRoute is read as, with its kind. `None` for other objects, for a route a lane
+/// group generated (the `gateway-api` flavor's: the lane routes it says are the route
+/// table's own, which the data plane runs with the fallbacks Gateway API cannot say),
+/// and for one using a field the data plane does not carry out (its status says
+/// `UnsupportedValue`).
+fn user_route(o: &lanes_model::Object) -> Option<(&'static str, HttpRouteSpec)> {
+    let (kind, spec) = match &o.typed {
+        lanes_model::Typed::HttpRoute(r) => ("HTTPRoute", r.spec.clone()),
+        lanes_model::Typed::GrpcRoute(r) => {
+            let grpc: lanes_model::gateway_api::GrpcRouteSpec =
+                serde_json::from_value(r.spec.clone()).ok()?;
+            ("GRPCRoute", grpc.as_http())
+        }
+        _ => return None,
+    };
+    let generated = o.label(lanes_model::lane::GROUP_LABEL).is_some();
+    (!generated && lanes_model::gateway_api::unsupported(&o.raw).is_none()).then_some((kind, spec))
+}
+
+/// The routes (HTTPRoutes and GRPCRoutes) among `objects` (in the order given:
+/// creation order) that attach to a mesh Service, as the data plane runs them
+/// ([`user_route`]).
 pub fn mesh_routes(objects: &[&lanes_model::Object]) -> Vec<lanes_model::gateway_api::MeshRoute> {
     objects
         .iter()
-        .filter_map(|o| match &o.typed {
-            lanes_model::Typed::HttpRoute(r)
-                if r.spec.parent_refs.iter().any(is_service_parent)
-                    && o.label(lanes_model::lane::GROUP_LABEL).is_none()
-                    && lanes_model::gateway_api::unsupported(&o.raw).is_none() =>
-            {
-                Some(lanes_model::gateway_api::MeshRoute {
+        .filter_map(|o| {
+            let (_, spec) = user_route(o)?;
+            spec.parent_refs.iter().any(is_service_parent).then(|| {
+                lanes_model::gateway_api::MeshRoute {
                     name: o.name.clone(),
                     namespace: o.namespace_or_empty().to_string(),
-                    spec: r.spec.clone(),
-                })
-            }
-            _ => None,
+                    spec,
+                }
+            })
         })
         .collect()
 }
 
-/// The HTTPRoutes among `objects` (in creation order) attached to a Gateway among
-/// them, as Lanes' gateway serves them: each with the host names the Gateway's
-/// listeners take it for ([`lanes_model::gateway_listeners::attach`]). One no listener
-/// takes, one using a field the data plane does not carry out, and one a lane group
-/// generated (the route table's lane ingress serves that) are left out.
+/// The routes (HTTPRoutes and GRPCRoutes) among `objects` (in creation order) attached
+/// to a Gateway among them, as Lanes' gateway serves them ([`user_route`]): each with
+/// the host names the Gateway's listeners take it for
+/// ([`lanes_model::gateway_listeners::attach`]). One no listener takes is left out.
 pub fn ingress_routes(
     objects: &[&lanes_model::Object],
 ) -> Vec<lanes_model::gateway_api::IngressRoute> {
@@ -669,22 +682,17 @@ pub fn ingress_routes(
         .collect();
     let mut out = Vec::new();
     for o in objects {
-        let lanes_model::Typed::HttpRoute(r) = &o.typed else {
+        let Some((kind, spec)) = user_route(o) else {
             continue;
         };
-        if o.label(lanes_model::lane::GROUP_LABEL).is_some()
-            || lanes_model::gateway_api::unsupported(&o.raw).is_some()
-        {
-            continue;
-        }
         let ns = o.namespace_or_empty();
         let mut hostnames: Vec<Option<String>> = Vec::new();
-        for p in r.spec.parent_refs.iter().filter(|p| is_gateway_parent(p)) {
+        for p in spec.parent_refs.iter().filter(|p| is_gateway_parent(p)) {
             let gw_ns = p.namespace.as_deref().unwrap_or(ns);
             let Some(gw) = gateways.get(&(gw_ns, p.name.as_str())) else {
                 continue;
             };
-            for h in attach(ns, &r.spec.hostnames, p, gw_ns, gw).unwrap_or_default() {
+            for h in attach(kind, ns, &spec.hostnames, p, gw_ns, gw).unwrap_or_default() {
                 if !hostnames.contains(&h) {
                     hostnames.push(h);
                 }
@@ -695,7 +703,7 @@ pub fn ingress_routes(
                 name: o.name.clone(),
                 namespace: ns.to_string(),
                 hostnames,
-                spec: r.spec.clone(),
+                spec,
             });
         }
     }
@@ -802,5 +810,38 @@ mod tests {
         let refs: Vec<&lanes_model::Object> = objects.iter().collect();
         let names: Vec<String> = mesh_routes(&refs).into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["users"]);
+    }
+
+    #[test]
+    fn a_grpc_route_runs_as_the_http_route_it_is_read_as() {
+        let grpc = |name: &str, filter: serde_json::Value| {
+            lanes_model::Object::from_value(serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web", "port": 7070}],
+                         "rules": [{"matches": [{"method": {"service": "pkg.Svc", "method": "Get"}}],
+                                    "filters": [filter],
+                                    "backendRefs": [{"name": "web-v2", "port": 7070, "weight": 3}]}]}}))
+            .unwrap()
+        };
+        let objects = [
+            grpc(
+                "runs",
+                serde_json::json!({"type": "RequestHeaderModifier",
+                                   "requestHeaderModifier": {"set": [{"name": "v", "value": "2"}]}}),
+            ),
+            grpc(
+                "mirrors",
+                serde_json::json!({"type": "RequestMirror",
+                                   "requestMirror": {"backendRef": {"name": "web-v3", "port": 7070}}}),
+            ),
+        ];
+        let refs: Vec<&lanes_model::Object> = objects.iter().collect();
+        let routes = mesh_routes(&refs);
+        assert_eq!(routes.len(), 1, "a RequestMirror filter is not carried out");
+        let rule = &routes[0].spec.rules[0];
+        let path = rule.matches[0].path.as_ref().unwrap();
+        assert_eq!(path.value, "/pkg.Svc/Get");
+        assert_eq!(rule.backend_refs[0].weight, Some(3));
     }
 }

@@ -108,7 +108,7 @@ pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
 /// The kinds the route table is compiled from: Services and their pods, lane groups and
 /// lanes, the releases whose steps route traffic (Rollouts and their Deployments,
 /// LaneReleases), and the Gateway API routes attached to mesh Services.
-pub const INPUT_KINDS: [lanes_model::Kind; 9] = [
+pub const INPUT_KINDS: [lanes_model::Kind; 10] = [
     lanes_model::Kind::Service,
     lanes_model::Kind::Pod,
     lanes_model::Kind::LaneGroup,
@@ -118,6 +118,7 @@ pub const INPUT_KINDS: [lanes_model::Kind; 9] = [
     lanes_model::Kind::LaneRelease,
     lanes_model::Kind::HttpRoute,
     lanes_model::Kind::KubeGateway,
+    lanes_model::Kind::GrpcRoute,
 ];
 /// The subset name ASM resolves to the calling request's lane.
 pub const ASM_LABEL_SUBSET: &str = "$asm-label";

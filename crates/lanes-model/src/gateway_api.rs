@@ -287,7 +287,8 @@ pub struct Condition {
 /// an HTTPRoute attached to a Service (the mesh profile), and its gateway one attached
 /// to a Gateway that a listener takes ([`crate::gateway_listeners::attach`]), so it is
 /// `Accepted` unless it uses a field they do not carry out (`UnsupportedValue`, naming
-/// it); a GRPCRoute is stored but not routed by, which its `Unknown`/`Pending` says.
+/// it). A GRPCRoute is carried out as the HTTPRoute it is read as
+/// ([`GrpcRouteSpec::as_http`]).
 pub fn accepted(route: &Value, parent: &Value, route_ns: &str, refs: &dyn Refs) -> Condition {
     let name = parent["name"].as_str().unwrap_or_default();
     let ns = parent["namespace"].as_str().unwrap_or(route_ns);
@@ -313,15 +314,13 @@ pub fn accepted(route: &Value, parent: &Value, route_ns: &str, refs: &dyn Refs) 
             format!("no {kind} {ns}/{name}"),
         );
     }
-    if route["kind"] != "HTTPRoute" {
-        let why = "stored and checked; Lanes' sidecars do not route by GRPCRoutes yet".into();
-        return condition("Unknown", "Pending", why);
-    }
     let by = if kind == "Gateway" {
         let parent = serde_json::from_value::<ParentReference>(parent.clone());
         let gw = gateway().unwrap_or_default();
+        let route_kind = route["kind"].as_str().unwrap_or("HTTPRoute");
+        let hostnames = route_hostnames(route);
         let attached = parent.as_ref().map(|p| {
-            crate::gateway_listeners::attach(route_ns, &route_hostnames(route), p, ns, &gw)
+            crate::gateway_listeners::attach(route_kind, route_ns, &hostnames, p, ns, &gw)
         });
         if let Ok(Err(not)) = attached {
             return condition("False", not.reason(), not.message().to_string());

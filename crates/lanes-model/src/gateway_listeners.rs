@@ -108,19 +108,25 @@ fn is_named(listener: &Listener, parent: &ParentReference) -> bool {
         && parent.port.is_none_or(|p| p == listener.port)
 }
 
-/// Whether `listener` lets an HTTPRoute in `route_ns` attach (the Gateway in
-/// `gateway_ns`); `Err` says why not.
-fn allows(listener: &Listener, route_ns: &str, gateway_ns: &str) -> Result<(), String> {
+/// Whether `listener` lets a route of `route_kind` (`HTTPRoute`, `GRPCRoute`: the
+/// kinds an HTTP listener allows when it names none) in `route_ns` attach (the Gateway
+/// in `gateway_ns`); `Err` says why not.
+fn allows(
+    listener: &Listener,
+    route_kind: &str,
+    route_ns: &str,
+    gateway_ns: &str,
+) -> Result<(), String> {
     let allowed = listener.allowed_routes.clone().unwrap_or_default();
-    let is_http_route = |k: &RouteGroupKind| {
-        k.kind == "HTTPRoute"
+    let is_kind = |k: &RouteGroupKind| {
+        k.kind == route_kind
             && k.group
                 .as_deref()
                 .is_none_or(|g| g == crate::gateway_api::GROUP)
     };
-    if !allowed.kinds.is_empty() && !allowed.kinds.iter().any(is_http_route) {
+    if !allowed.kinds.is_empty() && !allowed.kinds.iter().any(is_kind) {
         return Err(format!(
-            "listener {} does not allow HTTPRoutes",
+            "listener {} does not allow {route_kind}s",
             listener.name
         ));
     }
@@ -139,11 +145,12 @@ fn allows(listener: &Listener, route_ns: &str, gateway_ns: &str) -> Result<(), S
     }
 }
 
-/// The host names an HTTPRoute (in `route_ns`, with `hostnames`) answers for on the
-/// Gateway `gateway` (in `gateway_ns`) through `parent`: per listener that takes it,
-/// the route's names narrowed by the listener's (`None`: every host). Lanes' gateway
-/// serves HTTP listeners only. `Err` when no listener takes it, and why.
+/// The host names a route of `route_kind` (in `route_ns`, with `hostnames`) answers
+/// for on the Gateway `gateway` (in `gateway_ns`) through `parent`: per listener that
+/// takes it, the route's names narrowed by the listener's (`None`: every host). Lanes'
+/// gateway serves HTTP listeners only. `Err` when no listener takes it, and why.
 pub fn attach(
+    route_kind: &str,
     route_ns: &str,
     hostnames: &[String],
     parent: &ParentReference,
@@ -169,7 +176,7 @@ pub fn attach(
     let mut refusals = Vec::new();
     let allowed: Vec<&Listener> = http
         .into_iter()
-        .filter(|l| match allows(l, route_ns, gateway_ns) {
+        .filter(|l| match allows(l, route_kind, route_ns, gateway_ns) {
             Ok(()) => true,
             Err(why) => {
                 refusals.push(why);
@@ -227,11 +234,12 @@ mod tests {
         let gw = gateway();
         // From another namespace: only the listener that allows All takes it.
         assert_eq!(
-            attach("shop", &[], &parent(None, None), "infra", &gw),
+            attach("HTTPRoute", "shop", &[], &parent(None, None), "infra", &gw),
             Ok(vec![Some("*.example.com".to_string())])
         );
         assert_eq!(
             attach(
+                "HTTPRoute",
                 "shop",
                 &names(&["a.example.com", "other.org", "*.b.example.com"]),
                 &parent(None, None),
@@ -245,11 +253,19 @@ mod tests {
         );
         // From the Gateway's namespace the listener without a host name takes any.
         assert_eq!(
-            attach("infra", &[], &parent(Some("own"), None), "infra", &gw),
+            attach(
+                "HTTPRoute",
+                "infra",
+                &[],
+                &parent(Some("own"), None),
+                "infra",
+                &gw
+            ),
             Ok(vec![None])
         );
         assert_eq!(
             attach(
+                "HTTPRoute",
                 "infra",
                 &names(&["x.org"]),
                 &parent(None, Some(8080)),
@@ -266,6 +282,7 @@ mod tests {
         let reason = |r: Result<Vec<Option<String>>, NotAttached>| r.unwrap_err().reason();
         assert_eq!(
             reason(attach(
+                "HTTPRoute",
                 "shop",
                 &[],
                 &parent(Some("nope"), None),
@@ -276,6 +293,7 @@ mod tests {
         );
         assert_eq!(
             reason(attach(
+                "HTTPRoute",
                 "shop",
                 &[],
                 &parent(Some("tls"), None),
@@ -286,6 +304,7 @@ mod tests {
         );
         assert_eq!(
             reason(attach(
+                "HTTPRoute",
                 "shop",
                 &[],
                 &parent(Some("own"), None),
@@ -296,6 +315,7 @@ mod tests {
         );
         assert_eq!(
             reason(attach(
+                "HTTPRoute",
                 "shop",
                 &names(&["other.org"]),
                 &parent(Some("web"), None),
@@ -308,8 +328,25 @@ mod tests {
             {"name": "sel", "port": 80, "protocol": "HTTP",
              "allowedRoutes": {"namespaces": {"from": "Selector"}}}]}))
         .unwrap();
-        let refused = attach("infra", &[], &parent(None, None), "infra", &selector).unwrap_err();
+        let refused = attach(
+            "HTTPRoute",
+            "infra",
+            &[],
+            &parent(None, None),
+            "infra",
+            &selector,
+        )
+        .unwrap_err();
         assert_eq!(refused.reason(), "NotAllowedByListeners");
         assert!(refused.message().contains("Selector"), "{refused:?}");
+        // A listener naming its kinds takes those only.
+        let grpc_only: GatewaySpec = serde_json::from_value(serde_json::json!({"listeners": [
+            {"name": "grpc", "port": 80, "protocol": "HTTP",
+             "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}]}))
+        .unwrap();
+        let at = |kind| attach(kind, "infra", &[], &parent(None, None), "infra", &grpc_only);
+        assert_eq!(at("GRPCRoute"), Ok(vec![None]));
+        let refused = at("HTTPRoute").unwrap_err();
+        assert_eq!(refused.message(), "listener grpc does not allow HTTPRoutes");
     }
 }

@@ -354,9 +354,153 @@ pub fn hostname_intersection(listener: Option<&str>, route: &[String]) -> Vec<Op
     }
 }
 
+/// GRPCRoute spec: what Lanes reads of it (the rest is refused by the status writer or
+/// checked by the CRD's schema).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteSpec {
+    /// What the route attaches to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// Host names the route applies to; none means every host.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Rules.
+    #[serde(default)]
+    pub rules: Vec<GrpcRouteRule>,
+}
+
+/// A GRPCRoute rule: its filters and backends read as an HTTPRoute's (the same fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteRule {
+    /// Matches; none takes every call.
+    #[serde(default)]
+    pub matches: Vec<GrpcRouteMatch>,
+    /// Filters.
+    #[serde(default)]
+    pub filters: Vec<RouteFilter>,
+    /// Backends.
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
+}
+
+/// A GRPCRoute match: the method called and headers (metadata).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteMatch {
+    /// The method.
+    #[serde(default)]
+    pub method: Option<GrpcMethodMatch>,
+    /// Headers.
+    #[serde(default)]
+    pub headers: Vec<ValueMatch>,
+}
+
+/// A method match: a service, a method, or both, exactly or as regular expressions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrpcMethodMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(rename = "type", default)]
+    pub kind: ValueMatchType,
+    /// The fully qualified service, e.g. `grpc.health.v1.Health`.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The method, e.g. `Check`.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+impl GrpcMethodMatch {
+    /// The request path (`/service/method`) condition this is: an exact path, a path
+    /// prefix (a service alone), or a regular expression.
+    fn path(&self) -> PathMatch {
+        let (service, method) = (self.service.as_deref(), self.method.as_deref());
+        let (kind, value) = match (self.kind, service, method) {
+            (ValueMatchType::Exact, Some(s), Some(m)) => {
+                (PathMatchType::Exact, format!("/{s}/{m}"))
+            }
+            (ValueMatchType::Exact, Some(s), None) => (PathMatchType::PathPrefix, format!("/{s}")),
+            (ValueMatchType::Exact, None, m) => (
+                PathMatchType::RegularExpression,
+                format!("/[^/]+/{}", m.unwrap_or("[^/]+").replace('.', "\\.")),
+            ),
+            (ValueMatchType::RegularExpression, s, m) => (
+                PathMatchType::RegularExpression,
+                format!("/(?:{})/(?:{})", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+")),
+            ),
+        };
+        PathMatch { kind, value }
+    }
+}
+
+impl GrpcRouteSpec {
+    /// The HTTPRoute this GRPCRoute routes as: a gRPC call is a request for the path
+    /// `/service/method`, so a method match is a path match; headers, filters and
+    /// backends are the same fields.
+    pub fn as_http(&self) -> HttpRouteSpec {
+        HttpRouteSpec {
+            parent_refs: self.parent_refs.clone(),
+            hostnames: self.hostnames.clone(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RouteRule {
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(|m| RouteMatch {
+                            path: m.method.as_ref().map(GrpcMethodMatch::path),
+                            headers: m.headers.clone(),
+                            ..RouteMatch::default()
+                        })
+                        .collect(),
+                    filters: r.filters.clone(),
+                    backend_refs: r.backend_refs.clone(),
+                    ..RouteRule::default()
+                })
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grpc_method_match_is_a_path_match() {
+        let spec: GrpcRouteSpec = serde_json::from_value(serde_json::json!({
+            "rules": [{"matches": [
+                {"method": {"service": "pkg.Svc", "method": "Get"}},
+                {"method": {"service": "pkg.Svc"}},
+                {"method": {"method": "Get"}, "headers": [{"name": "v", "value": "2"}]},
+                {"method": {"type": "RegularExpression", "service": "pkg\\..*"}},
+                {"headers": [{"name": "v", "value": "1"}]}],
+              "backendRefs": [{"name": "b", "port": 7070, "weight": 3}]}]}))
+        .unwrap();
+        let http = spec.as_http();
+        let paths: Vec<Option<(PathMatchType, String)>> = http.rules[0]
+            .matches
+            .iter()
+            .map(|m| m.path.clone().map(|p| (p.kind, p.value)))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                Some((PathMatchType::Exact, "/pkg.Svc/Get".to_string())),
+                Some((PathMatchType::PathPrefix, "/pkg.Svc".to_string())),
+                Some((PathMatchType::RegularExpression, "/[^/]+/Get".to_string())),
+                Some((
+                    PathMatchType::RegularExpression,
+                    "/(?:pkg\\..*)/(?:[^/]+)".to_string()
+                )),
+                None,
+            ]
+        );
+        assert_eq!(http.rules[0].matches[2].headers[0].value, "2");
+        assert_eq!(http.rules[0].backend_refs[0].weight, Some(3));
+    }
 
     #[test]
     fn wildcards_cover_one_or_more_labels_and_narrower_wildcards() {

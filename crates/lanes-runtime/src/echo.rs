@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 pub struct EchoConfig {
     /// Where to listen (`LANES_LISTEN`).
     pub listen: SocketAddr,
+    /// Where to answer gRPC, when the image's args ask for it (`LANES_ECHO_GRPC`).
+    pub grpc: Option<SocketAddr>,
     /// The pod's namespace (`POD_NAMESPACE`, else `NAMESPACE`).
     pub namespace: String,
     /// The pod's name (`POD_NAME`).
@@ -29,11 +31,13 @@ impl EchoConfig {
     /// Reads the configuration from the environment `lanes up` gives a pod.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<EchoConfig, String> {
         let listen = get("LANES_LISTEN").unwrap_or_else(|| "127.0.0.1:3000".into());
-        let listen = listen
-            .parse()
-            .map_err(|_| format!("cannot listen on {listen:?}: not an address"))?;
+        let address = |a: String| {
+            a.parse()
+                .map_err(|_| format!("cannot listen on {a:?}: not an address"))
+        };
         Ok(EchoConfig {
-            listen,
+            listen: address(listen)?,
+            grpc: get("LANES_ECHO_GRPC").map(address).transpose()?,
             namespace: get("POD_NAMESPACE")
                 .or_else(|| get("NAMESPACE"))
                 .unwrap_or_default(),
@@ -118,18 +122,38 @@ async fn answer(
     Json(echoed(&config, &method, &uri, version, &headers))
 }
 
-/// Serves until `stop` resolves.
+/// Serves HTTP, and gRPC when configured ([`crate::echo_grpc`]), until `stop` resolves.
 pub async fn serve(
     config: EchoConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
+    let grpc = match config.grpc {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let config = Arc::new(config);
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let app = axum::Router::new()
         .fallback(answer)
-        .with_state(Arc::new(config));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+        .with_state(config.clone());
+    let http = axum::serve(listener, app).with_graceful_shutdown(until_stopped(stopped.clone()));
+    let grpc = async {
+        match grpc {
+            Some(l) => crate::echo_grpc::serve(config, l, until_stopped(stopped)).await,
+            None => Ok(()),
+        }
+    };
+    let signal = async {
+        stop.await;
+        let _ = stopping.send(true);
+        Ok(())
+    };
+    tokio::try_join!(async { http.await }, grpc, signal)?;
+    Ok(())
 }
 
 #[cfg(test)]

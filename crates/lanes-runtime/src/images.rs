@@ -52,6 +52,8 @@ pub enum Resolved {
         /// The HTTP port: the first `--port` of the container's args, else 3000
         /// (`echo-basic`'s default).
         port: u16,
+        /// The gRPC port: `--grpc` of the args (`echo-advanced`), if any.
+        grpc: Option<u16>,
     },
     /// A command.
     Command(CommandLine),
@@ -79,7 +81,8 @@ pub fn resolve(
     }
     if is_conformance_echo(image) && command.is_empty() {
         return Ok(Resolved::Echo {
-            port: echo_port(args).unwrap_or(3000),
+            port: echo_port(args, "--port").unwrap_or(3000),
+            grpc: echo_port(args, "--grpc"),
         });
     }
     let spec = table
@@ -118,11 +121,12 @@ pub fn is_conformance_echo(image: &str) -> bool {
         .any(|e| repo.ends_with(e))
 }
 
-/// The HTTP port an echo container's args name: the first `--port=N` (or `--port N`).
-pub fn echo_port(args: &[String]) -> Option<u16> {
+/// The port an echo container's args name by `flag` (`--port`, `--grpc`): its first
+/// `FLAG=N` (or `FLAG N`).
+pub fn echo_port(args: &[String], flag: &str) -> Option<u16> {
     let mut words = args.iter();
     while let Some(w) = words.next() {
-        let value = match w.strip_prefix("--port") {
+        let value = match w.strip_prefix(flag) {
             Some(rest) if rest.starts_with('=') => rest[1..].to_string(),
             Some("") => words.next()?.clone(),
             _ => continue,
@@ -154,7 +158,10 @@ mod tests {
                 &[],
                 &args
             ),
-            Ok(Resolved::Echo { port: 8080 })
+            Ok(Resolved::Echo {
+                port: 8080,
+                grpc: Some(7070)
+            })
         );
         assert_eq!(
             resolve(
@@ -163,9 +170,15 @@ mod tests {
                 &[],
                 &[]
             ),
-            Ok(Resolved::Echo { port: 3000 })
+            Ok(Resolved::Echo {
+                port: 3000,
+                grpc: None
+            })
         );
-        assert_eq!(echo_port(&["--port".into(), "9000".into()]), Some(9000));
+        assert_eq!(
+            echo_port(&["--port".into(), "9000".into()], "--port"),
+            Some(9000)
+        );
     }
 
     #[test]

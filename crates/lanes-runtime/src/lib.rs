@@ -7,6 +7,7 @@ pub mod controller;
 pub mod data_plane;
 pub mod deployments;
 pub mod echo;
+pub mod echo_grpc;
 pub mod gateway_routes;
 pub mod images;
 pub mod ipam;

@@ -300,8 +300,13 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     let ports = container_ports(&container);
     let app_port = match (ports.first(), &resolved) {
         (Some(p), _) => *p,
-        (None, Ok(Resolved::Echo { port })) => *port,
+        (None, Ok(Resolved::Echo { port, .. })) => *port,
         (None, _) => 8000,
+    };
+    // The echo server's gRPC port is the pod's too, when its args ask for one.
+    let echo_grpc = match &resolved {
+        Ok(Resolved::Echo { grpc, .. }) => *grpc,
+        _ => None,
     };
     let labels = pod
         .pointer("/metadata/labels")
@@ -319,7 +324,7 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
             labels,
             app_address: SocketAddr::new(IpAddr::V4(ip), app_port),
             ports: if ports.is_empty() {
-                vec![app_port]
+                [Some(app_port), echo_grpc].into_iter().flatten().collect()
             } else {
                 ports.clone()
             },
@@ -378,6 +383,9 @@ async fn run_pod(ctx: Arc<Context>, pod: Value, mut stop: watch::Receiver<bool>)
     let mut env = env_of(&pod, &container, ip);
     env.push(("LANES_IMAGE".into(), image.clone()));
     env.push(("LANES_LISTEN".into(), format!("{ip}:{app_port}")));
+    if let Some(grpc) = echo_grpc {
+        env.push(("LANES_ECHO_GRPC".into(), format!("{ip}:{grpc}")));
+    }
     env.push((
         "LANES_POD_UID".into(),
         pod.pointer("/metadata/uid")

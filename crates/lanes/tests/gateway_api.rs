@@ -686,6 +686,24 @@ fn conformance_cases(echo_v2_pod: &str) -> Vec<(&'static str, Vec<Expect<'_>>)> 
     cases
 }
 
+/// `count` gRPC calls to `target` (a sidecar's outbound listener, or the gateway) for
+/// `authority`, by grpcio (`tests/grpc/echo_client.py`): per call, the pod that
+/// answered, or the error.
+fn grpc_calls(target: &str, authority: &str, count: usize) -> Vec<String> {
+    let python = std::env::var("LANES_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(python)
+        .arg(repo().join("crates/lanes/tests/grpc/echo_client.py"))
+        .args([target, authority, &count.to_string()])
+        .output()
+        .expect("python for the gRPC client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Whether `f` holds within 30 s, tried every 200 ms.
 fn within_30s(mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -850,6 +868,64 @@ fn the_mesh_conformance_cases_route_as_the_suite_expects() {
         &["delete", "-f", &format!("{MESH}/httproute-weight.yaml")],
     );
 
+    // gRPC: grpcroute-weight's 70/30 split of calls to echo:7070, made by grpcio (a
+    // real gRPC client) through the sidecar, within the same tolerance.
+    // Before the route, the calls reach both pods' gRPC port (taken in turn).
+    let before = grpc_calls(&format!("{producer}:15001"), "echo:7070", 20);
+    let by = |v: &str| before.iter().filter(|h| h.starts_with(v)).count();
+    assert!(by("echo-v1-") >= 5 && by("echo-v2-") >= 5, "{before:?}");
+    k_ok(
+        &d,
+        &["apply", "-f", &format!("{MESH}/grpcroute-weight.yaml")],
+    );
+    let mut shares = Vec::new();
+    for _ in 0..10 {
+        let answered = grpc_calls(&format!("{producer}:15001"), "echo:7070", 500);
+        let errors: Vec<&String> = answered.iter().filter(|h| h.starts_with("error")).collect();
+        assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(3)]);
+        let v2s = answered
+            .iter()
+            .filter(|h| h.starts_with("echo-v2-"))
+            .count();
+        shares.push(v2s as f64 / 500.0);
+        if (shares[shares.len() - 1] - 0.3).abs() <= 0.05 {
+            break;
+        }
+    }
+    let share = shares[shares.len() - 1];
+    println!("grpcroute-weight: echo-v2 took {shares:?} of 500 calls per try");
+    assert!((share - 0.3).abs() <= 0.05, "echo-v2 took {shares:?}");
+    let accepted = eventually(Duration::from_secs(30), || {
+        let route = json(&k_ok(
+            &d,
+            &[
+                "get",
+                "grpcroute",
+                "mesh-grpc-weighted-backends",
+                "-n",
+                NS,
+                "-o",
+                "json",
+            ],
+        ));
+        route
+            .pointer("/status/parents/0/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Accepted")
+            .cloned()
+    });
+    assert_eq!(accepted["status"], "True", "{accepted}");
+    passed.push(format!(
+        "grpcroute-weight (500 calls, echo-v2 {:.1}%, try {})",
+        share * 100.0,
+        shares.len()
+    ));
+    k_ok(
+        &d,
+        &["delete", "-f", &format!("{MESH}/grpcroute-weight.yaml")],
+    );
+
     // A backend that does not exist routes nothing there: calls that pick it get a 500.
     let missing = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: missing-backend, namespace: gateway-conformance-mesh}\nspec:\n  parentRefs: [{group: '', kind: Service, name: echo-v2, port: 80}]\n  rules:\n  - backendRefs: [{name: echo-v9, port: 80}]\n";
     let path = dir.path().join("missing.yaml");
@@ -911,6 +987,16 @@ spec:
     filters:
     - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}
     backendRefs: [{name: echo-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo-grpc, namespace: gateway-conformance-mesh}
+spec:
+  parentRefs: [{name: lanes-gw, namespace: default}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{method: {service: proto.EchoTestService}}]
+    backendRefs: [{name: echo-v2, port: 7070}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -996,6 +1082,17 @@ fn routes_on_a_gateway_are_served_by_lanes_gateway_within_the_lanes() {
     );
     let (status, _) = echoed("refused.example.com", "/x");
     assert_eq!(status, 404, "the route no listener takes routes nothing");
+
+    // A GRPCRoute on the Gateway: gRPC calls (grpcio) for its host name go to echo-v2.
+    let answered = eventually(Duration::from_secs(30), || {
+        let gateway = d.gateway.trim_start_matches("http://");
+        let answered = grpc_calls(gateway, "grpc.example.com", 4);
+        answered
+            .iter()
+            .all(|h| h.starts_with("echo-v2-"))
+            .then_some(answered)
+    });
+    assert_eq!(answered.len(), 4);
 
     // Status: the listener that took each route, or why none did.
     let accepted = |ns: &str, name: &str| {
