@@ -107,8 +107,9 @@ pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
 
 /// The kinds the route table is compiled from: Services and their pods, lane groups and
 /// lanes, the releases whose steps route traffic (Rollouts and their Deployments,
-/// LaneReleases), and the Gateway API routes attached to mesh Services.
-pub const INPUT_KINDS: [lanes_model::Kind; 10] = [
+/// LaneReleases), the Gateway API routes (attached to mesh Services or to Gateways) and
+/// Gateways, and the Istio Gateways lane groups' ingress names.
+pub const INPUT_KINDS: [lanes_model::Kind; 11] = [
     lanes_model::Kind::Service,
     lanes_model::Kind::Pod,
     lanes_model::Kind::LaneGroup,
@@ -119,6 +120,7 @@ pub const INPUT_KINDS: [lanes_model::Kind; 10] = [
     lanes_model::Kind::HttpRoute,
     lanes_model::Kind::KubeGateway,
     lanes_model::Kind::GrpcRoute,
+    lanes_model::Kind::Gateway,
 ];
 /// The subset name ASM resolves to the calling request's lane.
 pub const ASM_LABEL_SUBSET: &str = "$asm-label";
@@ -189,6 +191,10 @@ pub struct GroupInput<'a> {
     /// Releases whose steps route traffic, in Rollout creation order; those of the
     /// group's services take a share of its ingress.
     pub releases: &'a release::Releases,
+    /// The Istio Gateway the group's ingress names, when among the inputs: the
+    /// `gateway-api` flavor attaches its ingress routes at the listener of the port of
+    /// its plain-HTTP server (`None`: at the Gateway, every listener).
+    pub gateway: Option<&'a lanes_model::istio::GatewaySpec>,
 }
 
 /// Where an object sits in creation order: `creationTimestamp` to the second (all a
@@ -255,15 +261,29 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
                 .push((o.name.as_str(), &l.spec));
         }
     }
+    let istio_gateways: HashMap<(&str, &str), &lanes_model::istio::GatewaySpec> = objects
+        .iter()
+        .filter_map(|o| match &o.typed {
+            Typed::Gateway(g) => Some(((o.namespace_or_empty(), o.name.as_str()), &g.spec)),
+            _ => None,
+        })
+        .collect();
     for object in objects {
         let Typed::LaneGroup(group) = &object.typed else {
             continue;
         };
+        let gateway_ns = group.spec.ingress.gateway.namespace.as_deref();
         let input = GroupInput {
             name: &object.name,
             spec: &group.spec,
             lanes: lanes.remove(object.name.as_str()).unwrap_or_default(),
             releases: &releases,
+            gateway: istio_gateways
+                .get(&(
+                    gateway_ns.unwrap_or("istio-system"),
+                    group.spec.ingress.gateway.name.as_str(),
+                ))
+                .copied(),
         };
         compile_group(&input, &mesh, flavor, emit, &mut out);
     }
@@ -300,6 +320,20 @@ fn mesh_service(s: ServiceView) -> MeshService {
     }
 }
 
+/// The port of an Istio Gateway's first plain-HTTP server (`HTTP`, `HTTP2`, `GRPC`):
+/// the listener a Gateway API Gateway standing for it has on that port.
+fn http_server_port(gateway: &lanes_model::istio::GatewaySpec) -> Option<u16> {
+    gateway
+        .servers
+        .iter()
+        .find(|s| {
+            ["HTTP", "HTTP2", "GRPC"]
+                .iter()
+                .any(|p| s.port.protocol.eq_ignore_ascii_case(p))
+        })
+        .and_then(|s| u16::try_from(s.port.number).ok())
+}
+
 pub(crate) fn fqdn(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}.svc.cluster.local")
 }
@@ -308,6 +342,8 @@ pub(crate) fn fqdn(name: &str, namespace: &str) -> String {
 pub(crate) struct GroupCtx<'a> {
     gateway_ns: String,
     gateway: String,
+    /// The port of the ingress gateway's plain-HTTP server, when known.
+    gateway_port: Option<u16>,
     route_header: String,
     permissive: bool,
     fallback: Option<String>,
@@ -465,6 +501,7 @@ pub fn compile_group(
             .clone()
             .unwrap_or_else(|| "istio-system".to_string()),
         gateway: spec.ingress.gateway.name.clone(),
+        gateway_port: input.gateway.and_then(http_server_port),
         route_header: pmc
             .route_header
             .clone()
