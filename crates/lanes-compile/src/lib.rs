@@ -107,9 +107,9 @@ pub const ISTIO_API_VERSION: &str = "networking.istio.io/v1alpha3";
 
 /// The kinds the route table is compiled from: Services and their pods, lane groups and
 /// lanes, the releases whose steps route traffic (Rollouts and their Deployments,
-/// LaneReleases), the Gateway API routes (attached to mesh Services or to Gateways) and
-/// Gateways, and the Istio Gateways lane groups' ingress names.
-pub const INPUT_KINDS: [lanes_model::Kind; 11] = [
+/// LaneReleases), and the Gateway API routes (attached to mesh Services or to Gateways)
+/// and Gateways.
+pub const INPUT_KINDS: [lanes_model::Kind; 10] = [
     lanes_model::Kind::Service,
     lanes_model::Kind::Pod,
     lanes_model::Kind::LaneGroup,
@@ -120,7 +120,6 @@ pub const INPUT_KINDS: [lanes_model::Kind; 11] = [
     lanes_model::Kind::HttpRoute,
     lanes_model::Kind::KubeGateway,
     lanes_model::Kind::GrpcRoute,
-    lanes_model::Kind::Gateway,
 ];
 /// The subset name ASM resolves to the calling request's lane.
 pub const ASM_LABEL_SUBSET: &str = "$asm-label";

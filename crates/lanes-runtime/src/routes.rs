@@ -27,7 +27,7 @@ pub struct Snapshot {
 }
 
 /// The kinds the route table is compiled from.
-const INPUTS: [Kind; 11] = lanes_compile::INPUT_KINDS;
+const INPUTS: [Kind; 10] = lanes_compile::INPUT_KINDS;
 
 fn is_input(kind: Kind) -> bool {
     INPUTS.contains(&kind)
