@@ -241,6 +241,18 @@ mod tests {
                 .contains("spec.rules[0].timeouts"),
             "{c}"
         );
+        let mut bad_value = good.clone();
+        bad_value["spec"]["rules"][0]["filters"] = serde_json::json!([{"type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"add": [{"name": "x", "value": "a\r\nb"}]}}]);
+        let s = route_status(&bad_value, &Mesh, "2026-12-05T00:00:00Z");
+        let c = &s["parents"][0]["conditions"][0];
+        assert_eq!(c["reason"], "UnsupportedValue");
+        assert!(
+            c["message"].as_str().unwrap().contains(
+                "spec.rules[0].filters[0].requestHeaderModifier.add[0].value (a control character)"
+            ),
+            "{c}"
+        );
         let mut named = good.clone();
         named["spec"]["parentRefs"][0]["sectionName"] = serde_json::json!("http");
         let s = route_status(&named, &Mesh, "2026-12-05T00:00:00Z");
@@ -358,6 +370,28 @@ const FILTERS: [&str; 4] = [
     "URLRewrite",
 ];
 
+/// What of a filter Lanes' data plane does not carry out, as the rest of its path and
+/// why: a type it does not run, or a header value no HTTP header can hold (a control
+/// character; the CRD bounds only its length).
+fn unsupported_filter(f: &Value) -> Option<String> {
+    let kind = f["type"].as_str().unwrap_or_default();
+    if !FILTERS.contains(&kind) {
+        return Some(format!(" ({})", f["type"]));
+    }
+    for modifier in ["requestHeaderModifier", "responseHeaderModifier"] {
+        for op in ["set", "add"] {
+            let values = f[modifier][op].as_array().into_iter().flatten();
+            for (k, h) in values.enumerate() {
+                let value = h["value"].as_str().unwrap_or_default();
+                if value.chars().any(|c| c.is_control() && c != '\t') {
+                    return Some(format!(".{modifier}.{op}[{k}].value (a control character)"));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The first field of an HTTPRoute that Lanes' sidecars do not carry out, as its path.
 /// A Service parent's `sectionName` (a port by name) is one: the sidecars select a
 /// Service's port by number (`port`).
@@ -377,17 +411,16 @@ pub fn unsupported(route: &Value) -> Option<String> {
         }
         let filters = |v: &Value| v["filters"].as_array().cloned().unwrap_or_default();
         for (j, f) in filters(rule).iter().enumerate() {
-            if !FILTERS.contains(&f["type"].as_str().unwrap_or_default()) {
-                return Some(format!("spec.rules[{i}].filters[{j}] ({})", f["type"]));
+            if let Some(why) = unsupported_filter(f) {
+                return Some(format!("spec.rules[{i}].filters[{j}]{why}"));
             }
         }
         let backends = rule["backendRefs"].as_array().cloned().unwrap_or_default();
         for (j, b) in backends.iter().enumerate() {
             for (k, f) in filters(b).iter().enumerate() {
-                if !FILTERS.contains(&f["type"].as_str().unwrap_or_default()) {
+                if let Some(why) = unsupported_filter(f) {
                     return Some(format!(
-                        "spec.rules[{i}].backendRefs[{j}].filters[{k}] ({})",
-                        f["type"]
+                        "spec.rules[{i}].backendRefs[{j}].filters[{k}]{why}"
                     ));
                 }
             }

@@ -383,7 +383,7 @@ pub fn edit_headers(headers: &mut HeaderMap, m: &HeaderModifier) {
     let pair = |name: &str, value: &str| {
         Some((
             HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()?,
-            HeaderValue::from_str(value).ok()?,
+            HeaderValue::from_bytes(value.as_bytes()).ok()?,
         ))
     };
     for h in &m.set {
@@ -392,18 +392,23 @@ pub fn edit_headers(headers: &mut HeaderMap, m: &HeaderModifier) {
         }
     }
     for h in &m.add {
-        if let Some((n, v)) = pair(&h.name, &h.value) {
-            // As the suite reads it: one header, values joined by commas.
-            match headers.get(&n).and_then(|old| old.to_str().ok()) {
-                Some(old) => {
-                    if let Ok(joined) = HeaderValue::from_str(&format!("{old},{}", h.value)) {
-                        headers.insert(n, joined);
-                    }
-                }
-                None => {
-                    headers.insert(n, v);
-                }
-            }
+        let Some((n, v)) = pair(&h.name, &h.value) else {
+            continue;
+        };
+        // As the suite reads it: one header, every value it had and the new one joined
+        // by commas.
+        let mut joined: Vec<u8> = Vec::new();
+        for old in headers.get_all(&n) {
+            joined.extend_from_slice(old.as_bytes());
+            joined.push(b',');
+        }
+        if joined.is_empty() {
+            headers.insert(n, v);
+            continue;
+        }
+        joined.extend_from_slice(v.as_bytes());
+        if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+            headers.insert(n, joined);
         }
     }
     for name in &m.remove {
@@ -634,6 +639,16 @@ mod tests {
         assert_eq!(h["x-header-set"], "s");
         assert_eq!(h["x-header-add"], "x,y");
         assert!(h.get("x-header-remove").is_none());
+        // Every value the header had is kept, bytes beyond ASCII too.
+        let mut h = HeaderMap::new();
+        h.append("x-header-add", "a".parse().unwrap());
+        h.append(
+            "x-header-add",
+            HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap(),
+        );
+        edit_headers(&mut h, &m);
+        assert_eq!(h.get_all("x-header-add").iter().count(), 1);
+        assert_eq!(h["x-header-add"].as_bytes(), "a,caf\u{e9},y".as_bytes());
 
         let prefix = PathModifier {
             kind: PathModifierType::ReplacePrefixMatch,
