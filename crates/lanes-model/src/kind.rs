@@ -252,6 +252,15 @@ impl Kind {
         self.info().name
     }
 
+    /// The name objects of this kind are stored under: its name, qualified by its group
+    /// where two kinds share a name (Istio's Gateway and the Gateway API's).
+    pub fn storage_name(self) -> &'static str {
+        match self {
+            Kind::KubeGateway => "Gateway.gateway.networking.k8s.io",
+            _ => self.name(),
+        }
+    }
+
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
         self.info().namespaced

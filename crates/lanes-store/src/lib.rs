@@ -192,7 +192,7 @@ impl WatchEvent {
 pub fn storage_key(key: &ObjectKey) -> String {
     format!(
         "{}/{}/{}",
-        key.kind.name(),
+        key.kind.storage_name(),
         key.namespace.as_deref().unwrap_or(""),
         key.name
     )
@@ -559,8 +559,8 @@ impl Txn<'_, '_> {
 /// together; the range ends at the next prefix.
 fn prefix_range(kind: Kind, namespace: Option<&str>) -> (String, String) {
     let prefix = match namespace {
-        Some(ns) => format!("{}/{ns}/", kind.name()),
-        None => format!("{}/", kind.name()),
+        Some(ns) => format!("{}/{ns}/", kind.storage_name()),
+        None => format!("{}/", kind.storage_name()),
     };
     let mut end = prefix.clone();
     end.pop();
@@ -1283,6 +1283,31 @@ mod tests {
             is_finalised(&released),
             "the last finalizer is gone: it may go"
         );
+    }
+
+    #[test]
+    fn an_istio_gateway_and_a_gateway_api_gateway_of_one_name_are_two_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let istio = obj(
+            json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "infra"},
+            "spec": {"selector": {"istio": "ingressgateway"},
+                     "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}),
+        );
+        let kube = obj(
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "infra"},
+            "spec": {"gatewayClassName": "lanes",
+                     "listeners": [{"name": "web", "port": 80, "protocol": "HTTP"}]}}),
+        );
+        store.write(|t| t.create(&istio)).unwrap();
+        store.write(|t| t.create(&kube)).unwrap();
+        for kind in [Kind::Gateway, Kind::KubeGateway] {
+            let (listed, _) = store.list(kind, Some("infra")).unwrap();
+            assert_eq!(listed.len(), 1, "{kind:?}");
+            assert_eq!(Kind::of_value(&listed[0]), Some(kind));
+        }
     }
 
     #[test]
