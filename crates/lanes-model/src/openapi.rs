@@ -164,8 +164,18 @@ impl Walk<'_> {
                 }
             }
             Some(other) => errs.push(err(path, format!("schema type {other} not understood"))),
-            // Untyped schemas: alternatives of oneOf/anyOf/not, or int-or-string.
-            None => {}
+            // Untyped schemas: alternatives of oneOf/anyOf/not (value checks, which hold
+            // of the fields they name), or int-or-string.
+            None => {
+                let props = schema.get("properties").and_then(Value::as_object);
+                if let (Some(props), Some(obj)) = (props, value.as_object()) {
+                    for (k, s) in props {
+                        if let Some(v) = obj.get(k) {
+                            self.walk(s, v, &format!("{path}.{k}"), errs, false);
+                        }
+                    }
+                }
+            }
         }
         if let Some(obj) = value.as_object() {
             for r in schema
@@ -328,4 +338,32 @@ pub fn cel_holds(rule: &str, value: &Value) -> Option<bool> {
 /// A problem at `path` (as the walk builds it, `.spec.x[0]`).
 fn err(path: &str, message: String) -> FieldError {
     FieldError::new(path.strip_prefix('.').unwrap_or(path), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_of_alternative_checks_the_fields_it_names() {
+        // As the Gateway API's status addresses say it: an IPAddress, or any other type.
+        let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"type": {"type": "string"}, "value": {"type": "string"}},
+        "oneOf": [
+            {"properties": {"type": {"enum": ["IPAddress"]}}},
+            {"properties": {"type": {"not": {"enum": ["IPAddress"]}}}}
+        ]});
+        for kind in ["IPAddress", "Hostname"] {
+            let value = serde_json::json!({"type": kind, "value": "x"});
+            assert_eq!(check(&schema, &value), Vec::new(), "{kind}");
+        }
+        let nested = serde_json::json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+            "anyOf": [{"properties": {"spec": {"properties": {"n": {"minimum": 5}}}}}]});
+        assert!(check(&nested, &serde_json::json!({"spec": {"n": 7}})).is_empty());
+        let errs = check(&nested, &serde_json::json!({"spec": {"n": 2}}));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
 }
