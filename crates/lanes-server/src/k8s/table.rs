@@ -317,17 +317,13 @@ fn event_columns() -> Vec<Column> {
     ]
 }
 
-/// A simple `.a.b` JSON path of a printer column as a JSON pointer.
-fn pointer_of(json_path: &str) -> String {
-    json_path.replace('.', "/")
-}
-
 /// The columns of a CRD kind, from its `additionalPrinterColumns`.
 fn crd_columns(printer: &[Value]) -> Vec<Column> {
     let mut out = vec![name()];
     for c in printer {
         let header = c["name"].as_str().unwrap_or("").to_string();
-        let ptr = pointer_of(c["jsonPath"].as_str().unwrap_or(""));
+        // The column's JSONPath as RFC 9535 says it (`$` before Kubernetes' `.a.b`).
+        let path = format!("${}", c["jsonPath"].as_str().unwrap_or(""));
         let is_date = c["type"] == "date";
         let kind = match c["type"].as_str() {
             Some("integer") => "integer",
@@ -337,19 +333,41 @@ fn crd_columns(printer: &[Value]) -> Vec<Column> {
         out.push(Column {
             kind,
             name: header,
-            ..col("", wide, move |v| match v.pointer(&ptr) {
-                None | Some(Value::Null) => Value::Null,
-                Some(Value::String(t)) if is_date => age_of(t).into(),
-                Some(Value::String(t)) => t.clone().into(),
-                Some(Value::Number(x)) => Value::Number(x.clone()),
-                Some(other) => other.to_string().into(),
-            })
+            ..col("", wide, move |v| cell_of(&found(v, &path), is_date))
         });
     }
     if printer.is_empty() {
         out.push(age());
     }
     out
+}
+
+/// What a printer column's JSONPath finds in `v` (none when it does not parse).
+fn found<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
+    use jsonpath_rust::JsonPath;
+    v.query(path).unwrap_or_default()
+}
+
+/// A printer column's cell: nothing when the path finds nothing or null, the value
+/// when it finds one (a date as an age), else what it finds joined by commas, as an
+/// API server prints them.
+fn cell_of(found: &[&Value], is_date: bool) -> Value {
+    let text = |v: &Value| match v {
+        Value::String(t) => t.clone(),
+        other => other.to_string(),
+    };
+    match found {
+        [] | [Value::Null] => Value::Null,
+        [Value::String(t)] if is_date => age_of(t).into(),
+        [Value::Number(x)] => Value::Number(x.clone()),
+        [one] => text(one).into(),
+        many => many
+            .iter()
+            .map(|v| text(v))
+            .collect::<Vec<_>>()
+            .join(",")
+            .into(),
+    }
 }
 
 /// The Istio CRDs' printer columns (facts from Istio's CRDs).
@@ -462,6 +480,26 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printer_columns_follow_wildcards_and_filters() {
+        let gw = json!({"spec": {"gatewayClassName": "lanes"}, "status": {
+            "addresses": [{"value": "10.0.0.1"}, {"value": "10.0.0.2"}],
+            "conditions": [{"type": "Accepted", "status": "True"},
+                           {"type": "Programmed", "status": "False"}]}});
+        let cell = |path: &str| cell_of(&found(&gw, &format!("${path}")), false);
+        assert_eq!(cell(".spec.gatewayClassName"), "lanes");
+        assert_eq!(cell(".status.addresses[*].value"), "10.0.0.1,10.0.0.2");
+        assert_eq!(
+            cell(r#".status.conditions[?(@.type=="Programmed")].status"#),
+            "False"
+        );
+        assert_eq!(cell(".status.nothing"), Value::Null);
+        assert_eq!(
+            cell(".status.conditions[0]"),
+            r#"{"type":"Accepted","status":"True"}"#
+        );
+    }
 
     #[test]
     fn ages_read_as_kubectls() {
