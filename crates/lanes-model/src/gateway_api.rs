@@ -295,6 +295,34 @@ pub struct Condition {
     pub message: String,
 }
 
+impl Condition {
+    /// The condition as status says it: with its `lastTransitionTime` kept from
+    /// `before` (the conditions written last) while it holds, else `now`, and the
+    /// object's `generation`.
+    pub fn stamped(
+        &self,
+        before: Option<&Vec<Value>>,
+        generation: Option<&Value>,
+        now: &str,
+    ) -> Value {
+        let before = before.and_then(|cs| cs.iter().find(|x| x["type"] == self.kind));
+        let same = before.is_some_and(|b| {
+            b["status"] == self.status
+                && b["reason"] == self.reason
+                && b["message"] == self.message.as_str()
+        });
+        let since = match before {
+            Some(b) if same => b["lastTransitionTime"].clone(),
+            _ => Value::String(now.to_string()),
+        };
+        serde_json::json!({
+            "type": self.kind, "status": self.status, "reason": self.reason,
+            "message": self.message, "lastTransitionTime": since,
+            "observedGeneration": generation.cloned().unwrap_or(Value::from(1)),
+        })
+    }
+}
+
 /// A parent's `Accepted` condition. The parent must exist. Lanes' sidecars carry out
 /// an HTTPRoute attached to a Service (the mesh profile), and its gateway one attached
 /// to a Gateway that a listener takes ([`crate::gateway_listeners::attach`]), so it is
@@ -492,27 +520,10 @@ pub fn route_status(route: &Value, refs: &dyn Refs, now: &str) -> Value {
         .flatten()
         .map(|parent| {
             let was = previous.and_then(|p| p.iter().find(|s| s["parentRef"] == *parent));
+            let before = was.and_then(|w| w["conditions"].as_array());
             let conditions: Vec<Value> = [accepted(route, parent, ns, refs), resolved.clone()]
-                .into_iter()
-                .map(|c| {
-                    let before = was
-                        .and_then(|w| w["conditions"].as_array())
-                        .and_then(|cs| cs.iter().find(|x| x["type"] == c.kind));
-                    let same = before.is_some_and(|b| {
-                        b["status"] == c.status
-                            && b["reason"] == c.reason
-                            && b["message"] == c.message.as_str()
-                    });
-                    let since = match before {
-                        Some(b) if same => b["lastTransitionTime"].clone(),
-                        _ => Value::String(now.to_string()),
-                    };
-                    serde_json::json!({
-                        "type": c.kind, "status": c.status, "reason": c.reason,
-                        "message": c.message, "lastTransitionTime": since,
-                        "observedGeneration": generation.clone().unwrap_or(Value::from(1)),
-                    })
-                })
+                .iter()
+                .map(|c| c.stamped(before, generation.as_ref(), now))
                 .collect();
             serde_json::json!({
                 "parentRef": parent,

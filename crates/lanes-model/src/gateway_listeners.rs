@@ -204,6 +204,175 @@ pub fn attach(
     Ok(names)
 }
 
+/// A route as a Gateway's status counts it: its kind, namespace, host names, and one
+/// of its parents (which may or may not be the Gateway).
+#[derive(Debug, Clone)]
+pub struct RouteParent {
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub kind: String,
+    /// The route's namespace.
+    pub namespace: String,
+    /// The route's host names.
+    pub hostnames: Vec<String>,
+    /// The parent.
+    pub parent: ParentReference,
+}
+
+/// The route kinds an HTTP listener of Lanes' gateway serves.
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// How many of `routes` attach to the Gateway `gateway_ns/gateway_name` through
+/// `listener`.
+fn attached_routes(
+    listener: &Listener,
+    gateway_ns: &str,
+    gateway_name: &str,
+    gateway: &GatewaySpec,
+    routes: &[RouteParent],
+) -> usize {
+    routes
+        .iter()
+        .filter(|r| {
+            let p = &r.parent;
+            let is_this = p.kind.as_deref().is_none_or(|k| k == "Gateway")
+                && p.group
+                    .as_deref()
+                    .is_none_or(|g| g == crate::gateway_api::GROUP)
+                && p.name == gateway_name
+                && p.namespace.as_deref().unwrap_or(&r.namespace) == gateway_ns;
+            let through_it = ParentReference {
+                section_name: Some(listener.name.clone()),
+                ..p.clone()
+            };
+            is_this
+                && p.section_name.as_deref().is_none_or(|s| s == listener.name)
+                && attach(
+                    &r.kind,
+                    &r.namespace,
+                    &r.hostnames,
+                    &through_it,
+                    gateway_ns,
+                    gateway,
+                )
+                .is_ok()
+        })
+        .count()
+}
+
+/// A Gateway's `status` as Lanes' gateway (which serves every Gateway of `lanes up`)
+/// writes it: `Accepted` and `Programmed`, the `address` it is reached at, and per
+/// listener its supported kinds, the routes attached through it and its conditions (an
+/// HTTP listener is served; any other protocol is not, `UnsupportedProtocol`). Each
+/// condition keeps its `lastTransitionTime` from the status written before while it
+/// holds.
+pub fn gateway_status(
+    gateway: &serde_json::Value,
+    routes: &[RouteParent],
+    address: Option<&str>,
+    now: &str,
+) -> serde_json::Value {
+    use crate::gateway_api::Condition;
+    use serde_json::{Value, json};
+    let ns = gateway
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = gateway
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let generation = gateway.pointer("/metadata/generation");
+    let spec: GatewaySpec = gateway
+        .get("spec")
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
+    let cond = |kind, ok: bool, reason, message: String| Condition {
+        kind,
+        status: if ok { "True" } else { "False" },
+        reason,
+        message,
+    };
+    let previous = gateway
+        .pointer("/status/listeners")
+        .and_then(Value::as_array);
+    let listeners: Vec<Value> = spec
+        .listeners
+        .iter()
+        .map(|l| {
+            let served = l.protocol == "HTTP";
+            let conditions = if served {
+                [
+                    cond("Accepted", true, "Accepted", "served by Lanes' gateway".into()),
+                    cond("Programmed", true, "Programmed", "served by Lanes' gateway".into()),
+                    cond("ResolvedRefs", true, "ResolvedRefs", "no references to resolve".into()),
+                ]
+            } else {
+                let why = format!("Lanes' gateway serves HTTP listeners, not {}", l.protocol);
+                [
+                    cond("Accepted", false, "UnsupportedProtocol", why.clone()),
+                    cond("Programmed", false, "Invalid", why),
+                    cond("ResolvedRefs", true, "ResolvedRefs", "no references to resolve".into()),
+                ]
+            };
+            let before = previous
+                .and_then(|p| p.iter().find(|x| x["name"] == l.name.as_str()))
+                .and_then(|x| x["conditions"].as_array());
+            let kinds: Vec<Value> = if served {
+                ROUTE_KINDS
+                    .iter()
+                    .map(|k| json!({"group": crate::gateway_api::GROUP, "kind": k}))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            json!({
+                "name": l.name,
+                "supportedKinds": kinds,
+                "attachedRoutes": if served { attached_routes(l, ns, name, &spec, routes) } else { 0 },
+                "conditions": conditions.iter().map(|c| c.stamped(before, generation, now)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let served = spec
+        .listeners
+        .iter()
+        .filter(|l| l.protocol == "HTTP")
+        .count();
+    let all = served == spec.listeners.len();
+    let conditions = [
+        cond(
+            "Accepted",
+            true,
+            if all { "Accepted" } else { "ListenersNotValid" },
+            format!(
+                "{served} of {} listeners served by Lanes' gateway",
+                spec.listeners.len()
+            ),
+        ),
+        cond(
+            "Programmed",
+            served > 0,
+            if served > 0 { "Programmed" } else { "Invalid" },
+            format!(
+                "{served} of {} listeners served by Lanes' gateway",
+                spec.listeners.len()
+            ),
+        ),
+    ];
+    let before = gateway
+        .pointer("/status/conditions")
+        .and_then(Value::as_array);
+    let mut status = json!({
+        "conditions": conditions.iter().map(|c| c.stamped(before, generation, now)).collect::<Vec<_>>(),
+        "listeners": listeners,
+    });
+    if let Some(a) = address {
+        status["addresses"] = json!([{"type": "IPAddress", "value": a}]);
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +442,52 @@ mod tests {
                 &gw
             ),
             Ok(vec![Some("x.org".to_string())])
+        );
+    }
+
+    #[test]
+    fn a_gateways_status_counts_the_routes_each_listener_takes() {
+        let gw = serde_json::json!({
+            "metadata": {"name": "gw", "namespace": "infra", "generation": 2},
+            "spec": {"gatewayClassName": "lanes", "listeners": [
+                {"name": "web", "port": 80, "protocol": "HTTP", "hostname": "*.example.com",
+                 "allowedRoutes": {"namespaces": {"from": "All"}}},
+                {"name": "own", "port": 8080, "protocol": "HTTP"},
+                {"name": "tls", "port": 443, "protocol": "HTTPS"}]}});
+        let route = |ns: &str, hostnames: &[&str], section: Option<&str>| RouteParent {
+            kind: "HTTPRoute".into(),
+            namespace: ns.into(),
+            hostnames: names(hostnames),
+            parent: parent(section, None),
+        };
+        let routes = [
+            route("shop", &[], None),
+            route("shop", &["other.org"], Some("web")),
+            route("infra", &[], None),
+            route("shop", &[], Some("own")),
+        ];
+        let s = gateway_status(&gw, &routes, Some("127.0.0.1"), "2026-12-06T00:00:00Z");
+        let attached: Vec<u64> = s["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["attachedRoutes"].as_u64().unwrap())
+            .collect();
+        assert_eq!(attached, [2, 1, 0]);
+        assert_eq!(
+            s["listeners"][2]["conditions"][0]["reason"],
+            "UnsupportedProtocol"
+        );
+        assert_eq!(s["conditions"][0]["reason"], "ListenersNotValid");
+        assert_eq!(s["conditions"][1]["status"], "True");
+        assert_eq!(s["conditions"][1]["observedGeneration"], 2);
+        assert_eq!(s["addresses"][0]["value"], "127.0.0.1");
+        // Written again with nothing changed, it is the same.
+        let mut again = gw.clone();
+        again["status"] = s.clone();
+        assert_eq!(
+            gateway_status(&again, &routes, Some("127.0.0.1"), "2026-12-07T00:00:00Z"),
+            s
         );
     }
 

@@ -1,12 +1,14 @@
 //! `lanes up`'s status writer for Gateway API routes (HTTPRoutes, GRPCRoutes): per
 //! parent, `Accepted` and `ResolvedRefs` as a Gateway API implementation writes them
-//! ([`lanes_model::gateway_api::route_status`]), rewritten only when they change.
+//! ([`lanes_model::gateway_api::route_status`]); and for Gateways, their conditions,
+//! address and listeners ([`lanes_model::gateway_listeners::gateway_status`]). Each is
+//! rewritten only when it changes.
 
 use std::collections::HashMap;
 
 use lanes_model::Kind;
 use lanes_model::gateway_api::{Refs, route_status};
-use lanes_model::gateway_listeners::GatewaySpec;
+use lanes_model::gateway_listeners::{GatewaySpec, RouteParent, gateway_status};
 use lanes_store::{Store, StoreError};
 use serde_json::Value;
 
@@ -75,41 +77,97 @@ fn relevant(kind: Kind) -> bool {
     )
 }
 
-/// One pass: every route whose status is not what its references make it gets it.
-pub fn reconcile(store: &Store) -> Result<(), StoreError> {
+/// One pass: every route whose status is not what its references make it gets it, and
+/// every Gateway the status Lanes' gateway (reached at `address`) gives it.
+pub fn reconcile(store: &Store, address: Option<&str>) -> Result<(), StoreError> {
     let listed = Listed::read(store)?;
     let now = jiff::Timestamp::now().to_string();
+    let mut parents = Vec::new();
     for kind in [Kind::HttpRoute, Kind::GrpcRoute] {
         for route in store.list(kind, None)?.0 {
-            if route.get("status") == Some(&route_status(&route, &listed, &now)) {
-                continue;
-            }
-            let Some(key) = lanes_store::key_of_value(&route) else {
-                continue;
-            };
-            store.write(|t| {
-                // Read again inside the transaction: the route may have changed.
-                if let Some(current) = t.get(&key)? {
-                    let status = route_status(&current, &listed, &now);
-                    if current.get("status") != Some(&status) {
-                        t.replace_status(&key, status, None)?;
-                    }
-                }
-                Ok(())
+            parents.extend(route_parents(&route));
+            let status = route_status(&route, &listed, &now);
+            write_status_if_changed(store, &route, status, |current| {
+                route_status(current, &listed, &now)
             })?;
         }
+    }
+    for gateway in store.list(Kind::KubeGateway, None)?.0 {
+        let status = gateway_status(&gateway, &parents, address, &now);
+        write_status_if_changed(store, &gateway, status, |current| {
+            gateway_status(current, &parents, address, &now)
+        })?;
     }
     Ok(())
 }
 
-/// Runs the route status writer until `shutdown`.
-pub async fn run(store: std::sync::Arc<Store>, shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Each parent of `route`, as a Gateway's status counts it.
+fn route_parents(route: &Value) -> Vec<RouteParent> {
+    let s = |p: &str| {
+        route
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let hostnames: Vec<String> = route
+        .pointer("/spec/hostnames")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|h| Some(h.as_str()?.to_string()))
+        .collect();
+    let refs = route.pointer("/spec/parentRefs").and_then(Value::as_array);
+    refs.into_iter()
+        .flatten()
+        .filter_map(|p| serde_json::from_value(p.clone()).ok())
+        .map(|parent| RouteParent {
+            kind: s("/kind"),
+            namespace: s("/metadata/namespace"),
+            hostnames: hostnames.clone(),
+            parent,
+        })
+        .collect()
+}
+
+/// Writes `status` to `object` unless it already has it; inside the transaction, from
+/// the object as it is then (`status_of` it), which may have changed.
+fn write_status_if_changed(
+    store: &Store,
+    object: &Value,
+    status: Value,
+    status_of: impl Fn(&Value) -> Value,
+) -> Result<(), StoreError> {
+    if object.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let Some(key) = lanes_store::key_of_value(object) else {
+        return Ok(());
+    };
+    store.write(|t| {
+        if let Some(current) = t.get(&key)? {
+            let status = status_of(&current);
+            if current.get("status") != Some(&status) {
+                t.replace_status(&key, status, None)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs the status writer until `shutdown`; `address` is where Lanes' gateway is
+/// reached, written in each Gateway's status.
+pub async fn run(
+    store: std::sync::Arc<Store>,
+    address: Option<String>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     crate::controller::run(
         "gateway-api-routes",
         store,
         relevant,
         std::time::Duration::from_secs(5),
-        reconcile,
+        move |store| reconcile(store, address.as_deref()),
         shutdown,
     )
     .await;

@@ -419,9 +419,15 @@ async fn serve(opts: UpOptions) -> Result<()> {
         store.clone(),
         stop_rx.clone(),
     ));
-    // Gateway API routes get their status.
+    // Gateway API routes and Gateways get their status (a Gateway: where the gateway is
+    // reached from this machine).
+    let gateway_ip = match gateway_addr.ip() {
+        ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip => ip,
+    };
     tasks.spawn(lanes_runtime::gateway_routes::run(
         store.clone(),
+        Some(gateway_ip.to_string()),
         stop_rx.clone(),
     ));
     // The lane and rollout controllers: the operator's, against this API in-process.
@@ -455,12 +461,7 @@ async fn serve(opts: UpOptions) -> Result<()> {
         max_replicas: opts.max_replicas,
     };
     // The gateway as a client on this machine reaches it.
-    let reach = match gateway_addr.ip() {
-        ip if ip.is_unspecified() => {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), gateway_addr.port())
-        }
-        _ => gateway_addr,
-    };
+    let reach = SocketAddr::new(gateway_ip, gateway_addr.port());
     let ring = RingHops {
         mesh: mesh.clone(),
         gateway: format!("http://{reach}"),

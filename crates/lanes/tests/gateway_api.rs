@@ -1127,6 +1127,36 @@ fn routes_on_a_gateway_are_served_by_lanes_gateway_within_the_lanes() {
             .contains("namespace default only"),
         "{refused}"
     );
+    // The Gateway's status: programmed, where it is reached, the routes each listener
+    // took (web: shop, echo and echo-grpc; own: none from another namespace).
+    let attached = eventually(Duration::from_secs(30), || {
+        // `gateway` alone is Istio's here, as on a cluster with both: the full name.
+        let gw = json(&k_ok(
+            &d,
+            &[
+                "get",
+                "gateways.gateway.networking.k8s.io",
+                "lanes-gw",
+                "-o",
+                "json",
+            ],
+        ));
+        let counts: Vec<u64> = gw
+            .pointer("/status/listeners")?
+            .as_array()?
+            .iter()
+            .filter_map(|l| l["attachedRoutes"].as_u64())
+            .collect();
+        (counts == [3, 0]).then_some(gw)
+    });
+    assert_eq!(attached["status"]["addresses"][0]["value"], "127.0.0.1");
+    let table = k_ok(&d, &["get", "gtw", "lanes-gw"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..4],
+        ["lanes-gw", "lanes", "127.0.0.1", "True"],
+        "{table}"
+    );
     d.stop();
 }
 
