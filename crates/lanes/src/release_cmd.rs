@@ -79,46 +79,67 @@ pub fn status(client: &Client, target: &str, ns: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How many times a control is decided afresh when the object changed between its read
+/// and its status write (a controller writing its status meanwhile).
+pub(crate) const CONTROL_TRIES: usize = 5;
+
+/// Whether an API error is an optimistic-concurrency conflict: the object changed since
+/// it was read.
+pub(crate) fn is_conflict(e: &lanes_server::client::ClientError) -> bool {
+    e.status() == Some(http::StatusCode::CONFLICT)
+}
+
 /// `lanes release approve|undo|pause|resume`: the shared control
 /// ([`lanes_rollout::controls`]), its status change sent only if the LaneRelease has not
-/// changed since it was read.
+/// changed since it was read; when it has, read and decided again (up to
+/// [`CONTROL_TRIES`] times).
 pub fn control(client: &Client, target: &str, ns: &str, control: Control) -> Result<ExitCode> {
-    let Fetched { name, rt, raw, lr } = fetch(client, target, ns)?;
-    let patch = match lane_release_control(&lr, control, jiff::Timestamp::now()) {
-        Ok(p) => p,
-        Err(refused) => bail!("{refused}"),
-    };
-    let (patch, status) = match patch {
-        ControlPatch::AlreadySo(said) => {
-            println!("{said}");
-            return Ok(ExitCode::SUCCESS);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let Fetched { name, rt, raw, lr } = fetch(client, target, ns)?;
+        let patch = match lane_release_control(&lr, control, jiff::Timestamp::now()) {
+            Ok(p) => p,
+            Err(refused) => bail!("{refused}"),
+        };
+        let (patch, status) = match patch {
+            ControlPatch::AlreadySo(said) => {
+                println!("{said}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            ControlPatch::Spec(patch) => (patch, false),
+            ControlPatch::Status(status) => (
+                json!({
+                    "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
+                    "status": status,
+                }),
+                true,
+            ),
+            ControlPatch::RestoreWorkload => bail!("lanerelease/{name}: nothing to restore"),
+        };
+        let sent = rt.block_on(client.patch(
+            Kind::LaneRelease,
+            Some(ns),
+            name,
+            PatchType::Merge,
+            &patch,
+            status,
+        ));
+        match sent {
+            Ok(_) => break announce(name, control),
+            // Only the status write is guarded by the resourceVersion read.
+            Err(e) if status && is_conflict(&e) && tries < CONTROL_TRIES => continue,
+            Err(e) if status => bail!(
+                "lanerelease/{name} changed meanwhile ({e}); run {} again",
+                control.as_str()
+            ),
+            Err(e) => bail!("lanerelease/{name}: cannot {}: {e}", control.as_str()),
         }
-        ControlPatch::Spec(patch) => (patch, false),
-        ControlPatch::Status(status) => (
-            json!({
-                "metadata": {"resourceVersion": raw["metadata"]["resourceVersion"]},
-                "status": status,
-            }),
-            true,
-        ),
-        ControlPatch::RestoreWorkload => bail!("lanerelease/{name}: nothing to restore"),
-    };
-    rt.block_on(client.patch(
-        Kind::LaneRelease,
-        Some(ns),
-        name,
-        PatchType::Merge,
-        &patch,
-        status,
-    ))
-    .map_err(|e| match status {
-        // Only the status write is guarded by the resourceVersion read.
-        true => anyhow!(
-            "lanerelease/{name} changed meanwhile ({e}); run {} again",
-            control.as_str()
-        ),
-        false => anyhow!("lanerelease/{name}: cannot {}: {e}", control.as_str()),
-    })?;
+    }
+}
+
+/// Says what a control did.
+fn announce(name: &str, control: Control) -> Result<ExitCode> {
     match control {
         Control::Undo => {
             println!("lanerelease/{name} undone: every member goes back to its stable version")

@@ -13,6 +13,8 @@ use lanes_server::Client;
 use lanes_server::merge::PatchType;
 use serde_json::{Value, json};
 
+use crate::release_cmd::{CONTROL_TRIES, is_conflict};
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,14 +100,17 @@ pub fn status(client: &Client, target: &str, ns: &str, watch: bool) -> Result<Ex
     }
 }
 
-/// `lanes rollout approve`: the status patch `kubectl-kruise rollout approve` sends,
-/// refused unless the release waits in `StepPaused`; with `to_step`, Kruise's step jump
-/// (`nextStepIndex` set in the same patch).
-pub fn approve(client: &Client, target: &str, ns: &str, to_step: Option<i32>) -> Result<ExitCode> {
-    let name = rollout_name(target)?;
-    let rt = runtime()?;
-    let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
-    let held = crate::release_cmd::holder(client, &rt, ns, &r)?;
+/// The status patch approving Rollout `name` as read (`r`), guarded by its
+/// resourceVersion; with `to_step`, Kruise's step jump.
+fn approval(
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    ns: &str,
+    name: &str,
+    r: &Value,
+    to_step: Option<i32>,
+) -> Result<Value> {
+    let held = crate::release_cmd::holder(client, rt, ns, r)?;
     let typed: Rollout = serde_json::from_value(r.clone())
         .map_err(|e| anyhow!("rollout/{name} does not read: {e}"))?;
     let now = jiff::Timestamp::now();
@@ -128,15 +133,36 @@ pub fn approve(client: &Client, target: &str, ns: &str, to_step: Option<i32>) ->
         }
         patch["status"]["canaryStatus"]["nextStepIndex"] = json!(step);
     }
-    rt.block_on(client.patch(
-        Kind::Rollout,
-        Some(ns),
-        name,
-        PatchType::Merge,
-        &patch,
-        true,
-    ))
-    .map_err(|e| anyhow!("rollout/{name} changed while approving ({e}); run approve again"))?;
+    Ok(patch)
+}
+
+/// `lanes rollout approve`: the status patch `kubectl-kruise rollout approve` sends,
+/// refused unless the release waits in `StepPaused`; with `to_step`, Kruise's step jump
+/// (`nextStepIndex` set in the same patch).
+pub fn approve(client: &Client, target: &str, ns: &str, to_step: Option<i32>) -> Result<ExitCode> {
+    let name = rollout_name(target)?;
+    let rt = runtime()?;
+    // Decided afresh when the Rollout changed between its read and the write (its
+    // controller writing its status meanwhile).
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let r = rt.block_on(client.get(Kind::Rollout, Some(ns), name))?;
+        let patch = approval(client, &rt, ns, name, &r, to_step)?;
+        let sent = rt.block_on(client.patch(
+            Kind::Rollout,
+            Some(ns),
+            name,
+            PatchType::Merge,
+            &patch,
+            true,
+        ));
+        match sent {
+            Ok(_) => break,
+            Err(e) if is_conflict(&e) && tries < CONTROL_TRIES => continue,
+            Err(e) => bail!("rollout/{name} changed while approving ({e}); run approve again"),
+        }
+    }
     match to_step {
         Some(step) => println!("rollout/{name} approved, on to step {step}"),
         None => println!("rollout/{name} approved"),
