@@ -18,6 +18,18 @@ pub struct GatewaySpec {
     pub listeners: Vec<Listener>,
 }
 
+impl GatewaySpec {
+    /// The spec of a stored Gateway (`spec` of `object`). Stored objects passed the
+    /// CRD's schema; one that still does not read is a Gateway with no listener.
+    pub fn of(object: &serde_json::Value) -> GatewaySpec {
+        object
+            .get("spec")
+            .cloned()
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// One listener of a Gateway.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -282,11 +294,7 @@ pub fn gateway_status(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let generation = gateway.pointer("/metadata/generation");
-    let spec: GatewaySpec = gateway
-        .get("spec")
-        .cloned()
-        .and_then(|s| serde_json::from_value(s).ok())
-        .unwrap_or_default();
+    let spec = GatewaySpec::of(gateway);
     let cond = |kind, ok: bool, reason, message: String| Condition {
         kind,
         status: if ok { "True" } else { "False" },

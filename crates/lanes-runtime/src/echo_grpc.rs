@@ -66,17 +66,33 @@ fn frame(message: &EchoResponse) -> Bytes {
 
 type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-/// The answer to one call: its `EchoResponse`, then `grpc-status: 0` in the trailers.
+/// The most of a call's request the echo server takes in: gRPC's default largest
+/// message (4 MiB).
+const MAX_REQUEST: usize = 4 << 20;
+
+/// gRPC's `RESOURCE_EXHAUSTED`.
+const RESOURCE_EXHAUSTED: &str = "8";
+
+/// The answer to one call: its `EchoResponse`, then `grpc-status: 0` in the trailers;
+/// a request larger than [`MAX_REQUEST`] gets no message and `RESOURCE_EXHAUSTED`.
 async fn answer(config: Arc<EchoConfig>, port: u16, req: Request<Incoming>) -> Response<EchoBody> {
     let (parts, body) = req.into_parts();
     // The request message is not read; the call is answered once it has arrived.
-    let _ = body.collect().await;
-    let reply = EchoResponse {
-        message: message(&config, port, &parts.uri, &parts.headers),
-    };
+    let arrived = http_body_util::Limited::new(body, MAX_REQUEST)
+        .collect()
+        .await
+        .is_ok();
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let body = Full::new(frame(&reply))
+    let message = if arrived {
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        frame(&EchoResponse {
+            message: message(&config, port, &parts.uri, &parts.headers),
+        })
+    } else {
+        trailers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
+        Bytes::new()
+    };
+    let body = Full::new(message)
         .with_trailers(async move { Some(Ok(trailers)) })
         .boxed();
     let mut resp = Response::new(body);

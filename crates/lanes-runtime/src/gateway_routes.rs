@@ -43,14 +43,7 @@ impl Listed {
             out.services.insert(ns_name(&svc), ports);
         }
         for gw in store.list(Kind::KubeGateway, None)?.0 {
-            // Stored objects passed the CRD's schema; a spec that still does not read
-            // is a Gateway with no listener Lanes' gateway can serve.
-            let spec = gw
-                .get("spec")
-                .cloned()
-                .and_then(|s| serde_json::from_value(s).ok())
-                .unwrap_or_default();
-            out.gateways.insert(ns_name(&gw), spec);
+            out.gateways.insert(ns_name(&gw), GatewaySpec::of(&gw));
         }
         Ok(out)
     }

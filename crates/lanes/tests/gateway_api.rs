@@ -26,13 +26,17 @@ fn json_or_null(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-/// The condition `kind` of the first parent of route `name`, once written.
+/// The condition `kind` of the first parent of HTTPRoute `name` (in the mesh
+/// namespace), once written.
 fn condition(d: &Daemon, name: &str, kind: &str) -> Value {
+    route_condition(d, ("httproute", NS, name), kind)
+}
+
+/// The condition `kind` of the first parent of route `(resource, namespace, name)`,
+/// once written.
+fn route_condition(d: &Daemon, (resource, ns, name): (&str, &str, &str), kind: &str) -> Value {
     eventually(Duration::from_secs(30), || {
-        let route = json(&k_ok(
-            d,
-            &["get", "httproute", name, "-n", NS, "-o", "json"],
-        ));
+        let route = json(&k_ok(d, &["get", resource, name, "-n", ns, "-o", "json"]));
         route
             .pointer("/status/parents/0/conditions")?
             .as_array()?
@@ -895,26 +899,8 @@ fn the_mesh_conformance_cases_route_as_the_suite_expects() {
     let share = shares[shares.len() - 1];
     println!("grpcroute-weight: echo-v2 took {shares:?} of 500 calls per try");
     assert!((share - 0.3).abs() <= 0.05, "echo-v2 took {shares:?}");
-    let accepted = eventually(Duration::from_secs(30), || {
-        let route = json(&k_ok(
-            &d,
-            &[
-                "get",
-                "grpcroute",
-                "mesh-grpc-weighted-backends",
-                "-n",
-                NS,
-                "-o",
-                "json",
-            ],
-        ));
-        route
-            .pointer("/status/parents/0/conditions")?
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Accepted")
-            .cloned()
-    });
+    let grpc = ("grpcroute", NS, "mesh-grpc-weighted-backends");
+    let accepted = route_condition(&d, grpc, "Accepted");
     assert_eq!(accepted["status"], "True", "{accepted}");
     passed.push(format!(
         "grpcroute-weight (500 calls, echo-v2 {:.1}%, try {})",
@@ -1095,20 +1081,7 @@ fn routes_on_a_gateway_are_served_by_lanes_gateway_within_the_lanes() {
     assert_eq!(answered.len(), 4);
 
     // Status: the listener that took each route, or why none did.
-    let accepted = |ns: &str, name: &str| {
-        eventually(Duration::from_secs(30), || {
-            let route = json(&k_ok(
-                &d,
-                &["get", "httproute", name, "-n", ns, "-o", "json"],
-            ));
-            route
-                .pointer("/status/parents/0/conditions")?
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Accepted")
-                .cloned()
-        })
-    };
+    let accepted = |ns, name| route_condition(&d, ("httproute", ns, name), "Accepted");
     let shop = accepted("default", "shop");
     assert_eq!(
         (shop["status"].as_str(), shop["reason"].as_str()),
