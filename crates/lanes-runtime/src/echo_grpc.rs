@@ -134,6 +134,52 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    /// One unary call of `body_len` bytes over HTTP/2 to the echo at `addr`: the
+    /// `grpc-status` of its trailers and the message it answered.
+    async fn call(addr: std::net::SocketAddr, body_len: usize) -> (String, Option<String>) {
+        use hyper_util::client::legacy::Client;
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
+        let req = Request::post(format!("http://{addr}/proto.EchoTestService/Echo"))
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::from(vec![0u8; body_len])))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let collected = resp.into_body().collect().await.unwrap();
+        let status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = collected.to_bytes();
+        let message = (bytes.len() > 5).then(|| EchoResponse::decode(&bytes[5..]).unwrap().message);
+        (status, message)
+    }
+
+    #[tokio::test]
+    async fn a_call_is_answered_and_one_too_large_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Arc::new(EchoConfig {
+            listen: addr,
+            grpc: Some(addr),
+            namespace: "mesh".into(),
+            pod: "echo-v2-b".into(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let (status, message) = call(addr, 16).await;
+        assert_eq!(status, "0");
+        assert!(message.unwrap().contains("Hostname=echo-v2-b"));
+        let (status, message) = call(addr, MAX_REQUEST + 1).await;
+        assert_eq!((status.as_str(), message), (RESOURCE_EXHAUSTED, None));
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
     #[test]
     fn a_calls_answer_names_the_call_and_the_pod_and_reads_back() {
         let config = EchoConfig {
