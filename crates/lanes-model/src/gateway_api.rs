@@ -194,6 +194,10 @@ mod tests {
                 "Service m/echo-v3 not found",
             ),
             (
+                serde_json::json!([{"name": "echo-v1", "namespace": "other", "port": 80}]),
+                "takes a ReferenceGrant",
+            ),
+            (
                 serde_json::json!([{"name": "echo-v1", "port": 9}]),
                 "has no port 9",
             ),
@@ -204,7 +208,12 @@ mod tests {
                 (c["type"].as_str(), c["status"].as_str()),
                 (Some("ResolvedRefs"), Some("False"))
             );
-            assert_eq!(c["reason"], "BackendNotFound");
+            let reason = if message.contains("ReferenceGrant") {
+                "RefNotPermitted"
+            } else {
+                "BackendNotFound"
+            };
+            assert_eq!(c["reason"], reason);
             assert!(c["message"].as_str().unwrap().contains(message), "{c}");
         }
 
@@ -457,9 +466,14 @@ pub fn unsupported(route: &Value) -> Option<String> {
     None
 }
 
-/// The route's `ResolvedRefs` condition: every backend is a Service that exists and
-/// has the port named; else the first that is not, and why.
+/// The route's `ResolvedRefs` condition: every backend is a Service the route may
+/// reference ([`backend_permitted`]) that exists and has the port named; else the first
+/// that is not, and why.
 pub fn resolved_refs(route: &Value, route_ns: &str, refs: &dyn Refs) -> Condition {
+    let parents: Vec<ParentReference> = route
+        .pointer("/spec/parentRefs")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
     let rules = route.pointer("/spec/rules").and_then(Value::as_array);
     for (i, rule) in rules.into_iter().flatten().enumerate() {
         let backends = rule["backendRefs"].as_array().into_iter().flatten();
@@ -477,6 +491,16 @@ pub fn resolved_refs(route: &Value, route_ns: &str, refs: &dyn Refs) -> Conditio
             }
             let name = b["name"].as_str().unwrap_or_default();
             let ns = b["namespace"].as_str().unwrap_or(route_ns);
+            if !backend_permitted(route_ns, &parents, ns, name) {
+                return Condition {
+                    kind: "ResolvedRefs",
+                    status: "False",
+                    reason: "RefNotPermitted",
+                    message: format!(
+                        "{at}: Service {ns}/{name} is in another namespace, which takes a ReferenceGrant (Lanes stores none)"
+                    ),
+                };
+            }
             let port = b["port"].as_u64();
             let message = match refs.service_ports(ns, name) {
                 None => format!("{at}: Service {ns}/{name} not found"),

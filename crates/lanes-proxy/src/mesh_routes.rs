@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use lanes_routes::gateway::{
     HeaderModifier, HttpRouteSpec, MeshRoute, PathMatchType, PathModifier, PathModifierType,
-    RequestRedirect, RouteFilter, RouteMatch, UrlRewrite, ValueMatchType,
+    RequestRedirect, RouteFilter, RouteMatch, UrlRewrite, ValueMatchType, backend_permitted,
 };
 use regex::Regex;
 
@@ -84,6 +84,9 @@ impl Filters {
 pub struct Backend {
     /// The Service, `name.namespace`.
     pub service: String,
+    /// Whether the route may reference it ([`backend_permitted`]); one it may not gets
+    /// nothing (calls that pick it are answered 500).
+    pub permitted: bool,
     /// The service port.
     pub port: u16,
     weight: u32,
@@ -282,6 +285,12 @@ pub(crate) fn compiled_rules(
                     .iter()
                     .map(|b| Backend {
                         service: key(&b.name, b.namespace.as_deref().unwrap_or(route_ns)),
+                        permitted: backend_permitted(
+                            route_ns,
+                            &spec.parent_refs,
+                            b.namespace.as_deref().unwrap_or(route_ns),
+                            &b.name,
+                        ),
                         port: b.port.unwrap_or(80),
                         weight: b.weight.unwrap_or(1),
                         filters: Filters::of(&b.filters),
@@ -511,6 +520,15 @@ pub fn carry_out<'r, B>(
             "every backend of the rule has weight 0",
         )));
     };
+    if !backend.permitted {
+        return Err(Box::new(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "backend Service {} is in another namespace and no ReferenceGrant allows it",
+                backend.service
+            ),
+        )));
+    }
     let Some(service) = routing.service(&backend.service) else {
         return Err(Box::new(error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -582,6 +600,33 @@ mod tests {
             Selected::NoMatch => Some("404"),
             Selected::Rule { rule, .. } => rule.pick().map(|b| b.service.as_str()),
         }
+    }
+
+    #[test]
+    fn a_backend_in_another_namespace_is_not_permitted_and_gets_a_500() {
+        let rules = MeshRules::build(&routes(
+            r#"{"parentRefs": [{"group": "", "kind": "Service", "name": "echo", "port": 80}],
+                "rules": [{"backendRefs": [{"name": "db", "namespace": "vault", "port": 80}]}]}"#,
+        ));
+        let uri: Uri = "/".parse().unwrap();
+        let get = (&Method::GET, &uri, &HeaderMap::new());
+        let Some(Selected::Rule { rule, .. }) = rules.select("echo.mesh", "mesh", "mesh", 80, get)
+        else {
+            panic!("the rule applies");
+        };
+        let picked = rule.pick().unwrap();
+        assert_eq!(picked.service, "db.vault");
+        assert!(!picked.permitted);
+        let mut req = http::Request::new(());
+        let answer = carry_out(
+            &Routing::default(),
+            Selected::Rule { rule, prefix: None },
+            "echo",
+            &mut req,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -321,6 +321,26 @@ pub struct IngressRoute {
     pub spec: HttpRouteSpec,
 }
 
+/// Whether a route in `route_ns` with `parents` may send traffic to Service
+/// `backend_ns/backend`: one in its own namespace, or the very Service it attaches to
+/// (a consumer route to the producer's Service, as the mesh profile has it). Another
+/// namespace's Service takes a ReferenceGrant, which Lanes does not store: not
+/// permitted.
+pub fn backend_permitted(
+    route_ns: &str,
+    parents: &[ParentReference],
+    backend_ns: &str,
+    backend: &str,
+) -> bool {
+    backend_ns == route_ns
+        || parents.iter().any(|p| {
+            p.kind.as_deref() == Some("Service")
+                && p.group.as_deref().is_none_or(str::is_empty)
+                && p.name == backend
+                && p.namespace.as_deref().unwrap_or(route_ns) == backend_ns
+        })
+}
+
 /// Whether host-name `pattern` (exact, or `*.suffix`: one or more labels before the
 /// suffix) covers `name`, itself exact or a wildcard. Case-insensitive.
 pub fn hostname_covers(pattern: &str, name: &str) -> bool {
@@ -500,6 +520,17 @@ mod tests {
         );
         assert_eq!(http.rules[0].matches[2].headers[0].value, "2");
         assert_eq!(http.rules[0].backend_refs[0].weight, Some(3));
+    }
+
+    #[test]
+    fn another_namespaces_backend_is_permitted_only_as_the_parent_service() {
+        let parents = [ParentReference::service("echo", Some("producer"), Some(80))];
+        assert!(backend_permitted("consumer", &parents, "consumer", "local"));
+        assert!(backend_permitted("consumer", &parents, "producer", "echo"));
+        assert!(!backend_permitted(
+            "consumer", &parents, "producer", "other"
+        ));
+        assert!(!backend_permitted("consumer", &[], "producer", "echo"));
     }
 
     #[test]
