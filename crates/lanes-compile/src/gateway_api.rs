@@ -232,13 +232,8 @@ impl Emitter<'_> {
         out
     }
 
-    /// The Gateway the group's ingress names, at the listener of its Istio Gateway's
-    /// HTTP port when that is known.
     fn gateway_parent(&self) -> ParentReference {
-        ParentReference {
-            port: self.ctx.gateway_port,
-            ..ParentReference::gateway(&self.ctx.gateway, &self.ctx.gateway_ns)
-        }
+        ParentReference::gateway(&self.ctx.gateway, &self.ctx.gateway_ns)
     }
 
     fn find(&self, d: &ServiceName) -> Option<&ServiceRoutes> {

@@ -190,10 +190,6 @@ pub struct GroupInput<'a> {
     /// Releases whose steps route traffic, in Rollout creation order; those of the
     /// group's services take a share of its ingress.
     pub releases: &'a release::Releases,
-    /// The Istio Gateway the group's ingress names, when among the inputs: the
-    /// `gateway-api` flavor attaches its ingress routes at the listener of the port of
-    /// its plain-HTTP server (`None`: at the Gateway, every listener).
-    pub gateway: Option<&'a lanes_model::istio::GatewaySpec>,
 }
 
 /// Where an object sits in creation order: `creationTimestamp` to the second (all a
@@ -260,29 +256,15 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
                 .push((o.name.as_str(), &l.spec));
         }
     }
-    let istio_gateways: HashMap<(&str, &str), &lanes_model::istio::GatewaySpec> = objects
-        .iter()
-        .filter_map(|o| match &o.typed {
-            Typed::Gateway(g) => Some(((o.namespace_or_empty(), o.name.as_str()), &g.spec)),
-            _ => None,
-        })
-        .collect();
     for object in objects {
         let Typed::LaneGroup(group) = &object.typed else {
             continue;
         };
-        let gateway_ns = group.spec.ingress.gateway.namespace.as_deref();
         let input = GroupInput {
             name: &object.name,
             spec: &group.spec,
             lanes: lanes.remove(object.name.as_str()).unwrap_or_default(),
             releases: &releases,
-            gateway: istio_gateways
-                .get(&(
-                    gateway_ns.unwrap_or("istio-system"),
-                    group.spec.ingress.gateway.name.as_str(),
-                ))
-                .copied(),
         };
         compile_group(&input, &mesh, flavor, emit, &mut out);
     }
@@ -319,20 +301,6 @@ fn mesh_service(s: ServiceView) -> MeshService {
     }
 }
 
-/// The port of an Istio Gateway's first plain-HTTP server (`HTTP`, `HTTP2`, `GRPC`):
-/// the listener a Gateway API Gateway standing for it has on that port.
-fn http_server_port(gateway: &lanes_model::istio::GatewaySpec) -> Option<u16> {
-    gateway
-        .servers
-        .iter()
-        .find(|s| {
-            ["HTTP", "HTTP2", "GRPC"]
-                .iter()
-                .any(|p| s.port.protocol.eq_ignore_ascii_case(p))
-        })
-        .and_then(|s| u16::try_from(s.port.number).ok())
-}
-
 pub(crate) fn fqdn(name: &str, namespace: &str) -> String {
     format!("{name}.{namespace}.svc.cluster.local")
 }
@@ -341,8 +309,6 @@ pub(crate) fn fqdn(name: &str, namespace: &str) -> String {
 pub(crate) struct GroupCtx<'a> {
     gateway_ns: String,
     gateway: String,
-    /// The port of the ingress gateway's plain-HTTP server, when known.
-    gateway_port: Option<u16>,
     route_header: String,
     permissive: bool,
     fallback: Option<String>,
@@ -500,7 +466,6 @@ pub fn compile_group(
             .clone()
             .unwrap_or_else(|| "istio-system".to_string()),
         gateway: spec.ingress.gateway.name.clone(),
-        gateway_port: input.gateway.and_then(http_server_port),
         route_header: pmc
             .route_header
             .clone()

@@ -448,14 +448,11 @@ impl Held {
             services: ServiceIndex::new(&services),
             pods: PodIndex::new(&pods),
         };
-        // The operator does not watch Istio Gateways: the gateway-api flavor's ingress
-        // routes attach at the Gateway, every listener.
         let input = GroupInput {
             name,
             spec,
             lanes,
             releases: &self.releases,
-            gateway: None,
         };
         let mut out = Output::default();
         compile_group(&input, &mesh, self.flavor, Emit::Everything, &mut out);
