@@ -16,6 +16,10 @@ pub struct GatewaySpec {
     /// The listeners.
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Addresses asked for: Lanes' gateway has the one it listens on and takes no
+    /// other, so a Gateway that asks for any is not served.
+    #[serde(default)]
+    pub addresses: Vec<serde_json::Value>,
 }
 
 impl GatewaySpec {
@@ -111,6 +115,10 @@ impl NotAttached {
     }
 }
 
+/// Why a Gateway that asks for `spec.addresses` is not served.
+const UNSUPPORTED_ADDRESS: &str =
+    "spec.addresses is not carried out: Lanes' gateway has the one address it listens on";
+
 /// Whether `listener` is the one `parent` names, when it names one.
 fn is_named(listener: &Listener, parent: &ParentReference) -> bool {
     parent
@@ -169,6 +177,9 @@ pub fn attach(
     gateway_ns: &str,
     gateway: &GatewaySpec,
 ) -> Result<Vec<Option<String>>, NotAttached> {
+    if !gateway.addresses.is_empty() {
+        return Err(NotAttached::NoMatchingParent(UNSUPPORTED_ADDRESS.into()));
+    }
     let named: Vec<&Listener> = gateway
         .listeners
         .iter()
@@ -348,26 +359,43 @@ pub fn gateway_status(
         .filter(|l| l.protocol == "HTTP")
         .count();
     let all = served == spec.listeners.len();
-    let conditions = [
-        cond(
-            "Accepted",
-            true,
-            if all { "Accepted" } else { "ListenersNotValid" },
-            format!(
-                "{served} of {} listeners served by Lanes' gateway",
-                spec.listeners.len()
+    let conditions = if !spec.addresses.is_empty() {
+        [
+            cond(
+                "Accepted",
+                false,
+                "UnsupportedAddress",
+                UNSUPPORTED_ADDRESS.into(),
             ),
-        ),
-        cond(
-            "Programmed",
-            served > 0,
-            if served > 0 { "Programmed" } else { "Invalid" },
-            format!(
-                "{served} of {} listeners served by Lanes' gateway",
-                spec.listeners.len()
+            cond(
+                "Programmed",
+                false,
+                "AddressNotAssigned",
+                UNSUPPORTED_ADDRESS.into(),
             ),
-        ),
-    ];
+        ]
+    } else {
+        [
+            cond(
+                "Accepted",
+                true,
+                if all { "Accepted" } else { "ListenersNotValid" },
+                format!(
+                    "{served} of {} listeners served by Lanes' gateway",
+                    spec.listeners.len()
+                ),
+            ),
+            cond(
+                "Programmed",
+                served > 0,
+                if served > 0 { "Programmed" } else { "Invalid" },
+                format!(
+                    "{served} of {} listeners served by Lanes' gateway",
+                    spec.listeners.len()
+                ),
+            ),
+        ]
+    };
     let before = gateway
         .pointer("/status/conditions")
         .and_then(Value::as_array);
@@ -490,6 +518,28 @@ mod tests {
         assert_eq!(s["conditions"][1]["status"], "True");
         assert_eq!(s["conditions"][1]["observedGeneration"], 2);
         assert_eq!(s["addresses"][0]["value"], "127.0.0.1");
+        // A Gateway asking for an address is neither accepted nor served.
+        let mut addressed = gw.clone();
+        addressed["spec"]["addresses"] =
+            serde_json::json!([{"type": "IPAddress", "value": "10.1.2.3"}]);
+        let a = gateway_status(
+            &addressed,
+            &routes,
+            Some("127.0.0.1"),
+            "2026-12-06T00:00:00Z",
+        );
+        assert_eq!(a["conditions"][0]["reason"], "UnsupportedAddress");
+        assert_eq!(a["conditions"][1]["status"], "False");
+        let spec = GatewaySpec::of(&addressed);
+        let refused = attach(
+            "HTTPRoute",
+            "infra",
+            &[],
+            &parent(None, None),
+            "infra",
+            &spec,
+        );
+        assert_eq!(refused.unwrap_err().reason(), "NoMatchingParent");
         // Written again with nothing changed, it is the same.
         let mut again = gw.clone();
         again["status"] = s.clone();
