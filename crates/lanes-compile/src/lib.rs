@@ -234,7 +234,9 @@ pub fn compile(objects: &[&Object], pods: &[PodView], flavor: Flavor) -> Output 
 
 /// [`compile`], producing what `emit` asks for.
 pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit: Emit) -> Output {
-    let services: Vec<ServiceView> = objects
+    let inputs = Inputs::of(objects);
+    let services: Vec<ServiceView> = inputs
+        .services
         .iter()
         .filter_map(|o| ServiceView::from_object(o))
         .collect();
@@ -243,10 +245,10 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
         pods: PodIndex::new(pods),
     };
     let mut out = Output::default();
-    let releases = release::releases(objects);
-    // Each group's lanes, in the order given, found in one pass.
+    let releases = release::releases(&inputs.workloads);
+    // Each group's lanes, in the order given.
     let mut lanes: HashMap<&str, Vec<(&str, &LaneSpec)>> = HashMap::new();
-    for o in objects {
+    for o in &inputs.lanes {
         if let Typed::Lane(l) = &o.typed
             && let Some(group) = o.label(GROUP_LABEL)
         {
@@ -256,7 +258,7 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
                 .push((o.name.as_str(), &l.spec));
         }
     }
-    for object in objects {
+    for object in &inputs.groups {
         let Typed::LaneGroup(group) = &object.typed else {
             continue;
         };
@@ -268,12 +270,49 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
         };
         compile_group(&input, &mesh, flavor, emit, &mut out);
     }
-    out.routes.mesh_routes = gateway_api::mesh_routes(objects);
-    out.routes.ingress_routes = gateway_api::ingress_routes(objects);
+    out.routes.mesh_routes = gateway_api::mesh_routes(&inputs.routes);
+    out.routes.ingress_routes = gateway_api::ingress_routes(&inputs.routes);
     // The route table takes the services over once the groups are compiled.
     drop(mesh);
     out.routes.services = services.into_iter().map(mesh_service).collect();
     out
+}
+
+/// The objects a compile reads, sorted by kind in one pass over its input, in the
+/// order given. Every later pass walks only its own kinds: a large input is mostly Pods,
+/// which the compiler sees through [`PodView`]s alone, and walking all of them once per
+/// pass made the compile of 5,000 services cost more per service than that of 1,000.
+#[derive(Debug, Default)]
+struct Inputs<'a> {
+    services: Vec<&'a Object>,
+    lanes: Vec<&'a Object>,
+    groups: Vec<&'a Object>,
+    /// Deployments, Rollouts and lane releases: what [`release::releases`] reads.
+    workloads: Vec<&'a Object>,
+    /// HTTPRoutes, GRPCRoutes and Gateway API Gateways.
+    routes: Vec<&'a Object>,
+}
+
+impl<'a> Inputs<'a> {
+    fn of(objects: &[&'a Object]) -> Inputs<'a> {
+        let mut inputs = Inputs::default();
+        for &o in objects {
+            let list = match &o.typed {
+                Typed::Service(_) => &mut inputs.services,
+                Typed::Lane(_) => &mut inputs.lanes,
+                Typed::LaneGroup(_) => &mut inputs.groups,
+                Typed::Deployment(_) | Typed::Rollout(_) | Typed::LaneRelease(_) => {
+                    &mut inputs.workloads
+                }
+                Typed::HttpRoute(_) | Typed::GrpcRoute(_) | Typed::KubeGateway(_) => {
+                    &mut inputs.routes
+                }
+                _ => continue,
+            };
+            list.push(o);
+        }
+        inputs
+    }
 }
 
 /// The services and pods a group compiles against, indexed.
