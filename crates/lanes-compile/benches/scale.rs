@@ -11,6 +11,10 @@ use lanes_compile::{Flavor, compile};
 use lanes_model::mesh::assumed_pods;
 use lanes_model::synthetic::{Shape, mesh};
 
+/// The allocator of the `lanes` binary, so this measures what the binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn scale(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.sample_size(20);

@@ -30,6 +30,10 @@ use lanes_operator::lanes::{Existing, GeneratedCache, istio_resource, reconcile_
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+/// The allocator of the `lanes` binary, so this measures what the binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn typed<K: DeserializeOwned>(api: &FakeApi, api_version: &str, kind: &str) -> Vec<Arc<K>> {
     api.list(api_version, kind)
         .into_iter()

@@ -17,6 +17,10 @@ use lanes_proxy::correlation::CorrelationTable;
 use lanes_proxy::matching::RequestView;
 use lanes_proxy::{Endpoint, Routing};
 
+/// The allocator of the `lanes` binary, so this measures what the binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn routing() -> Routing {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
     let loaded = lanes_model::load_paths(&[root]).expect("seed manifests");

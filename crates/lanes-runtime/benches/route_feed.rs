@@ -16,6 +16,10 @@ use lanes_runtime::routes::RouteFeed;
 use lanes_store::Store;
 use serde_json::json;
 
+/// The allocator of the `lanes` binary, so this measures what the binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn status(ready: bool) -> serde_json::Value {
     json!({"phase": "Running", "podIP": "10.0.0.2",
            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]})

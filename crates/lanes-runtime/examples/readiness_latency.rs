@@ -23,6 +23,10 @@ use lanes_store::Store;
 use serde_json::json;
 use tokio::sync::watch;
 
+/// The allocator of the `lanes` binary, so this measures what the binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
