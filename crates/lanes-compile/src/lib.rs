@@ -20,7 +20,7 @@ use lanes_model::lane::{
     DEFAULT_ROUTE_HEADER, GROUP_LABEL, IngressStrategy, LaneGroupSpec, LaneSpec,
 };
 use lanes_model::mesh::{
-    LaneView, PodIndex, PodView, ServiceIndex, ServiceView, lane_contains, parse_mesh_host,
+    LaneMembership, PodIndex, PodView, ServiceIndex, ServiceView, parse_mesh_host,
 };
 use lanes_model::{Object, Typed};
 use serde::Serialize;
@@ -520,14 +520,12 @@ pub fn compile_group(
     };
 
     // Which lane holds which service: the subsets, fallback lane first.
-    let lanes: Vec<(&str, LaneView<'_>, SharedLabels)> = input
+    let lanes: Vec<(&str, SharedLabels)> = input
         .lanes
         .iter()
-        .map(|(name, lspec)| {
-            let labels = Arc::new(lspec.label_selector.clone());
-            (*name, LaneView::new(lspec), labels)
-        })
+        .map(|(name, lspec)| (*name, Arc::new(lspec.label_selector.clone())))
         .collect();
+    let membership = LaneMembership::new(spec, input.lanes.iter().map(|(_, l)| *l));
     let mut service_routes = Vec::with_capacity(spec.services.len());
     let mut by_name: HashMap<(&str, &str), usize> = HashMap::with_capacity(spec.services.len());
     for sref in &spec.services {
@@ -548,12 +546,12 @@ pub fn compile_group(
         let mut ready = mesh.pods.ready_for(view);
         ready.retain(|p| !input.releases.withdraws(input.name, p));
         let fallback = ctx.fallback_for(&sref.name, ns);
+        let held = membership.holding(view, &ready);
         let mut subsets: Vec<SubsetRoute> = lanes
             .iter()
-            .filter(|(lane, lview, _)| {
-                fallback.as_deref() == Some(*lane) || lane_contains(spec, lview, view, &ready)
-            })
-            .map(|(lane, _, labels)| SubsetRoute {
+            .zip(held)
+            .filter(|((lane, _), held)| *held || fallback.as_deref() == Some(*lane))
+            .map(|((lane, labels), _)| SubsetRoute {
                 name: (*lane).to_string(),
                 labels: Arc::clone(labels),
             })

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::decode::{Diagnostic, Loaded, Severity, find_duplicates};
-use crate::lane::{GROUP_LABEL, IngressStrategy};
+use crate::lane::{GROUP_LABEL, IngressStrategy, LaneSpec};
 use crate::mesh::{
-    LaneView, PodIndex, PodView, ServiceIndex, ServiceView, assumed_pods, lane_contains,
-    parse_mesh_host,
+    LaneMembership, PodIndex, PodView, ServiceIndex, ServiceView, assumed_pods, parse_mesh_host,
 };
 use crate::object::Typed;
 
@@ -424,16 +423,23 @@ fn lint_group(ctx: &mut Ctx<'_>, l: &Loaded) {
         );
     }
     if !permissive {
-        for lane in &lanes {
-            let Typed::Lane(spec) = &lane.object.typed else {
-                continue;
-            };
-            let view = LaneView::new(&spec.spec);
-            for s in &group.services {
-                let Some(svc) = ctx.service(&s.name, s.namespace()) else {
-                    continue;
-                };
-                if !lane_contains(group, &view, svc, &ctx.pods.ready_for(svc)) {
+        let lanes: Vec<(&Loaded, &LaneSpec)> = lanes
+            .iter()
+            .filter_map(|l| match &l.object.typed {
+                Typed::Lane(lane) => Some((*l, &lane.spec)),
+                _ => None,
+            })
+            .collect();
+        let membership = LaneMembership::new(group, lanes.iter().map(|(_, spec)| *spec));
+        let services: Vec<(&ServiceView, Vec<bool>)> = group
+            .services
+            .iter()
+            .filter_map(|s| ctx.service(&s.name, s.namespace()))
+            .map(|svc| (svc, membership.holding(svc, &ctx.pods.ready_for(svc))))
+            .collect();
+        for (i, (lane, _)) in lanes.iter().enumerate() {
+            for (svc, held) in &services {
+                if !held[i] {
                     let message = format!(
                         "strict mode: lane {:?} lacks service {}/{}; requests in this lane cannot reach it",
                         lane.object.name, svc.namespace, svc.name
