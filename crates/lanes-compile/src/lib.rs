@@ -235,11 +235,13 @@ pub fn compile(objects: &[&Object], pods: &[PodView], flavor: Flavor) -> Output 
 /// [`compile`], producing what `emit` asks for.
 pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit: Emit) -> Output {
     let inputs = Inputs::of(objects);
-    let services: Vec<ServiceView> = inputs
-        .services
-        .iter()
-        .filter_map(|o| ServiceView::from_object(o))
-        .collect();
+    let mut services = Vec::with_capacity(inputs.services.len());
+    services.extend(
+        inputs
+            .services
+            .iter()
+            .filter_map(|o| ServiceView::from_object(o)),
+    );
     let mesh = Mesh {
         services: ServiceIndex::new(&services),
         pods: PodIndex::new(pods),

@@ -3,6 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+/// The mesh's indexes hash with aHash, keyed at random per map as its authors intend
+/// (labels and names come from the API, so the hash must not be predictable): a compile
+/// hashes a few names per pod and service, and SipHash made that a tenth of its time.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 use crate::lane::{LaneGroupSpec, LaneSpec};
 use crate::object::{Object, Typed};
 
@@ -167,13 +172,15 @@ pub fn assumed_pods<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Vec<Po
 #[derive(Debug, Clone)]
 pub struct PodIndex<'a> {
     pods: &'a [PodView],
-    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+    by_label: Map<(&'a str, &'a str, &'a str), Vec<usize>>,
 }
 
 impl<'a> PodIndex<'a> {
     /// Indexes `pods`.
     pub fn new(pods: &'a [PodView]) -> PodIndex<'a> {
-        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        // Most pods carry a label of their own (`app`, a hash): about one entry per pod.
+        let mut by_label: Map<(&str, &str, &str), Vec<usize>> =
+            Map::with_capacity_and_hasher(pods.len(), ahash::RandomState::new());
         for (i, pod) in pods.iter().enumerate() {
             for (k, v) in &pod.labels {
                 by_label
@@ -220,13 +227,13 @@ impl<'a> PodIndex<'a> {
 /// Services indexed by namespace and name.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceIndex<'a> {
-    by_name: HashMap<(&'a str, &'a str), &'a ServiceView>,
+    by_name: Map<(&'a str, &'a str), &'a ServiceView>,
 }
 
 impl<'a> ServiceIndex<'a> {
     /// Indexes `services`; of two with one name, the first counts.
     pub fn new(services: &'a [ServiceView]) -> ServiceIndex<'a> {
-        let mut by_name = HashMap::with_capacity(services.len());
+        let mut by_name = Map::with_capacity_and_hasher(services.len(), ahash::RandomState::new());
         for s in services {
             by_name
                 .entry((s.namespace.as_str(), s.name.as_str()))
@@ -253,13 +260,13 @@ impl<'a> ServiceIndex<'a> {
 pub struct LaneMembership<'a> {
     lanes: usize,
     /// Per service `(namespace, name)`, the lanes that list it.
-    listed: HashMap<(&'a str, &'a str), Vec<usize>>,
+    listed: Map<(&'a str, &'a str), Vec<usize>>,
     /// Per first selector key, per its value: the lanes with that first label, and their
     /// whole selectors. Empty without `autoUpdate`.
     by_first_label: Vec<(&'a str, SelectorsByValue<'a>)>,
 }
 
-type SelectorsByValue<'a> = HashMap<&'a str, Vec<(usize, &'a BTreeMap<String, String>)>>;
+type SelectorsByValue<'a> = Map<&'a str, Vec<(usize, &'a BTreeMap<String, String>)>>;
 
 impl<'a> LaneMembership<'a> {
     /// Indexes `lanes`, numbered in the order given, of `group`.
@@ -285,7 +292,7 @@ impl<'a> LaneMembership<'a> {
                 let pos = match index.by_first_label.iter().position(|(k, _)| k == key) {
                     Some(pos) => pos,
                     None => {
-                        index.by_first_label.push((key.as_str(), HashMap::new()));
+                        index.by_first_label.push((key.as_str(), Map::default()));
                         index.by_first_label.len() - 1
                     }
                 };
@@ -423,7 +430,10 @@ mod tests {
 
     #[test]
     fn without_auto_update_only_the_listing_counts() {
-        let lanes = [lane(&[("tag", "canary")], &[]), lane(&[("tag", "base")], &["a"])];
+        let lanes = [
+            lane(&[("tag", "canary")], &[]),
+            lane(&[("tag", "base")], &["a"]),
+        ];
         let index = LaneMembership::new(&group(false), &lanes);
         let canary = pod("a", "canary", true);
         assert_eq!(index.holding(&service("a"), &[&canary]), [false, true]);
