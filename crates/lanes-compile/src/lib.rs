@@ -20,7 +20,7 @@ use lanes_model::lane::{
     DEFAULT_ROUTE_HEADER, GROUP_LABEL, IngressStrategy, LaneGroupSpec, LaneSpec,
 };
 use lanes_model::mesh::{
-    LaneMembership, PodIndex, PodView, ServiceIndex, ServiceView, parse_mesh_host,
+    LaneMembership, Map, PodIndex, PodView, ServiceIndex, ServiceView, parse_mesh_host,
 };
 use lanes_model::{Object, Typed};
 use serde::Serialize;
@@ -244,7 +244,13 @@ pub fn compile_with(objects: &[&Object], pods: &[PodView], flavor: Flavor, emit:
     );
     let mesh = Mesh {
         services: ServiceIndex::new(&services),
-        pods: PodIndex::new(pods),
+        // Only services' selectors are asked about.
+        pods: PodIndex::on_keys(
+            pods,
+            services
+                .iter()
+                .filter_map(|s| s.selector.keys().next().map(String::as_str)),
+        ),
     };
     let mut out = Output::default();
     let releases = release::releases(&inputs.workloads);
@@ -529,7 +535,8 @@ pub fn compile_group(
         .collect();
     let membership = LaneMembership::new(spec, input.lanes.iter().map(|(_, l)| *l));
     let mut service_routes = Vec::with_capacity(spec.services.len());
-    let mut by_name: HashMap<(&str, &str), usize> = HashMap::with_capacity(spec.services.len());
+    let mut by_name: Map<(&str, &str), usize> =
+        Map::with_capacity_and_hasher(spec.services.len(), Default::default());
     for sref in &spec.services {
         let ns = sref.namespace();
         let absent;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 /// The mesh's indexes hash with aHash, keyed at random per map as its authors intend
 /// (labels and names come from the API, so the hash must not be predictable): a compile
 /// hashes a few names per pod and service, and SipHash made that a tenth of its time.
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+pub type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
 use crate::lane::{LaneGroupSpec, LaneSpec};
 use crate::object::{Object, Typed};
@@ -173,23 +173,48 @@ pub fn assumed_pods<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Vec<Po
 pub struct PodIndex<'a> {
     pods: &'a [PodView],
     by_label: Map<(&'a str, &'a str, &'a str), Vec<usize>>,
+    /// The label keys indexed, sorted; `None`: every key.
+    keys: Option<Vec<&'a str>>,
 }
 
 impl<'a> PodIndex<'a> {
-    /// Indexes `pods`.
+    /// Indexes `pods` by every label.
     pub fn new(pods: &'a [PodView]) -> PodIndex<'a> {
+        PodIndex::indexing(pods, None)
+    }
+
+    /// Indexes `pods` by the label keys `keys` only: the first keys of the selectors it
+    /// will be asked about (a pod's other labels, such as its lane or template hash, are
+    /// never looked up). A selector whose first key is not among them is answered by a
+    /// scan of every pod, so the answers are the same as [`PodIndex::new`]'s.
+    pub fn on_keys<I>(pods: &'a [PodView], keys: I) -> PodIndex<'a>
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        let mut keys: Vec<&str> = keys.into_iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        PodIndex::indexing(pods, Some(keys))
+    }
+
+    fn indexing(pods: &'a [PodView], keys: Option<Vec<&'a str>>) -> PodIndex<'a> {
         // Most pods carry a label of their own (`app`, a hash): about one entry per pod.
         let mut by_label: Map<(&str, &str, &str), Vec<usize>> =
             Map::with_capacity_and_hasher(pods.len(), ahash::RandomState::new());
         for (i, pod) in pods.iter().enumerate() {
-            for (k, v) in &pod.labels {
+            let labels = pod.labels.iter();
+            for (k, v) in labels.filter(|(k, _)| is_indexed(keys.as_deref(), k)) {
                 by_label
                     .entry((pod.namespace.as_str(), k.as_str(), v.as_str()))
                     .or_default()
                     .push(i);
             }
         }
-        PodIndex { pods, by_label }
+        PodIndex {
+            pods,
+            by_label,
+            keys,
+        }
     }
 
     /// The pods `service` selects, ready or not, in the order given.
@@ -206,15 +231,22 @@ impl<'a> PodIndex<'a> {
         namespace: &'s str,
         selector: &'s BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'a PodView> + 's {
-        // Every matching pod carries the selector's first label: start from those.
-        let candidates = selector
-            .iter()
-            .next()
+        // Every matching pod carries the selector's first label: start from those, or
+        // from every pod when that label is not indexed.
+        let first = selector.iter().next();
+        let indexed = first.filter(|(k, _)| is_indexed(self.keys.as_deref(), k));
+        let candidates = indexed
             .and_then(|(k, v)| self.by_label.get(&(namespace, k.as_str(), v.as_str())))
             .map_or(&[][..], Vec::as_slice);
+        let scan = if first.is_some() && indexed.is_none() {
+            self.pods
+        } else {
+            &[]
+        };
         candidates
             .iter()
             .map(|&i| &self.pods[i])
+            .chain(scan)
             .filter(move |p| p.namespace == namespace && selector_matches(selector, &p.labels))
     }
 
@@ -222,6 +254,11 @@ impl<'a> PodIndex<'a> {
     pub fn ready_for<'s>(&'s self, service: &'s ServiceView) -> Vec<&'a PodView> {
         self.selected_by(service).filter(|p| p.ready).collect()
     }
+}
+
+/// Whether an index over label keys `keys` (sorted; `None`: every key) holds `key`.
+fn is_indexed(keys: Option<&[&str]>, key: &str) -> bool {
+    keys.is_none_or(|keys| keys.binary_search(&key).is_ok())
 }
 
 /// Services indexed by namespace and name.
@@ -382,6 +419,44 @@ mod tests {
             auto_update: Some(auto_update),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_pod_index_on_some_keys_answers_as_one_on_every_key() {
+        let mut pods = vec![
+            pod("a", "base", true),
+            pod("a", "canary", false),
+            pod("b", "base", true),
+        ];
+        let mut elsewhere = pod("a", "base", true);
+        elsewhere.namespace = "elsewhere".to_string();
+        pods.push(elsewhere);
+        let full = PodIndex::new(&pods);
+        let partial = PodIndex::on_keys(&pods, ["app"]);
+        let names = |index: &PodIndex<'_>, selector: &[(&str, &str)]| -> Vec<String> {
+            index
+                .matching("ns", &labels(selector))
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        let selectors: [&[(&str, &str)]; 5] = [
+            &[("app", "a")],
+            // "tag" is not indexed by the partial index: answered by a scan.
+            &[("tag", "base")],
+            &[("app", "a"), ("tag", "canary")],
+            &[("zone", "b")],
+            &[],
+        ];
+        for selector in selectors {
+            assert_eq!(
+                names(&partial, selector),
+                names(&full, selector),
+                "{selector:?}"
+            );
+        }
+        assert_eq!(names(&partial, &[("tag", "base")]), ["a-base", "b-base"]);
+        assert_eq!(names(&partial, &[]), Vec::<String>::new());
+        assert_eq!(partial.ready_for(&service("a")).len(), 1);
     }
 
     #[test]
