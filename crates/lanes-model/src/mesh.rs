@@ -3,15 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-/// The mesh's indexes hash with aHash, keyed at random per map as its authors intend
-/// (labels and names come from the API, so the hash must not be predictable): a compile
-/// hashes a few names per pod and service, and SipHash made that a tenth of its time.
-pub type Map<K, V> = HashMap<K, V, ahash::RandomState>;
-
 use crate::lane::{LaneGroupSpec, LaneSpec};
 use crate::object::{Object, Typed};
 
 pub use lanes_routes::host::{parse_mesh_host, selector_matches, strip_port};
+
+/// The mesh's indexes hash with aHash, keyed at random per map as its authors intend
+/// (labels and names come from the API, so the hash must not be predictable): a compile
+/// hashes a few names per pod and service, and SipHash made that a tenth of its time.
+pub type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
 /// A Service as routing sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
