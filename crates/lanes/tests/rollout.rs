@@ -102,7 +102,9 @@ fn continuous_release_ends_on_the_newest_template() {
     d.ok(&["apply", "-f", "examples/seed/"]);
     wait_state(&d, "rollouts-mocka", "Healthy", None);
     patch_image(&d, "mocka-v1", "2.0", "");
-    wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
+    let v2 = wait_state(&d, "rollouts-mocka", "Progressing", Some("StepPaused"));
+    let v2_revision = v2["status"]["canaryStatus"]["canaryRevision"].clone();
+    assert!(v2_revision.is_string(), "{v2}");
     assert_eq!(
         pod_images(&d, "mocka")
             .iter()
@@ -110,7 +112,9 @@ fn continuous_release_ends_on_the_newest_template() {
             .count(),
         1
     );
-    // A newer template during the step: the release restarts at step 1 on v3.
+    // A newer template during the step: the release restarts at step 1 on v3. The
+    // controller writes a reconcile's status after its actions, so v3's pods can be up
+    // while the status still shows v2's pause: wait for the pause of v3's revision.
     d.ok(&[
         "set",
         "image",
@@ -121,6 +125,7 @@ fn continuous_release_ends_on_the_newest_template() {
         let r = rollout(&d, "rollouts-mocka");
         let images = pod_images(&d, "mocka");
         (r["status"]["canaryStatus"]["currentStepState"] == "StepPaused"
+            && r["status"]["canaryStatus"]["canaryRevision"] != v2_revision
             && images.iter().filter(|i| *i == "3.0").count() == 1
             && !images.iter().any(|i| i == "2.0"))
         .then_some(r)
