@@ -202,12 +202,13 @@ async fn a_clients_traceparent_is_continued_through_applications_that_forward_on
 
 #[tokio::test]
 async fn a_collector_that_is_down_costs_requests_nothing_and_its_spans_are_counted_dropped() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on, held for the whole test: a socket bound and never
+    // listening refuses connections, and no other test's listener can take its port
+    // (a freed port could go to the collector of the test beside this one, which
+    // would then receive these spans).
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = down.local_addr().unwrap().port();
     let exporter =
         Exporter::spawn(&format!("http://127.0.0.1:{port}"), Default::default()).unwrap();
     let counts = exporter.counts().clone();
