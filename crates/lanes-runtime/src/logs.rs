@@ -36,9 +36,25 @@ pub fn rotated(log: &Path) -> PathBuf {
     sibling(log, ".1")
 }
 
+/// Where the next file of a log is made before it takes the log's place.
+fn next(log: &Path) -> PathBuf {
+    sibling(log, ".next")
+}
+
+/// Where the old file of a log is linked before it takes its new name.
+fn held(log: &Path) -> PathBuf {
+    sibling(log, ".held")
+}
+
 /// Removes a pod's logs.
 pub fn remove(log: &Path) {
-    for p in [log.to_path_buf(), rotated(log), previous(log)] {
+    for p in [
+        log.to_path_buf(),
+        rotated(log),
+        previous(log),
+        next(log),
+        held(log),
+    ] {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -58,11 +74,8 @@ impl LogWriter {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        if log.exists() {
-            std::fs::rename(log, previous(log))?;
-        }
+        let file = fresh_keeping(log, &previous(log))?;
         let _ = std::fs::remove_file(rotated(log));
-        let file = std::fs::File::create(log)?;
         Ok(LogWriter {
             log: log.to_path_buf(),
             file,
@@ -74,14 +87,34 @@ impl LogWriter {
     /// Appends output, rotating first when it would pass the limit.
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if self.written > 0 && self.written + bytes.len() as u64 > self.limit {
-            std::fs::rename(&self.log, rotated(&self.log))?;
-            self.file = std::fs::File::create(&self.log)?;
+            self.file = fresh_keeping(&self.log, &rotated(&self.log))?;
             self.written = 0;
         }
         self.file.write_all(bytes)?;
         self.written += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Puts a new, empty file in `log`'s place, the old one (if any) kept as `keep`. Each
+/// step is a rename onto a name, so a reader of `log` finds a whole file at every
+/// moment: the last run's until the new run's replaces it, as `kubectl logs` shows a
+/// crashed container's output until it starts again.
+fn fresh_keeping(log: &Path, keep: &Path) -> std::io::Result<std::fs::File> {
+    let next = next(log);
+    let file = std::fs::File::create(&next)?;
+    if log.exists() {
+        let held = held(log);
+        let _ = std::fs::remove_file(&held);
+        match std::fs::hard_link(log, &held) {
+            Ok(()) => std::fs::rename(&held, keep)?,
+            // A file system without links: the old file moves, and for a moment
+            // `log` is missing.
+            Err(_) => std::fs::rename(log, keep)?,
+        }
+    }
+    std::fs::rename(&next, log)?;
+    Ok(file)
 }
 
 /// Copies one output stream of a container into its log until the stream ends. Output
@@ -147,5 +180,43 @@ mod tests {
         );
         remove(&log);
         assert!(!log.exists() && !previous(&log).exists());
+    }
+
+    #[test]
+    fn a_reader_finds_the_log_while_runs_start_and_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = path(dir.path(), "default", "p");
+        LogWriter::start_run(&log, 8)
+            .unwrap()
+            .write(b"first")
+            .unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut missing = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    missing += usize::from(std::fs::File::open(&log).is_err());
+                }
+                missing
+            })
+        };
+        for i in 0..300u32 {
+            let mut w = LogWriter::start_run(&log, 8).unwrap();
+            // Two writes of 5 bytes under a limit of 8: one rotation per run.
+            w.write(&i.to_be_bytes()[..4]).unwrap();
+            w.write(b"12345").unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            reader.join().unwrap(),
+            0,
+            "the log was missing for a reader"
+        );
+        assert_eq!(std::fs::read(&log).unwrap(), b"12345");
+        assert_eq!(std::fs::read(rotated(&log)).unwrap(), 299u32.to_be_bytes());
+        assert_eq!(std::fs::read(previous(&log)).unwrap(), b"12345");
+        remove(&log);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

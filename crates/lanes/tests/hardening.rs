@@ -827,10 +827,16 @@ fn finding_10_pod_logs_are_capped_kept_for_the_last_run_and_removed_with_the_pod
         })
     };
     let crasher = pod("crasher");
+    // A pod listed before its container has started has no log yet (as in Kubernetes,
+    // where it is waiting to start): ask until both runs have one.
     let (now, before) = eventually(Duration::from_secs(20), || {
-        let now = d.ok(&["logs", &crasher]).trim().to_string();
-        let before = d.lanes(&["logs", &crasher, "--previous"]);
-        let before = String::from_utf8_lossy(&before.stdout).trim().to_string();
+        let text = |out: std::process::Output| {
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        let now = text(d.lanes(&["logs", &crasher]))?;
+        let before = text(d.lanes(&["logs", &crasher, "--previous"]))?;
         (now.starts_with("run-") && before.starts_with("run-") && now != before)
             .then_some((now, before))
     });
