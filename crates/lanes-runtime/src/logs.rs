@@ -203,7 +203,7 @@ mod tests {
         };
         for i in 0..300u32 {
             let mut w = LogWriter::start_run(&log, 8).unwrap();
-            // Two writes of 5 bytes under a limit of 8: one rotation per run.
+            // 4 bytes, then 5, under a limit of 8: one rotation per run.
             w.write(&i.to_be_bytes()[..4]).unwrap();
             w.write(b"12345").unwrap();
         }
