@@ -741,9 +741,6 @@ pub fn compile_group(
         }
     };
 
-    // Per-service VirtualServices and DestinationRules.
-    let mut service_vs = Vec::with_capacity(service_routes.len());
-    let mut service_dr = Vec::with_capacity(service_routes.len());
     let istio = emit == Emit::Everything && flavor != Flavor::GatewayApi;
     // Releases whose steps route traffic into a lane of the group.
     let mut releases = Vec::new();
@@ -805,73 +802,23 @@ pub fn compile_group(
             canary_headers: r.headers.clone(),
         });
     }
-    for svc in service_routes.iter().filter(|_| istio) {
-        let host = fqdn(&svc.name, &svc.namespace);
-        let fallback = ctx.fallback_for(&svc.name, &svc.namespace);
-        let http = match flavor {
-            Flavor::Asm => vec![HttpRoute {
-                name: Some("default".to_string()),
-                route: vec![HttpRouteDestination {
-                    destination: Destination {
-                        host: host.clone(),
-                        subset: Some(ASM_LABEL_SUBSET.to_string()),
-                        port: None,
-                    },
-                    fallback: fallback
-                        .as_ref()
-                        .filter(|_| ctx.permissive)
-                        .map(|f| Fallback {
-                            target: Destination {
-                                host: host.clone(),
-                                subset: Some(f.clone()),
-                                port: None,
-                            },
-                        }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            Flavor::Istio | Flavor::GatewayApi => {
-                istio_service_routes(&ctx, input, svc, &host, fallback.as_deref())
-            }
-        };
-        service_vs.push(ctx.virtual_service(
-            format!(
-                "trafficlabel-vs-{}-{}-{}",
-                input.name, svc.namespace, svc.name
-            ),
-            VirtualServiceSpec {
-                gateways: Vec::new(),
-                hosts: vec![host.clone()],
-                http,
-            },
-        ));
-        service_dr.push(
-            ctx.destination_rule(
-                format!(
-                    "trafficlabel-dr-{}-{}-{}",
-                    input.name, svc.namespace, svc.name
-                ),
-                DestinationRuleSpec {
-                    host,
-                    subsets: svc
-                        .subsets
-                        .iter()
-                        .map(|s| Subset {
-                            labels: Arc::clone(&s.labels),
-                            name: s.name.clone(),
-                        })
-                        .collect(),
-                },
-            ),
-        );
-    }
     if istio {
+        // Written straight into the output, in its order: a large group's objects are
+        // megabytes, and moving them from per-kind lists into it cost a copy of each.
         out.objects
-            .reserve(ingress_objects.len() + service_vs.len() + service_dr.len());
-        out.objects.extend(ingress_objects);
-        out.objects.extend(service_vs);
-        out.objects.extend(service_dr);
+            .reserve(ingress_objects.len() + 2 * service_routes.len());
+        out.objects.append(&mut ingress_objects);
+        let mut hosts = Vec::with_capacity(service_routes.len());
+        for svc in &service_routes {
+            let host = fqdn(&svc.name, &svc.namespace);
+            out.objects
+                .push(service_virtual_service(&ctx, input, svc, host.clone()));
+            hosts.push(host);
+        }
+        for (svc, host) in service_routes.iter().zip(hosts) {
+            out.objects
+                .push(service_destination_rule(&ctx, input.name, svc, host));
+        }
     }
     if emit == Emit::Everything && flavor == Flavor::GatewayApi {
         let g = gateway_api::GroupRoutesRef {
@@ -983,6 +930,77 @@ fn labelled_lanes<'s>(
         })
         .ok_or("neither a lane selecting the workload's pods nor a fallback lane")?;
     Ok((canary, baseline))
+}
+
+/// The VirtualService of one service of a group, for `host`, its name.
+fn service_virtual_service(
+    ctx: &GroupCtx<'_>,
+    input: &GroupInput<'_>,
+    svc: &ServiceRoutes,
+    host: String,
+) -> Generated {
+    let fallback = ctx.fallback_for(&svc.name, &svc.namespace);
+    let http = match ctx.flavor {
+        Flavor::Asm => vec![HttpRoute {
+            name: Some("default".to_string()),
+            route: vec![HttpRouteDestination {
+                destination: Destination {
+                    host: host.clone(),
+                    subset: Some(ASM_LABEL_SUBSET.to_string()),
+                    port: None,
+                },
+                fallback: fallback
+                    .as_ref()
+                    .filter(|_| ctx.permissive)
+                    .map(|f| Fallback {
+                        target: Destination {
+                            host: host.clone(),
+                            subset: Some(f.clone()),
+                            port: None,
+                        },
+                    }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        Flavor::Istio | Flavor::GatewayApi => {
+            istio_service_routes(ctx, input, svc, &host, fallback.as_deref())
+        }
+    };
+    ctx.virtual_service(
+        format!(
+            "trafficlabel-vs-{}-{}-{}",
+            input.name, svc.namespace, svc.name
+        ),
+        VirtualServiceSpec {
+            gateways: Vec::new(),
+            hosts: vec![host],
+            http,
+        },
+    )
+}
+
+/// The DestinationRule of one service of group `group`: a subset per lane holding it.
+fn service_destination_rule(
+    ctx: &GroupCtx<'_>,
+    group: &str,
+    svc: &ServiceRoutes,
+    host: String,
+) -> Generated {
+    ctx.destination_rule(
+        format!("trafficlabel-dr-{group}-{}-{}", svc.namespace, svc.name),
+        DestinationRuleSpec {
+            host,
+            subsets: svc
+                .subsets
+                .iter()
+                .map(|s| Subset {
+                    labels: Arc::clone(&s.labels),
+                    name: s.name.clone(),
+                })
+                .collect(),
+        },
+    )
 }
 
 /// Open-source Istio routes of one service: per lane holding the service, a route for
