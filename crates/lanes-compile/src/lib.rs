@@ -932,7 +932,7 @@ fn labelled_lanes<'s>(
     Ok((canary, baseline))
 }
 
-/// The VirtualService of one service of a group, for `host`, its name.
+/// The VirtualService of one service of a group; `host` is the service's FQDN.
 fn service_virtual_service(
     ctx: &GroupCtx<'_>,
     input: &GroupInput<'_>,
@@ -980,7 +980,8 @@ fn service_virtual_service(
     )
 }
 
-/// The DestinationRule of one service of group `group`: a subset per lane holding it.
+/// The DestinationRule of one service of group `group` (`host`, its FQDN): a subset per
+/// lane holding it.
 fn service_destination_rule(
     ctx: &GroupCtx<'_>,
     group: &str,
