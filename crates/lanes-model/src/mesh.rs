@@ -243,11 +243,17 @@ impl<'a> PodIndex<'a> {
         } else {
             &[]
         };
+        // The index holds pods by namespace and label, so for a one-label selector its
+        // entry is the answer: checking each pod again would read every pod's labels a
+        // second time.
+        let settled = indexed.is_some() && selector.len() == 1;
         candidates
             .iter()
             .map(|&i| &self.pods[i])
             .chain(scan)
-            .filter(move |p| p.namespace == namespace && selector_matches(selector, &p.labels))
+            .filter(move |p| {
+                settled || (p.namespace == namespace && selector_matches(selector, &p.labels))
+            })
     }
 
     /// The ready pods `service` selects.
@@ -453,6 +459,18 @@ mod tests {
                 names(&full, selector),
                 "{selector:?}"
             );
+            // Both agree with a scan of every pod, one-label selectors included.
+            let wanted = labels(selector);
+            let scanned: Vec<String> = pods
+                .iter()
+                .filter(|p| {
+                    !wanted.is_empty()
+                        && p.namespace == "ns"
+                        && selector_matches(&wanted, &p.labels)
+                })
+                .map(|p| p.name.clone())
+                .collect();
+            assert_eq!(names(&full, selector), scanned, "{selector:?}");
         }
         assert_eq!(names(&partial, &[("tag", "base")]), ["a-base", "b-base"]);
         assert_eq!(names(&partial, &[]), Vec::<String>::new());
