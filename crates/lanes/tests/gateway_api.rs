@@ -1066,7 +1066,11 @@ fn routes_on_a_gateway_are_served_by_lanes_gateway_within_the_lanes() {
     });
     assert_eq!(status, 200);
     assert!(v1["pod"].as_str().unwrap().starts_with("echo-v1-"), "{v1}");
-    let (status, v2) = echoed("echo.example.com", "/v2/y");
+    // echo-v2's pod starts on its own and may turn ready after echo-v1's.
+    let (status, v2) = eventually(Duration::from_secs(30), || {
+        let got = echoed("echo.example.com", "/v2/y");
+        (got.0 == 200).then_some(got)
+    });
     assert_eq!(status, 200);
     assert!(v2["pod"].as_str().unwrap().starts_with("echo-v2-"), "{v2}");
     assert_eq!(v2["path"], "/y");
