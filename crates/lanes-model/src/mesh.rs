@@ -180,27 +180,32 @@ pub struct PodIndex<'a> {
 impl<'a> PodIndex<'a> {
     /// Indexes `pods` by every label.
     pub fn new(pods: &'a [PodView]) -> PodIndex<'a> {
-        PodIndex::indexing(pods, None)
+        // Most pods carry a label of their own (`app`, a hash): about one entry per pod.
+        PodIndex::indexing(pods, None, pods.len())
     }
 
     /// Indexes `pods` by the label keys `keys` only: the first keys of the selectors it
     /// will be asked about (a pod's other labels, such as its lane or template hash, are
     /// never looked up). A selector whose first key is not among them is answered by a
     /// scan of every pod, so the answers are the same as [`PodIndex::new`]'s.
+    ///
+    /// `keys` names one key per selector (repeats allowed): the index is sized for as
+    /// many entries as selectors, since pods that share a selector's label share an entry.
     pub fn on_keys<I>(pods: &'a [PodView], keys: I) -> PodIndex<'a>
     where
         I: IntoIterator<Item = &'a str>,
     {
         let mut keys: Vec<&str> = keys.into_iter().collect();
+        let selectors = keys.len();
         keys.sort_unstable();
         keys.dedup();
-        PodIndex::indexing(pods, Some(keys))
+        PodIndex::indexing(pods, Some(keys), selectors.min(pods.len()))
     }
 
-    fn indexing(pods: &'a [PodView], keys: Option<Vec<&'a str>>) -> PodIndex<'a> {
-        // Most pods carry a label of their own (`app`, a hash): about one entry per pod.
+    /// Indexes `pods` by `keys`, in a table sized for `entries`.
+    fn indexing(pods: &'a [PodView], keys: Option<Vec<&'a str>>, entries: usize) -> PodIndex<'a> {
         let mut by_label: Map<(&str, &str, &str), Vec<usize>> =
-            Map::with_capacity_and_hasher(pods.len(), ahash::RandomState::new());
+            Map::with_capacity_and_hasher(entries, ahash::RandomState::new());
         for (i, pod) in pods.iter().enumerate() {
             let labels = pod.labels.iter();
             for (k, v) in labels.filter(|(k, _)| is_indexed(keys.as_deref(), k)) {
