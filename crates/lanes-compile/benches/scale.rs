@@ -1,6 +1,10 @@
 //! The compiler at scale: one lane group of 100, 1,000 and 5,000 synthetic services ×
 //! 20 lanes with three pods per service (`lanes_model::synthetic`). YAML decoding and
 //! pod conversion happen once, outside the measurement: what is timed is `compile`.
+//!
+//! `LANES_SCALE_SERVICES` (a comma-separated list, such as `5000`) builds and checks only
+//! those sizes: criterion's name filter skips the measurement of the others but not
+//! their set-up, whose one checking compile a profiler run under valgrind would count.
 
 #![allow(clippy::expect_used)]
 
@@ -18,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn scale(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.sample_size(20);
-    for services in [100, 1_000, 5_000] {
+    for services in sizes() {
         let text = mesh(Shape {
             services,
             lanes: 20,
@@ -44,6 +48,21 @@ fn scale(c: &mut Criterion) {
         );
     }
     group.finish();
+}
+
+/// The group sizes to measure: `LANES_SCALE_SERVICES`, or 100, 1,000 and 5,000.
+fn sizes() -> Vec<usize> {
+    match std::env::var("LANES_SCALE_SERVICES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim().parse().unwrap_or_else(|e| {
+                    panic!("LANES_SCALE_SERVICES: {n:?} is not a number of services: {e}")
+                })
+            })
+            .collect(),
+        Err(_) => vec![100, 1_000, 5_000],
+    }
 }
 
 criterion_group!(benches, scale);
