@@ -1,6 +1,7 @@
 //! A read-only view of the mesh that the compiler and lint share: services, pods, and
 //! which lane holds which service.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::lane::{LaneGroupSpec, LaneSpec};
@@ -169,10 +170,14 @@ pub fn assumed_pods<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Vec<Po
 
 /// Pods indexed by namespace and label, so the pods a service selects are found without
 /// scanning every pod.
+///
+/// The pods carrying one label are a chain of a [`ChainMap`] rather than a list of
+/// their own: a large mesh has about one label per service, and a small allocation per
+/// label was the index's largest cost once the mesh no longer fit in the cache.
 #[derive(Debug, Clone)]
 pub struct PodIndex<'a> {
     pods: &'a [PodView],
-    by_label: Map<(&'a str, &'a str, &'a str), Vec<usize>>,
+    by_label: ChainMap<(&'a str, &'a str, &'a str)>,
     /// The label keys indexed, sorted; `None`: every key.
     keys: Option<Vec<&'a str>>,
 }
@@ -204,15 +209,11 @@ impl<'a> PodIndex<'a> {
 
     /// Indexes `pods` by `keys`, in a table sized for `entries`.
     fn indexing(pods: &'a [PodView], keys: Option<Vec<&'a str>>, entries: usize) -> PodIndex<'a> {
-        let mut by_label: Map<(&str, &str, &str), Vec<usize>> =
-            Map::with_capacity_and_hasher(entries, ahash::RandomState::new());
-        for (i, pod) in pods.iter().enumerate() {
-            let labels = pod.labels.iter();
+        let mut by_label = ChainMap::with_capacity(entries, pods.len());
+        for (pod, p) in pods.iter().enumerate() {
+            let labels = p.labels.iter();
             for (k, v) in labels.filter(|(k, _)| is_indexed(keys.as_deref(), k)) {
-                by_label
-                    .entry((pod.namespace.as_str(), k.as_str(), v.as_str()))
-                    .or_default()
-                    .push(i);
+                by_label.push((p.namespace.as_str(), k.as_str(), v.as_str()), pod);
             }
         }
         PodIndex {
@@ -241,8 +242,8 @@ impl<'a> PodIndex<'a> {
         let first = selector.iter().next();
         let indexed = first.filter(|(k, _)| is_indexed(self.keys.as_deref(), k));
         let candidates = indexed
-            .and_then(|(k, v)| self.by_label.get(&(namespace, k.as_str(), v.as_str())))
-            .map_or(&[][..], Vec::as_slice);
+            .map(|(k, v)| self.by_label.get(&(namespace, k.as_str(), v.as_str())))
+            .unwrap_or_default();
         let scan = if first.is_some() && indexed.is_none() {
             self.pods
         } else {
@@ -253,8 +254,7 @@ impl<'a> PodIndex<'a> {
         // second time.
         let settled = indexed.is_some() && selector.len() == 1;
         candidates
-            .iter()
-            .map(|&i| &self.pods[i])
+            .map(|i| &self.pods[i])
             .chain(scan)
             .filter(move |p| {
                 settled || (p.namespace == namespace && selector_matches(selector, &p.labels))
@@ -264,6 +264,99 @@ impl<'a> PodIndex<'a> {
     /// The ready pods `service` selects.
     pub fn ready_for<'s>(&'s self, service: &'s ServiceView) -> Vec<&'a PodView> {
         self.selected_by(service).filter(|p| p.ready).collect()
+    }
+}
+
+/// A map from keys to lists of positions (of pods, of lanes), each list kept in the
+/// order pushed. The lists are chains through one shared vector of links: a list of its
+/// own per key costs an allocation per key, which at one key per service was most of an
+/// index's memory traffic.
+#[derive(Debug, Clone)]
+struct ChainMap<K> {
+    chains: Map<K, Chain>,
+    links: Vec<Link>,
+}
+
+/// The first and last link of one key's list.
+#[derive(Debug, Clone, Copy)]
+struct Chain {
+    first: usize,
+    last: usize,
+}
+
+/// One position of a list, and the link after it.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    at: usize,
+    next: Option<usize>,
+}
+
+impl<K: std::hash::Hash + Eq> ChainMap<K> {
+    /// An empty map with room for `keys` keys and `links` positions.
+    fn with_capacity(keys: usize, links: usize) -> ChainMap<K> {
+        ChainMap {
+            chains: Map::with_capacity_and_hasher(keys, ahash::RandomState::new()),
+            links: Vec::with_capacity(links),
+        }
+    }
+
+    /// Appends `at` to the list of `key`.
+    fn push(&mut self, key: K, at: usize) {
+        let link = self.links.len();
+        self.links.push(Link { at, next: None });
+        match self.chains.entry(key) {
+            Entry::Occupied(mut chain) => {
+                let chain = chain.get_mut();
+                self.links[chain.last].next = Some(link);
+                chain.last = link;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Chain {
+                    first: link,
+                    last: link,
+                });
+            }
+        }
+    }
+
+    /// The last position pushed for `key`.
+    fn last(&self, key: &K) -> Option<usize> {
+        let chain = self.chains.get(key)?;
+        self.links.get(chain.last).map(|l| l.at)
+    }
+
+    /// The positions pushed for `key`, in the order pushed.
+    fn get(&self, key: &K) -> Positions<'_> {
+        Positions {
+            links: &self.links,
+            next: self.chains.get(key).map(|c| c.first),
+        }
+    }
+}
+
+impl<K> Default for ChainMap<K> {
+    fn default() -> ChainMap<K> {
+        ChainMap {
+            chains: Map::default(),
+            links: Vec::new(),
+        }
+    }
+}
+
+/// The positions of one key of a [`ChainMap`].
+#[derive(Debug, Clone, Default)]
+struct Positions<'m> {
+    links: &'m [Link],
+    next: Option<usize>,
+}
+
+impl Iterator for Positions<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let link = self.links.get(self.next?)?;
+        self.next = link.next;
+        Some(link.at)
     }
 }
 
@@ -308,7 +401,7 @@ impl<'a> ServiceIndex<'a> {
 pub struct LaneMembership<'a> {
     lanes: usize,
     /// Per service `(namespace, name)`, the lanes that list it.
-    listed: Map<(&'a str, &'a str), Vec<usize>>,
+    listed: ChainMap<(&'a str, &'a str)>,
     /// Per first selector key, per its value: the lanes with that first label, and their
     /// whole selectors. Empty without `autoUpdate`.
     by_first_label: Vec<(&'a str, SelectorsByValue<'a>)>,
@@ -323,16 +416,20 @@ impl<'a> LaneMembership<'a> {
         I: IntoIterator<Item = &'a LaneSpec>,
     {
         let auto_update = group.auto_update.unwrap_or(false);
-        let mut index = LaneMembership::default();
+        let lanes: Vec<&LaneSpec> = lanes.into_iter().collect();
+        // Sized for every listing at once: a lane that lists every service of a large
+        // group would otherwise grow the table a dozen times.
+        let listings = lanes.iter().map(|l| l.services.len()).sum();
+        let mut index = LaneMembership {
+            listed: ChainMap::with_capacity(listings, listings),
+            ..LaneMembership::default()
+        };
         for (i, lane) in lanes.into_iter().enumerate() {
             index.lanes = i + 1;
             for s in &lane.services {
-                let holders = index
-                    .listed
-                    .entry((s.namespace(), s.name.as_str()))
-                    .or_default();
-                if holders.last() != Some(&i) {
-                    holders.push(i);
+                let service = (s.namespace(), s.name.as_str());
+                if index.listed.last(&service) != Some(i) {
+                    index.listed.push(service, i);
                 }
             }
             let first = lane.label_selector.iter().next();
@@ -359,7 +456,7 @@ impl<'a> LaneMembership<'a> {
     pub fn holding(&self, service: &ServiceView, ready_pods: &[&PodView]) -> Vec<bool> {
         let mut held = vec![false; self.lanes];
         let key = (service.namespace.as_str(), service.name.as_str());
-        for &i in self.listed.get(&key).map_or(&[][..], Vec::as_slice) {
+        for i in self.listed.get(&key) {
             held[i] = true;
         }
         for pod in ready_pods.iter().filter(|p| p.ready) {
@@ -430,6 +527,27 @@ mod tests {
             auto_update: Some(auto_update),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_chain_map_keeps_each_keys_positions_in_the_order_pushed() {
+        let mut map = ChainMap::with_capacity(2, 5);
+        for (key, at) in [("a", 0), ("b", 1), ("a", 2), ("a", 5), ("b", 3)] {
+            map.push(key, at);
+        }
+        assert_eq!(map.get(&"a").collect::<Vec<_>>(), [0, 2, 5]);
+        assert_eq!(map.get(&"b").collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(map.get(&"c").count(), 0);
+        assert_eq!(map.last(&"a"), Some(5));
+        assert_eq!(map.last(&"c"), None);
+    }
+
+    #[test]
+    fn a_lane_listing_a_service_twice_holds_it_once() {
+        let twice = lane(&[], &["reviews", "reviews"]);
+        let membership = LaneMembership::new(&group(false), [&twice]);
+        assert_eq!(membership.listed.get(&("ns", "reviews")).count(), 1);
+        assert_eq!(membership.holding(&service("reviews"), &[]), [true]);
     }
 
     #[test]
