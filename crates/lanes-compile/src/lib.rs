@@ -412,14 +412,14 @@ impl GroupCtx<'_> {
         own.or(self.fallback.as_ref()).cloned()
     }
 
-    pub(crate) fn set_lane_header(&self, lane: &str) -> Headers {
-        Headers {
+    pub(crate) fn set_lane_header(&self, lane: &str) -> Box<Headers> {
+        Box::new(Headers {
             request: Some(HeaderOperations {
                 set: BTreeMap::from([(self.route_header.clone(), lane.to_string())]),
                 ..Default::default()
             }),
             response: None,
-        }
+        })
     }
 
     /// A route destination into `lane` of a service, with ASM's fallback when the

@@ -82,7 +82,7 @@ pub struct HttpRouteDestination {
     pub fallback: Option<Fallback>,
     /// Header operations for this destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
 }
 
 /// One HTTP route rule of a VirtualService.
@@ -100,7 +100,7 @@ pub struct HttpRoute {
     pub route: Vec<HttpRouteDestination>,
     /// Header operations for the whole rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
     /// Request timeout, as a duration string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
