@@ -172,8 +172,7 @@ pub fn assumed_pods<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Vec<Po
 /// scanning every pod.
 ///
 /// The pods carrying one label are a chain of a [`ChainMap`] rather than a list of
-/// their own: a large mesh has about one label per service, and a small allocation per
-/// label was the index's largest cost once the mesh no longer fit in the cache.
+/// their own, which saves an allocation per label: about one per service.
 #[derive(Debug, Clone)]
 pub struct PodIndex<'a> {
     pods: &'a [PodView],
@@ -268,9 +267,9 @@ impl<'a> PodIndex<'a> {
 }
 
 /// A map from keys to lists of positions (of pods, of lanes), each list kept in the
-/// order pushed. The lists are chains through one shared vector of links: a list of its
-/// own per key costs an allocation per key, which at one key per service was most of an
-/// index's memory traffic.
+/// order pushed. The lists are chains through one shared vector of links, where a list
+/// of its own per key would cost an allocation per key (per service, in the indexes
+/// that use it).
 #[derive(Debug, Clone)]
 struct ChainMap<K> {
     chains: Map<K, Chain>,
