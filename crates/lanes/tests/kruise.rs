@@ -190,6 +190,7 @@ fn traffic_steps_take_their_share_of_the_lane_groups_ingress() {
     seed(&d, &["00-gateway.yaml", "10-apps.yaml", "20-lanes.yaml"]);
     apply_text(&d, TRAFFIC_ROLLOUT);
     settled(&d, 3);
+    routed(&d);
     let load = Unlabeled::start(&d.gateway);
     // At rest the release's route holds nothing: every request is the baseline's.
     assert_eq!(share(&answers(&d, "rest", 100, &[]), "v2"), 0.0);

@@ -425,6 +425,17 @@ pub fn settled(d: &Daemon, deployments: usize) {
     });
 }
 
+/// Waits until the gateway answers a request that names no lane through the seed's
+/// whole chain (mocka, mockb, mockc). The data plane follows the store a little behind,
+/// further on a loaded machine: a Deployment being available does not yet mean the
+/// gateway routes to its pods.
+pub fn routed(d: &Daemon) {
+    eventually(Duration::from_secs(60), || {
+        let (status, _, body) = http_get(&d.gateway, "/mock", &[]);
+        (status == 200 && versions(&body).len() == 3).then_some(())
+    });
+}
+
 /// A real Prometheus (Debian's package) scraping the daemon's `/metrics` every second,
 /// on an address of its own; stopped on drop.
 pub struct Prometheus {
