@@ -272,10 +272,7 @@ fn seed_without_rollouts(d: &Daemon) {
         d.ok(&["apply", "-f", &format!("examples/seed/{f}")]);
     }
     settled(d, 3);
-    eventually(Duration::from_secs(20), || {
-        let (s, _, b) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]);
-        (s == 200 && versions(&b).len() == 3).then_some(())
-    });
+    routed(d);
 }
 
 /// A pod's IP by its app label.

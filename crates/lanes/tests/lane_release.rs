@@ -251,9 +251,7 @@ fn a_broken_member_rolls_every_member_back_and_the_base_never_fails() {
     );
     apply_text(&d, RELEASE);
     settled(&d, 3);
-    eventually(Duration::from_secs(60), || {
-        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
-    });
+    routed(&d);
     let load = SteadyLoad::start(&d.gateway, &["base", "canary"], |lane, status, body| {
         lane == "canary" || (status == 200 && versions(body).len() == 3)
     });
@@ -324,9 +322,7 @@ spec:
 "#;
     apply_text(&d, judged);
     settled(&d, 3);
-    eventually(Duration::from_secs(60), || {
-        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
-    });
+    routed(&d);
     let load = SteadyLoad::start(&d.gateway, &["base", "canary"], |lane, status, body| {
         lane == "canary" || (status == 200 && versions(body).len() == 3)
     });

@@ -425,13 +425,14 @@ pub fn settled(d: &Daemon, deployments: usize) {
     });
 }
 
-/// Waits until the gateway answers a request that names no lane through the seed's
+/// Waits until the gateway answers a request into the seed's `base` lane through its
 /// whole chain (mocka, mockb, mockc). The data plane follows the store a little behind,
 /// further on a loaded machine: a Deployment being available does not yet mean the
-/// gateway routes to its pods.
+/// gateway routes to its pods. (A request naming no lane matches none of the seed's
+/// ingress rules until a release routes such requests.)
 pub fn routed(d: &Daemon) {
     eventually(Duration::from_secs(60), || {
-        let (status, _, body) = http_get(&d.gateway, "/mock", &[]);
+        let (status, _, body) = http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]);
         (status == 200 && versions(&body).len() == 3).then_some(())
     });
 }
