@@ -52,9 +52,7 @@ fn a_failing_canary_rolls_back_by_itself_and_the_base_lane_never_fails() {
             "      EXTRA\n",
             "      analysis:\n        interval: 2s\n        failureLimit: 1\n        minRequests: 10\n        onFailure: rollback\n        metrics:\n          - name: success-rate\n            successRate: {min: 0.95}\n          - name: latency\n            latencyP99: {maxMs: 500}\n",
         ));
-    eventually(Duration::from_secs(60), || {
-        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
-    });
+    routed(&d);
     // Steady load on both lanes.
     let stop = Arc::new(AtomicBool::new(false));
     let base_failures = Arc::new(AtomicU64::new(0));

@@ -101,9 +101,7 @@ fn seeded(d: &Daemon) {
     d.ok(&["apply", "-f", "examples/seed/"]);
     apply_text(d, RELEASE);
     settled(d, 3);
-    eventually(Duration::from_secs(60), || {
-        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
-    });
+    routed(d);
 }
 
 /// The canary subsets of the generated DestinationRules, by service.

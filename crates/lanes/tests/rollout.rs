@@ -170,9 +170,7 @@ fn no_request_fails_during_approve_finalising_and_undo() {
     let d = Daemon::start();
     d.ok(&["apply", "-f", "examples/seed/"]);
     wait_state(&d, "rollouts-mockb", "Healthy", None);
-    eventually(Duration::from_secs(60), || {
-        (http_get(&d.gateway, "/mock", &[("x-asm-prefer-tag", "base")]).0 == 200).then_some(())
-    });
+    routed(&d);
     let load = SteadyLoad::start(&d.gateway, &["base", "canary"], |_, status, body| {
         status == 200 && versions(body).len() == 3
     });
